@@ -1,0 +1,1 @@
+"""Alert lifecycle, routing to the operations centre and property managers, safety score."""

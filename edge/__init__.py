@@ -1,0 +1,1 @@
+"""Edge agent: one per estate; reads devices, spools readings durably, publishes over MQTT."""

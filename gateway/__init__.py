@@ -1,0 +1,1 @@
+"""Gateway: MQTT ingest, validation, detection, InfluxDB writer and the HTTP API."""

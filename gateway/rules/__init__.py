@@ -1,0 +1,1 @@
+"""Detection rules, one module per sensor family."""

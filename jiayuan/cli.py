@@ -1,0 +1,56 @@
+"""The ``jiayuan`` console script: one entry point, one subcommand per job."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from jiayuan import __version__
+
+# Each module exposes ``add_parser(subparsers)``, which registers its subcommand and sets
+# ``func`` (taking the parsed args, returning an exit code).  Imported lazily per module so
+# ``jiayuan --help`` stays fast and one broken optional part cannot hide the others.
+SUBCOMMAND_MODULES = (
+    "jiayuan.services_cli",
+    "jiayuan.demo",
+    "gateway.cli",
+    "edge.cli",
+    "simulators.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jiayuan",
+        description="家园 Jiayuan — IoT safety monitoring for residential estates "
+        "(lifts, fire systems, water tanks, e-bike charging, waterlogging).",
+    )
+    parser.add_argument("--version", action="version", version=f"jiayuan {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML configuration file (default: $JIAYUAN_CONFIG, else ./jiayuan.toml if "
+        "present); JIAYUAN_<SECTION>_<KEY> environment variables override it",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

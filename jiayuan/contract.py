@@ -1,0 +1,266 @@
+"""The wire contract between edge agents (or device vendors) and the gateway.
+
+Imported by edge, simulators and gateway alike; ``docs/protocol.md`` documents it for
+vendors.  Topics carry the place::
+
+    jiayuan/v1/{district}/{street}/{estate}/{kind}/{device}/{channel}
+
+with channel ``telemetry``, ``event`` or ``status``.  An edge agent that batches readings of
+many devices into one message publishes on ``kind = batch`` and ``device = <edge id>``:
+per-message overhead, not JSON decoding, is what limits MQTT throughput.
+
+A payload is UTF-8 JSON: ``{"v": 1, "edge": ..., "readings": [...]}``.  A reading is
+identified by ``(edge, device, seq)``; the gateway drops a reading it has already seen.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+import msgspec
+
+from jiayuan.catalogue import Kind, ValueType, family
+
+SCHEMA_VERSION = 1
+TOPIC_PREFIX = "jiayuan/v1"
+BATCH = "batch"
+# The status topic of an edge agent (retained, with a last will "offline").
+EDGE_STATUS_KIND = "edge"
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_READINGS_PER_MESSAGE = 5000
+MAX_VALUES_PER_READING = 64
+# Device clocks drift and edges replay after outages, so accept old readings for a while;
+# a reading stamped in the future by more than this is a broken clock.
+MAX_AGE_MS = 30 * 24 * 3600 * 1000
+MAX_FUTURE_MS = 5 * 60 * 1000
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+_VALUE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_EVENT = re.compile(r"[a-z_]+\.[a-z0-9_]+")
+
+Value = float | int | str
+
+
+class Channel(StrEnum):
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    STATUS = "status"
+
+
+class ContractError(ValueError):
+    """A topic or payload that breaks the contract; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    district: str
+    street: str
+    estate: str
+    kind: str  # a Kind value, "batch", or "edge" on status topics
+    device: str  # a device id, or the edge id on batch and edge-status topics
+    channel: Channel
+
+    def __str__(self) -> str:
+        return "/".join(
+            (TOPIC_PREFIX, self.district, self.street, self.estate, self.kind, self.device,
+             self.channel.value)
+        )
+
+
+def batch_topic(district: str, street: str, estate: str, edge: str) -> str:
+    return str(Topic(district, street, estate, BATCH, edge, Channel.TELEMETRY))
+
+
+def device_topic(
+    district: str, street: str, estate: str, kind: Kind, device: str, channel: Channel
+) -> str:
+    return str(Topic(district, street, estate, kind.value, device, channel))
+
+
+def edge_status_topic(district: str, street: str, estate: str, edge: str) -> str:
+    return str(Topic(district, street, estate, EDGE_STATUS_KIND, edge, Channel.STATUS))
+
+
+def subscription(street_filter: str = "+") -> str:
+    """The MQTT filter a gateway subscribes to; ``street_filter`` lets it own one street."""
+    return f"{TOPIC_PREFIX}/+/{street_filter}/#"
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if len(parts) != 8 or "/".join(parts[:2]) != TOPIC_PREFIX:
+        raise ContractError(
+            f"topic {topic!r} is not {TOPIC_PREFIX}/district/street/estate/kind/device/channel"
+        )
+    district, street, estate, kind, device, channel = parts[2:]
+    for name, segment in (("district", district), ("street", street), ("estate", estate),
+                          ("device", device)):
+        if not _SEGMENT.fullmatch(segment):
+            raise ContractError(f"topic segment {name}={segment!r} is not [A-Za-z0-9_.-]{{1,64}}")
+    try:
+        parsed_channel = Channel(channel)
+    except ValueError:
+        raise ContractError(f"unknown channel {channel!r}") from None
+    if kind not in {k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND}:
+        raise ContractError(f"unknown kind {kind!r} in topic")
+    return Topic(district, street, estate, kind, device, parsed_channel)
+
+
+class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """One device's values at one instant."""
+
+    device: str
+    kind: str
+    seq: int  # per (edge, device), strictly increasing from 1; survives edge restarts
+    ts: int  # device time, epoch milliseconds
+    values: dict[str, Value]
+    building: str = ""
+    event: str | None = None  # an event code such as "lift.fault_code" on the event channel
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.device, self.seq)
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    edge: str
+    readings: list[Reading]
+
+
+class EdgeStatus(msgspec.Struct, forbid_unknown_fields=True):
+    v: int
+    edge: str
+    state: Literal["online", "offline"]
+    ts: int
+
+
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+_status_decoder = msgspec.json.Decoder(EdgeStatus)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Envelope | EdgeStatus) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_envelope(payload: bytes) -> Envelope:
+    """Decode and check the envelope's shape; readings are checked one by one later."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        envelope = _envelope_decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise ContractError(f"payload is not a valid envelope: {error}") from None
+    if envelope.v != SCHEMA_VERSION:
+        raise ContractError(f"schema version {envelope.v} is not supported (want {SCHEMA_VERSION})")
+    if not _SEGMENT.fullmatch(envelope.edge):
+        raise ContractError(f"edge id {envelope.edge!r} is not [A-Za-z0-9_.-]{{1,64}}")
+    if not envelope.readings:
+        raise ContractError("envelope holds no readings")
+    if len(envelope.readings) > MAX_READINGS_PER_MESSAGE:
+        raise ContractError(
+            f"envelope holds {len(envelope.readings)} readings, more than "
+            f"{MAX_READINGS_PER_MESSAGE}"
+        )
+    return envelope
+
+
+def decode_status(payload: bytes) -> EdgeStatus:
+    try:
+        status = _status_decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
+        raise ContractError(f"payload is not a valid edge status: {error}") from None
+    if status.v != SCHEMA_VERSION:
+        raise ContractError(f"schema version {status.v} is not supported (want {SCHEMA_VERSION})")
+    return status
+
+
+def check_reading(reading: Reading, topic: Topic, now_ms: int | None = None) -> str | None:
+    """Why this reading breaks the contract, or None when it is good.
+
+    Checks that it belongs to its topic, that its kind and every value name are in the
+    catalogue with the declared type, that numbers are finite and inside the signal's
+    plausible range, and that the timestamp is sane.
+    """
+    if topic.kind != BATCH and (reading.kind != topic.kind or reading.device != topic.device):
+        return (f"reading for {reading.kind}/{reading.device} published on the topic of "
+                f"{topic.kind}/{topic.device}")
+    try:
+        fam = family(reading.kind)
+    except KeyError as error:
+        return str(error.args[0])
+    if not _SEGMENT.fullmatch(reading.device):
+        return f"device id {reading.device!r} is not [A-Za-z0-9_.-]{{1,64}}"
+    if reading.building and not _SEGMENT.fullmatch(reading.building):
+        return f"building id {reading.building!r} is not [A-Za-z0-9_.-]{{1,64}}"
+    if reading.seq < 1:
+        return f"seq {reading.seq} is not a positive integer"
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if reading.ts < now - MAX_AGE_MS:
+        return f"timestamp {reading.ts} is more than 30 days old"
+    if reading.ts > now + MAX_FUTURE_MS:
+        return f"timestamp {reading.ts} is more than 5 minutes in the future"
+    if reading.event is not None:
+        if not _EVENT.fullmatch(reading.event) or not reading.event.startswith(reading.kind + "."):
+            return f"event code {reading.event!r} does not belong to kind {reading.kind}"
+    elif topic.channel is Channel.EVENT:
+        return "reading on the event channel has no event code"
+    if not reading.values and reading.event is None:
+        return "reading has neither values nor an event code"
+    if len(reading.values) > MAX_VALUES_PER_READING:
+        return f"reading has {len(reading.values)} values, more than {MAX_VALUES_PER_READING}"
+    for name, value in reading.values.items():
+        if not _VALUE_NAME.fullmatch(name):
+            return f"value name {name!r} is not [a-z][a-z0-9_]*"
+        signal = fam.signal(name)
+        if signal is None:
+            return f"value {name!r} is not a signal of {fam.kind.value}"
+        problem = _check_value(name, value, signal.type, signal.minimum, signal.maximum)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_value(
+    name: str, value: Value, value_type: ValueType, minimum: float | None, maximum: float | None
+) -> str | None:
+    if value_type is ValueType.STR:
+        return None if isinstance(value, str) else f"{name}={value!r} is not a string"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name}={value!r} is not a number"
+    if value_type is ValueType.INT and not isinstance(value, int):
+        return f"{name}={value!r} is not an integer"
+    if not math.isfinite(value):
+        return f"{name}={value!r} is not finite"
+    if minimum is not None and value < minimum:
+        return f"{name}={value!r} is below the plausible minimum {minimum}"
+    if maximum is not None and value > maximum:
+        return f"{name}={value!r} is above the plausible maximum {maximum}"
+    return None
+
+
+def normalise_values(kind: Kind, values: dict[str, Value]) -> dict[str, Value]:
+    """Cast values to the catalogue's declared types (ints stay ints, floats become floats).
+
+    InfluxDB refuses a field whose type changes, so an edge normalises before spooling.
+    """
+    fam = family(kind)
+    normalised: dict[str, Value] = {}
+    for name, value in values.items():
+        signal = fam.signal(name)
+        if signal is None or isinstance(value, str):
+            normalised[name] = value
+        elif signal.type is ValueType.INT:
+            normalised[name] = int(value)
+        elif signal.type is ValueType.FLOAT:
+            normalised[name] = float(value)
+        else:
+            normalised[name] = value
+    return normalised

@@ -1,0 +1,1 @@
+"""Device models for every sensor family, estate registry, fault injection with labels."""
