@@ -175,7 +175,7 @@ LIFT = Family(
         Threshold("stop_out_of_zone_s", 10.0, "s", "INF"),
     ),
     heartbeat_s=5.0,
-    offline_after_s=20.0,
+    offline_after_s=15.0,
 )
 
 FIRE = Family(
@@ -211,11 +211,11 @@ FIRE = Family(
         Threshold("sprinkler_pressure_min", 0.10, "MPa", "GB 50974-2014 §5.2.2 (STD)"),
         Threshold("hydrant_pressure_min", 0.07, "MPa", "GB 50974-2014 §5.2.2 (STD)"),
         Threshold("tank_level_min", 1.0, "m", "INF: site-specific reserved volume"),
-        Threshold("pressure_low_s", 30.0, "s", "INF: hold time before alarm"),
+        Threshold("pressure_low_s", 15.0, "s", "INF: hold time before alarm"),
         Threshold("pump_start_s", 30.0, "s", "INF"),
     ),
     heartbeat_s=10.0,
-    offline_after_s=40.0,
+    offline_after_s=30.0,
 )
 
 WATER_TANK = Family(
@@ -251,11 +251,11 @@ WATER_TANK = Family(
         Threshold("ph_max", 8.5, "pH", "GB 5749-2022 (STD)"),
         Threshold("level_low_pct", 20.0, "%", "INF"),
         Threshold("level_overflow_pct", 98.0, "%", "INF"),
-        Threshold("quality_hold_s", 30.0, "s", "INF: hold time before alarm"),
-        Threshold("lid_open_s", 30.0, "s", "INF"),
+        Threshold("quality_hold_s", 15.0, "s", "INF: hold time before alarm"),
+        Threshold("lid_open_s", 20.0, "s", "INF"),
     ),
     heartbeat_s=10.0,
-    offline_after_s=40.0,
+    offline_after_s=30.0,
 )
 
 EBIKE_CHARGER = Family(
@@ -288,7 +288,7 @@ EBIKE_CHARGER = Family(
         Threshold("over_hold_s", 5.0, "s", "INF"),
     ),
     heartbeat_s=10.0,
-    offline_after_s=40.0,
+    offline_after_s=30.0,
 )
 
 WATERLOGGING = Family(
@@ -312,7 +312,7 @@ WATERLOGGING = Family(
         Threshold("depth_clear_margin_cm", 2.0, "cm", "INF: hysteresis"),
     ),
     heartbeat_s=10.0,
-    offline_after_s=40.0,
+    offline_after_s=30.0,
 )
 
 FAMILIES: Mapping[Kind, Family] = {
