@@ -8,11 +8,12 @@ given as ``<key>_file`` (``password_file``, ``token_file``) so they never sit in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_FILE = "jiayuan.toml"
@@ -84,18 +85,24 @@ class Config:
     source: str = "defaults"
 
 
-_SECTIONS = {"mqtt": MqttConfig, "influx": InfluxConfig, "gateway": GatewayConfig,
-             "edge": EdgeConfig}
+_SECTIONS = {
+    "mqtt": MqttConfig,
+    "influx": InfluxConfig,
+    "gateway": GatewayConfig,
+    "edge": EdgeConfig,
+}
 
 
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Build the configuration from defaults, the TOML file and the environment."""
     env = dict(os.environ) if environ is None else environ
-    chosen = path or env.get(ENV_CONFIG_FILE)
+    # An empty $JIAYUAN_CONFIG means "not set", not "the current directory".
+    chosen = path or env.get(ENV_CONFIG_FILE) or None
     if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
         chosen = DEFAULT_CONFIG_FILE
     data: dict[str, Any] = {}
     source = "defaults"
+    base_dir = Path.cwd()
     if chosen is not None:
         config_path = Path(chosen)
         try:
@@ -104,65 +111,92 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             raise ConfigError(f"{config_path}: configuration file not found") from None
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{config_path}: {error}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{config_path}: not UTF-8 text: {error.reason}") from None
+        except OSError as error:
+            raise ConfigError(f"{config_path}: cannot read: {error.strerror}") from None
         source = str(config_path)
+        # Secret files named in the config file are found relative to it, wherever the
+        # command runs from.
+        base_dir = config_path.resolve().parent
     unknown = set(data) - set(_SECTIONS)
     if unknown:
-        raise ConfigError(f"{source}: unknown section(s) {sorted(unknown)}; "
-                          f"known: {sorted(_SECTIONS)}")
+        raise ConfigError(
+            f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}"
+        )
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         section = data.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}: [{name}] must be a table")
-        sections[name] = _build_section(name, cls, section, env, source)
+        sections[name] = _build_section(name, cls, section, env, source, base_dir)
     return Config(**sections, source=source)
 
 
 def _build_section(
-    name: str, cls: type[Any], values: dict[str, Any], env: dict[str, str], source: str
+    name: str,
+    cls: type[Any],
+    values: dict[str, Any],
+    env: dict[str, str],
+    source: str,
+    base_dir: Path,
 ) -> Any:
-    known = {f.name: f for f in fields(cls)}
+    # Resolved types, not the strings that `from __future__ import annotations` leaves.
+    known = get_type_hints(cls)
     settings: dict[str, Any] = {}
     for key, value in values.items():
         base_key = key.removesuffix("_file")
         if key.endswith("_file") and base_key in known:
-            settings[base_key] = _read_secret(Path(str(value)), f"{source}: [{name}] {key}")
+            where = f"{source}: [{name}] {key}"
+            if base_key in values:
+                raise ConfigError(f"{where}: give either {base_key} or {key}, not both")
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}: {value!r} is not a file name")
+            secret = _read_secret(base_dir / Path(value).expanduser(), where)
+            settings[base_key] = _coerce(secret, known[base_key], where)
             continue
         if key not in known:
             raise ConfigError(f"{source}: [{name}] unknown key {key!r}; known: {sorted(known)}")
-        settings[key] = _coerce(value, known[key].type, f"{source}: [{name}] {key}")
-    for key in known:
+        settings[key] = _coerce(value, known[key], f"{source}: [{name}] {key}")
+    for key, annotation in known.items():
         env_name = f"JIAYUAN_{name.upper()}_{key.upper()}"
         if env_name in env:
-            settings[key] = _coerce(env[env_name], known[key].type, f"${env_name}")
+            settings[key] = _coerce(env[env_name], annotation, f"${env_name}")
         if env_name + "_FILE" in env:
-            settings[key] = _read_secret(Path(env[env_name + "_FILE"]), f"${env_name}_FILE")
-    section = cls(**settings)
-    if isinstance(section, InfluxConfig) and section.api not in ("v1", "v2"):
-        raise ConfigError(f"{source}: [influx] api must be 'v1' or 'v2', not {section.api!r}")
-    return section
+            where = f"${env_name}_FILE"
+            secret = _read_secret(Path(env[env_name + "_FILE"]).expanduser(), where)
+            settings[key] = _coerce(secret, annotation, where)
+    return cls(**settings)
 
 
 def _read_secret(path: Path, where: str) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{where}: secret file {path} is not UTF-8: {error.reason}") from None
     except OSError as error:
         raise ConfigError(f"{where}: cannot read secret file {path}: {error.strerror}") from None
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    type_name = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    try:
-        if type_name == "int":
-            if isinstance(value, bool):
-                raise ValueError
+    if get_origin(annotation) is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    # bool is an int in Python, but `port = true` is a mistake, not 1.
+    if annotation is int:
+        if isinstance(value, float) and value.is_integer():
             return int(value)
-        if type_name == "float":
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: {value!r} is not a {type_name}") from None
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                return int(value)
+        raise ConfigError(f"{where}: {value!r} is not an integer")
+    if annotation is float:
+        if isinstance(value, int | float | str) and not isinstance(value, bool):
+            with contextlib.suppress(ValueError):
+                return float(value)
+        raise ConfigError(f"{where}: {value!r} is not a number")
     if not isinstance(value, str):
         raise ConfigError(f"{where}: {value!r} is not a string")
     return value

@@ -1,0 +1,219 @@
+"""``jiayuan services install|up|down|status``: real Mosquitto and InfluxDB for a person.
+
+``up`` starts both servers on free loopback ports, detached so they outlive the command,
+and records them in a state file (``.jiayuan/services.json`` in the current directory);
+``status`` and ``down`` read that file.  ``up`` prints shell ``export`` lines, and its
+other lines are shell comments, so ``eval "$(jiayuan services up)"`` configures a shell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from jiayuan.services import (
+    RunningServers,
+    ServicesError,
+    ensure_installed,
+    find_binary,
+    start_servers,
+)
+
+DEFAULT_STATE_FILE = Path(".jiayuan") / "services.json"
+EXIT_NOT_RUNNING = 3
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "services",
+        help="start, stop and check local Mosquitto and InfluxDB servers",
+        description="Run the real Mosquitto and InfluxDB servers on free loopback ports, "
+        "with all their files in one directory, for the demo and for development.",
+    )
+    parser.set_defaults(func=lambda args: _usage(parser))
+    commands = parser.add_subparsers(dest="services_command", metavar="ACTION")
+
+    state = argparse.ArgumentParser(add_help=False)
+    state.add_argument(
+        "--state",
+        metavar="FILE",
+        type=Path,
+        default=DEFAULT_STATE_FILE,
+        help=f"state file recording the running servers (default: ./{DEFAULT_STATE_FILE})",
+    )
+
+    install = commands.add_parser(
+        "install",
+        help="install mosquitto and influxdb from Debian when missing",
+        description="Install the Debian packages mosquitto and influxdb if their binaries "
+        "are missing (needs root; their system daemons are not started).",
+    )
+    install.set_defaults(func=_install)
+
+    up = commands.add_parser(
+        "up",
+        parents=[state],
+        help="start both servers in the background",
+        description="Start Mosquitto and InfluxDB on free ports of 127.0.0.1, detached, "
+        "and print their URLs as 'export JIAYUAN_…_URL=…' lines: "
+        'eval "$(jiayuan services up)" points this shell\'s jiayuan commands at them.',
+    )
+    up.add_argument(
+        "--dir",
+        metavar="DIR",
+        type=Path,
+        help="data directory for both servers, kept by 'down' (default: a new temporary "
+        "directory, removed by 'down')",
+    )
+    up.set_defaults(func=_up)
+
+    down = commands.add_parser(
+        "down",
+        parents=[state],
+        help="stop the servers started by 'up'",
+        description="Stop the servers recorded in the state file and remove their data "
+        "directory if 'up' created it.",
+    )
+    down.set_defaults(func=_down)
+
+    status = commands.add_parser(
+        "status",
+        parents=[state],
+        help="say whether the servers are running and answering",
+        description="Check the servers recorded in the state file; exit 0 when both are "
+        f"running and answering, {EXIT_NOT_RUNNING} when not.",
+    )
+    status.set_defaults(func=_status)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _load_state(path: Path) -> RunningServers | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        raise ServicesError(f"{path}: unreadable services state: {error}") from None
+    if not isinstance(data, dict):
+        raise ServicesError(f"{path}: services state is not a JSON object")
+    return RunningServers.from_dict(data)
+
+
+def _save_state(path: Path, servers: RunningServers) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(servers.to_dict(), indent=2) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _print_servers(servers: RunningServers, state: Path) -> None:
+    print(f"# mosquitto  {servers.mqtt_url}  (pid {servers.mosquitto_pid})")
+    print(f"# influxdb   {servers.influx_url}  (pid {servers.influxd_pid})")
+    print(f"# data dir   {servers.data_dir}")
+    print(f"# state      {state}   (stop with: jiayuan services down)")
+    print(f"export JIAYUAN_MQTT_URL={servers.mqtt_url}")
+    print(f"export JIAYUAN_INFLUX_URL={servers.influx_url}")
+
+
+def _install(args: argparse.Namespace) -> int:
+    try:
+        ensure_installed()
+    except ServicesError as error:
+        print(f"jiayuan services install: {error}", file=sys.stderr)
+        return 1
+    print(f"mosquitto: {find_binary('mosquitto')}")
+    print(f"influxd:   {find_binary('influxd')}")
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    state_path: Path = args.state
+    try:
+        previous = _load_state(state_path)
+        if previous is not None:
+            if previous.mosquitto_running() and previous.influxd_running():
+                # Idempotent: a second `up` prints the same servers again.
+                _print_servers(previous, state_path)
+                return 0
+            # Stale state (a reboot, or servers killed by hand): clean up what is left.
+            previous.stop()
+        data_dir = args.dir.resolve() if args.dir is not None else None
+        servers = start_servers(data_dir, install=True, detached=True)
+        try:
+            _save_state(state_path, servers)
+        except OSError:
+            servers.stop()
+            raise
+    except (ServicesError, OSError) as error:
+        print(f"jiayuan services up: {error}", file=sys.stderr)
+        return 1
+    _print_servers(servers, state_path)
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    state_path: Path = args.state
+    try:
+        servers = _load_state(state_path)
+        if servers is None:
+            print(f"no servers recorded in {state_path}: nothing to stop")
+            return 0
+        servers.stop()
+    except (ServicesError, OSError) as error:
+        print(f"jiayuan services down: {error}", file=sys.stderr)
+        return 1
+    state_path.unlink(missing_ok=True)
+    with_dir = "" if servers.owns_data_dir else f" (data kept in {servers.data_dir})"
+    print(f"stopped mosquitto and influxdb{with_dir}")
+    # Remove the default .jiayuan directory too if the state file was all it held.
+    if state_path.parent.name == ".jiayuan":
+        with contextlib.suppress(OSError):
+            state_path.parent.rmdir()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    state_path: Path = args.state
+    try:
+        servers = _load_state(state_path)
+    except ServicesError as error:
+        print(f"jiayuan services status: {error}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if servers is None:
+        print(f"no servers recorded in {state_path}: start them with 'jiayuan services up'")
+        return EXIT_NOT_RUNNING
+    mosquitto_running = servers.mosquitto_running()
+    influxd_running = servers.influxd_running()
+    rows = (
+        (
+            "mosquitto",
+            servers.mqtt_url,
+            servers.mosquitto_pid,
+            mosquitto_running,
+            mosquitto_running and servers.mqtt_answers(),
+        ),
+        (
+            "influxdb",
+            servers.influx_url,
+            servers.influxd_pid,
+            influxd_running,
+            influxd_running and servers.influx_answers(),
+        ),
+    )
+    for name, url, pid, running, answering in rows:
+        state = (
+            "not running"
+            if not running
+            else "running, " + ("answering" if answering else "NOT answering")
+        )
+        print(f"{name:<10} {state:<24} {url}  (pid {pid})")
+    return 0 if all(row[4] for row in rows) else EXIT_NOT_RUNNING
