@@ -1,0 +1,221 @@
+"""The edge agent's durable spool: readings wait here until the broker has acknowledged them.
+
+One SQLite file per edge, in WAL mode with ``synchronous=NORMAL`` (the pattern of
+ThingsBoard's IoT gateway).  What that protects against and what it does not:
+
+* A crash of the process (kill -9, an exception, an OOM kill) loses nothing: a transaction
+  is in the WAL file, in the operating system's page cache, once ``COMMIT`` returns.
+* A power cut or kernel crash may lose the last transactions since the WAL was last
+  synced (at each checkpoint): readings appended just before it are lost, and readings
+  already acknowledged and removed may come back and be sent again (the gateway drops
+  those duplicates).  Because the per-device sequence numbers are committed in the same
+  transactions, they roll back with them, so after a power cut new readings may reuse the
+  seq of readings the gateway has already stored, and it would drop them as duplicates.
+  ``synchronous=FULL`` closes that window at the cost of an fsync per transaction.
+* The database never corrupts in either case.
+
+Each device's next sequence number is stored in the same transaction as its readings, so
+a restart after a crash never hands out a seq twice.  Reading ids come from
+``AUTOINCREMENT`` so an id is never reused even after the spool was emptied: the agent
+keeps a cursor of the last id it handed to the broker and relies on that.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from edge.drivers import DriverSample
+from jiayuan.contract import Reading, normalise_values
+
+log = logging.getLogger(__name__)
+
+# Warn once when the spool holds this share of its budget, before anything is dropped.
+WARN_FRACTION = 0.8
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device TEXT PRIMARY KEY,
+    last_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Reading)
+
+
+class SpoolError(RuntimeError):
+    """The spool cannot be used as asked (for example, it belongs to another edge)."""
+
+
+class Spool:
+    """Readings of one edge, oldest first, with the per-device sequence numbers.
+
+    Not thread-safe: use it from one thread (the agent's event loop).  ``max_readings``
+    is the size budget: when an append would exceed it, the oldest readings are dropped
+    (newest data matters most for safety monitoring), counted in ``dropped`` and logged;
+    a warning is logged once the spool reaches 80 % of it.
+    """
+
+    def __init__(self, path: Path, *, max_readings: int | None = None) -> None:
+        if max_readings is not None and max_readings < 1:
+            raise ValueError("max_readings must be at least 1")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_readings = max_readings
+        self.dropped = 0
+        self._warned = False
+        # Autocommit mode: transactions are begun and committed explicitly below.
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._last_seq: dict[str, int] = dict(
+            self._db.execute("SELECT device, last_seq FROM devices").fetchall()
+        )
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'edge'").fetchone()
+        self._edge: str | None = None if row is None else str(row[0])
+        # Counted once, then kept in step: COUNT(*) scans the table.
+        self._pending: int = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def append(self, edge_id: str, samples: Sequence[DriverSample]) -> list[Reading]:
+        """Normalise, number and store ``samples`` in one transaction; return the readings."""
+        if not samples:
+            return []
+        if self._edge is not None and self._edge != edge_id:
+            raise SpoolError(f"{self.path} is the spool of edge {self._edge!r}, not {edge_id!r}")
+        next_seq: dict[str, int] = {}
+        readings: list[Reading] = []
+        rows: list[tuple[str, int, bytes]] = []
+        for sample in samples:
+            seq = next_seq.get(sample.device, self._last_seq.get(sample.device, 0)) + 1
+            next_seq[sample.device] = seq
+            reading = Reading(
+                device=sample.device,
+                kind=sample.kind.value,
+                seq=seq,
+                ts=sample.ts,
+                values=normalise_values(sample.kind, sample.values),
+                building=sample.building,
+                event=sample.event,
+            )
+            readings.append(reading)
+            rows.append((sample.device, seq, _encoder.encode(reading)))
+        overflow = 0
+        if self.max_readings is not None:
+            overflow = max(0, self._pending + len(rows) - self.max_readings)
+        with self._transaction() as db:
+            if self._edge is None:
+                db.execute("INSERT INTO meta (key, value) VALUES ('edge', ?)", (edge_id,))
+            db.executemany("INSERT INTO readings (device, seq, body) VALUES (?, ?, ?)", rows)
+            db.executemany(
+                "INSERT INTO devices (device, last_seq) VALUES (?, ?) "
+                "ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq",
+                next_seq.items(),
+            )
+            if overflow:
+                db.execute(
+                    "DELETE FROM readings WHERE id IN "
+                    "(SELECT id FROM readings ORDER BY id LIMIT ?)",
+                    (overflow,),
+                )
+        # Only after COMMIT: a failed transaction must leave the cached seqs untouched.
+        self._edge = edge_id
+        self._last_seq.update(next_seq)
+        self._pending += len(rows) - overflow
+        if overflow:
+            self.dropped += overflow
+            log.error(
+                "spool %s is full (%d readings): dropped the %d oldest (%d in all)",
+                self.path,
+                self.max_readings,
+                overflow,
+                self.dropped,
+            )
+        self._check_budget()
+        return readings
+
+    def _check_budget(self) -> None:
+        if self.max_readings is None:
+            return
+        if self._pending >= WARN_FRACTION * self.max_readings:
+            if not self._warned:
+                log.warning(
+                    "spool %s holds %d readings, %d%% of its budget of %d; the oldest "
+                    "will be dropped when it is full",
+                    self.path,
+                    self._pending,
+                    100 * self._pending // self.max_readings,
+                    self.max_readings,
+                )
+                self._warned = True
+        else:
+            self._warned = False
+
+    def peek_raw(
+        self, limit: int, after_id: int = 0, max_bytes: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` stored readings with an id above ``after_id``, oldest first, as
+        their encoded JSON; stops before ``max_bytes`` of bodies (always at least one)."""
+        rows: list[tuple[int, bytes]] = self._db.execute(
+            "SELECT id, body FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
+        if max_bytes is None:
+            return rows
+        total = 0
+        for index, (_, body) in enumerate(rows):
+            total += len(body) + 1  # the comma between readings
+            if total > max_bytes and index > 0:
+                return rows[:index]
+        return rows
+
+    def peek(self, limit: int, after_id: int = 0) -> list[tuple[int, Reading]]:
+        """Up to ``limit`` stored readings with an id above ``after_id``, oldest first."""
+        return [(id_, _decoder.decode(body)) for id_, body in self.peek_raw(limit, after_id)]
+
+    def remove(self, ids: Sequence[int]) -> None:
+        """Forget readings the broker has acknowledged (ids already gone are ignored)."""
+        if not ids:
+            return
+        before = self._db.total_changes
+        with self._transaction() as db:
+            db.executemany("DELETE FROM readings WHERE id = ?", ((id_,) for id_ in ids))
+        self._pending -= self._db.total_changes - before
+        self._check_budget()
+
+    def pending(self) -> int:
+        """How many readings are stored (not yet acknowledged by the broker)."""
+        return self._pending
+
+    def last_seq(self, device: str) -> int:
+        """The last sequence number handed to ``device`` (0 when none yet)."""
+        return self._last_seq.get(device, 0)
+
+    def close(self) -> None:
+        self._db.close()
