@@ -1,1 +1,33 @@
-"""Detection rules, one module per sensor family."""
+"""Detection rules, one module per sensor family, and the offline (dead-man) check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from gateway.rules.base import AnomalyChange, FamilyRules, Place
+from gateway.rules.ebike_charger import EbikeChargerRules
+from gateway.rules.fire import FireRules
+from gateway.rules.lift import LiftRules
+from gateway.rules.offline import OfflineMonitor
+from gateway.rules.water_tank import WaterTankRules
+from gateway.rules.waterlogging import WaterloggingRules
+from jiayuan.catalogue import Kind
+
+RULES: Mapping[Kind, Callable[[Mapping[str, float] | None], FamilyRules]] = {
+    Kind.LIFT: LiftRules,
+    Kind.FIRE: FireRules,
+    Kind.WATER_TANK: WaterTankRules,
+    Kind.EBIKE_CHARGER: EbikeChargerRules,
+    Kind.WATERLOGGING: WaterloggingRules,
+}
+
+
+def all_rules(
+    overrides: Mapping[Kind, Mapping[str, float]] | None = None,
+) -> dict[Kind, FamilyRules]:
+    """One rules object per family, with per-family threshold overrides if given."""
+    chosen = overrides or {}
+    return {kind: make(chosen.get(kind)) for kind, make in RULES.items()}
+
+
+__all__ = ["RULES", "AnomalyChange", "FamilyRules", "OfflineMonitor", "Place", "all_rules"]

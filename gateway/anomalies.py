@@ -1,0 +1,122 @@
+"""Anomalies: one per device and condition, from its start to its end.
+
+The book turns rule verdicts into anomaly records, ignoring an "open" for a condition that
+is already open and a "close" for one that is not (one writer per device and condition).
+It keeps the open ones and a bounded ring of recently closed ones for the API.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, replace
+
+from gateway.rules.base import AnomalyChange, Place
+from jiayuan.catalogue import family
+
+OPEN, CLOSED = "open", "closed"
+RECENT_CLOSED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    district: str
+    street: str
+    estate: str
+    building: str
+    device: str
+    kind: str
+    code: str
+    severity: str
+    title_zh: str
+    title_en: str
+    value: float  # the measured value when it opened
+    threshold: float
+    start_ms: int  # device time; also the InfluxDB point time, so closing overwrites it
+    end_ms: int  # 0 while open
+    state: str  # "open" or "closed"
+    detail: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state == OPEN
+
+    @property
+    def title(self) -> str:
+        return f"{self.title_zh} {self.title_en}"
+
+
+class AnomalyBook:
+    def __init__(self, recent_closed: int = RECENT_CLOSED) -> None:
+        self._open: dict[tuple[tuple[str, str, str, str, str], str], Anomaly] = {}
+        self._closed: deque[Anomaly] = deque(maxlen=recent_closed)
+        self._lock = threading.Lock()
+
+    def apply(self, place: Place, change: AnomalyChange) -> Anomaly | None:
+        """The anomaly this change opened or closed, or None when it changed nothing."""
+        key = (place.key, change.code)
+        with self._lock:
+            current = self._open.get(key)
+            if change.opened:
+                if current is not None:
+                    return None
+                event = family(place.kind).event(change.code)
+                opened = Anomaly(
+                    place.district,
+                    place.street,
+                    place.estate,
+                    place.building,
+                    place.device,
+                    place.kind,
+                    change.code,
+                    event.severity.value,
+                    event.title_zh,
+                    event.title_en,
+                    _finite(change.value),
+                    _finite(change.threshold),
+                    change.ts_ms,
+                    0,
+                    OPEN,
+                    change.detail,
+                )
+                self._open[key] = opened
+                return opened
+            if current is None:
+                return None
+            del self._open[key]
+            closed = replace(current, end_ms=max(change.ts_ms, current.start_ms), state=CLOSED)
+            self._closed.append(closed)
+            return closed
+
+    def list(
+        self,
+        active: bool | None = None,
+        kind: str | None = None,
+        estate: str | None = None,
+        limit: int = 100,
+    ) -> list[Anomaly]:
+        """Newest first."""
+        with self._lock:
+            chosen: list[Anomaly] = []
+            if active is not False:
+                chosen += self._open.values()
+            if active is not True:
+                chosen += self._closed
+        chosen = [
+            a
+            for a in chosen
+            if (kind is None or a.kind == kind) and (estate is None or a.estate == estate)
+        ]
+        chosen.sort(key=lambda a: a.start_ms, reverse=True)
+        return chosen[:limit]
+
+    @property
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+
+def _finite(value: float) -> float:
+    # InfluxDB refuses NaN and infinity; a value the device has not reported reads as 0.
+    return value if math.isfinite(value) else 0.0

@@ -1,0 +1,255 @@
+"""The gateway's HTTP API (FastAPI): health, anomalies, dead letters, Prometheus metrics.
+
+Served by uvicorn in a background thread of the gateway process.  Pydantic models at the
+boundary give the operations centre an OpenAPI description (``/docs``, ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Literal, Protocol
+
+import uvicorn
+from fastapi import FastAPI, Query
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+
+from gateway.anomalies import Anomaly
+from gateway.deadletters import REASON_TITLES, Reason, StoredDeadLetter
+from gateway.metrics import GatewayStats
+
+log = logging.getLogger(__name__)
+
+
+class ApiSource(Protocol):
+    """What the API reads from the running gateway."""
+
+    @property
+    def stats(self) -> GatewayStats: ...
+
+    @property
+    def mqtt_connected(self) -> bool: ...
+
+    @property
+    def uptime_s(self) -> float: ...
+
+    def influx_reachable(self) -> bool: ...
+
+    def anomalies(
+        self,
+        active: bool | None = None,
+        kind: str | None = None,
+        estate: str | None = None,
+        limit: int = 100,
+    ) -> list[Anomaly]: ...
+
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]: ...
+
+    def metrics_exposition(self) -> bytes: ...
+
+
+class StatsOut(BaseModel):
+    messages: int = Field(description="MQTT messages received")
+    readings_received: int = Field(description="readings in valid envelopes")
+    readings_stored: int = Field(description="readings written to InfluxDB")
+    duplicates: int = Field(description="readings dropped as already seen")
+    dead_letters: int = Field(description="messages or readings dead-lettered")
+    dead_letters_by_reason: dict[str, int]
+    anomalies_opened: dict[str, int] = Field(description="anomalies opened, by event code")
+    anomalies_closed: int
+    anomalies_open: int
+    edge_status: int = Field(description="edge status messages recorded")
+    batches: int = Field(description="batches written to InfluxDB")
+    write_retries: int
+    acked: int = Field(description="MQTT messages acknowledged")
+    queued: int = Field(description="messages waiting for the processing thread")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="ok when the broker is connected and InfluxDB answers"
+    )
+    status_zh: str = Field(description="状态（中文）")
+    mqtt_connected: bool
+    influx_reachable: bool
+    uptime_s: float
+    counters: StatsOut
+
+
+class AnomalyOut(BaseModel):
+    title: str = Field(
+        description="Chinese first, English beside it, e.g. '困人 Passenger trapped'"
+    )
+    title_zh: str
+    title_en: str
+    code: str = Field(description="event code from the catalogue, e.g. lift.trapped")
+    kind: str
+    severity: str
+    state: Literal["open", "closed"]
+    active: bool
+    district: str
+    street: str
+    estate: str
+    building: str
+    device: str
+    detail: str = Field(description="which part of the device, e.g. charging port p03")
+    value: float = Field(description="measured value when it opened")
+    threshold: float
+    start_ms: int = Field(description="device time, epoch ms")
+    end_ms: int = Field(description="device time, epoch ms; 0 while open")
+    start: datetime
+    end: datetime | None
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    received_ms: int
+    received_at: datetime
+    topic: str
+    reason: str = Field(
+        description="bad_topic, bad_payload, bad_status, bad_reading, "
+        "rejected_by_influx or internal_error"
+    )
+    reason_title: str = Field(description="Chinese first, English beside it")
+    detail: str = Field(description="what exactly was wrong")
+    payload: str = Field(
+        description="the raw payload (or the one bad reading), as UTF-8 with invalid bytes replaced"
+    )
+    payload_bytes: int
+
+
+def _when(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def anomaly_out(anomaly: Anomaly) -> AnomalyOut:
+    return AnomalyOut(
+        title=anomaly.title,
+        title_zh=anomaly.title_zh,
+        title_en=anomaly.title_en,
+        code=anomaly.code,
+        kind=anomaly.kind,
+        severity=anomaly.severity,
+        state="open" if anomaly.active else "closed",
+        active=anomaly.active,
+        district=anomaly.district,
+        street=anomaly.street,
+        estate=anomaly.estate,
+        building=anomaly.building,
+        device=anomaly.device,
+        detail=anomaly.detail,
+        value=anomaly.value,
+        threshold=anomaly.threshold,
+        start_ms=anomaly.start_ms,
+        end_ms=anomaly.end_ms,
+        start=_when(anomaly.start_ms),
+        end=_when(anomaly.end_ms) if anomaly.end_ms else None,
+    )
+
+
+def dead_letter_out(letter: StoredDeadLetter) -> DeadLetterOut:
+    try:
+        zh, en = REASON_TITLES[Reason(letter.reason)]
+        title = f"{zh} {en}"
+    except ValueError:
+        title = letter.reason
+    return DeadLetterOut(
+        id=letter.id,
+        received_ms=letter.received_ms,
+        received_at=_when(letter.received_ms),
+        topic=letter.topic,
+        reason=letter.reason,
+        reason_title=title,
+        detail=letter.detail,
+        payload=letter.payload.decode("utf-8", "replace"),
+        payload_bytes=len(letter.payload),
+    )
+
+
+def create_app(source: ApiSource) -> FastAPI:
+    app = FastAPI(
+        title="家园网关 Jiayuan gateway",
+        description="物联网安全监测网关：健康状态、异常、死信与指标。"
+        " IoT safety-monitoring gateway: health, anomalies, dead letters and metrics.",
+    )
+
+    @app.get("/health", response_model=HealthOut, summary="网关健康状态 Gateway health")
+    def health() -> HealthOut:
+        mqtt_ok, influx_ok = source.mqtt_connected, source.influx_reachable()
+        ok = mqtt_ok and influx_ok
+        stats = source.stats
+        return HealthOut(
+            status="ok" if ok else "degraded",
+            status_zh="正常" if ok else "降级",
+            mqtt_connected=mqtt_ok,
+            influx_reachable=influx_ok,
+            uptime_s=source.uptime_s,
+            counters=StatsOut.model_validate(stats, from_attributes=True),
+        )
+
+    @app.get(
+        "/anomalies", response_model=list[AnomalyOut], summary="异常列表 Anomalies, newest first"
+    )
+    def anomalies(
+        active: Annotated[
+            bool | None,
+            Query(description="true: open only; false: recently closed only; absent: both"),
+        ] = None,
+        kind: Annotated[str | None, Query(description="family, e.g. lift")] = None,
+        estate: Annotated[str | None, Query(description="estate id")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[AnomalyOut]:
+        return [anomaly_out(a) for a in source.anomalies(active, kind, estate, limit)]
+
+    @app.get(
+        "/dead-letters",
+        response_model=list[DeadLetterOut],
+        summary="死信 Dead letters, newest first",
+    )
+    def dead_letters(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterOut]:
+        return [dead_letter_out(letter) for letter in source.dead_letters(limit)]
+
+    @app.get("/metrics", summary="Prometheus 指标 Prometheus metrics", response_class=Response)
+    def metrics() -> Response:
+        return Response(source.metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class ApiServer:
+    """uvicorn in a background thread; ``port`` 0 picks a free one."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="gateway-api", daemon=True)
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the API did not start on {self.host}:{self.port} (is the port in use?)"
+                )
+            time.sleep(0.01)
+        for server in self._server.servers:
+            for sock in server.sockets:
+                self.port = int(sock.getsockname()[1])
+                break
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10.0)

@@ -1,0 +1,153 @@
+"""Counters of the gateway: plain numbers for ``Gateway.stats`` and the same in Prometheus
+form (a private registry, so several gateways in one process, as in tests, do not clash)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter as Tally
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from gateway.deadletters import Reason
+
+
+@dataclass(frozen=True)
+class GatewayStats:
+    """A snapshot of the gateway's counters since it started."""
+
+    messages: int = 0
+    readings_received: int = 0
+    readings_stored: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    anomalies_opened: dict[str, int] = field(default_factory=dict)  # by event code
+    anomalies_closed: int = 0
+    anomalies_open: int = 0
+    edge_status: int = 0
+    batches: int = 0
+    write_retries: int = 0
+    acked: int = 0
+    queued: int = 0
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._lock = threading.Lock()
+        self._counts: Tally[str] = Tally()
+        self._dead: Tally[str] = Tally()
+        self._opened: Tally[str] = Tally()
+        r = self.registry
+        self._messages = Counter("jiayuan_gateway_messages", "MQTT messages received", registry=r)
+        self._received = Counter(
+            "jiayuan_gateway_readings_received", "Readings received in valid envelopes", registry=r
+        )
+        self._stored = Counter(
+            "jiayuan_gateway_readings_stored", "Readings written to InfluxDB", registry=r
+        )
+        self._duplicates = Counter(
+            "jiayuan_gateway_duplicates",
+            "Readings dropped as already seen (edge, device, seq)",
+            registry=r,
+        )
+        self._dead_letters = Counter(
+            "jiayuan_gateway_dead_letters",
+            "Messages or readings dead-lettered",
+            ["reason"],
+            registry=r,
+        )
+        self._anomalies = Counter(
+            "jiayuan_gateway_anomalies_opened", "Anomalies opened", ["kind", "code"], registry=r
+        )
+        self._write_seconds = Histogram(
+            "jiayuan_gateway_batch_write_seconds",
+            "Time to write one batch to InfluxDB",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self._write_retries = Counter(
+            "jiayuan_gateway_write_retries", "Failed InfluxDB writes that were retried", registry=r
+        )
+        self.open_anomalies = Gauge(
+            "jiayuan_gateway_anomalies_open", "Anomalies open now", registry=r
+        )
+        self.queue_depth = Gauge(
+            "jiayuan_gateway_queue_depth",
+            "MQTT messages waiting for the processing thread",
+            registry=r,
+        )
+        for reason in Reason:
+            self._dead_letters.labels(reason.value)
+
+    def _add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += amount
+
+    def message(self) -> None:
+        self._messages.inc()
+        self._add("messages")
+
+    def readings_received(self, count: int) -> None:
+        self._received.inc(count)
+        self._add("readings_received", count)
+
+    def readings_stored(self, count: int) -> None:
+        self._stored.inc(count)
+        self._add("readings_stored", count)
+
+    def duplicate(self) -> None:
+        self._duplicates.inc()
+        self._add("duplicates")
+
+    def dead_letter(self, reason: Reason) -> None:
+        self._dead_letters.labels(reason.value).inc()
+        with self._lock:
+            self._counts["dead_letters"] += 1
+            self._dead[reason.value] += 1
+
+    def anomaly_opened(self, kind: str, code: str) -> None:
+        self._anomalies.labels(kind, code).inc()
+        with self._lock:
+            self._opened[code] += 1
+
+    def anomaly_closed(self) -> None:
+        self._add("anomalies_closed")
+
+    def edge_status(self) -> None:
+        self._add("edge_status")
+
+    def batch_written(self, seconds: float) -> None:
+        self._write_seconds.observe(seconds)
+        self._add("batches")
+
+    def write_retry(self) -> None:
+        self._write_retries.inc()
+        self._add("write_retries")
+
+    def acked(self, count: int) -> None:
+        self._add("acked", count)
+
+    def snapshot(self, anomalies_open: int = 0, queued: int = 0) -> GatewayStats:
+        with self._lock:
+            counts = dict(self._counts)
+            return GatewayStats(
+                messages=counts.get("messages", 0),
+                readings_received=counts.get("readings_received", 0),
+                readings_stored=counts.get("readings_stored", 0),
+                duplicates=counts.get("duplicates", 0),
+                dead_letters=counts.get("dead_letters", 0),
+                dead_letters_by_reason=dict(self._dead),
+                anomalies_opened=dict(self._opened),
+                anomalies_closed=counts.get("anomalies_closed", 0),
+                anomalies_open=anomalies_open,
+                edge_status=counts.get("edge_status", 0),
+                batches=counts.get("batches", 0),
+                write_retries=counts.get("write_retries", 0),
+                acked=counts.get("acked", 0),
+                queued=queued,
+            )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

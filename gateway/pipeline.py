@@ -1,0 +1,216 @@
+"""From one MQTT message to what must be made durable before it is acknowledged.
+
+Pure work, no I/O: parse the topic, decode the envelope, check each reading, drop
+duplicates, run detection, and collect InfluxDB lines and dead letters into a ``Batch``.
+A bad message or reading becomes a dead letter; nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from gateway.anomalies import OPEN, Anomaly
+from gateway.deadletters import DeadLetter, Reason
+from gateway.dedup import SeqWindow
+from gateway.detection import Detector
+from gateway.metrics import GatewayMetrics
+from gateway.points import anomaly_line, edge_status_line, telemetry_line
+from gateway.rules import Place
+from jiayuan.contract import (
+    BATCH,
+    EDGE_STATUS_KIND,
+    Channel,
+    ContractError,
+    Reading,
+    Topic,
+    check_reading,
+    decode_envelope,
+    decode_status,
+    parse_topic,
+)
+
+log = logging.getLogger(__name__)
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message as the network thread hands it over."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+    session: int = 0  # which connection delivered it (acks go to that connection only)
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One line to write, and what to dead-letter if InfluxDB refuses it."""
+
+    line: str
+    topic: str
+    origin: Reading | Anomaly | bytes  # encoded only if it must be dead-lettered
+    received_ms: int
+    is_reading: bool
+
+    def origin_json(self) -> bytes:
+        return self.origin if isinstance(self.origin, bytes) else msgspec.json.encode(self.origin)
+
+
+@dataclass
+class Batch:
+    messages: list[Message] = field(default_factory=list)
+    lines: list[Pending] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    readings: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.messages or self.lines or self.dead)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        detector: Detector,
+        metrics: GatewayMetrics,
+        clock: Callable[[], int] = wall_ms,
+    ) -> None:
+        self.detector = detector
+        self.metrics = metrics
+        self.seen = SeqWindow()
+        self._clock = clock
+
+    def add(self, message: Message, batch: Batch) -> None:
+        """Process one message into the batch; never raises."""
+        batch.messages.append(message)
+        self.metrics.message()
+        try:
+            self._process(message, batch)
+        except Exception as error:  # a bug must not stall ingest: keep the evidence
+            log.exception("processing a message on %s failed", message.topic)
+            self._dead(batch, message, Reason.INTERNAL_ERROR, repr(error), message.payload)
+
+    def tick(self, batch: Batch) -> None:
+        """The timer's turn: devices that went silent."""
+        self._anomalies(batch, self.detector.tick(self._clock()), "")
+
+    def _process(self, message: Message, batch: Batch) -> None:
+        try:
+            topic = parse_topic(message.topic)
+        except ContractError as error:
+            self._dead(batch, message, Reason.BAD_TOPIC, str(error), message.payload)
+            return
+        if topic.kind == EDGE_STATUS_KIND or topic.channel is Channel.STATUS:
+            self._status(topic, message, batch)
+            return
+        try:
+            envelope = decode_envelope(message.payload)
+        except ContractError as error:
+            self._dead(batch, message, Reason.BAD_PAYLOAD, str(error), message.payload)
+            return
+        if topic.kind == BATCH and envelope.edge != topic.device:
+            self._dead(
+                batch,
+                message,
+                Reason.BAD_PAYLOAD,
+                f"edge {envelope.edge!r} published on the batch topic of {topic.device!r}",
+                message.payload,
+            )
+            return
+        batch.readings += len(envelope.readings)
+        self.metrics.readings_received(len(envelope.readings))
+        now = self._clock()
+        for reading in envelope.readings:
+            problem = check_reading(reading, topic, now)
+            if problem is not None:
+                self._dead(
+                    batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
+                )
+                continue
+            if not self.seen.first_time(envelope.edge, reading.device, reading.seq):
+                self.metrics.duplicate()
+                continue
+            place = Place(
+                topic.district,
+                topic.street,
+                topic.estate,
+                reading.building,
+                reading.kind,
+                reading.device,
+            )
+            batch.lines.append(
+                Pending(
+                    telemetry_line(place, reading),
+                    message.topic,
+                    reading,
+                    message.received_ms,
+                    True,
+                )
+            )
+            self._anomalies(
+                batch, self.detector.reading(place, reading, message.received_ms), message.topic
+            )
+
+    def _status(self, topic: Topic, message: Message, batch: Batch) -> None:
+        if topic.kind != EDGE_STATUS_KIND or topic.channel is not Channel.STATUS:
+            self._dead(
+                batch,
+                message,
+                Reason.BAD_TOPIC,
+                "only edge agents publish on the status channel "
+                f"(kind {topic.kind!r}, channel {topic.channel.value!r})",
+                message.payload,
+            )
+            return
+        if not message.payload:
+            return  # a cleared retained status: nothing to record
+        try:
+            status = decode_status(message.payload)
+        except ContractError as error:
+            self._dead(batch, message, Reason.BAD_STATUS, str(error), message.payload)
+            return
+        if status.edge != topic.device:
+            self._dead(
+                batch,
+                message,
+                Reason.BAD_STATUS,
+                f"status of edge {status.edge!r} on the topic of {topic.device!r}",
+                message.payload,
+            )
+            return
+        batch.lines.append(
+            Pending(
+                edge_status_line(topic, status),
+                message.topic,
+                message.payload,
+                message.received_ms,
+                False,
+            )
+        )
+        self.metrics.edge_status()
+
+    def _anomalies(self, batch: Batch, anomalies: list[Anomaly], topic: str) -> None:
+        for anomaly in anomalies:
+            if anomaly.state == OPEN:
+                self.metrics.anomaly_opened(anomaly.kind, anomaly.code)
+            else:
+                self.metrics.anomaly_closed()
+            batch.lines.append(Pending(anomaly_line(anomaly), topic, anomaly, self._clock(), False))
+        if anomalies:
+            self.metrics.open_anomalies.set(self.detector.book.open_count)
+
+    def _dead(
+        self, batch: Batch, message: Message, reason: Reason, detail: str, payload: bytes
+    ) -> None:
+        batch.dead.append(DeadLetter(message.received_ms, message.topic, reason, detail, payload))
+        self.metrics.dead_letter(reason)

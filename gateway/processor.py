@@ -1,0 +1,187 @@
+"""Two threads: one turns messages into batches, the other makes batches durable and
+then acknowledges them.
+
+A batch closes at ``batch_max_readings`` readings, after ``flush_interval_s``, or as soon
+as the inbox has been quiet for a moment (the broker sends only so many unacknowledged
+messages, so waiting longer would only add latency).  The processing thread validates,
+drops duplicates and runs detection (the offline timer too, so all detection state has one
+writer); the commit thread writes telemetry and anomalies to InfluxDB (one write per
+batch), records dead letters in SQLite and only then acknowledges every message of the
+batch, in batch order.  At most one batch waits between them, so the two overlap (CPU
+work on batch n+1 while batch n is written) and a slow InfluxDB holds back the processing
+and, through unacknowledged messages, the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Batch, Message, Pipeline
+from gateway.writer import BatchWriter, GaveUp
+from jiayuan.config import GatewayConfig
+
+log = logging.getLogger(__name__)
+
+QUIET_S = 0.02
+TICK_S = 1.0
+
+
+class Processor:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        inbox: queue.SimpleQueue[Message],
+        pipeline: Pipeline,
+        writer: BatchWriter,
+        dead_letters: DeadLetterStore,
+        ack: Callable[[Message], bool],
+        metrics: GatewayMetrics,
+        give_up: threading.Event,
+    ) -> None:
+        self.config = config
+        self.inbox = inbox
+        self.pipeline = pipeline
+        self.writer = writer
+        self.dead_letters = dead_letters
+        self._ack = ack
+        self.metrics = metrics
+        self._closing = threading.Event()
+        self._give_up = give_up
+        self._ready: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
+        self._threads = (
+            threading.Thread(target=self._process, name="gateway-process", daemon=True),
+            threading.Thread(target=self._commit_all, name="gateway-commit", daemon=True),
+        )
+        self._next_tick = 0.0
+        self._in_flight = 0  # batches made and not yet committed
+        self._collecting = False  # a batch holds messages but is not handed over yet
+        self._lock = threading.Lock()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting, being processed or being written."""
+        with self._lock:
+            return self._in_flight == 0 and not self._collecting and self.inbox.empty()
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float) -> None:
+        """Process and commit what has arrived, then end; give up on InfluxDB after
+        ``timeout_s`` (what is not durable by then stays unacknowledged at the broker)."""
+        self._closing.set()
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            self._give_up.set()
+            for thread in self._threads:
+                thread.join()
+
+    def _process(self) -> None:
+        while True:
+            batch = self._collect()
+            with self._lock:
+                self._collecting = False
+                self._in_flight += bool(batch)
+            if batch and not self._hand_over(batch):
+                return
+            if self._closing.is_set() and self.inbox.empty():
+                self._hand_over(None)
+                return
+
+    def _hand_over(self, batch: Batch | None) -> bool:
+        """Queue a batch for the commit thread; False once the gateway gave up."""
+        while not self._give_up.is_set():
+            try:
+                self._ready.put(batch, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _commit_all(self) -> None:
+        while (batch := self._ready.get()) is not None:
+            try:
+                self._commit(batch)
+            except GaveUp:
+                log.warning("stopping with a batch not yet durable; the broker will redeliver it")
+                return
+            except Exception:  # a bug: leave the batch unacknowledged but keep going
+                log.exception("committing a batch failed; its messages stay unacknowledged")
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+    def _collect(self) -> Batch:
+        batch = Batch()
+        deadline = None
+        limit = self.config.batch_max_readings
+        while batch.readings < limit:
+            now = time.monotonic()
+            if now >= self._next_tick:
+                self._next_tick = now + TICK_S
+                try:
+                    self.pipeline.tick(batch)
+                except Exception:  # a bug in the timer must not stop ingest
+                    log.exception("the offline check failed")
+            if deadline is None:
+                wait = max(0.0, min(self._next_tick - now, self.config.flush_interval_s))
+            elif now >= deadline:
+                break
+            else:
+                wait = max(0.0, min(deadline - now, QUIET_S))
+            try:
+                message = self.inbox.get(timeout=wait)
+            except queue.Empty:
+                if batch.messages or self._closing.is_set() or batch.lines:
+                    break
+                continue
+            if deadline is None:
+                deadline = time.monotonic() + self.config.flush_interval_s
+                with self._lock:
+                    self._collecting = True
+            self.pipeline.add(message, batch)
+        self.metrics.queue_depth.set(self.inbox.qsize())
+        return batch
+
+    def _commit(self, batch: Batch) -> None:
+        refused = self.writer.write(batch.lines)
+        stored = sum(1 for p in batch.lines if p.is_reading) - sum(
+            1 for p in refused if p.is_reading
+        )
+        self.metrics.readings_stored(stored)
+        dead = batch.dead + [
+            DeadLetter(
+                p.received_ms,
+                p.topic,
+                Reason.REJECTED_BY_INFLUX,
+                "InfluxDB refused this point",
+                p.origin_json(),
+            )
+            for p in refused
+        ]
+        for _ in refused:
+            self.metrics.dead_letter(Reason.REJECTED_BY_INFLUX)
+        self._record_dead_letters(dead)
+        acked = sum(1 for message in batch.messages if self._ack(message))
+        self.metrics.acked(acked)
+
+    def _record_dead_letters(self, dead: list[DeadLetter]) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                self.dead_letters.add_many(dead)
+                return
+            except Exception as error:  # a full disk: keep the messages unacknowledged
+                log.error("cannot record dead letters, retrying: %s", error)
+                if self._give_up.wait(backoff):
+                    raise GaveUp(str(error)) from error
+                backoff = min(backoff * 2, 10.0)

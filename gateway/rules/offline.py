@@ -1,0 +1,107 @@
+"""The dead-man check: a device silent longer than its family's ``offline_after_s``.
+
+Driven by a timer, not only by arriving data, so a device that stops reporting is noticed
+even when nothing else arrives.  State is a few numpy arrays indexed by device, so memory
+grows by bytes per device and the check is one vectorised comparison per tick.
+
+"Now" is max(latest device timestamp seen, wall clock): an accelerated replay runs device
+time ahead of the wall clock and is judged by device time.  A backlog (readings much
+older than their arrival, as after a gateway or broker outage) would make every device
+look silent; a device whose last reading arrived late but recently is therefore not judged
+until it has also been quiet on the wall clock for ``offline_after_s``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.rules.base import AnomalyChange, Place
+from jiayuan.catalogue import FAMILIES, Kind, offline_code
+
+_INITIAL_CAPACITY = 1024
+
+
+class OfflineMonitor:
+    def __init__(self, offline_after_s: Mapping[Kind, float] | None = None) -> None:
+        after = {kind: fam.offline_after_s for kind, fam in FAMILIES.items()}
+        after.update(offline_after_s or {})
+        self._after_ms = {kind.value: int(seconds * 1000) for kind, seconds in after.items()}
+        self._index: dict[tuple[str, str, str, str, str], int] = {}
+        self._places: list[Place] = []
+        self._last_ts: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._last_rx: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._limit: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._offline: npt.NDArray[np.bool_] = np.zeros(_INITIAL_CAPACITY, np.bool_)
+        self._latest_ts = 0
+
+    def __len__(self) -> int:
+        return len(self._places)
+
+    def seen(self, place: Place, ts_ms: int, received_ms: int) -> AnomalyChange | None:
+        """Record a reading; the closing change when the device was offline until now."""
+        index = self._index.get(place.key)
+        if index is None:
+            index = self._add(place)
+        else:
+            self._places[index] = place  # the building label may have been filled in
+        previous = int(self._last_ts[index])
+        self._last_ts[index] = max(previous, ts_ms)
+        self._last_rx[index] = received_ms
+        self._latest_ts = max(self._latest_ts, ts_ms)
+        if not self._offline[index]:
+            return None
+        self._offline[index] = False
+        limit = int(self._limit[index])
+        return AnomalyChange(
+            offline_code(Kind(place.kind)),
+            False,
+            ts_ms,
+            max(0, ts_ms - previous) / 1000.0,
+            limit / 1000.0,
+        )
+
+    def due(self, wall_ms: int) -> list[tuple[Place, AnomalyChange]]:
+        """Devices that have just gone silent for too long, each opened once."""
+        count = len(self._places)
+        if count == 0:
+            return []
+        now = max(self._latest_ts, wall_ms)
+        last_ts, last_rx = self._last_ts[:count], self._last_rx[:count]
+        limit = self._limit[:count]
+        silent = now - last_ts > limit
+        catching_up = (last_rx - last_ts > limit) & (wall_ms - last_rx <= limit)
+        newly = np.flatnonzero(silent & ~catching_up & ~self._offline[:count])
+        self._offline[newly] = True
+        changes = []
+        for index in newly.tolist():
+            place = self._places[index]
+            started = int(last_ts[index] + limit[index])
+            changes.append(
+                (
+                    place,
+                    AnomalyChange(
+                        offline_code(Kind(place.kind)),
+                        True,
+                        started,
+                        (now - int(last_ts[index])) / 1000.0,
+                        int(limit[index]) / 1000.0,
+                    ),
+                )
+            )
+        return changes
+
+    def _add(self, place: Place) -> int:
+        index = len(self._places)
+        if index == len(self._last_ts):
+            grow = len(self._last_ts)
+            self._last_ts = np.concatenate([self._last_ts, np.zeros(grow, np.int64)])
+            self._last_rx = np.concatenate([self._last_rx, np.zeros(grow, np.int64)])
+            self._limit = np.concatenate([self._limit, np.zeros(grow, np.int64)])
+            self._offline = np.concatenate([self._offline, np.zeros(grow, np.bool_)])
+        self._index[place.key] = index
+        self._places.append(place)
+        self._limit[index] = self._after_ms[place.kind]
+        return index

@@ -1,0 +1,167 @@
+"""The gateway as one object: ``Gateway(config).start()`` … ``stop()``.
+
+Wires MQTT ingest → processing thread (validation, duplicates, detection) → InfluxDB and
+the dead-letter store, and serves the HTTP API from a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from gateway.anomalies import Anomaly
+from gateway.api import ApiServer, create_app
+from gateway.deadletters import DeadLetterStore, StoredDeadLetter
+from gateway.detection import Detector
+from gateway.ingest import MqttIngest
+from gateway.metrics import GatewayMetrics, GatewayStats
+from gateway.pipeline import Message, Pipeline
+from gateway.processor import Processor
+from gateway.writer import BatchWriter
+from jiayuan.config import Config
+from jiayuan.influx import InfluxClient
+
+log = logging.getLogger(__name__)
+
+DEAD_LETTER_FILE = "dead_letters.sqlite"
+HEALTH_PING_TIMEOUT_S = 2.0
+
+
+class Gateway:
+    def __init__(self, config: Config, *, serve_api: bool = True) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.detector = Detector()
+        state_dir = Path(config.gateway.state_dir)
+        self.dead_letter_store = DeadLetterStore(state_dir / DEAD_LETTER_FILE)
+        self._inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._give_up = threading.Event()
+        self._influx = InfluxClient(config.influx)
+        # A separate client with a short timeout, so /health never waits behind a write.
+        self._influx_health = InfluxClient(replace(config.influx, timeout_s=HEALTH_PING_TIMEOUT_S))
+        self.ingest = MqttIngest(config.mqtt, self._inbox)
+        self.writer = BatchWriter(self._influx, self.metrics, self._give_up)
+        self.pipeline = Pipeline(self.detector, self.metrics)
+        self.processor = Processor(
+            config.gateway,
+            self._inbox,
+            self.pipeline,
+            self.writer,
+            self.dead_letter_store,
+            self.ingest.ack,
+            self.metrics,
+            self._give_up,
+        )
+        self.api: ApiServer | None = None
+        if serve_api:
+            self.api = ApiServer(create_app(self), config.gateway.api_host, config.gateway.api_port)
+        self._started_at: float | None = None
+        self._stopped = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect and start the threads and the API; returns at once.
+
+        A broker or InfluxDB that is down is retried in the background (the messages wait
+        at the broker), so the gateway can start before the servers do.
+        """
+        if self._started_at is not None:
+            raise RuntimeError("a Gateway starts once; make a new one to start again")
+        self._started_at = time.monotonic()
+        try:
+            self._influx.ensure_database()
+        except Exception as error:  # retried before the first write
+            log.warning("InfluxDB not ready at start (%s); will retry", error)
+        if self.api is not None:
+            self.api.start()
+            log.info("gateway API on %s", self.api.url)
+        self.processor.start()
+        self.ingest.start()
+
+    def wait_ready(self, timeout_s: float = 10.0) -> bool:
+        """Until the broker connection is up and the subscription is in place."""
+        return self.ingest.wait_subscribed(timeout_s)
+
+    def wait_idle(self, timeout_s: float = 10.0, quiet_s: float = 0.3) -> bool:
+        """Until nothing has been waiting or being written for ``quiet_s`` (for tests)."""
+        deadline = time.monotonic() + timeout_s
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            if self.processor.idle:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= quiet_s:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.02)
+        return False
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush and acknowledge what has arrived, then disconnect and end the threads.
+
+        If InfluxDB is still down after ``timeout_s`` the batch is left unacknowledged: the
+        broker keeps it for the next start.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._started_at is not None:
+            self.processor.stop(timeout_s)
+            self.ingest.stop()
+            if self.api is not None:
+                self.api.stop()
+        self._influx.close()
+        self._influx_health.close()
+        self.dead_letter_store.close()
+
+    def __enter__(self) -> Gateway:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what the API, the demo and the tests read -------------------------------------------
+
+    @property
+    def stats(self) -> GatewayStats:
+        return self.metrics.snapshot(
+            anomalies_open=self.detector.book.open_count, queued=self._inbox.qsize()
+        )
+
+    @property
+    def api_url(self) -> str | None:
+        return self.api.url if self.api is not None else None
+
+    @property
+    def mqtt_connected(self) -> bool:
+        return self.ingest.connected
+
+    @property
+    def uptime_s(self) -> float:
+        return 0.0 if self._started_at is None else time.monotonic() - self._started_at
+
+    def influx_reachable(self) -> bool:
+        return self._influx_health.ping()
+
+    def anomalies(
+        self,
+        active: bool | None = None,
+        kind: str | None = None,
+        estate: str | None = None,
+        limit: int = 1000,
+    ) -> list[Anomaly]:
+        """Open anomalies and recently closed ones, newest first."""
+        return self.detector.book.list(active, kind, estate, limit)
+
+    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
+        return self.dead_letter_store.recent(limit)
+
+    def metrics_exposition(self) -> bytes:
+        self.metrics.queue_depth.set(self._inbox.qsize())
+        return self.metrics.exposition()

@@ -1,0 +1,110 @@
+"""The timer-driven offline check, the duplicate window and the anomaly book."""
+
+from __future__ import annotations
+
+from gateway.anomalies import AnomalyBook
+from gateway.dedup import WINDOW, SeqWindow
+from gateway.detection import Detector
+from gateway.rules import OfflineMonitor, Place
+from gateway.rules.base import AnomalyChange
+from jiayuan.catalogue import LIFT, Kind
+from jiayuan.contract import Reading
+
+T0 = 1_700_000_000_000
+AFTER_MS = int(LIFT.offline_after_s * 1000)
+
+
+def lift_place(device: str = "L1") -> Place:
+    return Place("songjiang", "fangsong", "e1", "b1", "lift", device)
+
+
+def test_offline_fires_from_the_timer_and_clears_on_return() -> None:
+    monitor = OfflineMonitor()
+    where = lift_place()
+    assert monitor.seen(where, T0, T0) is None
+    assert monitor.due(T0 + AFTER_MS) == []  # exactly at the limit: not yet
+    due = monitor.due(T0 + AFTER_MS + 1)
+    assert [(p.device, c.code, c.opened, c.ts_ms) for p, c in due] == [
+        ("L1", "lift.offline", True, T0 + AFTER_MS)
+    ]
+    assert monitor.due(T0 + 10 * AFTER_MS) == []  # opened once
+    back = monitor.seen(where, T0 + 100_000, T0 + 100_000)
+    assert back is not None and not back.opened and back.code == "lift.offline"
+    assert back.value == 100.0
+
+
+def test_offline_runs_on_device_time_in_accelerated_replays() -> None:
+    monitor = OfflineMonitor()
+    silent, chatty = lift_place("L1"), lift_place("L2")
+    monitor.seen(silent, T0, T0)
+    # Device time runs ten times faster than the wall clock.
+    for step in range(1, 21):
+        monitor.seen(chatty, T0 + step * 1000, T0 + step * 100)
+    assert [p.device for p, _ in monitor.due(T0 + 2000)] == ["L1"]
+
+
+def test_backlog_after_an_outage_is_not_offline() -> None:
+    monitor = OfflineMonitor()
+    where = lift_place()
+    wall = T0 + 600_000  # readings ten minutes old arrive now
+    monitor.seen(where, T0, wall)
+    assert monitor.due(wall + 1000) == []
+    # Still nothing after the backlog stopped for offline_after_s of wall time: offline.
+    assert len(monitor.due(wall + AFTER_MS + 1)) == 1
+
+
+def test_many_devices_grow_the_arrays() -> None:
+    monitor = OfflineMonitor()
+    for index in range(3000):
+        monitor.seen(lift_place(f"L{index}"), T0, T0)
+    monitor.seen(lift_place("L7"), T0 + AFTER_MS, T0 + AFTER_MS)
+    assert len(monitor.due(T0 + AFTER_MS + 1)) == 2999
+
+
+def test_detector_closes_offline_when_data_returns() -> None:
+    detector = Detector()
+    where = lift_place()
+    detector.reading(where, Reading("L1", "lift", 1, T0, {"car_status": 0}), T0)
+    opened = detector.tick(T0 + AFTER_MS + 5000)
+    assert [(a.code, a.state) for a in opened] == [("lift.offline", "open")]
+    back = detector.reading(
+        where, Reading("L1", "lift", 2, T0 + 60_000, {"car_status": 0}), T0 + 60_000
+    )
+    assert [(a.code, a.state, a.end_ms) for a in back] == [("lift.offline", "closed", T0 + 60_000)]
+    assert back[0].start_ms == opened[0].start_ms
+
+
+def test_duplicates_within_and_below_the_window() -> None:
+    window = SeqWindow()
+    assert window.first_time("edge1", "L1", 10)
+    assert not window.first_time("edge1", "L1", 10)
+    assert window.first_time("edge1", "L2", 10)  # another device
+    assert window.first_time("edge2", "L1", 10)  # another edge
+    assert window.first_time("edge1", "L1", 8)  # late but unseen
+    assert not window.first_time("edge1", "L1", 8)
+    assert window.first_time("edge1", "L1", 200)
+    assert window.first_time("edge1", "L1", 200 - WINDOW + 1)
+    assert not window.first_time("edge1", "L1", 200 - WINDOW)  # too old: a redelivery
+    assert window.first_time("edge1", "L1", 10_000)  # a jump clears the bitmap
+    assert not window.first_time("edge1", "L1", 10_000)
+    for device in range(5000):
+        assert window.first_time("edge1", f"d{device}", 1)
+    assert len(window) == 5003
+
+
+def test_anomaly_book_one_per_device_and_condition() -> None:
+    book = AnomalyBook(recent_closed=2)
+    where = lift_place()
+    opened = book.apply(where, AnomalyChange("lift.trapped", True, T0, 20.0, 20.0))
+    assert opened is not None and opened.state == "open" and opened.title_zh == "困人"
+    assert book.apply(where, AnomalyChange("lift.trapped", True, T0 + 5, 20.0, 20.0)) is None
+    assert book.apply(where, AnomalyChange("lift.power_loss", False, T0, 1.0, 2.0)) is None
+    closed = book.apply(where, AnomalyChange("lift.trapped", False, T0 + 9000, 0.0, 20.0))
+    assert closed is not None and closed.end_ms == T0 + 9000 and closed.start_ms == T0
+    for index in range(3):
+        book.apply(where, AnomalyChange("lift.power_loss", True, T0 + index, float("nan"), 2))
+        book.apply(where, AnomalyChange("lift.power_loss", False, T0 + index + 1, 1.0, 2.0))
+    assert len(book.list(active=False)) == 2  # the ring is bounded
+    assert book.list(active=False)[0].value == 0.0  # NaN is not storable
+    assert book.list(kind="fire") == [] and book.list(estate="e1")
+    assert Kind.LIFT.value == "lift"
