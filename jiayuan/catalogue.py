@@ -129,7 +129,7 @@ def port_field(port: int, name: str) -> str:
     return f"p{port:02d}_{name}"
 
 
-F, I = ValueType.FLOAT, ValueType.INT
+F, I = ValueType.FLOAT, ValueType.INT  # noqa: E741 (I for integer, as in the tables)
 C, H, W, INFO = Severity.CRITICAL, Severity.HIGH, Severity.WARNING, Severity.INFO
 
 LIFT = Family(
@@ -143,8 +143,15 @@ LIFT = Family(
         Signal("car_position", "floor", I, -10, 200, "current floor"),
         Signal("door_status", "", I, 0, 3, "0 closed, 1 open, 2 closing, 3 opening"),
         Signal("passenger_status", "", I, 1, 2, "1 someone in the car, 2 nobody"),
-        Signal("service_mode", "", I, 0, 7, "0 out of service, 1 normal, 2 inspection, "
-               "3 fire return, 4 firefighter, 5 emergency power, 6 earthquake, 7 unknown"),
+        Signal(
+            "service_mode",
+            "",
+            I,
+            0,
+            7,
+            "0 out of service, 1 normal, 2 inspection, "
+            "3 fire return, 4 firefighter, 5 emergency power, 6 earthquake, 7 unknown",
+        ),
         Signal("up_limit", "", I, 0, 1, "1 = top limit switch hit"),
         Signal("down_limit", "", I, 0, 1, "1 = bottom limit switch hit"),
         Signal("power_status", "", I, 1, 2, "1 mains normal, 2 mains cut"),
@@ -153,19 +160,44 @@ LIFT = Family(
         Signal("fault_code", "", I, 0, 99, "controller fault code, GB/T 24476-2017; 0 none"),
     ),
     events=(
-        EventCode("lift.trapped", C, "困人", "Passenger trapped",
-                  "PROD: someone inside, door closed, stopped ≥ 20 s in zone / 45 s out"),
-        EventCode("lift.door_open_moving", C, "开门走车", "Moving with door open",
-                  "GB/T 24476-2017 §11; EN 81-20 5.12.1.4"),
+        EventCode(
+            "lift.trapped",
+            C,
+            "困人",
+            "Passenger trapped",
+            "PROD: someone inside, door closed, stopped ≥ 20 s in zone / 45 s out",
+        ),
+        EventCode(
+            "lift.door_open_moving",
+            C,
+            "开门走车",
+            "Moving with door open",
+            "GB/T 24476-2017 §11; EN 81-20 5.12.1.4",
+        ),
         EventCode("lift.overtravel_top", C, "冲顶", "Overtravel at top", "GB/T 24476-2017"),
         EventCode("lift.overtravel_bottom", C, "蹲底", "Overtravel at bottom", "GB/T 24476-2017"),
-        EventCode("lift.overspeed", C, "超速", "Overspeed",
-                  "EN 81-20 5.6.2.2.1: governor trips at ≥ 115 % of rated speed"),
-        EventCode("lift.stop_out_of_zone", H, "门区外停梯", "Stopped outside door zone",
-                  "GB/T 24476-2017 fault 04"),
+        EventCode(
+            "lift.overspeed",
+            C,
+            "超速",
+            "Overspeed",
+            "EN 81-20 5.6.2.2.1: governor trips at ≥ 115 % of rated speed",
+        ),
+        EventCode(
+            "lift.stop_out_of_zone",
+            H,
+            "门区外停梯",
+            "Stopped outside door zone",
+            "GB/T 24476-2017 fault 04",
+        ),
         EventCode("lift.power_loss", H, "停电", "Mains power lost", "GB/T 24476-2017 code 41"),
-        EventCode("lift.fault_code", H, "电梯故障", "Lift controller fault",
-                  "GB/T 24476-2017 fault codes 01-08"),
+        EventCode(
+            "lift.fault_code",
+            H,
+            "电梯故障",
+            "Lift controller fault",
+            "GB/T 24476-2017 fault codes 01-08",
+        ),
         EventCode("lift.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"),
     ),
     thresholds=(
@@ -198,12 +230,27 @@ FIRE = Family(
         EventCode("fire.fault", H, "消防设施故障", "Fire panel fault", "GB/T 26875.3 §8.2.1.1"),
         EventCode("fire.supervisory", H, "监管报警", "Supervisory alarm", "GB/T 26875.3"),
         EventCode("fire.isolated", W, "设备屏蔽", "Component isolated", "GB/T 26875.3"),
-        EventCode("fire.sprinkler_pressure_low", H, "喷淋管网压力低",
-                  "Sprinkler pipe pressure low", "GB 50974-2014 §5.2.2: ≥ 0.10 MPa"),
-        EventCode("fire.hydrant_pressure_low", H, "消火栓管网压力低",
-                  "Hydrant pipe pressure low", "GB 50974-2014 §5.2.2: high-rise ≥ 0.07 MPa"),
-        EventCode("fire.tank_level_low", H, "消防水箱水位低", "Fire tank level low",
-                  "GB 50974 §4.3.9 (site-specific)"),
+        EventCode(
+            "fire.sprinkler_pressure_low",
+            H,
+            "喷淋管网压力低",
+            "Sprinkler pipe pressure low",
+            "GB 50974-2014 §5.2.2: ≥ 0.10 MPa",
+        ),
+        EventCode(
+            "fire.hydrant_pressure_low",
+            H,
+            "消火栓管网压力低",
+            "Hydrant pipe pressure low",
+            "GB 50974-2014 §5.2.2: high-rise ≥ 0.07 MPa",
+        ),
+        EventCode(
+            "fire.tank_level_low",
+            H,
+            "消防水箱水位低",
+            "Fire tank level low",
+            "GB 50974 §4.3.9 (site-specific)",
+        ),
         EventCode("fire.pump_not_started", H, "消防泵未启动", "Pump failed to start", "PROD"),
         EventCode("fire.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"),
     ),
@@ -232,16 +279,26 @@ WATER_TANK = Family(
         Signal("lid_open", "", I, 0, 1, "1 = tank lid or pump-room door open"),
     ),
     events=(
-        EventCode("water_tank.chlorine_low", C, "余氯过低", "Residual chlorine low",
-                  "GB 5749: free chlorine at the tap ≥ 0.05 mg/L"),
-        EventCode("water_tank.turbidity_high", C, "浑浊度超标", "Turbidity high",
-                  "GB 5749: ≤ 1 NTU"),
-        EventCode("water_tank.ph_out_of_range", W, "pH超标", "pH out of range",
-                  "GB 5749: 6.5-8.5"),
+        EventCode(
+            "water_tank.chlorine_low",
+            C,
+            "余氯过低",
+            "Residual chlorine low",
+            "GB 5749: free chlorine at the tap ≥ 0.05 mg/L",
+        ),
+        EventCode(
+            "water_tank.turbidity_high", C, "浑浊度超标", "Turbidity high", "GB 5749: ≤ 1 NTU"
+        ),
+        EventCode("water_tank.ph_out_of_range", W, "pH超标", "pH out of range", "GB 5749: 6.5-8.5"),
         EventCode("water_tank.level_low", H, "水箱水位低", "Tank level low", "GB 50015 / CJJ 140"),
         EventCode("water_tank.overflow", W, "水箱溢流", "Tank overflowing", "GB 50015 / CJJ 140"),
-        EventCode("water_tank.lid_open", H, "水箱盖/泵房门开启", "Tank lid or door open",
-                  "GB 17051: lockable covers"),
+        EventCode(
+            "water_tank.lid_open",
+            H,
+            "水箱盖/泵房门开启",
+            "Tank lid or door open",
+            "GB 17051: lockable covers",
+        ),
         EventCode("water_tank.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"),
     ),
     thresholds=(
@@ -272,14 +329,21 @@ EBIKE_CHARGER = Family(
         Signal("temp", "°C", F, -30.0, 200.0, "port temperature", per_port=True),
     ),
     events=(
-        EventCode("ebike_charger.over_temperature", C, "充电口过温", "Port over-temperature",
-                  "PROD: cut-off configurable 50-100 °C"),
+        EventCode(
+            "ebike_charger.over_temperature",
+            C,
+            "充电口过温",
+            "Port over-temperature",
+            "PROD: cut-off configurable 50-100 °C",
+        ),
         EventCode("ebike_charger.over_current", H, "充电口过流", "Port over-current", "PROD"),
-        EventCode("ebike_charger.over_power", H, "充电口过载", "Port over-power",
-                  "PROD: tiers 800-1200 W"),
+        EventCode(
+            "ebike_charger.over_power", H, "充电口过载", "Port over-power", "PROD: tiers 800-1200 W"
+        ),
         EventCode("ebike_charger.smoke", C, "充电区烟感报警", "Smoke at charging site", "INF"),
-        EventCode("ebike_charger.offline", H, "设备离线", "Device offline",
-                  "INF: heartbeat silence"),
+        EventCode(
+            "ebike_charger.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"
+        ),
     ),
     thresholds=(
         Threshold("port_temp_max", 65.0, "°C", "PROD: configurable 50-100 °C"),
@@ -300,11 +364,23 @@ WATERLOGGING = Family(
         Signal("rain_rate", "mm/h", F, 0.0, 300.0, "rain intensity at the gauge"),
     ),
     events=(
-        EventCode("waterlogging.depth_15", W, "一般积水", "Water depth over 15 cm",
-                  "GB 50014: one lane > 15 cm; Shanghai 15-30 cm 一般积水"),
-        EventCode("waterlogging.depth_30", H, "轻度积水", "Water depth over 30 cm",
-                  "Shanghai notices: > 30 cm 轻度积水"),
-        EventCode("waterlogging.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"),
+        EventCode(
+            "waterlogging.depth_15",
+            W,
+            "一般积水",
+            "Water depth over 15 cm",
+            "GB 50014: one lane > 15 cm; Shanghai 15-30 cm 一般积水",
+        ),
+        EventCode(
+            "waterlogging.depth_30",
+            H,
+            "轻度积水",
+            "Water depth over 30 cm",
+            "Shanghai notices: > 30 cm 轻度积水",
+        ),
+        EventCode(
+            "waterlogging.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"
+        ),
     ),
     thresholds=(
         Threshold("depth_warning_cm", 15.0, "cm", "GB 50014 (STD)"),

@@ -68,8 +68,15 @@ class Topic:
 
     def __str__(self) -> str:
         return "/".join(
-            (TOPIC_PREFIX, self.district, self.street, self.estate, self.kind, self.device,
-             self.channel.value)
+            (
+                TOPIC_PREFIX,
+                self.district,
+                self.street,
+                self.estate,
+                self.kind,
+                self.device,
+                self.channel.value,
+            )
         )
 
 
@@ -99,8 +106,12 @@ def parse_topic(topic: str) -> Topic:
             f"topic {topic!r} is not {TOPIC_PREFIX}/district/street/estate/kind/device/channel"
         )
     district, street, estate, kind, device, channel = parts[2:]
-    for name, segment in (("district", district), ("street", street), ("estate", estate),
-                          ("device", device)):
+    for name, segment in (
+        ("district", district),
+        ("street", street),
+        ("estate", estate),
+        ("device", device),
+    ):
         if not _SEGMENT.fullmatch(segment):
             raise ContractError(f"topic segment {name}={segment!r} is not [A-Za-z0-9_.-]{{1,64}}")
     try:
@@ -190,8 +201,10 @@ def check_reading(reading: Reading, topic: Topic, now_ms: int | None = None) -> 
     plausible range, and that the timestamp is sane.
     """
     if topic.kind != BATCH and (reading.kind != topic.kind or reading.device != topic.device):
-        return (f"reading for {reading.kind}/{reading.device} published on the topic of "
-                f"{topic.kind}/{topic.device}")
+        return (
+            f"reading for {reading.kind}/{reading.device} published on the topic of "
+            f"{topic.kind}/{topic.device}"
+        )
     try:
         fam = family(reading.kind)
     except KeyError as error:

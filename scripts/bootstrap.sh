@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create the project's virtual environment and install Jiayuan with its dev tools.
+# On a fresh Debian machine python3-venv may be missing: install it when we are root.
+set -euo pipefail
+venv="${1:-.venv}"
+python="${PYTHON:-python3}"
+
+if ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+    echo "Jiayuan needs Python 3.11 or newer as '$python' (set PYTHON=...)." >&2
+    exit 1
+fi
+if ! "$python" -m venv --help >/dev/null 2>&1 || ! "$python" -c 'import ensurepip' 2>/dev/null; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    else
+        echo "Python's venv module is missing: run 'sudo apt-get install python3-venv'." >&2
+        exit 1
+    fi
+fi
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -q -e '.[dev]'
