@@ -110,6 +110,8 @@ class KindCounter:
     """Counts what each estate's driver hands to its edge agent, by kind."""
 
     by_kind: Counter[str] = field(default_factory=Counter)
+    # Every sample, kept only when a caller asks (tests compare them with InfluxDB).
+    samples: list[DriverSample] | None = None
 
 
 class CountingDriver:
@@ -121,6 +123,8 @@ class CountingDriver:
         samples = self._inner.poll(now_ms)
         for sample in samples:
             self._counter.by_kind[sample.kind.value] += 1
+        if self._counter.samples is not None:
+            self._counter.samples.extend(samples)
         return samples
 
 
@@ -173,8 +177,12 @@ def run_demo(
     seed: int,
     out_dir: Path,
     speed: float = 1.0,
+    sample_sink: list[DriverSample] | None = None,
 ) -> dict[str, Any]:
-    """Run the pipeline for ``duration_s`` simulated seconds and report what happened."""
+    """Run the pipeline for ``duration_s`` simulated seconds and report what happened.
+
+    ``sample_sink``, when given, receives every sample the simulated devices produced.
+    """
     registry = build_registry(estates, seed)
     start_ms = int(time.time() * 1000)
     plan = plan_faults(registry, start_ms, duration_s, seed)
@@ -190,7 +198,7 @@ def run_demo(
     api_url = f"http://{config.gateway.api_host}:{config.gateway.api_port}"
     print(f"gateway API: {api_url}/health  {api_url}/anomalies  {api_url}/metrics")
     print(f"InfluxDB: {config.influx.url}  database {config.influx.database!r}")
-    counter = KindCounter()
+    counter = KindCounter(samples=sample_sink)
     try:
         pending = asyncio.run(
             _run_edges(
