@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jiayuan.cli_support import add_log_level, print_usage, setup_logging
 from jiayuan.config import ConfigError, load
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def add_parser(subparsers: Any) -> None:
         "reading in a durable spool and publishes it to the broker with QoS 1, losing "
         "nothing while the broker or the network is away.",
     )
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
     commands = parser.add_subparsers(dest="edge_command", metavar="ACTION")
     run = commands.add_parser(
         "run",
@@ -77,18 +77,8 @@ def add_parser(subparsers: Any) -> None:
         metavar="S",
         help="seconds between two polls of the devices (default: 1)",
     )
-    run.add_argument(
-        "--log-level",
-        default="WARNING",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: WARNING",
-    )
+    add_log_level(run, "WARNING")
     run.set_defaults(func=_run)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -99,9 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     from simulators.faults import read_labels
     from simulators.registry import Registry
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     try:
         config = load(getattr(args, "config", None))
         registry = Registry.from_json(Path(args.registry).read_text(encoding="utf-8"))

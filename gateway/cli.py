@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 from types import FrameType
 from typing import Any
 
+from jiayuan.cli_support import add_log_level, print_usage, setup_logging
 from jiayuan.config import ConfigError, load
 
 
@@ -19,7 +19,7 @@ def add_parser(subparsers: Any) -> None:
         description="家园网关 Jiayuan gateway: receives readings over MQTT, checks them, drops "
         "duplicates, detects anomalies, writes to InfluxDB and serves an HTTP API.",
     )
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
     commands = parser.add_subparsers(dest="gateway_command", metavar="ACTION")
     run = commands.add_parser(
         "run",
@@ -27,26 +27,14 @@ def add_parser(subparsers: Any) -> None:
         description="Run the gateway in the foreground until SIGINT or SIGTERM, then flush, "
         "acknowledge and disconnect cleanly.",
     )
-    run.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="default: INFO",
-    )
+    add_log_level(run, "INFO")
     run.set_defaults(func=_run)
-
-
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
 
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway  # heavy imports only when running
 
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(args.log_level)
     try:
         config = load(getattr(args, "config", None))
     except ConfigError as error:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from jiayuan import __version__
 
 # Each module exposes ``add_parser(subparsers)``, which registers its subcommand and sets
-# ``func`` (taking the parsed args, returning an exit code).  Imported lazily per module so
-# ``jiayuan --help`` stays fast and one broken optional part cannot hide the others.
+# ``func`` (taking the parsed args, returning an exit code).  The modules keep their heavy
+# imports inside ``func`` so that building the parser stays fast.
 SUBCOMMAND_MODULES = (
     "jiayuan.services_cli",
     "jiayuan.demo",

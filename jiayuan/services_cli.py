@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jiayuan.cli_support import print_usage
 from jiayuan.services import (
     RunningServers,
     ServicesError,
@@ -35,7 +36,7 @@ def add_parser(subparsers: Any) -> None:
         description="Run the real Mosquitto and InfluxDB servers on free loopback ports, "
         "with all their files in one directory, for the demo and for development.",
     )
-    parser.set_defaults(func=lambda args: _usage(parser))
+    parser.set_defaults(func=lambda args: print_usage(parser))
     commands = parser.add_subparsers(dest="services_command", metavar="ACTION")
 
     state = argparse.ArgumentParser(add_help=False)
