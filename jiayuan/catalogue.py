@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -391,9 +391,31 @@ WATERLOGGING = Family(
     offline_after_s=30.0,
 )
 
+# Statistical detectors judge a device's numeric signals against its own baseline, so every
+# family carries the same four codes; the anomaly's detail names the signal.
+STATISTICAL_EVENTS = (
+    ("level_shift", "数值异常偏移", "Level shift from baseline"),
+    ("rate_of_change", "变化过快", "Abnormal rate of change"),
+    ("stuck", "传感器卡滞", "Sensor stuck (flat-lined)"),
+    ("drift", "缓慢漂移", "Slow drift from baseline"),
+)
+
+
+def _with_statistical_events(fam: Family) -> Family:
+    extra = tuple(
+        EventCode(f"{fam.kind.value}.{name}", W, zh, en, "INF: statistical detector")
+        for name, zh, en in STATISTICAL_EVENTS
+    )
+    return replace(fam, events=fam.events + extra)
+
+
 FAMILIES: Mapping[Kind, Family] = {
-    family.kind: family for family in (LIFT, FIRE, WATER_TANK, EBIKE_CHARGER, WATERLOGGING)
+    fam.kind: _with_statistical_events(fam)
+    for fam in (LIFT, FIRE, WATER_TANK, EBIKE_CHARGER, WATERLOGGING)
 }
+# The module-level names stand for the complete entries, statistical codes included.
+LIFT, FIRE, WATER_TANK = FAMILIES[Kind.LIFT], FAMILIES[Kind.FIRE], FAMILIES[Kind.WATER_TANK]
+EBIKE_CHARGER, WATERLOGGING = FAMILIES[Kind.EBIKE_CHARGER], FAMILIES[Kind.WATERLOGGING]
 
 
 def family(kind: str | Kind) -> Family:
@@ -407,3 +429,10 @@ def family(kind: str | Kind) -> Family:
 
 def offline_code(kind: Kind) -> str:
     return f"{kind.value}.offline"
+
+
+def statistical_code(kind: Kind, detector: str) -> str:
+    """``lift.stuck`` and the like; ``detector`` is one of STATISTICAL_EVENTS' names."""
+    if detector not in {name for name, _, _ in STATISTICAL_EVENTS}:
+        raise KeyError(f"unknown statistical detector {detector!r}")
+    return f"{kind.value}.{detector}"
