@@ -1,11 +1,14 @@
-"""The detection core: family rules and the offline check feeding one anomaly book."""
+"""The detection core: family rules, statistical detectors and the offline check feeding
+one anomaly book."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from gateway.anomalies import Anomaly, AnomalyBook
 from gateway.rules import FamilyRules, OfflineMonitor, Place, all_rules
+from gateway.rules.base import AnomalyChange
+from gateway.stat_series import StatisticalDetectors
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading
 
@@ -16,26 +19,39 @@ class Detector:
         rules: Mapping[Kind, FamilyRules] | None = None,
         offline: OfflineMonitor | None = None,
         book: AnomalyBook | None = None,
+        statistical: StatisticalDetectors | None = None,
     ) -> None:
         self.rules = dict(rules) if rules is not None else all_rules()
         self.offline = offline if offline is not None else OfflineMonitor()
         self.book = book if book is not None else AnomalyBook()
+        self.statistical = statistical if statistical is not None else StatisticalDetectors()
 
     def reading(self, place: Place, reading: Reading, received_ms: int) -> list[Anomaly]:
         """Anomalies opened or closed by this (new, valid) reading."""
+        return self.readings([(place, reading, received_ms)])
+
+    def readings(self, items: Sequence[tuple[Place, Reading, int]]) -> list[Anomaly]:
+        """Anomalies opened or closed by these (new, valid) readings, in order: rules per
+        reading, then the statistical detectors over all of them in one vectorised call."""
         changed: list[Anomaly] = []
-        back = self.offline.seen(place, reading.ts, received_ms)
-        if back is not None:
-            closed = self.book.apply(place, back)
-            if closed is not None:
-                changed.append(closed)
-        rules = self.rules.get(Kind(reading.kind))
-        if rules is not None:
-            for change in rules.evaluate(place, reading):
-                anomaly = self.book.apply(place, change)
-                if anomaly is not None:
-                    changed.append(anomaly)
+        judged: list[tuple[Place, Reading]] = []
+        for place, reading, received_ms in items:
+            back = self.offline.seen(place, reading.ts, received_ms)
+            if back is not None:
+                self._apply(place, back, changed)
+            rules = self.rules.get(Kind(reading.kind))
+            if rules is not None:
+                for change in rules.evaluate(place, reading):
+                    self._apply(place, change, changed)
+                judged.append((place, reading))
+        for place, change in self.statistical.evaluate_many(judged):
+            self._apply(place, change, changed)
         return changed
+
+    def _apply(self, place: Place, change: AnomalyChange, changed: list[Anomaly]) -> None:
+        anomaly = self.book.apply(place, change)
+        if anomaly is not None:
+            changed.append(anomaly)
 
     def tick(self, wall_ms: int) -> list[Anomaly]:
         """Anomalies opened by the timer (devices gone silent)."""

@@ -130,6 +130,7 @@ class Pipeline:
         batch.readings += len(envelope.readings)
         self.metrics.readings_received(len(envelope.readings))
         now = self._clock()
+        accepted: list[tuple[Place, Reading, int]] = []
         for reading in envelope.readings:
             problem = check_reading(reading, topic, now)
             if problem is not None:
@@ -157,9 +158,9 @@ class Pipeline:
                     True,
                 )
             )
-            self._anomalies(
-                batch, self.detector.reading(place, reading, message.received_ms), message.topic
-            )
+            accepted.append((place, reading, message.received_ms))
+        # One detection call per message: the statistical core works on whole arrays.
+        self._anomalies(batch, self.detector.readings(accepted), message.topic)
 
     def _status(self, topic: Topic, message: Message, batch: Batch) -> None:
         if topic.kind != EDGE_STATUS_KIND or topic.channel is not Channel.STATUS:

@@ -1,0 +1,125 @@
+"""Parameters of the statistical detectors, with their defaults and why.
+
+Every EWMA here counts *readings*, not seconds: devices report on a fixed period (5-10 s in
+the catalogue), and a count-based horizon keeps the state to one number per series.  Each
+dataclass is frozen and documented; ``StatParams`` gathers them with the per-signal opt-outs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT = "level_shift", "rate_of_change", "stuck", "drift"
+# Bit of each detector in the flag bytes returned by the core (order = STATISTICAL_EVENTS).
+DETECTORS = (LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT)
+BIT = {name: 1 << index for index, name in enumerate(DETECTORS)}
+ALL_BITS = (1 << len(DETECTORS)) - 1
+
+
+@dataclass(frozen=True)
+class LevelShiftParams:
+    """Robust level shift: |x − EWMA mean| / max(EWMA |deviation|, floor) > k."""
+
+    warmup: int = 30  # readings before judging: 5 min at a 10 s period
+    alpha: float = 0.05  # baseline horizon ~20 readings
+    k: float = 8.0  # mean |deviation| is ~0.8 σ for Gaussian noise, so k = 8 is ~6.4 σ
+    persist: int = 3  # consecutive readings over k before opening (a lone spike is not a shift)
+    clear_k: float = 4.0  # hysteresis: clear below this
+    clear_n: int = 3  # ... for this many consecutive readings
+    # A reading over k updates the baseline this much slower, so a sustained fault is not
+    # learned away in minutes (it is in hours, when it has become the new normal).
+    flagged_learning: float = 0.02
+
+
+@dataclass(frozen=True)
+class RateParams:
+    """Rate of change: |Δx/Δt| > max(factor × EWMA |Δx/Δt|, floor_factor × floor / 1 s)."""
+
+    warmup: int = 30
+    alpha: float = 0.05
+    factor: float = 12.0
+    floor_factor: float = 1.0  # absolute floor: one scale floor per second
+    # Only the part of a step beyond this many scales counts (readings 1 s apart differ by
+    # noise alone, which divided by 1 s would look fast).
+    noise_band: float = 6.0
+    persist: int = 1  # a jump is one reading
+    clear_n: int = 3
+
+
+@dataclass(frozen=True)
+class StuckParams:
+    """Flat-lined: |Δx| < epsilon for ≥ min_readings readings and ≥ min_seconds, on a series
+    that normally changes on most readings, at a value other than its physical minimum (a
+    dry gauge reading 0 cm, an idle port at 0 A are at rest, not stuck)."""
+
+    epsilon: float = 1e-9  # readings are rounded by the device: a stuck one repeats exactly
+    min_readings: int = 20
+    min_seconds: float = 180.0  # with 20 readings: 3-4 min at 10 s, within the 5 min target
+    alpha: float = 0.02  # horizon of the share of readings that change
+    min_change_share: float = 0.6  # only series whose value changes on ≥ 60 % of readings
+    warmup: int = 50
+
+
+@dataclass(frozen=True)
+class DriftParams:
+    """Slow drift: a slow EWMA leaves the reference frozen after warm-up by > k × scale."""
+
+    warmup: int = 180  # reference captured after 180 readings (30 min at 10 s)
+    alpha: float = 1.0 / 60  # slow EWMA, horizon 60 readings (10 min at 10 s)
+    k: float = 4.0  # in units of max(baseline scale at capture, floor)
+    persist: int = 6
+    clear_k: float = 2.0
+    clear_n: int = 6
+
+
+# Signals whose healthy behaviour is bursty or cyclic, so that a baseline detector would
+# raise on normal operation: lift speed (parked at 0, then ramps), charging-port current
+# and power (a bike plugged in or finishing), pile power, rain and water depth (showers),
+# tank level (draw-down and refill), free chlorine (decays for hours, then a dose steps it
+# back up), the sprinkler pipe (jockey pump saw-tooth).  Keys are "kind.signal" with the
+# per-port prefix removed ("ebike_charger.current" covers p01_current … p12_current).
+BURSTY = frozenset(
+    {
+        "lift.speed",
+        "ebike_charger.current",
+        "ebike_charger.power",
+        "ebike_charger.total_power",
+        "waterlogging.depth",
+        "waterlogging.rain_rate",
+        "water_tank.level_pct",
+        "water_tank.free_chlorine",
+        "fire.sprinkler_pressure",
+    }
+)
+# Charging-port temperature warms over a charge (a slow, legitimate trend): no drift there.
+NO_DRIFT = BURSTY | {"ebike_charger.temp"}
+
+
+@dataclass(frozen=True)
+class StatParams:
+    level_shift: LevelShiftParams = field(default_factory=LevelShiftParams)
+    rate: RateParams = field(default_factory=RateParams)
+    stuck: StuckParams = field(default_factory=StuckParams)
+    drift: DriftParams = field(default_factory=DriftParams)
+    # Scale floor per series: this share of the signal's catalogue range (2.5 MPa → 0.005
+    # MPa, 230 °C → 0.46 °C), so a quiet sensor's tiny noise does not make every wiggle
+    # a "shift".  Overridable per "kind.signal".
+    floor_share: float = 0.002
+    floors: dict[str, float] = field(default_factory=dict)
+    # Per-detector opt-outs by "kind.signal"; stuck runs on every float signal (its own
+    # rules keep discrete and resting signals out).
+    opt_out: dict[str, frozenset[str]] = field(
+        default_factory=lambda: {
+            LEVEL_SHIFT: BURSTY,
+            RATE_OF_CHANGE: BURSTY,
+            STUCK: frozenset(),
+            DRIFT: NO_DRIFT,
+        }
+    )
+
+    def enabled_bits(self, signal_key: str) -> int:
+        bits = 0
+        for name in DETECTORS:
+            if signal_key not in self.opt_out.get(name, frozenset()):
+                bits |= BIT[name]
+        return bits

@@ -1,0 +1,172 @@
+"""The statistical core on synthetic series: each detector fires on its own case within a
+bounded number of readings and stays quiet on healthy, constant, discrete and ramping
+series; a batch gives what reading-by-reading processing gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detection import Detector
+from gateway.rules import Place
+from gateway.stat_params import BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
+from gateway.statistical import StatCore
+from jiayuan.contract import Reading
+
+PERIOD_MS = 10_000
+T0 = 1_750_000_000_000
+
+
+def noisy(
+    n: int, level: float = 0.4, sigma: float = 0.003, seed: int = 1
+) -> npt.NDArray[np.float64]:
+    return np.round(level + np.random.default_rng(seed).normal(0.0, sigma, n), 3)
+
+
+def run(
+    values: npt.NDArray[np.float64], floor: float = 0.005, minimum: float = 0.0
+) -> npt.NDArray[np.uint8]:
+    """Flags of one series fed reading by reading."""
+    core = StatCore()
+    slot = core.add_series(floor, minimum)
+    flags = [
+        int(core.update(np.array([slot]), np.array([T0 + k * PERIOD_MS]), values[k : k + 1])[0])
+        for k in range(len(values))
+    ]
+    return np.array(flags, dtype=np.uint8)
+
+
+def first(flags: npt.NDArray[np.uint8], bit: int) -> int:
+    hits = np.flatnonzero(flags & bit)
+    return int(hits[0]) if len(hits) else -1
+
+
+def test_level_shift_fires_on_a_step_within_a_few_readings() -> None:
+    values = noisy(600)
+    values[300:] -= 0.1
+    flags = run(values)
+    assert 300 <= first(flags, BIT[LEVEL_SHIFT]) <= 305
+    assert not flags[:300].any()
+
+
+def test_a_sustained_shift_is_not_learned_away_quickly() -> None:
+    values = noisy(600)
+    values[300:] -= 0.1
+    flags = run(values)
+    assert (flags[310:600] & BIT[LEVEL_SHIFT]).all()
+
+
+def test_rate_of_change_fires_on_a_jump_and_clears() -> None:
+    values = noisy(400)
+    values[200] += 0.15
+    flags = run(values)
+    assert first(flags, BIT[RATE_OF_CHANGE]) == 200
+    assert not flags[:200].any()
+    assert not (flags[210:] & BIT[RATE_OF_CHANGE]).any()
+
+
+def test_stuck_fires_on_a_flat_lined_noisy_series_and_clears() -> None:
+    values = noisy(300, level=0.3)
+    values[150:250] = values[150]
+    flags = run(values)
+    hit = first(flags, BIT[STUCK])
+    assert 150 + 18 <= hit <= 150 + 20  # 20 readings and 3 minutes at a 10 s period
+    assert not (flags[251:] & BIT[STUCK]).any()
+    assert not flags[:150].any()
+
+
+def test_slow_drift_over_hours_is_caught_and_level_shift_is_not_raised() -> None:
+    values = noisy(2160)  # 6 h at 10 s
+    values[720:] -= np.linspace(0.0, 0.1, 2160 - 720)  # −0.1 MPa over 4 h
+    flags = run(values)
+    hit = first(flags, BIT[DRIFT])
+    # k = 4 scale floors is 0.02 MPa: caught before the pipe has lost 0.03 MPa (~72 min).
+    assert 720 < hit < 720 + 430
+    assert not flags[:720].any()
+    assert first(flags, BIT[LEVEL_SHIFT]) == -1
+
+
+def test_quiet_on_noisy_healthy_series() -> None:
+    for seed in range(5):
+        assert not run(noisy(3000, sigma=0.01, seed=seed)).any()
+
+
+def test_quiet_on_constant_and_discrete_series() -> None:
+    assert not run(np.zeros(500)).any()  # a dry gauge
+    assert not run(np.full(500, 1.75)).any()  # a rated speed
+    bits = np.random.default_rng(3).integers(0, 2, 500).astype(np.float64)
+    held = run(np.repeat(bits, 30)[:3000], floor=0.01)  # a state bit, held for minutes
+    assert not (held & BIT[STUCK]).any()
+
+
+def test_quiet_on_a_refill_like_ramp_with_rate_and_stuck() -> None:
+    # Tank level: 0.1 %/min draw-down then a 1 %/min refill, noise 0.1 %; a level
+    # detector is opted out for tank level in the gateway, the others must hold.
+    minutes = np.arange(0, 600, 1 / 6)
+    level = np.where(minutes < 300, 90 - 0.1 * minutes, 60 + 1.0 * (minutes - 300))
+    level = np.minimum(level, 90) + np.random.default_rng(5).normal(0, 0.1, len(minutes))
+    flags = run(np.round(level, 2), floor=0.2)
+    assert not (flags & (BIT[RATE_OF_CHANGE] | BIT[STUCK])).any()
+
+
+def test_a_batch_with_repeated_slots_equals_sequential_processing() -> None:
+    rng = np.random.default_rng(9)
+    series, per = 7, 400
+    values = rng.normal(0, 1, (series, per)) + np.arange(series)[:, None]
+    values[2, 200:] += 8  # a shift
+    values[4, 150:260] = values[4, 150]  # stuck
+    slots = np.repeat(np.arange(series)[None, :], per, axis=0).ravel()
+    ts = T0 + np.repeat(np.arange(per) * PERIOD_MS, series)
+    flat = values.T.ravel()
+    order = rng.permutation(len(flat))
+    order = order[np.argsort(slots[order] * 0 + ts[order], kind="stable")]  # time order
+
+    def fresh() -> StatCore:
+        core = StatCore(capacity=2)  # grows by doubling on the way
+        for _ in range(series):
+            core.add_series(0.01)
+        return core
+
+    one = fresh()
+    single = np.array(
+        [int(one.update(slots[k : k + 1], ts[k : k + 1], flat[k : k + 1])[0]) for k in order]
+    )
+    many = fresh()
+    batched = np.concatenate(
+        [
+            many.update(slots[order[a : a + 500]], ts[order[a : a + 500]], flat[order[a : a + 500]])
+            for a in range(0, len(order), 500)
+        ]
+    )
+    assert (single == batched).all()
+    assert single.any()
+    for name in ("mean", "scale", "rate", "slow", "ref", "p_change"):
+        assert np.array_equal(getattr(one, name)[:series], getattr(many, name)[:series]), name
+
+
+def test_non_finite_values_are_not_judged() -> None:
+    core = StatCore()
+    slot = core.add_series(0.01)
+    flags = core.update(np.array([slot, slot]), np.array([T0, T0 + 1]), np.array([np.nan, 1.0]))
+    assert flags.tolist() == [0, 0]
+    assert core.n[slot] == 1
+
+
+def test_the_gateway_detector_raises_and_clears_a_statistical_anomaly() -> None:
+    detector = Detector()
+    place = Place("d", "s", "e", "b1", "fire", "F01")
+    hydrant = noisy(200, level=0.45)
+    hydrant[100:150] -= 0.1  # the hydrant pipe loses pressure, still above the rule's 0.07
+    changes = []
+    for k, value in enumerate(hydrant.tolist()):
+        values = {"hydrant_pressure": value, "fire_alarm": 0, "tank_level": 4.0 + k % 2 * 0.01}
+        reading = Reading("F01", "fire", k + 1, T0 + k * PERIOD_MS, values, "b1")
+        changes += detector.reading(place, reading, T0 + k * PERIOD_MS)
+    shift = [a for a in changes if a.code == "fire.level_shift"]
+    assert [a.state for a in shift] == ["open", "closed"], changes
+    opened, closed = shift
+    assert opened.detail == "hydrant_pressure" and opened.severity == "warning"
+    assert abs(opened.threshold - 0.45) < 0.01 and abs(opened.value - 0.35) < 0.01
+    assert T0 + 100 * PERIOD_MS <= opened.start_ms <= T0 + 105 * PERIOD_MS
+    assert T0 + 150 * PERIOD_MS <= closed.end_ms <= T0 + 160 * PERIOD_MS
+    assert {a.code for a in changes} <= {"fire.level_shift", "fire.rate_of_change"}
