@@ -16,8 +16,10 @@ SUBCOMMAND_MODULES = (
     "jiayuan.services_cli",
     "jiayuan.demo",
     "gateway.cli",
+    "gateway.detect_cli",
     "edge.cli",
     "simulators.cli",
+    "jiayuan.evaluation_cli",
 )
 
 

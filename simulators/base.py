@@ -13,6 +13,7 @@ strictly increase, and that nothing is returned while an ``offline`` fault is ac
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from typing import ClassVar, NamedTuple
 
 from jiayuan.catalogue import Family, Kind, family
 from jiayuan.contract import Value
-from simulators.faults import FAULT_SPECS, OFFLINE, Fault
+from simulators.faults import ALL_FAULT_SPECS, NOISY, OFFLINE, Fault
 from simulators.registry import Device
 
 Values = dict[str, Value]
@@ -64,7 +65,7 @@ class DeviceModel(ABC):
         self._heartbeat_ms = int(self.family.heartbeat_s * 1000)
         mine = sorted((f for f in faults if f.device == device.id), key=lambda f: f.start_ms)
         for fault in mine:
-            if fault.fault_type not in FAULT_SPECS[self.kind]:
+            if fault.fault_type not in ALL_FAULT_SPECS[self.kind]:
                 raise ValueError(
                     f"{device.id}: unknown {self.kind.value} fault {fault.fault_type!r}"
                 )
@@ -76,7 +77,9 @@ class DeviceModel(ABC):
                     f"{device.id}: faults {before.fault_id} and {after.fault_id} overlap"
                 )
         self._silences = [(f.start_ms, f.end_ms) for f in mine if f.fault_type == OFFLINE]
-        self._model_faults = [f for f in mine if f.fault_type != OFFLINE]
+        self._noisy = [(f.start_ms, f.end_ms) for f in mine if f.fault_type == NOISY]
+        self._model_faults = [f for f in mine if f.fault_type not in (OFFLINE, NOISY)]
+        self._noise_rng = device_rng(seed, device.id, "noisy")
         # Every start and end is a sampling instant, so a fault shows from its first ms.
         self._boundaries = sorted({t for f in mine for t in (f.start_ms, f.end_ms)})
         self._next_fault = 0  # index into _model_faults of the next fault to start
@@ -98,6 +101,8 @@ class DeviceModel(ABC):
             if has_faults:
                 next_ms = min(next_ms, self._boundary_after(ts))
             self._next_ms = next_ms if next_ms > ts else ts + 1
+            if has_faults and self._noisy and _within(self._noisy, ts):
+                values = self._extra_noise(values)
             if not has_faults or not self._silent(ts):
                 samples.append(Sample(ts, values, event))
         return samples
@@ -146,4 +151,40 @@ class DeviceModel(ABC):
         return NEVER
 
     def _silent(self, ts: int) -> bool:
-        return any(start <= ts < end for start, end in self._silences)
+        return _within(self._silences, ts)
+
+    def _extra_noise(self, values: Values) -> Values:
+        """A noisy but healthy sensor: more noise on the analogue signals, kept within
+        the catalogue's range (its own randomness, so the model's draws stay the same)."""
+        scales = EXTRA_NOISE.get(self.kind, {})
+        noisy = dict(values)
+        for name, value in values.items():
+            signal = self.family.signal(name)
+            scale = scales.get(signal.name) if signal is not None else None
+            if scale is None or not isinstance(value, float) or value == 0.0 or signal is None:
+                continue  # a zero is a stopped car or a dry road: exactly zero stays zero
+            low = -math.inf if signal.minimum is None else signal.minimum
+            high = math.inf if signal.maximum is None else signal.maximum
+            noisy[name] = round(min(max(value + noise(self._noise_rng, scale), low), high), 3)
+        return noisy
+
+
+def _within(spans: Sequence[tuple[int, int]], ts: int) -> bool:
+    return any(start <= ts < end for start, end in spans)
+
+
+# Extra noise (σ) of a "noisy" device, about twice the models' own, so the total is about
+# three times it; small enough that no healthy value reaches a rule threshold.
+EXTRA_NOISE: dict[Kind, dict[str, float]] = {
+    Kind.LIFT: {"speed": 0.008},
+    Kind.FIRE: {"sprinkler_pressure": 0.004, "hydrant_pressure": 0.006, "tank_level": 0.01},
+    Kind.WATER_TANK: {
+        "free_chlorine": 0.006,
+        "turbidity": 0.04,
+        "ph": 0.06,
+        "level_pct": 0.2,
+        "supply_pressure": 0.006,
+    },
+    Kind.EBIKE_CHARGER: {"temp": 0.5},
+    Kind.WATERLOGGING: {"depth": 0.4},
+}

@@ -9,7 +9,10 @@ settling at 35-45 °C on a busy port.  The pile reports every 5 s.
 
 Faults: ``over_temperature`` (one port heats to 78-90 °C within 5 s, then is cut off and
 cools) and ``over_current`` (one port draws 9-12 A, then is cut off).  The faulty port is
-one that is charging, or a bike plugged in as the fault starts.
+one that is charging, or a bike plugged in as the fault starts.  Hard case ``hot_port``: a
+bad contact makes one charging port run 12-16 °C hotter than its power explains (reaching
+it within a minute, losing it in the fault's last minute), still under the 65 °C cut-off;
+the session lasts the whole fault.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ THERMAL_TAU_MS = 10 * MINUTE_MS
 WATTS_TO_KELVIN = 0.07  # port temperature rise per watt at equilibrium (INF)
 RISE_MS = 5000  # an over-temperature fault reaches its peak within this
 COOL_PER_MS = 10.0 / 1000  # °C/ms once a hot port is cut off
+HOT_PORT_RISE_MS = MINUTE_MS  # a hot contact reaches its excess within this
+HOT_PORT_CEILING = 61.0  # °C: a hot_port fault stays clear of the 65 °C rule
 # Bikes arriving per free port per hour, by local hour: after work and evenings (INF).
 # fmt: off
 ARRIVALS_PER_HOUR = (
@@ -63,6 +68,9 @@ class Port:
     forced_amps: float | None = None
     # Temperature ramp forced by a fault: (from, to, start, ramp length, release time).
     forced_temp: tuple[float, float, int, int, int] | None = None
+    # A hot contact (hot_port fault): (excess °C, since, until); the excess ramps in over a
+    # minute and out over the last minute, as the contact heats and cools.
+    hot: tuple[float, int, int] | None = None
     now_amps: float = 0.0  # as of the last tick, before sensor noise
     now_volts: float = 0.0
 
@@ -175,6 +183,10 @@ class EbikeChargerModel(DeviceModel):
                 temp = port.temp
             else:
                 temp, busy = self._temp(port, ts), True
+            if port.hot is not None:
+                excess, since, until = port.hot
+                ramp = min(ts - since, until - ts) / HOT_PORT_RISE_MS
+                temp += excess * min(1.0, max(0.0, ramp))
             # ±0.25 °C noise, read to the tenth of a degree.
             values[f_temp] = round(temp - 0.25 + 0.5 * rand(), 1)
         values["total_power"] = round(total, 1)
@@ -192,6 +204,9 @@ class EbikeChargerModel(DeviceModel):
         self._advance_to(ts)
         port = self._faulty_port(ts)
         self._fault_port = port
+        if fault.fault_type == "hot_port":
+            self._hot_port(port, fault, ts)
+            return
         if fault.fault_type == "over_temperature":
             peak = self.rng.uniform(78.0, 90.0)
             port.forced_temp = (port.temp, peak, ts, RISE_MS, NEVER)
@@ -204,6 +219,9 @@ class EbikeChargerModel(DeviceModel):
         port = self._fault_port
         if port is None:
             return
+        if fault.fault_type == "hot_port":  # the contact is reseated: back to normal
+            port.hot = None
+            return
         # The pile cuts the port off; the bike stays plugged until its owner comes.
         port.forced_amps = None
         port.full_ms = ts
@@ -215,3 +233,16 @@ class EbikeChargerModel(DeviceModel):
             port.forced_temp = (hot, cool, ts, ramp, ts + ramp)
             port.temp = cool
         self._refresh(port, ts)
+
+    def _hot_port(self, port: Port, fault: Fault, ts: int) -> None:
+        # The bike charges through the whole fault, at constant current, so the excess is
+        # heat the power does not explain.
+        if port.cc_end_ms < fault.end_ms:
+            port.cc_end_ms = fault.end_ms
+            full_watts = port.amps * port.volts * 1.12
+            port.full_ms = port.cc_end_ms + round(port.taper_ms * math.log(full_watts / FULL_W))
+            port.unplug_ms = port.full_ms + round(self.rng.uniform(5, 90) * MINUTE_MS)
+        self._refresh(port, ts)
+        settled = self._ambient(ts) + WATTS_TO_KELVIN * port.now_amps * port.now_volts * 1.12
+        excess = min(self.rng.uniform(12.0, 16.0), HOT_PORT_CEILING - max(settled, port.temp))
+        port.hot = (excess, ts, fault.end_ms)

@@ -147,13 +147,67 @@ FAULT_SPECS: Mapping[Kind, Mapping[str, FaultSpec]] = {
     kind: {s.fault_type: s for s in _SPECS if s.kind is kind} for kind in Kind
 }
 
+# Hard cases, for the statistical detectors: slow, subtle or intermittent faults that stay
+# inside the rules' thresholds for long.  Statistical codes have no hold: the condition is
+# the fault itself, so onset and hold are 0 and the delay counts from the fault's start.
+# They are kept out of FAULT_SPECS so the classic short plans stay as they are; the
+# evaluation scenarios (simulators.scenarios) place them.
+# fmt: off
+HARD_SPECS: tuple[FaultSpec, ...] = (
+    FaultSpec(Kind.FIRE, "pressure_bleed", "fire.drift",
+              "jockey pump off, the sprinkler pipe bleeds 0.003-0.004 MPa/min: above "
+              "0.10 MPa for about an hour", 0.0, 0.0, 3600.0,
+              also_codes=("fire.level_shift", "fire.sprinkler_pressure_low")),
+    FaultSpec(Kind.WATER_TANK, "chlorine_stuck", "water_tank.stuck",
+              "the chlorine probe repeats one value while chlorine decays", 0.0, 0.0, 1800.0),
+    FaultSpec(Kind.EBIKE_CHARGER, "hot_port", "ebike_charger.level_shift",
+              "one charging port runs 12-16 °C hotter than its power explains, under 65 °C",
+              0.0, 0.0, 1800.0),
+    # One burst; a scenario places several on one device, each burst its own label.
+    FaultSpec(Kind.LIFT, "intermittent_door_open_moving", "lift.door_open_moving",
+              "a few seconds of creeping with the door open, minutes apart", 0.0, 0.0, 6.0),
+)
+# fmt: on
+
+# Healthy look-alikes: normal events that look alarming.  Their labels expect nothing
+# (expected_code ""), so any anomaly they cause is a false alert.
+LOOK_ALIKE = ""
+NOISY = "noisy"  # applied by simulators.base to any model, for as long as the label lasts
+# fmt: off
+LOOK_ALIKE_SPECS: tuple[FaultSpec, ...] = (
+    FaultSpec(Kind.LIFT, "parked_open_cleaning", LOOK_ALIKE,
+              "a cleaner parks the car with the door open, nobody inside", 0.0, 0.0, 240.0),
+    FaultSpec(Kind.WATER_TANK, "refill_after_draw", LOOK_ALIKE,
+              "a large draw takes the tank to 30-35 % in ten minutes, then it refills",
+              0.0, 0.0, 900.0),
+    *(FaultSpec(kind, NOISY, LOOK_ALIKE, "three times the usual sensor noise", 0.0, 0.0, 3600.0)
+      for kind in Kind),
+)
+# fmt: on
+
+# Every fault type a model accepts: the classic ones, the hard ones and the look-alikes.
+ALL_FAULT_SPECS: Mapping[Kind, Mapping[str, FaultSpec]] = {
+    kind: {s.fault_type: s for s in (*_SPECS, *HARD_SPECS, *LOOK_ALIKE_SPECS) if s.kind is kind}
+    for kind in Kind
+}
+
 
 def fault_spec(kind: Kind, fault_type: str) -> FaultSpec:
     try:
-        return FAULT_SPECS[kind][fault_type]
+        return ALL_FAULT_SPECS[kind][fault_type]
     except KeyError:
-        known = ", ".join(FAULT_SPECS[kind])
+        known = ", ".join(ALL_FAULT_SPECS[kind])
         raise KeyError(f"{kind.value} has no fault type {fault_type!r}; known: {known}") from None
+
+
+def make_fault(
+    fault_id: str, spec: FaultSpec, device: Device, start_ms: int, duration_ms: int | None = None
+) -> Fault:
+    """One fault of ``spec`` on ``device`` from ``start_ms``, lasting ``duration_ms``
+    (default the spec's duration)."""
+    if duration_ms is None:
+        duration_ms = round(spec.duration_s * 1000)
+    return _fault(fault_id, spec, device, start_ms, duration_ms)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ up to 0.02 MPa above the set-point.  The hydrant pipe sits at 0.40-0.50 MPa (GB 
 Faults: ``fire_alarm`` (the 火警 bit, flagged as event ``fire.alarm`` when it rises) and
 ``low_pressure`` (the sprinkler pipe bleeds to 0.05-0.08 MPa, under the 0.10 MPa minimum of
 GB 50974-2014 §5.2.2, with the jockey pump switched off, then the pump restores it).
+Hard case ``pressure_bleed``: the jockey pump is off and the pipe bleeds at 0.003-0.004
+MPa/min, so it stays above 0.10 MPa for about an hour; the pump restores it at the end.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ CUT_IN_DROP = 0.05  # MPa below the set-point that starts the jockey pump (INF)
 CUT_OUT_RISE = 0.02  # MPa above the set-point that stops it (INF)
 PUMP_RISE_PER_S = 0.01  # MPa/s while the jockey pump runs
 PUMP_FEEDBACK_MS = 1000  # from command to running feedback
+SLOW_BLEED_PER_MIN = (0.003, 0.004)  # MPa/min of a pressure_bleed fault
 BLEED_MS = 2000  # a low-pressure fault drops below the minimum within this
 FAULT_TICK_MS = 2000  # "on threshold" reporting while something is wrong
 
@@ -78,6 +81,8 @@ class FireModel(DeviceModel):
                 self._mode_end = self._leak_end()
             elif self._mode == "bleed":
                 self._set("low", t, pressure, 0.0, 2**62)
+            elif self._mode == "slow_bleed":  # empty pipe: stays there
+                self._set("low", t, 0.0, 0.0, 2**62)
             else:
                 raise AssertionError(f"mode {self._mode} has no end")
 
@@ -110,10 +115,14 @@ class FireModel(DeviceModel):
             low = self.rng.uniform(0.05, 0.08)
             now = self._pressure(ts)
             self._set("bleed", ts, now, (low - now) / BLEED_MS, ts + BLEED_MS)
+        elif fault.fault_type == "pressure_bleed":
+            slope = self.rng.uniform(*SLOW_BLEED_PER_MIN) / 60_000
+            now = self._pressure(ts)
+            self._set("slow_bleed", ts, now, -slope, ts + max(1, round(now / slope)))
 
     def _fault_ended(self, fault: Fault, ts: int) -> None:
         self._advance_to(ts)
         if fault.fault_type == "fire_alarm":
             self.alarm = 0  # reset at the panel after the check
-        elif fault.fault_type == "low_pressure":  # the jockey pump is switched back on
+        elif fault.fault_type in ("low_pressure", "pressure_bleed"):  # jockey pump back on
             self._set("commanded", ts, self._pressure(ts), 0.0, ts + PUMP_FEEDBACK_MS)

@@ -9,7 +9,9 @@ passenger lingers in the closed car for a few seconds (well under the 20 s trapp
 
 Faults: ``trapped`` (someone inside, door closed, stopped in zone), ``door_open_moving``
 (the car creeps off the landing with the door open), ``overspeed`` (1.25-1.35 × rated),
-``power_loss`` (mains cut; the monitor reports on its battery).
+``power_loss`` (mains cut; the monitor reports on its battery); the hard case
+``intermittent_door_open_moving`` is one short burst of ``door_open_moving``, placed several
+times.  Look-alike ``parked_open_cleaning``: the cleaner's parking, at a chosen time.
 """
 
 from __future__ import annotations
@@ -260,7 +262,7 @@ class LiftModel(DeviceModel):
         top = len(self.floors) - 1
         if fault.fault_type == "trapped":
             self._hold(Step("trapped", duration, CLOSED, 0, SOMEONE), fault.end_ms)
-        elif fault.fault_type == "door_open_moving":
+        elif fault.fault_type in ("door_open_moving", "intermittent_door_open_moving"):
             sign = 1 if landing < top else -1
             speed = self.rng.uniform(0.10, 0.20)
             motion = Motion(self._x, sign, ((duration / 1000, speed, speed),))
@@ -277,6 +279,10 @@ class LiftModel(DeviceModel):
         elif fault.fault_type == "power_loss":
             self.power, self.service, self._event = 2, 0, "lift.power_loss"
             self._hold(Step("no_power", duration, CLOSED, 0, NOBODY), fault.end_ms)
+        elif fault.fault_type == "parked_open_cleaning":
+            opening = self.rng.randint(2000, 2600)
+            self._plan.append(Step("parked_open", duration - opening, OPEN, 0, NOBODY))
+            self._hold(Step("opening", opening, OPENING, 0, NOBODY), ts + opening)
 
     def _fault_ended(self, fault: Fault, ts: int) -> None:
         step = self._step
@@ -284,7 +290,8 @@ class LiftModel(DeviceModel):
         rng = self.rng
         if fault.fault_type == "trapped":  # rescued: the door opens, the passenger leaves
             self._plan.extend(self._door_cycle(SOMEONE, NOBODY, reopen=False))
-        elif fault.fault_type == "door_open_moving":  # stop, close, relevel to the landing
+        elif fault.fault_type in ("door_open_moving", "intermittent_door_open_moving"):
+            # Stop, close, relevel to the landing.
             landing = round(self._x / self.floor_h) * self.floor_h
             self._plan.append(Step("closing", rng.randint(2500, 3200), CLOSING, 0, NOBODY))
             relevel = trip(self._x, landing, CREEP_SPEED, self.accel)
@@ -295,6 +302,8 @@ class LiftModel(DeviceModel):
             self._plan.append(self._brake(step.motion.sign, step.motion.at(0)[0]))
         elif fault.fault_type == "power_loss":
             self.power, self.service = 1, 1
+        elif fault.fault_type == "parked_open_cleaning":
+            self._plan.append(Step("closing", rng.randint(2500, 3200), CLOSING, 0, NOBODY))
         self._hold(Step("recover", 0, CLOSED, 0, NOBODY), ts)
 
     def _brake(self, sign: int, speed: float) -> Step:

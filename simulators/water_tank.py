@@ -10,6 +10,9 @@ near 0.25 MPa dipping a little at peak demand.
 Faults: ``low_chlorine`` (dosing stops and chlorine falls to 0.01-0.03 mg/L) and
 ``low_level`` (the inlet closes and the tank drains to 10-15 %); both are compressed in
 time, falling within seconds and recovering within seconds after the fault ends.
+Hard case ``chlorine_stuck``: the probe repeats its last value while chlorine decays.
+Look-alike ``refill_after_draw``: a large draw (cleaning, a burst main flushed) takes the
+level to 30-35 % over ten minutes, then the inlet pump refills it as usual; healthy.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ DEMAND_BY_HOUR = (
 )
 # fmt: on
 FALL_MS = 3000  # how fast a fault takes a value past its limit
+DRAW_MS = 600_000  # a large draw lasts ten minutes
 
 
 class WaterTankModel(DeviceModel):
@@ -62,6 +66,9 @@ class WaterTankModel(DeviceModel):
         # Values a fault drives: name → (value before, target, ramp start, release time);
         # the value ramps to the target over FALL_MS and is held until released.
         self._forced: dict[str, tuple[float, float, int, int]] = {}
+        self._stuck_chlorine: float | None = None
+        # A large draw: (level before, level after, start, end); linear in between.
+        self._draw: tuple[float, float, int, int] | None = None
         self._t = start_ms
 
     def _advance_to(self, ts: int) -> None:
@@ -74,7 +81,12 @@ class WaterTankModel(DeviceModel):
         if dt <= 0:
             return
         draw = self.demand * DEMAND_BY_HOUR[int(local_hour(ts))]
-        if "level" not in self._forced:
+        if self._draw is not None:
+            before, after, since, until = self._draw
+            self.level = before + (after - before) * min(1.0, (ts - since) / (until - since))
+            if ts >= until:  # the draw is over and the inlet pump refills as usual
+                self._draw, self.pumping = None, True
+        elif "level" not in self._forced:
             self.level += (self.refill * self.pumping - draw) * dt
             if self.pumping and self.level >= self.high_set:
                 self.pumping = False
@@ -99,8 +111,11 @@ class WaterTankModel(DeviceModel):
             self._forced_value("chlorine", ts) if "chlorine" in self._forced else self.chlorine
         )
         peak = DEMAND_BY_HOUR[int(local_hour(ts))]
+        reported = round(max(0.0, chlorine + noise(rng, 0.003)), 3)
+        if self._stuck_chlorine is not None:
+            reported = self._stuck_chlorine
         values: Values = {
-            "free_chlorine": round(max(0.0, chlorine + noise(rng, 0.003)), 3),
+            "free_chlorine": reported,
             "turbidity": round(max(0.05, self.turbidity + noise(rng, 0.02)), 3),
             "ph": round(self.ph + noise(rng, 0.03), 2),
             "level_pct": round(min(max(level + noise(rng, 0.1), 0.0), 100.0), 2),
@@ -118,6 +133,11 @@ class WaterTankModel(DeviceModel):
         elif fault.fault_type == "low_level":
             self.pumping = False
             self._forced["level"] = (self.level, self.rng.uniform(10.0, 15.0), ts, NEVER)
+        elif fault.fault_type == "chlorine_stuck":
+            self._stuck_chlorine = round(self.chlorine, 3)
+        elif fault.fault_type == "refill_after_draw":
+            self.pumping = False
+            self._draw = (self.level, self.rng.uniform(30.0, 35.0), ts, ts + DRAW_MS)
 
     def _fault_ended(self, fault: Fault, ts: int) -> None:
         self._advance_to(ts)
@@ -129,3 +149,5 @@ class WaterTankModel(DeviceModel):
             # The inlet reopens at full bore: back above the low-level alarm in seconds.
             self._forced["level"] = (low, self.low_set - 10.0, ts, ts + FALL_MS)
             self.pumping = True
+        elif fault.fault_type == "chlorine_stuck":
+            self._stuck_chlorine = None
