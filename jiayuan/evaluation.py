@@ -61,9 +61,15 @@ def run(scenario: Scenario, detector: Detector | None = None) -> Run:
     opened: list[Anomaly] = []
     next_tick = scenario.start_ms
     samples = 0
+    # Like the gateway, judge readings in batches (here: each simulated second's samples)
+    # with the offline timer ticking between batches.
+    pending: list[tuple[Place, Reading, int]] = []
     for estate, sample in generate(
         scenario.registry, scenario.faults, scenario.start_ms, scenario.end_ms, scenario.seed
     ):
+        if next_tick <= sample.ts:
+            opened += _opened(detector.readings(pending))
+            pending = []
         while next_tick <= sample.ts:
             opened += _opened(detector.tick(next_tick))
             next_tick += TICK_MS
@@ -81,7 +87,8 @@ def run(scenario: Scenario, detector: Detector | None = None) -> Run:
         place = Place(
             estate.district, estate.street, estate.id, sample.building, sample.kind, sample.device
         )
-        opened += _opened(detector.reading(place, reading, sample.ts))
+        pending.append((place, reading, sample.ts))
+    opened += _opened(detector.readings(pending))
     while next_tick < scenario.end_ms:
         opened += _opened(detector.tick(next_tick))
         next_tick += TICK_MS
