@@ -252,6 +252,13 @@ FIRE = Family(
             "GB 50974 §4.3.9 (site-specific)",
         ),
         EventCode("fire.pump_not_started", H, "消防泵未启动", "Pump failed to start", "PROD"),
+        EventCode(
+            "fire.sprinkler_pressure_sagging",
+            W,
+            "喷淋管网压力持续下降",
+            "Sprinkler pressure sagging, jockey pump idle",
+            "INF: fell further than the jockey pump's band without the pump running",
+        ),
         EventCode("fire.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"),
     ),
     thresholds=(
@@ -260,6 +267,10 @@ FIRE = Family(
         Threshold("tank_level_min", 1.0, "m", "INF: site-specific reserved volume"),
         Threshold("pressure_low_s", 15.0, "s", "INF: hold time before alarm"),
         Threshold("pump_start_s", 30.0, "s", "INF"),
+        Threshold(
+            "sprinkler_sag_max_mpa", 0.09, "MPa", "INF: jockey pump band (0.07) + 0.02 margin"
+        ),
+        Threshold("pressure_sag_s", 60.0, "s", "INF: hold time before alarm"),
     ),
     heartbeat_s=10.0,
     offline_after_s=30.0,
@@ -342,6 +353,13 @@ EBIKE_CHARGER = Family(
         ),
         EventCode("ebike_charger.smoke", C, "充电区烟感报警", "Smoke at charging site", "INF"),
         EventCode(
+            "ebike_charger.port_hotter_than_peers",
+            H,
+            "充电口温度高于相邻口",
+            "Port hotter than its peers",
+            "INF: a bad contact heats one port more than its power explains",
+        ),
+        EventCode(
             "ebike_charger.offline", H, "设备离线", "Device offline", "INF: heartbeat silence"
         ),
     ),
@@ -350,6 +368,10 @@ EBIKE_CHARGER = Family(
         Threshold("port_current_max", 8.0, "A", "PROD"),
         Threshold("port_power_max", 1000.0, "W", "PROD: tiers 800-1200 W"),
         Threshold("over_hold_s", 5.0, "s", "INF"),
+        Threshold("port_peer_excess_c", 10.0, "°C", "INF: above the pile's other ports"),
+        Threshold("port_peer_hold_s", 60.0, "s", "INF: hold time before alarm"),
+        Threshold("port_temp_rise_per_w", 0.07, "°C/W", "INF: port heating at equilibrium"),
+        Threshold("port_thermal_tau_s", 600.0, "s", "INF: port temperature lag"),
     ),
     heartbeat_s=10.0,
     offline_after_s=30.0,

@@ -154,15 +154,15 @@ FAULT_SPECS: Mapping[Kind, Mapping[str, FaultSpec]] = {
 # evaluation scenarios (simulators.scenarios) place them.
 # fmt: off
 HARD_SPECS: tuple[FaultSpec, ...] = (
-    FaultSpec(Kind.FIRE, "pressure_bleed", "fire.drift",
+    FaultSpec(Kind.FIRE, "pressure_bleed", "fire.sprinkler_pressure_sagging",
               "jockey pump off, the sprinkler pipe bleeds 0.003-0.004 MPa/min: above "
               "0.10 MPa for about an hour", 0.0, 0.0, 3600.0,
-              also_codes=("fire.level_shift", "fire.sprinkler_pressure_low")),
+              also_codes=("fire.drift", "fire.level_shift", "fire.sprinkler_pressure_low")),
     FaultSpec(Kind.WATER_TANK, "chlorine_stuck", "water_tank.stuck",
               "the chlorine probe repeats one value while chlorine decays", 0.0, 0.0, 1800.0),
-    FaultSpec(Kind.EBIKE_CHARGER, "hot_port", "ebike_charger.level_shift",
+    FaultSpec(Kind.EBIKE_CHARGER, "hot_port", "ebike_charger.port_hotter_than_peers",
               "one charging port runs 12-16 °C hotter than its power explains, under 65 °C",
-              0.0, 0.0, 1800.0),
+              0.0, 0.0, 1800.0, also_codes=("ebike_charger.level_shift",)),
     # One burst; a scenario places several on one device, each burst its own label.
     FaultSpec(Kind.LIFT, "intermittent_door_open_moving", "lift.door_open_moving",
               "a few seconds of creeping with the door open, minutes apart", 0.0, 0.0, 6.0),

@@ -180,6 +180,11 @@ class TableRules:
         """The family's table of checks, the same for every device of the family."""
         raise NotImplementedError
 
+    def derive(self, device: DeviceState, reading: Reading) -> None:
+        """Add values computed from the device's history to ``device.values`` before the
+        checks run (a port's lagged power, the peak since a pump last ran); by default none.
+        Derived names start with ``_`` so they cannot collide with a reported signal."""
+
     def forget(self, place: Place) -> None:
         self._devices.pop(place.key, None)
 
@@ -189,6 +194,7 @@ class TableRules:
             device = self._devices[place.key] = DeviceState()
             device.held = [HeldState() for _ in self.checks]
         device.values.update(reading.values)
+        self.derive(device, reading)
         device.last_ts = max(device.last_ts, reading.ts)
         values, held, checks, ts = device.values, device.held, self.checks, reading.ts
         present = reading.values

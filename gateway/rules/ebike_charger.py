@@ -1,20 +1,59 @@
-"""E-bike charging rules: per-port over-temperature, over-current, over-power, site smoke.
+"""E-bike charging rules: per-port over-temperature, over-current, over-power, site smoke,
+and a port hotter than its peers.
 
 Each port has its own checks; the anomaly is one per pile and condition (open while any
 port is over), its ``detail`` names the port that opened it.
+
+A port hotter than its peers: a pile reports all its ports in one reading, so each port's
+temperature is compared with the median of the pile's other ports, after taking out the
+heat their power explains (``port_temp_rise_per_w`` × the port's power passed through a
+first-order lag of ``port_thermal_tau_s``, as a port warms and cools over minutes).  What
+is left is the ambient temperature plus whatever a port's power does not explain, such as
+a bad contact; a charging port whose excess over the median is ≥ ``port_peer_excess_c``
+for ``port_peer_hold_s`` opens the check, which clears 3 °C below.  Idle ports count as
+peers (they read the ambient temperature), so a pile with one bike charging is judged too;
+at least three other ports must report.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import Check, TableRules, above, flag, measure
+from gateway.rules.base import (
+    Check,
+    DeviceState,
+    Predicate,
+    TableRules,
+    Values,
+    above,
+    flag,
+    measure,
+    number,
+)
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
+from jiayuan.contract import Reading
+
+MIN_PEERS = 3  # other ports needed for a median worth comparing with
+_LAG_TS = "_lag_ts"
+
+
+def lag_field(port: int) -> str:
+    """Derived value: the port's power through the thermal lag, W."""
+    return f"_p{port:02d}_power_lag"
+
+
+def excess_field(port: int) -> str:
+    """Derived value: how much hotter than its peers the port runs, °C."""
+    return f"_p{port:02d}_peer_excess"
 
 
 class EbikeChargerRules(TableRules):
     def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
         super().__init__(EBIKE_CHARGER, overrides)
+        self._rise_per_w = self.threshold("port_temp_rise_per_w")
+        self._tau_ms = self.threshold("port_thermal_tau_s") * 1000.0
 
     def build_checks(self) -> Sequence[Check]:
         hold_s = self.threshold("over_hold_s")
@@ -53,4 +92,59 @@ class EbikeChargerRules(TableRules):
                         signal=name,
                     )
                 )
+        peer_excess = self.threshold("port_peer_excess_c")
+        peer_margin = self.setting("port_peer_clear_margin_c", 3.0)
+        for port in range(1, MAX_PORTS + 1):
+            opens, clears = _hotter_than_peers(port, peer_excess, peer_margin)
+            checks.append(
+                Check(
+                    "ebike_charger.port_hotter_than_peers",
+                    opens,
+                    clears,
+                    measure(excess_field(port)),
+                    peer_excess,
+                    hold_s=self.threshold("port_peer_hold_s"),
+                    detail=f"p{port:02d}",
+                    signal=port_field(port, "temp"),
+                )
+            )
         return checks
+
+    def derive(self, device: DeviceState, reading: Reading) -> None:
+        values = device.values
+        last = number(values, _LAG_TS)
+        if math.isnan(last):
+            gain, values[_LAG_TS] = 1.0, reading.ts
+        else:
+            gain = 1.0 - math.exp(-max(0.0, reading.ts - last) / self._tau_ms)
+            values[_LAG_TS] = max(float(reading.ts), last)
+        # Each reported port's temperature less the heat its (lagged) power explains.
+        residual: dict[int, float] = {}
+        for port in range(1, MAX_PORTS + 1):
+            power = number(values, port_field(port, "power"))
+            temp = number(values, port_field(port, "temp"))
+            if math.isnan(power) or math.isnan(temp):
+                continue
+            lag = number(values, lag_field(port))
+            lag = power if math.isnan(lag) else lag + (power - lag) * gain
+            values[lag_field(port)] = lag
+            residual[port] = temp - self._rise_per_w * lag
+        for port, own in residual.items():
+            others = [r for p, r in residual.items() if p != port]
+            values[excess_field(port)] = (
+                own - statistics.median(others) if len(others) >= MIN_PEERS else math.nan
+            )
+
+
+def _hotter_than_peers(port: int, excess: float, margin: float) -> tuple[Predicate, Predicate]:
+    power, name = port_field(port, "power"), excess_field(port)
+
+    def opens(values: Values) -> bool:
+        return number(values, power, 0.0) > 0.0 and number(values, name) >= excess
+
+    def clears(values: Values) -> bool:
+        # Cut off, unplugged or back among its peers; no peers to compare with clears too.
+        value = number(values, name)
+        return number(values, power, 0.0) <= 0.0 or not value >= excess - margin
+
+    return opens, clears

@@ -1,11 +1,37 @@
-"""Fire-system rules (GB/T 26875.3 state bits, GB 50974-2014 pressures)."""
+"""Fire-system rules (GB/T 26875.3 state bits, GB 50974-2014 pressures).
+
+A healthy sprinkler pipe leaks slowly and its jockey (稳压) pump tops it up: the pressure is
+a saw-tooth whose fall between two pump runs is the pump's band (start to stop pressure).
+``fire.sprinkler_pressure_sagging`` opens when the pressure has fallen more than
+``sprinkler_sag_max_mpa`` below its highest reading since the pump last ran, for
+``pressure_sag_s``, with the pump idle: the pump should have started, so the pipe is
+bleeding with the pump off or failed, long before it reaches the 0.10 MPa minimum.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import Check, TableRules, Values, below, flag, measure, negate
+from gateway.rules.base import (
+    Check,
+    DeviceState,
+    TableRules,
+    Values,
+    above,
+    below,
+    flag,
+    measure,
+    negate,
+    number,
+)
 from jiayuan.catalogue import FIRE
+from jiayuan.contract import Reading
+
+# Derived values: the sprinkler pressure's peak since the jockey pump last ran, and how far
+# the pressure is below it (NaN while the pump is commanded or running).
+PEAK = "_sprinkler_peak"
+SAG = "_sprinkler_sag"
 
 
 def _pump_not_running(values: Values) -> bool:
@@ -63,5 +89,26 @@ class FireRules(TableRules):
                 self.threshold("pump_start_s"),
                 hold_s=self.threshold("pump_start_s"),
             ),
+            Check(
+                "fire.sprinkler_pressure_sagging",
+                *above(SAG, self.threshold("sprinkler_sag_max_mpa"), pressure_margin),
+                measure(SAG),
+                self.threshold("sprinkler_sag_max_mpa"),
+                hold_s=self.threshold("pressure_sag_s"),
+                signal="sprinkler_pressure",
+            ),
         ]
         return checks
+
+    def derive(self, device: DeviceState, reading: Reading) -> None:
+        values = device.values
+        pressure = number(values, "sprinkler_pressure")
+        if values.get("pump_commanded") == 1 or values.get("pump_running") == 1:
+            values[PEAK] = values[SAG] = math.nan
+            return
+        if math.isnan(pressure):
+            return
+        peak = number(values, PEAK)
+        peak = pressure if math.isnan(peak) else max(peak, pressure)
+        values[PEAK] = peak
+        values[SAG] = peak - pressure
