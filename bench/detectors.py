@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import defaultdict
 
 import numpy as np
 
@@ -64,8 +63,7 @@ def throughput(series: int, batch: int, batches: int, seed: int) -> None:
 
 def healthy(hours: float, estates: int, seed: int) -> None:
     from gateway.detection import Detector
-    from gateway.rules import Place
-    from jiayuan.contract import Reading
+    from jiayuan.replay import as_gateway_input
     from simulators.clock import parse_start
     from simulators.driver import generate
     from simulators.registry import build_registry
@@ -73,28 +71,17 @@ def healthy(hours: float, estates: int, seed: int) -> None:
     registry = build_registry(estates, seed)
     start = parse_start("2025-07-01T00:00:00")
     detector = Detector()
-    seqs: dict[str, int] = defaultdict(int)
     suffixes = {f".{name}" for name, _, _ in STATISTICAL_EVENTS}
     opened: list[str] = []
-    for estate, sample in generate(registry, [], start, start + int(hours * 3_600_000), seed):
-        seqs[sample.device] += 1
-        reading = Reading(
-            device=sample.device,
-            kind=sample.kind.value,
-            seq=seqs[sample.device],
-            ts=sample.ts,
-            values=sample.values,
-            building=sample.building,
-            event=sample.event,
-        )
-        place = Place(
-            estate.district, estate.street, estate.id, sample.building, sample.kind, sample.device
-        )
-        for anomaly in detector.reading(place, reading, sample.ts):
+    devices: set[str] = set()
+    samples = generate(registry, [], start, start + int(hours * 3_600_000), seed)
+    for _, place, reading in as_gateway_input(samples):
+        devices.add(reading.device)
+        for anomaly in detector.reading(place, reading, reading.ts):
             if anomaly.active and any(anomaly.code.endswith(s) for s in suffixes):
                 opened.append(f"{anomaly.device} {anomaly.code} {anomaly.detail}")
-    device_hours = len(seqs) * hours
-    print(f"healthy traffic: {len(seqs)} devices × {hours:g} h = {device_hours:g} device-hours")
+    device_hours = len(devices) * hours
+    print(f"healthy traffic: {len(devices)} devices × {hours:g} h = {device_hours:g} device-hours")
     print(f"statistical anomalies opened: {len(opened)}")
     print(f"per 1,000 device-hours: {1000 * len(opened) / device_hours:.2f}")
     for line in opened[:20]:

@@ -15,11 +15,11 @@ import argparse
 import time
 from collections import defaultdict
 
-from edge.drivers import DriverSample
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from jiayuan.contract import Envelope, Reading, batch_topic, decode_envelope, encode
+from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
@@ -29,30 +29,17 @@ def build_messages(estates: int, minutes: float, batch: int) -> tuple[list[Messa
     registry = build_registry(estates, seed=1)
     start_ms = int(time.time() * 1000)
     faults = plan_faults(registry, start_ms, minutes * 60, seed=1).faults
-    per_estate: dict[str, list[tuple[Estate, DriverSample]]] = defaultdict(list)
-    for estate, sample in generate(registry, faults, start_ms, start_ms + int(minutes * 60_000), 1):
-        per_estate[estate.id].append((estate, sample))
+    per_estate: dict[str, list[tuple[Estate, Reading]]] = defaultdict(list)
+    samples = generate(registry, faults, start_ms, start_ms + int(minutes * 60_000), 1)
+    for estate, _, reading in as_gateway_input(samples):
+        per_estate[estate.id].append((estate, reading))
     messages: list[Message] = []
-    seqs: dict[str, int] = defaultdict(int)
     readings = 0
     for rows in per_estate.values():
         estate = rows[0][0]
         topic = batch_topic(estate.district, estate.street, estate.id, estate.edge_id)
         for first in range(0, len(rows), batch):
-            chunk = []
-            for _, sample in rows[first : first + batch]:
-                seqs[sample.device] += 1
-                chunk.append(
-                    Reading(
-                        device=sample.device,
-                        kind=sample.kind.value,
-                        seq=seqs[sample.device],
-                        ts=sample.ts,
-                        values=sample.values,
-                        building=sample.building,
-                        event=sample.event,
-                    )
-                )
+            chunk = [reading for _, reading in rows[first : first + batch]]
             payload = encode(Envelope(v=1, edge=estate.edge_id, readings=chunk))
             messages.append(Message(topic, payload, len(messages) + 1, 1, start_ms))
             readings += len(chunk)

@@ -35,6 +35,7 @@ from gateway.detection import Detector
 from gateway.rules import Place
 from jiayuan.catalogue import STATISTICAL_EVENTS, Kind, family
 from jiayuan.contract import Reading
+from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
 from simulators.faults import LOOK_ALIKE, Fault
 from simulators.scenarios import Scenario
@@ -57,37 +58,24 @@ def run(scenario: Scenario, detector: Detector | None = None) -> Run:
     """Every anomaly the detector opens on the scenario's samples."""
     began = time.perf_counter()
     detector = detector if detector is not None else Detector()
-    seqs: dict[str, int] = defaultdict(int)
     opened: list[Anomaly] = []
     next_tick = scenario.start_ms
     samples = 0
     # Like the gateway, judge readings in batches (here: each simulated second's samples)
     # with the offline timer ticking between batches.
     pending: list[tuple[Place, Reading, int]] = []
-    for estate, sample in generate(
+    samples_in = generate(
         scenario.registry, scenario.faults, scenario.start_ms, scenario.end_ms, scenario.seed
-    ):
-        if next_tick <= sample.ts:
+    )
+    for _, place, reading in as_gateway_input(samples_in):
+        if next_tick <= reading.ts:
             opened += _opened(detector.readings(pending))
             pending = []
-        while next_tick <= sample.ts:
+        while next_tick <= reading.ts:
             opened += _opened(detector.tick(next_tick))
             next_tick += TICK_MS
-        seqs[sample.device] += 1
         samples += 1
-        reading = Reading(
-            device=sample.device,
-            kind=sample.kind.value,
-            seq=seqs[sample.device],
-            ts=sample.ts,
-            values=sample.values,
-            building=sample.building,
-            event=sample.event,
-        )
-        place = Place(
-            estate.district, estate.street, estate.id, sample.building, sample.kind, sample.device
-        )
-        pending.append((place, reading, sample.ts))
+        pending.append((place, reading, reading.ts))
     opened += _opened(detector.readings(pending))
     while next_tick < scenario.end_ms:
         opened += _opened(detector.tick(next_tick))

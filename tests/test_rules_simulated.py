@@ -9,8 +9,7 @@ from collections.abc import Sequence
 
 from gateway.anomalies import Anomaly
 from gateway.detection import Detector
-from gateway.rules import Place
-from jiayuan.contract import Reading
+from jiayuan.replay import as_gateway_input
 from simulators.clock import parse_start
 from simulators.driver import generate
 from simulators.faults import Fault, plan_faults
@@ -24,27 +23,14 @@ def detect(registry: Registry, faults: Sequence[Fault], start: int, seconds: int
     """Feed the simulated samples through the detector, ticking the offline timer on device
     time as a replay would; every anomaly change in order."""
     detector = Detector()
-    seqs: dict[str, int] = defaultdict(int)
     changes: list[Anomaly] = []
     next_tick = start
-    for estate, sample in generate(registry, faults, start, start + seconds * 1000, SEED):
-        while next_tick <= sample.ts:
+    samples = generate(registry, faults, start, start + seconds * 1000, SEED)
+    for _, place, reading in as_gateway_input(samples):
+        while next_tick <= reading.ts:
             changes += detector.tick(next_tick)
             next_tick += TICK_MS
-        seqs[sample.device] += 1
-        reading = Reading(
-            device=sample.device,
-            kind=sample.kind.value,
-            seq=seqs[sample.device],
-            ts=sample.ts,
-            values=sample.values,
-            building=sample.building,
-            event=sample.event,
-        )
-        place = Place(
-            estate.district, estate.street, estate.id, sample.building, sample.kind, sample.device
-        )
-        changes += detector.reading(place, reading, sample.ts)
+        changes += detector.reading(place, reading, reading.ts)
     return changes
 
 
