@@ -77,11 +77,34 @@ class EdgeConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """Alert lifecycle and routing (state lives in SQLite under ``gateway.state_dir``)."""
+
+    enabled: bool = True
+    # The operations centre's work-order webhook; empty = work orders are kept in the
+    # outbox, not delivered.
+    opscentre_url: str = ""
+    # HMAC-SHA256 key shared with the operations centre (give it as webhook_secret_file).
+    webhook_secret: str = ""
+    # Bearer token the operations centre presents when it calls back.
+    callback_token: str = ""
+    # Property-manager contacts per estate (YAML); empty = no notifications.
+    contacts_file: str = ""
+    # Outgoing mail for property-manager notifications, e.g. smtp://127.0.0.1:25.
+    smtp_url: str = ""
+    smtp_from: str = "jiayuan@localhost"
+    # Outbox delivery: first retry after retry_initial_s, doubling up to retry_max_s.
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     source: str = "defaults"
 
 
@@ -90,6 +113,7 @@ _SECTIONS = {
     "influx": InfluxConfig,
     "gateway": GatewayConfig,
     "edge": EdgeConfig,
+    "alerts": AlertsConfig,
 }
 
 
@@ -178,12 +202,21 @@ def _read_secret(path: Path, where: str) -> str:
         raise ConfigError(f"{where}: cannot read secret file {path}: {error.strerror}") from None
 
 
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if get_origin(annotation) is Literal:
         choices = get_args(annotation)
         if value not in choices:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
         return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[value.strip().lower()]
+        raise ConfigError(f"{where}: {value!r} is not true or false")
     # bool is an int in Python, but `port = true` is a mistake, not 1.
     if annotation is int:
         if isinstance(value, float) and value.is_integer():

@@ -159,3 +159,12 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
     binary.write_bytes(b'[mqtt]\nurl = "\xe9"\n')
     with pytest.raises(ConfigError, match="not UTF-8"):
         load(binary, environ={})
+
+
+def test_alerts_section_reads_booleans_from_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "jiayuan.toml"
+    path.write_text('[alerts]\nenabled = false\nopscentre_url = "http://127.0.0.1:9/wo"\n')
+    assert load(path, environ={}).alerts.enabled is False
+    assert load(path, environ={"JIAYUAN_ALERTS_ENABLED": "yes"}).alerts.enabled is True
+    with pytest.raises(ConfigError, match=r"JIAYUAN_ALERTS_ENABLED.*not true or false"):
+        load(path, environ={"JIAYUAN_ALERTS_ENABLED": "maybe"})
