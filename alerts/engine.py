@@ -1,0 +1,540 @@
+"""The alert engine: turns anomalies into alerts and takes people's steps on them.
+
+One alert per device and condition (event code + detail): while it lives, the condition
+firing again only counts a repeat.  Alerts of one building that start within the incident
+window share an incident; a condition that opens and clears too often is marked flapping
+and held back; alerts raised inside a maintenance silence are recorded, not routed.  Every
+change writes history and becomes an :class:`AlertEvent` handed to the sinks (outbox,
+InfluxDB points, live stream).  One lock makes each change atomic, whichever thread calls
+(the gateway's processing thread, uvicorn's for the API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from alerts.model import (
+    ALLOWED_STEPS,
+    Alert,
+    AlertAction,
+    AlertState,
+    EscalationLevel,
+    HistoryEntry,
+    check_step,
+)
+from alerts.policy import AlertPolicy, CodePolicy
+from alerts.silences import Silence, SilenceScope, check_silence
+from alerts.store import AlertStore, Incident, OpenCount
+from gateway.anomalies import Anomaly
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+LADDER = (EscalationLevel.ESTATE, EscalationLevel.STREET, EscalationLevel.DISTRICT)
+LEVEL_ZH = {
+    EscalationLevel.ESTATE: "小区",
+    EscalationLevel.STREET: "街道",
+    EscalationLevel.DISTRICT: "区",
+}
+# Which events carry a work order (new, update or cancellation) or a manager notification
+# when the alert's policy asks for them; the rest are bookkeeping.
+WORK_ORDER_ACTIONS = frozenset(
+    {
+        AlertAction.RAISED,
+        AlertAction.REOPENED,
+        AlertAction.ESCALATED,
+        AlertAction.CANCELLED,
+        AlertAction.AUTO_RESOLVED,
+    }
+)
+NOTIFY_ACTIONS = frozenset(
+    {AlertAction.RAISED, AlertAction.REOPENED, AlertAction.ESCALATED, AlertAction.AUTO_RESOLVED}
+)
+# Events of the condition itself; they are held back while the alert flaps.
+CONDITION_ACTIONS = frozenset(
+    {
+        AlertAction.RAISED,
+        AlertAction.REPEATED,
+        AlertAction.CONDITION_CLEARED,
+        AlertAction.AUTO_RESOLVED,
+        AlertAction.REOPENED,
+        AlertAction.FLAPPING,
+        AlertAction.SILENCED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One change of an alert, as the sinks hear of it.
+
+    ``routed`` False: recorded only (silenced, flapping, bookkeeping such as repeats).
+    ``work_order`` / ``notify_manager``: this event should reach the operations centre /
+    the property manager.
+    """
+
+    alert: Alert
+    action: AlertAction
+    at_ms: int  # wall clock
+    actor: str
+    note: str
+    routed: bool
+    work_order: bool
+    notify_manager: bool
+
+
+Sink = Callable[[AlertEvent], Any]
+# One change: the alert as it is after the change, what happened, and a note.
+Step = tuple[Alert, AlertAction, str]
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def condition_key(anomaly: Anomaly) -> str:
+    """Identity of a device and condition: building is a label, not identity."""
+    place = "/".join((anomaly.district, anomaly.street, anomaly.estate, anomaly.kind))
+    return f"{place}/{anomaly.device}|{anomaly.code}|{anomaly.detail}"
+
+
+def alert_id_for(key: str, start_ms: int) -> str:
+    # Derived from the condition and its first start: the same anomaly always names the
+    # same alert, so a replay can never mint a second one.
+    return "al-" + hashlib.sha256(f"{key}|{start_ms}".encode()).hexdigest()[:20]
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def missed_deadlines(first_ms: int, period_s: float, until_ms: int) -> int:
+    """How many deadlines passed: the first at ``first_ms``, then one every period."""
+    if first_ms <= 0 or period_s <= 0 or until_ms < first_ms:
+        return 0
+    return 1 + (until_ms - first_ms) // int(period_s * 1000)
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        store: AlertStore,
+        policy: AlertPolicy,
+        clock: Clock = wall_clock_ms,
+        sinks: Iterable[Sink] = (),
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.clock = clock
+        self._sinks: list[Sink] = list(sinks)
+        # Re-entrant: a sink may read the engine while an event is being delivered.
+        self._lock = threading.RLock()
+
+    def add_sink(self, sink: Sink) -> None:
+        with self._lock:
+            self._sinks.append(sink)
+
+    # --- anomalies ------------------------------------------------------------------------
+
+    def on_anomalies(self, anomalies: Iterable[Anomaly]) -> list[AlertEvent]:
+        """Raise, count, clear or reopen alerts for these anomalies; the events, in order."""
+        events: list[AlertEvent] = []
+        with self._lock:
+            for anomaly in anomalies:
+                policy = self.policy.for_code(anomaly.code, anomaly.severity)
+                if not policy.raise_alert:
+                    continue  # info: the anomaly itself is the record
+                if anomaly.active:
+                    events += self._opened(anomaly, policy)
+                else:
+                    events += self._closed(anomaly, policy)
+            self._emit(events)
+        return events
+
+    def _opened(self, anomaly: Anomaly, policy: CodePolicy) -> list[AlertEvent]:
+        key = condition_key(anomaly)
+        latest = self.store.latest(key)
+        if latest is not None and anomaly.start_ms <= latest.last_seen_ms:
+            return []  # seen already (a redelivered message, a replay)
+        if latest is None or latest.terminal:
+            return self._raise(anomaly, key, policy)
+        now = self.clock()
+        returned = not latest.condition_active  # it had cleared: one more open/clear cycle
+        alert = replace(
+            latest,
+            repeat_count=latest.repeat_count + 1,
+            last_seen_ms=anomaly.start_ms,
+            condition_active=True,
+            updated_ms=now,
+        )
+        steps: list[Step] = []
+        if returned and latest.state is AlertState.RESOLVED:
+            alert = self._reopened(alert, now)
+            steps.append((alert, AlertAction.REOPENED, "条件再次出现 the condition came back"))
+        else:
+            repeat = f"第{alert.repeat_count}次 repeat {alert.repeat_count}"
+            steps.append((alert, AlertAction.REPEATED, repeat))
+        if returned and not alert.flapping and self._flapping(key, now):
+            alert = replace(alert, flapping=True)
+            steps.append((alert, AlertAction.FLAPPING, self._flapping_note()))
+        return self._record(latest, steps, now, SYSTEM)
+
+    def _raise(self, anomaly: Anomaly, key: str, policy: CodePolicy) -> list[AlertEvent]:
+        now = self.clock()
+        alert_id = alert_id_for(key, anomaly.start_ms)
+        silence = self._silence_for(anomaly)
+        incident = self.store.latest_incident(
+            anomaly.district, anomaly.street, anomaly.estate, anomaly.building
+        )
+        window_ms = int(self.policy.noise.incident_window_s * 1000)
+        new_incident: Incident | None = None
+        if incident is None or abs(anomaly.start_ms - incident.start_ms) > window_ms:
+            new_incident = incident = Incident(
+                "inc-" + alert_id.removeprefix("al-"),
+                anomaly.district,
+                anomaly.street,
+                anomaly.estate,
+                anomaly.building,
+                anomaly.start_ms,
+                alert_id,
+                now,
+            )
+        flapping = self._flapping(key, now)
+        ack_s = 0.0 if silence else policy.ack_deadline_s
+        resolve_s = 0.0 if silence else policy.resolve_deadline_s
+        alert = Alert(
+            id=alert_id,
+            district=anomaly.district,
+            street=anomaly.street,
+            estate=anomaly.estate,
+            building=anomaly.building,
+            device=anomaly.device,
+            kind=anomaly.kind,
+            code=anomaly.code,
+            severity=policy.severity.value,
+            title_zh=anomaly.title_zh,
+            title_en=anomaly.title_en,
+            state=AlertState.OPEN,
+            value=anomaly.value,
+            threshold=anomaly.threshold,
+            detail=anomaly.detail,
+            first_seen_ms=anomaly.start_ms,
+            last_seen_ms=anomaly.start_ms,
+            repeat_count=1,
+            condition_active=True,
+            incident_id=incident.id,
+            escalation=EscalationLevel.ESTATE,
+            ack_deadline_ms=now + int(ack_s * 1000) if ack_s else 0,
+            resolve_deadline_ms=now + int(resolve_s * 1000) if resolve_s else 0,
+            acknowledged_ms=0,
+            dispatched_ms=0,
+            resolved_ms=0,
+            closed_ms=0,
+            work_order_id="",
+            silenced=silence is not None,
+            flapping=flapping,
+            created_ms=now,
+            updated_ms=now,
+        )
+        raised = f"{alert.title}: {alert.value:g} (阈值 threshold {alert.threshold:g})"
+        steps: list[Step] = [(alert, AlertAction.RAISED, raised)]
+        if silence is not None:
+            steps.append(
+                (
+                    alert,
+                    AlertAction.SILENCED,
+                    f"维护静默 maintenance silence {silence.id} ({silence.scope.value} "
+                    f"{silence.target}, by {silence.actor}): {silence.note}".rstrip(": "),
+                )
+            )
+        if flapping:
+            steps.append((alert, AlertAction.FLAPPING, self._flapping_note()))
+        return self._record(None, steps, now, SYSTEM, key=key, incident=new_incident)
+
+    def _closed(self, anomaly: Anomaly, policy: CodePolicy) -> list[AlertEvent]:
+        latest = self.store.latest(condition_key(anomaly))
+        if (
+            latest is None
+            or latest.terminal
+            or not latest.condition_active
+            or anomaly.end_ms < latest.last_seen_ms  # the end of an earlier episode
+        ):
+            return []
+        now = self.clock()
+        alert = replace(latest, condition_active=False, last_seen_ms=anomaly.end_ms, updated_ms=now)
+        steps: list[Step] = [
+            (alert, AlertAction.CONDITION_CLEARED, "条件已消除 the condition cleared")
+        ]
+        if (
+            policy.auto_resolve
+            and not alert.flapping
+            and AlertState.AUTO_RESOLVED in ALLOWED_STEPS[alert.state]
+        ):
+            alert = replace(alert, state=AlertState.AUTO_RESOLVED, resolved_ms=now, closed_ms=now)
+            ended = "条件消除后自动解除 ended when the condition cleared"
+            steps.append((alert, AlertAction.AUTO_RESOLVED, ended))
+        return self._record(latest, steps, now, SYSTEM)
+
+    def _reopened(self, alert: Alert, now: int) -> Alert:
+        policy = self.policy.for_code(alert.code, alert.severity)
+        ack_s = 0.0 if alert.silenced else policy.ack_deadline_s
+        resolve_s = 0.0 if alert.silenced else policy.resolve_deadline_s
+        return replace(
+            alert,
+            state=AlertState.OPEN,
+            acknowledged_ms=0,
+            dispatched_ms=0,
+            resolved_ms=0,
+            ack_deadline_ms=now + int(ack_s * 1000) if ack_s else 0,
+            resolve_deadline_ms=now + int(resolve_s * 1000) if resolve_s else 0,
+            updated_ms=now,
+        )
+
+    def _flapping(self, key: str, now: int) -> bool:
+        noise = self.policy.noise
+        since = now - int(noise.flap_window_s * 1000)
+        return self.store.clears_since(key, since) > noise.flap_cycles
+
+    def _flapping_note(self) -> str:
+        noise = self.policy.noise
+        return (
+            f"频繁启停，暂停通知 flapping: more than {noise.flap_cycles} open/clear cycles "
+            f"within {_duration(noise.flap_window_s)}; notifications held back until resolved"
+        )
+
+    def _silence_for(self, anomaly: Anomaly) -> Silence | None:
+        # Device time: a condition that started during maintenance is the maintenance's,
+        # even when its message arrives late (a replayed backlog).
+        for silence in self.store.silences(active_at=anomaly.start_ms, estate=anomaly.estate):
+            if silence.covers(anomaly.estate, anomaly.building, anomaly.device):
+                return silence
+        return None
+
+    # --- people's and systems' steps ------------------------------------------------------
+
+    def acknowledge(self, alert_id: str, actor: str, note: str = "") -> Alert:
+        return self._step(alert_id, AlertState.ACKNOWLEDGED, AlertAction.ACKNOWLEDGED, actor, note)
+
+    def dispatch(self, alert_id: str, actor: str, note: str = "", work_order_id: str = "") -> Alert:
+        """The operations centre accepted the work order ``work_order_id``."""
+        if not work_order_id.strip():
+            raise ValueError("dispatch needs the operations centre's work_order_id")
+        return self._step(
+            alert_id,
+            AlertState.DISPATCHED,
+            AlertAction.DISPATCHED,
+            actor,
+            note,
+            work_order_id=work_order_id.strip(),
+        )
+
+    def resolve(self, alert_id: str, actor: str, note: str = "") -> Alert:
+        return self._step(alert_id, AlertState.RESOLVED, AlertAction.RESOLVED, actor, note)
+
+    def close(self, alert_id: str, actor: str, note: str = "") -> Alert:
+        """The fix was verified."""
+        return self._step(alert_id, AlertState.CLOSED, AlertAction.CLOSED, actor, note)
+
+    def cancel(self, alert_id: str, actor: str, note: str = "") -> Alert:
+        """Not real work (a false alarm, a test)."""
+        return self._step(alert_id, AlertState.CANCELLED, AlertAction.CANCELLED, actor, note)
+
+    def reopen(self, alert_id: str, actor: str, note: str = "") -> Alert:
+        """The fix did not hold: back to open with fresh deadlines."""
+        return self._step(alert_id, AlertState.OPEN, AlertAction.REOPENED, actor, note)
+
+    def _step(
+        self,
+        alert_id: str,
+        wanted: AlertState,
+        action: AlertAction,
+        actor: str,
+        note: str,
+        **changes: Any,
+    ) -> Alert:
+        if not actor.strip():
+            raise ValueError("every step needs the actor who takes it")
+        with self._lock:
+            before = self.store.get(alert_id)
+            check_step(before.id, before.state, wanted)
+            now = self.clock()
+            after = replace(before, state=wanted, updated_ms=now, **changes)
+            if wanted is AlertState.OPEN:
+                after = self._reopened(after, now)
+            elif action is AlertAction.ACKNOWLEDGED:
+                after = replace(after, acknowledged_ms=now)
+            elif action is AlertAction.DISPATCHED:
+                after = replace(after, dispatched_ms=now)
+            elif action is AlertAction.RESOLVED:
+                after = replace(after, resolved_ms=now)
+            else:  # closed or cancelled: terminal
+                after = replace(after, closed_ms=now)
+            self._emit(self._record(before, [(after, action, note)], now, actor.strip()))
+        return after
+
+    # --- deadlines ------------------------------------------------------------------------
+
+    def tick(self, now_ms: int | None = None) -> list[AlertEvent]:
+        """Escalate every live alert whose acknowledgement or resolution deadline passed:
+        one level per missed deadline (estate → street → district)."""
+        events: list[AlertEvent] = []
+        with self._lock:
+            now = self.clock() if now_ms is None else now_ms
+            for alert in self.store.live_alerts():
+                if alert.silenced or alert.state is AlertState.RESOLVED:
+                    continue
+                events += self._escalate(alert, now)
+            self._emit(events)
+        return events
+
+    def _escalate(self, alert: Alert, now: int) -> list[AlertEvent]:
+        policy = self.policy.for_code(alert.code, alert.severity)
+        taken = [t for t in (alert.acknowledged_ms, alert.dispatched_ms) if t]
+        ack_missed = missed_deadlines(
+            alert.ack_deadline_ms, policy.ack_deadline_s, min(taken) if taken else now
+        )
+        resolve_missed = missed_deadlines(
+            alert.resolve_deadline_ms, policy.resolve_deadline_s, alert.resolved_ms or now
+        )
+        target = min(len(LADDER) - 1, ack_missed + resolve_missed)
+        level = LADDER.index(alert.escalation)
+        if target <= level:
+            return []
+        reasons = []
+        if ack_missed:
+            reasons.append(f"{_duration(policy.ack_deadline_s)}内未确认 not acknowledged in time")
+        if resolve_missed:
+            reasons.append(f"{_duration(policy.resolve_deadline_s)}内未解决 not resolved in time")
+        steps: list[Step] = []
+        after = alert
+        for step in LADDER[level + 1 : target + 1]:
+            after = replace(after, escalation=step, updated_ms=now)
+            note = f"升级至{LEVEL_ZH[step]} escalated to {step.value}: " + "; ".join(reasons)
+            steps.append((after, AlertAction.ESCALATED, note))
+        return self._record(alert, steps, now, SYSTEM)
+
+    # --- silences and incidents -----------------------------------------------------------
+
+    def silence(
+        self,
+        scope: str,
+        estate: str,
+        until_ms: int,
+        actor: str,
+        note: str = "",
+        *,
+        building: str = "",
+        device: str = "",
+        starts_ms: int | None = None,
+    ) -> Silence:
+        """Hold back routing of alerts raised in this scope until ``until_ms`` (wall clock)."""
+        now = self.clock()
+        start = now if starts_ms is None else starts_ms
+        chosen = check_silence(scope, estate, building, device, start, until_ms, actor)
+        silence = Silence(
+            "sil-" + uuid.uuid4().hex[:12],
+            chosen,
+            estate,
+            building if chosen is not SilenceScope.ESTATE else "",
+            device if chosen is SilenceScope.DEVICE else "",
+            start,
+            until_ms,
+            actor.strip(),
+            note,
+            now,
+        )
+        self.store.add_silence(silence)
+        log.info(
+            "silence %s on %s %s until %d by %s", silence.id, scope, silence.target, until_ms, actor
+        )
+        return silence
+
+    def silences(self, active_only: bool = True, estate: str = "") -> list[Silence]:
+        return self.store.silences(active_at=self.clock() if active_only else None, estate=estate)
+
+    def delete_silence(self, silence_id: str) -> bool:
+        return self.store.delete_silence(silence_id)
+
+    def list_incidents(
+        self, estate: str = "", since_ms: int = 0, limit: int = 100
+    ) -> list[Incident]:
+        return self.store.list_incidents(estate, since_ms, limit)
+
+    def open_counts(self, now_ms: int | None = None) -> list[OpenCount]:
+        return self.store.open_counts(self.clock() if now_ms is None else now_ms)
+
+    # --- recording and delivery -----------------------------------------------------------
+
+    def _record(
+        self,
+        before: Alert | None,
+        steps: Sequence[Step],
+        now: int,
+        actor: str,
+        *,
+        key: str | None = None,
+        incident: Incident | None = None,
+    ) -> list[AlertEvent]:
+        """Save the alert as the last step left it, with one history entry per step (each
+        step carries the alert as it was after that step); the events for the sinks."""
+        state = before.state if before is not None else None
+        history = []
+        events = []
+        for alert, action, note in steps:
+            history.append(HistoryEntry(alert.id, now, action, actor, state, alert.state, note))
+            events.append(self._event(alert, action, now, actor, note))
+            state = alert.state
+        self.store.save(steps[-1][0], history, condition_key=key, incident=incident)
+        return events
+
+    def _event(
+        self, alert: Alert, action: AlertAction, now: int, actor: str, note: str
+    ) -> AlertEvent:
+        policy = self.policy.for_code(alert.code, alert.severity)
+        held_back = alert.flapping and action in CONDITION_ACTIONS
+        routed = not alert.silenced and not held_back and action not in _BOOKKEEPING
+        return AlertEvent(
+            alert,
+            action,
+            now,
+            actor,
+            note,
+            routed,
+            routed and policy.work_order and action in WORK_ORDER_ACTIONS,
+            routed and policy.notify_manager and action in NOTIFY_ACTIONS,
+        )
+
+    def _emit(self, events: Sequence[AlertEvent]) -> None:
+        for event in events:
+            for sink in self._sinks:
+                try:
+                    sink(event)
+                except Exception:
+                    # The change is already committed: a broken sink must not undo it or
+                    # stop the others hearing of it.
+                    log.exception(
+                        "alert sink %r failed on %s %s", sink, event.action, event.alert.id
+                    )
+
+
+# Events that only keep the books: never routed anywhere but InfluxDB and the stream.
+_BOOKKEEPING = frozenset(
+    {
+        AlertAction.REPEATED,
+        AlertAction.CONDITION_CLEARED,
+        AlertAction.SILENCED,
+        AlertAction.FLAPPING,
+    }
+)
