@@ -96,6 +96,14 @@ class AlertsConfig:
     # Outbox delivery: first retry after retry_initial_s, doubling up to retry_max_s.
     retry_initial_s: float = 1.0
     retry_max_s: float = 300.0
+    # Per-attempt timeout of a webhook POST or an SMTP session.
+    delivery_timeout_s: float = 10.0
+    # The gateway's callback URL as the operations centre reaches it, written into every
+    # work order; empty = http://{gateway.api_host}:{gateway.api_port}/opscentre/callback.
+    callback_url: str = ""
+    # Severity policy overrides per event code (YAML or TOML, see docs/alerts.md); empty =
+    # the catalogue's severities with the default deadlines.
+    policy_file: str = ""
 
 
 @dataclass(frozen=True)

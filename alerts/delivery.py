@@ -1,0 +1,353 @@
+"""The deliverer: a thread that sends what the outbox holds, and never gives up silently.
+
+Channels: ``workorder`` and ``manager_webhook`` are signed HTTP POSTs (httpx); ``email``
+goes through SMTP (stdlib smtplib).  A 2xx (or an accepted mail) marks a message
+delivered.  A connection error, a timeout, 408, 429 or 5xx (SMTP 4xx) is retried with
+exponential backoff and jitter from ``retry_initial_s`` up to ``retry_max_s``, for as long
+as it takes: the attempts and the last error stay visible in the outbox.  Any other 4xx
+(SMTP 5xx) means retrying will not help: the message is parked with the reason until
+someone fixes the cause and runs ``Outbox.retry_parked``.
+
+The clock and the random source are parameters, so tests can let an hour pass at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import smtplib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from alerts.contacts import ContactBook, ContactSource
+from alerts.model import Alert, AlertAction
+from alerts.notify import notification_messages
+from alerts.outbox import Outbox, OutboxMessage, StoredMessage
+from alerts.signing import SIGNATURE_HEADER, sign
+from alerts.workorder import workorder_message
+from jiayuan.config import AlertsConfig
+
+log = logging.getLogger(__name__)
+
+HTTP_CHANNELS = frozenset({"workorder", "manager_webhook"})
+EMAIL_CHANNEL = "email"
+RETRYABLE_HTTP = frozenset({408, 425, 429})
+ATTEMPT_HEADER = "X-Jiayuan-Attempt"
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    webhook_secret: str
+    smtp_url: str = ""
+    smtp_from: str = "jiayuan@localhost"
+    retry_initial_s: float = 1.0
+    retry_max_s: float = 300.0
+    timeout_s: float = 10.0
+    # Where work orders queued without a URL (none was configured then) are sent now.
+    workorder_url: str = ""
+
+
+class _Retry(Exception):
+    """This attempt failed; try again later."""
+
+
+class _Park(Exception):
+    """The receiver refused the message for good."""
+
+
+@dataclass
+class DeliveryStats:
+    attempts: int = 0
+    delivered: int = 0
+    retries: int = 0
+    parked: int = 0
+    last_error: str = ""
+
+
+def backoff_s(attempts: int, initial_s: float, max_s: float, jitter: float) -> float:
+    """Delay before the next try after ``attempts`` failures; ``jitter`` in [0, 1).
+
+    Doubling from ``initial_s``, capped at ``max_s``, then spread over its upper half so
+    that many messages failing together do not all come back at the same instant.
+    """
+    base = min(max_s, initial_s * 2.0 ** min(attempts - 1, 62))
+    return base * (0.5 + jitter / 2)
+
+
+def smtp_address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "smtp" or not parts.hostname:
+        raise ValueError(f"[alerts] smtp_url {url!r} is not smtp://host[:port]")
+    return parts.hostname, parts.port or 25
+
+
+class Deliverer:
+    """Sends due outbox messages, in a thread (``start``/``stop``) or step by step."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        settings: DeliverySettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+        poll_s: float = 0.5,
+    ) -> None:
+        if settings.smtp_url:
+            smtp_address(settings.smtp_url)  # a bad URL is a configuration error: say so now
+        self.outbox = outbox
+        self.settings = settings
+        self.stats = DeliveryStats()
+        self._clock = clock
+        self._jitter = jitter
+        self._poll_s = poll_s
+        self._http = httpx.Client(timeout=settings.timeout_s, follow_redirects=False)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def run_once(self) -> int:
+        """Try every message due now once; how many were tried."""
+        tried: set[int] = set()
+        while not self._stop.is_set():
+            # A retry may be due again at once (tiny backoff): once per round is enough.
+            batch = [m for m in self.outbox.due(self.now_ms()) if m.id not in tried]
+            if not batch:
+                break
+            for message in batch:
+                self.attempt(message)
+                tried.add(message.id)
+        return len(tried)
+
+    def attempt(self, message: StoredMessage) -> None:
+        """Try to send one message now and record the outcome in the outbox."""
+        self.stats.attempts += 1
+        try:
+            if message.channel in HTTP_CHANNELS:
+                self._post(message)
+            elif message.channel == EMAIL_CHANNEL:
+                self._mail(message)
+            else:
+                raise _Park(f"unknown channel {message.channel!r}")
+        except _Retry as failure:
+            delay = backoff_s(
+                message.attempts + 1,
+                self.settings.retry_initial_s,
+                self.settings.retry_max_s,
+                self._jitter(),
+            )
+            error = f"attempt {message.attempts + 1}: {failure}"
+            self.outbox.mark_failed(message.id, self.now_ms() + int(delay * 1000), error)
+            self.stats.retries += 1
+            self.stats.last_error = f"{message.key}: {error}"
+            log.warning(
+                "%s to %s: %s; retry in %.1f s", message.key, message.destination, error, delay
+            )
+        except Exception as refusal:  # _Park, or anything unforeseen
+            # Anything unforeseen (a header that cannot be encoded, say) parks the message
+            # with the reason rather than failing every round without a trace.
+            reason = str(refusal) if isinstance(refusal, _Park) else f"internal: {refusal!r}"
+            self.outbox.park(message.id, reason)
+            self.stats.parked += 1
+            self.stats.last_error = f"{message.key}: {reason}"
+            log.error("%s parked: %s", message.key, reason)
+        else:
+            self.outbox.mark_delivered(message.id, self.now_ms())
+            self.stats.delivered += 1
+
+    def _post(self, message: StoredMessage) -> None:
+        destination = message.destination
+        if not destination and message.channel == "workorder":
+            destination = self.settings.workorder_url
+        if not destination:
+            raise _Park(
+                f"no destination URL for {message.channel} (is [alerts] opscentre_url set?)"
+            )
+        if not self.settings.webhook_secret:
+            raise _Park("no [alerts] webhook_secret configured: cannot sign the request")
+        headers = dict(message.headers)
+        # Signed with the real wall clock (the receiver checks it against its own), not the
+        # scheduling clock, which tests may move an hour ahead.
+        headers[SIGNATURE_HEADER] = sign(self.settings.webhook_secret, message.body)
+        headers[ATTEMPT_HEADER] = str(message.attempts + 1)
+        try:
+            response = self._http.post(destination, content=message.body, headers=headers)
+        except httpx.HTTPError as error:
+            raise _Retry(f"{type(error).__name__}: {error}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        reason = f"HTTP {status}: {response.text[:300]}"
+        if status >= 500 or status in RETRYABLE_HTTP:
+            raise _Retry(reason)
+        raise _Park(reason)
+
+    def _mail(self, message: StoredMessage) -> None:
+        if not self.settings.smtp_url:
+            raise _Park("no [alerts] smtp_url configured")
+        host, port = smtp_address(self.settings.smtp_url)
+        try:
+            with smtplib.SMTP(host, port, timeout=self.settings.timeout_s) as smtp:
+                smtp.sendmail(self.settings.smtp_from, [message.destination], message.body)
+        except smtplib.SMTPRecipientsRefused as error:
+            code, text = next(iter(error.recipients.values()))
+            self._smtp_failure(code, text)
+        except smtplib.SMTPResponseException as error:
+            self._smtp_failure(error.smtp_code, error.smtp_error)
+        except (OSError, smtplib.SMTPException) as error:
+            raise _Retry(f"SMTP {type(error).__name__}: {error}") from None
+
+    @staticmethod
+    def _smtp_failure(code: int, text: bytes | str) -> None:
+        detail = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+        reason = f"SMTP {code}: {detail}"
+        if 400 <= code < 500:
+            raise _Retry(reason)
+        raise _Park(reason)
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-deliverer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._http.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait_s = self._poll_s
+            try:
+                self.run_once()
+                wait_s = self._wait_s()
+            except Exception:  # a bug or a broken database must not end delivery for good
+                log.exception("outbox delivery round failed")
+            self._wake.wait(wait_s)
+            self._wake.clear()
+
+    def _wait_s(self) -> float:
+        next_ms = self.outbox.next_due_ms()
+        if next_ms is None:
+            return self._poll_s
+        return min(self._poll_s, max(0.0, (next_ms - self.now_ms()) / 1000))
+
+
+class Dispatcher:
+    """Turns one lifecycle step into outbox messages (a work order, notifications to the
+    estate's property managers) and owns the deliverer that sends them.
+
+    ``dispatch`` is what the alert engine's sink calls; it returns the keys it queued
+    (empty when the step was queued before, e.g. replayed after a restart).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        deliverer: Deliverer,
+        contacts: ContactSource | None,
+        *,
+        opscentre_url: str,
+        callback_url: str,
+    ) -> None:
+        self.outbox = outbox
+        self.deliverer = deliverer
+        self.contacts = contacts
+        self.opscentre_url = opscentre_url
+        self.callback_url = callback_url
+
+    @classmethod
+    def from_config(
+        cls, alerts: AlertsConfig, state_dir: str | Path, default_callback_url: str
+    ) -> Dispatcher:
+        """Outbox at ``{state_dir}/outbox.sqlite``; contacts from ``alerts.contacts_file``."""
+        settings = DeliverySettings(
+            webhook_secret=alerts.webhook_secret,
+            smtp_url=alerts.smtp_url,
+            smtp_from=alerts.smtp_from,
+            retry_initial_s=alerts.retry_initial_s,
+            retry_max_s=alerts.retry_max_s,
+            timeout_s=alerts.delivery_timeout_s,
+            workorder_url=alerts.opscentre_url,
+        )
+        contacts = ContactBook.load(alerts.contacts_file) if alerts.contacts_file else None
+        outbox = Outbox(Path(state_dir) / "outbox.sqlite")
+        return cls(
+            outbox,
+            Deliverer(outbox, settings),
+            contacts,
+            opscentre_url=alerts.opscentre_url,
+            callback_url=alerts.callback_url or default_callback_url,
+        )
+
+    def messages_for(
+        self,
+        alert: Alert,
+        action: AlertAction,
+        at_ms: int,
+        note: str = "",
+        *,
+        work_order: bool = True,
+        notify_manager: bool = True,
+    ) -> list[OutboxMessage]:
+        messages: list[OutboxMessage] = []
+        if work_order:
+            order = workorder_message(
+                alert,
+                action,
+                at_ms=at_ms,
+                url=self.opscentre_url,
+                callback_url=self.callback_url,
+                note=note,
+            )
+            if order is not None:
+                messages.append(order)
+        if notify_manager and self.contacts is not None:
+            people = self.contacts.for_estate(alert.estate)
+            sender = self.deliverer.settings.smtp_from
+            messages += notification_messages(
+                alert, action, people, at_ms=at_ms, sender=sender, note=note
+            )
+        return messages
+
+    def dispatch(
+        self,
+        alert: Alert,
+        action: AlertAction,
+        at_ms: int,
+        note: str = "",
+        *,
+        work_order: bool = True,
+        notify_manager: bool = True,
+    ) -> list[str]:
+        """Queue what this step sends; the keys newly queued."""
+        messages = self.messages_for(
+            alert, action, at_ms, note, work_order=work_order, notify_manager=notify_manager
+        )
+        queued = [message.key for message in messages if self.outbox.put(message)]
+        if queued:
+            self.deliverer.wake()
+        return queued
+
+    def start(self) -> None:
+        self.deliverer.start()
+
+    def stop(self) -> None:
+        self.deliverer.stop()
+        self.outbox.close()

@@ -1,0 +1,254 @@
+"""A durable outbox in SQLite: every message is stored before anyone tries to send it.
+
+Exactly one message per idempotency key, ever: a second ``enqueue`` with the same key is
+refused (returns False), even after the first was delivered, so a gateway restart that
+replays the same alert events queues nothing twice.  Messages are ``pending`` until
+delivered, with the next attempt time and the last error; a message the receiver refused
+for good is ``parked`` with the reason until someone retries it.  A new ``Outbox`` on the
+same file resumes where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS message (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    body BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    last_error TEXT NOT NULL DEFAULT '',
+    created_ms INTEGER NOT NULL,
+    delivered_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS message_due ON message (state, next_attempt_ms);
+"""
+
+
+class MessageState(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # the receiver acknowledged it
+    PARKED = "parked"  # refused for good (e.g. 400); kept with the reason until retried
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """What to send; ``key`` is the idempotency key the receiver sees."""
+
+    channel: str
+    key: str
+    destination: str  # URL for webhooks, address for e-mail
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    id: int
+    key: str
+    channel: str
+    destination: str
+    body: bytes
+    headers: dict[str, str]
+    state: MessageState
+    attempts: int
+    next_attempt_ms: int
+    last_error: str
+    created_ms: int
+    delivered_ms: int
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Outbox:
+    """Thread-safe; one ``Deliverer`` per outbox file sends its messages."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a queued work order must survive a power cut, not only a process crash.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def enqueue(
+        self,
+        channel: str,
+        key: str,
+        destination: str,
+        body: bytes,
+        headers: Mapping[str, str] | None = None,
+        now_ms: int | None = None,
+    ) -> bool:
+        """Store a message, due at once; False when ``key`` was ever queued before."""
+        if not key:
+            raise ValueError("an outbox message needs a non-empty idempotency key")
+        if not channel:
+            raise ValueError(f"message {key!r} has no channel")
+        at = _now_ms() if now_ms is None else now_ms
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO message (key, channel, destination, body, headers, state,"
+                " next_attempt_ms, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    channel,
+                    destination,
+                    body,
+                    json.dumps(dict(headers or {})),
+                    MessageState.PENDING.value,
+                    at,
+                    at,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def put(self, message: OutboxMessage, now_ms: int | None = None) -> bool:
+        return self.enqueue(
+            message.channel,
+            message.key,
+            message.destination,
+            message.body,
+            message.headers,
+            now_ms,
+        )
+
+    def due(self, now_ms: int | None = None, limit: int = 100) -> list[StoredMessage]:
+        """Pending messages whose next attempt time has come, in the order queued."""
+        at = _now_ms() if now_ms is None else now_ms
+        return self._select(
+            "WHERE state = ? AND next_attempt_ms <= ? ORDER BY id LIMIT ?",
+            (MessageState.PENDING.value, at, limit),
+        )
+
+    def next_due_ms(self) -> int | None:
+        """When the earliest pending message is due, or None when nothing is pending."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(next_attempt_ms) FROM message WHERE state = ?",
+                (MessageState.PENDING.value,),
+            ).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def mark_delivered(self, message_id: int, now_ms: int | None = None) -> None:
+        at = _now_ms() if now_ms is None else now_ms
+        self._update(
+            "state = ?, attempts = attempts + 1, delivered_ms = ?, last_error = ''",
+            (MessageState.DELIVERED.value, at),
+            message_id,
+        )
+
+    def mark_failed(self, message_id: int, next_attempt_ms: int, error: str) -> None:
+        """A failed attempt that will be retried at ``next_attempt_ms``."""
+        self._update(
+            "attempts = attempts + 1, next_attempt_ms = ?, last_error = ?",
+            (next_attempt_ms, error),
+            message_id,
+        )
+
+    def park(self, message_id: int, error: str) -> None:
+        """A refusal that retrying will not cure; kept, visible, retryable by command."""
+        self._update(
+            "state = ?, attempts = attempts + 1, last_error = ?",
+            (MessageState.PARKED.value, error),
+            message_id,
+        )
+
+    def retry_parked(self, key: str | None = None, now_ms: int | None = None) -> int:
+        """Make parked messages (all, or the one with ``key``) due now; how many."""
+        at = _now_ms() if now_ms is None else now_ms
+        where = "state = ?" + ("" if key is None else " AND key = ?")
+        args: tuple[object, ...] = (MessageState.PARKED.value,)
+        if key is not None:
+            args += (key,)
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE message SET state = ?, next_attempt_ms = ? WHERE {where}",
+                (MessageState.PENDING.value, at, *args),
+            )
+            return cursor.rowcount
+
+    def get(self, key: str) -> StoredMessage | None:
+        found = self._select("WHERE key = ?", (key,))
+        return found[0] if found else None
+
+    def messages(
+        self, state: MessageState | None = None, channel: str | None = None, limit: int = 1000
+    ) -> list[StoredMessage]:
+        """Newest first, for the API and for people looking at a stuck queue."""
+        clauses, args = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state.value)
+        if channel is not None:
+            clauses.append("channel = ?")
+            args.append(channel)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._select(f"{where} ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    def counts(self) -> dict[str, int]:
+        """Messages per state, every state present (zeros too)."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM message GROUP BY state")
+            found = dict(rows.fetchall())
+        return {state.value: int(found.get(state.value, 0)) for state in MessageState}
+
+    def _update(self, assignments: str, args: tuple[object, ...], message_id: int) -> None:
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE message SET {assignments} WHERE id = ?", (*args, message_id)
+            )
+        if cursor.rowcount != 1:
+            raise KeyError(f"no outbox message with id {message_id} in {self.path}")
+
+    def _select(self, tail: str, args: tuple[object, ...]) -> list[StoredMessage]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, channel, destination, body, headers, state, attempts,"
+                f" next_attempt_ms, last_error, created_ms, delivered_ms FROM message {tail}",
+                args,
+            ).fetchall()
+        return [
+            StoredMessage(
+                id=row[0],
+                key=row[1],
+                channel=row[2],
+                destination=row[3],
+                body=bytes(row[4]),
+                headers=json.loads(row[5]),
+                state=MessageState(row[6]),
+                attempts=row[7],
+                next_attempt_ms=row[8],
+                last_error=row[9],
+                created_ms=row[10],
+                delivered_ms=row[11],
+            )
+            for row in rows
+        ]

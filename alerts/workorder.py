@@ -1,0 +1,258 @@
+"""The work-order JSON the gateway sends to the street operations centre (网格化平台).
+
+Four kinds of message, each complete on its own (a receiver that missed the first still
+has everything): ``create`` when an alert needs a crew, ``escalate`` when a deadline
+passed and the alert moves up to the street or the district, ``reopen`` when a resolved
+alert came back (a new order), ``cancel`` when the alert ended without work (false alarm,
+the condition cleared).  Each has an idempotency key that names the event, so the same
+event queued twice is one message: ``wo:{alert_id}``, ``wo:{alert_id}:esc:{level}``,
+``wo:{alert_id}:reopen:{event ms}``, ``wo:{alert_id}:cancel``.
+
+``WORKORDER_SCHEMA`` is the contract; ``docs/schemas/workorder.schema.json`` is this
+dict written out (a test keeps them equal).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from alerts.model import Alert, AlertAction
+from alerts.outbox import OutboxMessage
+from alerts.signing import IDEMPOTENCY_HEADER
+
+SCHEMA_VERSION = 1
+CHANNEL = "workorder"
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+class WorkOrderType(StrEnum):
+    CREATE = "create"
+    ESCALATE = "escalate"
+    REOPEN = "reopen"
+    CANCEL = "cancel"
+
+
+# Which lifecycle step sends which work-order message; other steps send none.
+ACTION_TYPES: dict[AlertAction, WorkOrderType] = {
+    AlertAction.RAISED: WorkOrderType.CREATE,
+    AlertAction.ESCALATED: WorkOrderType.ESCALATE,
+    AlertAction.REOPENED: WorkOrderType.REOPEN,
+    AlertAction.CANCELLED: WorkOrderType.CANCEL,
+    AlertAction.AUTO_RESOLVED: WorkOrderType.CANCEL,
+}
+
+
+def shanghai_iso(ms: int) -> str:
+    """Epoch ms as ISO 8601 in Shanghai local time, e.g. 2026-11-23T19:22:45.120+08:00."""
+    return datetime.fromtimestamp(ms / 1000, tz=SHANGHAI).isoformat(timespec="milliseconds")
+
+
+def workorder_key(alert: Alert, kind: WorkOrderType, at_ms: int) -> str:
+    if kind is WorkOrderType.CREATE:
+        return f"wo:{alert.id}"
+    if kind is WorkOrderType.ESCALATE:
+        return f"wo:{alert.id}:esc:{alert.escalation.value}"
+    if kind is WorkOrderType.REOPEN:
+        return f"wo:{alert.id}:reopen:{at_ms}"  # an alert may come back more than once
+    return f"wo:{alert.id}:cancel"
+
+
+def build_workorder(
+    alert: Alert, kind: WorkOrderType, *, at_ms: int, callback_url: str, note: str = ""
+) -> dict[str, Any]:
+    """The JSON body (as a dict) for one work-order message about ``alert``."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "type": kind.value,
+        "idempotency_key": workorder_key(alert, kind, at_ms),
+        "event_time": shanghai_iso(at_ms),
+        "event_time_ms": at_ms,
+        "alert_id": alert.id,
+        "incident_id": alert.incident_id,
+        "place": {
+            "district": alert.district,
+            "street": alert.street,
+            "estate": alert.estate,
+            "building": alert.building,
+            "device": alert.device,
+        },
+        "kind": alert.kind,
+        "code": alert.code,
+        "severity": alert.severity,
+        "title": {"zh": alert.title_zh, "en": alert.title_en, "text": alert.title},
+        "detail": alert.detail,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "first_seen": shanghai_iso(alert.first_seen_ms),
+        "first_seen_ms": alert.first_seen_ms,
+        "repeat_count": alert.repeat_count,
+        "state": alert.state.value,
+        "deadlines": {
+            "acknowledge": shanghai_iso(alert.ack_deadline_ms) if alert.ack_deadline_ms else None,
+            "acknowledge_ms": alert.ack_deadline_ms or None,
+            "resolve": (
+                shanghai_iso(alert.resolve_deadline_ms) if alert.resolve_deadline_ms else None
+            ),
+            "resolve_ms": alert.resolve_deadline_ms or None,
+        },
+        "escalation": alert.escalation.value,
+        "note": note,
+        "callback_url": callback_url,
+    }
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    # Compact UTF-8 (Chinese unescaped): the signature covers exactly these bytes.
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def workorder_message(
+    alert: Alert,
+    action: AlertAction,
+    *,
+    at_ms: int,
+    url: str,
+    callback_url: str,
+    note: str = "",
+) -> OutboxMessage | None:
+    """The outbox message a lifecycle step sends to the operations centre, if any."""
+    kind = ACTION_TYPES.get(action)
+    if kind is None:
+        return None
+    body = build_workorder(alert, kind, at_ms=at_ms, callback_url=callback_url, note=note)
+    return OutboxMessage(
+        channel=CHANNEL,
+        key=body["idempotency_key"],
+        destination=url,
+        body=encode(body),
+        headers={
+            "Content-Type": "application/json; charset=utf-8",
+            IDEMPOTENCY_HEADER: body["idempotency_key"],
+        },
+    )
+
+
+_PLACE_ID = {"type": "string", "minLength": 1, "maxLength": 128}
+_MS = {"type": "integer", "minimum": 0}
+_ISO = {"type": "string", "format": "date-time"}
+
+WORKORDER_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://jiayuan.example/schemas/workorder.schema.json",
+    "title": "家园工单 Jiayuan work order",
+    "description": "Sent by the Jiayuan gateway to the operations centre: POST, signed with "
+    "X-Jiayuan-Signature, Idempotency-Key header equal to idempotency_key.",
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "schema_version",
+        "type",
+        "idempotency_key",
+        "event_time",
+        "event_time_ms",
+        "alert_id",
+        "incident_id",
+        "place",
+        "kind",
+        "code",
+        "severity",
+        "title",
+        "detail",
+        "value",
+        "threshold",
+        "first_seen",
+        "first_seen_ms",
+        "repeat_count",
+        "state",
+        "deadlines",
+        "escalation",
+        "note",
+        "callback_url",
+    ],
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "type": {
+            "enum": [t.value for t in WorkOrderType],
+            "description": "create: a new order; escalate: moved up to street/district; "
+            "reopen: a resolved alert came back, a new order; cancel: ended without work",
+        },
+        "idempotency_key": {
+            "type": "string",
+            "pattern": "^wo:[^\\s]+$",
+            "description": "wo:{alert_id} | wo:{alert_id}:esc:{level} | "
+            "wo:{alert_id}:reopen:{event_time_ms} | wo:{alert_id}:cancel",
+        },
+        "event_time": {**_ISO, "description": "when the step happened, Asia/Shanghai"},
+        "event_time_ms": _MS,
+        "alert_id": {"type": "string", "minLength": 1},
+        "incident_id": {
+            "type": "string",
+            "description": "alerts of one building and event share it (one fire, many sensors)",
+        },
+        "place": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["district", "street", "estate", "building", "device"],
+            "properties": {
+                "district": _PLACE_ID,
+                "street": _PLACE_ID,
+                "estate": _PLACE_ID,
+                "building": {"type": "string", "maxLength": 128},
+                "device": _PLACE_ID,
+            },
+        },
+        "kind": {"enum": ["lift", "fire", "water_tank", "ebike_charger", "waterlogging"]},
+        "code": {"type": "string", "pattern": "^[a-z_]+\\.[a-z0-9_]+$"},
+        "severity": {"enum": ["critical", "high", "warning", "info"]},
+        "title": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["zh", "en", "text"],
+            "properties": {
+                "zh": {"type": "string", "minLength": 1},
+                "en": {"type": "string", "minLength": 1},
+                "text": {"type": "string", "description": "Chinese first, English beside it"},
+            },
+        },
+        "detail": {"type": "string", "description": "which part, e.g. port p03; may be empty"},
+        "value": {"type": "number", "description": "measured value when first raised"},
+        "threshold": {"type": "number"},
+        "first_seen": _ISO,
+        "first_seen_ms": _MS,
+        "repeat_count": {"type": "integer", "minimum": 1},
+        "state": {
+            "enum": [
+                "open",
+                "acknowledged",
+                "dispatched",
+                "resolved",
+                "closed",
+                "cancelled",
+                "auto_resolved",
+            ],
+            "description": "the alert's state after this step",
+        },
+        "deadlines": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["acknowledge", "acknowledge_ms", "resolve", "resolve_ms"],
+            "properties": {
+                "acknowledge": {"oneOf": [_ISO, {"type": "null"}]},
+                "acknowledge_ms": {"oneOf": [_MS, {"type": "null"}]},
+                "resolve": {"oneOf": [_ISO, {"type": "null"}]},
+                "resolve_ms": {"oneOf": [_MS, {"type": "null"}]},
+            },
+        },
+        "escalation": {"enum": ["estate", "street", "district"]},
+        "note": {"type": "string"},
+        "callback_url": {
+            "type": "string",
+            "description": "where to POST acceptance/completion (callback.schema.json); "
+            "empty when the gateway takes no callbacks",
+        },
+    },
+}

@@ -1,0 +1,124 @@
+"""The durable outbox (real SQLite files) and the backoff schedule."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alerts.delivery import backoff_s
+from alerts.outbox import MessageState, Outbox
+
+
+def test_one_message_per_key_ever(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        assert outbox.enqueue("workorder", "wo:a", "http://127.0.0.1:1/x", b"{}", {}, now_ms=1000)
+        assert not outbox.enqueue("workorder", "wo:a", "http://127.0.0.1:1/x", b"{2}", now_ms=2)
+        [message] = outbox.due(now_ms=1000)
+        assert message.body == b"{}"
+        outbox.mark_delivered(message.id, now_ms=1500)
+        # Delivered long ago is still "already queued": a replayed event sends nothing.
+        assert not outbox.enqueue("workorder", "wo:a", "http://127.0.0.1:1/x", b"{}")
+        assert outbox.counts() == {"pending": 0, "delivered": 1, "parked": 0}
+
+
+def test_due_follows_the_next_attempt_time(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        for key in ("k1", "k2", "k3"):
+            outbox.enqueue("workorder", key, "http://127.0.0.1:1/x", key.encode(), now_ms=1000)
+        first = outbox.due(now_ms=1000)
+        assert [m.key for m in first] == ["k1", "k2", "k3"]
+        outbox.mark_failed(first[0].id, next_attempt_ms=5000, error="ConnectError: refused")
+        assert [m.key for m in outbox.due(now_ms=4999)] == ["k2", "k3"]
+        assert [m.key for m in outbox.due(now_ms=5000)] == ["k1", "k2", "k3"]
+        again = outbox.get("k1")
+        assert again is not None
+        assert (again.attempts, again.last_error) == (1, "ConnectError: refused")
+        assert again.state is MessageState.PENDING
+        assert outbox.next_due_ms() == 1000
+
+
+def test_a_new_outbox_on_the_same_file_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    outbox = Outbox(path)
+    outbox.enqueue("email", "pm:1", "a@example.com", b"mail", now_ms=10)
+    outbox.enqueue("workorder", "wo:1", "http://127.0.0.1:1/x", b"{}", {"H": "v"}, now_ms=10)
+    outbox.mark_delivered(outbox.due(now_ms=10)[0].id)
+    outbox.close()
+
+    reopened = Outbox(path)
+    pending = reopened.due(now_ms=10)
+    assert [(m.key, m.headers) for m in pending] == [("wo:1", {"H": "v"})]
+    assert reopened.counts()["delivered"] == 1
+    assert not reopened.enqueue("email", "pm:1", "a@example.com", b"mail")
+    reopened.close()
+
+
+def test_parked_messages_stay_visible_until_retried(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        outbox.enqueue("workorder", "wo:x", "http://127.0.0.1:1/x", b"{}", now_ms=0)
+        outbox.enqueue("workorder", "wo:y", "http://127.0.0.1:1/x", b"{}", now_ms=0)
+        for message in outbox.due(now_ms=0):
+            outbox.park(message.id, "HTTP 422: schema")
+        assert outbox.due(now_ms=10**12) == []
+        [_newest, parked_x] = outbox.messages(MessageState.PARKED)
+        assert (parked_x.key, parked_x.last_error) == ("wo:x", "HTTP 422: schema")
+        assert outbox.retry_parked("wo:x", now_ms=50) == 1
+        assert [m.key for m in outbox.due(now_ms=50)] == ["wo:x"]
+        assert outbox.retry_parked(now_ms=60) == 1
+        assert outbox.counts() == {"pending": 2, "delivered": 0, "parked": 0}
+
+
+def test_bad_messages_are_refused_with_the_reason(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        with pytest.raises(ValueError, match="idempotency key"):
+            outbox.enqueue("workorder", "", "http://127.0.0.1:1/x", b"{}")
+        with pytest.raises(ValueError, match="no channel"):
+            outbox.enqueue("", "k", "http://127.0.0.1:1/x", b"{}")
+        with pytest.raises(KeyError, match="no outbox message with id 99"):
+            outbox.mark_delivered(99)
+
+
+def test_concurrent_enqueues_keep_one_message_per_key(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    accepted: list[str] = []
+    lock = threading.Lock()
+
+    def producer(offset: int) -> None:
+        for n in range(50):
+            key = f"wo:{(n + offset) % 60}"
+            if outbox.enqueue("workorder", key, "http://127.0.0.1:1/x", b"{}"):
+                with lock:
+                    accepted.append(key)
+
+    threads = [threading.Thread(target=producer, args=(i * 7,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(accepted) == sorted(set(accepted))
+    assert outbox.counts()["pending"] == len(accepted) == 60
+    outbox.close()
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    upper = [backoff_s(n, 1.0, 300.0, jitter=0.999999) for n in range(1, 12)]
+    lower = [backoff_s(n, 1.0, 300.0, jitter=0.0) for n in range(1, 12)]
+    assert [round(x) for x in upper] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
+    assert lower == [x / 2 for x in [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]]
+
+
+@given(
+    attempts=st.integers(min_value=1, max_value=10_000),
+    initial=st.floats(min_value=0.01, max_value=60),
+    jitter=st.floats(min_value=0, max_value=1, exclude_max=True),
+)
+def test_backoff_never_shrinks_and_never_passes_the_cap(
+    attempts: int, initial: float, jitter: float
+) -> None:
+    delay = backoff_s(attempts, initial, 300.0, jitter)
+    assert initial / 2 <= delay <= 300.0
+    assert backoff_s(attempts + 1, initial, 300.0, jitter) >= delay
