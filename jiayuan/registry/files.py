@@ -1,0 +1,146 @@
+"""Registry import and export: CSV (one file per table) and YAML (one document).
+
+CSV files are written as UTF-8 with a byte-order mark so that Excel, which staff use to
+edit them, shows the Chinese names; reading accepts them with or without it.  Both formats
+are validated by ``tables.from_rows``; problems name the file, the row (CSV: the line, the
+header being line 1; YAML: the item number in its table's list) and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jiayuan.registry.model import Registry
+from jiayuan.registry.tables import COLUMNS, Problem, RawTable, RegistryInvalid, from_rows, to_rows
+
+YAML_VERSION = 1
+
+
+def _csv_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
+def export_csv(registry: Registry, directory: str | Path) -> list[Path]:
+    """Write ``<table>.csv`` for every table into ``directory``; return the paths."""
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, rows in to_rows(registry).items():
+        path = folder / f"{name}.csv"
+        with path.open("w", encoding="utf-8-sig", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(COLUMNS[name])
+            for row in rows:
+                writer.writerow([_csv_text(row[column]) for column in COLUMNS[name]])
+        written.append(path)
+    return written
+
+
+def import_csv(directory: str | Path) -> Registry:
+    """Read and validate ``<table>.csv`` for every table in ``directory``."""
+    folder = Path(directory)
+    tables: dict[str, RawTable] = {}
+    problems: list[Problem] = []
+    for name in COLUMNS:
+        path = folder / f"{name}.csv"
+        try:
+            with path.open(encoding="utf-8-sig", newline="") as handle:
+                reader = csv.reader(handle)
+                header = [column.strip() for column in next(reader, [])]
+                rows: list[tuple[int, Mapping[str, Any]]] = []
+                for record in reader:
+                    if not any(cell.strip() for cell in record):
+                        continue  # blank lines
+                    line = reader.line_num
+                    if len(record) != len(header):
+                        problems.append(
+                            Problem(
+                                str(path),
+                                line,
+                                "-",
+                                f"{len(record)} values for {len(header)} columns",
+                            )
+                        )
+                        continue
+                    rows.append((line, dict(zip(header, record, strict=True))))
+        except FileNotFoundError:
+            problems.append(Problem(str(path), 0, "-", "file not found"))
+            continue
+        except UnicodeDecodeError as error:
+            problems.append(Problem(str(path), 0, "-", f"not UTF-8 text: {error.reason}"))
+            continue
+        except csv.Error as error:
+            problems.append(Problem(str(path), 0, "-", f"not CSV: {error}"))
+            continue
+        tables[name] = RawTable(str(path), rows, header)
+    return _build(tables, problems)
+
+
+def export_yaml(registry: Registry, path: str | Path) -> Path:
+    """Write the registry as one YAML document: a list of mappings per table."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {"version": YAML_VERSION, **to_rows(registry)}
+    target.write_text(
+        yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8"
+    )
+    return target
+
+
+def import_yaml(path: str | Path) -> Registry:
+    """Read and validate a registry YAML document."""
+    source = Path(path)
+    where = str(source)
+    try:
+        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise RegistryInvalid([Problem(where, 0, "-", "file not found")]) from None
+    except UnicodeDecodeError as error:
+        raise RegistryInvalid([Problem(where, 0, "-", f"not UTF-8: {error.reason}")]) from None
+    except yaml.YAMLError as error:
+        raise RegistryInvalid([Problem(where, 0, "-", f"not YAML: {error}")]) from None
+    if not isinstance(document, dict):
+        raise RegistryInvalid([Problem(where, 0, "-", "is not a mapping of tables")])
+    problems: list[Problem] = []
+    if document.get("version") != YAML_VERSION:
+        problems.append(
+            Problem(where, 0, "version", f"{document.get('version')!r} is not {YAML_VERSION}")
+        )
+    tables: dict[str, RawTable] = {}
+    for name, items in document.items():
+        if name == "version":
+            continue
+        label = f"{where} [{name}]"
+        if not isinstance(items, list):
+            problems.append(Problem(label, 0, "-", "is not a list of rows"))
+            continue
+        rows: list[tuple[int, Mapping[str, Any]]] = []
+        for number, item in enumerate(items, start=1):
+            if isinstance(item, dict):
+                rows.append((number, {str(key): value for key, value in item.items()}))
+            else:
+                problems.append(Problem(label, number, "-", "is not a mapping of fields"))
+        tables[str(name)] = RawTable(label, rows)
+    for name in COLUMNS:
+        if name not in document:
+            problems.append(Problem(where, 0, name, "table is missing"))
+    return _build(tables, problems)
+
+
+def _build(tables: Mapping[str, RawTable], problems: list[Problem]) -> Registry:
+    # Structural problems (a missing file, a row with the wrong number of values) are
+    # reported on their own: checking references against a half-read registry would bury
+    # them under problems that are only their consequences.
+    if problems:
+        raise RegistryInvalid(problems)
+    return from_rows(tables)

@@ -1,0 +1,108 @@
+"""The registry in SQLite: one table per registry table, replaced as a whole on import.
+
+An import is all or nothing (one transaction), so the gateway and the score never see half
+a registry.  Reading goes back through ``tables.from_rows``, the same validation as the
+files, so a database edited by hand cannot smuggle in a broken reference.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from jiayuan.registry.model import Registry
+from jiayuan.registry.tables import COLUMNS, OPTIONAL, RawTable, from_rows, to_rows
+
+# Kept in the state directory (``gateway.state_dir``) under this name by default.
+REGISTRY_FILE = "registry.sqlite"
+
+_TYPES: Mapping[str, str] = {
+    "lat": "REAL",
+    "lon": "REAL",
+    "floors": "INTEGER",
+    "households": "INTEGER",
+    "ports": "INTEGER",
+}
+
+
+def _schema() -> str:
+    statements = []
+    for name, columns in COLUMNS.items():
+        defs = ", ".join(
+            f"{column} {_TYPES.get(column, 'TEXT')}"
+            + ("" if (name, column) in OPTIONAL else " NOT NULL")
+            for column in columns
+        )
+        statements.append(f"CREATE TABLE IF NOT EXISTS {name} ({defs});")
+    return "\n".join(statements)
+
+
+class RegistryStore:
+    """Thread-safe: the API (uvicorn's threads) and the score runner share one store."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_schema())
+
+    def replace(self, registry: Registry) -> None:
+        """Store ``registry`` in place of whatever was there, in one transaction."""
+        rows = to_rows(registry)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for name, columns in COLUMNS.items():
+                    self._db.execute(f"DELETE FROM {name}")
+                    marks = ", ".join("?" for _ in columns)
+                    self._db.executemany(
+                        f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks})",
+                        [[_sql_value(row[column]) for column in columns] for row in rows[name]],
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def load(self) -> Registry:
+        """The stored registry (empty tables give an empty registry)."""
+        tables: dict[str, RawTable] = {}
+        with self._lock:
+            for name, columns in COLUMNS.items():
+                cursor = self._db.execute(
+                    f"SELECT rowid, {', '.join(columns)} FROM {name} ORDER BY rowid"
+                )
+                rows = [(int(r[0]), dict(zip(columns, r[1:], strict=True))) for r in cursor]
+                tables[name] = RawTable(f"{self.path} [{name}]", rows)
+        return from_rows(tables)
+
+    def estate_count(self) -> int:
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM estates").fetchone()
+        return int(count)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _sql_value(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value

@@ -1,0 +1,205 @@
+"""The score's outputs: estate_score and grade_distribution points in the real InfluxDB,
+the score and registry API routers, and the ``jiayuan score`` / ``jiayuan registry``
+commands on a generated 200-estate registry."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from alerts.grades import Grade
+from alerts.model import Alert
+from alerts.score import ScoreReport, day_ms, score_report
+from alerts.score_api import create_score_router
+from alerts.score_config import ScoreConfig
+from alerts.score_points import write_score_points
+from jiayuan.cli import main
+from jiayuan.config import InfluxConfig
+from jiayuan.influx import InfluxClient
+from jiayuan.registry.api import create_registry_router
+from jiayuan.registry.generate import generate_registry
+from jiayuan.registry.model import Registry
+from jiayuan.registry.store import RegistryStore
+from simulators.registry import build_registry
+
+AS_OF = date(2026, 6, 1)
+NOW = day_ms(AS_OF) + 9 * 3_600_000
+
+
+class NoAlerts:
+    def list_for_estate(self, estate: str, since_ms: int) -> list[Alert]:
+        return []
+
+
+@pytest.fixture(scope="module")
+def city() -> Registry:
+    return generate_registry(build_registry(200, seed=7), seed=7, as_of=AS_OF)
+
+
+@pytest.fixture(scope="module")
+def report(city: Registry) -> ScoreReport:
+    return score_report(city, NoAlerts(), NOW, ScoreConfig())
+
+
+def test_200_generated_estates_spread_over_the_grades_plausibly(report: ScoreReport) -> None:
+    grades = Counter(card.grade for card in report.cards)
+    assert set(grades) == set(Grade)
+    city = report.distributions[0]
+    # Around the scheme's targets: most compliant, about half well-run, a few exemplary.
+    assert 85 <= city.pct_dabiao_or_better < 100
+    assert 30 <= city.pct_guifan_or_better <= 75
+    assert 5 <= city.pct_shifan <= 35
+    assert grades[Grade.BUDABIAO] >= 2
+    assert sum(1 for c in report.companies if c.top_ten) == 10
+    assert any(not c.eligible for c in report.companies)
+
+
+def test_points_are_written_to_influxdb_and_read_back(
+    report: ScoreReport, influx_config: InfluxConfig
+) -> None:
+    with InfluxClient(influx_config) as client:
+        written = write_score_points(client, report.cards, report.distributions, NOW)
+        assert written == len(report.cards) + len(report.distributions)
+        card = report.cards[0]
+        (series,) = client.query(f"SELECT * FROM estate_score WHERE estate = '{card.estate}'")
+        row = dict(zip(series.columns, series.values[0], strict=True))
+        assert row["time"] == NOW
+        assert row["score"] == card.score and row["grade"] == card.grade.zh
+        assert row["grade_level"] == card.grade.level and row["capped"] is False
+        assert (row["district"], row["street"], row["company"]) == (
+            card.district,
+            card.street,
+            card.company,
+        )
+        assert row["name"] == card.name_zh and row["lat"] == card.lat
+        assert row["lift"] == card.families["lift"]
+        keys = client.query("SHOW TAG KEYS FROM estate_score")[0].values
+        assert sorted(k[0] for k in keys) == ["company", "district", "estate", "street"]
+        (dist,) = client.query(
+            "SELECT * FROM grade_distribution WHERE district = 'all' AND street = 'all'"
+        )
+        city = dict(zip(dist.columns, dist.values[0], strict=True))
+        assert city["estates"] == 200
+        assert city["shifan"] + city["guifan"] + city["dabiao"] + city["budabiao"] == 200
+        assert city["pct_dabiao_or_better"] == pytest.approx(
+            report.distributions[0].pct_dabiao_or_better
+        )
+        assert (city["target_dabiao_or_better"], city["target_guifan"], city["target_shifan"]) == (
+            95.0,
+            50.0,
+            8.0,
+        )
+        assert client.count("grade_distribution", "estates") == len(report.distributions)
+
+
+def test_score_and_registry_api(city: Registry, tmp_path: Path) -> None:
+    store = RegistryStore(tmp_path / "registry.sqlite")
+    store.replace(city)
+    app = FastAPI()
+    app.include_router(create_registry_router(store))
+    app.include_router(create_score_router(store, NoAlerts(), clock=lambda: NOW))
+    client = TestClient(app)
+    estates = client.get("/registry/estates").json()
+    assert len(estates) == 200
+    first = city.estates[0]
+    detail = client.get(f"/registry/estates/{first.id}").json()
+    assert detail["name_zh"] == first.name_zh and detail["category_zh"]
+    assert {d["id"] for d in detail["device_list"]} == {d.id for d in city.record(first.id).devices}
+    lifts = client.get(f"/registry/estates/{first.id}/devices?kind=lift").json()
+    assert lifts and all(d["kind"] == "lift" for d in lifts)
+    assert client.get("/registry/estates/nowhere").status_code == 404
+    scores = client.get("/score/estates").json()
+    assert len(scores) == 200 and {s["grade"] for s in scores} == {g.zh for g in Grade}
+    shifan = client.get("/score/estates?grade=示范").json()
+    assert shifan and all(s["grade_level"] == 3 for s in shifan)
+    one = client.get(f"/score/estates/{first.id}").json()
+    assert one["open_alerts"] == []
+    assert sum(x["impact"] for x in one["lines"]) == pytest.approx(100 - one["score"], abs=0.02)
+    districts = client.get("/score/districts").json()
+    assert districts[0]["district"] == "all" and districts[0]["estates"] == 200
+    summary = client.get(f"/score/districts/{first.district}").json()
+    assert summary["district"]["estates"] == sum(s["estates"] for s in summary["streets"])
+    assert client.get("/score/districts/atlantis").status_code == 404
+    companies = client.get("/score/companies").json()
+    assert [c["rank"] for c in companies] == list(range(1, len(companies) + 1))
+    assert sum(c["top_ten"] for c in companies) == 10
+    store.close()
+
+
+def test_commands_generate_score_and_explain(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "registry.sqlite"
+    assert (
+        main(
+            [
+                "registry",
+                "generate",
+                "--estates",
+                "30",
+                "--seed",
+                "4",
+                "--as-of",
+                "2026-06-01",
+                "--db",
+                str(db),
+                "--export",
+                str(tmp_path / "csv"),
+            ]
+        )
+        == 0
+    )
+    assert "30 estates" in capsys.readouterr().out
+    assert (
+        main(["registry", "import", str(tmp_path / "csv"), "--db", str(tmp_path / "b.sqlite")]) == 0
+    )
+    capsys.readouterr()
+    args = [
+        "score",
+        "--registry",
+        str(db),
+        "--alerts",
+        str(tmp_path / "none.sqlite"),
+        "--at",
+        "2026-06-01T09:00:00",
+    ]
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert "等级分布 grade distribution" in table and "物业服务企业排名" in table
+    assert main([*args, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["estates"]) == 30 and data["distributions"][0]["district"] == "all"
+    estate = data["estates"][0]["estate"]
+    assert main([*args, "--estate", estate]) == 0
+    explained = capsys.readouterr().out
+    assert "安全评分 safety score" in explained and "inspection" in explained
+    assert f"= 100 - {data['estates'][0]['score']:.2f}" in explained
+    assert main([*args, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("estate,name_zh,district")
+    assert main([*args, "--estate", "nowhere"]) == 1
+
+
+def test_registry_import_command_lists_every_problem(
+    city: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jiayuan.registry.files import export_csv
+
+    export_csv(city, tmp_path / "csv")
+    estates = tmp_path / "csv" / "estates.csv"
+    lines = estates.read_text(encoding="utf-8-sig").splitlines()
+    lines[1] = lines[1].replace(",31.", ",91.", 1)
+    lines[2] = lines[2].replace(city.estates[1].company, "nobody", 1)
+    estates.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    db = tmp_path / "r.sqlite"
+    assert main(["registry", "import", str(tmp_path / "csv"), "--db", str(db)]) == 1
+    err = capsys.readouterr().err
+    assert "estates.csv: row 2: lat: 91." in err
+    assert "estates.csv: row 3: company: no company 'nobody'" in err
+    with RegistryStore(db) as store:
+        assert store.estate_count() == 0  # nothing imported
