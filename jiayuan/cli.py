@@ -20,6 +20,10 @@ SUBCOMMAND_MODULES = (
     "edge.cli",
     "simulators.cli",
     "jiayuan.evaluation_cli",
+    "dashboards.cli",
+    "jiayuan.registry.cli",
+    "alerts.score_cli",
+    "alerts.opscentre_cli",
 )
 
 

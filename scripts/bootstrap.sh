@@ -20,3 +20,14 @@ fi
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -q -e '.[dev]'
+
+# Dashboard previews draw Chinese titles: a CJK font (small one) when we are root; without
+# it the previews still render, with a warning and boxes for the Chinese characters.
+if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-zenhei >/dev/null \
+            || echo "could not install fonts-wqy-zenhei; previews will lack Chinese glyphs" >&2
+    else
+        echo "no Chinese font: 'sudo apt-get install fonts-wqy-zenhei' for dashboard previews" >&2
+    fi
+fi
