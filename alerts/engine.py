@@ -355,6 +355,19 @@ class AlertEngine:
         """The fix did not hold: back to open with fresh deadlines."""
         return self._step(alert_id, AlertState.OPEN, AlertAction.REOPENED, actor, note)
 
+    def note(self, alert_id: str, actor: str, note: str) -> Alert:
+        """Record a remark in the history without changing the state (e.g. the operations
+        centre rejected a work order: the estate keeps the alert and its deadlines)."""
+        if not actor.strip() or not note.strip():
+            raise ValueError("a note needs the actor and the text")
+        with self._lock:
+            alert = self.store.get(alert_id)
+            now = self.clock()
+            self._emit(
+                self._record(alert, [(alert, AlertAction.NOTED, note.strip())], now, actor.strip())
+            )
+        return alert
+
     def _step(
         self,
         alert_id: str,
@@ -536,5 +549,6 @@ _BOOKKEEPING = frozenset(
         AlertAction.CONDITION_CLEARED,
         AlertAction.SILENCED,
         AlertAction.FLAPPING,
+        AlertAction.NOTED,
     }
 )

@@ -65,6 +65,7 @@ class AlertAction(StrEnum):
     FLAPPING = "flapping"  # opened and cleared too often: notifications held back
     SILENCED = "silenced"  # raised during a maintenance silence
     NOTIFIED = "notified"  # a notification or work order was queued for delivery
+    NOTED = "noted"  # a remark with no change of state (e.g. the centre rejected an order)
 
 
 class EscalationLevel(StrEnum):

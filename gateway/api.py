@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Literal, Protocol
 
 import uvicorn
-from fastapi import FastAPI, Query
+from fastapi import APIRouter, FastAPI, Query
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -170,7 +171,8 @@ def dead_letter_out(letter: StoredDeadLetter) -> DeadLetterOut:
     )
 
 
-def create_app(source: ApiSource) -> FastAPI:
+def create_app(source: ApiSource, routers: Sequence[APIRouter] = ()) -> FastAPI:
+    """The gateway's app; ``routers`` add the alert, dispatch, registry and score APIs."""
     app = FastAPI(
         title="家园网关 Jiayuan gateway",
         description="物联网安全监测网关：健康状态、异常、死信与指标。"
@@ -217,6 +219,8 @@ def create_app(source: ApiSource) -> FastAPI:
     def metrics() -> Response:
         return Response(source.metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
 
+    for router in routers:
+        app.include_router(router)
     return app
 
 

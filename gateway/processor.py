@@ -18,8 +18,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+from gateway.anomalies import Anomaly
 from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
@@ -43,8 +44,10 @@ class Processor:
         ack: Callable[[Message], bool],
         metrics: GatewayMetrics,
         give_up: threading.Event,
+        on_anomalies: Callable[[Sequence[Anomaly]], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_anomalies = on_anomalies
         self.inbox = inbox
         self.pipeline = pipeline
         self.writer = writer
@@ -171,8 +174,26 @@ class Processor:
         for _ in refused:
             self.metrics.dead_letter(Reason.REJECTED_BY_INFLUX)
         self._record_dead_letters(dead)
+        self._hand_on_anomalies(batch)
         acked = sum(1 for message in batch.messages if self._ack(message))
         self.metrics.acked(acked)
+
+    def _hand_on_anomalies(self, batch: Batch) -> None:
+        """Give the batch's anomalies to the alert engine before acknowledging.
+
+        Before the ack, so a crash in between means redelivery (the engine treats a repeated
+        anomaly as the same alert), never an anomaly that no alert heard of.  A failing
+        listener is logged, not retried: the anomaly is already durable in InfluxDB.
+        """
+        if self._on_anomalies is None:
+            return
+        anomalies = [p.origin for p in batch.lines if isinstance(p.origin, Anomaly)]
+        if not anomalies:
+            return
+        try:
+            self._on_anomalies(anomalies)
+        except Exception:
+            log.exception("the alert engine failed on %d anomalies", len(anomalies))
 
     def _record_dead_letters(self, dead: list[DeadLetter]) -> None:
         backoff = 0.2

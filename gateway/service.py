@@ -12,6 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
@@ -24,6 +25,9 @@ from gateway.processor import Processor
 from gateway.writer import BatchWriter
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+
+if TYPE_CHECKING:
+    from alerts.service import AlertService
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,13 @@ class Gateway:
         self.ingest = MqttIngest(config.mqtt, self._inbox)
         self.writer = BatchWriter(self._influx, self.metrics, self._give_up)
         self.pipeline = Pipeline(self.detector, self.metrics)
+        # Imported here: the alert side pulls in the registry, score and dispatch modules,
+        # which a gateway run with alerts disabled does not need.
+        self.alerts: AlertService | None = None
+        if config.alerts.enabled:
+            from alerts.service import AlertService
+
+            self.alerts = AlertService(config)
         self.processor = Processor(
             config.gateway,
             self._inbox,
@@ -55,10 +66,14 @@ class Gateway:
             self.ingest.ack,
             self.metrics,
             self._give_up,
+            on_anomalies=self.alerts.on_anomalies if self.alerts is not None else None,
         )
         self.api: ApiServer | None = None
         if serve_api:
-            self.api = ApiServer(create_app(self), config.gateway.api_host, config.gateway.api_port)
+            routers = self.alerts.routers() if self.alerts is not None else []
+            self.api = ApiServer(
+                create_app(self, routers), config.gateway.api_host, config.gateway.api_port
+            )
         self._started_at: float | None = None
         self._stopped = False
 
@@ -80,6 +95,10 @@ class Gateway:
         if self.api is not None:
             self.api.start()
             log.info("gateway API on %s", self.api.url)
+        if self.alerts is not None:
+            if self.api is not None:
+                self.alerts.set_callback_url(f"{self.api.url}/opscentre/callback")
+            self.alerts.start()
         self.processor.start()
         self.ingest.start()
 
@@ -115,6 +134,8 @@ class Gateway:
             self.ingest.stop()
             if self.api is not None:
                 self.api.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()

@@ -104,6 +104,10 @@ class AlertsConfig:
     # Severity policy overrides per event code (YAML or TOML, see docs/alerts.md); empty =
     # the catalogue's severities with the default deadlines.
     policy_file: str = ""
+    # Estate safety scores: recomputed and written to InfluxDB every score_interval_s;
+    # weights, bands and the target year from score_weights_file (TOML, docs/score.md).
+    score_interval_s: float = 60.0
+    score_weights_file: str = ""
 
 
 @dataclass(frozen=True)
