@@ -116,10 +116,10 @@ def run(args: argparse.Namespace) -> int:
             return 1
         since = now_ms - int(settings.window_days * 86_400_000)
         card = score_estate(record, source.list_for_estate(args.estate, since), now_ms, settings)
-        print(_explain(card, args.format))
+        print(explain_card(card, args.format))
         return 0
     report = score_report(registry, source, now_ms, settings)
-    print(_render(report, args.format))
+    print(render_report(report, args.format))
     if args.write_influx:
         from alerts.score_points import write_score_points
         from jiayuan.influx import InfluxClient, InfluxError
@@ -140,7 +140,7 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
-def _explain(card: ScoreCard, fmt: str) -> str:
+def explain_card(card: ScoreCard, fmt: str) -> str:
     from alerts.score_api import breakdown_out
 
     out = breakdown_out(card)
@@ -191,7 +191,9 @@ def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue().rstrip("\n")
 
 
-def _render(report: ScoreReport, fmt: str) -> str:
+def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> str:
+    """Scores, the distribution against the targets and the ranking (``list_estates=False``
+    leaves the per-estate table out of the text form, for cities of hundreds)."""
     from alerts.grades import ALL, Grade
     from alerts.score_api import company_out, distribution_out, estate_out
 
@@ -268,8 +270,11 @@ def _render(report: ScoreReport, fmt: str) -> str:
             )
         )
     out = [f"安全评分 estate safety scores as of {_when(report.computed_ms)} (Shanghai)", ""]
-    out.append(f"{'estate':<26} {'小区':<10} {'district':<10} {'street':<12} {'score':>6}  grade")
-    for e in sorted(estates, key=lambda e: (-e.score, e.estate)):
+    if list_estates:
+        out.append(
+            f"{'estate':<26} {'小区':<10} {'district':<10} {'street':<12} {'score':>6}  grade"
+        )
+    for e in sorted(estates, key=lambda e: (-e.score, e.estate)) if list_estates else []:
         cap = "  (capped)" if e.capped else ""
         out.append(
             f"{e.estate:<26} {e.name_zh:<10} {e.district:<10} {e.street:<12} {e.score:>6.1f}  "
