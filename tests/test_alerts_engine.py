@@ -414,3 +414,22 @@ def test_alert_points_in_influxdb(tmp_path: Path, influx_config: InfluxConfig) -
 
 def _rows(client: InfluxClient, query: str) -> list[dict[str, object]]:
     return [dict(zip(s.columns, row, strict=True)) for s in client.query(query) for row in s.values]
+
+
+def test_a_note_is_history_without_a_change_of_state(tmp_path: Path) -> None:
+    # What the operations centre's "rejected" callback records: the estate keeps the alert.
+    clock = FakeClock()
+    engine, store = make_engine(tmp_path / "a.db", clock)
+    (raised,) = engine.on_anomalies([anomaly("lift.trapped")])
+    clock.advance(MINUTE)
+    kept = engine.note(raised.alert.id, "opscentre", "运行中心退回工单 rejected: not ours")
+    assert kept.state is AlertState.OPEN and kept == store.get(raised.alert.id)
+    last = store.history(raised.alert.id)[-1]
+    assert (last.action, last.actor, last.from_state, last.to_state) == (
+        AlertAction.NOTED,
+        "opscentre",
+        AlertState.OPEN,
+        AlertState.OPEN,
+    )
+    with pytest.raises(ValueError, match="needs the actor and the text"):
+        engine.note(raised.alert.id, "opscentre", "  ")
