@@ -9,6 +9,12 @@ gateway's ``Detector`` and reports statistical anomalies per 1,000 device-hours.
 
     .venv/bin/python bench/detectors.py [--series 100000] [--batch 50000] [--batches 40]
     .venv/bin/python bench/detectors.py --healthy-hours 4 [--estates 6] [--seed 7]
+    .venv/bin/python bench/detectors.py --memory [--estates 6] [--seed 7]
+
+``--memory`` feeds 10 simulated minutes of ``--estates`` estates and one synthetic 12-port
+pile through the gateway's ``Detector`` and prints the statistical state per device and
+kind (arrays), and what the whole detector (rules included, Python objects and all) holds
+per device as ``tracemalloc`` sees it.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ import time
 
 import numpy as np
 
+from gateway.stat_params import GATEWAY_MIN_PERIOD_S, StatParams
+from gateway.stat_series import STATE_DTYPE
 from gateway.statistical import StatCore
 from jiayuan.catalogue import STATISTICAL_EVENTS
 
 
 def throughput(series: int, batch: int, batches: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
-    core = StatCore(capacity=series)
+    params = StatParams(min_period_s=GATEWAY_MIN_PERIOD_S)
+    core = StatCore(params, capacity=series, dtype=STATE_DTYPE)  # as in the gateway
     for _ in range(series):
         core.add_series(floor=0.01)
     level = rng.uniform(0.0, 100.0, series)
@@ -51,14 +60,62 @@ def throughput(series: int, batch: int, batches: int, seed: int) -> None:
         core.update(slots, ts, values)
     core_s = time.perf_counter() - start
 
-    per_series = core.state_bytes / core.size
     print(f"series: {series:,}, batch: {batch:,}, timed readings: {readings:,}")
     print(f"baseline: numpy |x - mean| pass   {readings / base_s:>14,.0f} readings/s")
     print(f"statistical core (4 detectors)    {readings / core_s:>14,.0f} readings/s")
     print(f"ratio core / baseline             {base_s / core_s:>14.4f}")
-    print(f"state per series                  {per_series:>14,.0f} bytes")
-    print(f"state per device, 5.6 float signals (simulated estate mix) {per_series * 5.6:,.0f} B")
-    print(f"state per device, 12-port charger (37 float signals) {per_series * 37:,.0f} B")
+    print(f"state per series, all 4 detectors {core.bytes_per_series:>14,} bytes")
+
+
+def memory(estates: int, seed: int) -> None:
+    import tracemalloc
+
+    from gateway.detection import Detector
+    from gateway.rules import Place
+    from jiayuan.catalogue import MAX_PORTS, port_field
+    from jiayuan.contract import Reading, Value
+    from jiayuan.replay import as_gateway_input
+    from simulators.clock import parse_start
+    from simulators.driver import generate
+    from simulators.registry import build_registry
+
+    registry = build_registry(estates, seed)
+    start = parse_start("2025-07-01T09:30:00")
+    samples = list(as_gateway_input(generate(registry, [], start, start + 600_000, seed)))
+    warm = Detector()  # first use fills caches and imports: not per-device state
+    for _, place, reading in samples:
+        warm.readings([(place, reading, reading.ts)])
+    tracemalloc.start()
+    detector = Detector()
+    for _, place, reading in samples:
+        detector.readings([(place, reading, reading.ts)])
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    stat = detector.statistical.state_bytes()
+    devices = sum(d for d, _ in stat.values())
+    print(f"statistical state (arrays) per device, {devices} simulated devices:")
+    for kind, (count, total) in sorted(stat.items()):
+        print(f"  {kind:<14} {count:>5} devices {total / count:>8,.0f} B/device")
+    mix = sum(total for _, total in stat.values()) / devices
+    print(f"  {'estate mix':<14} {devices:>5} devices {mix:>8,.0f} B/device")
+    print(f"whole Detector, tracemalloc: {held / devices:,.0f} B/device (rules' state included)")
+    for kind, rules in detector.rules.items():
+        table = getattr(rules, "table", None)
+        if table is not None:
+            print(f"  of which {kind.value} threshold table: {table.bytes_per_device} B/device")
+
+    pile = Detector()
+    place = Place("d", "s", "e", "b", "ebike_charger", "PILE12")
+    for k in range(3):
+        values: dict[str, Value] = {"port_count": MAX_PORTS, "smoke": 0, "total_power": 0.0}
+        for port in range(1, MAX_PORTS + 1):
+            values[port_field(port, "temp")] = 25.0 + 0.1 * k
+            values[port_field(port, "current")] = 2.0
+            values[port_field(port, "power")] = 100.0
+        reading = Reading("PILE12", "ebike_charger", k + 1, 1_750_000_000_000 + k * 1000, values)
+        pile.readings([(place, reading, reading.ts)])
+    _, pile_bytes = pile.statistical.state_bytes()["ebike_charger"]
+    print(f"12-port pile (12 temp + 12 current + total power tracked): {pile_bytes:,} B")
 
 
 def healthy(hours: float, estates: int, seed: int) -> None:
@@ -96,8 +153,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--healthy-hours", type=float, default=0.0)
     parser.add_argument("--estates", type=int, default=6)
+    parser.add_argument("--memory", action="store_true")
     args = parser.parse_args()
-    if args.healthy_hours > 0:
+    if args.memory:
+        memory(args.estates, args.seed)
+    elif args.healthy_hours > 0:
         healthy(args.healthy_hours, args.estates, args.seed)
     else:
         throughput(args.series, args.batch, args.batches, args.seed)

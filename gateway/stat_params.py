@@ -1,8 +1,12 @@
 """Parameters of the statistical detectors, with their defaults and why.
 
-Every EWMA here counts *readings*, not seconds: devices report on a fixed period (5-10 s in
-the catalogue), and a count-based horizon keeps the state to one number per series.  Each
-dataclass is frozen and documented; ``StatParams`` gathers them with the per-signal opt-outs.
+Every EWMA here counts *readings*: devices report on a fixed period (5-10 s in the
+catalogue), and a count-based horizon keeps the state to one number per series.  Devices
+also report faster during events (a pile every second while a port is hot); with
+``min_period_s`` set (the gateway: ``GATEWAY_MIN_PERIOD_S``) such readings count for their
+share of that period, so a horizon never gets shorter in time than the count times the
+period.  Each dataclass is frozen and documented; ``StatParams`` gathers them with the
+per-signal opt-outs.
 """
 
 from __future__ import annotations
@@ -93,6 +97,15 @@ BURSTY = frozenset(
 )
 # Charging-port temperature warms over a charge (a slow, legitimate trend): no drift there.
 NO_DRIFT = BURSTY | {"ebike_charger.temp"}
+# Signals not judged at all: a port's power is its voltage times its current, so it repeats
+# what the port's current says (the rules still check it against the power limit), and
+# leaving it out keeps a 12-port pile within 1 KB of statistical state; a lift's rated speed
+# is its nameplate value (for the overspeed rule), not a measurement.
+UNTRACKED = frozenset({"ebike_charger.power", "lift.rated_speed"})
+
+
+# The shortest period the catalogue's devices report at when nothing happens (piles: 5 s).
+GATEWAY_MIN_PERIOD_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -104,10 +117,15 @@ class StatParams:
     # Scale floor per series: this share of the signal's catalogue range (2.5 MPa → 0.005
     # MPa, 230 °C → 0.46 °C), so a quiet sensor's tiny noise does not make every wiggle
     # a "shift".  Overridable per "kind.signal".
+    # EWMA weights (level, rate, drift) count readings; a reading closer than this after
+    # the previous one counts for (gap / min_period_s) of one, so a horizon of 20 readings
+    # is at least 20 × min_period_s.  None: count readings only (a generic series).
+    min_period_s: float | None = None
     floor_share: float = 0.002
     floors: dict[str, float] = field(default_factory=dict)
     # Per-detector opt-outs by "kind.signal"; stuck runs on every float signal (its own
     # rules keep discrete and resting signals out).
+    untracked: frozenset[str] = UNTRACKED
     opt_out: dict[str, frozenset[str]] = field(
         default_factory=lambda: {
             LEVEL_SHIFT: BURSTY,

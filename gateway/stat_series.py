@@ -1,63 +1,134 @@
 """The statistical detectors in the gateway: readings in, anomaly changes out.
 
-Each (device, float signal of the catalogue) gets a slot in one ``StatCore``; integer and
-enumerated signals are never judged.  An anomaly is one per device and detector code, so
-several signals of a device share it: it opens with the first signal flagged (its detail
-names that signal) and closes when the last one clears.
+Each (device, float signal of the catalogue) gets a slot in a ``StatCore``; integer and
+enumerated signals, and the signals in ``StatParams.untracked``, are never judged.  Series
+with the same detectors share one core holding only the arrays those detectors need, in
+float32.  Finding a slot is one dictionary look-up per device (its row in its kind's
+table) and one per field name per kind (its column), so the index grows by one small
+int32 row per device, not by a Python object per series.
+
+An anomaly is one per device and detector code, so several signals of a device share it:
+it opens with the first signal flagged (its detail names that signal) and closes when the
+last one clears.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.rules.base import AnomalyChange, Place
-from gateway.stat_params import BIT, DETECTORS, StatParams
+from gateway.stat_params import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
 from gateway.statistical import StatCore
 from jiayuan.catalogue import Kind, ValueType, family, statistical_code
 from jiayuan.contract import Reading
 
 DeviceKey = tuple[str, str, str, str, str]
-# Per (kind, field): the catalogue key "kind.signal", the floor and the minimum; None for
-# fields that are not float signals.
-_SeriesSpec = tuple[str, float, float] | None
+STATE_DTYPE = np.float32
+_NONE = -1
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One field name of a kind: which core judges it, with what floor and minimum."""
+
+    index: int
+    core: int  # detector bits of the core (its key in ``StatisticalDetectors.cores``)
+    floor: float
+    minimum: float
+
+
+@dataclass
+class _KindTable:
+    """Per kind: field name → column, and per device a row of slots (−1: none yet)."""
+
+    columns: dict[str, _Column | None] = field(default_factory=dict)
+    rows: dict[DeviceKey, int] = field(default_factory=dict)
+    slots: npt.NDArray[np.int32] = field(
+        default_factory=lambda: np.full((16, 4), _NONE, dtype=np.int32)
+    )
+
+    def row(self, device: DeviceKey) -> int:
+        row = self.rows.get(device)
+        if row is None:
+            row = self.rows[device] = len(self.rows)
+            if row == self.slots.shape[0]:
+                self._resize(2 * row, self.slots.shape[1])
+        return row
+
+    def ensure_width(self, width: int) -> None:
+        if width > self.slots.shape[1]:
+            self._resize(self.slots.shape[0], max(width, 2 * self.slots.shape[1]))
+
+    def _resize(self, rows: int, width: int) -> None:
+        grown = np.full((rows, width), _NONE, dtype=np.int32)
+        grown[: self.slots.shape[0], : self.slots.shape[1]] = self.slots
+        self.slots = grown
 
 
 class StatisticalDetectors:
     def __init__(self, params: StatParams | None = None) -> None:
-        self.core = StatCore(params)
-        self.params = self.core.params
-        self._slots: dict[tuple[DeviceKey, str], int] = {}
-        self._specs: dict[tuple[str, str], _SeriesSpec] = {}
+        self.params = (
+            params if params is not None else StatParams(min_period_s=GATEWAY_MIN_PERIOD_S)
+        )
+        self.cores: dict[int, StatCore] = {}
+        self._tables: dict[str, _KindTable] = {}
         # Open anomalies: (device, detector) → the signals flagging it, in flag order.
         self._open: dict[tuple[DeviceKey, str], list[str]] = {}
 
-    def _spec(self, kind: str, name: str) -> _SeriesSpec:
-        key = (kind, name)
-        if key not in self._specs:
-            signal = family(kind).signal(name)
-            spec: _SeriesSpec = None
-            if signal is not None and signal.type is ValueType.FLOAT:
-                signal_key = f"{kind}.{signal.name}"
-                low = signal.minimum if signal.minimum is not None else -math.inf
-                span = (signal.maximum or 0.0) - (signal.minimum or 0.0)
-                floor = self.params.floors.get(signal_key, self.params.floor_share * span)
-                spec = (signal_key, floor, low)
-            self._specs[key] = spec
-        return self._specs[key]
+    def _column(self, table: _KindTable, kind: str, name: str) -> _Column | None:
+        if name in table.columns:
+            return table.columns[name]
+        signal = family(kind).signal(name)
+        column: _Column | None = None
+        signal_key = f"{kind}.{signal.name}" if signal is not None else ""
+        if (
+            signal is not None
+            and signal.type is ValueType.FLOAT
+            and signal_key not in self.params.untracked
+        ):
+            low = signal.minimum if signal.minimum is not None else -math.inf
+            span = (signal.maximum or 0.0) - (signal.minimum or 0.0)
+            floor = self.params.floors.get(signal_key, self.params.floor_share * span)
+            bits = self.params.enabled_bits(signal_key)
+            if bits:
+                index = sum(1 for c in table.columns.values() if c is not None)
+                column = _Column(index, bits, floor, low)
+                table.ensure_width(index + 1)
+        table.columns[name] = column
+        return column
 
-    def _slot(self, device: DeviceKey, kind: str, name: str) -> int | None:
-        slot = self._slots.get((device, name))
-        if slot is None:
-            spec = self._spec(kind, name)
-            if spec is None:
-                return None
-            signal_key, floor, low = spec
-            slot = self.core.add_series(floor, low, self.params.enabled_bits(signal_key))
-            self._slots[(device, name)] = slot
-        return slot
+    def _slot(self, table: _KindTable, row: int, column: _Column) -> tuple[int, int]:
+        slot = int(table.slots[row, column.index])
+        if slot == _NONE:
+            core = self.cores.get(column.core)
+            if core is None:
+                core = self.cores[column.core] = StatCore(
+                    self.params, detectors=column.core, dtype=STATE_DTYPE
+                )
+            slot = core.add_series(column.floor, column.minimum, column.core)
+            table.slots[row, column.index] = slot
+        return column.core, slot
+
+    def state_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (devices, bytes of array state), counting each series' bytes in its
+        core and each device's row of the slot table (its used columns, int32)."""
+        out: dict[str, tuple[int, int]] = {}
+        for kind, table in self._tables.items():
+            devices = len(table.rows)
+            used = table.slots[:devices]
+            total = 0
+            for column in table.columns.values():
+                if column is not None:
+                    series = int(np.count_nonzero(used[:, column.index] != _NONE))
+                    per = self.cores[column.core].bytes_per_series if series else 0
+                    total += series * per + devices * used.itemsize
+            out[kind] = (devices, total)
+        return out
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
         return [change for _, change in self.evaluate_many([(place, reading)])]
@@ -65,42 +136,47 @@ class StatisticalDetectors:
     def evaluate_many(
         self, items: Sequence[tuple[Place, Reading]]
     ) -> list[tuple[Place, AnomalyChange]]:
-        """Judge many readings in one call to the core (the per-call numpy overhead is what
+        """Judge many readings with one call per core (the per-call numpy overhead is what
         costs, not the arithmetic); changes come out in reading order."""
         owners: list[int] = []
         names: list[str] = []
+        cores: list[int] = []
         slots: list[int] = []
         stamps: list[int] = []
         values: list[float] = []
         for index, (place, reading) in enumerate(items):
+            table = self._tables.get(reading.kind)
+            if table is None:
+                table = self._tables[reading.kind] = _KindTable()
+            row = -1
             for name, value in reading.values.items():
-                if isinstance(value, str | bool):
+                if isinstance(value, str | bool) or not math.isfinite(value):
                     continue
-                slot = self._slot(place.key, reading.kind, name)
-                if slot is not None and math.isfinite(value):
-                    owners.append(index)
-                    names.append(name)
-                    slots.append(slot)
-                    stamps.append(reading.ts)
-                    values.append(float(value))
+                column = self._column(table, reading.kind, name)
+                if column is None:
+                    continue
+                if row < 0:
+                    row = table.row(place.key)
+                core, slot = self._slot(table, row, column)
+                owners.append(index)
+                names.append(name)
+                cores.append(core)
+                slots.append(slot)
+                stamps.append(reading.ts)
+                values.append(float(value))
         if not slots:
             return []
         slot_array = np.array(slots, dtype=np.int64)
-        before_batch = self.core.active[slot_array].copy()
-        after = self.core.update(
-            slot_array, np.array(stamps, dtype=np.int64), np.array(values, dtype=np.float64)
-        )
-        # A slot may appear several times in one call: each entry's "before" is the flags
-        # after the slot's previous entry, or the state before the call for its first one.
-        order = np.argsort(slot_array, kind="stable")
-        sorted_slots = slot_array[order]
-        repeat = np.concatenate(([False], sorted_slots[1:] == sorted_slots[:-1]))
-        after_sorted = after[order]
-        previous_sorted = np.where(
-            repeat, np.concatenate(([0], after_sorted[:-1])), before_batch[order]
-        )
-        before = np.empty_like(after)
-        before[order] = previous_sorted
+        core_array = np.array(cores, dtype=np.int64)
+        stamp_array = np.array(stamps, dtype=np.int64)
+        value_array = np.array(values, dtype=np.float64)
+        before = np.empty(len(slots), dtype=np.uint8)
+        after = np.empty(len(slots), dtype=np.uint8)
+        for bits in np.unique(core_array).tolist():
+            mine = np.flatnonzero(core_array == bits)
+            before[mine], after[mine] = _judge(
+                self.cores[bits], slot_array[mine], stamp_array[mine], value_array[mine]
+            )
         changes: list[tuple[Place, AnomalyChange]] = []
         for entry in np.flatnonzero(before != after).tolist():
             place, reading = items[owners[entry]]
@@ -108,8 +184,8 @@ class StatisticalDetectors:
                 bit = BIT[detector]
                 if (before[entry] ^ after[entry]) & bit:
                     change = self._flip(
-                        place, reading, detector, names[entry], slots[entry], values[entry],
-                        bool(after[entry] & bit),
+                        place, reading, detector, names[entry], cores[entry], slots[entry],
+                        values[entry], bool(after[entry] & bit),
                     )  # fmt: skip
                     if change is not None:
                         changes.append((place, change))
@@ -121,6 +197,7 @@ class StatisticalDetectors:
         reading: Reading,
         detector: str,
         name: str,
+        core: int,
         slot: int,
         value: float,
         now_on: bool,
@@ -140,6 +217,29 @@ class StatisticalDetectors:
                 return None
             del self._open[key]
         code = statistical_code(Kind(reading.kind), detector)
-        baseline = self.core.baseline(slot, detector)
+        baseline = self.cores[core].baseline(slot, detector)
         # The detail is the field name as sent (p03_temp names its port as well).
         return AnomalyChange(code, now_on, reading.ts, value, baseline, name)
+
+
+def _judge(
+    core: StatCore,
+    slots: npt.NDArray[np.int64],
+    stamps: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Each entry's detector bits before and after it.  A slot may appear several times in
+    one call: an entry's "before" is the bits after the slot's previous entry, or the state
+    before the call for its first one."""
+    before_batch = core.active[slots].copy()
+    after = core.update(slots, stamps, values)
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    repeat = np.concatenate(([False], sorted_slots[1:] == sorted_slots[:-1]))
+    after_sorted = after[order]
+    previous_sorted = np.where(
+        repeat, np.concatenate(([0], after_sorted[:-1])), before_batch[order]
+    )
+    before = np.empty_like(after)
+    before[order] = previous_sorted
+    return before, after

@@ -10,8 +10,8 @@ import numpy.typing as npt
 from gateway.detection import Detector
 from gateway.rules import Place
 from gateway.stat_params import BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
-from gateway.statistical import StatCore
-from jiayuan.contract import Reading
+from gateway.statistical import StatCore, StatParams
+from jiayuan.contract import Reading, Value
 
 PERIOD_MS = 10_000
 T0 = 1_750_000_000_000
@@ -105,7 +105,7 @@ def test_quiet_on_a_refill_like_ramp_with_rate_and_stuck() -> None:
     minutes = np.arange(0, 600, 1 / 6)
     level = np.where(minutes < 300, 90 - 0.1 * minutes, 60 + 1.0 * (minutes - 300))
     level = np.minimum(level, 90) + np.random.default_rng(5).normal(0, 0.1, len(minutes))
-    flags = run(np.round(level, 2), floor=0.2)
+    flags = run(np.round(level, 2).astype(np.float64), floor=0.2)
     assert not (flags & (BIT[RATE_OF_CHANGE] | BIT[STUCK])).any()
 
 
@@ -170,3 +170,53 @@ def test_the_gateway_detector_raises_and_clears_a_statistical_anomaly() -> None:
     assert T0 + 100 * PERIOD_MS <= opened.start_ms <= T0 + 105 * PERIOD_MS
     assert T0 + 150 * PERIOD_MS <= closed.end_ms <= T0 + 160 * PERIOD_MS
     assert {a.code for a in changes} <= {"fire.level_shift", "fire.rate_of_change"}
+
+
+def test_float32_state_flags_what_float64_state_flags() -> None:
+    # Stuck needs an exact repeat: float32 state must still see one.
+    values = noisy(900, level=0.3)
+    values[300:] -= 0.1  # a shift
+    values[600:750] = values[600]  # then a stuck stretch
+    flags = {}
+    for dtype in (np.float64, np.float32):
+        core = StatCore(dtype=dtype)
+        slot = core.add_series(0.005, 0.0)
+        stamps = T0 + np.arange(len(values)) * PERIOD_MS
+        flags[dtype] = core.update(np.full(len(values), slot), stamps, values)
+    assert (flags[np.float64] & BIT[STUCK]).any() and (flags[np.float64] & BIT[LEVEL_SHIFT]).any()
+    assert np.array_equal(flags[np.float64], flags[np.float32])
+
+
+def test_a_twelve_port_pile_holds_under_one_kilobyte_of_statistical_state() -> None:
+    detector = Detector()
+    place = Place("d", "s", "e", "b1", "ebike_charger", "PILE")
+    for k in range(3):
+        values: dict[str, Value] = {"port_count": 12, "smoke": 0, "total_power": 50.0 + k}
+        for port in range(1, 13):
+            values[f"p{port:02d}_temp"] = 25.0 + 0.1 * k
+            values[f"p{port:02d}_current"] = 2.0 + 0.01 * k
+            values[f"p{port:02d}_power"] = 100.0 + k
+        reading = Reading("PILE", "ebike_charger", k + 1, T0 + k * 1000, values, "b1")
+        detector.reading(place, reading, reading.ts)
+    devices, total = detector.statistical.state_bytes()["ebike_charger"]
+    assert devices == 1 and total <= 1024, total
+    # Temperature and current of every port are judged, power (volts × amps) is not.
+    assert sum(core.size for core in detector.statistical.cores.values()) == 12 + 12 + 1
+
+
+def test_with_a_minimum_period_a_burst_of_fast_readings_teaches_what_its_time_covers() -> None:
+    # 200 quiet readings 5 s apart, then 20 readings 1 s apart one unit higher (inside
+    # the level-shift band, so they are learned at the normal weight).
+    quiet = [T0 + 5000 * k for k in range(200)]
+    stamps = quiet + [quiet[-1] + 1000 * (k + 1) for k in range(20)]
+    values = np.array([30.0] * 200 + [31.0] * 20)
+    learned = {}
+    for period in (None, 5.0):
+        core = StatCore(StatParams(min_period_s=period))
+        slot = core.add_series(0.46, 0.0)
+        core.update(np.full(len(values), slot), np.array(stamps), values)
+        learned[period] = float(core.mean[slot]) - 30.0
+    # Counting readings, 20 readings move the baseline 1 - 0.95^20 = 64 % of the way; in
+    # time, 20 s teach what four 5-second readings teach: 1 - 0.99^20 = 18 %.
+    assert abs(learned[None] - (1 - 0.95**20)) < 1e-6
+    assert abs(learned[5.0] - (1 - 0.99**20)) < 1e-6
