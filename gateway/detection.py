@@ -31,22 +31,41 @@ class Detector:
         return self.readings([(place, reading, received_ms)])
 
     def readings(self, items: Sequence[tuple[Place, Reading, int]]) -> list[Anomaly]:
-        """Anomalies opened or closed by these (new, valid) readings, in order: rules per
-        reading, then the statistical detectors over all of them in one vectorised call."""
+        """Anomalies opened or closed by these (new, valid) readings, in order: per reading
+        its offline return and its rules' changes (each family's rules judge their share
+        of the batch in one vectorised call), then the statistical detectors over all of
+        them in one call."""
         changed: list[Anomaly] = []
+        per_reading = self._rule_changes(items)
         judged: list[tuple[Place, Reading]] = []
-        for place, reading, received_ms in items:
+        for (place, reading, received_ms), rule_changes in zip(items, per_reading, strict=True):
             back = self.offline.seen(place, reading.ts, received_ms)
             if back is not None:
                 self._apply(place, back, changed)
-            rules = self.rules.get(Kind(reading.kind))
-            if rules is not None:
-                for change in rules.evaluate(place, reading):
+            if rule_changes is not None:
+                for change in rule_changes:
                     self._apply(place, change, changed)
                 judged.append((place, reading))
         for place, change in self.statistical.evaluate_many(judged):
             self._apply(place, change, changed)
         return changed
+
+    def _rule_changes(
+        self, items: Sequence[tuple[Place, Reading, int]]
+    ) -> list[list[AnomalyChange] | None]:
+        """Each reading's rule changes (None: a kind without rules), one call per family."""
+        out: list[list[AnomalyChange] | None] = [None] * len(items)
+        by_kind: dict[str, list[int]] = {}
+        for index, (_, reading, _) in enumerate(items):
+            by_kind.setdefault(reading.kind, []).append(index)
+        for kind, indexes in by_kind.items():
+            rules = self.rules.get(Kind(kind))
+            if rules is None:
+                continue
+            batch = [(items[i][0], items[i][1]) for i in indexes]
+            for index, changes in zip(indexes, rules.evaluate_many(batch), strict=True):
+                out[index] = changes
+        return out
 
     def _apply(self, place: Place, change: AnomalyChange, changed: list[Anomaly]) -> None:
         anomaly = self.book.apply(place, change)

@@ -13,7 +13,7 @@ from gateway.rules.water_tank import WaterTankRules
 from gateway.rules.waterlogging import WaterloggingRules
 from jiayuan.catalogue import Kind
 
-RULES: Mapping[Kind, Callable[[Mapping[str, float] | None], FamilyRules]] = {
+RULES: Mapping[Kind, Callable[[Mapping[str, float] | None, bool | None], FamilyRules]] = {
     Kind.LIFT: LiftRules,
     Kind.FIRE: FireRules,
     Kind.WATER_TANK: WaterTankRules,
@@ -24,10 +24,13 @@ RULES: Mapping[Kind, Callable[[Mapping[str, float] | None], FamilyRules]] = {
 
 def all_rules(
     overrides: Mapping[Kind, Mapping[str, float]] | None = None,
+    vectorised: bool | None = None,
 ) -> dict[Kind, FamilyRules]:
-    """One rules object per family, with per-family threshold overrides if given."""
+    """One rules object per family, with per-family threshold overrides if given; plain
+    thresholds run in a vectorised table where that pays (``vectorised=None``), in every
+    family (True) or per reading everywhere (False: the reference path)."""
     chosen = overrides or {}
-    return {kind: make(chosen.get(kind)) for kind, make in RULES.items()}
+    return {kind: make(chosen.get(kind), vectorised) for kind, make in RULES.items()}
 
 
 __all__ = ["RULES", "AnomalyChange", "FamilyRules", "OfflineMonitor", "Place", "all_rules"]

@@ -9,18 +9,34 @@ flap.  Device time, not the wall clock, so an accelerated replay behaves like re
 
 Several checks may share one event code (one per charging port, say): the anomaly for that
 code is open while any of them is, because an alert is one per device and condition.
+
+Plain thresholds (a signal above or below a limit, held, cleared with a margin), which most
+rules are, are declared as ``Threshold``s and judged for whole batches at once by a
+``ThresholdTable`` (``gateway.rules.thresholds``); the other checks run per reading here.
+``TableRules(vectorised=False)`` runs the thresholds as per-reading checks instead: the
+reference the vectorised table is tested against; by default a family vectorises when it
+has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from jiayuan.catalogue import Family
 from jiayuan.contract import Reading, Value
 
+if TYPE_CHECKING:
+    from gateway.rules.thresholds import Threshold
+
 Values = Mapping[str, Value]
+# A family with this many thresholds per reading or more runs them in a ThresholdTable by
+# default: a table call costs ~50 µs plus ~2 µs a reading, a per-reading threshold check
+# ~1.5 µs, and the gateway judges one MQTT message (~20 readings of a family) at a time,
+# so a pile's 36 per-port thresholds pay for the table (and leave 36 Python state objects
+# per pile for 360 bytes of arrays) and a fire panel's 3 do not.
+VECTORISE_FROM = 8
 Predicate = Callable[[Values], bool]
 Measure = Callable[[Values], float]
 
@@ -54,9 +70,13 @@ class AnomalyChange:
 
 
 class FamilyRules(Protocol):
-    """One family's rules; a later version evaluates whole batches with numpy."""
+    """One family's rules."""
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]: ...
+
+    def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
+        """The changes of each reading, in order (vectorised across the batch)."""
+        ...
 
     def forget(self, place: Place) -> None:
         """Drop the device's state (it was removed or went silent for good)."""
@@ -151,15 +171,32 @@ def step(check: Check, state: HeldState, values: Values, ts_ms: int) -> bool:
 class TableRules:
     """Rules given as a table of checks per device; each family module builds its table."""
 
-    def __init__(self, family: Family, overrides: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        family: Family,
+        overrides: Mapping[str, float] | None = None,
+        vectorised: bool | None = None,
+    ) -> None:
+        from gateway.rules.thresholds import ThresholdTable  # it builds on this module
+
         self.family = family
         self._overrides = dict(overrides or {})
         self._devices: dict[tuple[str, str, str, str, str], DeviceState] = {}
-        self.checks: Sequence[Check] = self.build_checks()
+        self.thresholds: Sequence[Threshold] = self.build_thresholds()
+        others = self.build_checks()
+        shared = {t.code for t in self.thresholds} & {c.code for c in others}
+        if shared:
+            raise ValueError(f"{family.kind}: codes both thresholds and checks: {shared}")
+        if vectorised is None:  # measured (bench/README.md): where it pays
+            vectorised = len(self.thresholds) >= VECTORISE_FROM
+        self.table = ThresholdTable(self.thresholds) if vectorised and self.thresholds else None
+        threshold_checks = [] if self.table is not None else [t.check() for t in self.thresholds]
+        self.checks: Sequence[Check] = [*threshold_checks, *others]
         self._members: dict[str, list[int]] = {}
         for index, check in enumerate(self.checks):
             self._members.setdefault(check.code, []).append(index)
-        unknown = set(self._members) - {e.code for e in family.events}
+        codes = set(self._members) | {t.code for t in self.thresholds}
+        unknown = codes - {e.code for e in family.events}
         if unknown:
             raise KeyError(f"{family.kind}: checks use codes not in the catalogue: {unknown}")
 
@@ -177,8 +214,12 @@ class TableRules:
             return default
 
     def build_checks(self) -> Sequence[Check]:
-        """The family's table of checks, the same for every device of the family."""
+        """The family's checks other than plain thresholds, the same for every device."""
         raise NotImplementedError
+
+    def build_thresholds(self) -> Sequence[Threshold]:
+        """The family's plain thresholds (vectorised); by default none."""
+        return ()
 
     def derive(self, device: DeviceState, reading: Reading) -> None:
         """Add values computed from the device's history to ``device.values`` before the
@@ -187,8 +228,23 @@ class TableRules:
 
     def forget(self, place: Place) -> None:
         self._devices.pop(place.key, None)
+        if self.table is not None:
+            self.table.forget(place.key)
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
+        return self.evaluate_many([(place, reading)])[0]
+
+    def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
+        """Per reading: the thresholds' changes (one vectorised call for the batch), then
+        the other checks'."""
+        if self.table is None:
+            return [self._evaluate_checks(place, reading) for place, reading in items]
+        out = self.table.evaluate([(place.key, reading) for place, reading in items])
+        for changes, (place, reading) in zip(out, items, strict=True):
+            changes += self._evaluate_checks(place, reading)
+        return out
+
+    def _evaluate_checks(self, place: Place, reading: Reading) -> list[AnomalyChange]:
         device = self._devices.get(place.key)
         if device is None:
             device = self._devices[place.key] = DeviceState()

@@ -27,11 +27,11 @@ from gateway.rules.base import (
     Predicate,
     TableRules,
     Values,
-    above,
     flag,
     measure,
     number,
 )
+from gateway.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
 from jiayuan.contract import Reading
 
@@ -50,12 +50,14 @@ def excess_field(port: int) -> str:
 
 
 class EbikeChargerRules(TableRules):
-    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
-        super().__init__(EBIKE_CHARGER, overrides)
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, vectorised: bool | None = None
+    ) -> None:
+        super().__init__(EBIKE_CHARGER, overrides, vectorised)
         self._rise_per_w = self.threshold("port_temp_rise_per_w")
         self._tau_ms = self.threshold("port_thermal_tau_s") * 1000.0
 
-    def build_checks(self) -> Sequence[Check]:
+    def build_thresholds(self) -> Sequence[Threshold]:
         hold_s = self.threshold("over_hold_s")
         limits = (
             (
@@ -77,21 +79,22 @@ class EbikeChargerRules(TableRules):
                 self.setting("power_clear_margin_w", 50.0),
             ),
         )
+        return [
+            Threshold(
+                f"ebike_charger.{code}",
+                port_field(port, signal),
+                True,
+                limit,
+                margin,
+                hold_s,
+                detail=f"p{port:02d}",
+            )
+            for code, signal, limit, margin in limits
+            for port in range(1, MAX_PORTS + 1)
+        ]
+
+    def build_checks(self) -> Sequence[Check]:
         checks = [Check("ebike_charger.smoke", *flag("smoke"), measure("smoke"), 1.0)]
-        for code, signal, limit, margin in limits:
-            for port in range(1, MAX_PORTS + 1):
-                name = port_field(port, signal)
-                checks.append(
-                    Check(
-                        f"ebike_charger.{code}",
-                        *above(name, limit, margin),
-                        measure(name),
-                        limit,
-                        hold_s=hold_s,
-                        detail=f"p{port:02d}",
-                        signal=name,
-                    )
-                )
         peer_excess = self.threshold("port_peer_excess_c")
         peer_margin = self.setting("port_peer_clear_margin_c", 3.0)
         for port in range(1, MAX_PORTS + 1):

@@ -45,8 +45,10 @@ def _has_fault(values: Values) -> bool:
 
 
 class LiftRules(TableRules):
-    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
-        super().__init__(LIFT, overrides)
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, vectorised: bool | None = None
+    ) -> None:
+        super().__init__(LIFT, overrides, vectorised)
 
     def build_checks(self) -> Sequence[Check]:
         in_zone_s = self.threshold("trapped_in_zone_s")

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import Check, TableRules, above, measure
+from gateway.rules.base import Check, TableRules
+from gateway.rules.thresholds import Threshold
 from jiayuan.catalogue import WATERLOGGING
 
 
 class WaterloggingRules(TableRules):
-    def __init__(self, overrides: Mapping[str, float] | None = None) -> None:
-        super().__init__(WATERLOGGING, overrides)
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, vectorised: bool | None = None
+    ) -> None:
+        super().__init__(WATERLOGGING, overrides, vectorised)
 
     def build_checks(self) -> Sequence[Check]:
+        return ()
+
+    def build_thresholds(self) -> Sequence[Threshold]:
         margin = self.threshold("depth_clear_margin_cm")
         warning, high = self.threshold("depth_warning_cm"), self.threshold("depth_high_cm")
         return (
-            Check(
-                "waterlogging.depth_15", *above("depth", warning, margin), measure("depth"), warning
-            ),
-            Check("waterlogging.depth_30", *above("depth", high, margin), measure("depth"), high),
+            Threshold("waterlogging.depth_15", "depth", True, warning, margin),
+            Threshold("waterlogging.depth_30", "depth", True, high, margin),
         )
