@@ -10,7 +10,8 @@ labels:
   [onset, end + tolerance], or with one of its also_codes (earlier or later stages of the
   same fault) starting within [start, end + tolerance]; the delay is the anomaly's start
   minus the moment the condition's own duration was met (onset + hold; statistical faults
-  have no hold, so it counts from onset);
+  have no hold, so it counts from onset, the moment the fault became detectable); the
+  delay from the fault's start is reported beside it;
 - an anomaly that detects some label is a true positive;
 - a statistical anomaly (level shift, drift…) on a device during one of its real faults is
   a side alert: another detector flagging the same fault, neither true nor false;
@@ -99,6 +100,8 @@ class Row:
     fp: int = 0
     side: int = 0
     delays_s: list[float] = field(default_factory=list)
+    # From the fault's start (the delay counts from when it became detectable).
+    from_start_s: list[float] = field(default_factory=list)
 
     @property
     def precision(self) -> float | None:
@@ -123,10 +126,26 @@ class Row:
     def delay_worst_s(self) -> float | None:
         return max(self.delays_s) if self.delays_s else None
 
+    @property
+    def from_start_median_s(self) -> float | None:
+        return statistics.median(self.from_start_s) if self.from_start_s else None
+
+    @property
+    def from_start_worst_s(self) -> float | None:
+        return max(self.from_start_s) if self.from_start_s else None
+
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["delays_s"]
-        for name in ("precision", "recall", "f1", "delay_median_s", "delay_worst_s"):
+        del data["delays_s"], data["from_start_s"]
+        for name in (
+            "precision",
+            "recall",
+            "f1",
+            "delay_median_s",
+            "delay_worst_s",
+            "from_start_median_s",
+            "from_start_worst_s",
+        ):
             data[name] = getattr(self, name)
         return data
 
@@ -206,6 +225,7 @@ def score(
         if found is not None:
             r.detected += 1
             r.delays_s.append((found.start_ms - due_ms(label)) / 1000)
+            r.from_start_s.append((found.start_ms - label.start_ms) / 1000)
     return Score(_with_family_rows(rows), false_alerts, device_hours)
 
 
@@ -223,6 +243,7 @@ def _with_family_rows(rows: dict[tuple[str, str], Row]) -> tuple[Row, ...]:
             total.fp += r.fp
             total.side += r.side
             total.delays_s += r.delays_s
+            total.from_start_s += r.from_start_s
         out += [total, *types]
     return tuple(out)
 

@@ -77,7 +77,8 @@ def _num(value: float | None, digits: int = 2) -> str:
 def format_table(report: dict[str, Any]) -> str:
     head = (
         f"{'family / fault type':<44} {'labels':>6} {'found':>5} {'TP':>4} {'FP':>4} "
-        f"{'side':>4} {'prec':>5} {'recall':>6} {'F1':>5} {'delay med':>9} {'worst':>8}"
+        f"{'side':>4} {'prec':>5} {'recall':>6} {'F1':>5} {'delay med':>9} {'worst':>8} "
+        f"{'start med':>9} {'worst':>8}"
     )
     lines = [head, "-" * len(head)]
     for row in report["rows"]:
@@ -86,7 +87,8 @@ def format_table(report: dict[str, Any]) -> str:
             f"{_pad(name, 44)} {row['labels']:>6} {row['detected']:>5} {row['tp']:>4} "
             f"{row['fp']:>4} {row['side']:>4} {_num(row['precision']):>5} "
             f"{_num(row['recall']):>6} {_num(row['f1']):>5} "
-            f"{_num(row['delay_median_s'], 1):>9} {_num(row['delay_worst_s'], 1):>8}"
+            f"{_num(row['delay_median_s'], 1):>9} {_num(row['delay_worst_s'], 1):>8} "
+            f"{_num(row['from_start_median_s'], 1):>9} {_num(row['from_start_worst_s'], 1):>8}"
         )
     rate = report["false_alerts_per_1000_device_hours"]
     lines.append(

@@ -122,7 +122,21 @@ def test_standard_scenario_catches_every_classic_rule_fault() -> None:
     for key in labelled:
         assert by_type[key].recall == 1.0, by_type[key]
         # Rules alert within 2 s of their condition's own duration being met.
-        assert by_type[key].delay_worst_s is not None and by_type[key].delay_worst_s <= 2.0
+        worst = by_type[key].delay_worst_s
+        assert worst is not None and worst <= 2.0
+
+
+def test_hard_scenario_catches_every_slow_fault_within_five_minutes() -> None:
+    result = evaluate(build("hard", estates=2))
+    by_type = rows(result.score)
+    assert result.score.false_alerts == 0
+    for fault_type in ("pressure_bleed", "chlorine_stuck", "hot_port"):
+        row = next(r for (_, t), r in by_type.items() if t == fault_type)
+        assert row.labels >= 2 and row.recall == 1.0, row
+        # Statistical faults: within 5 minutes of becoming detectable.
+        worst, from_start = row.delay_worst_s, row.from_start_worst_s
+        assert worst is not None and from_start is not None
+        assert 0 <= worst <= 300 and from_start >= worst, row
 
 
 def test_eval_command_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ from jiayuan.catalogue import Kind, family, port_field
 from simulators.base import Sample
 from simulators.driver import build_model
 from simulators.faults import HARD_SPECS, LOOK_ALIKE, NOISY, Fault
+from simulators.fire import CUT_IN_DROP
 from simulators.scenarios import SCENARIOS, Scenario, build
 
 SHORT_S = 600.0
@@ -121,3 +122,26 @@ def test_noisy_devices_are_noisier() -> None:
     hydrant = [float(s.values["hydrant_pressure"]) for s in _samples(scenario, noisy)]
     spread = max(hydrant) - min(hydrant)
     assert spread > 0.02  # the models' own noise stays within about ±0.007 MPa
+
+
+def test_the_default_hard_run_has_ten_labels_of_every_hard_fault_type() -> None:
+    hard = build("hard")
+    for spec in HARD_SPECS:
+        assert sum(1 for f in hard.faults if f.fault_type == spec.fault_type) >= 10, spec
+
+
+def test_a_bleed_is_labelled_from_when_it_falls_below_the_pump_start_pressure() -> None:
+    scenario = build("hard", estates=2)
+    for fault in (f for f in scenario.faults if f.fault_type == "pressure_bleed"):
+        device = scenario.registry.device(fault.device)
+        model = build_model(device, scenario.start_ms, scenario.seed, scenario.faults)
+        start_pressure = model.setpoint - CUT_IN_DROP  # type: ignore[attr-defined]
+        samples = model.advance(fault.end_ms - 1)
+        # The pump started at least once before the fault: there was a start to learn.
+        assert any(s.values["pump_commanded"] == 1 for s in samples if s.ts < fault.start_ms)
+        during = [s for s in samples if s.ts >= fault.start_ms]
+        before = [s for s in during if s.ts < fault.condition_ms]
+        at = next(s for s in during if s.ts == fault.condition_ms)
+        assert fault.start_ms < fault.condition_ms < fault.end_ms
+        assert float(at.values["sprinkler_pressure"]) < start_pressure - 0.005
+        assert all(float(s.values["sprinkler_pressure"]) >= start_pressure - 0.005 for s in before)
