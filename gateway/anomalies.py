@@ -89,6 +89,21 @@ class AnomalyBook:
             self._closed.append(closed)
             return closed
 
+    def restore(self, anomaly: Anomaly) -> bool:
+        """Take back an anomaly that was open before a restart (read from InfluxDB); False
+        when one is already open for that device and condition."""
+        if anomaly.state != OPEN:
+            raise ValueError(f"only open anomalies are restored, not {anomaly.state}")
+        key = (
+            (anomaly.district, anomaly.street, anomaly.estate, anomaly.kind, anomaly.device),
+            anomaly.code,
+        )
+        with self._lock:
+            if key in self._open:
+                return False
+            self._open[key] = anomaly
+            return True
+
     def list(
         self,
         active: bool | None = None,

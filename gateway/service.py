@@ -22,6 +22,7 @@ from gateway.ingest import MqttIngest
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Message, Pipeline
 from gateway.processor import Processor
+from gateway.resume import resume_detector
 from gateway.writer import BatchWriter
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
@@ -90,8 +91,13 @@ class Gateway:
         self._started_at = time.monotonic()
         try:
             self._influx.ensure_database()
+            # Before any traffic: the devices and open anomalies of the last run.
+            resume_detector(self.detector, self._influx, time.time_ns() // 1_000_000)
         except Exception as error:  # retried before the first write
-            log.warning("InfluxDB not ready at start (%s); will retry", error)
+            log.warning(
+                "InfluxDB not ready at start (%s); will retry; detection starts from scratch",
+                error,
+            )
         if self.api is not None:
             self.api.start()
             log.info("gateway API on %s", self.api.url)

@@ -63,6 +63,14 @@ class OfflineMonitor:
             limit / 1000.0,
         )
 
+    def mark_offline(self, place: Place) -> None:
+        """The device was already reported offline (before a restart): report only its
+        return, not its silence again."""
+        index = self._index.get(place.key)
+        if index is None:
+            index = self._add(place)
+        self._offline[index] = True
+
     def due(self, wall_ms: int) -> list[tuple[Place, AnomalyChange]]:
         """Devices that have just gone silent for too long, each opened once."""
         count = len(self._places)
