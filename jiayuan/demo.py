@@ -101,8 +101,8 @@ def add_parser(subparsers: Any) -> None:
         "--restart-gateway",
         action="store_true",
         help="stop and start the gateway half-way (shows that no reading is lost and no "
-        "work order duplicated across a restart; faults whose detection spans the restart "
-        "can be missed, because detector state is not yet persisted)",
+        "work order duplicated across a restart; a rule condition whose hold spans the "
+        "restart can be missed, because rule holds are not yet persisted)",
     )
     parser.add_argument(
         "--no-preview",
