@@ -65,9 +65,13 @@ def add_parser(subparsers: Any) -> None:
         help="run the whole pipeline with simulated estates and injected faults",
         description="Start Mosquitto and InfluxDB on free loopback ports (installing them from "
         "Debian packages when missing and run as root), simulate N estates with labelled "
-        "faults, run one edge agent per estate, the gateway and its API; print live "
-        "progress, then a report of readings published vs stored in InfluxDB and faults "
-        "injected vs detected. Exit status 0 when everything was stored and detected.",
+        "faults, run one edge agent per estate, the gateway with its API and alert service, "
+        "the reference operations centre, a mail catcher and a duty officer; print live "
+        "progress, the estates' grades against the district targets and the company "
+        "ranking, render the dashboards' previews (OUT/previews), then a report of readings "
+        "published vs stored in InfluxDB, faults injected vs detected, and work orders, "
+        "time to acknowledge and time to resolve. Exit status 0 when everything was stored "
+        "and detected and every critical alert reached the centre once within 5 s.",
     )
     parser.add_argument("--estates", type=int, default=5, help="number of estates (default 5)")
     parser.add_argument(
@@ -86,7 +90,8 @@ def add_parser(subparsers: Any) -> None:
         "--out",
         metavar="DIR",
         default=".jiayuan/demo",
-        help="where the registry, fault labels and edge spools go (default .jiayuan/demo)",
+        help="where the registry, fault labels, edge spools, gateway state and previews go "
+        "(default .jiayuan/demo)",
     )
     parser.add_argument(
         "--use-configured-servers",
