@@ -1,13 +1,15 @@
 """Dead letters: messages and readings the gateway could not use, kept for inspection.
 
 Stored in SQLite under the gateway's state directory, committed before the MQTT message
-that carried them is acknowledged.  The table keeps the newest ``keep`` rows.
+that carried them is acknowledged.  The table keeps the newest ``keep`` rows; the totals
+per reason are kept apart and never trimmed, so every dead letter stays counted.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,7 +63,11 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     payload BLOB NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS dead_letter_totals (
+    reason TEXT PRIMARY KEY,
+    total INTEGER NOT NULL
+);
 """
 
 
@@ -75,7 +81,7 @@ class DeadLetterStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode survives a process crash, which is what acknowledging needs.
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def add_many(self, letters: Sequence[DeadLetter]) -> None:
         if not letters:
@@ -83,6 +89,7 @@ class DeadLetterStore:
         rows = [
             (d.received_ms, d.topic, d.reason.value, d.detail[:2000], d.payload) for d in letters
         ]
+        per_reason = Counter(d.reason.value for d in letters)
         with self._lock:
             self._db.execute("BEGIN")
             try:
@@ -90,6 +97,11 @@ class DeadLetterStore:
                     "INSERT INTO dead_letters (received_ms, topic, reason, detail, payload) "
                     "VALUES (?, ?, ?, ?, ?)",
                     rows,
+                )
+                self._db.executemany(
+                    "INSERT INTO dead_letter_totals (reason, total) VALUES (?, ?) "
+                    "ON CONFLICT (reason) DO UPDATE SET total = total + excluded.total",
+                    per_reason.items(),
                 )
                 self._db.execute(
                     "DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?",
@@ -117,6 +129,12 @@ class DeadLetterStore:
         with self._lock:
             row = self._db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()
         return int(row[0])
+
+    def totals(self) -> dict[str, int]:
+        """Dead letters ever stored, by reason (including rows trimmed since)."""
+        with self._lock:
+            rows = self._db.execute("SELECT reason, total FROM dead_letter_totals").fetchall()
+        return {str(reason): int(total) for reason, total in rows}
 
     def close(self) -> None:
         with self._lock:

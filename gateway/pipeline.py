@@ -21,12 +21,16 @@ from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.points import anomaly_line, edge_status_line, telemetry_line
 from gateway.rules import Place
+from jiayuan.config import GatewayConfig
 from jiayuan.contract import (
     BATCH,
+    DEFAULT_WINDOW,
     EDGE_STATUS_KIND,
+    MAX_PAYLOAD_BYTES,
     Channel,
     ContractError,
     Reading,
+    TimeWindow,
     Topic,
     check_reading,
     decode_envelope,
@@ -84,11 +88,18 @@ class Pipeline:
         detector: Detector,
         metrics: GatewayMetrics,
         clock: Callable[[], int] = wall_ms,
+        window: TimeWindow = DEFAULT_WINDOW,
     ) -> None:
         self.detector = detector
         self.metrics = metrics
         self.seen = SeqWindow()
+        self.window = window
         self._clock = clock
+
+    @staticmethod
+    def window_of(config: GatewayConfig) -> TimeWindow:
+        """The timestamp window the configuration asks for."""
+        return TimeWindow.from_seconds(config.max_reading_age_s, config.max_reading_future_s)
 
     def add(self, message: Message, batch: Batch) -> None:
         """Process one message into the batch; never raises."""
@@ -132,7 +143,7 @@ class Pipeline:
         now = self._clock()
         accepted: list[tuple[Place, Reading, int]] = []
         for reading in envelope.readings:
-            problem = check_reading(reading, topic, now)
+            problem = check_reading(reading, topic, now, self.window)
             if problem is not None:
                 self._dead(
                     batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
@@ -213,5 +224,9 @@ class Pipeline:
     def _dead(
         self, batch: Batch, message: Message, reason: Reason, detail: str, payload: bytes
     ) -> None:
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            # Keep the evidence, not the flood: an oversized message is stored cut short.
+            detail = f"{detail}; stored its first {MAX_PAYLOAD_BYTES} of {len(payload)} bytes"
+            payload = payload[:MAX_PAYLOAD_BYTES]
         batch.dead.append(DeadLetter(message.received_ms, message.topic, reason, detail, payload))
         self.metrics.dead_letter(reason)

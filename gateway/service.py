@@ -50,7 +50,9 @@ class Gateway:
         self._influx_health = InfluxClient(replace(config.influx, timeout_s=HEALTH_PING_TIMEOUT_S))
         self.ingest = MqttIngest(config.mqtt, self._inbox)
         self.writer = BatchWriter(self._influx, self.metrics, self._give_up)
-        self.pipeline = Pipeline(self.detector, self.metrics)
+        self.pipeline = Pipeline(
+            self.detector, self.metrics, window=Pipeline.window_of(config.gateway)
+        )
         # Imported here: the alert side pulls in the registry, score and dispatch modules,
         # which a gateway run with alerts disabled does not need.
         self.alerts: AlertService | None = None

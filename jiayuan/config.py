@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +35,11 @@ class MqttConfig:
     gateway_client_id: str = "jiayuan-gateway"
     # Which streets this gateway owns: "+" for all, or one street id.
     street_filter: str = "+"
+    # TLS to the broker (docs/security.md): on when the URL is mqtts:// or a CA file is
+    # given.  tls_ca_file verifies the broker; cert and key are for client certificates.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @property
     def host(self) -> str:
@@ -67,6 +73,17 @@ class GatewayConfig:
     state_dir: str = ".jiayuan/gateway"
     batch_max_readings: int = 5000
     flush_interval_s: float = 0.2
+    # A reading stamped further from the gateway's clock than this is dead-lettered: older
+    # than an edge replay should ever be, or from a clock running ahead (docs/protocol.md).
+    max_reading_age_s: float = 30 * 24 * 3600.0
+    max_reading_future_s: float = 300.0
+    # InfluxDB unreachable: a batch is retried this long, then goes to the disk spool in
+    # state_dir (its messages are acknowledged) and is replayed in order when InfluxDB returns.
+    spool_after_s: float = 5.0
+    # Disk budget of that spool (bytes stored); a warning at spool_warn_fraction of it; when
+    # full the gateway stops acknowledging and the broker keeps the rest (nothing dropped).
+    spool_max_bytes: int = 2 * 1024**3
+    spool_warn_fraction: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,11 @@ class EdgeConfig:
     spool_dir: str = ".jiayuan/edge"
     batch_max_readings: int = 500
     max_inflight_messages: int = 20
+    # Disk budget of the edge spool (bytes of readings stored), for an uplink outage of any
+    # length; a warning at spool_warn_fraction of it; when full the oldest readings are
+    # dropped (newest matter most), counted and logged.  0 means no budget.
+    spool_max_bytes: int = 512 * 1024**2
+    spool_warn_fraction: float = 0.8
 
 
 @dataclass(frozen=True)
@@ -111,12 +133,29 @@ class AlertsConfig:
 
 
 @dataclass(frozen=True)
+class ApiConfig:
+    """Who may call the HTTP API and how much (docs/security_api.md)."""
+
+    # "auto": off when the API binds to a loopback address and no tokens_file is given
+    # (development; a warning is logged), on otherwise.  "off" is refused off loopback.
+    auth: Literal["auto", "on", "off"] = "auto"
+    # YAML: tokens as SHA-256 hashes with role and streets/estates; also
+    # $JIAYUAN_API_TOKENS_FILE.  With auth on and no tokens, only /health answers.
+    tokens_file: str = ""
+    max_body_bytes: int = 64 * 1024
+    # Per token: rate_per_s sustained, rate_burst at once; beyond that 429 + Retry-After.
+    rate_per_s: float = 20.0
+    rate_burst: int = 100
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     source: str = "defaults"
 
 
@@ -126,6 +165,7 @@ _SECTIONS = {
     "gateway": GatewayConfig,
     "edge": EdgeConfig,
     "alerts": AlertsConfig,
+    "api": ApiConfig,
 }
 
 
@@ -139,10 +179,12 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
     data: dict[str, Any] = {}
     source = "defaults"
     base_dir = Path.cwd()
+    text = ""
     if chosen is not None:
         config_path = Path(chosen)
         try:
-            data = tomllib.loads(config_path.read_text(encoding="utf-8"))
+            text = config_path.read_text(encoding="utf-8")
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise ConfigError(f"{config_path}: configuration file not found") from None
         except tomllib.TOMLDecodeError as error:
@@ -157,16 +199,56 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
         base_dir = config_path.resolve().parent
     unknown = set(data) - set(_SECTIONS)
     if unknown:
+        first = sorted(unknown)[0]
         raise ConfigError(
-            f"{source}: unknown section(s) {sorted(unknown)}; known: {sorted(_SECTIONS)}"
+            f"{source}:{_line_suffix(text, None, first)} unknown section(s) {sorted(unknown)}; "
+            f"known: {sorted(_SECTIONS)}"
         )
     sections: dict[str, Any] = {}
     for name, cls in _SECTIONS.items():
         section = data.get(name, {})
         if not isinstance(section, dict):
-            raise ConfigError(f"{source}: [{name}] must be a table")
-        sections[name] = _build_section(name, cls, section, env, source, base_dir)
+            raise ConfigError(f"{source}:{_line_suffix(text, None, name)} [{name}] must be a table")
+        try:
+            sections[name] = _build_section(name, cls, section, env, source, base_dir)
+        except ConfigError as error:
+            raise ConfigError(_with_line(str(error), source, text, name)) from None
     return Config(**sections, source=source)
+
+
+_UNKNOWN_KEY = re.compile(r"unknown key '([^']+)'")
+_TABLE_HEADER = re.compile(r"\s*\[\s*([^\]\s]+)\s*\]")
+
+
+def _with_line(message: str, source: str, text: str, section: str) -> str:
+    """The error with the line of the offending key, when it came from the file.
+
+    tomllib reports lines for syntax errors only; a value of the wrong type or an unknown
+    key is found again in the text so people can go straight to it.
+    """
+    prefix = f"{source}: [{section}] "
+    if not text or not message.startswith(prefix):
+        return message
+    rest = message[len(prefix) :]
+    unknown = _UNKNOWN_KEY.match(rest)
+    key = unknown.group(1) if unknown else rest.split(":", 1)[0]
+    return f"{source}:{_line_suffix(text, section, key)} [{section}] {rest}"
+
+
+def _line_suffix(text: str, section: str | None, key: str) -> str:
+    """`` line N:`` for ``key`` in table ``section`` (None: the top level), or ``""``."""
+    current: str | None = None
+    assignment = re.compile(rf"\s*[\"']?{re.escape(key)}[\"']?\s*=")
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE_HEADER.match(line)
+        if header is not None:
+            current = header.group(1).strip("\"'")
+            if section is None and current == key:
+                return f" line {number}:"
+            continue
+        if current == section and assignment.match(line):
+            return f" line {number}:"
+    return ""
 
 
 def _build_section(

@@ -32,17 +32,29 @@ BATCH = "batch"
 # The status topic of an edge agent (retained, with a last will "offline").
 EDGE_STATUS_KIND = "edge"
 
+# Limits on what one message may carry: a broken or hostile sender cannot make the gateway
+# hold, parse or store more than this per message (docs/protocol.md, "Limits").
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_READINGS_PER_MESSAGE = 5000
 MAX_VALUES_PER_READING = 64
+MAX_STRING_CHARS = 256  # a string value (InfluxDB would take 64 KiB; no signal needs it)
+# Integers InfluxDB can store, and a seq the duplicate filter can hold.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 # Device clocks drift and edges replay after outages, so accept old readings for a while;
-# a reading stamped in the future by more than this is a broken clock.
+# a reading stamped in the future by more than this is a broken clock.  The gateway's
+# configuration can change both (gateway.max_reading_age_s, gateway.max_reading_future_s).
 MAX_AGE_MS = 30 * 24 * 3600 * 1000
 MAX_FUTURE_MS = 5 * 60 * 1000
+# How much of a sender's text an error message repeats.
+_SHOWN_CHARS = 80
 
 _SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 _VALUE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_EVENT = re.compile(r"[a-z_]+\.[a-z0-9_]+")
+_EVENT = re.compile(r"[a-z_]{1,32}\.[a-z0-9_]{1,64}")
+# msgspec names the offset of a malformed token as "(byte N)".
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
+_NON_JSON_NUMBERS = (b"NaN", b"Infinity", b"-Infinity", b"+Infinity")
 
 Value = float | int | str
 
@@ -55,6 +67,54 @@ class Channel(StrEnum):
 
 class ContractError(ValueError):
     """A topic or payload that breaks the contract; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """How far from the gateway's clock a reading's timestamp may be."""
+
+    max_age_ms: int = MAX_AGE_MS
+    max_future_ms: int = MAX_FUTURE_MS
+
+    @classmethod
+    def from_seconds(cls, max_age_s: float, max_future_s: float) -> TimeWindow:
+        if max_age_s <= 0 or max_future_s < 0:
+            raise ValueError(
+                f"timestamp window: max_reading_age_s must be > 0 and max_reading_future_s "
+                f">= 0, not {max_age_s} and {max_future_s}"
+            )
+        return cls(int(max_age_s * 1000), int(max_future_s * 1000))
+
+    def problem(self, ts: int, now_ms: int) -> str | None:
+        if ts < now_ms - self.max_age_ms:
+            return (
+                f"timestamp {_shown(ts)} is more than {_duration(self.max_age_ms)} old "
+                f"by the gateway's clock ({now_ms})"
+            )
+        if ts > now_ms + self.max_future_ms:
+            return (
+                f"timestamp {_shown(ts)} is more than {_duration(self.max_future_ms)} in the "
+                f"future by the gateway's clock ({now_ms})"
+            )
+        return None
+
+
+DEFAULT_WINDOW = TimeWindow()
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("day", 86_400_000), ("hour", 3_600_000), ("minute", 60_000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size} {unit}{'' if ms == size else 's'}"
+    return f"{ms / 1000:g} seconds"
+
+
+def _shown(value: object) -> str:
+    """A sender's value for an error message, cut short: a 200 KiB id must not be echoed."""
+    text = repr(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    return f"{text[:_SHOWN_CHARS]}… ({len(text)} characters)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +163,8 @@ def parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) != 8 or "/".join(parts[:2]) != TOPIC_PREFIX:
         raise ContractError(
-            f"topic {topic!r} is not {TOPIC_PREFIX}/district/street/estate/kind/device/channel"
+            f"topic {_shown(topic)} is not "
+            f"{TOPIC_PREFIX}/district/street/estate/kind/device/channel"
         )
     district, street, estate, kind, device, channel = parts[2:]
     for name, segment in (
@@ -113,13 +174,15 @@ def parse_topic(topic: str) -> Topic:
         ("device", device),
     ):
         if not _SEGMENT.fullmatch(segment):
-            raise ContractError(f"topic segment {name}={segment!r} is not [A-Za-z0-9_.-]{{1,64}}")
+            raise ContractError(
+                f"topic segment {name}={_shown(segment)} is not [A-Za-z0-9_.-]{{1,64}}"
+            )
     try:
         parsed_channel = Channel(channel)
     except ValueError:
-        raise ContractError(f"unknown channel {channel!r}") from None
+        raise ContractError(f"unknown channel {_shown(channel)}") from None
     if kind not in {k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND}:
-        raise ContractError(f"unknown kind {kind!r} in topic")
+        raise ContractError(f"unknown kind {_shown(kind)} in topic")
     return Topic(district, street, estate, kind, device, parsed_channel)
 
 
@@ -164,15 +227,19 @@ def encode(message: Envelope | EdgeStatus) -> bytes:
 def decode_envelope(payload: bytes) -> Envelope:
     """Decode and check the envelope's shape; readings are checked one by one later."""
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise ContractError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+        raise ContractError(
+            f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES} bytes"
+        )
     try:
         envelope = _envelope_decoder.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise ContractError(f"payload is not a valid envelope: {error}") from None
+        raise ContractError(
+            f"payload is not a valid envelope: {error}{_json_hint(payload, error)}"
+        ) from None
     if envelope.v != SCHEMA_VERSION:
         raise ContractError(f"schema version {envelope.v} is not supported (want {SCHEMA_VERSION})")
     if not _SEGMENT.fullmatch(envelope.edge):
-        raise ContractError(f"edge id {envelope.edge!r} is not [A-Za-z0-9_.-]{{1,64}}")
+        raise ContractError(f"edge id {_shown(envelope.edge)} is not [A-Za-z0-9_.-]{{1,64}}")
     if not envelope.readings:
         raise ContractError("envelope holds no readings")
     if len(envelope.readings) > MAX_READINGS_PER_MESSAGE:
@@ -187,42 +254,60 @@ def decode_status(payload: bytes) -> EdgeStatus:
     try:
         status = _status_decoder.decode(payload)
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
-        raise ContractError(f"payload is not a valid edge status: {error}") from None
+        raise ContractError(
+            f"payload is not a valid edge status: {error}{_json_hint(payload, error)}"
+        ) from None
     if status.v != SCHEMA_VERSION:
         raise ContractError(f"schema version {status.v} is not supported (want {SCHEMA_VERSION})")
     return status
 
 
-def check_reading(reading: Reading, topic: Topic, now_ms: int | None = None) -> str | None:
+def _json_hint(payload: bytes, error: Exception) -> str:
+    """Name the usual culprit: NaN and Infinity are JavaScript, not JSON."""
+    found = _BYTE_OFFSET.search(str(error))
+    if found is None:
+        return ""
+    at = int(found.group(1))
+    for start in (at, at - 1):
+        if any(payload.startswith(word, max(start, 0)) for word in _NON_JSON_NUMBERS):
+            return "; NaN and Infinity are not JSON numbers: leave the value out instead"
+    return ""
+
+
+def check_reading(
+    reading: Reading,
+    topic: Topic,
+    now_ms: int | None = None,
+    window: TimeWindow = DEFAULT_WINDOW,
+) -> str | None:
     """Why this reading breaks the contract, or None when it is good.
 
     Checks that it belongs to its topic, that its kind and every value name are in the
     catalogue with the declared type, that numbers are finite and inside the signal's
-    plausible range, and that the timestamp is sane.
+    plausible range, that strings are short, and that the timestamp is inside ``window``.
     """
     if topic.kind != BATCH and (reading.kind != topic.kind or reading.device != topic.device):
         return (
-            f"reading for {reading.kind}/{reading.device} published on the topic of "
-            f"{topic.kind}/{topic.device}"
+            f"reading for {_shown(reading.kind)}/{_shown(reading.device)} published on the "
+            f"topic of {topic.kind}/{topic.device}"
         )
     try:
         fam = family(reading.kind)
-    except KeyError as error:
-        return str(error.args[0])
+    except KeyError:
+        return f"unknown kind {_shown(reading.kind)}; known: {', '.join(k.value for k in Kind)}"
     if not _SEGMENT.fullmatch(reading.device):
-        return f"device id {reading.device!r} is not [A-Za-z0-9_.-]{{1,64}}"
+        return f"device id {_shown(reading.device)} is not [A-Za-z0-9_.-]{{1,64}}"
     if reading.building and not _SEGMENT.fullmatch(reading.building):
-        return f"building id {reading.building!r} is not [A-Za-z0-9_.-]{{1,64}}"
-    if reading.seq < 1:
-        return f"seq {reading.seq} is not a positive integer"
+        return f"building id {_shown(reading.building)} is not [A-Za-z0-9_.-]{{1,64}}"
+    if not 1 <= reading.seq <= INT64_MAX:
+        return f"seq {_shown(reading.seq)} is not an integer from 1 to {INT64_MAX}"
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    if reading.ts < now - MAX_AGE_MS:
-        return f"timestamp {reading.ts} is more than 30 days old"
-    if reading.ts > now + MAX_FUTURE_MS:
-        return f"timestamp {reading.ts} is more than 5 minutes in the future"
+    late_or_early = window.problem(reading.ts, now)
+    if late_or_early is not None:
+        return late_or_early
     if reading.event is not None:
         if not _EVENT.fullmatch(reading.event) or not reading.event.startswith(reading.kind + "."):
-            return f"event code {reading.event!r} does not belong to kind {reading.kind}"
+            return f"event code {_shown(reading.event)} does not belong to kind {reading.kind}"
     elif topic.channel is Channel.EVENT:
         return "reading on the event channel has no event code"
     if not reading.values and reading.event is None:
@@ -231,7 +316,7 @@ def check_reading(reading: Reading, topic: Topic, now_ms: int | None = None) -> 
         return f"reading has {len(reading.values)} values, more than {MAX_VALUES_PER_READING}"
     for name, value in reading.values.items():
         if not _VALUE_NAME.fullmatch(name):
-            return f"value name {name!r} is not [a-z][a-z0-9_]*"
+            return f"value name {_shown(name)} is not [a-z][a-z0-9_]{{0,63}}"
         signal = fam.signal(name)
         if signal is None:
             return f"value {name!r} is not a signal of {fam.kind.value}"
@@ -245,11 +330,17 @@ def _check_value(
     name: str, value: Value, value_type: ValueType, minimum: float | None, maximum: float | None
 ) -> str | None:
     if value_type is ValueType.STR:
-        return None if isinstance(value, str) else f"{name}={value!r} is not a string"
+        if not isinstance(value, str):
+            return f"{name}={_shown(value)} is not a string"
+        if len(value) > MAX_STRING_CHARS:
+            return f"{name} is {len(value)} characters long, more than {MAX_STRING_CHARS}"
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return f"{name}={value!r} is not a number"
+        return f"{name}={_shown(value)} is not a number"
     if value_type is ValueType.INT and not isinstance(value, int):
         return f"{name}={value!r} is not an integer"
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return f"{name}={_shown(value)} is outside the 64-bit integer range"
     if not math.isfinite(value):
         return f"{name}={value!r} is not finite"
     if minimum is not None and value < minimum:

@@ -13,6 +13,7 @@ from jiayuan.contract import (
     ContractError,
     Envelope,
     Reading,
+    TimeWindow,
     batch_topic,
     check_reading,
     decode_envelope,
@@ -149,3 +150,54 @@ def test_protocol_doc_tables_are_generated_from_the_catalogue() -> None:
     assert catalogue_doc.replace_section(document, catalogue_doc.render()) == document, (
         "docs/protocol.md is stale: run python -m jiayuan.catalogue_doc --write docs/protocol.md"
     )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"seq": 2**63}, "is not an integer from 1 to"),
+        ({"seq": -(2**70)}, "is not an integer from 1 to"),
+        ({"values": {"car_position": 2**64}}, "outside the 64-bit integer range"),
+        ({"values": {f"v{n}": n for n in range(65)}}, "65 values, more than 64"),
+        ({"values": {"speed": "fast"}}, "is not a number"),
+        ({"event": "lift." + "x" * 65}, "does not belong to kind lift"),
+        ({"device": "d" * 200}, "… (202 characters)"),  # long ids are echoed cut short
+        ({"kind": "k" * 500}, "unknown kind"),
+        ({"ts": 0}, "more than 30 days old by the gateway's clock"),
+        ({"ts": NOW * 1000}, "more than 5 minutes in the future"),  # microseconds
+    ],
+)
+def test_limits_say_which_limit(overrides: dict[str, object], reason: str) -> None:
+    problem = check_reading(reading(**overrides), BATCH, now_ms=NOW)
+    assert problem is not None and reason in problem
+    assert len(problem) < 300  # a sender's huge value is never echoed whole
+
+
+def test_time_window_is_configurable_and_checked() -> None:
+    window = TimeWindow.from_seconds(3600, 0)
+    assert check_reading(reading(ts=NOW - 3_600_000), BATCH, NOW, window) is None
+    late = check_reading(reading(ts=NOW - 3_600_001), BATCH, NOW, window)
+    early = check_reading(reading(ts=NOW + 1), BATCH, NOW, window)
+    assert late is not None and "more than 1 hour old" in late
+    assert early is not None and "more than 0 seconds in the future" in early
+    with pytest.raises(ValueError, match="max_reading_age_s must be > 0"):
+        TimeWindow.from_seconds(0, 10)
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_json_numbers_are_named(literal: bytes) -> None:
+    payload = encode(Envelope(v=1, edge="e", readings=[reading(values={"speed": 1.5})]))
+    with pytest.raises(ContractError, match="NaN and Infinity are not JSON numbers"):
+        decode_envelope(payload.replace(b"1.5", literal))
+
+
+def test_other_malformed_json_gets_no_nan_hint() -> None:
+    with pytest.raises(ContractError) as caught:
+        decode_envelope(b'{"v":1,"edge":"e","readings":[}')
+    assert "malformed" in str(caught.value) and "NaN" not in str(caught.value)
+
+
+def test_long_topic_is_echoed_cut_short() -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_topic("jiayuan/v1/" + "a" * 70_000)
+    assert len(str(caught.value)) < 300

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import cli
+from gateway.deadletters import Reason
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
-from jiayuan.contract import Envelope, Reading, batch_topic, encode
+from jiayuan.config import GatewayConfig
+from jiayuan.contract import MAX_PAYLOAD_BYTES, Envelope, Reading, batch_topic, encode
 
 NOW = 1_700_000_000_000
 TOPIC = batch_topic("songjiang", "fangsong", "e1", "edge1")
@@ -86,3 +89,146 @@ def test_cli_registers_gateway_run() -> None:
     args = parser.parse_args(["--config", "x.toml", "gateway", "run"])
     assert args.func.__name__ == "_run" and args.config == "x.toml"
     assert parser.parse_args(["gateway"]).func(args) == 2  # prints its usage
+
+
+# --- the accounting invariant: every message ends as stored readings, dead letters or
+# duplicates, whatever its topic and bytes ------------------------------------------------
+
+_DEVICES = st.sampled_from(["W1", "W2", "L1", "bad id", "", "x" * 65, "家园"])
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+_READINGS = st.fixed_dictionaries(
+    {
+        "device": _DEVICES,
+        "kind": st.sampled_from(["waterlogging", "lift", "rocket", ""]),
+        "seq": st.one_of(st.integers(min_value=1, max_value=5), st.integers()),
+        "ts": st.one_of(
+            st.integers(min_value=NOW - 60_000, max_value=NOW),
+            st.integers(min_value=-(2**64), max_value=2**64),
+        ),
+        "values": st.dictionaries(
+            st.sampled_from(["depth", "rain_rate", "speed", "car_status", "Bad", "x"]),
+            st.one_of(_NUMBERS, st.text(max_size=300), st.booleans(), st.none()),
+            max_size=3,
+        ),
+    },
+    optional={
+        "building": st.sampled_from(["b1", "b 1"]),
+        "event": st.sampled_from(["waterlogging.depth_15", "lift.trapped", "nope"]),
+        "extra": st.integers(),
+    },
+)
+
+
+def _envelope_bytes(readings: list[dict[str, object]], edge: str, literal: str | None) -> bytes:
+    # msgspec writes NaN and infinities as null; a sender may write them as bare literals.
+    payload = msgspec.json.encode({"v": 1, "edge": edge, "readings": readings})
+    return payload.replace(b"null", literal.encode()) if literal else payload
+
+
+_PAYLOADS = st.one_of(
+    st.builds(
+        _envelope_bytes,
+        st.lists(_READINGS, min_size=1, max_size=6),
+        st.sampled_from(["edge1", "edge2", "edge 1"]),
+        st.sampled_from([None, None, "NaN", "Infinity", "-Infinity"]),
+    ),
+    st.binary(max_size=120),
+    st.builds(lambda depth: b"[" * depth + b"]" * depth, st.integers(1, 5000)),
+    st.builds(
+        lambda body: msgspec.json.encode(body),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
+            max_leaves=20,
+        ),
+    ),
+)
+_TOPICS = st.one_of(
+    st.just(TOPIC),
+    st.just(batch_topic("songjiang", "fangsong", "e1", "edge2")),
+    st.sampled_from(
+        [
+            "jiayuan/v1/songjiang/fangsong/e1/waterlogging/W1/telemetry",
+            "jiayuan/v1/songjiang/fangsong/e1/waterlogging/W1/event",
+            "jiayuan/v1/songjiang/fangsong/e1/edge/edge1/status",
+            "jiayuan/v1/songjiang/fangsong/e1/lift/L1/status",
+            "jiayuan/v1/songjiang/fangsong/e\ufffd/batch/edge1/telemetry",  # invalid UTF-8
+        ]
+    ),
+    st.text(max_size=60),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_TOPICS, _PAYLOADS), min_size=1, max_size=8))
+def test_every_message_is_accounted_for(traffic: list[tuple[str, bytes]]) -> None:
+    pipe = pipeline()
+    batch = Batch()
+    readings_in_envelopes = 0
+    for mid, (topic, payload) in enumerate(traffic, start=1):
+        before_dead, before_lines = len(batch.dead), len(batch.lines)
+        before_received = pipe.metrics.snapshot().readings_received
+        before_duplicates = pipe.metrics.snapshot().duplicates
+        pipe.add(message(topic, payload, mid), batch)
+        stats = pipe.metrics.snapshot()
+        received = stats.readings_received - before_received
+        new_dead = batch.dead[before_dead:]
+        new_readings = [p for p in batch.lines[before_lines:] if p.is_reading]
+        if received:  # an envelope: each reading stored, dead-lettered or a duplicate
+            assert all(d.reason is Reason.BAD_READING for d in new_dead)
+            assert len(new_readings) + len(new_dead) + stats.duplicates - before_duplicates == (
+                received
+            )
+        else:  # refused whole (one dead letter), an edge status, or an empty status
+            assert not new_readings
+            assert len(new_dead) <= 1
+        readings_in_envelopes += received
+        for letter in new_dead:
+            assert letter.reason is not Reason.INTERNAL_ERROR, letter.detail
+            assert letter.detail and len(letter.payload) <= MAX_PAYLOAD_BYTES
+    stats = pipe.metrics.snapshot()
+    assert stats.messages == len(traffic)
+    assert stats.dead_letters == len(batch.dead)
+    assert stats.readings_received == readings_in_envelopes
+
+
+def test_nan_literal_is_named_in_the_reason() -> None:
+    batch = Batch()
+    body = b'{"v":1,"edge":"edge1","readings":[{"device":"W1","kind":"waterlogging",'
+    body += b'"seq":1,"ts":%d,"values":{"depth":NaN}}]}' % NOW
+    pipeline().add(message(TOPIC, body), batch)
+    [letter] = batch.dead
+    assert letter.reason is Reason.BAD_PAYLOAD
+    assert "NaN and Infinity are not JSON" in letter.detail
+
+
+def test_oversized_message_is_dead_lettered_cut_short() -> None:
+    batch = Batch()
+    payload = b"x" * (MAX_PAYLOAD_BYTES + 10_000)
+    pipeline().add(message(TOPIC, payload), batch)
+    [letter] = batch.dead
+    assert f"exceeds the limit of {MAX_PAYLOAD_BYTES} bytes" in letter.detail
+    assert f"first {MAX_PAYLOAD_BYTES} of {len(payload)} bytes" in letter.detail
+    assert letter.payload == payload[:MAX_PAYLOAD_BYTES]
+
+
+def _one_reading(ts: int) -> bytes:
+    reading = Reading(device="W1", kind="waterlogging", seq=1, ts=ts, values={"depth": 1.0})
+    return encode(Envelope(v=1, edge="edge1", readings=[reading]))
+
+
+def test_the_timestamp_window_comes_from_the_configuration() -> None:
+    window = Pipeline.window_of(GatewayConfig(max_reading_age_s=60, max_reading_future_s=1))
+    pipe = Pipeline(Detector(), GatewayMetrics(), clock=lambda: NOW, window=window)
+    batch = Batch()
+    pipe.add(message(TOPIC, _one_reading(NOW - 61_000)), batch)
+    pipe.add(message(TOPIC, _one_reading(NOW + 2_000), mid=2), batch)
+    details = [d.detail for d in batch.dead]
+    assert "more than 1 minute old" in details[0] and "in the future" in details[1]
+    # The default window takes both.
+    batch = Batch()
+    pipeline().add(message(TOPIC, _one_reading(NOW - 61_000)), batch)
+    assert not batch.dead and len(batch.lines) == 1

@@ -3,12 +3,14 @@
 CSV files are written as UTF-8 with a byte-order mark so that Excel, which staff use to
 edit them, shows the Chinese names; reading accepts them with or without it.  Both formats
 are validated by ``tables.from_rows``; problems name the file, the row (CSV: the line, the
-header being line 1; YAML: the item number in its table's list) and the field.
+header being line 1; YAML: the item number in its table's list, with its line in the file)
+and the field.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -53,8 +55,12 @@ def import_csv(directory: str | Path) -> Registry:
     problems: list[Problem] = []
     for name in COLUMNS:
         path = folder / f"{name}.csv"
+        reader = None
         try:
-            with path.open(encoding="utf-8-sig", newline="") as handle:
+            raw = path.read_bytes()
+            # Decoded whole first, so a bad byte is reported with its line.
+            text = raw.decode("utf-8-sig")
+            with io.StringIO(text, newline="") as handle:
                 reader = csv.reader(handle)
                 header = [column.strip() for column in next(reader, [])]
                 rows: list[tuple[int, Mapping[str, Any]]] = []
@@ -77,10 +83,12 @@ def import_csv(directory: str | Path) -> Registry:
             problems.append(Problem(str(path), 0, "-", "file not found"))
             continue
         except UnicodeDecodeError as error:
-            problems.append(Problem(str(path), 0, "-", f"not UTF-8 text: {error.reason}"))
+            line = raw[: error.start].count(b"\n") + 1
+            problems.append(Problem(str(path), line, "-", f"not UTF-8 text: {error.reason}"))
             continue
         except csv.Error as error:
-            problems.append(Problem(str(path), 0, "-", f"not CSV: {error}"))
+            line = reader.line_num if reader is not None else 0
+            problems.append(Problem(str(path), line, "-", f"not CSV: {error}"))
             continue
         tables[name] = RawTable(str(path), rows, header)
     return _build(tables, problems)
@@ -102,13 +110,21 @@ def import_yaml(path: str | Path) -> Registry:
     source = Path(path)
     where = str(source)
     try:
-        document = yaml.safe_load(source.read_text(encoding="utf-8"))
+        raw = source.read_bytes()
+        text = raw.decode("utf-8")
+        document = yaml.safe_load(text)
+        item_lines = _item_lines(text)
     except FileNotFoundError:
         raise RegistryInvalid([Problem(where, 0, "-", "file not found")]) from None
     except UnicodeDecodeError as error:
-        raise RegistryInvalid([Problem(where, 0, "-", f"not UTF-8: {error.reason}")]) from None
+        line = raw[: error.start].count(b"\n") + 1
+        raise RegistryInvalid(
+            [Problem(where, 0, "-", f"not UTF-8: {error.reason}", line)]
+        ) from None
     except yaml.YAMLError as error:
-        raise RegistryInvalid([Problem(where, 0, "-", f"not YAML: {error}")]) from None
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        line = mark.line + 1 if mark is not None else 0
+        raise RegistryInvalid([Problem(where, 0, "-", f"not YAML: {error}", line)]) from None
     if not isinstance(document, dict):
         raise RegistryInvalid([Problem(where, 0, "-", "is not a mapping of tables")])
     problems: list[Problem] = []
@@ -125,16 +141,34 @@ def import_yaml(path: str | Path) -> Registry:
             problems.append(Problem(label, 0, "-", "is not a list of rows"))
             continue
         rows: list[tuple[int, Mapping[str, Any]]] = []
+        lines = item_lines.get(str(name), {})
         for number, item in enumerate(items, start=1):
             if isinstance(item, dict):
                 rows.append((number, {str(key): value for key, value in item.items()}))
             else:
-                problems.append(Problem(label, number, "-", "is not a mapping of fields"))
-        tables[str(name)] = RawTable(label, rows)
+                problems.append(
+                    Problem(label, number, "-", "is not a mapping of fields", lines.get(number, 0))
+                )
+        tables[str(name)] = RawTable(label, rows, lines=lines)
     for name in COLUMNS:
         if name not in document:
             problems.append(Problem(where, 0, name, "table is missing"))
     return _build(tables, problems)
+
+
+def _item_lines(text: str) -> dict[str, dict[int, int]]:
+    """Per table, the line (from 1) where each of its items starts: the YAML node tree
+    keeps positions, the loaded document does not."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    found: dict[str, dict[int, int]] = {}
+    if not isinstance(root, yaml.MappingNode):
+        return found
+    for key, value in root.value:
+        if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.SequenceNode):
+            found[str(key.value)] = {
+                number: item.start_mark.line + 1 for number, item in enumerate(value.value, 1)
+            }
+    return found
 
 
 def _build(tables: Mapping[str, RawTable], problems: list[Problem]) -> Registry:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -73,9 +73,11 @@ class Problem:
     row: int  # CSV: line number (the header is line 1); YAML: item number from 1
     field: str
     message: str
+    line: int = 0  # YAML: the line in the file where the item (or the error) is; 0 = unknown
 
     def __str__(self) -> str:
-        return f"{self.file}: row {self.row}: {self.field}: {self.message}"
+        where = f"row {self.row} (line {self.line})" if self.line else f"row {self.row}"
+        return f"{self.file}: {where}: {self.field}: {self.message}"
 
 
 class RegistryInvalid(ValueError):
@@ -94,6 +96,8 @@ class RawTable:
     file: str
     rows: Sequence[tuple[int, Mapping[str, Any]]]
     header: Sequence[str] | None = None  # the CSV header, checked for unknown columns
+    # Row number → line in the file, where it differs from the row number (YAML).
+    lines: Mapping[int, int] = field(default_factory=dict)
 
 
 def to_rows(registry: Registry) -> dict[str, list[Row]]:
@@ -142,15 +146,18 @@ def to_rows(registry: Registry) -> dict[str, list[Row]]:
 class _Checker:
     """Reads one row's fields, noting each problem instead of stopping at the first."""
 
-    def __init__(self, file: str, row: int, values: Mapping[str, Any], out: list[Problem]):
+    def __init__(
+        self, file: str, row: int, values: Mapping[str, Any], out: list[Problem], line: int = 0
+    ):
         self.file = file
         self.row = row
+        self.line = line
         self.values = values
         self.out = out
         self.ok = True
 
     def problem(self, field: str, message: str) -> None:
-        self.out.append(Problem(self.file, self.row, field, message))
+        self.out.append(Problem(self.file, self.row, field, message, self.line))
         self.ok = False
 
     def raw(self, field: str) -> Any:
@@ -274,7 +281,9 @@ def from_rows(tables: Mapping[str, RawTable]) -> Registry:
     for name in COLUMNS:
         table = tables[name]
         for row_number, values in table.rows:
-            check = _Checker(table.file, row_number, values, problems)
+            check = _Checker(
+                table.file, row_number, values, problems, table.lines.get(row_number, 0)
+            )
             if table.header is None:
                 for column in values:
                     if column not in COLUMNS[name]:
