@@ -8,9 +8,10 @@ naming the field; every model is in the OpenAPI description.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
@@ -26,9 +27,14 @@ from alerts.model import (
 from alerts.silences import Silence, SilenceError, SilenceScope
 from alerts.store import AlertFilter, AlertStore, Incident
 from alerts.stream import Broadcaster, Lost
+from jiayuan.api_auth import Caller, current_caller, street_of
 from jiayuan.catalogue import Kind, Severity
 
 STREAM_PING_S = 15
+# A caller who reaches part of the registry gets the newest of this many, filtered.
+REACH_SCAN_LIMIT = 100_000
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 class AlertOut(BaseModel):
@@ -187,8 +193,35 @@ def create_alerts_router(
 ) -> APIRouter:
     router = APIRouter(tags=["alerts"])
 
+    def reach_filters(caller: Caller, where: AlertFilter) -> list[AlertFilter]:
+        """One query per street and estate the caller reaches, each as deep as the page."""
+        deep = replace(where, limit=where.offset + where.limit, offset=0)
+        parts = [replace(deep, street=s) for s in sorted(caller.streets)]
+        parts += [replace(deep, estate=e) for e in sorted(caller.estates)]
+        # A part that contradicts the caller's own estate or street filter finds nothing.
+        return [
+            p
+            for p in parts
+            if (not where.street or p.street == where.street)
+            and (not where.estate or p.estate == where.estate)
+        ]
+
+    def estate_street(request: Request, estate: str) -> str:
+        """The registry's street of an estate, else the street its newest alert names."""
+        known = street_of(request, estate)
+        if known is not None:
+            return known
+        latest = store.list_alerts(AlertFilter(estate=estate, limit=1))
+        return latest[0].street if latest else ""
+
+    def reachable(caller: Caller, alert_id: str) -> Alert:
+        alert = _found(store.get, alert_id)
+        caller.require_reach(alert.street, alert.estate, f"alert {alert_id}")
+        return alert
+
     @router.get("/alerts", response_model=list[AlertOut], summary="List and filter alerts")
     def list_alerts(
+        caller: CallerDep,
         state: Annotated[list[AlertState] | None, Query(description="repeatable")] = None,
         severity: Severity | None = None,
         kind: Kind | None = None,
@@ -212,7 +245,11 @@ def create_alerts_router(
             limit=limit,
             offset=offset,
         )
-        return [alert_out(a) for a in store.list_alerts(where)]
+        if caller.everywhere:
+            return [alert_out(a) for a in store.list_alerts(where)]
+        merged = {a.id: a for part in reach_filters(caller, where) for a in store.list_alerts(part)}
+        newest = sorted(merged.values(), key=lambda a: (-a.created_ms, a.id))
+        return [alert_out(a) for a in newest[offset : offset + limit]]
 
     # Declared before /alerts/{alert_id}, which would otherwise take "stream" for an id.
     @router.get(
@@ -226,7 +263,7 @@ def create_alerts_router(
             }
         },
     )
-    async def stream() -> EventSourceResponse:
+    async def stream(caller: CallerDep) -> EventSourceResponse:
         subscription = broadcaster.subscribe()
 
         async def events() -> AsyncIterator[ServerSentEvent]:
@@ -236,7 +273,7 @@ def create_alerts_router(
                     item = await subscription.get()
                     if isinstance(item, Lost):
                         yield ServerSentEvent(data=f'{{"lost": {item.count}}}', event="lost")
-                    else:
+                    elif caller.reaches(item.alert.street, item.alert.estate):
                         yield ServerSentEvent(
                             data=event_out(item).model_dump_json(),
                             event="alert",
@@ -251,8 +288,8 @@ def create_alerts_router(
         summary="One alert with its full history",
         responses={404: {"description": "no such alert"}},
     )
-    def get_alert(alert_id: str) -> AlertDetailOut:
-        alert = _found(store.get, alert_id)
+    def get_alert(alert_id: str, caller: CallerDep) -> AlertDetailOut:
+        alert = reachable(caller, alert_id)
         return AlertDetailOut(
             alert=alert_out(alert),
             history=[HistoryOut.model_validate(h) for h in store.history(alert_id)],
@@ -266,8 +303,10 @@ def create_alerts_router(
             responses=_STEP_RESPONSES,
             name=f"{name}_alert",
         )
-        def take_step(alert_id: str, body: StepIn) -> AlertOut:
-            return alert_out(_found(step, alert_id, body.actor, body.note))
+        def take_step(alert_id: str, body: StepIn, caller: CallerDep) -> AlertOut:
+            caller.require_step(name)
+            reachable(caller, alert_id)
+            return alert_out(_found(step, alert_id, caller.actor(body.actor), body.note))
 
     _step_route("acknowledge", engine.acknowledge, "Acknowledge: a person owns the alert")
     _step_route("resolve", engine.resolve, "Resolve: someone says it is fixed")
@@ -281,18 +320,27 @@ def create_alerts_router(
         summary="Dispatch: the operations centre accepted the work order",
         responses=_STEP_RESPONSES,
     )
-    def dispatch(alert_id: str, body: DispatchIn) -> AlertOut:
+    def dispatch(alert_id: str, body: DispatchIn, caller: CallerDep) -> AlertOut:
+        caller.require_step("dispatch")
+        reachable(caller, alert_id)
+
         def step(alert_id: str, actor: str, note: str) -> Alert:
             return engine.dispatch(alert_id, actor, note, work_order_id=body.work_order_id)
 
-        return alert_out(_found(step, alert_id, body.actor, body.note))
+        return alert_out(_found(step, alert_id, caller.actor(body.actor), body.note))
 
     @router.get("/silences", response_model=list[SilenceOut], summary="Maintenance silences")
     def list_silences(
+        request: Request,
+        caller: CallerDep,
         active: Annotated[bool, Query(description="only those in force now")] = True,
         estate: str = "",
     ) -> list[SilenceOut]:
-        return [SilenceOut.model_validate(s) for s in engine.silences(active, estate)]
+        return [
+            SilenceOut.model_validate(s)
+            for s in engine.silences(active, estate)
+            if caller.everywhere or caller.reaches(estate_street(request, s.estate), s.estate)
+        ]
 
     @router.post(
         "/silences",
@@ -300,13 +348,16 @@ def create_alerts_router(
         status_code=201,
         summary="Set a maintenance silence on an estate, building or device",
     )
-    def add_silence(body: SilenceIn) -> SilenceOut:
+    def add_silence(body: SilenceIn, request: Request, caller: CallerDep) -> SilenceOut:
+        caller.require_step("silence")
+        if not caller.everywhere:
+            caller.require_reach(estate_street(request, body.estate), body.estate, "the silence")
         try:
             silence: Silence = engine.silence(
                 body.scope.value,
                 body.estate,
                 body.until_ms,
-                body.actor,
+                caller.actor(body.actor),
                 body.note,
                 building=body.building,
                 device=body.device,
@@ -322,19 +373,27 @@ def create_alerts_router(
         summary="End a silence now",
         responses={404: {"description": "no such silence"}},
     )
-    def delete_silence(silence_id: str) -> Response:
-        if not engine.delete_silence(silence_id):
+    def delete_silence(silence_id: str, request: Request, caller: CallerDep) -> Response:
+        caller.require_step("silence")
+        found = [s for s in engine.silences(False) if s.id == silence_id]
+        if found and not caller.everywhere:
+            estate = found[0].estate
+            caller.require_reach(estate_street(request, estate), estate, f"silence {silence_id}")
+        if not found or not engine.delete_silence(silence_id):
             raise HTTPException(404, f"silence {silence_id} not found")
         return Response(status_code=204)
 
     @router.get("/incidents", response_model=list[IncidentOut], summary="Grouped alerts")
     def list_incidents(
+        caller: CallerDep,
         estate: str = "",
         since: Annotated[int, Query(ge=0, description="started at or after, epoch ms")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[IncidentOut]:
-        found: list[Incident] = engine.list_incidents(estate, since, limit)
-        return [IncidentOut.model_validate(i) for i in found]
+        scan = limit if caller.everywhere else REACH_SCAN_LIMIT
+        found: list[Incident] = engine.list_incidents(estate, since, scan)
+        mine = [i for i in found if caller.reaches(i.street, i.estate)]
+        return [IncidentOut.model_validate(i) for i in mine[:limit]]
 
     return router
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
 from alerts.companies import CompanyRanking
@@ -18,7 +19,13 @@ from alerts.grades import ALL, Distribution, Grade
 from alerts.model import Alert
 from alerts.score import AlertSource, ScoreCard, ScoreLine, ScoreReport, score_estate, score_report
 from alerts.score_config import ScoreConfig
+from jiayuan.api_auth import Caller, Role, current_caller
 from jiayuan.registry.store import RegistryStore
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
+# Aggregates over many estates: for the operations centre and viewers, not for one
+# property manager (who sees its own estates' scores under /score/estates).
+AGGREGATE_ROLES = (Role.OPS_CENTRE, Role.VIEWER)
 
 
 class EstateScoreOut(BaseModel):
@@ -208,7 +215,11 @@ def create_score_router(
 
     @router.get("/estates", response_model=list[EstateScoreOut])
     def list_scores(
-        district: str = "", street: str = "", company: str = "", grade: str = ""
+        caller: CallerDep,
+        district: str = "",
+        street: str = "",
+        company: str = "",
+        grade: str = "",
     ) -> list[EstateScoreOut]:
         """Every estate's score and grade (grade filter: 示范, 规范, 达标 or 不达标)."""
         return [
@@ -218,28 +229,32 @@ def create_score_router(
             and (not street or c.street == street)
             and (not company or c.company == company)
             and (not grade or grade in (c.grade.zh, c.grade.key))
+            and caller.reaches(c.street, c.estate)
         ]
 
     @router.get("/estates/{estate_id}", response_model=EstateBreakdownOut)
-    def estate_breakdown(estate_id: str) -> EstateBreakdownOut:
+    def estate_breakdown(estate_id: str, caller: CallerDep) -> EstateBreakdownOut:
         """One estate: the score line by line, and its alerts not yet resolved."""
         try:
             record = registry.load().record(estate_id)
         except KeyError:
             raise HTTPException(404, f"no estate {estate_id!r} in the registry") from None
+        caller.require_reach(record.estate.street, estate_id, "the estate")
         now = clock()
         since = now - int(settings.window_days * 86_400_000)
         card = score_estate(record, alerts.list_for_estate(estate_id, since), now, settings)
         return breakdown_out(card)
 
     @router.get("/districts", response_model=list[DistributionOut])
-    def district_summaries() -> list[DistributionOut]:
+    def district_summaries(caller: CallerDep) -> list[DistributionOut]:
         """The city ("all") and every district, against the year's targets."""
+        caller.require_role(AGGREGATE_ROLES, "district summaries")
         return [distribution_out(d) for d in report().distributions if d.street == ALL]
 
     @router.get("/districts/{district}", response_model=DistrictSummaryOut)
-    def district_summary(district: str) -> DistrictSummaryOut:
+    def district_summary(district: str, caller: CallerDep) -> DistrictSummaryOut:
         """One district and each of its streets."""
+        caller.require_role(AGGREGATE_ROLES, "district summaries")
         found = [d for d in report().distributions if d.district == district]
         if not found:
             raise HTTPException(404, f"no estate in district {district!r}")
@@ -249,8 +264,9 @@ def create_score_router(
         )
 
     @router.get("/companies", response_model=list[CompanyOut])
-    def company_ranking() -> list[CompanyOut]:
+    def company_ranking(caller: CallerDep) -> list[CompanyOut]:
         """Property companies by mean score; top_ten marks the scheme's ten best."""
+        caller.require_role(AGGREGATE_ROLES, "the company ranking")
         return [company_out(c) for c in report().companies]
 
     return router

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal, Protocol
 
 import uvicorn
-from fastapi import APIRouter, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
@@ -22,8 +22,13 @@ from pydantic import BaseModel, Field
 from gateway.anomalies import Anomaly
 from gateway.deadletters import REASON_TITLES, Reason, StoredDeadLetter
 from gateway.metrics import GatewayStats
+from jiayuan.api_auth import ApiAuth, BodyLimit, Caller, Role, current_caller, is_loopback
+from jiayuan.contract import ContractError, parse_topic
 
 log = logging.getLogger(__name__)
+
+# A caller who reaches only part of the registry gets the newest of this many, filtered.
+REACH_SCAN_LIMIT = 100_000
 
 
 class ApiSource(Protocol):
@@ -171,13 +176,35 @@ def dead_letter_out(letter: StoredDeadLetter) -> DeadLetterOut:
     )
 
 
-def create_app(source: ApiSource, routers: Sequence[APIRouter] = ()) -> FastAPI:
-    """The gateway's app; ``routers`` add the alert, dispatch, registry and score APIs."""
+def _in_reach(caller: Caller, topic: str) -> bool:
+    """A dead letter's place comes from its topic; one with no valid place is nobody's."""
+    if caller.everywhere:
+        return True
+    try:
+        place = parse_topic(topic)
+    except ContractError:
+        return False
+    return caller.reaches(place.street, place.estate)
+
+
+def create_app(
+    source: ApiSource, routers: Sequence[APIRouter] = (), auth: ApiAuth | None = None
+) -> FastAPI:
+    """The gateway's app; ``routers`` add the alert, dispatch, registry and score APIs.
+
+    ``auth`` (``ApiAuth.from_config``) guards every route but /health, the API description
+    and the operations centre's callback; None serves without tokens (loopback only).
+    """
+    policy = auth if auth is not None else ApiAuth.off()
     app = FastAPI(
         title="家园网关 Jiayuan gateway",
         description="物联网安全监测网关：健康状态、异常、死信与指标。"
         " IoT safety-monitoring gateway: health, anomalies, dead letters and metrics.",
+        # Every route, including the routers' below, needs a caller (see PUBLIC_PATHS).
+        dependencies=[Depends(current_caller)],
     )
+    app.state.api_auth = policy
+    app.add_middleware(BodyLimit, max_bytes=policy.max_body_bytes)
 
     @app.get("/health", response_model=HealthOut, summary="网关健康状态 Gateway health")
     def health() -> HealthOut:
@@ -197,6 +224,7 @@ def create_app(source: ApiSource, routers: Sequence[APIRouter] = ()) -> FastAPI:
         "/anomalies", response_model=list[AnomalyOut], summary="异常列表 Anomalies, newest first"
     )
     def anomalies(
+        caller: Annotated[Caller, Depends(current_caller)],
         active: Annotated[
             bool | None,
             Query(description="true: open only; false: recently closed only; absent: both"),
@@ -205,18 +233,30 @@ def create_app(source: ApiSource, routers: Sequence[APIRouter] = ()) -> FastAPI:
         estate: Annotated[str | None, Query(description="estate id")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[AnomalyOut]:
-        return [anomaly_out(a) for a in source.anomalies(active, kind, estate, limit)]
+        if caller.everywhere:
+            return [anomaly_out(a) for a in source.anomalies(active, kind, estate, limit)]
+        found = source.anomalies(active, kind, estate, REACH_SCAN_LIMIT)
+        return [anomaly_out(a) for a in found if caller.reaches(a.street, a.estate)][:limit]
 
     @app.get(
         "/dead-letters",
         response_model=list[DeadLetterOut],
         summary="死信 Dead letters, newest first",
     )
-    def dead_letters(limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[DeadLetterOut]:
-        return [dead_letter_out(letter) for letter in source.dead_letters(limit)]
+    def dead_letters(
+        caller: Annotated[Caller, Depends(current_caller)],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[DeadLetterOut]:
+        # Raw payloads of any estate: the operations centre's, for the streets it reaches.
+        caller.require_role([Role.OPS_CENTRE], "dead letters")
+        scan = limit if caller.everywhere else REACH_SCAN_LIMIT
+        found = [d for d in source.dead_letters(scan) if _in_reach(caller, d.topic)]
+        return [dead_letter_out(letter) for letter in found[:limit]]
 
     @app.get("/metrics", summary="Prometheus 指标 Prometheus metrics", response_class=Response)
-    def metrics() -> Response:
+    def metrics(caller: Annotated[Caller, Depends(current_caller)]) -> Response:
+        # Counts with estate labels: not for a property manager, who sees only its own.
+        caller.require_role([Role.OPS_CENTRE, Role.VIEWER], "metrics")
         return Response(source.metrics_exposition(), media_type=CONTENT_TYPE_LATEST)
 
     for router in routers:
@@ -241,6 +281,16 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 10.0) -> None:
+        state = getattr(self._server.config.app, "state", None)
+        auth = getattr(state, "api_auth", None)  # set by create_app; other apps have none
+        if isinstance(auth, ApiAuth) and not auth.enabled:
+            # Without tokens every caller reaches every estate: only this machine may call.
+            if not is_loopback(self.host):
+                raise RuntimeError(
+                    f"the API has no authentication and would listen on {self.host}: bind it "
+                    "to a loopback address or set [api] tokens_file (docs/security_api.md)"
+                )
+            log.warning("API on %s:%s serves WITHOUT authentication", self.host, self.port)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
         while not self._server.started:

@@ -24,6 +24,7 @@ from gateway.pipeline import Message, Pipeline
 from gateway.processor import Processor
 from gateway.resume import resume_detector
 from gateway.writer import BatchWriter
+from jiayuan.api_auth import ApiAuth, registry_streets
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
 
@@ -74,8 +75,16 @@ class Gateway:
         self.api: ApiServer | None = None
         if serve_api:
             routers = self.alerts.routers() if self.alerts is not None else []
+            # Who may call what (docs/security_api.md); a broken tokens file stops the start.
+            auth = ApiAuth.from_config(
+                config.api,
+                config.gateway.api_host,
+                street_of=registry_streets(self.alerts.registry)
+                if self.alerts is not None
+                else None,
+            )
             self.api = ApiServer(
-                create_app(self, routers), config.gateway.api_host, config.gateway.api_port
+                create_app(self, routers, auth), config.gateway.api_host, config.gateway.api_port
             )
         self._started_at: float | None = None
         self._stopped = False

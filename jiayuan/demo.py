@@ -264,7 +264,11 @@ def run_demo(
 
     operations = DemoOperations(out_dir)
     operations.start()
-    config = replace(config, alerts=operations.alerts_config(config.alerts, estate_registry))
+    config = replace(
+        config,
+        alerts=operations.alerts_config(config.alerts, estate_registry),
+        api=operations.api_config(config.api),
+    )
     gateway = Gateways(config)
     api_url = f"http://{config.gateway.api_host}:{config.gateway.api_port}"
     print(f"gateway API: {api_url}/health  {api_url}/alerts  {api_url}/score/estates  /docs")

@@ -26,8 +26,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from alerts.opscentre import ReferenceOpsCentre
 from alerts.store import AlertFilter, AlertStore
+from jiayuan.api_auth import token_hash
 from jiayuan.catalogue import FAMILIES, Severity
-from jiayuan.config import AlertsConfig
+from jiayuan.config import AlertsConfig, ApiConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.model import Registry
 from jiayuan.services import free_port
@@ -95,6 +96,7 @@ class Operator:
     """Polls the gateway API like a person at a console would, and takes the steps."""
 
     api_url: str
+    token: str
     stats: OperatorStats = field(default_factory=OperatorStats)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -109,7 +111,8 @@ class Operator:
             self._thread.join(10.0)
 
     def _run(self) -> None:
-        with httpx.Client(base_url=self.api_url, timeout=5.0) as client:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.api_url, timeout=5.0, headers=headers) as client:
             while not self._stop.wait(OPERATOR_EVERY_S):
                 try:
                     self.round(client)
@@ -164,6 +167,9 @@ class DemoOperations:
         )
         self.mail = MailCatcher()
         self.contacts_file = out_dir / "contacts.yaml"
+        # The duty officer calls the API as the operations centre of every street.
+        self.api_token = secrets.token_urlsafe(32)
+        self.tokens_file = out_dir / "api-tokens.yaml"
         self.policy_file = out_dir / "policy.yaml"
         self.operator: Operator | None = None
 
@@ -172,7 +178,7 @@ class DemoOperations:
         self.mail.start()
 
     def start_operator(self, api_url: str) -> None:
-        self.operator = Operator(api_url)
+        self.operator = Operator(api_url, self.api_token)
         self.operator.start()
 
     def stop_operator(self) -> None:
@@ -184,6 +190,20 @@ class DemoOperations:
         self.stop_operator()
         self.centre.close()
         self.mail.stop()
+
+    def api_config(self, base: ApiConfig) -> ApiConfig:
+        """The gateway's [api] section: tokens on, one for the duty officer."""
+        entry = {
+            "name": "值班员 demo duty officer",
+            "sha256": token_hash(self.api_token),
+            "role": "ops_centre",
+            "streets": ["*"],
+        }
+        self.tokens_file.write_text(
+            yaml.safe_dump({"tokens": [entry]}, allow_unicode=True), encoding="utf-8"
+        )
+        self.tokens_file.chmod(0o600)
+        return replace(base, auth="on", tokens_file=str(self.tokens_file))
 
     def alerts_config(self, base: AlertsConfig, registry: Registry) -> AlertsConfig:
         """The gateway's [alerts] section pointed at the stand-ins."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from jiayuan.api_auth import Caller, current_caller
 from jiayuan.registry.model import EstateRecord
 from jiayuan.registry.store import RegistryStore
+
+CallerDep = Annotated[Caller, Depends(current_caller)]
 
 
 class EstateSummary(BaseModel):
@@ -95,15 +99,17 @@ def devices_out(record: EstateRecord) -> list[DeviceOut]:
 def create_registry_router(store: RegistryStore) -> APIRouter:
     router = APIRouter(prefix="/registry", tags=["registry"])
 
-    def record(estate_id: str) -> EstateRecord:
+    def record(estate_id: str, caller: Caller) -> EstateRecord:
         try:
-            return store.load().record(estate_id)
+            found = store.load().record(estate_id)
         except KeyError:
             raise HTTPException(404, f"no estate {estate_id!r} in the registry") from None
+        caller.require_reach(found.estate.street, estate_id, "the estate")
+        return found
 
     @router.get("/estates", response_model=list[EstateSummary])
     def list_estates(
-        district: str = "", street: str = "", company: str = ""
+        caller: CallerDep, district: str = "", street: str = "", company: str = ""
     ) -> list[EstateSummary]:
         """Every estate, optionally only those of one district, street or company."""
         return [
@@ -112,12 +118,13 @@ def create_registry_router(store: RegistryStore) -> APIRouter:
             if (not district or r.estate.district == district)
             and (not street or r.estate.street == street)
             and (not company or r.estate.company == company)
+            and caller.reaches(r.estate.street, r.estate.id)
         ]
 
     @router.get("/estates/{estate_id}", response_model=EstateDetail)
-    def get_estate(estate_id: str) -> EstateDetail:
+    def get_estate(estate_id: str, caller: CallerDep) -> EstateDetail:
         """One estate with its buildings and devices."""
-        found = record(estate_id)
+        found = record(estate_id, caller)
         return EstateDetail(
             **estate_summary(found).model_dump(),
             building_list=[
@@ -128,8 +135,9 @@ def create_registry_router(store: RegistryStore) -> APIRouter:
         )
 
     @router.get("/estates/{estate_id}/devices", response_model=list[DeviceOut])
-    def estate_devices(estate_id: str, kind: str = "") -> list[DeviceOut]:
+    def estate_devices(estate_id: str, caller: CallerDep, kind: str = "") -> list[DeviceOut]:
         """The estate's devices, optionally of one kind."""
-        return [d for d in devices_out(record(estate_id)) if not kind or d.kind == kind]
+        found = record(estate_id, caller)
+        return [d for d in devices_out(found) if not kind or d.kind == kind]
 
     return router
