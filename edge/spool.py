@@ -66,18 +66,35 @@ class SpoolError(RuntimeError):
 class Spool:
     """Readings of one edge, oldest first, with the per-device sequence numbers.
 
-    Not thread-safe: use it from one thread (the agent's event loop).  ``max_readings``
-    is the size budget: when an append would exceed it, the oldest readings are dropped
-    (newest data matters most for safety monitoring), counted in ``dropped`` and logged;
-    a warning is logged once the spool reaches 80 % of it.
+    Not thread-safe: use it from one thread (the agent's event loop).  The budget is
+    ``max_readings`` readings and/or ``max_bytes`` bytes of stored readings (``edge.
+    spool_max_bytes``; the file itself may be larger by SQLite's free pages and index).
+    Policy when an append would exceed either: the oldest readings are dropped (newest data
+    matters most for safety monitoring), counted in ``dropped`` and logged; a warning is
+    logged, and ``warning`` is True, once the spool holds ``warn_fraction`` of either.
     """
 
-    def __init__(self, path: Path, *, max_readings: int | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_readings: int | None = None,
+        max_bytes: int | None = None,
+        warn_fraction: float = WARN_FRACTION,
+    ) -> None:
         if max_readings is not None and max_readings < 1:
-            raise ValueError("max_readings must be at least 1")
+            raise ValueError(f"spool max_readings must be at least 1, not {max_readings}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(
+                f"edge.spool_max_bytes must be at least 1 (or 0: none), not {max_bytes}"
+            )
+        if not 0.0 < warn_fraction <= 1.0:
+            raise ValueError(f"edge.spool_warn_fraction must be in (0, 1], not {warn_fraction}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_readings = max_readings
+        self.max_bytes = max_bytes
+        self.warn_fraction = warn_fraction
         self.dropped = 0
         self._warned = False
         # Autocommit mode: transactions are begun and committed explicitly below.
@@ -91,7 +108,12 @@ class Spool:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'edge'").fetchone()
         self._edge: str | None = None if row is None else str(row[0])
         # Counted once, then kept in step: COUNT(*) scans the table.
-        self._pending: int = self._db.execute("SELECT COUNT(*) FROM readings").fetchone()[0]
+        self._pending: int
+        self._bytes: int
+        self._pending, self._bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(length(body)), 0) FROM readings"
+        ).fetchone()
+        self._check_budget()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -126,9 +148,7 @@ class Spool:
             )
             readings.append(reading)
             rows.append((sample.device, seq, _encoder.encode(reading)))
-        overflow = 0
-        if self.max_readings is not None:
-            overflow = max(0, self._pending + len(rows) - self.max_readings)
+        added_bytes = sum(len(row[2]) for row in rows)
         with self._transaction() as db:
             if self._edge is None:
                 db.execute("INSERT INTO meta (key, value) VALUES ('edge', ?)", (edge_id,))
@@ -138,44 +158,85 @@ class Spool:
                 "ON CONFLICT (device) DO UPDATE SET last_seq = excluded.last_seq",
                 next_seq.items(),
             )
-            if overflow:
-                db.execute(
-                    "DELETE FROM readings WHERE id IN "
-                    "(SELECT id FROM readings ORDER BY id LIMIT ?)",
-                    (overflow,),
-                )
+            overflow, freed = self._drop_oldest(
+                db, self._pending + len(rows), self._bytes + added_bytes
+            )
         # Only after COMMIT: a failed transaction must leave the cached seqs untouched.
         self._edge = edge_id
         self._last_seq.update(next_seq)
         self._pending += len(rows) - overflow
+        self._bytes += added_bytes - freed
         if overflow:
             self.dropped += overflow
             log.error(
-                "spool %s is full (%d readings): dropped the %d oldest (%d in all)",
+                "spool %s is full (budget %s readings, %s bytes): dropped the %d oldest "
+                "readings (%d in all)",
                 self.path,
                 self.max_readings,
+                self.max_bytes,
                 overflow,
                 self.dropped,
             )
         self._check_budget()
         return readings
 
+    def _drop_oldest(self, db: sqlite3.Connection, count: int, size: int) -> tuple[int, int]:
+        """Delete the oldest readings until ``count`` readings of ``size`` bytes fit the
+        budget; return how many readings and bytes went."""
+        excess_count = 0 if self.max_readings is None else count - self.max_readings
+        excess_bytes = 0 if self.max_bytes is None else size - self.max_bytes
+        dropped = freed = 0
+        if excess_count <= 0 and excess_bytes <= 0:
+            return dropped, freed
+        last_id = None
+        rows = db.execute("SELECT id, length(body) FROM readings ORDER BY id")
+        while dropped < excess_count or freed < excess_bytes:
+            row = rows.fetchone()
+            if row is None:
+                break
+            last_id = row[0]
+            dropped += 1
+            freed += row[1]
+        rows.close()
+        if last_id is not None:
+            db.execute("DELETE FROM readings WHERE id <= ?", (last_id,))
+        return dropped, freed
+
+    def _usage(self) -> float:
+        """The larger share of the budget in use (0 with no budget)."""
+        shares = [0.0]
+        if self.max_readings is not None:
+            shares.append(self._pending / self.max_readings)
+        if self.max_bytes is not None:
+            shares.append(self._bytes / self.max_bytes)
+        return max(shares)
+
     def _check_budget(self) -> None:
-        if self.max_readings is None:
-            return
-        if self._pending >= WARN_FRACTION * self.max_readings:
+        usage = self._usage()
+        if usage >= self.warn_fraction:
             if not self._warned:
                 log.warning(
-                    "spool %s holds %d readings, %d%% of its budget of %d; the oldest "
-                    "will be dropped when it is full",
+                    "spool %s holds %d readings (%d bytes), %d%% of its budget (%s readings, "
+                    "%s bytes); the oldest will be dropped when it is full",
                     self.path,
                     self._pending,
-                    100 * self._pending // self.max_readings,
+                    self._bytes,
+                    int(100 * usage),
                     self.max_readings,
+                    self.max_bytes,
                 )
                 self._warned = True
         else:
             self._warned = False
+
+    @property
+    def warning(self) -> bool:
+        """The spool holds at least ``warn_fraction`` of its budget."""
+        return self._warned
+
+    def bytes_stored(self) -> int:
+        """Bytes of readings stored (what ``max_bytes`` bounds)."""
+        return self._bytes
 
     def peek_raw(
         self, limit: int, after_id: int = 0, max_bytes: int | None = None
@@ -203,10 +264,14 @@ class Spool:
         """Forget readings the broker has acknowledged (ids already gone are ignored)."""
         if not ids:
             return
-        before = self._db.total_changes
         with self._transaction() as db:
-            db.executemany("DELETE FROM readings WHERE id = ?", ((id_,) for id_ in ids))
-        self._pending -= self._db.total_changes - before
+            gone = db.execute(
+                "DELETE FROM readings WHERE id IN (SELECT value FROM json_each(?)) "
+                "RETURNING length(body)",
+                (_encoder.encode(list(ids)),),
+            ).fetchall()
+        self._pending -= len(gone)
+        self._bytes -= sum(row[0] for row in gone)
         self._check_budget()
 
     def pending(self) -> int:

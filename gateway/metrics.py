@@ -151,3 +151,47 @@ class GatewayMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# --- InfluxDB disk spool (gateway/influx_spool.py) --------------------------------------------
+# Kept apart from GatewayMetrics: the processor registers these on the gateway's registry.
+
+
+class SpoolMetrics:
+    """What the gateway's InfluxDB spool holds, and whether it is near or at its budget."""
+
+    def __init__(self, registry: CollectorRegistry, budget_bytes: int) -> None:
+        r = registry
+        self.bytes = Gauge(
+            "jiayuan_gateway_spool_bytes", "Bytes held in the InfluxDB disk spool", registry=r
+        )
+        self.budget = Gauge(
+            "jiayuan_gateway_spool_budget_bytes", "Disk budget of the InfluxDB spool", registry=r
+        )
+        self.budget.set(budget_bytes)
+        self.lines = Gauge(
+            "jiayuan_gateway_spool_lines", "Lines waiting in the InfluxDB disk spool", registry=r
+        )
+        self.warning = Gauge(
+            "jiayuan_gateway_spool_budget_warning",
+            "1 while the InfluxDB spool holds at least its warning share of the budget",
+            registry=r,
+        )
+        self.full = Gauge(
+            "jiayuan_gateway_spool_full",
+            "1 while the InfluxDB spool is full and the gateway stops acknowledging",
+            registry=r,
+        )
+        self.spooled = Counter(
+            "jiayuan_gateway_batches_spooled", "Batches written to the InfluxDB spool", registry=r
+        )
+        self.replayed = Counter(
+            "jiayuan_gateway_batches_replayed",
+            "Spooled batches replayed into InfluxDB",
+            registry=r,
+        )
+
+    def holding(self, stored_bytes: int, lines: int, warning: bool) -> None:
+        self.bytes.set(stored_bytes)
+        self.lines.set(lines)
+        self.warning.set(int(warning))

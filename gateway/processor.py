@@ -10,6 +10,11 @@ batch), records dead letters in SQLite and only then acknowledges every message 
 batch, in batch order.  At most one batch waits between them, so the two overlap (CPU
 work on batch n+1 while batch n is written) and a slow InfluxDB holds back the processing
 and, through unacknowledged messages, the broker.
+
+A batch InfluxDB does not take within ``spool_after_s`` goes to the disk spool instead and
+is acknowledged from there (``SpoolingWriter``); while the spool holds batches, the commit
+thread replays them between new batches, oldest first.  Anomalies reach the alert engine
+before the acknowledgement either way.
 """
 
 from __future__ import annotations
@@ -19,18 +24,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gateway.anomalies import Anomaly
 from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
-from gateway.metrics import GatewayMetrics
-from gateway.pipeline import Batch, Message, Pipeline
-from gateway.writer import BatchWriter, GaveUp
+from gateway.influx_spool import SPOOL_FILE, InfluxSpool
+from gateway.metrics import GatewayMetrics, SpoolMetrics
+from gateway.pipeline import Batch, Message, Pending, Pipeline
+from gateway.writer import BatchWriter, GaveUp, SpoolingWriter
 from jiayuan.config import GatewayConfig
 
 log = logging.getLogger(__name__)
 
 QUIET_S = 0.02
 TICK_S = 1.0
+_REPLAY_DUE = Batch()  # the commit thread's turn to replay the spool, not a batch
 
 
 class Processor:
@@ -51,6 +59,16 @@ class Processor:
         self.inbox = inbox
         self.pipeline = pipeline
         self.writer = writer
+        self.handoff = SpoolingWriter(
+            writer,
+            InfluxSpool(
+                Path(config.state_dir) / SPOOL_FILE,
+                max_bytes=config.spool_max_bytes,
+                warn_fraction=config.spool_warn_fraction,
+            ),
+            SpoolMetrics(metrics.registry, config.spool_max_bytes),
+            config.spool_after_s,
+        )
         self.dead_letters = dead_letters
         self._ack = ack
         self.metrics = metrics
@@ -68,9 +86,10 @@ class Processor:
 
     @property
     def idle(self) -> bool:
-        """Nothing waiting, being processed or being written."""
+        """Nothing waiting, being processed, being written or spooled for InfluxDB."""
         with self._lock:
-            return self._in_flight == 0 and not self._collecting and self.inbox.empty()
+            busy = self._in_flight or self._collecting or self.handoff.spool
+            return not busy and self.inbox.empty()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -111,17 +130,31 @@ class Processor:
         return False
 
     def _commit_all(self) -> None:
-        while (batch := self._ready.get()) is not None:
-            try:
-                self._commit(batch)
-            except GaveUp:
-                log.warning("stopping with a batch not yet durable; the broker will redeliver it")
-                return
-            except Exception:  # a bug: leave the batch unacknowledged but keep going
-                log.exception("committing a batch failed; its messages stay unacknowledged")
-            finally:
-                with self._lock:
-                    self._in_flight -= 1
+        try:
+            while (batch := self._next_batch()) is not None:
+                try:
+                    if batch is _REPLAY_DUE:
+                        self._record_refused(self.handoff.replay(), [])
+                    else:
+                        self._commit(batch)
+                except GaveUp:
+                    log.warning("stopping with a batch not durable; the broker will redeliver it")
+                    return
+                except Exception:  # a bug: leave the batch unacknowledged but keep going
+                    log.exception("committing a batch failed; its messages stay unacknowledged")
+                finally:
+                    if batch is not _REPLAY_DUE:
+                        with self._lock:
+                            self._in_flight -= 1
+        finally:
+            self.handoff.spool.close()  # what it holds is replayed at the next start
+
+    def _next_batch(self) -> Batch | None:
+        """The next batch, or ``_REPLAY_DUE`` when the spool's next replay comes first."""
+        try:
+            return self._ready.get(timeout=self.handoff.replay_wait())
+        except queue.Empty:
+            return _REPLAY_DUE
 
     def _collect(self) -> Batch:
         batch = Batch()
@@ -156,12 +189,14 @@ class Processor:
         return batch
 
     def _commit(self, batch: Batch) -> None:
-        refused = self.writer.write(batch.lines)
-        stored = sum(1 for p in batch.lines if p.is_reading) - sum(
-            1 for p in refused if p.is_reading
-        )
-        self.metrics.readings_stored(stored)
-        dead = batch.dead + [
+        self._record_refused(self.handoff.hand_on(batch.lines), batch.dead)
+        self._hand_on_anomalies(batch)
+        acked = sum(1 for message in batch.messages if self._ack(message))
+        self.metrics.acked(acked)
+
+    def _record_refused(self, refused: list[Pending], dead: list[DeadLetter]) -> None:
+        """Dead-letter what InfluxDB refused, with the batch's own dead letters."""
+        dead = dead + [
             DeadLetter(
                 p.received_ms,
                 p.topic,
@@ -174,16 +209,13 @@ class Processor:
         for _ in refused:
             self.metrics.dead_letter(Reason.REJECTED_BY_INFLUX)
         self._record_dead_letters(dead)
-        self._hand_on_anomalies(batch)
-        acked = sum(1 for message in batch.messages if self._ack(message))
-        self.metrics.acked(acked)
 
     def _hand_on_anomalies(self, batch: Batch) -> None:
         """Give the batch's anomalies to the alert engine before acknowledging.
 
         Before the ack, so a crash in between means redelivery (the engine treats a repeated
         anomaly as the same alert), never an anomaly that no alert heard of.  A failing
-        listener is logged, not retried: the anomaly is already durable in InfluxDB.
+        listener is logged, not retried: the anomaly is already durable (InfluxDB or spool).
         """
         if self._on_anomalies is None:
             return

@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from test_edge_agent import (
+    CountingDriver,
+    _closed_port,
+    collecting,
+    in_loop,
+    make_agent,
+    make_place,
+    until,
+)
 
 from edge.agent import envelope_payload
 from edge.drivers import DriverSample
 from edge.spool import Spool, SpoolError
 from jiayuan.catalogue import Kind
+from jiayuan.config import Config, MqttConfig
 from jiayuan.contract import SCHEMA_VERSION, Envelope, decode_envelope, encode
 
 
@@ -128,3 +140,99 @@ def test_envelope_is_spliced_from_stored_readings(tmp_path: Path) -> None:
     assert payload == encode(Envelope(SCHEMA_VERSION, "E-1.x", readings))
     assert decode_envelope(payload).readings == readings
     spool.close()
+
+
+def test_byte_budget_drops_the_oldest_warns_first_and_survives_reopen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool.db"
+    probe = Spool(tmp_path / "probe.db")
+    probe.append("E1", [tank("T1", 1)])
+    one = probe.bytes_stored()  # readings with one-digit seq and ts; later ones are longer
+    probe.close()
+    spool = Spool(path, max_bytes=10 * one, warn_fraction=0.5)
+
+    def stored() -> int:
+        return sum(len(body) for _, body in spool.peek_raw(100))
+
+    with caplog.at_level(logging.WARNING, logger="edge.spool"):
+        spool.append("E1", [tank("T1", ts) for ts in range(1, 5)])
+        assert not spool.warning and "budget" not in caplog.text
+        spool.append("E1", [tank("T1", 5)])
+        assert spool.warning and "50%" in caplog.text and spool.dropped == 0
+        spool.append("E1", [tank("T1", ts) for ts in range(6, 14)])
+    # 13 readings of 111-112 bytes against 1,110: the four oldest go, nothing else.
+    assert (spool.dropped, spool.pending()) == (4, 9)
+    assert spool.bytes_stored() == stored() <= 10 * one
+    assert [r.seq for _, r in spool.peek(100)] == list(range(5, 14))
+    assert "dropped the 4 oldest" in caplog.text
+    spool.remove([id_ for id_, _ in spool.peek(6)])
+    assert (spool.pending(), spool.warning) == (3, False)
+    left = spool.bytes_stored()
+    assert left == stored() > 0
+    spool.close()
+    reopened = Spool(path, max_bytes=left + 1)
+    assert (reopened.pending(), reopened.bytes_stored(), reopened.warning) == (3, left, True)
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"max_bytes": 0}, "edge.spool_max_bytes"),
+        ({"warn_fraction": 0.0}, "edge.spool_warn_fraction"),
+        ({"max_readings": 0}, "max_readings"),
+    ],
+)
+def test_a_bad_budget_is_refused_naming_the_setting(
+    tmp_path: Path, settings: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named):
+        Spool(tmp_path / "spool.db", **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.servers
+@in_loop
+async def test_after_a_long_outage_the_agent_replays_what_its_byte_budget_kept(
+    config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Uplink down while 3 x 200 readings are spooled against a budget of about 300 of
+    them: warned first, the oldest dropped and counted; the rest arrives, in order."""
+    path = tmp_path / "edge.db"
+    probe = Spool(tmp_path / "probe.db")
+    probe.append("E1", [tank("T1", 10**12 + 5)])  # about as long as the driver's readings
+    budget = 300 * probe.bytes_stored()
+    probe.close()
+    edge = replace(config.edge, spool_max_bytes=budget, spool_warn_fraction=0.8)
+    place = make_place()
+    driver = CountingDriver(total=200, per_poll=20)
+    down = replace(config, mqtt=MqttConfig(url=f"mqtt://127.0.0.1:{_closed_port()}"))
+    cut_off = make_agent(down, place, driver, path, edge, drain_timeout_s=0.2)
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING, logger="edge.spool"):
+        task = asyncio.create_task(cut_off.run(stop))
+        await until(lambda: driver.done, 10, "all readings polled")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    stats = cut_off.stats
+    assert stats.readings_spooled == 600 and stats.readings_dropped > 0
+    assert stats.pending == 600 - stats.readings_dropped
+    assert stats.spool_budget_warning and 0 < stats.spool_bytes <= budget
+    assert "of its budget" in caplog.text and "dropped the" in caplog.text
+    assert caplog.text.index("of its budget") < caplog.text.index("dropped the")
+
+    async with collecting(config.mqtt, place.estate) as collector:
+        back = make_agent(config, place, CountingDriver(total=0, per_poll=0), path, edge)
+        stop = asyncio.Event()
+        task = asyncio.create_task(back.run(stop))
+        await until(lambda: back.stats.pending == 0, 10, "the spool drained")
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await until(lambda: len(collector.readings) == stats.pending, 5, "all arrived")
+    assert back.stats.spool_bytes == 0 and not back.stats.spool_budget_warning
+    expected = driver.expected()
+    assert collector.readings == {key: expected[key] for key in collector.readings}
+    # What survived is each device's newest readings, with no gap, arriving in seq order.
+    for device, _ in CountingDriver.DEVICES:
+        firsts = list(dict.fromkeys(seq for d, seq in collector.arrivals if d == device))
+        assert firsts == list(range(firsts[0], 201)) and firsts[0] > 1

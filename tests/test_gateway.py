@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -251,6 +252,8 @@ def test_anomaly_opens_and_closes_as_one_point(
         "open",
         start + 5000 + hold_ms,
     )
+    # Active in memory comes before durable in InfluxDB: wait for the commit thread.
+    wait_for(lambda: len(query(config, "SELECT * FROM anomaly GROUP BY *")) == 1)
     rows = query(config, "SELECT * FROM anomaly GROUP BY *")
     assert len(rows) == 1 and rows[0]["state"] == "open" and rows[0]["end"] == 0
     released = lift_reading(7, start + 40_000, passenger_status=1, door_status=1)
@@ -326,6 +329,9 @@ def test_messages_sent_while_stopped_arrive_after_restart(
 def test_influx_down_no_ack_then_stored_after_it_returns(
     config: Config, publisher: Publisher, servers: RunningServers
 ) -> None:
+    # Without the disk spool (tests/test_gateway_spool.py covers it): nothing is
+    # acknowledged and the broker holds the backlog.
+    config = replace(config, gateway=replace(config.gateway, spool_after_s=3600.0))
     first = Gateway(config, serve_api=False)
     first.start()
     assert first.wait_ready(10)
