@@ -32,6 +32,7 @@ import msgspec
 
 from edge.drivers import Driver
 from edge.spool import Spool
+from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import EdgeConfig, MqttConfig
 from jiayuan.contract import (
     MAX_PAYLOAD_BYTES,
@@ -73,6 +74,8 @@ class EdgeStats:
     reconnects: int = 0  # successful connections after the first
     connection_errors: int = 0  # failed attempts and lost connections
     readings_dropped: int = 0  # dropped because the spool's budget was reached
+    spool_bytes: int = 0  # bytes of readings in the spool (what edge.spool_max_bytes bounds)
+    spool_budget_warning: bool = False  # the spool holds edge.spool_warn_fraction of its budget
     pending: int = 0  # readings in the spool, in flight included
     connected: bool = False
 
@@ -116,6 +119,8 @@ class EdgeAgent:
         spool_max_readings: int | None = None,
     ) -> None:
         self._mqtt = mqtt
+        # Built once, so a missing CA or key file fails here rather than on every reconnect.
+        self._tls = client_tls_context(mqtt)
         self._batch_max = max(1, min(edge.batch_max_readings, MAX_READINGS_PER_MESSAGE))
         self._max_inflight = max(1, edge.max_inflight_messages)
         self.place = place
@@ -127,7 +132,12 @@ class EdgeAgent:
         self._backoff_max = backoff_max_s
         self._keepalive = keepalive_s
         self._publish_timeout = publish_timeout_s
-        self._spool = Spool(spool_path, max_readings=spool_max_readings)
+        self._spool = Spool(
+            spool_path,
+            max_readings=spool_max_readings,
+            max_bytes=edge.spool_max_bytes or None,
+            warn_fraction=edge.spool_warn_fraction,
+        )
         self._stats = EdgeStats(pending=self._spool.pending())
         self._topic = batch_topic(place.district, place.street, place.estate, place.edge_id)
         self._status_topic = edge_status_topic(
@@ -146,7 +156,11 @@ class EdgeAgent:
     @property
     def stats(self) -> EdgeStats:
         """A snapshot of the counters."""
-        return dataclasses.replace(self._stats)
+        return dataclasses.replace(
+            self._stats,
+            spool_bytes=self._spool.bytes_stored(),
+            spool_budget_warning=self._spool.warning,
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -293,6 +307,7 @@ class EdgeAgent:
             self._mqtt.port,
             username=self._mqtt.username or None,
             password=self._mqtt.password or None,
+            tls_context=self._tls,
             identifier=f"jiayuan-edge-{self.place.edge_id}",
             # The spool, not the broker session, is what keeps unsent readings.
             clean_session=True,

@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.pipeline import Message, wall_ms
+from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import MqttConfig
 from jiayuan.contract import subscription
 
@@ -51,6 +52,9 @@ class MqttIngest:
         )
         if config.username:
             client.username_pw_set(config.username, config.password or None)
+        tls = client_tls_context(config)
+        if tls is not None:
+            client.tls_set_context(tls)
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -4,6 +4,11 @@ The demo, ``jiayuan services`` and the test fixtures all run the real Debian ser
 (``mosquitto`` 2.0, ``influxdb`` 1.6) as plain child processes with every file in one data
 directory, so nothing depends on, or disturbs, system daemons or well-known ports.  Only
 addresses in 127.0.0.0/8 are ever used.
+
+By default the broker lets anyone connect (tests and the demo).  ``start_servers(secure=
+SecureBroker(...))`` turns on the project's broker security instead: a password file and an
+ACL written by :mod:`jiayuan.broker_auth` (no anonymous clients), and optionally a TLS
+listener on a second port (docs/security.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from jiayuan.broker_auth import BrokerAuth, EstatePlace, provision
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
@@ -155,11 +162,32 @@ _MQTT_CONNACK_OK = bytes([0x20, 2, 0, 0])
 _MQTT_DISCONNECT = bytes([0xE0, 0])
 
 
-def mqtt_answers(port: int, timeout: float = 1.0) -> bool:
-    """Whether a broker on 127.0.0.1:port accepts an MQTT connection."""
+def _mqtt_connect_packet(username: str, password: str) -> bytes:
+    """The same CONNECT with a username and password (a secured broker refuses anonymity)."""
+
+    def text(value: str) -> bytes:
+        data = value.encode("utf-8")
+        return len(data).to_bytes(2, "big") + data
+
+    # Flags: username, password, clean session.
+    body = b"\x00\x04MQTT" + bytes([4, 0xC2, 0, 60]) + text("") + text(username) + text(password)
+    length = len(body)
+    encoded = bytearray()
+    while True:  # the MQTT "remaining length" varint
+        length, digit = divmod(length, 128)
+        encoded.append(digit | (0x80 if length else 0))
+        if not length:
+            break
+    return bytes([0x10]) + bytes(encoded) + body
+
+
+def mqtt_answers(port: int, timeout: float = 1.0, username: str = "", password: str = "") -> bool:
+    """Whether a broker on 127.0.0.1:port accepts an MQTT connection (with these
+    credentials, when given)."""
+    packet = _mqtt_connect_packet(username, password) if username else _MQTT_CONNECT
     try:
         with socket.create_connection((HOST, port), timeout=timeout) as sock:
-            sock.sendall(_MQTT_CONNECT)
+            sock.sendall(packet)
             reply = b""
             while len(reply) < 4:
                 chunk = sock.recv(4 - len(reply))
@@ -183,11 +211,12 @@ def influx_answers(port: int, timeout: float = 1.0) -> bool:
     return response.status_code == 204
 
 
-def clear_retained(port: int, timeout: float = 5.0) -> int:
+def clear_retained(port: int, timeout: float = 5.0, username: str = "", password: str = "") -> int:
     """Delete every retained message on the broker at 127.0.0.1:port; return how many.
 
     Tests share one broker: a retained status left by one test would otherwise reach the
-    next test's subscribers as if it were new.
+    next test's subscribers as if it were new.  A secured broker needs an account that may
+    read and write everything (``broker_auth.ADMIN_USERNAME``).
     """
     import paho.mqtt.client as mqtt  # imported here: only tests and tools need it
     from paho.mqtt.enums import CallbackAPIVersion
@@ -208,6 +237,8 @@ def clear_retained(port: int, timeout: float = 5.0) -> int:
         client.publish(marker, b"x", qos=1)
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if username:
+        client.username_pw_set(username, password)
     client.on_message = on_message
     client.on_subscribe = on_subscribe
     client.on_connect = lambda c, *args: c.subscribe([("#", 1), (marker, 1)])
@@ -274,6 +305,23 @@ def _stop_pid(pid: int, conf: Path, timeout: float) -> None:
         time.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class SecureBroker:
+    """Broker security for :func:`start_servers`: accounts and ACL for these estates, and a
+    TLS listener on a second port when a server certificate and key are given."""
+
+    places: tuple[EstatePlace, ...]
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ServicesError("a TLS listener needs both a certificate and its key file")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ServicesError(f"TLS file {path} does not exist")
+
+
 @dataclass
 class RunningServers:
     """Mosquitto and InfluxDB started by :func:`start_servers`, and how to reach them."""
@@ -288,6 +336,11 @@ class RunningServers:
     owns_data_dir: bool = False
     # Detached servers outlive this process (`jiayuan services up`); the others end with it.
     detached: bool = field(default=False, compare=False)
+    # Secured mode (SecureBroker): the accounts and ACL, and the TLS listener if any.
+    auth: BrokerAuth | None = field(default=None, compare=False)
+    mqtt_tls_port: int = 0
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     _processes: dict[str, subprocess.Popen[bytes]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -295,6 +348,11 @@ class RunningServers:
     @property
     def mqtt_url(self) -> str:
         return f"mqtt://{HOST}:{self.mqtt_port}"
+
+    @property
+    def mqtt_tls_url(self) -> str:
+        """The TLS listener's URL, empty when there is none."""
+        return f"mqtts://{HOST}:{self.mqtt_tls_port}" if self.mqtt_tls_port else ""
 
     @property
     def influx_url(self) -> str:
@@ -321,12 +379,23 @@ class RunningServers:
             "owns_data_dir": self.owns_data_dir,
             "mqtt_url": self.mqtt_url,
             "influx_url": self.influx_url,
+            "auth_dir": str(self.auth.directory) if self.auth is not None else "",
+            "mqtt_tls_port": self.mqtt_tls_port,
+            "tls_cert_file": str(self.tls_cert_file or ""),
+            "tls_key_file": str(self.tls_key_file or ""),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunningServers:
         try:
+            auth_dir = str(data.get("auth_dir") or "")
+            cert = str(data.get("tls_cert_file") or "")
+            key = str(data.get("tls_key_file") or "")
             return cls(
+                auth=BrokerAuth.load(Path(auth_dir)) if auth_dir else None,
+                mqtt_tls_port=int(data.get("mqtt_tls_port", 0)),
+                tls_cert_file=Path(cert) if cert else None,
+                tls_key_file=Path(key) if key else None,
                 data_dir=Path(str(data["data_dir"])),
                 mqtt_port=int(data["mqtt_port"]),
                 influx_port=int(data["influx_port"]),
@@ -348,7 +417,17 @@ class RunningServers:
         return _pid_runs(self.influxd_pid, self.influxdb_conf)
 
     def mqtt_answers(self) -> bool:
-        return mqtt_answers(self.mqtt_port)
+        if self.auth is None:
+            return mqtt_answers(self.mqtt_port)
+        admin = self.auth.admin
+        return mqtt_answers(self.mqtt_port, username=admin.username, password=admin.password)
+
+    def clear_retained(self) -> int:
+        """Delete every retained message (with the maintenance account when secured)."""
+        if self.auth is None:
+            return clear_retained(self.mqtt_port)
+        admin = self.auth.admin
+        return clear_retained(self.mqtt_port, username=admin.username, password=admin.password)
 
     def influx_answers(self) -> bool:
         return influx_answers(self.influx_port)
@@ -371,7 +450,7 @@ class RunningServers:
             "mosquitto",
             process,
             self.mosquitto_conf,
-            lambda: mqtt_answers(self.mqtt_port),
+            self.mqtt_answers,
             [self.data_dir / "mosquitto.log", self.data_dir / "mosquitto.out"],
         )
 
@@ -493,7 +572,8 @@ def _write_mosquitto_conf(servers: RunningServers) -> None:
     lines = [
         "# Written by jiayuan.services: a private broker for one data directory.",
         f"listener {servers.mqtt_port} {HOST}",
-        "allow_anonymous true",
+        # Secured mode: only the accounts in the password file may connect.
+        f"allow_anonymous {'false' if servers.auth is not None else 'true'}",
         # Run as whoever started us: as root, mosquitto would otherwise switch to the
         # 'mosquitto' user, which cannot write into our (private) data directory.
         f"user {pwd.getpwuid(os.geteuid()).pw_name}",
@@ -512,6 +592,21 @@ def _write_mosquitto_conf(servers: RunningServers) -> None:
         "connection_messages false",
         "",
     ]
+    if servers.auth is not None:
+        lines += [
+            "# Secured (jiayuan.broker_auth): accounts, and what each may publish and read.",
+            f"password_file {servers.auth.password_file}",
+            f"acl_file {servers.auth.acl_file}",
+            "",
+        ]
+    if servers.mqtt_tls_port:
+        lines += [
+            f"listener {servers.mqtt_tls_port} {HOST}",
+            f"certfile {servers.tls_cert_file}",
+            f"keyfile {servers.tls_key_file}",
+            "tls_version tlsv1.2",
+            "",
+        ]
     servers.mosquitto_conf.write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -555,14 +650,18 @@ bind-address = "{HOST}:{servers.influx_rpc_port}"
 
 
 def start_servers(
-    data_dir: Path | None = None, install: bool = True, detached: bool = False
+    data_dir: Path | None = None,
+    install: bool = True,
+    detached: bool = False,
+    secure: SecureBroker | None = None,
 ) -> RunningServers:
     """Start Mosquitto and InfluxDB on free loopback ports with all files in data_dir.
 
     With no data_dir a fresh temporary one is made and removed by ``stop()``.  Unless
     ``detached``, the servers end with this Python process however it ends: ``stop()`` runs
     at a normal exit, and their watchers end them if it is killed.  Detached servers run
-    until stopped (``jiayuan services down``).
+    until stopped (``jiayuan services down``).  With ``secure`` the broker takes only the
+    accounts written to ``data_dir/mqtt-auth`` (see :class:`SecureBroker`).
     """
     if install:
         ensure_installed()
@@ -570,7 +669,7 @@ def start_servers(
     directory = Path(tempfile.mkdtemp(prefix="jiayuan-")) if data_dir is None else data_dir
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    mqtt_port, influx_port, rpc_port = free_ports(3)
+    mqtt_port, influx_port, rpc_port, tls_port = free_ports(4)
     servers = RunningServers(
         data_dir=directory,
         mqtt_port=mqtt_port,
@@ -580,6 +679,12 @@ def start_servers(
         detached=detached,
     )
     try:
+        if secure is not None:
+            servers.auth = provision(directory / "mqtt-auth", secure.places)
+            if secure.tls_cert_file is not None and secure.tls_key_file is not None:
+                servers.mqtt_tls_port = tls_port
+                servers.tls_cert_file = secure.tls_cert_file.resolve()
+                servers.tls_key_file = secure.tls_key_file.resolve()
         _write_mosquitto_conf(servers)
         _write_influxdb_conf(servers)
         servers.start_mosquitto()

@@ -4,6 +4,9 @@
 and records them in a state file (``.jiayuan/services.json`` in the current directory);
 ``status`` and ``down`` read that file.  ``up`` prints shell ``export`` lines, and its
 other lines are shell comments, so ``eval "$(jiayuan services up)"`` configures a shell.
+``up --secure`` starts the broker with the project's accounts and ACL (one account per
+estate of ``--registry``/``--estate``, see docs/security.md) and, with ``--tls-cert`` and
+``--tls-key``, a TLS listener beside the plain loopback one.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jiayuan.broker_auth import BrokerAuthError, EstatePlace, places_of
 from jiayuan.cli_support import print_usage
 from jiayuan.services import (
     RunningServers,
+    SecureBroker,
     ServicesError,
     ensure_installed,
     find_binary,
@@ -71,6 +76,32 @@ def add_parser(subparsers: Any) -> None:
         help="data directory for both servers, kept by 'down' (default: a new temporary "
         "directory, removed by 'down')",
     )
+    up.add_argument(
+        "--secure",
+        action="store_true",
+        help="broker with accounts and an ACL: each estate's edge account may publish only "
+        "under its own estate's topics; no anonymous clients (docs/security.md)",
+    )
+    up.add_argument(
+        "--registry",
+        metavar="FILE",
+        type=Path,
+        help="with --secure: make an edge account for every estate of this registry "
+        "(registry YAML, registry CSV directory, or a simulator registry.json)",
+    )
+    up.add_argument(
+        "--estate",
+        metavar="DISTRICT/STREET/ESTATE",
+        action="append",
+        default=[],
+        help="with --secure: make an edge account for this estate (repeatable)",
+    )
+    up.add_argument(
+        "--tls-cert", metavar="FILE", type=Path, help="with --secure: server certificate (PEM)"
+    )
+    up.add_argument(
+        "--tls-key", metavar="FILE", type=Path, help="with --secure: its private key (PEM)"
+    )
     up.set_defaults(func=_up)
 
     down = commands.add_parser(
@@ -118,11 +149,56 @@ def _save_state(path: Path, servers: RunningServers) -> None:
 
 def _print_servers(servers: RunningServers, state: Path) -> None:
     print(f"# mosquitto  {servers.mqtt_url}  (pid {servers.mosquitto_pid})")
+    if servers.mqtt_tls_url:
+        print(f"# mqtt TLS   {servers.mqtt_tls_url}  (certificate {servers.tls_cert_file})")
     print(f"# influxdb   {servers.influx_url}  (pid {servers.influxd_pid})")
     print(f"# data dir   {servers.data_dir}")
     print(f"# state      {state}   (stop with: jiayuan services down)")
     print(f"export JIAYUAN_MQTT_URL={servers.mqtt_url}")
     print(f"export JIAYUAN_INFLUX_URL={servers.influx_url}")
+    if servers.auth is not None:
+        # The gateway's account for this shell; each edge agent gets its own estate's.
+        print(f"# accounts   {servers.auth.directory}  ({len(servers.auth.edges)} estates)")
+        for place, account in servers.auth.edges.items():
+            print(
+                f"#   {place.topic_root}: username {account.username}, "
+                f"password_file {account.secret_file}"
+            )
+        print(f"export JIAYUAN_MQTT_USERNAME={servers.auth.gateway.username}")
+        print(f"export JIAYUAN_MQTT_PASSWORD_FILE={servers.auth.gateway.secret_file}")
+
+
+def _security(args: argparse.Namespace) -> SecureBroker | None:
+    """The broker security asked for on the command line (None without --secure)."""
+    if not args.secure:
+        if args.registry or args.estate or args.tls_cert or args.tls_key:
+            raise ServicesError("--registry, --estate, --tls-cert and --tls-key need --secure")
+        return None
+    places = list(_registry_places(args.registry)) if args.registry else []
+    for text in args.estate:
+        parts = text.split("/")
+        if len(parts) != 3:
+            raise ServicesError(f"--estate {text!r}: expected DISTRICT/STREET/ESTATE")
+        places.append(EstatePlace(*parts))
+    return SecureBroker(tuple(dict.fromkeys(places)), args.tls_cert, args.tls_key)
+
+
+def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
+    # Imported here: the plain `services up` needs neither registry.
+    from jiayuan.registry.files import import_csv, import_yaml
+    from jiayuan.registry.tables import RegistryInvalid
+    from simulators.registry import Registry as SimulatorRegistry
+
+    try:
+        if path.is_dir():
+            return places_of(import_csv(path).estates)
+        if path.suffix == ".json":
+            return places_of(SimulatorRegistry.from_json(path.read_text("utf-8")).estates)
+        return places_of(import_yaml(path).estates)
+    except RegistryInvalid as error:
+        raise ServicesError(f"--registry: {error}") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise ServicesError(f"--registry {path}: not a registry: {error}") from None
 
 
 def _install(args: argparse.Namespace) -> int:
@@ -147,14 +223,15 @@ def _up(args: argparse.Namespace) -> int:
                 return 0
             # Stale state (a reboot, or servers killed by hand): clean up what is left.
             previous.stop()
+        security = _security(args)
         data_dir = args.dir.resolve() if args.dir is not None else None
-        servers = start_servers(data_dir, install=True, detached=True)
+        servers = start_servers(data_dir, install=True, detached=True, secure=security)
         try:
             _save_state(state_path, servers)
         except OSError:
             servers.stop()
             raise
-    except (ServicesError, OSError) as error:
+    except (ServicesError, BrokerAuthError, OSError) as error:
         print(f"jiayuan services up: {error}", file=sys.stderr)
         return 1
     _print_servers(servers, state_path)
