@@ -25,6 +25,7 @@ SUBCOMMAND_MODULES = (
     "jiayuan.registry.cli",
     "alerts.score_cli",
     "alerts.opscentre_cli",
+    "jiayuan.chaos_cli",
 )
 
 
