@@ -14,13 +14,18 @@ gateway's ``Detector`` and reports statistical anomalies per 1,000 device-hours.
 ``--memory`` feeds 10 simulated minutes of ``--estates`` estates and one synthetic 12-port
 pile through the gateway's ``Detector`` and prints the statistical state per device and
 kind (arrays), and what the whole detector (rules included, Python objects and all) holds
-per device as ``tracemalloc`` sees it.
+per device as ``tracemalloc`` sees it.  It then does the same at scale (``--devices``,
+100,000 by default): each simulated device cloned under new names at the estates' mix,
+and as many 12-port piles, each fed its first readings (every signal it reports, every
+check's state allocated); the figure is what the ``Detector`` holds, by ``tracemalloc``,
+divided by the devices.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -100,9 +105,9 @@ def memory(estates: int, seed: int) -> None:
     print(f"  {'estate mix':<14} {devices:>5} devices {mix:>8,.0f} B/device")
     print(f"whole Detector, tracemalloc: {held / devices:,.0f} B/device (rules' state included)")
     for kind, rules in detector.rules.items():
-        table = getattr(rules, "table", None)
-        if table is not None:
-            print(f"  of which {kind.value} threshold table: {table.bytes_per_device} B/device")
+        arrays = getattr(rules, "bytes_per_device", None)
+        if arrays is not None:
+            print(f"  of which {kind.value} rules' arrays: {arrays} B/device")
 
     pile = Detector()
     place = Place("d", "s", "e", "b", "ebike_charger", "PILE12")
@@ -116,6 +121,74 @@ def memory(estates: int, seed: int) -> None:
         pile.readings([(place, reading, reading.ts)])
     _, pile_bytes = pile.statistical.state_bytes()["ebike_charger"]
     print(f"12-port pile (12 temp + 12 current + total power tracked): {pile_bytes:,} B")
+
+
+def memory_at_scale(devices: int, estates: int, seed: int) -> None:
+    import tracemalloc
+
+    import msgspec
+
+    from gateway.detection import Detector
+    from gateway.rules import Place
+    from jiayuan.catalogue import MAX_PORTS, port_field
+    from jiayuan.contract import Reading, Value
+    from jiayuan.replay import as_gateway_input
+    from simulators.clock import parse_start
+    from simulators.driver import generate
+    from simulators.registry import build_registry
+
+    registry = build_registry(estates, seed)
+    start = parse_start("2025-07-01T09:30:00")
+    first: dict[str, list[tuple[Place, Reading]]] = {}
+    for _, place, reading in as_gateway_input(generate(registry, [], start, start + 120_000, seed)):
+        kept = first.setdefault(reading.device, [])
+        if len(kept) < 4:  # every signal of the device, its checks' state allocated
+            kept.append((place, reading))
+    models = list(first.values())
+
+    def clone(model: list[tuple[Place, Reading]], name: str) -> list[tuple[Place, Reading, int]]:
+        return [
+            (
+                Place(p.district, p.street, p.estate, p.building, p.kind, name),
+                msgspec.structs.replace(r, device=name),
+                r.ts,
+            )
+            for p, r in model
+        ]
+
+    def pile(name: str) -> list[tuple[Place, Reading, int]]:
+        place = Place("d", "s", "e", "b", "ebike_charger", name)
+        out = []
+        for k in range(3):
+            values: dict[str, Value] = {"port_count": MAX_PORTS, "smoke": 0, "total_power": 0.0}
+            for port in range(1, MAX_PORTS + 1):
+                values[port_field(port, "temp")] = 25.0 + 0.1 * k
+                values[port_field(port, "current")] = 2.0
+                values[port_field(port, "power")] = 100.0
+            ts = 1_750_000_000_000 + k * 1000
+            out.append((place, Reading(name, "ebike_charger", k + 1, ts, values), ts))
+        return out
+
+    def held(make: Callable[[int], list[tuple[Place, Reading, int]]]) -> float:
+        Detector().readings(make(0))  # caches and imports: not per-device state
+        tracemalloc.start()
+        before, _ = tracemalloc.get_traced_memory()
+        detector = Detector()
+        for block in range(0, devices, 500):
+            batch = [item for n in range(block, min(devices, block + 500)) for item in make(n)]
+            detector.readings(batch)
+        after, _ = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return (after - before) / devices
+
+    mix = held(
+        lambda n: clone(models[n % len(models)], f"{models[n % len(models)][0][0].device}~{n}")
+    )
+    print(
+        f"whole Detector, tracemalloc, {devices:,} devices at the estate mix: {mix:,.0f} B/device"
+    )
+    piles = held(lambda n: pile(f"PILE12~{n}"))
+    print(f"whole Detector, tracemalloc, {devices:,} 12-port piles: {piles:,.0f} B/device")
 
 
 def healthy(hours: float, estates: int, seed: int) -> None:
@@ -154,9 +227,11 @@ def main() -> None:
     parser.add_argument("--healthy-hours", type=float, default=0.0)
     parser.add_argument("--estates", type=int, default=6)
     parser.add_argument("--memory", action="store_true")
+    parser.add_argument("--devices", type=int, default=100_000)
     args = parser.parse_args()
     if args.memory:
         memory(args.estates, args.seed)
+        memory_at_scale(args.devices, args.estates, args.seed)
     elif args.healthy_hours > 0:
         healthy(args.healthy_hours, args.estates, args.seed)
     else:

@@ -20,9 +20,12 @@ has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
 
 from jiayuan.catalogue import Family
 from jiayuan.contract import Reading, Value
@@ -31,6 +34,17 @@ if TYPE_CHECKING:
     from gateway.rules.thresholds import Threshold
 
 Values = Mapping[str, Value]
+DeviceKey = tuple[str, str, str, str, str]
+# A device's check state as Python lists while a reading is judged: open, since, count.
+_Held = tuple[list[bool], list[int], list[int]]
+_Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
+NO_TIME = -(1 << 63)  # "the condition is not being held" in a since-array
+_COUNT_MAX = (1 << 16) - 1  # consecutive readings saturate here (min_count is far lower)
+_INITIAL_ROWS = 64
+# What a stored value cell holds; ints beyond 2^53 are not exact in float64.
+_ABSENT, _INT, _FLOAT, _OTHER = 0, 1, 2, 3
+_EXACT_INT = 1 << 53
+_GONE = object()  # a value the device has not reported
 # A family with this many thresholds per reading or more runs them in a ThresholdTable by
 # default: a table call costs ~50 µs plus ~2 µs a reading, a per-reading threshold check
 # ~1.5 µs, and the gateway judges one MQTT message (~20 readings of a family) at a time,
@@ -41,20 +55,60 @@ Predicate = Callable[[Values], bool]
 Measure = Callable[[Values], float]
 
 
-@dataclass(frozen=True, slots=True)
 class Place:
-    """Where a device is; ``key`` leaves out the building, which is a label, not identity."""
+    """Where a device is; ``key`` leaves out the building, which is a label, not identity.
 
-    district: str
-    street: str
-    estate: str
+    Held as its key and building only: the offline check keeps a Place per device, and
+    the key tuple is the one every per-device table is keyed by (one tuple per device, not
+    a copy per table), so at 100,000 devices a Place costs a tuple and 48 bytes."""
+
+    __slots__ = ("building", "key")
+    key: DeviceKey
     building: str
-    kind: str
-    device: str
+
+    def __init__(
+        self, district: str, street: str, estate: str, building: str, kind: str, device: str
+    ) -> None:
+        object.__setattr__(self, "key", (district, street, estate, kind, device))
+        object.__setattr__(self, "building", building)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Place is immutable: cannot set {name}")
 
     @property
-    def key(self) -> tuple[str, str, str, str, str]:
-        return (self.district, self.street, self.estate, self.kind, self.device)
+    def district(self) -> str:
+        return self.key[0]
+
+    @property
+    def street(self) -> str:
+        return self.key[1]
+
+    @property
+    def estate(self) -> str:
+        return self.key[2]
+
+    @property
+    def kind(self) -> str:
+        return self.key[3]
+
+    @property
+    def device(self) -> str:
+        return self.key[4]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Place):
+            return NotImplemented
+        return self.key == other.key and self.building == other.building
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.building))
+
+    def __repr__(self) -> str:
+        district, street, estate, kind, device = self.key
+        return (
+            f"Place(district={district!r}, street={street!r}, estate={estate!r}, "
+            f"building={self.building!r}, kind={kind!r}, device={device!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,50 +180,57 @@ class Check:
         return self.threshold(values) if callable(self.threshold) else self.threshold
 
 
-@dataclass(slots=True)
-class HeldState:
-    """Where one check stands for one device: active or not, and since when."""
+def step(
+    check: Check,
+    held: _Held,
+    index: int,
+    values: Values,
+    ts_ms: int,
+) -> bool:
+    """Advance one check of one device by one reading; True when it changed state.
 
-    active: bool = False
-    since_ms: int | None = None  # when the condition towards the other state began
-    count: int = 0  # consecutive readings with that condition
-
-
-@dataclass(slots=True)
-class DeviceState:
-    values: dict[str, Value] = field(default_factory=dict)
-    held: list[HeldState] = field(default_factory=list)
-    last_ts: int = 0
-
-
-def step(check: Check, state: HeldState, values: Values, ts_ms: int) -> bool:
-    """Advance one check by one reading; True when it changed state."""
+    ``held`` is the device's row of check state as Python lists (open or not, since when
+    the condition towards the other state has held, ``NO_TIME`` when it has not, and for
+    checks with ``min_count`` the consecutive readings with it)."""
+    active, since, count = held
     if check.suppressed(values):
-        state.since_ms, state.count = None, 0
-        if state.active:
-            state.active = False
+        since[index] = NO_TIME
+        count[index] = 0
+        if active[index]:
+            active[index] = False
             return True
         return False
-    condition = check.clears(values) if state.active else check.opens(values)
+    is_active = active[index]
+    condition = check.clears(values) if is_active else check.opens(values)
     if not condition:
-        state.since_ms, state.count = None, 0
+        since[index] = NO_TIME
+        count[index] = 0
         return False
-    if state.since_ms is None:
-        state.since_ms = ts_ms
-    state.count += 1
-    held_s = max(0, ts_ms - state.since_ms) / 1000.0
-    need_s = check.clear_hold_s if state.active else check.hold_for(values)
+    if since[index] == NO_TIME:
+        since[index] = ts_ms
+    counted = check.min_count is not None
+    if counted:
+        count[index] = min(count[index] + 1, _COUNT_MAX)
+    held_s = max(0, ts_ms - since[index]) / 1000.0
+    need_s = check.clear_hold_s if is_active else check.hold_for(values)
     enough = held_s >= need_s or (
-        not state.active and check.min_count is not None and state.count >= check.min_count
+        not is_active and counted and count[index] >= (check.min_count or 0)
     )
     if not enough:
         return False
-    state.active, state.since_ms, state.count = not state.active, None, 0
+    active[index], since[index], count[index] = not is_active, NO_TIME, 0
     return True
 
 
 class TableRules:
-    """Rules given as a table of checks per device; each family module builds its table."""
+    """Rules given as a table of checks per device; each family module builds its table.
+
+    Per-device state lives in arrays with a row per device (no Python object per device):
+    the merged latest value of each signal the rules read (float64, with a byte saying
+    whether it is absent, an int or a float; any other value, such as a string, in a small
+    side table), and per check whether it is open and since when its condition has held
+    (int64 ms).  A reading loads its device's row into a dict, the checks run on that as
+    before, and the cells it changed are stored back."""
 
     def __init__(
         self,
@@ -181,7 +242,6 @@ class TableRules:
 
         self.family = family
         self._overrides = dict(overrides or {})
-        self._devices: dict[tuple[str, str, str, str, str], DeviceState] = {}
         self.thresholds: Sequence[Threshold] = self.build_thresholds()
         others = self.build_checks()
         shared = {t.code for t in self.thresholds} & {c.code for c in others}
@@ -189,7 +249,13 @@ class TableRules:
             raise ValueError(f"{family.kind}: codes both thresholds and checks: {shared}")
         if vectorised is None:  # measured (bench/README.md): where it pays
             vectorised = len(self.thresholds) >= VECTORISE_FROM
-        self.table = ThresholdTable(self.thresholds) if vectorised and self.thresholds else None
+        # Device rows, shared with the threshold table so a device has one row number.
+        self._rows: dict[tuple[str, str, str, str, str], int] = {}
+        self.table = (
+            ThresholdTable(self.thresholds, rows=self._rows)
+            if vectorised and self.thresholds
+            else None
+        )
         threshold_checks = [] if self.table is not None else [t.check() for t in self.thresholds]
         self.checks: Sequence[Check] = [*threshold_checks, *others]
         self._members: dict[str, list[int]] = {}
@@ -199,6 +265,20 @@ class TableRules:
         unknown = codes - {e.code for e in family.events}
         if unknown:
             raise KeyError(f"{family.kind}: checks use codes not in the catalogue: {unknown}")
+        read = [*(c.signal for c in threshold_checks), *self.reads()]
+        self.columns: tuple[str, ...] = tuple(dict.fromkeys(read))
+        self._column_of = {name: k for k, name in enumerate(self.columns)}
+        self._derived = tuple(name for name in self.columns if name.startswith("_"))
+        self._counted = [k for k, c in enumerate(self.checks) if c.min_count is not None]
+        rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
+        self._values = np.full((rows, width), np.nan, dtype=np.float64)
+        self._types = np.zeros((rows, width), dtype=np.uint8)
+        self._others: dict[tuple[int, int], Value] = {}  # (row, column): not a number
+        self._active = np.zeros((rows, checks), dtype=np.bool_)
+        self._since = np.full((rows, checks), NO_TIME, dtype=np.int64)
+        self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
+        # The mapping the checks see (a test swaps in one that records what they read).
+        self.mapping: Callable[[], dict[str, Value]] = dict
 
     def threshold(self, name: str) -> float:
         """A threshold from the catalogue unless this deployment overrides it."""
@@ -221,15 +301,37 @@ class TableRules:
         """The family's plain thresholds (vectorised); by default none."""
         return ()
 
-    def derive(self, device: DeviceState, reading: Reading) -> None:
-        """Add values computed from the device's history to ``device.values`` before the
-        checks run (a port's lagged power, the peak since a pump last ran); by default none.
-        Derived names start with ``_`` so they cannot collide with a reported signal."""
+    def reads(self) -> Sequence[str]:
+        """Every value the checks and ``derive`` read, derived ones included: only these
+        are kept per device (the thresholds' signals are added when they run as checks)."""
+        raise NotImplementedError
+
+    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+        """Add values computed from the device's history to its merged ``values`` before
+        the checks run (a port's lagged power, the peak since a pump last ran); by default
+        none.  Derived names start with ``_`` so they cannot collide with a reported
+        signal."""
+
+    @property
+    def bytes_per_device(self) -> int:
+        """The arrays' bytes per device row (the side table of non-numbers aside)."""
+        arrays = (self._values, self._types, self._active, self._since, self._count)
+        own = sum(a.itemsize * a.shape[1] for a in arrays)
+        return own + (self.table.bytes_per_device if self.table is not None else 0)
 
     def forget(self, place: Place) -> None:
-        self._devices.pop(place.key, None)
+        row = self._rows.get(place.key)
         if self.table is not None:
             self.table.forget(place.key)
+        self._rows.pop(place.key, None)
+        if row is not None and row < len(self._values):  # rows are not reused
+            self._values[row] = np.nan
+            self._types[row] = _ABSENT
+            self._active[row] = False
+            self._since[row] = NO_TIME
+            self._count[row] = 0
+            for cell in [c for c in self._others if c[0] == row]:
+                del self._others[cell]
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
         return self.evaluate_many([(place, reading)])[0]
@@ -244,34 +346,109 @@ class TableRules:
             changes += self._evaluate_checks(place, reading)
         return out
 
+    def _row(self, key: tuple[str, str, str, str, str]) -> int:
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self._rows)
+        if row >= len(self._values):
+            self._grow(grown_rows(len(self._values), row))
+        return row
+
+    def _grow(self, rows: int) -> None:
+        self._values = grown(self._values, rows, np.nan)
+        self._types = grown(self._types, rows, _ABSENT)
+        self._active = grown(self._active, rows, False)
+        self._since = grown(self._since, rows, NO_TIME)
+        self._count = grown(self._count, rows, 0)
+
+    def _load(self, row: int) -> dict[str, Value]:
+        values = self.mapping()
+        kinds = self._types[row].tolist()
+        numbers = self._values[row].tolist()
+        for column, (name, kind, value) in enumerate(
+            zip(self.columns, kinds, numbers, strict=True)
+        ):
+            if kind == _INT:
+                values[name] = int(value)
+            elif kind == _FLOAT:
+                values[name] = value
+            elif kind == _OTHER:
+                values[name] = self._others[(row, column)]
+        return values
+
+    def _store(
+        self, row: int, values: Mapping[str, Value], before: Mapping[str, Value], reported: Values
+    ) -> None:
+        """Write back the cells this reading changed: only its own values and the derived
+        ones can have (a value is the same only if it is the same type too)."""
+        column_of = self._column_of
+        for name in (*reported, *self._derived):
+            column = column_of.get(name)
+            if column is None:
+                continue
+            new = values.get(name, _GONE)
+            old = before.get(name, _GONE)
+            if new is old or (type(new) is type(old) and new == old):
+                continue
+            self._set(row, column, new)
+
+    def _set(self, row: int, column: int, value: object) -> None:
+        if type(value) is float:
+            number, kind = value, _FLOAT
+        elif type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
+            number, kind = float(value), _INT
+        elif value is _GONE:
+            number, kind = math.nan, _ABSENT
+        else:  # a string, a bool, a huge int: kept as it is, in the side table
+            self._others[(row, column)] = value  # type: ignore[assignment]
+            number, kind = math.nan, _OTHER
+        if kind != _OTHER and self._others:
+            self._others.pop((row, column), None)
+        self._values[row, column] = number
+        self._types[row, column] = kind
+
     def _evaluate_checks(self, place: Place, reading: Reading) -> list[AnomalyChange]:
-        device = self._devices.get(place.key)
-        if device is None:
-            device = self._devices[place.key] = DeviceState()
-            device.held = [HeldState() for _ in self.checks]
-        device.values.update(reading.values)
-        self.derive(device, reading)
-        device.last_ts = max(device.last_ts, reading.ts)
-        values, held, checks, ts = device.values, device.held, self.checks, reading.ts
+        row = self._row(place.key)
+        values = self._load(row)
+        before = values.copy()
+        values.update(reading.values)
+        self.derive(values, reading)
+        active = self._active[row].tolist()
+        since = self._since[row].tolist()
+        since_before = since.copy()
+        count = [0] * len(self.checks)
+        counted = self._counted
+        if counted:
+            for slot, value in zip(counted, self._count[row].tolist(), strict=True):
+                count[slot] = value
+        held: _Held = (active, since, count)
+        checks, ts = self.checks, reading.ts
         present = reading.values
         changed: list[int] = []
         for index, check in enumerate(checks):
-            state = held[index]
             if (
                 check.signal
                 and check.signal not in present
-                and not state.active
-                and state.since_ms is None
+                and not active[index]
+                and since[index] == NO_TIME
             ):
                 continue
-            if step(check, state, values, ts):
+            if step(check, held, index, values, ts):
                 changed.append(index)
+        self._store(row, values, before, present)
+        # Most readings leave a device's checks at rest: write back only what moved.
+        if changed:
+            self._active[row] = active
+        if since != since_before:
+            self._since[row] = since
+        if counted:
+            self._count[row] = [count[slot] for slot in counted]
         if not changed:
             return []
-        return self._code_changes(changed, held, values, ts)
+        return self._code_changes(changed, active, values, ts)
 
     def _code_changes(
-        self, changed: list[int], held: Sequence[HeldState], values: Values, ts: int
+        self, changed: list[int], active: list[bool], values: Values, ts: int
     ) -> list[AnomalyChange]:
         """Turn check transitions into anomaly transitions: a code shared by several
         checks opens with the first of them and closes with the last."""
@@ -283,13 +460,13 @@ class TableRules:
                 continue
             done.add(check.code)
             members = self._members[check.code]
-            now_open = any(held[j].active for j in members)
-            was_open = any(held[j].active != (j in changed) for j in members)
+            now_open = any(active[j] for j in members)
+            was_open = any(active[j] != (j in changed) for j in members)
             if now_open and not was_open:
                 first = next(
                     self.checks[j]
                     for j in changed
-                    if self.checks[j].code == check.code and held[j].active
+                    if self.checks[j].code == check.code and active[j]
                 )
                 changes.append(
                     AnomalyChange(
@@ -313,6 +490,18 @@ class TableRules:
                     )
                 )
         return changes
+
+
+def grown_rows(rows: int, needed: int) -> int:
+    """An eighth more rows (not double: at 100,000 devices the slack is state too; the
+    copies still cost O(1) a row on average)."""
+    return max(needed + 1, rows + max(64, rows // 8))
+
+
+def grown(old: _Array, rows: int, fill: object) -> _Array:
+    new = np.full((rows, *old.shape[1:]), fill, dtype=old.dtype)
+    new[: old.shape[0]] = old
+    return new  # type: ignore[return-value]
 
 
 def number(values: Values, name: str, default: float = float("nan")) -> float:

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 
 from gateway.rules.base import (
     Check,
-    DeviceState,
     Predicate,
     TableRules,
     Values,
@@ -33,7 +32,7 @@ from gateway.rules.base import (
 )
 from gateway.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
-from jiayuan.contract import Reading
+from jiayuan.contract import Reading, Value
 
 MIN_PEERS = 3  # other ports needed for a median worth comparing with
 _LAG_TS = "_lag_ts"
@@ -113,8 +112,20 @@ class EbikeChargerRules(TableRules):
             )
         return checks
 
-    def derive(self, device: DeviceState, reading: Reading) -> None:
-        values = device.values
+    def reads(self) -> Sequence[str]:
+        per_port = [
+            name
+            for port in range(1, MAX_PORTS + 1)
+            for name in (
+                port_field(port, "temp"),
+                port_field(port, "power"),
+                lag_field(port),
+                excess_field(port),
+            )
+        ]
+        return ("smoke", _LAG_TS, *per_port)
+
+    def derive(self, values: dict[str, Value], reading: Reading) -> None:
         last = number(values, _LAG_TS)
         if math.isnan(last):
             gain, values[_LAG_TS] = 1.0, reading.ts

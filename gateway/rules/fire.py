@@ -21,7 +21,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 from gateway.rules.base import (
     Check,
-    DeviceState,
     Predicate,
     TableRules,
     Values,
@@ -122,6 +121,11 @@ class FireRules(TableRules):
         ]
         return checks
 
+    def reads(self) -> Sequence[str]:
+        states = ("fire_alarm", "fault", "supervisory", "isolated")
+        pump = ("pump_commanded", "pump_running", "sprinkler_pressure")
+        return (*states, *pump, PEAK, START, LIMIT, _WAS_COMMANDED)
+
     def _sag_hold(self) -> Callable[[Values], float]:
         learned_s = self.setting("pressure_sag_learned_s", 30.0)
         fixed_s = self.threshold("pressure_sag_s")
@@ -131,8 +135,7 @@ class FireRules(TableRules):
 
         return hold
 
-    def derive(self, device: DeviceState, reading: Reading) -> None:
-        values = device.values
+    def derive(self, values: dict[str, Value], reading: Reading) -> None:
         pressure = number(values, "sprinkler_pressure")
         commanded = values.get("pump_commanded") == 1
         if commanded and values.get(_WAS_COMMANDED) != 1:

@@ -50,6 +50,22 @@ class LiftRules(TableRules):
     ) -> None:
         super().__init__(LIFT, overrides, vectorised)
 
+    def reads(self) -> Sequence[str]:
+        return (
+            "passenger_status",
+            "door_status",
+            "car_status",
+            "door_zone",
+            "service_mode",
+            "fault_code",
+            "speed",
+            "rated_speed",
+            "up_limit",
+            "down_limit",
+            "power_status",
+            "car_position",
+        )
+
     def build_checks(self) -> Sequence[Check]:
         in_zone_s = self.threshold("trapped_in_zone_s")
         out_of_zone_s = self.threshold("trapped_out_of_zone_s")

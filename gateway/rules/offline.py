@@ -45,8 +45,8 @@ class OfflineMonitor:
         index = self._index.get(place.key)
         if index is None:
             index = self._add(place)
-        else:
-            self._places[index] = place  # the building label may have been filled in
+        elif self._places[index].building != place.building:
+            self._places[index] = place  # the label was filled in (keep one Place a device)
         previous = int(self._last_ts[index])
         self._last_ts[index] = max(previous, ts_ms)
         self._last_rx[index] = received_ms
@@ -104,7 +104,8 @@ class OfflineMonitor:
     def _add(self, place: Place) -> int:
         index = len(self._places)
         if index == len(self._last_ts):
-            grow = len(self._last_ts)
+            # An eighth more, not double: at 100,000 devices the slack is state too.
+            grow = max(_INITIAL_CAPACITY, index // 8)
             self._last_ts = np.concatenate([self._last_ts, np.zeros(grow, np.int64)])
             self._last_rx = np.concatenate([self._last_rx, np.zeros(grow, np.int64)])
             self._limit = np.concatenate([self._limit, np.zeros(grow, np.int64)])

@@ -24,16 +24,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, Check, above, below, measure
+from gateway.rules.base import (
+    AnomalyChange,
+    Check,
+    DeviceKey,
+    above,
+    below,
+    grown,
+    grown_rows,
+    measure,
+)
 from jiayuan.contract import Reading
 
-DeviceKey = tuple[str, str, str, str, str]
-_Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
 _WRAP = 1 << 32
 _HALF = 1 << 31
 
@@ -69,7 +75,14 @@ class Threshold:
 
 
 class ThresholdTable:
-    def __init__(self, thresholds: Sequence[Threshold], capacity: int = 64) -> None:
+    def __init__(
+        self,
+        thresholds: Sequence[Threshold],
+        capacity: int = 64,
+        rows: dict[DeviceKey, int] | None = None,
+    ) -> None:
+        """``rows``: the device rows to use, shared with the family's other per-device
+        arrays so a device is one dict entry, not one per table."""
         # Checks of one code side by side (in their given order), codes in order of first
         # appearance: each code is then one segment of a device's row.
         codes = list(dict.fromkeys(t.code for t in thresholds))
@@ -91,12 +104,12 @@ class ThresholdTable:
         self._clear_at = sign * np.array(clears, dtype=np.float32)
         self._hold_ms = np.array([round(t.hold_s * 1000) for t in ordered], dtype=np.int64)
         self._clear_ms = np.array([round(t.clear_hold_s * 1000) for t in ordered], dtype=np.int64)
-        self._rows: dict[DeviceKey, int] = {}
-        checks, signals, rows = len(ordered), len(self.signals), max(1, capacity)
-        self.last = np.full((rows, signals), np.nan, dtype=np.float32)
-        self.active = np.zeros((rows, checks), dtype=bool)
-        self.pending = np.zeros((rows, checks), dtype=bool)  # condition held since `since`
-        self.since = np.zeros((rows, checks), dtype=np.uint32)
+        self._rows: dict[DeviceKey, int] = {} if rows is None else rows
+        checks, signals, count = len(ordered), len(self.signals), max(1, capacity)
+        self.last = np.full((count, signals), np.nan, dtype=np.float32)
+        self.active = np.zeros((count, checks), dtype=bool)
+        self.pending = np.zeros((count, checks), dtype=bool)  # condition held since `since`
+        self.since = np.zeros((count, checks), dtype=np.uint32)
         # Per signal, the checks on it (padded with -1): a reported value is tested
         # against each of them.
         on_signal = [
@@ -117,20 +130,20 @@ class ThresholdTable:
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = len(self._rows)
-            if row == self.last.shape[0]:
-                self._grow(2 * row)
+        if row >= self.last.shape[0]:  # a shared row may be new to this table
+            self._grow(grown_rows(self.last.shape[0], row))
         return row
 
     def _grow(self, rows: int) -> None:
-        self.last = _grown(self.last, rows, np.nan)
-        self.active = _grown(self.active, rows, False)
-        self.pending = _grown(self.pending, rows, False)
-        self.since = _grown(self.since, rows, 0)
+        self.last = grown(self.last, rows, np.nan)
+        self.active = grown(self.active, rows, False)
+        self.pending = grown(self.pending, rows, False)
+        self.since = grown(self.since, rows, 0)
 
     def forget(self, key: DeviceKey) -> None:
         """Clear a device's row (it is not reused: rows are few bytes)."""
         row = self._rows.pop(key, None)
-        if row is not None:
+        if row is not None and row < self.last.shape[0]:
             self.last[row] = np.nan
             self.active[row] = self.pending[row] = False
 
@@ -153,7 +166,7 @@ class ThresholdTable:
         signals, known = self.signals, self._rows
         for index, (key, reading) in enumerate(items):
             row = known.get(key)
-            rows[index] = self._row(key) if row is None else row
+            rows[index] = self._row(key) if row is None or row >= len(self.last) else row
             found = [(signals[n], v) for n, v in reading.values.items() if n in signals]
             owners += [index] * len(found)
             for column, value in found:
@@ -291,9 +304,3 @@ def _number(value: object) -> float:
     return (
         float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
     )
-
-
-def _grown(old: _Array, rows: int, fill: object) -> _Array:
-    new = np.full((rows, old.shape[1]), fill, dtype=old.dtype)
-    new[: old.shape[0]] = old
-    return new  # type: ignore[return-value]

@@ -58,6 +58,9 @@ class WaterTankRules(TableRules):
             ),
         )
 
+    def reads(self) -> Sequence[str]:
+        return ("ph", "lid_open")
+
     def build_checks(self) -> Sequence[Check]:
         quality_hold_s = self.threshold("quality_hold_s")
         ph_min, ph_max = self.threshold("ph_min"), self.threshold("ph_max")

@@ -15,6 +15,9 @@ class WaterloggingRules(TableRules):
     ) -> None:
         super().__init__(WATERLOGGING, overrides, vectorised)
 
+    def reads(self) -> Sequence[str]:
+        return ()
+
     def build_checks(self) -> Sequence[Check]:
         return ()
 

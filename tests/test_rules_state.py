@@ -1,0 +1,124 @@
+"""The rules keep per-device state in arrays: every value a check or ``derive`` reads is
+kept between readings (and nothing else), values come back with their own type, a row
+per device, and forgetting a device clears its row."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from gateway.rules import Place, all_rules
+from gateway.rules.base import TableRules
+from jiayuan.catalogue import Kind
+from jiayuan.contract import Reading, Value
+from jiayuan.replay import as_gateway_input
+from simulators.driver import generate
+from simulators.faults import plan_faults
+from simulators.registry import build_registry
+
+T0 = 1_750_000_000_000
+
+
+class Recording(dict[str, Value]):
+    """A device's merged values that note every name the checks ask for."""
+
+    asked: ClassVar[set[str]] = set()
+
+    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
+        Recording.asked.add(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name: str) -> Value:
+        Recording.asked.add(name)
+        return super().__getitem__(name)
+
+    def __contains__(self, name: object) -> bool:
+        Recording.asked.add(str(name))
+        return super().__contains__(name)
+
+
+def test_every_value_the_rules_read_is_kept_per_device() -> None:
+    registry = build_registry(3, 5)
+    plan = plan_faults(registry, T0, 300.0, seed=5)
+    for vectorised in (True, False):
+        rules = all_rules(vectorised=vectorised)
+        asked: dict[Kind, set[str]] = {}
+        for _, place, reading in as_gateway_input(generate(registry, plan, T0, T0 + 300_000, 5)):
+            family = rules[Kind(reading.kind)]
+            assert isinstance(family, TableRules)
+            Recording.asked = set()
+            family.mapping = Recording
+            family.evaluate(place, reading)
+            asked.setdefault(Kind(reading.kind), set()).update(Recording.asked)
+        assert set(asked) == set(rules)  # every family's rules were exercised
+        for kind, names in asked.items():
+            family = rules[kind]
+            assert isinstance(family, TableRules)
+            assert names <= set(family.columns), (kind, names - set(family.columns))
+
+
+def lift(device: str = "L1") -> Place:
+    return Place("d", "s", "e", "b", "lift", device)
+
+
+def test_values_come_back_with_their_type_and_strings_are_kept() -> None:
+    rules = all_rules()[Kind.LIFT]
+    assert isinstance(rules, TableRules)
+    seen: list[dict[str, Value]] = []
+
+    class Keep(dict[str, Value]):
+        def __init__(self) -> None:
+            super().__init__()
+            seen.append(self)
+
+    rules.mapping = Keep
+    odd: dict[str, Value] = {"fault_code": "E7", "speed": 1.5, "door_status": 1}
+    rules.evaluate(lift(), Reading("L1", "lift", 1, T0, odd))
+    rules.evaluate(lift(), Reading("L1", "lift", 2, T0 + 1000, {"car_status": 0}))
+    loaded = seen[-1]
+    assert loaded["fault_code"] == "E7"
+    assert type(loaded["speed"]) is float and loaded["speed"] == 1.5
+    assert type(loaded["door_status"]) is int and loaded["door_status"] == 1
+    assert "up_limit" not in loaded  # never reported stays absent, not NaN or 0
+    rules.evaluate(lift(), Reading("L1", "lift", 3, T0 + 2000, {"fault_code": 3}))
+    rules.evaluate(lift(), Reading("L1", "lift", 4, T0 + 3000, {}))
+    assert type(seen[-1]["fault_code"]) is int and seen[-1]["fault_code"] == 3
+
+
+def test_held_state_survives_between_readings_in_arrays_and_forget_clears_it() -> None:
+    rules = all_rules()[Kind.LIFT]
+    assert isinstance(rules, TableRules)
+    trapped: dict[str, Value] = {
+        "passenger_status": 1,
+        "door_status": 0,
+        "car_status": 0,
+        "door_zone": 1,
+    }
+    assert rules.evaluate(lift(), Reading("L1", "lift", 1, T0, trapped)) == []
+    # Only a heartbeat-like reading later: the merged values and the hold carry on.
+    changes = rules.evaluate(lift(), Reading("L1", "lift", 2, T0 + 20_000, {"speed": 0.0}))
+    assert [(c.code, c.opened) for c in changes] == [("lift.trapped", True)]
+    rules.forget(lift())
+    # Forgotten: a new row with nothing merged and nothing held.
+    assert rules.evaluate(lift(), Reading("L1", "lift", 3, T0 + 40_000, {"speed": 0.0})) == []
+    again = rules.evaluate(lift(), Reading("L1", "lift", 4, T0 + 41_000, trapped))
+    assert again == []
+
+
+def test_many_devices_each_get_a_row_of_a_few_hundred_bytes() -> None:
+    rules = all_rules()
+    for kind, family in rules.items():
+        assert isinstance(family, TableRules)
+        limit = 1000 if kind is Kind.EBIKE_CHARGER else 256
+        assert family.bytes_per_device <= limit, (kind, family.bytes_per_device)
+    family = rules[Kind.WATERLOGGING]
+    assert isinstance(family, TableRules)
+    opened = 0
+    for n in range(300):  # past the first growth of the arrays
+        place = Place("d", "s", "e", "b", "waterlogging", f"G{n}")
+        reading = Reading(f"G{n}", "waterlogging", 1, T0, {"depth": 20.0 if n % 3 else 5.0})
+        opened += len(family.evaluate(place, reading))
+    assert opened == 200
+    # Each device's state is its own: a deep one closes without touching the others.
+    place = Place("d", "s", "e", "b", "waterlogging", "G1")
+    closed = family.evaluate(place, Reading("G1", "waterlogging", 2, T0 + 1000, {"depth": 1.0}))
+    assert [(c.code, c.opened) for c in closed] == [("waterlogging.depth_15", False)]
