@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from dataclasses import replace
 from types import FrameType
 from typing import Any
 
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
-from jiayuan.config import ConfigError, load
+from jiayuan.config import Config, ConfigError, load
 
 
 def add_parser(subparsers: Any) -> None:
@@ -27,8 +28,35 @@ def add_parser(subparsers: Any) -> None:
         description="Run the gateway in the foreground until SIGINT or SIGTERM, then flush, "
         "acknowledge and disconnect cleanly.",
     )
+    run.add_argument(
+        "--streets",
+        metavar="S1,S2",
+        help="the streets this instance owns, separated by commas, or '+' for all "
+        "(overrides [mqtt] street_filter; docs/scaling.md)",
+    )
+    run.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="this instance's MQTT persistent-session client id, distinct per instance "
+        "(overrides [mqtt] gateway_client_id)",
+    )
     add_log_level(run, "INFO")
     run.set_defaults(func=_run)
+
+
+def with_overrides(config: Config, streets: str | None, client_id: str | None) -> Config:
+    """The configuration with the command line's --streets and --client-id, checked."""
+    from gateway.ingest import owned_streets
+
+    mqtt = config.mqtt
+    if streets is not None:
+        mqtt = replace(mqtt, street_filter=streets)
+    if client_id is not None:
+        if not client_id.strip():
+            raise ConfigError("--client-id: empty; give each gateway instance its own id")
+        mqtt = replace(mqtt, gateway_client_id=client_id)
+    owned_streets(mqtt.street_filter)  # a bad filter stops the start with its reason
+    return replace(config, mqtt=mqtt)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -36,7 +64,11 @@ def _run(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     try:
-        config = load(getattr(args, "config", None))
+        config = with_overrides(
+            load(getattr(args, "config", None)),
+            getattr(args, "streets", None),
+            getattr(args, "client_id", None),
+        )
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
@@ -50,8 +82,9 @@ def _run(args: argparse.Namespace) -> int:
     try:
         gateway.start()
         print(
-            f"网关已启动 gateway running: MQTT {config.mqtt.url} "
-            f"(filter {gateway.ingest.topic_filter}), InfluxDB {config.influx.url}, "
+            f"网关已启动 gateway running: MQTT {config.mqtt.url} as "
+            f"{config.mqtt.gateway_client_id!r} (filter {gateway.ingest.topic_filter}), "
+            f"InfluxDB {config.influx.url}, "
             f"API {gateway.api_url} (/health /anomalies /dead-letters /metrics /docs)",
             flush=True,
         )

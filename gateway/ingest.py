@@ -5,12 +5,20 @@ readings are durable, so a crash loses nothing (the broker redelivers).  The ses
 persistent (fixed client id, clean start off, a long session expiry), so the broker queues
 QoS 1 messages while the gateway is down.  ``on_message`` only enqueues: no work on the
 network thread.  paho reconnects by itself; every (re)connect subscribes again.
+
+Scale-out (docs/scaling.md): an instance owns the streets in ``[mqtt] street_filter`` ("+"
+for all, or "a,b"), one subscription per street, so every message of a device reaches the
+one instance that holds its detector state.  Each instance needs its own
+``gateway_client_id``: a second one connecting with the same id takes the session over;
+where the broker says so (MQTT v5 reason 0x8E: EMQX, HiveMQ; Mosquitto 2.0 just closes the
+connection) the first stops with an error instead of taking it back in a loop.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 from typing import Any
 
@@ -22,7 +30,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.pipeline import Message, wall_ms
 from jiayuan.broker_auth import client_tls_context
-from jiayuan.config import MqttConfig
+from jiayuan.config import ConfigError, MqttConfig
 from jiayuan.contract import subscription
 
 log = logging.getLogger(__name__)
@@ -34,14 +42,55 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 # InfluxDB is down (the rest waits in the broker's queue).
 RECEIVE_MAXIMUM = 1000
 KEEPALIVE_S = 30
+ALL_STREETS = "+"
+# The contract's rule for one topic segment (jiayuan/contract.py parse_topic).
+_STREET = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# MQTT v5 DISCONNECT reason: another client connected with our client id.
+SESSION_TAKEN_OVER = 142
+
+
+def owned_streets(street_filter: str) -> tuple[str, ...]:
+    """The streets in a ``street_filter`` ("+" or "a,b"), in order, each once.
+
+    Raises ConfigError naming the bad part: an empty name, a character a topic segment may
+    not hold (an MQTT wildcard would silently take other instances' streets), or "+" mixed
+    with named streets.
+    """
+    parts = [part.strip() for part in street_filter.split(",")]
+    if parts == [ALL_STREETS]:
+        return (ALL_STREETS,)
+    if ALL_STREETS in parts:
+        raise ConfigError(
+            f"[mqtt] street_filter {street_filter!r}: '+' means every street; "
+            "give it alone or name the streets"
+        )
+    for part in parts:
+        if not _STREET.fullmatch(part):
+            raise ConfigError(
+                f"[mqtt] street_filter {street_filter!r}: {part!r} is not a street id "
+                "(1-64 of A-Z a-z 0-9 _ . -, separated by commas)"
+            )
+    return tuple(dict.fromkeys(parts))
+
+
+def street_subscriptions(street_filter: str) -> tuple[str, ...]:
+    """One MQTT topic filter per owned street (streets never overlap: no double delivery)."""
+    return tuple(subscription(street) for street in owned_streets(street_filter))
 
 
 class MqttIngest:
     def __init__(self, config: MqttConfig, inbox: queue.SimpleQueue[Message]) -> None:
         self.config = config
-        self.topic_filter = subscription(config.street_filter)
+        # ("+",) for every street; the gateway resumes only these streets' devices.
+        self.streets = owned_streets(config.street_filter)
+        self.topic_filters = street_subscriptions(config.street_filter)
         self._inbox = inbox
         self._session = 0
+        self._taken_over = threading.Event()
+        # Streets given up since an earlier run (see _drop_stale_street), and those whose
+        # unsubscription the broker has confirmed.
+        self._stale: dict[int, str] = {}
+        self.unsubscribed: set[str] = set()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         client = mqtt.Client(
@@ -59,12 +108,23 @@ class MqttIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         self._client = client
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def topic_filter(self) -> str:
+        """The subscriptions as one line, for logs and the start banner."""
+        return " ".join(self.topic_filters)
+
+    @property
+    def taken_over(self) -> bool:
+        """Another client connected with this client id; this one has stopped for good."""
+        return self._taken_over.is_set()
 
     @property
     def session(self) -> int:
@@ -123,7 +183,10 @@ class MqttIngest:
             self.config.url,
             flags.session_present,
         )
-        client.subscribe(self.topic_filter, qos=1)
+        if ALL_STREETS not in self.streets:
+            # An earlier run of this session may have owned every street: let that go.
+            client.unsubscribe(subscription(ALL_STREETS))
+        client.subscribe([(topic_filter, 1) for topic_filter in self.topic_filters])
 
     def _on_subscribe(
         self,
@@ -150,14 +213,63 @@ class MqttIngest:
     ) -> None:
         self._connected.clear()
         self._subscribed.clear()
+        if reason_code == SESSION_TAKEN_OVER:
+            # Reconnecting would take the session back and the two would alternate for
+            # ever, each getting part of the traffic: stop, and say why.
+            self._taken_over.set()
+            log.error(
+                "another gateway connected to %s with the same client id %r and took over "
+                "its session; this instance stops receiving. Give every instance its own "
+                "gateway_client_id (--client-id)",
+                self.config.url,
+                self.config.gateway_client_id,
+            )
+            client.disconnect()
+            return
         if reason_code.is_failure:
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.config.url, reason_code)
+
+    def _on_unsubscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        street = self._stale.pop(mid, None)
+        if street is not None:
+            self.unsubscribed.add(street)
+
+    def _drop_stale_street(self, topic: str) -> None:
+        """Unsubscribe from a street this instance no longer owns.
+
+        The session is persistent, so the broker keeps the subscriptions of an earlier run
+        with other streets (or "+").  What that session queued is still processed here (it
+        is in no other instance's queue); the unsubscription stops the rest.
+        """
+        parts = topic.split("/")
+        if ALL_STREETS in self.streets or len(parts) < 4:
+            return
+        street = parts[3]
+        if street in self.streets or street in self._stale.values() or street in self.unsubscribed:
+            return
+        log.warning(
+            "received street %r, which this gateway no longer owns (a subscription kept by "
+            "the persistent session %r); unsubscribing",
+            street,
+            self.config.gateway_client_id,
+        )
+        result, mid = self._client.unsubscribe([subscription(street), subscription(ALL_STREETS)])
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._stale[mid] = street
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             topic = message.topic
         except UnicodeDecodeError:  # the broker should refuse these; keep the evidence
             topic = message._topic.decode("utf-8", "replace")
+        self._drop_stale_street(topic)
         self._inbox.put(
             Message(
                 topic, bytes(message.payload), message.mid, message.qos, wall_ms(), self._session

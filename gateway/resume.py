@@ -16,6 +16,7 @@ the statistical baselines (they learn again).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.anomalies import OPEN, Anomaly
@@ -39,9 +40,15 @@ class Resumed:
     open_anomalies: int
 
 
-def resume_detector(detector: Detector, client: InfluxClient, wall_ms: int) -> Resumed:
-    """Seed ``detector`` with each device's last reading and the anomalies still open."""
+def resume_detector(
+    detector: Detector, client: InfluxClient, wall_ms: int, streets: Sequence[str] = ("+",)
+) -> Resumed:
+    """Seed ``detector`` with each device's last reading and the anomalies still open, of
+    the streets this gateway owns (another instance owns the others' devices)."""
     since = f"time > {wall_ms - LOOKBACK_S * 1000}ms"
+    if "+" not in streets:
+        # Street ids were checked by the ingest (no quotes can occur).
+        since += " AND (" + " OR ".join(f"\"street\" = '{s}'" for s in streets) + ")"
     devices = 0
     for kind in Kind:
         query = (

@@ -103,7 +103,9 @@ class Gateway:
         try:
             self._influx.ensure_database()
             # Before any traffic: the devices and open anomalies of the last run.
-            resume_detector(self.detector, self._influx, time.time_ns() // 1_000_000)
+            resume_detector(
+                self.detector, self._influx, time.time_ns() // 1_000_000, self.ingest.streets
+            )
         except Exception as error:  # retried before the first write
             log.warning(
                 "InfluxDB not ready at start (%s); will retry; detection starts from scratch",

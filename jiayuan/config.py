@@ -31,9 +31,12 @@ class MqttConfig:
     username: str = ""
     password: str = ""
     # The gateway's persistent-session client id: the broker keeps its QoS 1 messages while
-    # it is down and hands them over when it returns.
+    # it is down and hands them over when it returns.  Every gateway instance needs its own
+    # (docs/scaling.md): a second one with the same id takes the session over (the first
+    # stops with an error where the broker reports the takeover; Mosquitto 2.0 does not).
     gateway_client_id: str = "jiayuan-gateway"
-    # Which streets this gateway owns: "+" for all, or one street id.
+    # Which streets this gateway owns: "+" for all, or street ids separated by commas
+    # ("s01,s02"), one subscription each.  Instances of one district own disjoint streets.
     street_filter: str = "+"
     # TLS to the broker (docs/security.md): on when the URL is mqtts:// or a CA file is
     # given.  tls_ca_file verifies the broker; cert and key are for client certificates.
