@@ -1,0 +1,604 @@
+"""End-to-end throughput against real Mosquitto and InfluxDB, with baselines in the same run.
+
+Starts its own Mosquitto and InfluxDB (``jiayuan.services.start_servers``, temporary
+directory, stopped at the end) and measures on simulated traffic of many estates:
+
+(a) a bare paho-mqtt subscriber (VERSION2 callbacks, QoS 1) that only counts messages;
+(b) InfluxDB's own ingest: the gateway's telemetry lines in batches of 5,000 through
+    ``InfluxClient.write``;
+(c) the gateway end to end (``gateway.service.Gateway`` in a child process of its own,
+    API and alerts off): MQTT in, validation, detection, InfluxDB out, counted in InfluxDB
+    by query, with one reading per message and with batched messages.
+
+The publisher (paho, QoS 1, 1,000 messages in flight) and the subscribers are separate
+processes, so the publisher's CPU does not compete inside the measured process; on a
+2-core machine they still share the cores with the broker and InfluxDB (printed).
+A paho QoS 1 publisher manages only a few thousand messages per second, so by default (a)
+and (c) drain the whole traffic queued at the broker in their persistent session: a rate
+is readings / (last one received or counted − reconnect).  ``--live`` times them from the
+first publish instead, while publishing.
+Latency: at half the batched peak, fire-alarm readings stamped at publish time are mixed
+into the traffic; each opens an anomaly, and InfluxDB is polled for it.
+
+    .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--single 30000] [--live]
+    .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gateway.points import telemetry_line
+from gateway.rules import Place
+from jiayuan.catalogue import Kind
+from jiayuan.config import AlertsConfig, Config, GatewayConfig, InfluxConfig, MqttConfig
+from jiayuan.contract import (
+    Channel,
+    Envelope,
+    Reading,
+    batch_topic,
+    device_topic,
+    encode,
+)
+from jiayuan.influx import InfluxClient
+from jiayuan.replay import as_gateway_input
+from jiayuan.services import RunningServers, start_servers
+from simulators.driver import generate
+from simulators.faults import plan_faults
+from simulators.registry import Estate, build_registry
+
+INFLUX_BATCH = 5000
+MAX_INFLIGHT = 1000
+POLL_S = 0.2  # InfluxDB count polling: the resolution of the end-to-end end time
+LATENCY_POLL_S = 0.05
+STALL_S = 30.0  # no progress for this long: report what arrived and move on
+MARK_EDGE = "bench-mark"
+MARK_EVERY_S = 0.1
+
+# One message: (topic, payload, readings in it).
+Wire = tuple[str, bytes, int]
+
+
+# --- traffic --------------------------------------------------------------------------------
+
+
+class Traffic(msgspec.Struct):
+    single: list[Wire]  # one reading per message, on the device's own topic
+    batched: list[Wire]  # the edge's batch messages
+    lines: list[str]  # the same readings as the gateway's telemetry lines
+    devices: int
+    mark_place: tuple[str, str, str]  # district, street, estate for the marker readings
+
+
+def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> Traffic:
+    """Simulator readings (with planned faults), all in the past inside the time window."""
+    registry = build_registry(estates, seed=1)
+    end_ms = int(time.time() * 1000) - 60_000
+    start_ms = end_ms - int(minutes * 60_000)
+    faults = plan_faults(registry, start_ms, minutes * 60, seed=1).faults
+    per_estate: dict[str, list[tuple[Estate, Place, Reading]]] = defaultdict(list)
+    for estate, place, reading in as_gateway_input(generate(registry, faults, start_ms, end_ms, 1)):
+        per_estate[estate.id].append((estate, place, reading))
+    single: list[Wire] = []
+    batched: list[Wire] = []
+    lines: list[str] = []
+    devices: set[str] = set()
+    for rows in per_estate.values():
+        estate = rows[0][0]
+        topic = batch_topic(estate.district, estate.street, estate.id, estate.edge_id)
+        for first in range(0, len(rows), batch):
+            chunk = [reading for _, _, reading in rows[first : first + batch]]
+            payload = encode(Envelope(v=1, edge=estate.edge_id, readings=chunk))
+            batched.append((topic, payload, len(chunk)))
+        for _, place, reading in rows:
+            devices.add(reading.device)
+            lines.append(telemetry_line(place, reading))
+            channel = Channel.EVENT if reading.event is not None else Channel.TELEMETRY
+            kind = Kind(reading.kind)
+            one = device_topic(
+                estate.district, estate.street, estate.id, kind, reading.device, channel
+            )
+            single.append((one, encode(Envelope(v=1, edge=estate.edge_id, readings=[reading])), 1))
+    # Interleave estates in the single-reading traffic, the way many edges publish at once.
+    single.sort(key=lambda wire: msgspec.json.decode(wire[1])["readings"][0]["ts"])
+    marked = rows[0][0]
+    return Traffic(
+        single=single[:single_max],
+        batched=batched,
+        lines=lines,
+        devices=len(devices),
+        mark_place=(marked.district, marked.street, marked.id),
+    )
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+def _child(mode: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, f"--{mode}", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _expect(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    """The child's next JSON line; a dead child is an error naming the mode."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {what} process ended early (exit {process.wait()})")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def _say(stream: IO[str], **fields: Any) -> None:
+    stream.write(json.dumps(fields) + "\n")
+    stream.flush()
+
+
+def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
+    """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report."""
+    wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(MAX_INFLIGHT)
+    # Never more than max_inflight handed to paho: messages queued beyond it are moved
+    # into flight by a scan of the whole queue on every PUBACK (measured: ~4,000 msg/s).
+    slots = threading.Semaphore(MAX_INFLIGHT)
+    client.on_publish = lambda *_: slots.release()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    _say(sys.stdout, ready=True)
+    sys.stdin.readline()  # "go"
+    marks: list[int] = []
+    district, street, estate = mark.split("/") if mark else ("", "", "")
+    mark_topic = batch_topic(district, street, estate, MARK_EDGE) if mark else ""
+    next_mark = 0.0
+    started = time.time()
+    sent_readings = 0
+    published = 0
+    for topic, payload, readings in wires:
+        if rate > 0:
+            due = started + sent_readings / rate
+            while (now := time.time()) < due:
+                time.sleep(min(due - now, 0.005))
+            if mark and now >= next_mark:
+                ts = int(time.time() * 1000)
+                alarm = Reading(
+                    f"mark-{len(marks)}", "fire", 1, ts, {"fire_alarm": 1}, event="fire.alarm"
+                )
+                slots.acquire()
+                client.publish(mark_topic, encode(Envelope(1, MARK_EDGE, [alarm])), qos=1)
+                marks.append(ts)
+                published += 1
+                next_mark = now + MARK_EVERY_S
+        slots.acquire()
+        client.publish(topic, payload, qos=1)
+        published += 1
+        sent_readings += readings
+    sent = time.time()
+    for _ in range(MAX_INFLIGHT):
+        slots.acquire()
+    _say(sys.stdout, start=started, sent=sent, acked=time.time(), marks=marks)
+    client.loop_stop()
+    client.disconnect()
+
+
+def run_counter(port: int, expected: int, drain: bool) -> None:
+    """The bare subscriber: counts messages, nothing else.
+
+    With ``drain`` it subscribes in a persistent session, goes away while the traffic is
+    published (the broker queues it), and is timed from reconnecting to the last message.
+    """
+    client_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
+    subscribed = threading.Event()
+    done = threading.Event()
+    state = {"count": 0, "last": 0.0}
+
+    def on_message(*_: Any) -> None:
+        state["count"] += 1
+        state["last"] = time.time()
+        if state["count"] >= expected:
+            done.set()
+
+    def connected() -> mqtt.Client:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        client.on_message = on_message
+        client.on_subscribe = lambda *_: subscribed.set()
+        client.on_connect = lambda c, *_: c.subscribe("jiayuan/#", qos=1)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        return client
+
+    client = connected()
+    subscribed.wait(10)
+    if drain:
+        client.disconnect()
+        client.loop_stop()
+    _say(sys.stdout, ready=True)
+    started = 0.0
+    if drain:
+        sys.stdin.readline()  # "go": the backlog is at the broker
+        started = time.time()
+        client = connected()
+    while not done.wait(1.0):
+        if time.time() - max(state["last"], started) > STALL_S:
+            break
+    client.loop_stop()
+    _say(sys.stdout, count=state["count"], last=state["last"], started=started)
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def run_gateway(settings: str, drain: bool) -> None:
+    """The gateway in this process until stdin says stop; reports its memory.
+
+    With ``drain`` the first instance only subscribes (persistent session) and stops; after
+    "go" (the backlog is at the broker) a second one starts and takes it all.
+    """
+    from gateway.service import Gateway
+
+    given = json.loads(settings)
+    config = Config(
+        mqtt=MqttConfig(url=given["mqtt"], gateway_client_id=given["client_id"]),
+        influx=InfluxConfig(url=given["influx"], database=given["database"]),
+        gateway=GatewayConfig(state_dir=given["state_dir"]),
+        alerts=AlertsConfig(enabled=False),
+        source="bench",
+    )
+    gateway = Gateway(config, serve_api=False)
+    gateway.start()
+    if not gateway.wait_ready(30):
+        raise RuntimeError("the gateway did not subscribe within 30 s")
+    if drain:
+        gateway.stop()
+    _say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"))
+    if drain:
+        sys.stdin.readline()  # "go"
+        started = time.time()
+        gateway = Gateway(config, serve_api=False)
+        gateway.start()
+        _say(sys.stdout, started=started)
+    sys.stdin.readline()
+    hwm = _status_kb("VmHWM")
+    gateway.stop()
+    _say(sys.stdout, hwm_kb=hwm)
+
+
+# --- the measurements -----------------------------------------------------------------------
+
+
+def _publish(
+    servers: RunningServers, wires: list[Wire], workdir: Path, rate: float = 0.0, mark: str = ""
+) -> subprocess.Popen[str]:
+    traffic_file = workdir / f"traffic-{uuid.uuid4().hex[:6]}.msgpack"
+    traffic_file.write_bytes(msgspec.msgpack.encode(wires))
+    publisher = _child("publish", str(servers.mqtt_port), str(traffic_file), str(rate), mark)
+    _expect(publisher, "publisher")
+    return publisher
+
+
+def _go(process: subprocess.Popen[str]) -> None:
+    assert process.stdin is not None
+    process.stdin.write("go\n")
+    process.stdin.flush()
+
+
+def bare_subscriber(
+    servers: RunningServers, wires: list[Wire], workdir: Path, drain: bool
+) -> float:
+    """(a): readings per second a counting paho subscriber receives."""
+    counter = _child("count", str(servers.mqtt_port), str(len(wires)), "1" if drain else "")
+    _expect(counter, "counter")
+    publisher = _publish(servers, wires, workdir)
+    _go(publisher)
+    published = _expect(publisher, "publisher")
+    if drain:
+        _go(counter)
+    counted = _expect(counter, "counter")
+    publisher.wait()
+    counter.wait()
+    if counted["count"] != len(wires):
+        print(f"  ! bare subscriber received {counted['count']} of {len(wires)} messages")
+    total = sum(w[2] for w in wires)
+    acked = total / (float(published["acked"]) - float(published["start"]))
+    print(f"    publisher: {acked:,.0f} readings/s acknowledged by the broker")
+    readings = total * int(counted["count"]) / len(wires)
+    began = float(counted["started"] if drain else published["start"])
+    return readings / (float(counted["last"]) - began)
+
+
+def influx_ingest(servers: RunningServers, lines: list[str]) -> float:
+    """(b): points per second InfluxDB takes in batches of 5,000 (bodies prepared first)."""
+    database = f"bench_influx_{uuid.uuid4().hex[:6]}"
+    bodies = [
+        "\n".join(lines[first : first + INFLUX_BATCH]).encode()
+        for first in range(0, len(lines), INFLUX_BATCH)
+    ]
+    with InfluxClient(InfluxConfig(url=servers.influx_url, database=database)) as client:
+        client.ensure_database()
+        started = time.perf_counter()
+        for body in bodies:
+            client.write(body)
+        elapsed = time.perf_counter() - started
+        stored = _stored(client)
+        if stored != len(lines):
+            print(f"  ! InfluxDB holds {stored} of {len(lines)} points")
+    return len(lines) / elapsed
+
+
+def _stored(client: InfluxClient, where: str = "") -> int:
+    return sum(client.count(kind.value, "seq", where) for kind in Kind)
+
+
+class GatewayRun(msgspec.Struct):
+    rate: float
+    stored: int
+    baseline_kb: int
+    hwm_kb: int
+    latencies_ms: list[float]
+
+
+def _start_gateway(
+    servers: RunningServers, workdir: Path, database: str, drain: bool
+) -> subprocess.Popen[str]:
+    settings = {
+        "mqtt": servers.mqtt_url,
+        "influx": servers.influx_url,
+        "database": database,
+        "client_id": f"bench-gw-{uuid.uuid4().hex[:6]}",
+        "state_dir": str(workdir / database),
+    }
+    return _child("gateway", json.dumps(settings), "1" if drain else "")
+
+
+def gateway_end_to_end(
+    servers: RunningServers,
+    wires: list[Wire],
+    workdir: Path,
+    rate: float = 0.0,
+    mark: str = "",
+    drain: bool = False,
+) -> GatewayRun:
+    """(c): readings per second from first publish to all counted in InfluxDB."""
+    database = f"bench_gw_{uuid.uuid4().hex[:6]}"
+    gateway = _start_gateway(servers, workdir, database, drain)
+    baseline = _expect(gateway, "gateway")["rss_kb"]
+    expected = sum(w[2] for w in wires)
+    publisher = _publish(servers, wires, workdir, rate, mark)
+    seen: dict[str, float] = {}
+    stop_polling = threading.Event()
+    influx = InfluxConfig(url=servers.influx_url, database=database)
+
+    def poll_anomalies() -> None:
+        with InfluxClient(influx) as client:
+            while not stop_polling.wait(LATENCY_POLL_S):
+                rows = client.query(
+                    'SELECT "start", "device" FROM anomaly WHERE "device" =~ /^mark-/'
+                )
+                now = time.time()
+                for series in rows:
+                    device_at = series.columns.index("device")
+                    for row in series.values:
+                        seen.setdefault(str(row[device_at]), now)
+
+    poller = threading.Thread(target=poll_anomalies, daemon=True)
+    if mark:
+        poller.start()
+    _go(publisher)
+    began = 0.0
+    if drain:  # the whole backlog at the broker first, then the gateway takes it
+        published = _expect(publisher, "publisher")
+        _go(gateway)
+        began = float(_expect(gateway, "gateway")["started"])
+    with InfluxClient(influx) as client:
+        stored, last_change, done_at = 0, time.time(), time.time()
+        while stored < expected and time.time() - last_change < STALL_S:
+            time.sleep(POLL_S)
+            # The markers are stored as fire readings too: not part of the traffic.
+            now_stored = _stored(client, '"device" !~ /^mark-/' if mark else "")
+            if now_stored != stored:
+                stored, last_change, done_at = now_stored, time.time(), time.time()
+    if not drain:
+        published = _expect(publisher, "publisher")
+        began = float(published["start"])
+    publisher.wait()
+    latencies: list[float] = []
+    if mark:
+        deadline = time.time() + 10
+        while len(seen) < len(published["marks"]) and time.time() < deadline:
+            time.sleep(LATENCY_POLL_S)
+        stop_polling.set()
+        poller.join()
+        for index, ts in enumerate(published["marks"]):
+            if f"mark-{index}" in seen:
+                latencies.append(seen[f"mark-{index}"] * 1000 - ts)
+        if len(latencies) != len(published["marks"]):
+            print(f"  ! {len(published['marks']) - len(latencies)} marker anomalies never stored")
+    assert gateway.stdin is not None
+    gateway.stdin.write("stop\n")
+    gateway.stdin.flush()
+    hwm = _expect(gateway, "gateway")["hwm_kb"]
+    gateway.wait()
+    if stored != expected:
+        print(f"  ! InfluxDB holds {stored} of {expected} readings (stalled {STALL_S:g} s)")
+    return GatewayRun(
+        rate=stored / (done_at - began),
+        stored=stored,
+        baseline_kb=baseline,
+        hwm_kb=hwm,
+        latencies_ms=latencies,
+    )
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores ({model}), Python {sys.version.split()[0]}"
+
+
+def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
+    """cProfile of the gateway's in-process pipeline (bench/pipeline.py's path)."""
+    from gateway.detection import Detector
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Batch, Message, Pipeline
+
+    pipeline = Pipeline(Detector(), GatewayMetrics())
+    messages = [Message(t, p, i + 1, 1, 0) for i, (t, p, _) in enumerate(wires)]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for message in messages:
+        pipeline.add(message, Batch())
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats(order).print_stats(top)
+
+
+def measure(args: argparse.Namespace) -> None:
+    print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
+    started = time.perf_counter()
+    traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
+    print(
+        f"traffic: {len(traffic.lines):,} simulated readings from {traffic.devices:,} devices "
+        f"({args.estates} estates, {args.minutes:g} min); single: {len(traffic.single):,} "
+        f"messages; batched: {len(traffic.batched):,} messages of ≤{args.batch} readings "
+        f"(built in {time.perf_counter() - started:.1f} s)"
+    )
+    if args.profile:
+        profiled = traffic.single if args.profile == "single" else traffic.batched
+        profile_pipeline(profiled, args.profile_top, args.profile_sort)
+        return
+    drain = not args.live
+    print(
+        "(a) and (c) timed "
+        + (
+            "while the publisher publishes (--live)"
+            if args.live
+            else "draining the whole traffic queued at the broker first (--live: while published)"
+        )
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
+    servers = start_servers(workdir / "servers")
+    try:
+        print("(a) bare paho subscriber, one reading per message")
+        a_single = bare_subscriber(servers, traffic.single, workdir, drain)
+        print(f"    {a_single:12,.0f} readings/s")
+        print(f"(a) bare paho subscriber, {args.batch} readings per message")
+        a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
+        print(f"    {a_batched:12,.0f} readings/s")
+        print(f"(b) InfluxDB ingest, batches of {INFLUX_BATCH:,} telemetry lines")
+        b = influx_ingest(servers, traffic.lines)
+        print(f"    {b:12,.0f} points/s")
+        print("(c) gateway end to end (child process), one reading per message")
+        c_single = gateway_end_to_end(servers, traffic.single, workdir, drain=drain)
+        print(f"    {c_single.rate:12,.0f} readings/s stored; c/a = {c_single.rate / a_single:.3f}")
+        print(f"(c) gateway end to end (child process), {args.batch} readings per message")
+        c_batched = gateway_end_to_end(servers, traffic.batched, workdir, drain=drain)
+        print(
+            f"    {c_batched.rate:12,.0f} readings/s stored; c/a = "
+            f"{c_batched.rate / a_batched:.3f}; c/b = {c_batched.rate / b:.3f}"
+        )
+        half = c_batched.rate / 2
+        print(f"latency at half the batched peak ({half:,.0f} readings/s), fire-alarm markers")
+        slice_readings = int(half * args.latency_s)
+        wires: list[Wire] = []
+        total = 0
+        for wire in traffic.batched:
+            if total >= slice_readings:
+                break
+            wires.append(wire)
+            total += wire[2]
+        paced = gateway_end_to_end(
+            servers, wires, workdir, rate=half, mark="/".join(traffic.mark_place)
+        )
+        if paced.latencies_ms:
+            print(
+                f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "
+                f"p99 {_percentile(paced.latencies_ms, 0.99):.0f} ms, max "
+                f"{max(paced.latencies_ms):.0f} ms over {len(paced.latencies_ms)} markers "
+                f"(polled every {LATENCY_POLL_S * 1000:.0f} ms)"
+            )
+        print("gateway memory (child process VmHWM; baseline = VmRSS once subscribed)")
+        for label, run in (("single", c_single), ("batched", c_batched), ("paced", paced)):
+            grown = run.hwm_kb - run.baseline_kb
+            print(
+                f"    {label:<8} peak {run.hwm_kb / 1024:7.1f} MiB, baseline "
+                f"{run.baseline_kb / 1024:6.1f} MiB, grown {grown / 1024:6.1f} MiB "
+                f"({grown * 1024 / traffic.devices:,.0f} B per device at {traffic.devices} devices)"
+            )
+        print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
+    finally:
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--estates", type=int, default=20)
+    parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes")
+    parser.add_argument("--batch", type=int, default=100, help="readings per batch message")
+    parser.add_argument(
+        "--single", type=int, default=30_000, help="messages in the one-reading run"
+    )
+    parser.add_argument("--latency-s", type=float, default=15.0, help="paced run length")
+    parser.add_argument(
+        "--live", action="store_true", help="time (a) and (c) while publishing, not a backlog"
+    )
+    parser.add_argument(
+        "--profile", choices=("batched", "single"), help="only profile the pipeline on this traffic"
+    )
+    parser.add_argument("--profile-top", type=int, default=25)
+    parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
+    # The child processes' modes.
+    parser.add_argument("--publish", nargs=4, metavar=("PORT", "FILE", "RATE", "MARK"))
+    parser.add_argument("--count", nargs=3, metavar=("PORT", "EXPECTED", "DRAIN"))
+    parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
+    args = parser.parse_args()
+    if args.publish:
+        port, traffic_file, rate, mark = args.publish
+        run_publisher(int(port), traffic_file, float(rate), mark)
+    elif args.count:
+        run_counter(int(args.count[0]), int(args.count[1]), bool(args.count[2]))
+    elif args.gateway:
+        run_gateway(args.gateway[0], bool(args.gateway[1]))
+    else:
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
