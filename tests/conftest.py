@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mqtt_publisher import Publisher
 
 from jiayuan.config import Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.influx import InfluxClient
@@ -84,3 +85,11 @@ def config(servers: RunningServers, influx_config: InfluxConfig, tmp_path: Path)
         edge=EdgeConfig(spool_dir=str(tmp_path / "edge")),
         source="tests",
     )
+
+
+@pytest.fixture
+def publisher(servers: RunningServers) -> Iterator[Publisher]:
+    """A QoS 1 publisher on the session's Mosquitto, waiting for each PUBACK."""
+    pub = Publisher(servers.mqtt_port)
+    yield pub
+    pub.close()

@@ -10,13 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from test_gateway import Publisher, lift_reading, now_ms, query, wait_for
+from mqtt_publisher import Publisher
+from test_gateway import lift_reading, now_ms, query, wait_for
 
 from alerts.model import AlertState
 from alerts.opscentre import ReferenceOpsCentre
 from gateway.service import Gateway
 from jiayuan.config import Config
-from jiayuan.services import RunningServers
 
 SECRET, TOKEN = "shared-webhook-secret", "callback-token"
 
@@ -48,13 +48,6 @@ def alert_config(config: Config, centre: ReferenceOpsCentre) -> Config:
             retry_max_s=1.0,
         ),
     )
-
-
-@pytest.fixture
-def publisher(servers: RunningServers) -> Iterator[Publisher]:
-    pub = Publisher(servers.mqtt_port)
-    yield pub
-    pub.close()
 
 
 def started(config: Config) -> Gateway:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
 import httpx
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_publisher import EDGE, PLACE, Publisher
 
 from gateway.service import Gateway
 from jiayuan.catalogue import LIFT, Kind, port_field
@@ -29,42 +27,9 @@ from jiayuan.contract import (
 from jiayuan.influx import InfluxClient, format_line
 from jiayuan.services import RunningServers
 
-PLACE = ("songjiang", "fangsong", "e1")
-EDGE = "edge1"
-
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class Publisher:
-    """A plain paho client publishing QoS 1 and waiting for each PUBACK."""
-
-    def __init__(self, url_port: int) -> None:
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex[:6]}"
-        )
-        self.client.connect("127.0.0.1", url_port)
-        self.client.loop_start()
-
-    def send(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1).wait_for_publish(5)
-
-    def readings(self, readings: Sequence[Reading], edge: str = EDGE) -> None:
-        self.send(
-            batch_topic(*PLACE, edge), encode(Envelope(v=1, edge=edge, readings=list(readings)))
-        )
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-@pytest.fixture
-def publisher(servers: RunningServers) -> Iterator[Publisher]:
-    pub = Publisher(servers.mqtt_port)
-    yield pub
-    pub.close()
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from test_gateway import Publisher, lift_reading, now_ms, query, wait_for
+from mqtt_publisher import Publisher
+from test_gateway import lift_reading, now_ms, query, wait_for
 
 from gateway.detection import Detector
 from gateway.resume import resume_detector
@@ -13,16 +11,8 @@ from gateway.service import Gateway
 from jiayuan.catalogue import LIFT
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers
 
 AFTER_MS = int(LIFT.offline_after_s * 1000)
-
-
-@pytest.fixture
-def publisher(servers: RunningServers) -> Iterator[Publisher]:
-    pub = Publisher(servers.mqtt_port)
-    yield pub
-    pub.close()
 
 
 def test_a_device_silent_across_a_restart_is_still_reported_and_its_return_closes_it(

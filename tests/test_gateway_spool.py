@@ -9,13 +9,14 @@ it is full and, when full, the gateway stops acknowledging rather than dropping.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import msgspec
 import pytest
-from test_gateway import Publisher, lift_reading, now_ms, query, sample_readings, wait_for
+from mqtt_publisher import Publisher
+from test_gateway import lift_reading, now_ms, query, sample_readings, wait_for
 
 from gateway.anomalies import Anomaly
 from gateway.influx_spool import SPOOL_FILE, InfluxSpool
@@ -28,13 +29,6 @@ from jiayuan.influx import InfluxClient
 from jiayuan.services import RunningServers
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture
-def publisher(servers: RunningServers) -> Iterator[Publisher]:
-    pub = Publisher(servers.mqtt_port)
-    yield pub
-    pub.close()
 
 
 def spooling(config: Config, **gateway: float | int) -> Config:
