@@ -24,7 +24,7 @@ from gateway.pipeline import Message, Pipeline
 from gateway.processor import Processor
 from gateway.resume import resume_detector
 from gateway.writer import BatchWriter
-from jiayuan.api_auth import ApiAuth, registry_streets
+from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
 
@@ -79,9 +79,7 @@ class Gateway:
             auth = ApiAuth.from_config(
                 config.api,
                 config.gateway.api_host,
-                street_of=registry_streets(self.alerts.registry)
-                if self.alerts is not None
-                else None,
+                street_of=self.alerts.registry.street_of if self.alerts is not None else None,
             )
             self.api = ApiServer(
                 create_app(self, routers, auth), config.gateway.api_host, config.gateway.api_port

@@ -37,7 +37,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts.callback import CALLBACK_PATH
-from jiayuan.registry.store import RegistryStore
 
 log = logging.getLogger(__name__)
 
@@ -306,18 +305,6 @@ class ApiSettings(Protocol):
     def rate_per_s(self) -> float: ...
     @property
     def rate_burst(self) -> int: ...
-
-
-def registry_streets(registry: RegistryStore) -> Callable[[str], str | None]:
-    """``street_of`` for ``ApiAuth``: the registry's street of an estate, None if unknown."""
-
-    def street_of(estate: str) -> str | None:
-        try:
-            return registry.load().record(estate).estate.street
-        except KeyError:
-            return None
-
-    return street_of
 
 
 def is_loopback(host: str) -> bool:

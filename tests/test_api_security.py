@@ -35,7 +35,6 @@ from jiayuan.api_auth import (
     AuthFileError,
     TokenBuckets,
     load_tokens,
-    registry_streets,
     token_hash,
 )
 from jiayuan.config import ApiConfig
@@ -170,7 +169,7 @@ def build(tmp_path: Path, api: ApiConfig, clock: FakeClock | None = None) -> Wor
     auth = ApiAuth.from_config(
         settings,
         "0.0.0.0",
-        street_of=registry_streets(registry),
+        street_of=registry.street_of,
         clock=lambda: (clock or FakeClock()).now_ms / 1000,
     )
     routers = [

@@ -83,6 +83,12 @@ class RegistryStore:
                 tables[name] = RawTable(f"{self.path} [{name}]", rows)
         return from_rows(tables)
 
+    def street_of(self, estate: str) -> str | None:
+        """The street of one estate (one query, not a whole load); None if unknown."""
+        with self._lock:
+            row = self._db.execute("SELECT street FROM estates WHERE id = ?", (estate,)).fetchone()
+        return None if row is None else str(row[0])
+
     def estate_count(self) -> int:
         with self._lock:
             (count,) = self._db.execute("SELECT count(*) FROM estates").fetchone()
