@@ -35,6 +35,8 @@ from jiayuan.config import AlertsConfig
 
 log = logging.getLogger(__name__)
 
+OUTBOX_FILE = "outbox.sqlite"
+
 HTTP_CHANNELS = frozenset({"workorder", "manager_webhook"})
 EMAIL_CHANNEL = "email"
 RETRYABLE_HTTP = frozenset({408, 425, 429})
@@ -287,7 +289,7 @@ class Dispatcher:
             workorder_url=alerts.opscentre_url,
         )
         contacts = ContactBook.load(alerts.contacts_file) if alerts.contacts_file else None
-        outbox = Outbox(Path(state_dir) / "outbox.sqlite")
+        outbox = Outbox(Path(state_dir) / OUTBOX_FILE)
         return cls(
             outbox,
             Deliverer(outbox, settings),

@@ -182,12 +182,10 @@ class AlertService:
             write_score_points(self._influx, report.cards, report.distributions, now)
             return len(report.cards)
         except Exception:
-            log.exception("scoring the estates failed; next try in %s s", self._score_every_s)
+            log.exception(
+                "scoring the estates failed; next try in %s s", self.config.alerts.score_interval_s
+            )
             return 0
-
-    @property
-    def _score_every_s(self) -> float:
-        return self.config.alerts.score_interval_s
 
     def _flush_points(self, final: bool = False) -> None:
         self._pending_lines += self.points.drain()

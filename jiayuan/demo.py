@@ -25,7 +25,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from alerts.delivery import OUTBOX_FILE
 from alerts.score_cli import ALERTS_FILE
+from alerts.service import CALLBACK_LEDGER_FILE
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import Driver, DriverSample
 from gateway.service import Gateway
@@ -389,7 +391,7 @@ class Gateways:
 
 def _fresh_state(state_dir: Path) -> None:
     # Each demo run starts with no alerts, outbox or registry from an earlier run.
-    for name in ("alerts.sqlite", "outbox.sqlite", "callbacks.sqlite", REGISTRY_FILE):
+    for name in (ALERTS_FILE, OUTBOX_FILE, CALLBACK_LEDGER_FILE, REGISTRY_FILE):
         for suffix in ("", "-wal", "-shm"):
             (state_dir / (name + suffix)).unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)
