@@ -3,10 +3,18 @@
 Simulated traffic of many estates is packed into batch messages the way edge agents send
 it. The baseline is decoding the same messages with msgspec (the floor any gateway pays);
 the measured figure is the gateway's whole in-process pipeline: topic parsing, decoding,
-per-reading validation, duplicate window, rules and InfluxDB line formatting. Both run in
-this process on the same messages, so the ratio is comparable across machines.
+per-reading validation, duplicate window, rules and statistical detectors and InfluxDB line
+formatting, with messages gathered into processor batches of ``--batch-readings`` readings
+(the gateway's ``batch_max_readings``) and each batch judged in one detection call. Both run
+in this process on the same messages, so the ratio is comparable across machines.
 
     .venv/bin/python bench/pipeline.py [--estates 20] [--minutes 10] [--batch 100]
+        [--batch-readings 5000]
+
+``--memory-devices N`` measures instead what the whole pipeline holds per device (detector,
+duplicate window, offline check, the line-protocol caches: everything a ``Pipeline`` keeps)
+by ``tracemalloc`` once N devices have each sent their first readings: the simulated
+estates cloned under new estate, edge and device names until there are N devices.
 
 The pipeline runs three times: with the default rules (plain thresholds vectorised in the
 families where that pays), with every family's thresholds vectorised, and with every
@@ -19,10 +27,13 @@ import argparse
 import time
 from collections import defaultdict
 
+import msgspec
+
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from gateway.rules import all_rules
+from jiayuan.config import GatewayConfig
 from jiayuan.contract import Envelope, Reading, batch_topic, decode_envelope, encode
 from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
@@ -32,7 +43,9 @@ from simulators.registry import Estate, build_registry
 
 def build_messages(estates: int, minutes: float, batch: int) -> tuple[list[Message], int]:
     registry = build_registry(estates, seed=1)
-    start_ms = int(time.time() * 1000)
+    # The traffic ends a minute ago: readings from the future would be dead-lettered.
+    received_ms = int(time.time() * 1000)
+    start_ms = received_ms - 60_000 - int(minutes * 60_000)
     faults = plan_faults(registry, start_ms, minutes * 60, seed=1).faults
     per_estate: dict[str, list[tuple[Estate, Reading]]] = defaultdict(list)
     samples = generate(registry, faults, start_ms, start_ms + int(minutes * 60_000), 1)
@@ -46,9 +59,69 @@ def build_messages(estates: int, minutes: float, batch: int) -> tuple[list[Messa
         for first in range(0, len(rows), batch):
             chunk = [reading for _, reading in rows[first : first + batch]]
             payload = encode(Envelope(v=1, edge=estate.edge_id, readings=chunk))
-            messages.append(Message(topic, payload, len(messages) + 1, 1, start_ms))
+            messages.append(Message(topic, payload, len(messages) + 1, 1, received_ms))
             readings += len(chunk)
     return messages, readings
+
+
+def run_batches(pipeline: Pipeline, messages: list[Message], max_readings: int) -> list[Batch]:
+    """The messages through the pipeline as the processor takes them: batches of up to
+    ``max_readings`` readings, each judged in one detection call."""
+    batches = [Batch()]
+    for message in messages:
+        pipeline.add(message, batches[-1])
+        if batches[-1].readings >= max_readings:
+            pipeline.detect(batches[-1])
+            batches.append(Batch())
+    pipeline.detect(batches[-1])
+    return batches
+
+
+def memory_per_device(devices: int, batch_readings: int) -> tuple[int, float]:
+    """(devices measured, bytes the pipeline holds per device) by tracemalloc."""
+    import tracemalloc
+
+    registry = build_registry(6, seed=1)
+    end_ms = int(time.time() * 1000) - 60_000
+    start_ms = end_ms - 120_000
+    per_estate: dict[str, list[Reading]] = defaultdict(list)
+    estates: dict[str, Estate] = {}
+    firsts: dict[str, int] = defaultdict(int)
+    for estate, _, reading in as_gateway_input(generate(registry, [], start_ms, end_ms, 1)):
+        if firsts[reading.device] < 3:  # every signal seen, every check's state allocated
+            firsts[reading.device] += 1
+            per_estate[estate.id].append(reading)
+            estates[estate.id] = estate
+    model_devices = len(firsts)
+    clones = -(-devices // model_devices)
+
+    def messages_of(clone: int) -> list[Message]:
+        out = []
+        for estate_id, readings in per_estate.items():
+            estate = estates[estate_id]
+            edge = f"{estate.edge_id}.c{clone}"
+            topic = batch_topic(estate.district, estate.street, f"{estate_id}.c{clone}", edge)
+            renamed = [
+                msgspec.structs.replace(reading, device=f"{reading.device}.c{clone}")
+                for reading in readings
+            ]
+            payload = encode(Envelope(v=1, edge=edge, readings=renamed))
+            out.append(Message(topic, payload, 1, 1, end_ms))
+        return out
+
+    pipeline = Pipeline(Detector(), GatewayMetrics())
+    run_batches(pipeline, messages_of(clones), batch_readings)  # imports and first caches
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    for clone in range(clones):
+        batches = run_batches(pipeline, messages_of(clone), batch_readings)
+        if any(batch.dead for batch in batches):
+            raise SystemExit(f"dead-lettered: {next(b.dead[0].detail for b in batches if b.dead)}")
+        del batches  # what is written and acknowledged is not per-device state
+    after, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    measured = clones * model_devices
+    return measured, (after - before) / measured
 
 
 def main() -> None:
@@ -58,7 +131,26 @@ def main() -> None:
     parser.add_argument("--estates", type=int, default=20)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=100, help="readings per message")
+    parser.add_argument(
+        "--batch-readings",
+        type=int,
+        default=GatewayConfig().batch_max_readings,
+        help="readings per processor batch (one detection call each)",
+    )
+    parser.add_argument(
+        "--memory-devices",
+        type=int,
+        metavar="N",
+        help="measure the memory held per device with N devices instead of the speed",
+    )
     args = parser.parse_args()
+    if args.memory_devices:
+        measured, per_device = memory_per_device(args.memory_devices, args.batch_readings)
+        print(
+            f"whole pipeline, tracemalloc, {measured:,} devices (the simulated estate mix): "
+            f"{per_device:,.0f} B/device"
+        )
+        return
     messages, readings = build_messages(args.estates, args.minutes, args.batch)
 
     started = time.perf_counter()
@@ -69,10 +161,12 @@ def main() -> None:
     def timed(vectorised: bool | None) -> float:
         pipeline = Pipeline(Detector(rules=all_rules(vectorised=vectorised)), GatewayMetrics())
         started = time.perf_counter()
-        batch = Batch()
-        for message in messages:
-            pipeline.add(message, batch)
-        return time.perf_counter() - started
+        batches = run_batches(pipeline, messages, args.batch_readings)
+        elapsed = time.perf_counter() - started
+        dead = sum(len(batch.dead) for batch in batches)
+        if dead:  # the figure would measure dead-lettering, not the pipeline
+            raise SystemExit(f"{dead} readings dead-lettered: {batches[0].dead[0].detail}")
+        return elapsed
 
     print(
         f"{readings} readings in {len(messages)} messages ({args.estates} estates, "

@@ -242,11 +242,13 @@ def run_counter(port: int, expected: int, drain: bool) -> None:
         sys.stdin.readline()  # "go": the backlog is at the broker
         started = time.time()
         client = connected()
+    cpu_before = time.process_time()
     while not done.wait(1.0):
         if time.time() - max(state["last"], started) > STALL_S:
             break
+    cpu_s = time.process_time() - cpu_before
     client.loop_stop()
-    _say(sys.stdout, count=state["count"], last=state["last"], started=started)
+    _say(sys.stdout, count=state["count"], last=state["last"], started=started, cpu_s=cpu_s)
 
 
 def _status_kb(field: str) -> int:
@@ -266,7 +268,11 @@ def run_gateway(settings: str, drain: bool) -> None:
 
     given = json.loads(settings)
     config = Config(
-        mqtt=MqttConfig(url=given["mqtt"], gateway_client_id=given["client_id"]),
+        mqtt=MqttConfig(
+            url=given["mqtt"],
+            gateway_client_id=given["client_id"],
+            street_filter=given["streets"],
+        ),
         influx=InfluxConfig(url=given["influx"], database=given["database"]),
         gateway=GatewayConfig(state_dir=given["state_dir"]),
         alerts=AlertsConfig(enabled=False),
@@ -285,10 +291,12 @@ def run_gateway(settings: str, drain: bool) -> None:
         gateway = Gateway(config, serve_api=False)
         gateway.start()
         _say(sys.stdout, started=started)
+    cpu_before = time.process_time()
     sys.stdin.readline()
+    cpu_s = time.process_time() - cpu_before
     hwm = _status_kb("VmHWM")
     gateway.stop()
-    _say(sys.stdout, hwm_kb=hwm)
+    _say(sys.stdout, hwm_kb=hwm, cpu_s=cpu_s)
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -310,10 +318,15 @@ def _go(process: subprocess.Popen[str]) -> None:
     process.stdin.flush()
 
 
+class SubscriberRun(msgspec.Struct):
+    rate: float
+    cpu_s: float
+
+
 def bare_subscriber(
     servers: RunningServers, wires: list[Wire], workdir: Path, drain: bool
-) -> float:
-    """(a): readings per second a counting paho subscriber receives."""
+) -> SubscriberRun:
+    """(a): readings per second a counting paho subscriber receives, and its CPU time."""
     counter = _child("count", str(servers.mqtt_port), str(len(wires)), "1" if drain else "")
     _expect(counter, "counter")
     publisher = _publish(servers, wires, workdir)
@@ -331,7 +344,7 @@ def bare_subscriber(
     print(f"    publisher: {acked:,.0f} readings/s acknowledged by the broker")
     readings = total * int(counted["count"]) / len(wires)
     began = float(counted["started"] if drain else published["start"])
-    return readings / (float(counted["last"]) - began)
+    return SubscriberRun(readings / (float(counted["last"]) - began), float(counted["cpu_s"]))
 
 
 def influx_ingest(servers: RunningServers, lines: list[str]) -> float:
@@ -360,22 +373,41 @@ def _stored(client: InfluxClient, where: str = "") -> int:
 class GatewayRun(msgspec.Struct):
     rate: float
     stored: int
-    baseline_kb: int
+    baseline_kb: int  # summed over the instances
     hwm_kb: int
+    cpu_s: float  # the instances' CPU time while measured
     latencies_ms: list[float]
 
 
 def _start_gateway(
-    servers: RunningServers, workdir: Path, database: str, drain: bool
+    servers: RunningServers, workdir: Path, database: str, drain: bool, streets: str
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
         "influx": servers.influx_url,
         "database": database,
         "client_id": f"bench-gw-{uuid.uuid4().hex[:6]}",
-        "state_dir": str(workdir / database),
+        "state_dir": str(workdir / database / uuid.uuid4().hex[:6]),
+        "streets": streets,
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
+
+
+def split_streets(wires: list[Wire], instances: int) -> list[str]:
+    """Street filters for ``instances`` gateways, balanced by readings (greedy, largest
+    street first): the documented scale-out, each instance owning whole streets."""
+    if instances == 1:
+        return ["+"]
+    per_street: dict[str, int] = defaultdict(int)
+    for topic, _, readings in wires:
+        per_street[topic.split("/")[3]] += readings
+    groups: list[list[str]] = [[] for _ in range(instances)]
+    loads = [0] * instances
+    for street, readings in sorted(per_street.items(), key=lambda item: -item[1]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(street)
+        loads[lightest] += readings
+    return [",".join(group) for group in groups if group]
 
 
 def gateway_end_to_end(
@@ -385,11 +417,18 @@ def gateway_end_to_end(
     rate: float = 0.0,
     mark: str = "",
     drain: bool = False,
+    instances: int = 1,
 ) -> GatewayRun:
-    """(c): readings per second from first publish to all counted in InfluxDB."""
+    """(c): readings per second from first publish to all counted in InfluxDB, through
+    ``instances`` gateway processes that split the streets."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
-    gateway = _start_gateway(servers, workdir, database, drain)
-    baseline = _expect(gateway, "gateway")["rss_kb"]
+    streets = split_streets(wires, instances)
+    if mark and instances > 1:  # the markers' street must be owned too
+        marked = mark.split("/")[1]
+        if not any(marked in group.split(",") for group in streets):
+            streets[0] += f",{marked}"
+    gateways = [_start_gateway(servers, workdir, database, drain, group) for group in streets]
+    baseline = sum(_expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
     publisher = _publish(servers, wires, workdir, rate, mark)
     seen: dict[str, float] = {}
@@ -413,10 +452,11 @@ def gateway_end_to_end(
         poller.start()
     _go(publisher)
     began = 0.0
-    if drain:  # the whole backlog at the broker first, then the gateway takes it
+    if drain:  # the whole backlog at the broker first, then the gateways take it
         published = _expect(publisher, "publisher")
-        _go(gateway)
-        began = float(_expect(gateway, "gateway")["started"])
+        for gateway in gateways:
+            _go(gateway)
+        began = min(float(_expect(gateway, "gateway")["started"]) for gateway in gateways)
     with InfluxClient(influx) as client:
         stored, last_change, done_at = 0, time.time(), time.time()
         while stored < expected and time.time() - last_change < STALL_S:
@@ -441,19 +481,30 @@ def gateway_end_to_end(
                 latencies.append(seen[f"mark-{index}"] * 1000 - ts)
         if len(latencies) != len(published["marks"]):
             print(f"  ! {len(published['marks']) - len(latencies)} marker anomalies never stored")
-    assert gateway.stdin is not None
-    gateway.stdin.write("stop\n")
-    gateway.stdin.flush()
-    hwm = _expect(gateway, "gateway")["hwm_kb"]
-    gateway.wait()
+    ends = []
+    for gateway in gateways:
+        assert gateway.stdin is not None
+        gateway.stdin.write("stop\n")
+        gateway.stdin.flush()
+    for gateway in gateways:
+        ends.append(_expect(gateway, "gateway"))
+        gateway.wait()
     if stored != expected:
         print(f"  ! InfluxDB holds {stored} of {expected} readings (stalled {STALL_S:g} s)")
     return GatewayRun(
         rate=stored / (done_at - began),
         stored=stored,
         baseline_kb=baseline,
-        hwm_kb=hwm,
+        hwm_kb=sum(int(end["hwm_kb"]) for end in ends),
+        cpu_s=sum(float(end["cpu_s"]) for end in ends),
         latencies_ms=latencies,
+    )
+
+
+def _cpu(rate: float, cpu_s: float, readings: int, who: str) -> None:
+    per_reading = cpu_s / readings * 1e6 if readings else 0.0
+    print(
+        f"    {rate:12,.0f} readings/s; {who} CPU {cpu_s:.1f} s, {per_reading:.1f} µs per reading"
     )
 
 
@@ -473,16 +524,16 @@ def machine() -> str:
 
 def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     """cProfile of the gateway's in-process pipeline (bench/pipeline.py's path)."""
+    from bench.pipeline import run_batches
     from gateway.detection import Detector
     from gateway.metrics import GatewayMetrics
-    from gateway.pipeline import Batch, Message, Pipeline
+    from gateway.pipeline import Message, Pipeline
 
     pipeline = Pipeline(Detector(), GatewayMetrics())
     messages = [Message(t, p, i + 1, 1, 0) for i, (t, p, _) in enumerate(wires)]
     profiler = cProfile.Profile()
     profiler.enable()
-    for message in messages:
-        pipeline.add(message, Batch())
+    run_batches(pipeline, messages, GatewayConfig().batch_max_readings)
     profiler.disable()
     pstats.Stats(profiler).sort_stats(order).print_stats(top)
 
@@ -515,24 +566,35 @@ def measure(args: argparse.Namespace) -> None:
     try:
         print("(a) bare paho subscriber, one reading per message")
         a_single = bare_subscriber(servers, traffic.single, workdir, drain)
-        print(f"    {a_single:12,.0f} readings/s")
+        _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
         print(f"(a) bare paho subscriber, {args.batch} readings per message")
         a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
-        print(f"    {a_batched:12,.0f} readings/s")
+        _cpu(a_batched.rate, a_batched.cpu_s, len(traffic.lines), "subscriber")
         print(f"(b) InfluxDB ingest, batches of {INFLUX_BATCH:,} telemetry lines")
         b = influx_ingest(servers, traffic.lines)
         print(f"    {b:12,.0f} points/s")
-        print("(c) gateway end to end (child process), one reading per message")
-        c_single = gateway_end_to_end(servers, traffic.single, workdir, drain=drain)
-        print(f"    {c_single.rate:12,.0f} readings/s stored; c/a = {c_single.rate / a_single:.3f}")
-        print(f"(c) gateway end to end (child process), {args.batch} readings per message")
-        c_batched = gateway_end_to_end(servers, traffic.batched, workdir, drain=drain)
-        print(
-            f"    {c_batched.rate:12,.0f} readings/s stored; c/a = "
-            f"{c_batched.rate / a_batched:.3f}; c/b = {c_batched.rate / b:.3f}"
-        )
+        runs: dict[tuple[str, int], GatewayRun] = {}
+        for count in sorted({1, args.instances}):
+            label = "1 process" if count == 1 else f"{count} processes, streets split"
+            print(f"(c) gateway end to end ({label}), one reading per message")
+            run = gateway_end_to_end(servers, traffic.single, workdir, drain=drain, instances=count)
+            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            print(f"    c/a = {run.rate / a_single.rate:.3f}")
+            runs["single", count] = run
+            print(f"(c) gateway end to end ({label}), {args.batch} readings per message")
+            run = gateway_end_to_end(
+                servers, traffic.batched, workdir, drain=drain, instances=count
+            )
+            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            print(f"    c/a = {run.rate / a_batched.rate:.3f}; c/b = {run.rate / b:.3f}")
+            runs["batched", count] = run
+        peak_count = max((1, args.instances), key=lambda n: runs["batched", n].rate)
+        c_batched = runs["batched", peak_count]
         half = c_batched.rate / 2
-        print(f"latency at half the batched peak ({half:,.0f} readings/s), fire-alarm markers")
+        print(
+            f"latency at half the batched peak ({half:,.0f} readings/s, {peak_count} "
+            "gateway process(es)), fire-alarm markers"
+        )
         slice_readings = int(half * args.latency_s)
         wires: list[Wire] = []
         total = 0
@@ -542,7 +604,12 @@ def measure(args: argparse.Namespace) -> None:
             wires.append(wire)
             total += wire[2]
         paced = gateway_end_to_end(
-            servers, wires, workdir, rate=half, mark="/".join(traffic.mark_place)
+            servers,
+            wires,
+            workdir,
+            rate=half,
+            mark="/".join(traffic.mark_place),
+            instances=peak_count,
         )
         if paced.latencies_ms:
             print(
@@ -552,10 +619,11 @@ def measure(args: argparse.Namespace) -> None:
                 f"(polled every {LATENCY_POLL_S * 1000:.0f} ms)"
             )
         print("gateway memory (child process VmHWM; baseline = VmRSS once subscribed)")
-        for label, run in (("single", c_single), ("batched", c_batched), ("paced", paced)):
+        measured = [(f"{kind} ×{count}", run) for (kind, count), run in runs.items()]
+        for label, run in [*measured, ("paced", paced)]:
             grown = run.hwm_kb - run.baseline_kb
             print(
-                f"    {label:<8} peak {run.hwm_kb / 1024:7.1f} MiB, baseline "
+                f"    {label:<11} peak {run.hwm_kb / 1024:7.1f} MiB, baseline "
                 f"{run.baseline_kb / 1024:6.1f} MiB, grown {grown / 1024:6.1f} MiB "
                 f"({grown * 1024 / traffic.devices:,.0f} B per device at {traffic.devices} devices)"
             )
@@ -576,6 +644,13 @@ def main() -> None:
         "--single", type=int, default=30_000, help="messages in the one-reading run"
     )
     parser.add_argument("--latency-s", type=float, default=15.0, help="paced run length")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="also measure (c) with this many gateway processes splitting the streets "
+        "(docs/scaling.md); 1 = one process only",
+    )
     parser.add_argument(
         "--live", action="store_true", help="time (a) and (c) while publishing, not a backlog"
     )

@@ -30,6 +30,7 @@ class GatewayStats:
     write_retries: int = 0
     acked: int = 0
     queued: int = 0
+    detection_failures: int = 0
 
 
 class GatewayMetrics:
@@ -69,6 +70,11 @@ class GatewayMetrics:
         )
         self._write_retries = Counter(
             "jiayuan_gateway_write_retries", "Failed InfluxDB writes that were retried", registry=r
+        )
+        self._detection_failures = Counter(
+            "jiayuan_gateway_detection_failures",
+            "Batches whose readings were stored but not judged: a detector bug (see the log)",
+            registry=r,
         )
         self.open_anomalies = Gauge(
             "jiayuan_gateway_anomalies_open", "Anomalies open now", registry=r
@@ -112,6 +118,10 @@ class GatewayMetrics:
         with self._lock:
             self._opened[code] += 1
 
+    def detection_failed(self) -> None:
+        self._detection_failures.inc()
+        self._add("detection_failures")
+
     def anomaly_closed(self) -> None:
         self._add("anomalies_closed")
 
@@ -147,6 +157,7 @@ class GatewayMetrics:
                 write_retries=counts.get("write_retries", 0),
                 acked=counts.get("acked", 0),
                 queued=queued,
+                detection_failures=counts.get("detection_failures", 0),
             )
 
     def exposition(self) -> bytes:

@@ -1,8 +1,11 @@
 """From one MQTT message to what must be made durable before it is acknowledged.
 
 Pure work, no I/O: parse the topic, decode the envelope, check each reading, drop
-duplicates, run detection, and collect InfluxDB lines and dead letters into a ``Batch``.
-A bad message or reading becomes a dead letter; nothing here raises on bad input.
+duplicates, and collect InfluxDB lines and dead letters into a ``Batch``; ``detect`` then
+judges every reading the batch accepted in one call (the statistical core and the rules'
+threshold tables work on whole arrays, so one call per batch of many messages costs about
+what one call per message did).  A bad message or reading becomes a dead letter; nothing
+here raises on bad input.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ class Batch:
     lines: list[Pending] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     readings: int = 0
+    undetected: list[tuple[Place, Reading, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.messages or self.lines or self.dead)
@@ -111,9 +115,28 @@ class Pipeline:
             log.exception("processing a message on %s failed", message.topic)
             self._dead(batch, message, Reason.INTERNAL_ERROR, repr(error), message.payload)
 
+    def detect(self, batch: Batch) -> None:
+        """Judge the readings the batch accepted since the last call, in arrival order.
+
+        Call before the batch is written.  A bug in detection is logged and counted; the
+        readings are still stored (losing telemetry over a detector fault would be worse).
+        """
+        items, batch.undetected = batch.undetected, []
+        if not items:
+            return
+        try:
+            anomalies = self.detector.readings(items)
+        except Exception:
+            log.exception("detection failed on a batch of %d readings", len(items))
+            self.metrics.detection_failed()
+            return
+        self._anomalies(batch, anomalies)
+
     def tick(self, batch: Batch) -> None:
-        """The timer's turn: devices that went silent."""
-        self._anomalies(batch, self.detector.tick(self._clock()), "")
+        """The timer's turn: devices that went silent (after judging what already
+        arrived, so a reading waiting in the batch counts as seen)."""
+        self.detect(batch)
+        self._anomalies(batch, self.detector.tick(self._clock()))
 
     def _process(self, message: Message, batch: Batch) -> None:
         try:
@@ -141,7 +164,7 @@ class Pipeline:
         batch.readings += len(envelope.readings)
         self.metrics.readings_received(len(envelope.readings))
         now = self._clock()
-        accepted: list[tuple[Place, Reading, int]] = []
+        accepted = batch.undetected
         for reading in envelope.readings:
             problem = check_reading(reading, topic, now, self.window)
             if problem is not None:
@@ -170,8 +193,6 @@ class Pipeline:
                 )
             )
             accepted.append((place, reading, message.received_ms))
-        # One detection call per message: the statistical core works on whole arrays.
-        self._anomalies(batch, self.detector.readings(accepted), message.topic)
 
     def _status(self, topic: Topic, message: Message, batch: Batch) -> None:
         if topic.kind != EDGE_STATUS_KIND or topic.channel is not Channel.STATUS:
@@ -211,13 +232,16 @@ class Pipeline:
         )
         self.metrics.edge_status()
 
-    def _anomalies(self, batch: Batch, anomalies: list[Anomaly], topic: str) -> None:
+    def _anomalies(self, batch: Batch, anomalies: list[Anomaly]) -> None:
+        now = self._clock()
         for anomaly in anomalies:
             if anomaly.state == OPEN:
                 self.metrics.anomaly_opened(anomaly.kind, anomaly.code)
             else:
                 self.metrics.anomaly_closed()
-            batch.lines.append(Pending(anomaly_line(anomaly), topic, anomaly, self._clock(), False))
+            batch.lines.append(
+                Pending(anomaly_line(anomaly), _topic_of(anomaly), anomaly, now, False)
+            )
         if anomalies:
             self.metrics.open_anomalies.set(self.detector.book.open_count)
 
@@ -230,3 +254,17 @@ class Pipeline:
             payload = payload[:MAX_PAYLOAD_BYTES]
         batch.dead.append(DeadLetter(message.received_ms, message.topic, reason, detail, payload))
         self.metrics.dead_letter(reason)
+
+
+def _topic_of(anomaly: Anomaly) -> str:
+    """The telemetry topic of the anomaly's device: where a refused anomaly line is filed."""
+    return str(
+        Topic(
+            anomaly.district,
+            anomaly.street,
+            anomaly.estate,
+            anomaly.kind,
+            anomaly.device,
+            Channel.TELEMETRY,
+        )
+    )

@@ -4,12 +4,12 @@ then acknowledges them.
 A batch closes at ``batch_max_readings`` readings, after ``flush_interval_s``, or as soon
 as the inbox has been quiet for a moment (the broker sends only so many unacknowledged
 messages, so waiting longer would only add latency).  The processing thread validates,
-drops duplicates and runs detection (the offline timer too, so all detection state has one
-writer); the commit thread writes telemetry and anomalies to InfluxDB (one write per
-batch), records dead letters in SQLite and only then acknowledges every message of the
-batch, in batch order.  At most one batch waits between them, so the two overlap (CPU
-work on batch n+1 while batch n is written) and a slow InfluxDB holds back the processing
-and, through unacknowledged messages, the broker.
+drops duplicates and runs detection once per batch (the offline timer too, so all
+detection state has one writer); the commit thread writes telemetry and anomalies to
+InfluxDB (one write per batch), records dead letters in SQLite and only then acknowledges
+every message of the batch, in batch order.  At most one batch waits between them, so the
+two overlap (CPU work on batch n+1 while batch n is written) and a slow InfluxDB holds back
+the processing and, through unacknowledged messages, the broker.
 
 A batch InfluxDB does not take within ``spool_after_s`` goes to the disk spool instead and
 is acknowledged from there (``SpoolingWriter``); while the spool holds batches, the commit
@@ -185,6 +185,7 @@ class Processor:
                 with self._lock:
                     self._collecting = True
             self.pipeline.add(message, batch)
+        self.pipeline.detect(batch)
         self.metrics.queue_depth.set(self.inbox.qsize())
         return batch
 
