@@ -4,16 +4,19 @@ letters, never as an exception; and the CLI registers ``gateway run``."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import cli
+from gateway.anomalies import Anomaly
 from gateway.deadletters import Reason
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
+from gateway.rules import Place
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import MAX_PAYLOAD_BYTES, Envelope, Reading, batch_topic, encode
 
@@ -232,3 +235,47 @@ def test_the_timestamp_window_comes_from_the_configuration() -> None:
     batch = Batch()
     pipeline().add(message(TOPIC, _one_reading(NOW - 61_000)), batch)
     assert not batch.dead and len(batch.lines) == 1
+
+
+# --- detection once per processor batch ---------------------------------------------------
+
+
+def _depth(device: str, seq: int, ts: int) -> bytes:
+    reading = Reading(device=device, kind="waterlogging", seq=seq, ts=ts, values={"depth": 0.0})
+    return encode(Envelope(v=1, edge="edge1", readings=[reading]))
+
+
+def test_a_reading_waiting_in_the_batch_counts_as_seen_by_the_offline_timer() -> None:
+    now = [NOW]
+    pipe = Pipeline(Detector(), GatewayMetrics(), clock=lambda: now[0])
+    first = Batch()
+    pipe.add(Message(TOPIC, _depth("G1", 1, now[0]), 1, 1, now[0]), first)
+    pipe.detect(first)
+    now[0] += 31_000  # past the gauge's 30 s: silent, unless the next reading is counted
+    batch = Batch()
+    pipe.add(Message(TOPIC, _depth("G1", 2, now[0]), 2, 1, now[0]), batch)
+    pipe.tick(batch)  # the timer fires while the reading waits for detection
+    pipe.detect(batch)
+    assert not [p for p in batch.lines if not p.is_reading], "a live gauge reported offline"
+    now[0] += 31_000  # and silence after it is still noticed
+    later = Batch()
+    pipe.tick(later)
+    assert [p.origin.code for p in later.lines if isinstance(p.origin, Anomaly)] == [
+        "waterlogging.offline"
+    ]
+
+
+class _BrokenDetector(Detector):
+    def readings(self, items: Sequence[tuple[Place, Reading, int]]) -> list[Anomaly]:
+        raise RuntimeError("a detector bug")
+
+
+def test_a_detector_bug_is_counted_and_the_readings_are_still_stored() -> None:
+    pipe = Pipeline(_BrokenDetector(), GatewayMetrics(), clock=lambda: NOW)
+    batch = Batch()
+    pipe.add(message(TOPIC, _depth("G1", 1, NOW)), batch)
+    pipe.add(message(TOPIC, _depth("G2", 1, NOW), mid=2), batch)
+    pipe.detect(batch)
+    assert [p.is_reading for p in batch.lines] == [True, True] and not batch.dead
+    assert pipe.metrics.snapshot().detection_failures == 1
+    assert not batch.undetected  # judged (or given up on) once, not again with the next batch
