@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -24,7 +25,7 @@ from typing import Literal
 
 import msgspec
 
-from jiayuan.catalogue import Kind, ValueType, family
+from jiayuan.catalogue import FAMILIES, MAX_PORTS, Family, Kind, ValueType, family, port_field
 
 SCHEMA_VERSION = 1
 TOPIC_PREFIX = "jiayuan/v1"
@@ -274,6 +275,69 @@ def _json_hint(payload: bytes, error: Exception) -> str:
     return ""
 
 
+# Per kind, what each known payload field name accepts, so the common case costs a dict
+# lookup, a type test and one chained comparison per value: (int low, int high, float
+# low, float high) of each numeric signal.  Bounds fold in the int64 range and finiteness
+# (a finite float stands for "no bound", so NaN and ±inf fail ``low <= v <= high``); the
+# empty range (inf, -inf) refuses floats for an int signal.  String signals, and anything
+# the fast path does not accept, are judged by the catalogue-driven slow path, which alone
+# writes error messages, so they stay the same.
+_FastBounds = tuple[float, float, float, float]
+_NO_FLOATS = (math.inf, -math.inf)
+# Devices and buildings repeat with every reading; remember ids already found valid.
+_ID_CACHE_LIMIT = 131_072  # a district's devices and buildings
+_valid_ids: set[str] = set()
+
+
+def _fast_bounds(
+    signal_type: ValueType, minimum: float | None, maximum: float | None
+) -> _FastBounds | None:
+    if signal_type is ValueType.STR:
+        return None
+    int_low = INT64_MIN if minimum is None else max(minimum, INT64_MIN)
+    int_high = INT64_MAX if maximum is None else min(maximum, INT64_MAX)
+    if signal_type is ValueType.INT:
+        return (int_low, int_high, *_NO_FLOATS)
+    float_low = -sys.float_info.max if minimum is None else minimum
+    float_high = sys.float_info.max if maximum is None else maximum
+    return (int_low, int_high, float_low, float_high)
+
+
+def _build_fast_bounds() -> dict[str, dict[str, _FastBounds]]:
+    table: dict[str, dict[str, _FastBounds]] = {}
+    for kind, fam in FAMILIES.items():
+        names = {
+            port_field(port, signal.name) if signal.per_port else signal.name
+            for signal in fam.signals
+            for port in (range(1, MAX_PORTS + 1) if signal.per_port else (0,))
+        }
+        bounds: dict[str, _FastBounds] = {}
+        for name in names:
+            # Only names the slow path itself accepts, with the signal it finds for them.
+            signal = fam.signal(name)
+            if signal is None or not _VALUE_NAME.fullmatch(name):
+                continue
+            found = _fast_bounds(signal.type, signal.minimum, signal.maximum)
+            if found is not None:
+                bounds[name] = found
+        table[kind.value] = bounds
+    return table
+
+
+_FAST_BOUNDS = _build_fast_bounds()
+
+
+def _valid_id(text: str) -> bool:
+    if text in _valid_ids:
+        return True
+    if not _SEGMENT.fullmatch(text):
+        return False
+    if len(_valid_ids) >= _ID_CACHE_LIMIT:
+        _valid_ids.clear()
+    _valid_ids.add(text)
+    return True
+
+
 def check_reading(
     reading: Reading,
     topic: Topic,
@@ -286,35 +350,61 @@ def check_reading(
     catalogue with the declared type, that numbers are finite and inside the signal's
     plausible range, that strings are short, and that the timestamp is inside ``window``.
     """
-    if topic.kind != BATCH and (reading.kind != topic.kind or reading.device != topic.device):
+    kind = reading.kind
+    if topic.kind != BATCH and (kind != topic.kind or reading.device != topic.device):
         return (
-            f"reading for {_shown(reading.kind)}/{_shown(reading.device)} published on the "
+            f"reading for {_shown(kind)}/{_shown(reading.device)} published on the "
             f"topic of {topic.kind}/{topic.device}"
         )
-    try:
-        fam = family(reading.kind)
-    except KeyError:
-        return f"unknown kind {_shown(reading.kind)}; known: {', '.join(k.value for k in Kind)}"
-    if not _SEGMENT.fullmatch(reading.device):
+    # Every kind is in the table (a Kind member finds its value's entry).
+    fast = _FAST_BOUNDS.get(kind) if isinstance(kind, str) else None
+    if fast is None:
+        return f"unknown kind {_shown(kind)}; known: {', '.join(k.value for k in Kind)}"
+    if not _valid_id(reading.device):
         return f"device id {_shown(reading.device)} is not [A-Za-z0-9_.-]{{1,64}}"
-    if reading.building and not _SEGMENT.fullmatch(reading.building):
+    if reading.building and not _valid_id(reading.building):
         return f"building id {_shown(reading.building)} is not [A-Za-z0-9_.-]{{1,64}}"
     if not 1 <= reading.seq <= INT64_MAX:
         return f"seq {_shown(reading.seq)} is not an integer from 1 to {INT64_MAX}"
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    late_or_early = window.problem(reading.ts, now)
-    if late_or_early is not None:
-        return late_or_early
-    if reading.event is not None:
-        if not _EVENT.fullmatch(reading.event) or not reading.event.startswith(reading.kind + "."):
-            return f"event code {_shown(reading.event)} does not belong to kind {reading.kind}"
+    ts = reading.ts
+    if not now - window.max_age_ms <= ts <= now + window.max_future_ms:
+        late_or_early = window.problem(ts, now)
+        if late_or_early is not None:
+            return late_or_early
+    values = reading.values
+    event = reading.event
+    if event is not None:
+        if not _EVENT.fullmatch(event) or not event.startswith(kind + "."):
+            return f"event code {_shown(event)} does not belong to kind {kind}"
     elif topic.channel is Channel.EVENT:
         return "reading on the event channel has no event code"
-    if not reading.values and reading.event is None:
+    elif not values:
         return "reading has neither values nor an event code"
-    if len(reading.values) > MAX_VALUES_PER_READING:
-        return f"reading has {len(reading.values)} values, more than {MAX_VALUES_PER_READING}"
-    for name, value in reading.values.items():
+    if len(values) > MAX_VALUES_PER_READING:
+        return f"reading has {len(values)} values, more than {MAX_VALUES_PER_READING}"
+    for name, value in values.items():
+        bounds = fast.get(name)
+        if bounds is None:
+            break
+        # type() is, not isinstance: bools and subclasses take the slow path.
+        if type(value) is float:
+            if not bounds[2] <= value <= bounds[3]:
+                break
+        elif type(value) is int:
+            if not bounds[0] <= value <= bounds[1]:
+                break
+        else:
+            break
+    else:
+        return None
+    # A value the fast path did not accept: the slow path finds the first problem.
+    return _check_values(family(kind), values)
+
+
+def _check_values(fam: Family, values: dict[str, Value]) -> str | None:
+    """The first value whose name or value breaks the catalogue, driven by it alone."""
+    for name, value in values.items():
         if not _VALUE_NAME.fullmatch(name):
             return f"value name {_shown(name)} is not [a-z][a-z0-9_]{{0,63}}"
         signal = fam.signal(name)

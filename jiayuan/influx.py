@@ -19,7 +19,7 @@ import ipaddress
 import json
 import math
 import numbers
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -42,7 +42,8 @@ _INT64_MAX = 2**63 - 1
 _CACHE_LIMIT = 65_536
 _measurement_cache: dict[str, str] = {}
 _key_cache: dict[str, str] = {}
-_tagset_cache: dict[tuple[tuple[str, str], ...], str] = {}
+# Keyed by the tags' items, or by a caller's own key for the same tags (see tag_set).
+_tagset_cache: dict[Hashable, str] = {}
 
 
 def _check_name(text: str, what: str) -> None:
@@ -86,6 +87,44 @@ def _format_tags(tags: Mapping[str, str]) -> str:
     )
 
 
+def cached_tag_set(key: Hashable) -> str | None:
+    """The tag set stored under ``key`` by :func:`tag_set`, or None."""
+    return _tagset_cache.get(key)
+
+
+def tag_set(tags: Mapping[str, str], key: Hashable | None = None) -> str:
+    """The escaped, sorted ``,key=value…`` part of a line, cached under ``key``.
+
+    ``key`` defaults to the tags' items; a caller that knows the tags from something
+    cheaper to hash (a device's place) passes that instead, and then it must always stand
+    for the same tags and never look like a tuple of (key, value) pairs.
+    """
+    if key is None:
+        key = tuple(tags.items())
+    tag_part = _tagset_cache.get(key)
+    if tag_part is None:
+        tag_part = _format_tags(tags)
+        if len(_tagset_cache) >= _CACHE_LIMIT:
+            _tagset_cache.clear()
+        _tagset_cache[key] = tag_part
+    return tag_part
+
+
+def escaped_measurement(name: str) -> str:
+    """The measurement as line protocol writes it; ValueError for one it cannot carry."""
+    return _escape_measurement(name)
+
+
+def escaped_field_key(key: str) -> str:
+    """The field key as line protocol writes it; ValueError for one it cannot carry."""
+    return _key_cache.get(key) or _escape_key(key, "field key")
+
+
+def escaped_string(text: str) -> str:
+    """A string field value, quoted and escaped."""
+    return '"' + text.translate(_ESCAPE_STRING) + '"'
+
+
 def _format_value(key: str, value: object) -> str:
     # Most common first; bool before int since bool is an int.
     if isinstance(value, float):
@@ -100,7 +139,7 @@ def _format_value(key: str, value: object) -> str:
             raise ValueError(f"field {key!r}: integer {value} outside the int64 range")
         return int.__repr__(value) + "i"
     if isinstance(value, str):
-        return '"' + value.translate(_ESCAPE_STRING) + '"'
+        return escaped_string(value)
     if isinstance(value, numbers.Integral):  # numpy integers
         return _format_value(key, int(value))
     if isinstance(value, numbers.Real):  # numpy float32 and other real numbers
@@ -128,13 +167,7 @@ def format_line(
     if tags:
         # A device sends the same tag set with every reading: escape and sort it once.
         tag_key = tuple(tags.items())
-        tag_part = _tagset_cache.get(tag_key)
-        if tag_part is None:
-            tag_part = _format_tags(tags)
-            if len(_tagset_cache) >= _CACHE_LIMIT:
-                _tagset_cache.clear()
-            _tagset_cache[tag_key] = tag_part
-        parts.append(tag_part)
+        parts.append(_tagset_cache.get(tag_key) or tag_set(tags, tag_key))
     if not fields:
         raise ValueError(f"{measurement}: a point needs at least one field")
     separator = " "
