@@ -160,7 +160,24 @@ def subscription(street_filter: str = "+") -> str:
     return f"{TOPIC_PREFIX}/+/{street_filter}/#"
 
 
+_TOPIC_KINDS = frozenset({k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND})
+# A device publishes on the same few topics for ever: remember the parsed ones (bounded,
+# cleared when full; only valid topics are kept, so junk cannot fill it).
+_TOPIC_CACHE_LIMIT = 131_072
+_parsed_topics: dict[str, Topic] = {}
+
+
 def parse_topic(topic: str) -> Topic:
+    parsed = _parsed_topics.get(topic)
+    if parsed is None:
+        parsed = _parse_topic(topic)
+        if len(_parsed_topics) >= _TOPIC_CACHE_LIMIT:
+            _parsed_topics.clear()
+        _parsed_topics[topic] = parsed
+    return parsed
+
+
+def _parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) != 8 or "/".join(parts[:2]) != TOPIC_PREFIX:
         raise ContractError(
@@ -182,7 +199,7 @@ def parse_topic(topic: str) -> Topic:
         parsed_channel = Channel(channel)
     except ValueError:
         raise ContractError(f"unknown channel {_shown(channel)}") from None
-    if kind not in {k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND}:
+    if kind not in _TOPIC_KINDS:
         raise ContractError(f"unknown kind {_shown(kind)} in topic")
     return Topic(district, street, estate, kind, device, parsed_channel)
 
