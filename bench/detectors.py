@@ -120,7 +120,7 @@ def memory(estates: int, seed: int) -> None:
         reading = Reading("PILE12", "ebike_charger", k + 1, 1_750_000_000_000 + k * 1000, values)
         pile.readings([(place, reading, reading.ts)])
     _, pile_bytes = pile.statistical.state_bytes()["ebike_charger"]
-    print(f"12-port pile (12 temp + 12 current + total power tracked): {pile_bytes:,} B")
+    print(f"12-port pile (12 port temperatures + total power tracked): {pile_bytes:,} B")
 
 
 def memory_at_scale(devices: int, estates: int, seed: int) -> None:

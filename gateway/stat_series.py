@@ -56,13 +56,13 @@ class _KindTable:
         row = self.rows.get(device)
         if row is None:
             row = self.rows[device] = len(self.rows)
-            if row == self.slots.shape[0]:
-                self._resize(2 * row, self.slots.shape[1])
+            if row == self.slots.shape[0]:  # an eighth more rows, as every device table
+                self._resize(row + max(64, row // 8), self.slots.shape[1])
         return row
 
     def ensure_width(self, width: int) -> None:
-        if width > self.slots.shape[1]:
-            self._resize(self.slots.shape[0], max(width, 2 * self.slots.shape[1]))
+        if width > self.slots.shape[1]:  # columns appear with a kind's first devices
+            self._resize(self.slots.shape[0], width)
 
     def _resize(self, rows: int, width: int) -> None:
         grown = np.full((rows, width), _NONE, dtype=np.int32)

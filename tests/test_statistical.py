@@ -200,8 +200,9 @@ def test_a_twelve_port_pile_holds_under_one_kilobyte_of_statistical_state() -> N
         detector.reading(place, reading, reading.ts)
     devices, total = detector.statistical.state_bytes()["ebike_charger"]
     assert devices == 1 and total <= 1024, total
-    # Temperature and current of every port are judged, power (volts × amps) is not.
-    assert sum(core.size for core in detector.statistical.cores.values()) == 12 + 12 + 1
+    # Every port's temperature and the pile's total power are judged; a port's current and
+    # power (bursty, the rules' to judge) are not.
+    assert sum(core.size for core in detector.statistical.cores.values()) == 12 + 1
 
 
 def test_with_a_minimum_period_a_burst_of_fast_readings_teaches_what_its_time_covers() -> None:
@@ -220,3 +221,14 @@ def test_with_a_minimum_period_a_burst_of_fast_readings_teaches_what_its_time_co
     # time, 20 s teach what four 5-second readings teach: 1 - 0.99^20 = 18 %.
     assert abs(learned[None] - (1 - 0.95**20)) < 1e-6
     assert abs(learned[5.0] - (1 - 0.99**20)) < 1e-6
+
+
+def test_the_core_grows_by_an_eighth_not_by_doubling() -> None:
+    core = StatCore(capacity=1024)
+    for _ in range(100_000):
+        core.add_series(0.01)
+    assert core.size == 100_000
+    assert core.capacity <= 100_000 * 9 // 8 + 1024, core.capacity  # doubling: 131,072
+    # The slots added while growing keep their state: the last one is judged as a new one.
+    flags = core.update(np.array([99_999, 0]), np.array([T0, T0]), np.array([1.0, 2.0]))
+    assert flags.tolist() == [0, 0] and core.last_x[99_999] == 1.0 and core.last_x[0] == 2.0

@@ -21,6 +21,7 @@ has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -55,12 +56,20 @@ Predicate = Callable[[Values], bool]
 Measure = Callable[[Values], float]
 
 
+def _shared(name: str) -> str:
+    """The interned copy of a name that repeats across devices (an enum member such as a
+    ``Kind`` is one object already, and ``sys.intern`` takes plain strings only)."""
+    return sys.intern(name) if type(name) is str else name
+
+
 class Place:
     """Where a device is; ``key`` leaves out the building, which is a label, not identity.
 
     Held as its key and building only: the offline check keeps a Place per device, and
     the key tuple is the one every per-device table is keyed by (one tuple per device, not
-    a copy per table), so at 100,000 devices a Place costs a tuple and 48 bytes."""
+    a copy per table), so at 100,000 devices a Place costs a tuple and 48 bytes.  The names
+    that repeat across devices (district, street, estate, building, kind) are interned: a
+    Place made from each decoded message would otherwise keep its own copies of them."""
 
     __slots__ = ("building", "key")
     key: DeviceKey
@@ -69,8 +78,9 @@ class Place:
     def __init__(
         self, district: str, street: str, estate: str, building: str, kind: str, device: str
     ) -> None:
-        object.__setattr__(self, "key", (district, street, estate, kind, device))
-        object.__setattr__(self, "building", building)
+        key = (_shared(district), _shared(street), _shared(estate), _shared(kind), device)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "building", _shared(building))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Place is immutable: cannot set {name}")
@@ -228,9 +238,11 @@ class TableRules:
     Per-device state lives in arrays with a row per device (no Python object per device):
     the merged latest value of each signal the rules read (float64, with a byte saying
     whether it is absent, an int or a float; any other value, such as a string, in a small
-    side table), and per check whether it is open and since when its condition has held
-    (int64 ms).  A reading loads its device's row into a dict, the checks run on that as
-    before, and the cells it changed are stored back."""
+    side table), and per check whether it is open.  Since when a check's condition has held
+    (int64 ms) is kept only for devices holding one (a fault in progress: rare), as a list
+    by row, not a dense array.  Derived values that ``derive`` recomputes on every reading
+    (``recomputed``) are not kept.  A reading loads its device's row into a dict, the
+    checks run on that as before, and the cells it changed are stored back."""
 
     def __init__(
         self,
@@ -251,12 +263,8 @@ class TableRules:
             vectorised = len(self.thresholds) >= VECTORISE_FROM
         # Device rows, shared with the threshold table so a device has one row number.
         self._rows: dict[tuple[str, str, str, str, str], int] = {}
-        self.table = (
-            ThresholdTable(self.thresholds, rows=self._rows)
-            if vectorised and self.thresholds
-            else None
-        )
-        threshold_checks = [] if self.table is not None else [t.check() for t in self.thresholds]
+        tabled = vectorised and bool(self.thresholds)
+        threshold_checks = [] if tabled else [t.check() for t in self.thresholds]
         self.checks: Sequence[Check] = [*threshold_checks, *others]
         self._members: dict[str, list[int]] = {}
         for index, check in enumerate(self.checks):
@@ -266,16 +274,33 @@ class TableRules:
         if unknown:
             raise KeyError(f"{family.kind}: checks use codes not in the catalogue: {unknown}")
         read = [*(c.signal for c in threshold_checks), *self.reads()]
-        self.columns: tuple[str, ...] = tuple(dict.fromkeys(read))
+        self.recomputed: frozenset[str] = frozenset(self.recomputes())
+        self.columns: tuple[str, ...] = tuple(
+            name for name in dict.fromkeys(read) if name not in self.recomputed
+        )
         self._column_of = {name: k for k, name in enumerate(self.columns)}
         self._derived = tuple(name for name in self.columns if name.startswith("_"))
+        # The table reads the signals kept here (a port's temperature and power) from these
+        # arrays rather than keeping a second copy of them.
+        self.table = (
+            ThresholdTable(
+                self.thresholds,
+                rows=self._rows,
+                kept=lambda: self._values,
+                kept_columns=self._column_of,
+            )
+            if tabled
+            else None
+        )
         self._counted = [k for k, c in enumerate(self.checks) if c.min_count is not None]
         rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
         self._values = np.full((rows, width), np.nan, dtype=np.float64)
         self._types = np.zeros((rows, width), dtype=np.uint8)
         self._others: dict[tuple[int, int], Value] = {}  # (row, column): not a number
         self._active = np.zeros((rows, checks), dtype=np.bool_)
-        self._since = np.full((rows, checks), NO_TIME, dtype=np.int64)
+        # Row → each check's since (NO_TIME: not held), only rows holding a condition.
+        self._since: dict[int, list[int]] = {}
+        self._at_rest = [NO_TIME] * checks
         self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
         # The mapping the checks see (a test swaps in one that records what they read).
         self.mapping: Callable[[], dict[str, Value]] = dict
@@ -306,6 +331,11 @@ class TableRules:
         are kept per device (the thresholds' signals are added when they run as checks)."""
         raise NotImplementedError
 
+    def recomputes(self) -> Sequence[str]:
+        """Derived names of ``reads`` that ``derive`` sets afresh from the other values on
+        every reading (so a stored copy would never be read): not kept per device."""
+        return ()
+
     def derive(self, values: dict[str, Value], reading: Reading) -> None:
         """Add values computed from the device's history to its merged ``values`` before
         the checks run (a port's lagged power, the peak since a pump last ran); by default
@@ -315,7 +345,7 @@ class TableRules:
     @property
     def bytes_per_device(self) -> int:
         """The arrays' bytes per device row (the side table of non-numbers aside)."""
-        arrays = (self._values, self._types, self._active, self._since, self._count)
+        arrays = (self._values, self._types, self._active, self._count)
         own = sum(a.itemsize * a.shape[1] for a in arrays)
         return own + (self.table.bytes_per_device if self.table is not None else 0)
 
@@ -328,7 +358,7 @@ class TableRules:
             self._values[row] = np.nan
             self._types[row] = _ABSENT
             self._active[row] = False
-            self._since[row] = NO_TIME
+            self._since.pop(row, None)
             self._count[row] = 0
             for cell in [c for c in self._others if c[0] == row]:
                 del self._others[cell]
@@ -341,6 +371,8 @@ class TableRules:
         the other checks'."""
         if self.table is None:
             return [self._evaluate_checks(place, reading) for place, reading in items]
+        for place, _ in items:  # rows (and arrays) first: the table reads the kept values
+            self._row(place.key)
         out = self.table.evaluate([(place.key, reading) for place, reading in items])
         for changes, (place, reading) in zip(out, items, strict=True):
             changes += self._evaluate_checks(place, reading)
@@ -358,7 +390,6 @@ class TableRules:
         self._values = grown(self._values, rows, np.nan)
         self._types = grown(self._types, rows, _ABSENT)
         self._active = grown(self._active, rows, False)
-        self._since = grown(self._since, rows, NO_TIME)
         self._count = grown(self._count, rows, 0)
 
     def _load(self, row: int) -> dict[str, Value]:
@@ -414,8 +445,8 @@ class TableRules:
         values.update(reading.values)
         self.derive(values, reading)
         active = self._active[row].tolist()
-        since = self._since[row].tolist()
-        since_before = since.copy()
+        held_before = self._since.get(row)
+        since = (self._at_rest if held_before is None else held_before).copy()
         count = [0] * len(self.checks)
         counted = self._counted
         if counted:
@@ -439,8 +470,11 @@ class TableRules:
         # Most readings leave a device's checks at rest: write back only what moved.
         if changed:
             self._active[row] = active
-        if since != since_before:
-            self._since[row] = since
+        if since != (self._at_rest if held_before is None else held_before):
+            if since == self._at_rest:
+                del self._since[row]
+            else:
+                self._since[row] = since
         if counted:
             self._count[row] = [count[slot] for slot in counted]
         if not changed:

@@ -125,6 +125,11 @@ class EbikeChargerRules(TableRules):
         ]
         return ("smoke", _LAG_TS, *per_port)
 
+    def recomputes(self) -> Sequence[str]:
+        # Every port with a temperature and a power gets its excess afresh on each reading
+        # (NaN without enough peers): 12 values a pile not worth keeping.
+        return [excess_field(port) for port in range(1, MAX_PORTS + 1)]
+
     def derive(self, values: dict[str, Value], reading: Reading) -> None:
         last = number(values, _LAG_TS)
         if math.isnan(last):

@@ -29,11 +29,14 @@ class OfflineMonitor:
         after = {kind: fam.offline_after_s for kind, fam in FAMILIES.items()}
         after.update(offline_after_s or {})
         self._after_ms = {kind.value: int(seconds * 1000) for kind, seconds in after.items()}
+        # Each device's limit as an index into this table (a byte a device, not 8).
+        self._kind_index = {kind: k for k, kind in enumerate(self._after_ms)}
+        self._limits = np.array(list(self._after_ms.values()), np.int64)
         self._index: dict[tuple[str, str, str, str, str], int] = {}
         self._places: list[Place] = []
         self._last_ts: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
         self._last_rx: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
-        self._limit: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
+        self._kind: npt.NDArray[np.uint8] = np.zeros(_INITIAL_CAPACITY, np.uint8)
         self._offline: npt.NDArray[np.bool_] = np.zeros(_INITIAL_CAPACITY, np.bool_)
         self._latest_ts = 0
 
@@ -54,7 +57,7 @@ class OfflineMonitor:
         if not self._offline[index]:
             return None
         self._offline[index] = False
-        limit = int(self._limit[index])
+        limit = int(self._limits[self._kind[index]])
         return AnomalyChange(
             offline_code(Kind(place.kind)),
             False,
@@ -78,7 +81,7 @@ class OfflineMonitor:
             return []
         now = max(self._latest_ts, wall_ms)
         last_ts, last_rx = self._last_ts[:count], self._last_rx[:count]
-        limit = self._limit[:count]
+        limit = self._limits[self._kind[:count]]
         silent = now - last_ts > limit
         catching_up = (last_rx - last_ts > limit) & (wall_ms - last_rx <= limit)
         newly = np.flatnonzero(silent & ~catching_up & ~self._offline[:count])
@@ -108,9 +111,9 @@ class OfflineMonitor:
             grow = max(_INITIAL_CAPACITY, index // 8)
             self._last_ts = np.concatenate([self._last_ts, np.zeros(grow, np.int64)])
             self._last_rx = np.concatenate([self._last_rx, np.zeros(grow, np.int64)])
-            self._limit = np.concatenate([self._limit, np.zeros(grow, np.int64)])
+            self._kind = np.concatenate([self._kind, np.zeros(grow, np.uint8)])
             self._offline = np.concatenate([self._offline, np.zeros(grow, np.bool_)])
         self._index[place.key] = index
         self._places.append(place)
-        self._limit[index] = self._after_ms[place.kind]
+        self._kind[index] = self._kind_index[place.kind]
         return index

@@ -4,8 +4,12 @@ Most rules are "a signal above (or below) a limit for ``hold_s`` of device time,
 only ``margin`` back on the other side".  ``Threshold`` states one; ``ThresholdTable``
 judges all of a family's thresholds for a batch of readings across many devices with numpy,
 keeping per-device state in 2-D arrays (a row per device): the signals' latest values
-(float32), and per check whether it is open, whether its condition is being held, and
-since when (uint32 milliseconds, modulo 2^32: a hold is far shorter than 49 days).
+(float32; those the family's rules keep anyway, in float64, are read from their arrays and
+rounded to float32 as they are used, not kept twice) and per check whether it is open.
+Since when a check's condition has held (uint32 milliseconds, modulo 2^32: a hold is far
+shorter than 49 days) is kept only while it is being held, in a dict by (row, check): that
+is a fault in progress, rare, so a dense array of it would be almost all unused state (144
+bytes of a 12-port pile).
 
 The semantics are those of ``gateway.rules.base.step`` on the device's merged values
 (``Threshold.check`` gives that reference form, which ``TableRules(vectorised=False)``
@@ -22,7 +26,7 @@ which is the value as sent for such values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,9 +84,14 @@ class ThresholdTable:
         thresholds: Sequence[Threshold],
         capacity: int = 64,
         rows: dict[DeviceKey, int] | None = None,
+        kept: Callable[[], npt.NDArray[np.float64]] | None = None,
+        kept_columns: Mapping[str, int] | None = None,
     ) -> None:
         """``rows``: the device rows to use, shared with the family's other per-device
-        arrays so a device is one dict entry, not one per table."""
+        arrays so a device is one dict entry, not one per table.  ``kept`` gives the
+        owner's array of each device's latest values (a row per device, NaN where absent
+        or not a number), holding the signals named in ``kept_columns`` at those columns;
+        the owner updates it after each batch is judged and has the rows before it is."""
         # Checks of one code side by side (in their given order), codes in order of first
         # appearance: each code is then one segment of a device's row.
         codes = list(dict.fromkeys(t.code for t in thresholds))
@@ -105,11 +114,20 @@ class ThresholdTable:
         self._hold_ms = np.array([round(t.hold_s * 1000) for t in ordered], dtype=np.int64)
         self._clear_ms = np.array([round(t.clear_hold_s * 1000) for t in ordered], dtype=np.int64)
         self._rows: dict[DeviceKey, int] = {} if rows is None else rows
-        checks, signals, count = len(ordered), len(self.signals), max(1, capacity)
-        self.last = np.full((count, signals), np.nan, dtype=np.float32)
+        checks, count = len(ordered), max(1, capacity)
+        columns = kept_columns if kept is not None and kept_columns is not None else {}
+        self._kept = kept
+        names = list(self.signals)
+        # Per signal: its column in ``last`` (−1: kept by the owner) and in the owner's.
+        own = [name for name in names if name not in columns]
+        self._own_of = np.array([own.index(n) if n in own else -1 for n in names], np.int64)
+        self._own = np.flatnonzero(self._own_of >= 0)
+        self._elsewhere = np.flatnonzero(self._own_of < 0)
+        self._kept_at = np.array([columns[names[k]] for k in self._elsewhere], np.int64)
+        self.last = np.full((count, len(own)), np.nan, dtype=np.float32)
         self.active = np.zeros((count, checks), dtype=bool)
-        self.pending = np.zeros((count, checks), dtype=bool)  # condition held since `since`
-        self.since = np.zeros((count, checks), dtype=np.uint32)
+        # (row, check) → since when its condition has held; absent: it is not being held.
+        self.since: dict[tuple[int, int], int] = {}
         # Per signal, the checks on it (padded with -1): a reported value is tested
         # against each of them.
         on_signal = [
@@ -120,11 +138,19 @@ class ThresholdTable:
 
     @property
     def bytes_per_device(self) -> int:
-        arrays = (self.last, self.active, self.pending, self.since)
+        arrays = (self.last, self.active)  # ``since`` holds only checks being held
         return sum(a.itemsize * a.shape[1] for a in arrays)
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def _latest(self, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
+        """The devices' latest value of every signal, float32 (a row per device)."""
+        out = np.empty((len(rows), len(self.signals)), dtype=np.float32)
+        out[:, self._own] = self.last[rows]
+        if self._kept is not None and len(self._elsewhere):
+            out[:, self._elsewhere] = self._kept()[rows][:, self._kept_at]
+        return out
 
     def _row(self, key: DeviceKey) -> int:
         row = self._rows.get(key)
@@ -137,15 +163,15 @@ class ThresholdTable:
     def _grow(self, rows: int) -> None:
         self.last = grown(self.last, rows, np.nan)
         self.active = grown(self.active, rows, False)
-        self.pending = grown(self.pending, rows, False)
-        self.since = grown(self.since, rows, 0)
 
     def forget(self, key: DeviceKey) -> None:
         """Clear a device's row (it is not reused: rows are few bytes)."""
         row = self._rows.pop(key, None)
         if row is not None and row < self.last.shape[0]:
             self.last[row] = np.nan
-            self.active[row] = self.pending[row] = False
+            self.active[row] = False
+            for cell in [c for c in self.since if c[0] == row]:
+                del self.since[cell]
 
     def evaluate(self, items: Sequence[tuple[DeviceKey, Reading]]) -> list[list[AnomalyChange]]:
         """The anomaly changes of each reading, in the order given.
@@ -179,8 +205,13 @@ class ThresholdTable:
         entry_rows = rows[owner_array]
 
         devices = np.unique(rows)
-        state = self.last[devices][:, self._signal_of] * self._sign
-        busy = self.active[devices] | self.pending[devices] | (state > self._open_at)
+        state = self._latest(devices)[:, self._signal_of] * self._sign
+        busy = self.active[devices] | (state > self._open_at)
+        if self.since:  # checks holding their condition
+            held_rows = np.array([row for row, _ in self.since], dtype=np.int64)
+            held_checks = np.array([check for _, check in self.since], dtype=np.int64)
+            mine = np.isin(held_rows, devices)
+            busy[np.searchsorted(devices, held_rows[mine]), held_checks[mine]] = True
         hits = np.zeros(busy.shape, dtype=bool)
         # Each reported value against every check on its signal.
         expand = self._checks_of[column_array]  # (entries, checks on one signal at most)
@@ -194,11 +225,14 @@ class ThresholdTable:
         if len(blocks):
             self._step_busy(devices[blocks], checks, rows, items, out)
         # The latest reported value of each (device, signal), in batch order.
-        if len(owner_array):
-            cell = entry_rows * len(signals) + column_array
+        # (The owner stores those of the signals it keeps.)
+        own = self._own_of[column_array] >= 0
+        if own.any():
+            cell = (entry_rows * len(signals) + column_array)[own]
             _, last_seen = np.unique(cell[::-1], return_index=True)
-            chosen = len(cell) - 1 - last_seen
-            self.last[entry_rows[chosen], column_array[chosen]] = value_array[chosen]
+            chosen = np.flatnonzero(own)[len(cell) - 1 - last_seen]
+            own_column = self._own_of[column_array[chosen]]
+            self.last[entry_rows[chosen], own_column] = value_array[chosen]
         return out
 
     def _step_busy(
@@ -236,9 +270,10 @@ class ThresholdTable:
         open_at, clear_at = float(self._open_at[check]), float(self._clear_at[check])
         hold_ms, clear_ms = int(self._hold_ms[check]), int(self._clear_ms[check])
         active = bool(self.active[row, check])
-        pending = bool(self.pending[row, check])
-        since = int(self.since[row, check])
-        value = float(self.last[row, self._signal_of[check]])
+        held_since = self.since.get((row, check))
+        pending = held_since is not None
+        since = 0 if held_since is None else held_since
+        value = float(self._latest(np.array([row]))[0, self._signal_of[check]])
         for position in positions:
             reading = items[position][1]
             if threshold.signal in reading.values:
@@ -257,8 +292,11 @@ class ThresholdTable:
             if held >= (clear_ms if active else hold_ms):
                 active, pending = not active, False
                 flips.setdefault(position, []).append((check, value))
-        self.active[row, check], self.pending[row, check] = active, pending
-        self.since[row, check] = since
+        self.active[row, check] = active
+        if pending:
+            self.since[row, check] = since
+        else:
+            self.since.pop((row, check), None)
 
     def _changes(
         self,
