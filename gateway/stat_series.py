@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,7 @@ from jiayuan.contract import Reading
 DeviceKey = tuple[str, str, str, str, str]
 STATE_DTYPE = np.float32
 _NONE = -1
+_UNSEEN: Any = object()  # a field name not looked up yet (None: looked up, not judged)
 
 
 @dataclass(frozen=True)
@@ -144,26 +146,44 @@ class StatisticalDetectors:
         slots: list[int] = []
         stamps: list[int] = []
         values: list[float] = []
+        tables = self._tables
         for index, (place, reading) in enumerate(items):
-            table = self._tables.get(reading.kind)
+            kind = reading.kind
+            table = tables.get(kind)
             if table is None:
-                table = self._tables[reading.kind] = _KindTable()
+                table = tables[kind] = _KindTable()
+            columns = table.columns
             row = -1
+            row_slots: list[int] = []  # the device's slots, read once per reading
+            ts = reading.ts
             for name, value in reading.values.items():
-                if isinstance(value, str | bool) or not math.isfinite(value):
+                # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
+                # only for a finite number.
+                kind_of_value = type(value)
+                if kind_of_value is not float and kind_of_value is not int:
                     continue
-                column = self._column(table, reading.kind, name)
+                number = float(value)
+                if number - number != 0.0:
+                    continue
+                column = columns.get(name, _UNSEEN)
+                if column is _UNSEEN:
+                    column = self._column(table, kind, name)
                 if column is None:
                     continue
                 if row < 0:
                     row = table.row(place.key)
-                core, slot = self._slot(table, row, column)
+                    row_slots = table.slots[row].tolist()
+                at = column.index
+                slot = row_slots[at] if at < len(row_slots) else _NONE
+                core = column.core
+                if slot == _NONE:
+                    core, slot = self._slot(table, row, column)
                 owners.append(index)
                 names.append(name)
                 cores.append(core)
                 slots.append(slot)
-                stamps.append(reading.ts)
-                values.append(float(value))
+                stamps.append(ts)
+                values.append(number)
         if not slots:
             return []
         slot_array = np.array(slots, dtype=np.int64)
