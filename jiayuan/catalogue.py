@@ -205,6 +205,7 @@ LIFT = Family(
         Threshold("trapped_out_of_zone_s", 45.0, "s", "PROD"),
         Threshold("overspeed_ratio", 1.15, "×rated", "EN 81-20 5.6.2.2.1 (STD~)"),
         Threshold("stop_out_of_zone_s", 10.0, "s", "INF"),
+        Threshold("overspeed_hold_s", 2.0, "s", "INF: a speed spike shorter than this is noise"),
     ),
     heartbeat_s=5.0,
     offline_after_s=15.0,
@@ -271,6 +272,25 @@ FIRE = Family(
             "sprinkler_sag_max_mpa", 0.09, "MPa", "INF: jockey pump band (0.07) + 0.02 margin"
         ),
         Threshold("pressure_sag_s", 60.0, "s", "INF: hold time before alarm"),
+        Threshold(
+            "pressure_sag_learned_s", 30.0, "s", "INF: hold below a learned pump-start pressure"
+        ),
+        Threshold(
+            "pump_start_margin_mpa",
+            0.012,
+            "MPa",
+            "INF: 6 σ of the pressure sensor's noise (0.002 MPa) below the learned start",
+        ),
+        Threshold(
+            "pump_start_learning",
+            0.25,
+            "weight",
+            "INF: each pump start moves the learned start pressure this share of the way",
+        ),
+        Threshold(
+            "pressure_clear_margin_mpa", 0.01, "MPa", "INF: clear margin, so it does not flap"
+        ),
+        Threshold("tank_level_clear_margin_m", 0.1, "m", "INF: clear margin"),
     ),
     heartbeat_s=10.0,
     offline_after_s=30.0,
@@ -321,6 +341,10 @@ WATER_TANK = Family(
         Threshold("level_overflow_pct", 98.0, "%", "INF"),
         Threshold("quality_hold_s", 15.0, "s", "INF: hold time before alarm"),
         Threshold("lid_open_s", 20.0, "s", "INF"),
+        Threshold("chlorine_clear_margin_mg_l", 0.02, "mg/L", "INF: clear margin"),
+        Threshold("turbidity_clear_margin_ntu", 0.1, "NTU", "INF: clear margin"),
+        Threshold("level_clear_margin_pct", 2.0, "%", "INF: clear margin"),
+        Threshold("ph_clear_margin", 0.1, "pH", "INF: clear margin"),
     ),
     heartbeat_s=10.0,
     offline_after_s=30.0,
@@ -372,6 +396,10 @@ EBIKE_CHARGER = Family(
         Threshold("port_peer_hold_s", 60.0, "s", "INF: hold time before alarm"),
         Threshold("port_temp_rise_per_w", 0.07, "°C/W", "INF: port heating at equilibrium"),
         Threshold("port_thermal_tau_s", 600.0, "s", "INF: port temperature lag"),
+        Threshold("temp_clear_margin_c", 3.0, "°C", "INF: clear margin"),
+        Threshold("current_clear_margin_a", 0.5, "A", "INF: clear margin"),
+        Threshold("power_clear_margin_w", 50.0, "W", "INF: clear margin"),
+        Threshold("port_peer_clear_margin_c", 3.0, "°C", "INF: clear margin"),
     ),
     heartbeat_s=10.0,
     offline_after_s=30.0,

@@ -310,7 +310,8 @@ class TableRules:
         return self._overrides.get(name, self.family.threshold(name))
 
     def setting(self, name: str, default: float) -> float:
-        """A value the catalogue does not (yet) hold, such as a clear margin."""
+        """A value the catalogue does not hold because its default is another threshold
+        (a tank's level hold is its quality hold unless a deployment sets it)."""
         if name in self._overrides:
             return self._overrides[name]
         try:

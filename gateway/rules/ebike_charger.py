@@ -63,19 +63,19 @@ class EbikeChargerRules(TableRules):
                 "over_temperature",
                 "temp",
                 self.threshold("port_temp_max"),
-                self.setting("temp_clear_margin_c", 3.0),
+                self.threshold("temp_clear_margin_c"),
             ),
             (
                 "over_current",
                 "current",
                 self.threshold("port_current_max"),
-                self.setting("current_clear_margin_a", 0.5),
+                self.threshold("current_clear_margin_a"),
             ),
             (
                 "over_power",
                 "power",
                 self.threshold("port_power_max"),
-                self.setting("power_clear_margin_w", 50.0),
+                self.threshold("power_clear_margin_w"),
             ),
         )
         return [
@@ -95,7 +95,7 @@ class EbikeChargerRules(TableRules):
     def build_checks(self) -> Sequence[Check]:
         checks = [Check("ebike_charger.smoke", *flag("smoke"), measure("smoke"), 1.0)]
         peer_excess = self.threshold("port_peer_excess_c")
-        peer_margin = self.setting("port_peer_clear_margin_c", 3.0)
+        peer_margin = self.threshold("port_peer_clear_margin_c")
         for port in range(1, MAX_PORTS + 1):
             opens, clears = _hotter_than_peers(port, peer_excess, peer_margin)
             checks.append(

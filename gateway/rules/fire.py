@@ -52,17 +52,16 @@ class FireRules(TableRules):
     ) -> None:
         super().__init__(FIRE, overrides, vectorised)
         self._sag_max = self.threshold("sprinkler_sag_max_mpa")
-        # INF: 6 σ of the sensor noise (0.002 MPa), beyond the reach of a healthy reading
-        # near the start pressure and of the noise in the learned start pressure itself.
-        self._start_margin = self.setting("pump_start_margin_mpa", 0.012)
-        # INF: each pump start moves the learned start pressure a quarter of the way.
-        self._start_weight = self.setting("pump_start_learning", 0.25)
+        # Beyond the reach of a healthy reading near the start pressure and of the noise in
+        # the learned start pressure itself (the catalogue gives the reasoning).
+        self._start_margin = self.threshold("pump_start_margin_mpa")
+        self._start_weight = self.threshold("pump_start_learning")
 
     def build_thresholds(self) -> Sequence[Threshold]:
         hold_s = self.threshold("pressure_low_s")
         # Clear margins (INF) so a pressure hovering at its minimum does not flap.
-        pressure_margin = self.setting("pressure_clear_margin_mpa", 0.01)
-        level_margin = self.setting("tank_level_clear_margin_m", 0.1)
+        pressure_margin = self.threshold("pressure_clear_margin_mpa")
+        level_margin = self.threshold("tank_level_clear_margin_m")
         return (
             Threshold(
                 "fire.sprinkler_pressure_low",
@@ -91,7 +90,7 @@ class FireRules(TableRules):
         )
 
     def build_checks(self) -> Sequence[Check]:
-        pressure_margin = self.setting("pressure_clear_margin_mpa", 0.01)
+        pressure_margin = self.threshold("pressure_clear_margin_mpa")
         checks = [
             Check(f"fire.{code}", *flag(signal), measure(signal), 1.0)
             for code, signal in (
@@ -127,7 +126,7 @@ class FireRules(TableRules):
         return (*states, *pump, PEAK, START, LIMIT, _WAS_COMMANDED)
 
     def _sag_hold(self) -> Callable[[Values], float]:
-        learned_s = self.setting("pressure_sag_learned_s", 30.0)
+        learned_s = self.threshold("pressure_sag_learned_s")
         fixed_s = self.threshold("pressure_sag_s")
 
         def hold(values: Values) -> float:

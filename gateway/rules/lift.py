@@ -113,7 +113,7 @@ class LiftRules(TableRules):
                 back_to_rated,
                 measure("speed"),
                 overspeed_limit,
-                hold_s=self.setting("overspeed_hold_s", 2.0),
+                hold_s=self.threshold("overspeed_hold_s"),
             ),
             Check("lift.power_loss", *power, measure("power_status"), POWER_CUT),
             Check("lift.overtravel_top", *top, measure("up_limit"), 1.0),

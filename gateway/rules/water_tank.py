@@ -18,9 +18,9 @@ class WaterTankRules(TableRules):
     def build_thresholds(self) -> Sequence[Threshold]:
         quality_hold_s = self.threshold("quality_hold_s")
         # Clear margins (INF): the value must come back clearly inside the limit.
-        chlorine_margin = self.setting("chlorine_clear_margin_mg_l", 0.02)
-        turbidity_margin = self.setting("turbidity_clear_margin_ntu", 0.1)
-        level_margin = self.setting("level_clear_margin_pct", 2.0)
+        chlorine_margin = self.threshold("chlorine_clear_margin_mg_l")
+        turbidity_margin = self.threshold("turbidity_clear_margin_ntu")
+        level_margin = self.threshold("level_clear_margin_pct")
         # The level sloshes while pumps start and stop: judge it over a hold like quality.
         level_hold_s = self.setting("level_hold_s", quality_hold_s)
         return (
@@ -64,7 +64,7 @@ class WaterTankRules(TableRules):
     def build_checks(self) -> Sequence[Check]:
         quality_hold_s = self.threshold("quality_hold_s")
         ph_min, ph_max = self.threshold("ph_min"), self.threshold("ph_max")
-        ph_margin = self.setting("ph_clear_margin", 0.1)
+        ph_margin = self.threshold("ph_clear_margin")
 
         def ph_outside(values: Values) -> bool:
             ph = number(values, "ph")
