@@ -31,6 +31,7 @@ import cProfile
 import json
 import os
 import pstats
+import queue
 import shutil
 import subprocess
 import sys
@@ -45,6 +46,8 @@ from typing import IO, Any
 import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -205,31 +208,57 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
     client.disconnect()
 
 
-def run_counter(port: int, expected: int, drain: bool) -> None:
+def run_counter(port: int, expected: int, drain: bool, like_gateway: bool) -> None:
     """The bare subscriber: counts messages, nothing else.
 
     With ``drain`` it subscribes in a persistent session, goes away while the traffic is
     published (the broker queues it), and is timed from reconnecting to the last message.
+    ``like_gateway``: MQTT v5 with ``manual_ack``, each message acknowledged from a second
+    thread, as the gateway's ingest does; still no processing (the gateway's MQTT floor).
     """
     client_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
     subscribed = threading.Event()
     done = threading.Event()
     state = {"count": 0, "last": 0.0}
+    to_ack: queue.SimpleQueue[tuple[mqtt.Client, int] | None] = queue.SimpleQueue()
 
-    def on_message(*_: Any) -> None:
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         state["count"] += 1
         state["last"] = time.time()
+        if like_gateway:
+            to_ack.put((client, message.mid))
         if state["count"] >= expected:
             done.set()
 
+    def acker() -> None:
+        while (item := to_ack.get()) is not None:
+            item[0].ack(item[1], 1)
+
     def connected() -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        if like_gateway:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 3600
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+            )
         client.on_message = on_message
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_connect = lambda c, *_: c.subscribe("jiayuan/#", qos=1)
-        client.connect("127.0.0.1", port)
+        if like_gateway:
+            client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+        else:
+            client.connect("127.0.0.1", port)
         client.loop_start()
         return client
+
+    threading.Thread(target=acker, daemon=True).start()
 
     client = connected()
     subscribed.wait(10)
@@ -247,6 +276,7 @@ def run_counter(port: int, expected: int, drain: bool) -> None:
         if time.time() - max(state["last"], started) > STALL_S:
             break
     cpu_s = time.process_time() - cpu_before
+    to_ack.put(None)
     client.loop_stop()
     _say(sys.stdout, count=state["count"], last=state["last"], started=started, cpu_s=cpu_s)
 
@@ -324,10 +354,20 @@ class SubscriberRun(msgspec.Struct):
 
 
 def bare_subscriber(
-    servers: RunningServers, wires: list[Wire], workdir: Path, drain: bool
+    servers: RunningServers,
+    wires: list[Wire],
+    workdir: Path,
+    drain: bool,
+    like_gateway: bool = False,
 ) -> SubscriberRun:
     """(a): readings per second a counting paho subscriber receives, and its CPU time."""
-    counter = _child("count", str(servers.mqtt_port), str(len(wires)), "1" if drain else "")
+    counter = _child(
+        "count",
+        str(servers.mqtt_port),
+        str(len(wires)),
+        "1" if drain else "",
+        "gateway" if like_gateway else "",
+    )
     _expect(counter, "counter")
     publisher = _publish(servers, wires, workdir)
     _go(publisher)
@@ -567,6 +607,11 @@ def measure(args: argparse.Namespace) -> None:
         print("(a) bare paho subscriber, one reading per message")
         a_single = bare_subscriber(servers, traffic.single, workdir, drain)
         _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
+        print(
+            "(a') the same with MQTT v5 and manual acks from a second thread (the gateway's ingest)"
+        )
+        a_manual = bare_subscriber(servers, traffic.single, workdir, drain, like_gateway=True)
+        _cpu(a_manual.rate, a_manual.cpu_s, len(traffic.single), "subscriber")
         print(f"(a) bare paho subscriber, {args.batch} readings per message")
         a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
         _cpu(a_batched.rate, a_batched.cpu_s, len(traffic.lines), "subscriber")
@@ -579,7 +624,9 @@ def measure(args: argparse.Namespace) -> None:
             print(f"(c) gateway end to end ({label}), one reading per message")
             run = gateway_end_to_end(servers, traffic.single, workdir, drain=drain, instances=count)
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
-            print(f"    c/a = {run.rate / a_single.rate:.3f}")
+            print(
+                f"    c/a = {run.rate / a_single.rate:.3f}; c/a' = {run.rate / a_manual.rate:.3f}"
+            )
             runs["single", count] = run
             print(f"(c) gateway end to end ({label}), {args.batch} readings per message")
             run = gateway_end_to_end(
@@ -661,14 +708,16 @@ def main() -> None:
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
     parser.add_argument("--publish", nargs=4, metavar=("PORT", "FILE", "RATE", "MARK"))
-    parser.add_argument("--count", nargs=3, metavar=("PORT", "EXPECTED", "DRAIN"))
+    parser.add_argument("--count", nargs=4, metavar=("PORT", "EXPECTED", "DRAIN", "MODE"))
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
         port, traffic_file, rate, mark = args.publish
         run_publisher(int(port), traffic_file, float(rate), mark)
     elif args.count:
-        run_counter(int(args.count[0]), int(args.count[1]), bool(args.count[2]))
+        run_counter(
+            int(args.count[0]), int(args.count[1]), bool(args.count[2]), bool(args.count[3])
+        )
     elif args.gateway:
         run_gateway(args.gateway[0], bool(args.gateway[1]))
     else:
