@@ -122,8 +122,10 @@ def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> 
                 estate.district, estate.street, estate.id, kind, reading.device, channel
             )
             single.append((one, encode(Envelope(v=1, edge=estate.edge_id, readings=[reading])), 1))
-    # Interleave estates in the single-reading traffic, the way many edges publish at once.
+    # Interleave estates, the way many edges publish at once (a paced run in estate order
+    # would send all of its rate to one street, so to one gateway of several, at a time).
     single.sort(key=lambda wire: msgspec.json.decode(wire[1])["readings"][0]["ts"])
+    batched.sort(key=lambda wire: msgspec.json.decode(wire[1])["readings"][0]["ts"])
     marked = rows[0][0]
     return Traffic(
         single=single[:single_max],
