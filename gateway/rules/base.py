@@ -241,8 +241,8 @@ class TableRules:
     side table), and per check whether it is open.  Since when a check's condition has held
     (int64 ms) is kept only for devices holding one (a fault in progress: rare), as a list
     by row, not a dense array.  Derived values that ``derive`` recomputes on every reading
-    (``recomputed``) are not kept.  A reading loads its device's row into a dict, the
-    checks run on that as before, and the cells it changed are stored back."""
+    (``recomputed``) are not kept.  A batch loads each device's row into a dict once, the
+    checks run on that reading by reading, and the cells that changed are stored back."""
 
     def __init__(
         self,
@@ -293,6 +293,12 @@ class TableRules:
             else None
         )
         self._counted = [k for k, c in enumerate(self.checks) if c.min_count is not None]
+        # What a device at rest needs to know of each check (no ``suppressed`` call when a
+        # check cannot be suppressed).
+        self._openers = [
+            (c.signal, c.opens, None if c.suppressed is _never else c.suppressed)
+            for c in self.checks
+        ]
         rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
         self._values = np.full((rows, width), np.nan, dtype=np.float64)
         self._types = np.zeros((rows, width), dtype=np.uint8)
@@ -371,12 +377,13 @@ class TableRules:
         """Per reading: the thresholds' changes (one vectorised call for the batch), then
         the other checks'."""
         if self.table is None:
-            return [self._evaluate_checks(place, reading) for place, reading in items]
-        for place, _ in items:  # rows (and arrays) first: the table reads the kept values
-            self._row(place.key)
-        out = self.table.evaluate([(place.key, reading) for place, reading in items])
-        for changes, (place, reading) in zip(out, items, strict=True):
-            changes += self._evaluate_checks(place, reading)
+            out: list[list[AnomalyChange]] = [[] for _ in items]
+        else:
+            for place, _ in items:  # rows (and arrays) first: the table reads the kept values
+                self._row(place.key)
+            out = self.table.evaluate([(place.key, reading) for place, reading in items])
+        if self.checks or self.columns:
+            self._evaluate_checks(items, out)
         return out
 
     def _row(self, key: tuple[str, str, str, str, str]) -> int:
@@ -393,31 +400,27 @@ class TableRules:
         self._active = grown(self._active, rows, False)
         self._count = grown(self._count, rows, 0)
 
-    def _load(self, row: int) -> dict[str, Value]:
-        values = self.mapping()
-        kinds = self._types[row].tolist()
-        numbers = self._values[row].tolist()
-        for column, (name, kind, value) in enumerate(
-            zip(self.columns, kinds, numbers, strict=True)
-        ):
-            if kind == _INT:
-                values[name] = int(value)
-            elif kind == _FLOAT:
-                values[name] = value
-            elif kind == _OTHER:
-                values[name] = self._others[(row, column)]
-        return values
+    def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
+        """The devices' kept values as a dict each (one array read for the batch)."""
+        at = np.array(rows, dtype=np.int64)
+        kinds_of, numbers_of = self._types[at].tolist(), self._values[at].tolist()
+        loaded: dict[int, dict[str, Value]] = {}
+        columns, others = self.columns, self._others
+        for row, kinds, numbers in zip(rows, kinds_of, numbers_of, strict=True):
+            values = loaded[row] = self.mapping()
+            for column, (name, kind, value) in enumerate(zip(columns, kinds, numbers, strict=True)):
+                if kind == _INT:
+                    values[name] = int(value)
+                elif kind == _FLOAT:
+                    values[name] = value
+                elif kind == _OTHER:
+                    values[name] = others[(row, column)]
+        return loaded
 
-    def _store(
-        self, row: int, values: Mapping[str, Value], before: Mapping[str, Value], reported: Values
-    ) -> None:
-        """Write back the cells this reading changed: only its own values and the derived
-        ones can have (a value is the same only if it is the same type too)."""
-        column_of = self._column_of
-        for name in (*reported, *self._derived):
-            column = column_of.get(name)
-            if column is None:
-                continue
+    def _store(self, row: int, values: Mapping[str, Value], before: Mapping[str, Value]) -> None:
+        """Write back the cells the batch changed (a value is the same only if it is the
+        same type too)."""
+        for column, name in enumerate(self.columns):
             new = values.get(name, _GONE)
             old = before.get(name, _GONE)
             if new is old or (type(new) is type(old) and new == old):
@@ -439,12 +442,52 @@ class TableRules:
         self._values[row, column] = number
         self._types[row, column] = kind
 
-    def _evaluate_checks(self, place: Place, reading: Reading) -> list[AnomalyChange]:
-        row = self._row(place.key)
-        values = self._load(row)
-        before = values.copy()
-        values.update(reading.values)
-        self.derive(values, reading)
+    def _evaluate_checks(
+        self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
+    ) -> None:
+        """The checks on each reading, in order, adding their changes to ``out``.
+
+        A device's merged values are loaded once for the batch and carried from reading to
+        reading (trimmed to the kept names, as a store and reload would), and stored back
+        once at the end.  A device at rest (no check open or holding) is only stepped when
+        one of its checks' opening conditions holds: otherwise no check can move."""
+        rows = [self._row(place.key) for place, _ in items]
+        devices = list(dict.fromkeys(rows))
+        current = self._load(devices)
+        before = {row: values.copy() for row, values in current.items()}
+        open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
+        held_rows, kept = self._since, self._column_of.keys()
+        openers = self._openers
+        for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
+            values = current[row]
+            present = reading.values
+            values.update(present)
+            self.derive(values, reading)
+            if row in open_rows or row in held_rows:
+                busy = True
+            else:
+                busy = False
+                for signal, opens, suppressed in openers:
+                    if signal and signal not in present:
+                        continue
+                    if opens(values) and (suppressed is None or not suppressed(values)):
+                        busy = True
+                        break
+            if busy:
+                changes = self._step_all(row, values, reading)
+                if changes:
+                    out[index] += changes
+                if self._active[row].any():
+                    open_rows.add(row)
+                else:
+                    open_rows.discard(row)
+            for name in values.keys() - kept:  # not kept: gone by the next reading
+                del values[name]
+        for row, values in current.items():
+            self._store(row, values, before[row])
+
+    def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
+        """Step every check of a device that is not at rest by one reading."""
         active = self._active[row].tolist()
         held_before = self._since.get(row)
         since = (self._at_rest if held_before is None else held_before).copy()
@@ -467,7 +510,6 @@ class TableRules:
                 continue
             if step(check, held, index, values, ts):
                 changed.append(index)
-        self._store(row, values, before, present)
         # Most readings leave a device's checks at rest: write back only what moved.
         if changed:
             self._active[row] = active

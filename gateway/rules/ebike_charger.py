@@ -139,20 +139,52 @@ class EbikeChargerRules(TableRules):
             values[_LAG_TS] = max(float(reading.ts), last)
         # Each reported port's temperature less the heat its (lagged) power explains.
         residual: dict[int, float] = {}
-        for port in range(1, MAX_PORTS + 1):
-            power = number(values, port_field(port, "power"))
-            temp = number(values, port_field(port, "temp"))
+        rise_per_w, get = self._rise_per_w, values.get
+        for port, power_name, temp_name, lag_name in _PORT_NAMES:
+            power = _number(get(power_name))
+            temp = _number(get(temp_name))
             if math.isnan(power) or math.isnan(temp):
                 continue
-            lag = number(values, lag_field(port))
+            lag = _number(get(lag_name))
             lag = power if math.isnan(lag) else lag + (power - lag) * gain
-            values[lag_field(port)] = lag
-            residual[port] = temp - self._rise_per_w * lag
-        for port, own in residual.items():
-            others = [r for p, r in residual.items() if p != port]
-            values[excess_field(port)] = (
-                own - statistics.median(others) if len(others) >= MIN_PEERS else math.nan
-            )
+            values[lag_name] = lag
+            residual[port] = temp - rise_per_w * lag
+        for port, excess in _peer_excess(residual).items():
+            values[_EXCESS_NAMES[port]] = excess
+
+
+def _number(value: object) -> float:
+    """As ``number`` on a value already looked up (float first: nearly all are)."""
+    if type(value) is float:
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
+    """Each port's residual less the median of the other ports' (NaN with too few)."""
+    if len(residual) <= MIN_PEERS:
+        return {port: math.nan for port in residual}
+    ordered = sorted(residual.values())
+    if not all(math.isfinite(r) for r in ordered):  # no total order: as statistics does
+        return {
+            port: own - statistics.median([r for p, r in residual.items() if p != port])
+            for port, own in residual.items()
+        }
+    excess: dict[int, float] = {}
+    for port, own in residual.items():
+        others = ordered.copy()
+        others.remove(own)  # an equal value: the same median either way
+        excess[port] = own - statistics.median(others)
+    return excess
+
+
+_PORT_NAMES = tuple(
+    (port, port_field(port, "power"), port_field(port, "temp"), lag_field(port))
+    for port in range(1, MAX_PORTS + 1)
+)
+_EXCESS_NAMES = {port: excess_field(port) for port in range(1, MAX_PORTS + 1)}
 
 
 def _hotter_than_peers(port: int, excess: float, margin: float) -> tuple[Predicate, Predicate]:
