@@ -15,6 +15,7 @@ identified by ``(edge, device, seq)``; the gateway drops a reading it has alread
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -161,23 +162,12 @@ def subscription(street_filter: str = "+") -> str:
 
 
 _TOPIC_KINDS = frozenset({k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND})
-# A device publishes on the same few topics for ever: remember the parsed ones (bounded,
-# cleared when full; only valid topics are kept, so junk cannot fill it).
-_TOPIC_CACHE_LIMIT = 131_072
-_parsed_topics: dict[str, Topic] = {}
 
 
+# A device publishes on the same few topics for ever: remember the parsed ones (bounded;
+# an invalid topic raises, and lru_cache keeps no exceptions, so junk cannot fill it).
+@functools.lru_cache(maxsize=131_072)
 def parse_topic(topic: str) -> Topic:
-    parsed = _parsed_topics.get(topic)
-    if parsed is None:
-        parsed = _parse_topic(topic)
-        if len(_parsed_topics) >= _TOPIC_CACHE_LIMIT:
-            _parsed_topics.clear()
-        _parsed_topics[topic] = parsed
-    return parsed
-
-
-def _parse_topic(topic: str) -> Topic:
     parts = topic.split("/")
     if len(parts) != 8 or "/".join(parts[:2]) != TOPIC_PREFIX:
         raise ContractError(
