@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from lift_readings import lift_reading
 from mqtt_publisher import EDGE, PLACE, Publisher
 
 from gateway.service import Gateway
@@ -184,23 +185,6 @@ def test_a_duplicate_is_stored_once_and_counted(
     gateway.wait_idle()
     assert gateway.stats.duplicates == 2
     assert stored_count(config) == 2
-
-
-def lift_reading(seq: int, ts: int, device: str = "L1", **values: Any) -> Reading:
-    base = {
-        "car_status": 0,
-        "door_status": 0,
-        "door_zone": 1,
-        "passenger_status": 2,
-        "service_mode": 1,
-        "power_status": 1,
-        "speed": 0.0,
-        "rated_speed": 1.75,
-        "car_position": 3,
-    }
-    return Reading(
-        device=device, kind="lift", seq=seq, ts=ts, values={**base, **values}, building="b2"
-    )
 
 
 def test_anomaly_opens_and_closes_as_one_point(

@@ -14,10 +14,10 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from lift_readings import lift_reading
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import add_parser, with_overrides
@@ -101,28 +101,16 @@ def started(config: Config) -> Gateway:
     return gateway
 
 
-def lift(device: str, seq: int, ts: int, **values: Any) -> Reading:
-    base = {
-        "car_status": 0,
-        "door_status": 0,
-        "door_zone": 1,
-        "passenger_status": 2,
-        "service_mode": 1,
-        "power_status": 1,
-        "speed": 0.0,
-        "rated_speed": 1.75,
-        "car_position": 3,
-    }
-    return Reading(device=device, kind="lift", seq=seq, ts=ts, values={**base, **values})
-
-
 def water(device: str, seq: int, ts: int) -> Reading:
     return Reading(device=device, kind="waterlogging", seq=seq, ts=ts, values={"depth": 1.0})
 
 
 def trapped(device: str, start_ms: int) -> list[Reading]:
     """Passenger held in the door zone for 30 s: one lift.trapped (as in test_gateway)."""
-    return [lift(device, seq, start_ms + seq * 5000, passenger_status=1) for seq in range(1, 7)]
+    return [
+        lift_reading(seq, start_ms + seq * 5000, device, building="", passenger_status=1)
+        for seq in range(1, 7)
+    ]
 
 
 def stored_count(config: Config) -> int:
@@ -171,8 +159,8 @@ def test_two_instances_share_a_district_by_street(
                 publisher.send(street, [water(f"W{index}", 1, ts), water("W9", index + 1, ts)])
         # L9 on B's street falls silent while L8 reports 20 s (device time) later.
         ts = now_ms()
-        publisher.send(STREET_B, [lift("L9", 1, ts)])
-        publisher.send(STREET_B, [lift("L8", 1, ts + 20_000)])
+        publisher.send(STREET_B, [lift_reading(1, ts, "L9", building="")])
+        publisher.send(STREET_B, [lift_reading(1, ts + 20_000, "L8", building="")])
 
         wait_for(lambda: flagged(b, "lift.offline").count((STREET_B, "L9")) == 1)
         published = publisher.total(publisher.readings, (*STREETS_A, STREET_B))
@@ -230,13 +218,13 @@ def test_a_restarted_instance_takes_back_only_its_own_streets_devices(
         b.stop()
         ts = now_ms()
         # A stores a fresh reading of its own L5 and B's L7 waits at the broker.
-        publisher.send("s1", [lift("L5", 1, ts)])
-        publisher.send(STREET_B, [lift("L7", 1, ts)])
+        publisher.send("s1", [lift_reading(1, ts, "L5", building="")])
+        publisher.send(STREET_B, [lift_reading(1, ts, "L7", building="")])
         wait_for(lambda: a.stats.readings_stored == 1)
         assert a.wait_idle()
         b = started(config_b)
         # L8 reports 25 s (device time) later: B's L7 is now silent too long …
-        publisher.send(STREET_B, [lift("L8", 1, ts + 25_000)])
+        publisher.send(STREET_B, [lift_reading(1, ts + 25_000, "L8", building="")])
         # One pass of the offline timer judges every device, so L5 would be flagged with L7.
         wait_for(lambda: (STREET_B, "L7") in flagged(b, "lift.offline"))
         assert b.wait_idle()
