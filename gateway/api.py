@@ -22,8 +22,9 @@ from pydantic import BaseModel, Field
 from gateway.anomalies import Anomaly
 from gateway.deadletters import REASON_TITLES, Reason, StoredDeadLetter
 from gateway.metrics import GatewayStats
-from jiayuan.api_auth import ApiAuth, BodyLimit, Caller, Role, current_caller, is_loopback
+from jiayuan.api_auth import ApiAuth, BodyLimit, Caller, Role, current_caller
 from jiayuan.contract import ContractError, parse_topic
+from jiayuan.loopback import is_loopback
 
 log = logging.getLogger(__name__)
 

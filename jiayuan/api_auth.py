@@ -20,7 +20,6 @@ See docs/security_api.md.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import math
 import threading
@@ -37,6 +36,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerts.callback import CALLBACK_PATH
+from jiayuan.loopback import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -305,15 +305,6 @@ class ApiSettings(Protocol):
     def rate_per_s(self) -> float: ...
     @property
     def rate_burst(self) -> int: ...
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def auth_of(request: Request) -> ApiAuth | None:

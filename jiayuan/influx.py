@@ -15,7 +15,6 @@ Two APIs, chosen by ``InfluxConfig.api``:
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 import numbers
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from jiayuan.config import InfluxConfig
+from jiayuan.loopback import is_loopback
 
 # --- line protocol --------------------------------------------------------------------------
 
@@ -227,16 +227,6 @@ class Series:
     values: list[list[Any]]
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _error_text(response: httpx.Response) -> str:
     """The server's own words: 1.x sends {"error": ...}, 2.x {"code":..., "message": ...}."""
     try:
@@ -290,7 +280,7 @@ class InfluxClient:
             timeout=config.timeout_s,
             transport=transport,
             # A proxy from the environment must never see traffic to a local server.
-            trust_env=not _is_loopback(self.url),
+            trust_env=not is_loopback(urlsplit(self.url).hostname or ""),
         )
 
     # --- plumbing ---------------------------------------------------------------------------
