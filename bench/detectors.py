@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -72,13 +73,29 @@ def throughput(series: int, batch: int, batches: int, seed: int) -> None:
     print(f"state per series, all 4 detectors {core.bytes_per_series:>14,} bytes")
 
 
+def pile_readings(name: str) -> list[tuple[Any, Any, int]]:
+    """Three readings of a 12-port pile, every port charging: (place, reading, received)."""
+    from gateway.rules import Place
+    from jiayuan.catalogue import MAX_PORTS, port_field
+    from jiayuan.contract import Reading, Value
+
+    place = Place("d", "s", "e", "b", "ebike_charger", name)
+    out = []
+    for k in range(3):
+        values: dict[str, Value] = {"port_count": MAX_PORTS, "smoke": 0, "total_power": 0.0}
+        for port in range(1, MAX_PORTS + 1):
+            values[port_field(port, "temp")] = 25.0 + 0.1 * k
+            values[port_field(port, "current")] = 2.0
+            values[port_field(port, "power")] = 100.0
+        ts = 1_750_000_000_000 + k * 1000
+        out.append((place, Reading(name, "ebike_charger", k + 1, ts, values), ts))
+    return out
+
+
 def memory(estates: int, seed: int) -> None:
     import tracemalloc
 
     from gateway.detection import Detector
-    from gateway.rules import Place
-    from jiayuan.catalogue import MAX_PORTS, port_field
-    from jiayuan.contract import Reading, Value
     from jiayuan.replay import as_gateway_input
     from simulators.clock import parse_start
     from simulators.driver import generate
@@ -110,15 +127,8 @@ def memory(estates: int, seed: int) -> None:
             print(f"  of which {kind.value} rules' arrays: {arrays} B/device")
 
     pile = Detector()
-    place = Place("d", "s", "e", "b", "ebike_charger", "PILE12")
-    for k in range(3):
-        values: dict[str, Value] = {"port_count": MAX_PORTS, "smoke": 0, "total_power": 0.0}
-        for port in range(1, MAX_PORTS + 1):
-            values[port_field(port, "temp")] = 25.0 + 0.1 * k
-            values[port_field(port, "current")] = 2.0
-            values[port_field(port, "power")] = 100.0
-        reading = Reading("PILE12", "ebike_charger", k + 1, 1_750_000_000_000 + k * 1000, values)
-        pile.readings([(place, reading, reading.ts)])
+    for item in pile_readings("PILE12"):
+        pile.readings([item])
     _, pile_bytes = pile.statistical.state_bytes()["ebike_charger"]
     print(f"12-port pile (12 port temperatures + total power tracked): {pile_bytes:,} B")
 
@@ -130,8 +140,7 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
 
     from gateway.detection import Detector
     from gateway.rules import Place
-    from jiayuan.catalogue import MAX_PORTS, port_field
-    from jiayuan.contract import Reading, Value
+    from jiayuan.contract import Reading
     from jiayuan.replay import as_gateway_input
     from simulators.clock import parse_start
     from simulators.driver import generate
@@ -156,19 +165,6 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
             for p, r in model
         ]
 
-    def pile(name: str) -> list[tuple[Place, Reading, int]]:
-        place = Place("d", "s", "e", "b", "ebike_charger", name)
-        out = []
-        for k in range(3):
-            values: dict[str, Value] = {"port_count": MAX_PORTS, "smoke": 0, "total_power": 0.0}
-            for port in range(1, MAX_PORTS + 1):
-                values[port_field(port, "temp")] = 25.0 + 0.1 * k
-                values[port_field(port, "current")] = 2.0
-                values[port_field(port, "power")] = 100.0
-            ts = 1_750_000_000_000 + k * 1000
-            out.append((place, Reading(name, "ebike_charger", k + 1, ts, values), ts))
-        return out
-
     def held(make: Callable[[int], list[tuple[Place, Reading, int]]]) -> float:
         Detector().readings(make(0))  # caches and imports: not per-device state
         tracemalloc.start()
@@ -187,7 +183,7 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
     print(
         f"whole Detector, tracemalloc, {devices:,} devices at the estate mix: {mix:,.0f} B/device"
     )
-    piles = held(lambda n: pile(f"PILE12~{n}"))
+    piles = held(lambda n: pile_readings(f"PILE12~{n}"))
     print(f"whole Detector, tracemalloc, {devices:,} 12-port piles: {piles:,.0f} B/device")
 
 
