@@ -79,7 +79,7 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     lines: list[Pending] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    readings: int = 0
+    readings: int = 0  # in the messages' valid envelopes
     undetected: list[tuple[Place, Reading, int]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
@@ -108,7 +108,6 @@ class Pipeline:
     def add(self, message: Message, batch: Batch) -> None:
         """Process one message into the batch; never raises."""
         batch.messages.append(message)
-        self.metrics.message()
         try:
             self._process(message, batch)
         except Exception as error:  # a bug must not stall ingest: keep the evidence
@@ -162,7 +161,6 @@ class Pipeline:
             )
             return
         batch.readings += len(envelope.readings)
-        self.metrics.readings_received(len(envelope.readings))
         now = self._clock()
         accepted = batch.undetected
         for reading in envelope.readings:

@@ -186,6 +186,7 @@ class Processor:
                     self._collecting = True
             self.pipeline.add(message, batch)
         self.pipeline.detect(batch)
+        self.metrics.received(len(batch.messages), batch.readings)
         self.metrics.queue_depth.set(self.inbox.qsize())
         return batch
 
