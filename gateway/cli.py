@@ -12,6 +12,8 @@ from typing import Any
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
 from jiayuan.config import Config, ConfigError, load
 
+READY_WAIT_S = 10.0
+
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
@@ -39,6 +41,15 @@ def add_parser(subparsers: Any) -> None:
         metavar="ID",
         help="this instance's MQTT persistent-session client id, distinct per instance "
         "(overrides [mqtt] gateway_client_id)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N gateway processes on this host, the named streets dealt out between "
+        "them, each with client id <id>-wK, state directory <state_dir>/wK and API port "
+        "api_port+K-1 (default: 1; docs/scaling.md)",
     )
     add_log_level(run, "INFO")
     run.set_defaults(func=_run)
@@ -69,9 +80,16 @@ def _run(args: argparse.Namespace) -> int:
             getattr(args, "streets", None),
             getattr(args, "client_id", None),
         )
+        workers = getattr(args, "workers", 1)
+        if workers != 1:
+            from gateway.workers import plan_workers, run_workers
+
+            plan = plan_workers(config, workers)
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
+    if workers != 1:
+        return run_workers(plan, getattr(args, "config", None), args.log_level)
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -81,8 +99,16 @@ def _run(args: argparse.Namespace) -> int:
     gateway = Gateway(config)
     try:
         gateway.start()
+        # Said once the subscription is in place (readings sent before it, to a session
+        # the broker does not know yet, would not be kept for this gateway).
+        ready = gateway.wait_ready(READY_WAIT_S)
         print(
-            f"网关已启动 gateway running: MQTT {config.mqtt.url} as "
+            (
+                "网关已启动 gateway running"
+                if ready
+                else "网关等待 MQTT gateway waiting for the broker"
+            )
+            + f": MQTT {config.mqtt.url} as "
             f"{config.mqtt.gateway_client_id!r} (filter {gateway.ingest.topic_filter}), "
             f"InfluxDB {config.influx.url}, "
             f"API {gateway.api_url} (/health /anomalies /dead-letters /metrics /docs)",
