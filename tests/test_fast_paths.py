@@ -1,4 +1,5 @@
-"""The fast paths of check_reading and telemetry_line give exactly what the old code gave.
+"""The fast paths of check_reading, telemetry_line and the piles' peer excess give exactly
+what the old code gave.
 
 The references below are the code as it was before the fast paths (issue 8), kept verbatim:
 for random readings, valid and broken in every way the contract knows, the new
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import sys
 import time
 
@@ -18,6 +20,7 @@ from hypothesis import strategies as st
 
 from gateway.points import place_tags, telemetry_line
 from gateway.rules.base import Place
+from gateway.rules.ebike_charger import MIN_PEERS, _peer_excess
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, Kind, ValueType, family, port_field
 from jiayuan.contract import (
     BATCH,
@@ -391,3 +394,40 @@ def test_telemetry_line_of_good_readings() -> None:
         assert line == reference_line(place, reading)
         assert line.startswith(f"{kind.value},building=_,device=pile-1,")
         assert line.endswith(f',seq=3i,event="{kind.value}.offline" {NOW}')
+
+
+def _peer_excess_reference(residual: dict[int, float]) -> dict[int, float]:
+    """gateway/rules/ebike_charger.py before the leave-one-out median was read off the
+    sorted list (issue 8), verbatim."""
+    if len(residual) <= MIN_PEERS:
+        return {port: math.nan for port in residual}
+    ordered = sorted(residual.values())
+    if not all(math.isfinite(r) for r in ordered):  # no total order: as statistics does
+        return {
+            port: own - statistics.median([r for p, r in residual.items() if p != port])
+            for port, own in residual.items()
+        }
+    excess: dict[int, float] = {}
+    for port, own in residual.items():
+        others = ordered.copy()
+        others.remove(own)  # an equal value: the same median either way
+        excess[port] = own - statistics.median(others)
+    return excess
+
+
+_RESIDUALS = st.lists(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.sampled_from([0.0, -0.0, 1.0, 25.5]),  # ties
+    ),
+    max_size=MAX_PORTS,
+).map(lambda values: {port: value for port, value in enumerate(values, start=1)})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_RESIDUALS)
+def test_peer_excess_matches_the_reference(residual: dict[int, float]) -> None:
+    fast, reference = _peer_excess(residual), _peer_excess_reference(residual)
+    assert fast.keys() == reference.keys()
+    for port, value in fast.items():
+        assert value == reference[port] or (math.isnan(value) and math.isnan(reference[port]))

@@ -17,6 +17,7 @@ at least three other ports must report.
 
 from __future__ import annotations
 
+import bisect
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -172,11 +173,19 @@ def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
             port: own - statistics.median([r for p, r in residual.items() if p != port])
             for port, own in residual.items()
         }
+    # The median of the others read off the sorted list with one's own value left out (the
+    # first equal one: the same median either way), as statistics.median computes it.
+    count = len(ordered) - 1
+    half = count // 2
     excess: dict[int, float] = {}
     for port, own in residual.items():
-        others = ordered.copy()
-        others.remove(own)  # an equal value: the same median either way
-        excess[port] = own - statistics.median(others)
+        at = bisect.bisect_left(ordered, own)
+        upper = ordered[half] if half < at else ordered[half + 1]
+        if count % 2:
+            excess[port] = own - upper
+        else:
+            lower = ordered[half - 1] if half - 1 < at else ordered[half]
+            excess[port] = own - (lower + upper) / 2
     return excess
 
 
