@@ -88,7 +88,10 @@ def _two_free_ports() -> int:
 class Supervisor:
     """``jiayuan gateway run --workers 2`` as a child process, its output read line by line."""
 
-    def __init__(self, servers: RunningServers, database: str, tmp_path: Path) -> None:
+    def __init__(
+        self, servers: RunningServers, database: str, tmp_path: Path, client_id: str = ""
+    ) -> None:
+        self.client_id = client_id or f"gw-test-{uuid.uuid4().hex[:6]}"
         env = dict(os.environ)
         env.update(
             JIAYUAN_CONFIG="",
@@ -100,9 +103,10 @@ class Supervisor:
         )
         self.process = subprocess.Popen(
             [sys.executable, "-m", "jiayuan.cli", "gateway", "run", "--workers", "2",
-             "--streets", "s1,s2,s3", "--client-id", f"gw-test-{uuid.uuid4().hex[:6]}"],
+             "--streets", "s1,s2,s3", "--client-id", self.client_id],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
+        self.cwd = tmp_path
         self.lines: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -159,6 +163,29 @@ def test_two_workers_share_the_streets_without_loss_or_double_delivery(
     )
     # Each message reached exactly one worker: 1 + 3 on s1 and s3, 1 on s2.
     assert received == [1, 4]
+
+    # Sent while the set is down: the same list gives the same split, so each worker's
+    # persistent session holds its streets' messages for it.
+    publisher = Publisher(servers.mqtt_port)
+    try:
+        publisher.send("s2", [water("W-s2", 1, start + 60_000)])
+        publisher.send("s3", [water("W-s3", 4, start + 60_000)])
+    finally:
+        publisher.close()
+    again = Supervisor(servers, config.influx.database, supervisor.cwd, supervisor.client_id)
+    try:
+        again.wait_for_lines(READY, 2)
+        wait_for(lambda: stored_count(config) == 15 + 2)
+        again.process.send_signal(signal.SIGTERM)
+        assert again.process.wait(60) == 0
+        after = sorted(
+            int(match.group(1))
+            for line in again.wait_for_lines("已停止 stopped:", 2)
+            if (match := STOPPED.search(line))
+        )
+        assert after == [1, 1]
+    finally:
+        again.stop()
 
 
 def test_a_worker_that_dies_stops_the_set_with_an_error(supervisor: Supervisor) -> None:
