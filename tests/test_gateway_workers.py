@@ -125,6 +125,16 @@ class Supervisor:
                 raise AssertionError(f"{count}× {text!r} not printed: {self.seen}") from None
         return [line for line in self.seen if text in line]
 
+    def stop_cleanly(self) -> list[int]:
+        """SIGTERM, exit 0, and the messages each worker says it received, sorted."""
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.wait(60) == 0
+        return sorted(
+            int(match.group(1))
+            for line in self.wait_for_lines("已停止 stopped:", 2)
+            if (match := STOPPED.search(line))
+        )
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -154,15 +164,8 @@ def test_two_workers_share_the_streets_without_loss_or_double_delivery(
         publisher.close()
     wait_for(lambda: stored_count(config) == 6 + 6 + 3)
     wait_for(lambda: anomaly_rows(config, "lift.trapped") == [("s1", "L-s1"), ("s2", "L-s2")])
-    supervisor.process.send_signal(signal.SIGTERM)
-    assert supervisor.process.wait(60) == 0
-    received = sorted(
-        int(match.group(1))
-        for line in supervisor.wait_for_lines("已停止 stopped:", 2)
-        if (match := STOPPED.search(line))
-    )
     # Each message reached exactly one worker: 1 + 3 on s1 and s3, 1 on s2.
-    assert received == [1, 4]
+    assert supervisor.stop_cleanly() == [1, 4]
 
     # Sent while the set is down: the same list gives the same split, so each worker's
     # persistent session holds its streets' messages for it.
@@ -176,14 +179,7 @@ def test_two_workers_share_the_streets_without_loss_or_double_delivery(
     try:
         again.wait_for_lines(READY, 2)
         wait_for(lambda: stored_count(config) == 15 + 2)
-        again.process.send_signal(signal.SIGTERM)
-        assert again.process.wait(60) == 0
-        after = sorted(
-            int(match.group(1))
-            for line in again.wait_for_lines("已停止 stopped:", 2)
-            if (match := STOPPED.search(line))
-        )
-        assert after == [1, 1]
+        assert again.stop_cleanly() == [1, 1]
     finally:
         again.stop()
 
