@@ -214,22 +214,23 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
     client.disconnect()
 
 
-def run_counter(port: int, expected: int, drain: bool, like_gateway: bool) -> None:
+def run_counter(port: int, expected: int, drain: bool, gateway_window_s: float | None) -> None:
     """The bare subscriber: counts messages, nothing else.
 
     With ``drain`` it subscribes in a persistent session, goes away while the traffic is
     published (the broker queues it), and is timed from reconnecting to the last message.
-    ``like_gateway``: MQTT v5 with ``manual_ack`` and a receive maximum as the gateway's
-    ingest sets them, messages acknowledged from a second thread in bursts as the gateway's
-    commit thread does (a batch closes after ``QUIET_S`` without messages or at
-    ``flush_interval_s``; all its messages are acknowledged together); still no processing
-    (the gateway's MQTT floor).
+    With ``gateway_window_s``: MQTT v5 with ``manual_ack`` and a receive maximum as the
+    gateway's ingest sets them, messages acknowledged from a second thread in bursts as the
+    gateway's commit thread does (a batch closes after ``QUIET_S`` without messages or at
+    this batch window, ``flush_interval_s``; all its messages are acknowledged together);
+    still no processing (the gateway's MQTT floor).
     """
     client_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
     subscribed = threading.Event()
     done = threading.Event()
     state = {"count": 0, "last": 0.0}
     to_ack: queue.SimpleQueue[tuple[mqtt.Client, int] | None] = queue.SimpleQueue()
+    like_gateway = gateway_window_s is not None
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         state["count"] += 1
@@ -240,10 +241,10 @@ def run_counter(port: int, expected: int, drain: bool, like_gateway: bool) -> No
             done.set()
 
     def acker() -> None:
-        flush_s = GatewayConfig().flush_interval_s
+        window_s = gateway_window_s or 0.0
         while (first := to_ack.get()) is not None:
             burst = [first]
-            closes = time.monotonic() + flush_s
+            closes = time.monotonic() + window_s
             while (wait := min(QUIET_S, closes - time.monotonic())) > 0:
                 try:
                     item = to_ack.get(timeout=wait)
@@ -382,15 +383,16 @@ def bare_subscriber(
     wires: list[Wire],
     workdir: Path,
     drain: bool,
-    like_gateway: bool = False,
+    gateway_window_s: float | None = None,
 ) -> SubscriberRun:
-    """(a): readings per second a counting paho subscriber receives, and its CPU time."""
+    """(a): readings per second a counting paho subscriber receives, and its CPU time;
+    (a') with ``gateway_window_s`` (see ``run_counter``)."""
     counter = _child(
         "count",
         str(servers.mqtt_port),
         str(len(wires)),
         "1" if drain else "",
-        "gateway" if like_gateway else "",
+        "" if gateway_window_s is None else str(gateway_window_s),
     )
     _expect(counter, "counter")
     publisher = _publish(servers, wires, workdir)
@@ -646,7 +648,9 @@ def measure(args: argparse.Namespace) -> None:
             "(a') the same with the gateway's MQTT handling: v5, receive maximum, manual acks "
             "from a second thread, a batch's acks together"
         )
-        a_manual = bare_subscriber(servers, traffic.single, workdir, drain, like_gateway=True)
+        a_manual = bare_subscriber(
+            servers, traffic.single, workdir, drain, gateway_window_s=args.flush_interval
+        )
         _cpu(a_manual.rate, a_manual.cpu_s, len(traffic.single), "subscriber")
         print(f"(a) bare paho subscriber, {args.batch} readings per message")
         a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
@@ -763,16 +767,15 @@ def main() -> None:
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
     parser.add_argument("--publish", nargs=4, metavar=("PORT", "FILE", "RATE", "MARK"))
-    parser.add_argument("--count", nargs=4, metavar=("PORT", "EXPECTED", "DRAIN", "MODE"))
+    parser.add_argument("--count", nargs=4, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW"))
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
         port, traffic_file, rate, mark = args.publish
         run_publisher(int(port), traffic_file, float(rate), mark)
     elif args.count:
-        run_counter(
-            int(args.count[0]), int(args.count[1]), bool(args.count[2]), bool(args.count[3])
-        )
+        port, expected, drain, window = args.count
+        run_counter(int(port), int(expected), bool(drain), float(window) if window else None)
     elif args.gateway:
         run_gateway(args.gateway[0], bool(args.gateway[1]))
     else:
