@@ -659,31 +659,33 @@ def measure(args: argparse.Namespace) -> None:
         b = influx_ingest(servers, traffic.lines)
         print(f"    {b:12,.0f} points/s")
         runs: dict[tuple[str, int], GatewayRun] = {}
-        for count in sorted({1, args.instances}):
-            label = "1 process" if count == 1 else f"{count} processes, streets split"
-            print(f"(c) gateway end to end ({label}), one reading per message")
-            run = gateway_end_to_end(
+
+        def gateways(
+            wires: list[Wire], count: int, rate: float = 0.0, mark: str = ""
+        ) -> GatewayRun:
+            """(c) on these messages: timed on the backlog unless paced at ``rate``."""
+            return gateway_end_to_end(
                 servers,
-                traffic.single,
+                wires,
                 workdir,
-                drain=drain,
+                rate=rate,
+                mark=mark,
+                drain=drain and not rate,
                 instances=count,
                 flush_interval_s=args.flush_interval,
             )
+
+        for count in sorted({1, args.instances}):
+            label = "1 process" if count == 1 else f"{count} processes, streets split"
+            print(f"(c) gateway end to end ({label}), one reading per message")
+            run = gateways(traffic.single, count)
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(
                 f"    c/a = {run.rate / a_single.rate:.3f}; c/a' = {run.rate / a_manual.rate:.3f}"
             )
             runs["single", count] = run
             print(f"(c) gateway end to end ({label}), {args.batch} readings per message")
-            run = gateway_end_to_end(
-                servers,
-                traffic.batched,
-                workdir,
-                drain=drain,
-                instances=count,
-                flush_interval_s=args.flush_interval,
-            )
+            run = gateways(traffic.batched, count)
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(f"    c/a = {run.rate / a_batched.rate:.3f}; c/b = {run.rate / b:.3f}")
             runs["batched", count] = run
@@ -702,15 +704,7 @@ def measure(args: argparse.Namespace) -> None:
                 break
             wires.append(wire)
             total += wire[2]
-        paced = gateway_end_to_end(
-            servers,
-            wires,
-            workdir,
-            rate=half,
-            mark="/".join(traffic.mark_place),
-            instances=peak_count,
-            flush_interval_s=args.flush_interval,
-        )
+        paced = gateways(wires, peak_count, rate=half, mark="/".join(traffic.mark_place))
         if paced.latencies_ms:
             print(
                 f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "

@@ -72,6 +72,7 @@ def with_overrides(config: Config, streets: str | None, client_id: str | None) -
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway  # heavy imports only when running
+    from gateway.workers import plan_workers, run_workers
 
     setup_logging(args.log_level)
     try:
@@ -81,14 +82,11 @@ def _run(args: argparse.Namespace) -> int:
             getattr(args, "client_id", None),
         )
         workers = getattr(args, "workers", 1)
-        if workers != 1:
-            from gateway.workers import plan_workers, run_workers
-
-            plan = plan_workers(config, workers)
+        plan = plan_workers(config, workers) if workers != 1 else []
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
-    if workers != 1:
+    if plan:
         return run_workers(plan, getattr(args, "config", None), args.log_level)
     stop = threading.Event()
 
