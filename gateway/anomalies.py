@@ -10,9 +10,12 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 from gateway.rules.base import AnomalyChange, Place
+from gateway.state import Stateful
 from jiayuan.catalogue import family
 
 OPEN, CLOSED = "open", "closed"
@@ -47,7 +50,9 @@ class Anomaly:
         return f"{self.title_zh} {self.title_en}"
 
 
-class AnomalyBook:
+class AnomalyBook(Stateful):
+    STATE = ("_open", "_closed")
+
     def __init__(self, recent_closed: int = RECENT_CLOSED) -> None:
         self._open: dict[tuple[tuple[str, str, str, str, str], str], Anomaly] = {}
         self._closed: deque[Anomaly] = deque(maxlen=recent_closed)
@@ -88,6 +93,14 @@ class AnomalyBook:
             closed = replace(current, end_ms=max(change.ts_ms, current.start_ms), state=CLOSED)
             self._closed.append(closed)
             return closed
+
+    def export_state(self) -> dict[str, Any]:
+        with self._lock:  # copies: the API may read the book while a snapshot is taken
+            return {"_open": dict(self._open), "_closed": deque(self._closed, self._closed.maxlen)}
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        with self._lock:
+            super().import_state(state)
 
     def restore(self, anomaly: Anomaly) -> bool:
         """Take back an anomaly that was open before a restart (read from InfluxDB); False

@@ -5,8 +5,9 @@ and below it were seen (bit k stands for ``high - k``), in numpy arrays indexed 
 dict, so a device costs 16 bytes plus its dict entry.  An edge keeps each device's order,
 so a seq more than 64 below the highest is a late redelivery and counts as a duplicate.
 
-This state lives in memory only.  After a gateway crash the broker redelivers what was
-not yet acknowledged and the gateway, with fresh state, stores it again; that is harmless
+A clean stop saves this state with the detector's (``gateway.snapshot``).  After a gateway
+crash the broker redelivers what was not yet acknowledged and the gateway, with fresh
+state, stores it again; that is harmless
 because InfluxDB overwrites a point with the same measurement, tag set and timestamp,
 and a redelivered reading carries the same ones.
 """
@@ -16,12 +17,16 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from gateway.state import Stateful
+
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
 _INITIAL_CAPACITY = 1024
 
 
-class SeqWindow:
+class SeqWindow(Stateful):
+    STATE = ("_index", "_high", "_seen")
+
     def __init__(self) -> None:
         self._index: dict[tuple[str, str], int] = {}
         self._high: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)

@@ -4,16 +4,20 @@ one anomaly book."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gateway.anomalies import Anomaly, AnomalyBook
 from gateway.rules import FamilyRules, OfflineMonitor, Place, all_rules
 from gateway.rules.base import AnomalyChange
 from gateway.stat_series import StatisticalDetectors
+from gateway.state import SnapshotMismatch
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading
 
 
 class Detector:
+    """The detection state of one gateway; one thread changes it at a time."""
+
     def __init__(
         self,
         rules: Mapping[Kind, FamilyRules] | None = None,
@@ -71,6 +75,34 @@ class Detector:
         anomaly = self.book.apply(place, change)
         if anomaly is not None:
             changed.append(anomaly)
+
+    def export_state(self) -> dict[str, Any]:
+        """Every part's per-device state as plain data (``gateway.snapshot``)."""
+        return {
+            "rules": {kind.value: rules.export_state() for kind, rules in self.rules.items()},
+            "offline": self.offline.export_state(),
+            "book": self.book.export_state(),
+            "statistical": self.statistical.export_state(),
+        }
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        rules = state["rules"]
+        if set(rules) != {kind.value for kind in self.rules}:
+            raise SnapshotMismatch(f"rules of {sorted(rules)}, not of {sorted(self.rules)}")
+        for kind, family_rules in self.rules.items():
+            family_rules.import_state(rules[kind.value])
+        self.offline.import_state(state["offline"])
+        self.book.import_state(state["book"])
+        self.statistical.import_state(state["statistical"])
+
+    def layout(self) -> object:
+        """What the state's shape depends on: two detectors of equal layout can take each
+        other's state."""
+        return (
+            tuple((kind.value, rules.layout()) for kind, rules in self.rules.items()),
+            self.offline.layout(),
+            self.statistical.layout(),
+        )
 
     def tick(self, wall_ms: int) -> list[Anomaly]:
         """Anomalies opened by the timer (devices gone silent)."""

@@ -82,7 +82,15 @@ class Processor:
         self._next_tick = 0.0
         self._in_flight = 0  # batches made and not yet committed
         self._collecting = False  # a batch holds messages but is not handed over yet
+        self._commit_failed = False  # a batch was left unacknowledged (and not durable)
         self._lock = threading.Lock()
+
+    @property
+    def settled(self) -> bool:
+        """Stopped with every batch it made durable and acknowledged: nothing it processed
+        will come back from the broker."""
+        stopped = not any(thread.is_alive() for thread in self._threads)
+        return stopped and not self._commit_failed and not self._give_up.is_set()
 
     @property
     def idle(self) -> bool:
@@ -139,9 +147,11 @@ class Processor:
                         self._commit(batch)
                 except GaveUp:
                     log.warning("stopping with a batch not durable; the broker will redeliver it")
+                    self._commit_failed = True
                     return
                 except Exception:  # a bug: leave the batch unacknowledged but keep going
                     log.exception("committing a batch failed; its messages stay unacknowledged")
+                    self._commit_failed = True
                 finally:
                     if batch is not _REPLAY_DUE:
                         with self._lock:

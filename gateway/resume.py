@@ -1,16 +1,18 @@
 """What a restarted gateway remembers, read back from InfluxDB before it takes traffic.
 
-The detection state lives in memory.  Without this, a gateway restarted while a device was
-already silent never learns that the device exists, so it is never reported offline; and
-an anomaly open at the restart stays "open" in InfluxDB for ever, because the new book
-does not know it.  InfluxDB already holds both facts: each device's last reading and the
-anomalies still open.  Reading them back costs one query per kind plus one for anomalies.
+A clean stop leaves a snapshot of the whole detection state (``gateway.snapshot``); this is
+for a start without one (after a crash, or a stop that gave up on InfluxDB).  Without
+either, a gateway restarted while a device was already silent never learns that the device
+exists, so it is never reported offline; and an anomaly open at the restart stays "open"
+in InfluxDB for ever, because the new book does not know it.  InfluxDB already holds both
+facts: each device's last reading and the anomalies still open.  Reading them back costs
+one query per kind plus one for anomalies.
 
 Only offline anomalies are taken back: the offline monitor closes them when the device
 returns.  Another open anomaly would need its rule's own state restored too (a fresh rule
-that never opened the condition never closes it), so those are not carried over yet; nor
-is a rule's half-met hold (a condition held for 10 of its 20 s starts its hold again) or
-the statistical baselines (they learn again).
+that never opened the condition never closes it), which only the snapshot carries; so on
+this path neither those, nor a rule's half-met hold (a condition held for 10 of its 20 s
+starts its hold again), nor the statistical baselines (they learn again) come back.
 """
 
 from __future__ import annotations

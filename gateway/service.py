@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from dataclasses import replace
@@ -20,9 +21,10 @@ from gateway.deadletters import DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
 from gateway.ingest import MqttIngest
 from gateway.metrics import GatewayMetrics, GatewayStats
-from gateway.pipeline import Message, Pipeline
+from gateway.pipeline import Message, Pipeline, wall_ms
 from gateway.processor import Processor
 from gateway.resume import resume_detector
+from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
 from gateway.writer import BatchWriter
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
@@ -43,6 +45,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.detector = Detector()
         state_dir = Path(config.gateway.state_dir)
+        self._snapshot_path = state_dir / SNAPSHOT_FILE
         self.dead_letter_store = DeadLetterStore(state_dir / DEAD_LETTER_FILE)
         self._inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._give_up = threading.Event()
@@ -98,16 +101,18 @@ class Gateway:
         if self._started_at is not None:
             raise RuntimeError("a Gateway starts once; make a new one to start again")
         self._started_at = time.monotonic()
+        # Before any traffic: the detection state of the last run, from the snapshot a
+        # clean stop left, else the devices and open anomalies InfluxDB holds.
+        restored = self._take_back_snapshot()
         try:
             self._influx.ensure_database()
-            # Before any traffic: the devices and open anomalies of the last run.
-            resume_detector(
-                self.detector, self._influx, time.time_ns() // 1_000_000, self.ingest.streets
-            )
+            if restored is None:
+                resume_detector(self.detector, self._influx, wall_ms(), self.ingest.streets)
         except Exception as error:  # retried before the first write
             log.warning(
-                "InfluxDB not ready at start (%s); will retry; detection starts from scratch",
+                "InfluxDB not ready at start (%s); will retry%s",
                 error,
+                "" if restored is not None else "; detection starts from scratch",
             )
         if self.api is not None:
             self.api.start()
@@ -149,6 +154,10 @@ class Gateway:
         if self._started_at is not None:
             self.processor.stop(timeout_s)
             self.ingest.stop()
+            if self.processor.settled:
+                self._save_snapshot()
+            else:
+                log.warning("stopped with batches not durable: no detection snapshot saved")
             if self.api is not None:
                 self.api.stop()
         if self.alerts is not None:
@@ -156,6 +165,52 @@ class Gateway:
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()
+
+    def _take_back_snapshot(self) -> Restored | None:
+        try:
+            restored = take_back(
+                self._snapshot_path,
+                self.detector,
+                self.pipeline.seen,
+                self.ingest.streets,
+                wall_ms(),
+            )
+        except sqlite3.Error as error:  # unreadable: InfluxDB still holds what matters
+            # Set aside, so the next clean stop can write a new one.
+            aside = self._snapshot_path.with_name(self._snapshot_path.name + ".unreadable")
+            self._snapshot_path.replace(aside)
+            log.error(
+                "cannot read the detection snapshot (%s), moved to %s; starting from InfluxDB",
+                error,
+                aside,
+            )
+            return None
+        if restored is not None:
+            self.metrics.open_anomalies.set(restored.open_anomalies)
+            log.info(
+                "detection state restored from the snapshot of %s: %d devices, "
+                "%d open anomalies, %d bytes",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(restored.taken_ms / 1000)),
+                restored.devices,
+                restored.open_anomalies,
+                restored.size_bytes,
+            )
+        return restored
+
+    def _save_snapshot(self) -> None:
+        started = time.monotonic()
+        try:
+            size = save(
+                self._snapshot_path,
+                self.detector,
+                self.pipeline.seen,
+                self.ingest.streets,
+                wall_ms(),
+            )
+        except (OSError, sqlite3.Error) as error:  # the next start resumes from InfluxDB
+            log.error("cannot save the detection snapshot: %s", error)
+            return
+        log.info("detection state saved: %d bytes in %.2f s", size, time.monotonic() - started)
 
     def __enter__(self) -> Gateway:
         self.start()

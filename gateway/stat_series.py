@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from gateway.rules.base import AnomalyChange, Place
 from gateway.stat_params import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
+from gateway.state import Stateful
 from gateway.statistical import StatCore
 from jiayuan.catalogue import Kind, ValueType, family, statistical_code
 from jiayuan.contract import Reading
@@ -72,7 +73,9 @@ class _KindTable:
         self.slots = grown
 
 
-class StatisticalDetectors:
+class StatisticalDetectors(Stateful):
+    STATE = ("cores", "_tables", "_open")
+
     def __init__(self, params: StatParams | None = None) -> None:
         self.params = (
             params if params is not None else StatParams(min_period_s=GATEWAY_MIN_PERIOD_S)
@@ -131,6 +134,10 @@ class StatisticalDetectors:
                     total += series * per + devices * used.itemsize
             out[kind] = (devices, total)
         return out
+
+    def layout(self) -> object:
+        # The cores carry their parameters: a snapshot learned under others is refused.
+        return (super().layout(), repr(self.params), STATE_DTYPE.__name__)
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
         return [change for _, change in self.evaluate_many([(place, reading)])]

@@ -16,6 +16,7 @@ from test_gateway import lift_reading, now_ms, query, wait_for
 from alerts.model import AlertState
 from alerts.opscentre import ReferenceOpsCentre
 from gateway.service import Gateway
+from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan.config import Config
 
 SECRET, TOKEN = "shared-webhook-secret", "callback-token"
@@ -111,8 +112,10 @@ def test_trapped_passenger_goes_to_the_centre_once_and_back_across_a_restart(
     (resolved,) = [row for row in rows if row["action"] == "resolved"]
     assert resolved["ttr_s"] > 0 and resolved["code"] == "lift.trapped"
 
-    # A restart forgets the duplicate window: the same readings come again (as after a
-    # broker redelivery) and re-open the same condition.  Still one work order.
+    # A restart after a crash (no detection snapshot) forgets the duplicate window: the
+    # same readings come again (as after a broker redelivery) and re-open the same
+    # condition.  Still one work order.
+    (Path(alert_config.gateway.state_dir) / SNAPSHOT_FILE).unlink()
     gateway = started(alert_config)
     try:
         publisher.readings(trapped)

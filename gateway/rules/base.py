@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from gateway.state import SnapshotMismatch, Stateful
 from jiayuan.catalogue import Family
 from jiayuan.contract import Reading, Value
 
@@ -113,6 +114,11 @@ class Place:
     def __hash__(self) -> int:
         return hash((self.key, self.building))
 
+    def __reduce__(self) -> tuple[type[Place], tuple[str, str, str, str, str, str]]:
+        # Through __init__ (which interns the names), not attribute by attribute.
+        district, street, estate, kind, device = self.key
+        return Place, (district, street, estate, self.building, kind, device)
+
     def __repr__(self) -> str:
         district, street, estate, kind, device = self.key
         return (
@@ -145,6 +151,14 @@ class FamilyRules(Protocol):
     def forget(self, place: Place) -> None:
         """Drop the device's state (it was removed or went silent for good)."""
         ...
+
+    def export_state(self) -> dict[str, Any]:
+        """The per-device state as plain data (``gateway.state``)."""
+        ...
+
+    def import_state(self, state: Mapping[str, Any]) -> None: ...
+
+    def layout(self) -> object: ...
 
 
 def _never(values: Values) -> bool:
@@ -232,7 +246,7 @@ def step(
     return True
 
 
-class TableRules:
+class TableRules(Stateful):
     """Rules given as a table of checks per device; each family module builds its table.
 
     Per-device state lives in arrays with a row per device (no Python object per device):
@@ -310,6 +324,29 @@ class TableRules:
         self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
         # The mapping the checks see (a test swaps in one that records what they read).
         self.mapping: Callable[[], dict[str, Value]] = dict
+
+    STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
+
+    def export_state(self) -> dict[str, Any]:
+        table = self.table.export_state() if self.table is not None else None
+        return {**super().export_state(), "table": table}
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        if (state.get("table") is None) != (self.table is None):
+            raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
+        super().import_state(state)
+        if self.table is not None:
+            # One row numbering for the family: the table shares the restored dict.
+            self.table.import_state({**state["table"], "_rows": self._rows})
+
+    def layout(self) -> object:
+        return (
+            super().layout(),
+            self.columns,
+            tuple(check.code for check in self.checks),
+            tuple((t.code, t.signal) for t in self.thresholds),
+            self.table is not None,
+        )
 
     def threshold(self, name: str) -> float:
         """A threshold from the catalogue unless this deployment overrides it."""

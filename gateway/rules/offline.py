@@ -19,12 +19,15 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.rules.base import AnomalyChange, Place
+from gateway.state import Stateful
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
 
 _INITIAL_CAPACITY = 1024
 
 
-class OfflineMonitor:
+class OfflineMonitor(Stateful):
+    STATE = ("_index", "_places", "_last_ts", "_last_rx", "_kind", "_offline", "_latest_ts")
+
     def __init__(self, offline_after_s: Mapping[Kind, float] | None = None) -> None:
         after = {kind: fam.offline_after_s for kind, fam in FAMILIES.items()}
         after.update(offline_after_s or {})
@@ -65,6 +68,15 @@ class OfflineMonitor:
             max(0, ts_ms - previous) / 1000.0,
             limit / 1000.0,
         )
+
+    def layout(self) -> object:
+        return (super().layout(), tuple(self._after_ms.items()))
+
+    def restarted(self, wall_ms: int) -> None:
+        """After a restart, count every device as heard from now, so a device is reported
+        only after a full silence from the restart (the backlog the broker kept for the
+        gateway arrives first)."""
+        self._last_rx[: len(self._places)] = wall_ms
 
     def mark_offline(self, place: Place) -> None:
         """The device was already reported offline (before a restart): report only its

@@ -42,6 +42,7 @@ from gateway.rules.base import (
     grown_rows,
     measure,
 )
+from gateway.state import Stateful
 from jiayuan.contract import Reading
 
 _WRAP = 1 << 32
@@ -78,7 +79,9 @@ class Threshold:
         )
 
 
-class ThresholdTable:
+class ThresholdTable(Stateful):
+    STATE = ("_rows", "last", "active", "since")
+
     def __init__(
         self,
         thresholds: Sequence[Threshold],
