@@ -14,7 +14,10 @@ in this process on the same messages, so the ratio is comparable across machines
 ``--memory-devices N`` measures instead what the whole pipeline holds per device (detector,
 duplicate window, offline check, the line-protocol caches: everything a ``Pipeline`` keeps)
 by ``tracemalloc`` once N devices have each sent their first readings: the simulated
-estates cloned under new estate, edge and device names until there are N devices.
+estates cloned under new estate, edge and device names until there are N devices.  It
+also times the detection snapshot of that state (``gateway.snapshot``: what a clean stop
+saves and the next start takes back), against writing and reading the same number of
+bytes as one SQLite blob.
 
 The pipeline runs three times: with the default rules (plain thresholds vectorised in the
 families where that pays), with every family's thresholds vectorised, and with every
@@ -24,15 +27,22 @@ threshold checked per reading (the reference path).
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
+import tempfile
 import time
 from collections import defaultdict
+from contextlib import closing
+from pathlib import Path
 
 import msgspec
 
+from gateway.dedup import SeqWindow
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from gateway.rules import all_rules
+from gateway.snapshot import SNAPSHOT_FILE, save, take_back
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import Envelope, Reading, batch_topic, decode_envelope, encode
 from jiayuan.replay import as_gateway_input
@@ -77,8 +87,8 @@ def run_batches(pipeline: Pipeline, messages: list[Message], max_readings: int) 
     return batches
 
 
-def memory_per_device(devices: int, batch_readings: int) -> tuple[int, float]:
-    """(devices measured, bytes the pipeline holds per device) by tracemalloc."""
+def memory_per_device(devices: int, batch_readings: int) -> tuple[Pipeline, int, float]:
+    """(the pipeline, devices measured, bytes it holds per device) by tracemalloc."""
     import tracemalloc
 
     registry = build_registry(6, seed=1)
@@ -121,7 +131,29 @@ def memory_per_device(devices: int, batch_readings: int) -> tuple[int, float]:
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     measured = clones * model_devices
-    return measured, (after - before) / measured
+    return pipeline, measured, (after - before) / measured
+
+
+def snapshot_times(pipeline: Pipeline, workdir: Path) -> tuple[int, float, float, float]:
+    """(bytes, seconds to save, seconds to take back, seconds for the baseline: the same
+    bytes written to and read from SQLite as one blob)."""
+    path = workdir / SNAPSHOT_FILE
+    started = time.perf_counter()
+    size = save(path, pipeline.detector, pipeline.seen, ("+",), int(time.time() * 1000))
+    saved_s = time.perf_counter() - started
+    started = time.perf_counter()
+    restored = take_back(path, Detector(), SeqWindow(), ("+",), int(time.time() * 1000))
+    taken_s = time.perf_counter() - started
+    if restored is None:
+        raise SystemExit("the snapshot was not taken back")
+    blob = os.urandom(size)
+    started = time.perf_counter()
+    with closing(sqlite3.connect(workdir / "baseline.sqlite")) as db:
+        db.execute("CREATE TABLE t (body BLOB)")
+        with db:
+            db.execute("INSERT INTO t VALUES (?)", (blob,))
+        db.execute("SELECT body FROM t").fetchone()
+    return size, saved_s, taken_s, time.perf_counter() - started
 
 
 def main() -> None:
@@ -145,10 +177,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.memory_devices:
-        measured, per_device = memory_per_device(args.memory_devices, args.batch_readings)
+        pipeline, measured, per_device = memory_per_device(args.memory_devices, args.batch_readings)
         print(
             f"whole pipeline, tracemalloc, {measured:,} devices (the simulated estate mix): "
             f"{per_device:,.0f} B/device"
+        )
+        with tempfile.TemporaryDirectory() as workdir:
+            size, saved_s, taken_s, baseline_s = snapshot_times(pipeline, Path(workdir))
+        print(
+            f"detection snapshot: {size:,} bytes ({size / measured:,.0f} B/device); "
+            f"save {saved_s:.2f} s, take back {taken_s:.2f} s; baseline (the same bytes "
+            f"as one SQLite blob, written and read) {baseline_s:.2f} s; ratio "
+            f"(save + take back) / baseline {(saved_s + taken_s) / baseline_s:.1f}"
         )
         return
     messages, readings = build_messages(args.estates, args.minutes, args.batch)
