@@ -31,6 +31,7 @@ from pathlib import Path
 import msgspec
 
 from edge.drivers import DriverSample
+from jiayuan.budget import BudgetWarning
 from jiayuan.contract import Reading, normalise_values
 
 log = logging.getLogger(__name__)
@@ -88,15 +89,12 @@ class Spool:
             raise ValueError(
                 f"edge.spool_max_bytes must be at least 1 (or 0: none), not {max_bytes}"
             )
-        if not 0.0 < warn_fraction <= 1.0:
-            raise ValueError(f"edge.spool_warn_fraction must be in (0, 1], not {warn_fraction}")
+        self._budget = BudgetWarning(warn_fraction, "edge.spool_warn_fraction")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_readings = max_readings
         self.max_bytes = max_bytes
-        self.warn_fraction = warn_fraction
         self.dropped = 0
-        self._warned = False
         # Autocommit mode: transactions are begun and committed explicitly below.
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -213,26 +211,22 @@ class Spool:
 
     def _check_budget(self) -> None:
         usage = self._usage()
-        if usage >= self.warn_fraction:
-            if not self._warned:
-                log.warning(
-                    "spool %s holds %d readings (%d bytes), %d%% of its budget (%s readings, "
-                    "%s bytes); the oldest will be dropped when it is full",
-                    self.path,
-                    self._pending,
-                    self._bytes,
-                    int(100 * usage),
-                    self.max_readings,
-                    self.max_bytes,
-                )
-                self._warned = True
-        else:
-            self._warned = False
+        if self._budget.crossed(usage):
+            log.warning(
+                "spool %s holds %d readings (%d bytes), %d%% of its budget (%s readings, "
+                "%s bytes); the oldest will be dropped when it is full",
+                self.path,
+                self._pending,
+                self._bytes,
+                int(100 * usage),
+                self.max_readings,
+                self.max_bytes,
+            )
 
     @property
     def warning(self) -> bool:
         """The spool holds at least ``warn_fraction`` of its budget."""
-        return self._warned
+        return self._budget.on
 
     def bytes_stored(self) -> int:
         """Bytes of readings stored (what ``max_bytes`` bounds)."""

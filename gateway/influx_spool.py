@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from gateway.pipeline import Pending
+from jiayuan.budget import BudgetWarning
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,10 @@ class InfluxSpool:
     def __init__(self, path: Path, *, max_bytes: int, warn_fraction: float = 0.8) -> None:
         if max_bytes < 1:
             raise ValueError(f"gateway.spool_max_bytes must be at least 1, not {max_bytes}")
-        if not 0.0 < warn_fraction <= 1.0:
-            raise ValueError(f"gateway.spool_warn_fraction must be in (0, 1], not {warn_fraction}")
+        self._budget = BudgetWarning(warn_fraction, "gateway.spool_warn_fraction")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_bytes = max_bytes
-        self.warn_fraction = warn_fraction
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -78,7 +77,6 @@ class InfluxSpool:
         self._batches: int = batches
         self._lines: int = lines
         self._bytes: int = stored
-        self._warned = False
         if batches:
             log.warning(
                 "InfluxDB spool %s holds %d batches (%d lines) from before; replaying them first",
@@ -149,24 +147,20 @@ class InfluxSpool:
         self._check_budget()
 
     def _check_budget(self) -> None:
-        if self._bytes >= self.warn_fraction * self.max_bytes:
-            if not self._warned:
-                log.warning(
-                    "InfluxDB spool %s holds %d bytes, %d%% of its budget of %d; when it is "
-                    "full the gateway stops acknowledging and the broker keeps the messages",
-                    self.path,
-                    self._bytes,
-                    100 * self._bytes // self.max_bytes,
-                    self.max_bytes,
-                )
-                self._warned = True
-        else:
-            self._warned = False
+        if self._budget.crossed(self._bytes / self.max_bytes):
+            log.warning(
+                "InfluxDB spool %s holds %d bytes, %d%% of its budget of %d; when it is "
+                "full the gateway stops acknowledging and the broker keeps the messages",
+                self.path,
+                self._bytes,
+                100 * self._bytes // self.max_bytes,
+                self.max_bytes,
+            )
 
     @property
     def warning(self) -> bool:
         """The spool holds at least ``warn_fraction`` of its budget."""
-        return self._warned
+        return self._budget.on
 
     def close(self) -> None:
         self._db.close()
