@@ -28,7 +28,10 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="run until interrupted (SIGINT or SIGTERM)",
         description="Run the gateway in the foreground until SIGINT or SIGTERM, then flush, "
-        "acknowledge and disconnect cleanly.",
+        "acknowledge and disconnect cleanly, and save the detection state (open anomalies, "
+        "rule holds, statistical baselines) to detector_state.sqlite in the state directory "
+        "for the next start; a start without one reads devices and open offline anomalies "
+        "back from InfluxDB (docs/architecture.md).",
     )
     run.add_argument(
         "--streets",

@@ -188,8 +188,8 @@ class Gateway:
         if restored is not None:
             self.metrics.open_anomalies.set(restored.open_anomalies)
             log.info(
-                "detection state restored from the snapshot of %s: %d devices, "
-                "%d open anomalies, %d bytes",
+                "detection state restored from the snapshot of %s: devices %d, "
+                "open anomalies %d, %d bytes",
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(restored.taken_ms / 1000)),
                 restored.devices,
                 restored.open_anomalies,

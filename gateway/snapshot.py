@@ -33,6 +33,7 @@ from pathlib import Path
 
 from gateway.dedup import SeqWindow
 from gateway.detection import Detector
+from gateway.state import canonical
 from jiayuan import __version__
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Restored:
 
 def fingerprint(detector: Detector, streets: Sequence[str]) -> str:
     identity = (FORMAT, __version__, tuple(streets), detector.layout())
-    return hashlib.sha256(repr(identity).encode()).hexdigest()
+    return hashlib.sha256(repr(canonical(identity)).encode()).hexdigest()
 
 
 def save(

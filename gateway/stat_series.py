@@ -137,7 +137,7 @@ class StatisticalDetectors(Stateful):
 
     def layout(self) -> object:
         # The cores carry their parameters: a snapshot learned under others is refused.
-        return (super().layout(), repr(self.params), STATE_DTYPE.__name__)
+        return (super().layout(), self.params, STATE_DTYPE.__name__)
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
         return [change for _, change in self.evaluate_many([(place, reading)])]

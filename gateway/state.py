@@ -8,8 +8,27 @@ taken by other code or another configuration is refused rather than misread.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+
+def canonical(value: object) -> object:
+    """``value`` in a form whose repr is the same in every process: a set's order follows
+    string hashing, which differs from process to process, so sets come out sorted."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = dataclasses.fields(value)
+        return (
+            type(value).__qualname__,
+            *((f.name, canonical(getattr(value, f.name))) for f in fields),
+        )
+    if isinstance(value, set | frozenset):
+        return tuple(sorted((canonical(item) for item in value), key=repr))
+    if isinstance(value, dict):  # insertion order: the same for the same code
+        return tuple((canonical(key), canonical(item)) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return tuple(canonical(item) for item in value)
+    return value
 
 
 class SnapshotMismatch(ValueError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from gateway.dedup import SeqWindow
 from gateway.detection import Detector
 from gateway.rules.base import Place
 from gateway.service import Gateway
-from gateway.snapshot import SNAPSHOT_FILE, save, take_back
+from gateway.snapshot import SNAPSHOT_FILE, fingerprint, save, take_back
 from jiayuan.catalogue import LIFT
 from jiayuan.config import Config
 from jiayuan.contract import Reading
@@ -109,6 +112,26 @@ def test_a_restored_detector_judges_the_rest_as_one_that_never_stopped(
     closed = {(a.device, a.code) for a in after_restart if a.state == "closed"}
     assert open_at_stop & closed, "the traffic must close an anomaly open at the stop"
     assert before and judge(Detector(), traffic[half:]) != after_restart
+
+
+def test_the_fingerprint_is_the_same_in_every_process() -> None:
+    # String hashing, and with it a set's order, differs from process to process: a
+    # restarted gateway must still recognise its own snapshot.
+    code = (
+        "from gateway.detection import Detector; from gateway.snapshot import fingerprint; "
+        "print(fingerprint(Detector(), ('s1', 's3')))"
+    )
+    printed = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    assert printed == {fingerprint(Detector(), ("s1", "s3"))}
 
 
 def test_the_duplicate_window_is_restored_too(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from jiayuan.services import RunningServers
 
 READY = "网关已启动 gateway running"
 STOPPED = re.compile(r"已停止 stopped: (\d+) messages")
+DEVICES_OPEN = re.compile(r"devices (\d+), open anomalies (\d+)")
 WORKER_PID = re.compile(r"worker (\d+): pid (\d+)")
 
 
@@ -178,6 +179,9 @@ def test_two_workers_share_the_streets_without_loss_or_double_delivery(
     again = Supervisor(servers, config.influx.database, supervisor.cwd, supervisor.client_id)
     try:
         again.wait_for_lines(READY, 2)
+        # Each worker took back its own detection state (its trapped passenger still open).
+        restored = again.wait_for_lines("detection state restored", 2)
+        assert sorted(DEVICES_OPEN.findall("".join(restored))) == [("1", "1"), ("2", "1")]
         wait_for(lambda: stored_count(config) == 15 + 2)
         assert again.stop_cleanly() == [1, 1]
     finally:
