@@ -54,6 +54,8 @@ def add_parser(subparsers: Any) -> None:
         "them, each with client id <id>-wK, state directory <state_dir>/wK and API port "
         "api_port+K-1 (default: 1; docs/scaling.md)",
     )
+    # Set by the --workers supervisor on its workers (gateway/workers.py), not by people.
+    run.add_argument("--supervisor-pid", type=int, default=0, help=argparse.SUPPRESS)
     add_log_level(run, "INFO")
     run.set_defaults(func=_run)
 
@@ -75,7 +77,7 @@ def with_overrides(config: Config, streets: str | None, client_id: str | None) -
 
 def _run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway  # heavy imports only when running
-    from gateway.workers import plan_workers, run_workers
+    from gateway.workers import plan_workers, run_workers, stop_with_supervisor
 
     setup_logging(args.log_level)
     try:
@@ -96,6 +98,11 @@ def _run(args: argparse.Namespace) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    supervisor_pid = getattr(args, "supervisor_pid", 0)
+    if supervisor_pid and not stop_with_supervisor(supervisor_pid):
+        # The set is gone already: start nothing that would hold its streets.
+        print(f"监控进程已退出 supervisor {supervisor_pid} gone; not starting", flush=True)
+        return 1
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     gateway = Gateway(config)
     try:

@@ -9,11 +9,15 @@ streets dealt out in turn, so the same list always gives the same split), client
 The supervisor passes SIGINT and SIGTERM on to the workers and waits for them to flush and
 acknowledge.  When a worker ends on its own it stops the others and exits non-zero: a
 partial set would leave streets nobody receives (their messages wait at the broker in the
-dead worker's session), so the whole set is restarted, by the service manager.
+dead worker's session), so the whole set is restarted, by the service manager.  When the
+supervisor itself dies, even by SIGKILL, Linux sends each worker SIGTERM
+(``PR_SET_PDEATHSIG``), so no worker outlives its set to hold its streets' sessions
+against the next one.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -34,6 +38,7 @@ POLL_S = 0.2
 # A worker flushes its last batch and acknowledges it before exiting; past this it is killed
 # (what it had not acknowledged is redelivered to its session at the next start).
 STOP_WAIT_S = 60.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,28 @@ def plan_workers(config: Config, workers: int) -> list[Worker]:
     ]
 
 
-def worker_command(worker: Worker, config_file: str | None, log_level: str) -> list[str]:
+def worker_command(
+    worker: Worker, config_file: str | None, log_level: str, supervisor_pid: int
+) -> list[str]:
     command = [sys.executable, "-m", "jiayuan.cli"]
     if config_file:
         command += ["--config", config_file]
     streets, client_id = worker.street_filter, worker.client_id
     return [*command, "gateway", "run", "--streets", streets, "--client-id", client_id,
-            "--log-level", log_level]  # fmt: skip
+            "--log-level", log_level, "--supervisor-pid", str(supervisor_pid)]  # fmt: skip
+
+
+def stop_with_supervisor(supervisor_pid: int) -> bool:
+    """Have Linux send this worker SIGTERM when its supervisor dies, however it dies.
+
+    False when the supervisor is gone already (it died before the request took effect):
+    the caller stops at once.  Elsewhere than Linux nothing is asked and the worker keeps
+    running until it is stopped."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("cannot ask to stop with the supervisor: errno %d", ctypes.get_errno())
+    return os.getppid() == supervisor_pid
 
 
 def worker_environment(worker: Worker) -> dict[str, str]:
@@ -115,7 +135,7 @@ def run_workers(plan: Sequence[Worker], config_file: str | None, log_level: str)
         for worker in plan:
             processes.append(
                 subprocess.Popen(
-                    worker_command(worker, config_file, log_level),
+                    worker_command(worker, config_file, log_level, os.getpid()),
                     env=worker_environment(worker),
                     # Its own process group: a Ctrl-C at the terminal reaches the
                     # supervisor alone, which then stops the workers in order.

@@ -14,6 +14,7 @@ import queue
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 from test_scale_out import Publisher, anomaly_rows, now_ms, stored_count, trapped, wait_for, water
 
+from gateway.snapshot import SNAPSHOT_FILE
 from gateway.workers import deal_streets, plan_workers
 from jiayuan.config import Config, ConfigError, GatewayConfig, MqttConfig
 from jiayuan.services import RunningServers
@@ -200,3 +202,27 @@ def test_a_worker_that_dies_stops_the_set_with_an_error(supervisor: Supervisor) 
     supervisor.wait_for_lines("workers stopped", 1)
     with pytest.raises(ProcessLookupError):
         os.kill(pids[1], 0)  # the other worker was stopped, not left running
+
+
+def test_the_workers_stop_cleanly_when_the_supervisor_is_killed(supervisor: Supervisor) -> None:
+    supervisor.wait_for_lines(READY, 2)
+    pids = [int(m.group(2)) for line in supervisor.seen if (m := WORKER_PID.search(line))]
+    supervisor.process.kill()  # SIGKILL: the supervisor passes nothing on
+    supervisor.process.wait()
+    # Linux sent each worker SIGTERM: each flushes, saves its detection state and exits,
+    # rather than holding its streets' sessions against the set the service manager starts.
+    supervisor.wait_for_lines("已停止 stopped:", 2)
+    for pid in pids:
+        wait_for(lambda pid=pid: _ended(pid), timeout_s=30)
+    for worker in ("w1", "w2"):
+        with sqlite3.connect(supervisor.cwd / "gateway" / worker / SNAPSHOT_FILE) as db:
+            assert db.execute("SELECT count(*) FROM snapshot").fetchone() == (1,)
+
+
+def _ended(pid: int) -> bool:
+    """Exited (a zombie no longer runs: its new parent may not have reaped it yet)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "State:\tZ" in status
