@@ -8,7 +8,7 @@ registry takes well under a second), so they are always current.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
@@ -205,13 +205,29 @@ def create_score_router(
     alerts: AlertSource,
     config: ScoreConfig | None = None,
     clock: Callable[[], int] = _wall_ms,
+    streets: Collection[str] | None = None,
 ) -> APIRouter:
-    """Routes under ``/score``; ``clock`` gives the computation time (epoch ms)."""
+    """Routes under ``/score``; ``clock`` gives the computation time (epoch ms).
+
+    ``streets``: the streets this gateway owns (None: every one).  Its alert store holds
+    only their alerts, so it scores only their estates, and refuses the district, city
+    and company figures, which need every street."""
     settings = config or ScoreConfig()
     router = APIRouter(prefix="/score", tags=["score"])
 
     def report() -> ScoreReport:
-        return score_report(registry.load(), alerts, clock(), settings)
+        loaded = registry.load()
+        if streets is not None:
+            loaded = loaded.on_streets(streets)
+        return score_report(loaded, alerts, clock(), settings)
+
+    def require_every_street(what: str) -> None:
+        if streets is not None:
+            raise HTTPException(
+                409,
+                f"{what} need every street; this gateway instance owns "
+                f"{', '.join(sorted(streets))} only (docs/scaling.md)",
+            )
 
     @router.get("/estates", response_model=list[EstateScoreOut])
     def list_scores(
@@ -240,6 +256,12 @@ def create_score_router(
         except KeyError:
             raise HTTPException(404, f"no estate {estate_id!r} in the registry") from None
         caller.require_reach(record.estate.street, estate_id, "the estate")
+        if streets is not None and record.estate.street not in streets:
+            raise HTTPException(
+                404,
+                f"estate {estate_id!r} is on street {record.estate.street!r}, which another "
+                "gateway instance owns (docs/scaling.md)",
+            )
         now = clock()
         since = now - int(settings.window_days * 86_400_000)
         card = score_estate(record, alerts.list_for_estate(estate_id, since), now, settings)
@@ -249,12 +271,14 @@ def create_score_router(
     def district_summaries(caller: CallerDep) -> list[DistributionOut]:
         """The city ("all") and every district, against the year's targets."""
         caller.require_role(AGGREGATE_ROLES, "district summaries")
+        require_every_street("district summaries")
         return [distribution_out(d) for d in report().distributions if d.street == ALL]
 
     @router.get("/districts/{district}", response_model=DistrictSummaryOut)
     def district_summary(district: str, caller: CallerDep) -> DistrictSummaryOut:
         """One district and each of its streets."""
         caller.require_role(AGGREGATE_ROLES, "district summaries")
+        require_every_street("district summaries")
         found = [d for d in report().distributions if d.district == district]
         if not found:
             raise HTTPException(404, f"no estate in district {district!r}")
@@ -267,6 +291,7 @@ def create_score_router(
     def company_ranking(caller: CallerDep) -> list[CompanyOut]:
         """Property companies by mean score; top_ten marks the scheme's ten best."""
         caller.require_role(AGGREGATE_ROLES, "the company ranking")
+        require_every_street("company rankings")
         return [company_out(c) for c in report().companies]
 
     return router

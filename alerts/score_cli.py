@@ -1,6 +1,7 @@
 """``jiayuan score``: estate safety scores, grades, the distribution and the ranking.
 
-Reads the registry (``<gateway.state_dir>/registry.sqlite``) and the alert store
+Reads the registry (``[alerts] registry_db``, by default
+``<gateway.state_dir>/registry.sqlite``) and the alert store
 (``<gateway.state_dir>/alerts.sqlite``), or the files given with ``--registry`` and
 ``--alerts``.  ``--estate ID`` explains one estate's score line by line.
 """
@@ -41,7 +42,9 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--estate", metavar="ID", help="explain this estate's score")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument(
-        "--registry", metavar="FILE", help="registry SQLite (default: <state_dir>/registry.sqlite)"
+        "--registry",
+        metavar="FILE",
+        help="registry SQLite (default: [alerts] registry_db, else <state_dir>/registry.sqlite)",
     )
     parser.add_argument(
         "--alerts", metavar="FILE", help=f"alert store SQLite (default: <state_dir>/{ALERTS_FILE})"
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from alerts.score import score_estate, score_report
     from alerts.score_config import load_score_config
     from jiayuan.config import ConfigError, load
-    from jiayuan.registry.store import REGISTRY_FILE, RegistryStore
+    from jiayuan.registry.store import RegistryStore, registry_path
     from jiayuan.registry.tables import RegistryInvalid
     from simulators.clock import parse_start
 
@@ -85,17 +88,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"参数错误 cannot score: {error}", file=sys.stderr)
         return 2
     state_dir = Path(config.gateway.state_dir)
-    registry_path = Path(args.registry) if args.registry else state_dir / REGISTRY_FILE
+    registry_file = Path(args.registry) if args.registry else registry_path(config)
     alerts_path = Path(args.alerts) if args.alerts else state_dir / ALERTS_FILE
-    if not registry_path.is_file():
+    if not registry_file.is_file():
         print(
-            f"没有登记簿 no registry at {registry_path}: run 'jiayuan registry generate' "
+            f"没有登记簿 no registry at {registry_file}: run 'jiayuan registry generate' "
             "or 'jiayuan registry import' first",
             file=sys.stderr,
         )
         return 1
     try:
-        with RegistryStore(registry_path) as store:
+        with RegistryStore(registry_file) as store:
             registry = store.load()
     except RegistryInvalid as invalid:
         print(f"登记簿无效 invalid registry: {invalid}", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -20,6 +20,7 @@ from alerts.api import create_alerts_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
 from alerts.delivery import Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
+from alerts.grades import ALL
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
 from alerts.score import score_report
@@ -33,7 +34,7 @@ from gateway.anomalies import Anomaly
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
-from jiayuan.registry.store import REGISTRY_FILE, RegistryStore
+from jiayuan.registry.store import RegistryStore, registry_path
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,25 @@ MAX_PENDING_POINTS = 100_000
 
 
 class AlertService:
-    def __init__(self, config: Config, clock: Clock = wall_clock_ms) -> None:
+    def __init__(
+        self,
+        config: Config,
+        clock: Clock = wall_clock_ms,
+        streets: Collection[str] | None = None,
+    ) -> None:
+        """``streets``: the streets whose devices this gateway receives (None: every one).
+        A gateway that owns some streets scores only their estates and writes only their
+        street rows of the grade distribution: district, city and company figures need
+        every street, and another instance scores the rest (docs/scaling.md)."""
         self.config = config
         self.clock = clock
+        self.streets = frozenset(streets) if streets is not None else None
         state_dir = Path(config.gateway.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         settings = config.alerts
         policy = AlertPolicy.from_file(settings.policy_file) if settings.policy_file else None
         self.store = AlertStore(state_dir / ALERTS_FILE)
-        self.registry = RegistryStore(state_dir / REGISTRY_FILE)
+        self.registry = RegistryStore(registry_path(config))
         self.score_config = load_score_config(settings.score_weights_file or None)
         self.points = PointBuffer()
         self.stream: Broadcaster[AlertEvent] = Broadcaster()
@@ -89,7 +100,9 @@ class AlertService:
         routers = [
             create_alerts_router(self.engine, self.store, self.stream),
             create_registry_router(self.registry),
-            create_score_router(self.registry, self.store, self.score_config, self.clock),
+            create_score_router(
+                self.registry, self.store, self.score_config, self.clock, self.streets
+            ),
         ]
         # Callbacks must be authenticated: without a token and a secret there is no
         # callback endpoint (the operations centre cannot report, people still can).
@@ -172,14 +185,20 @@ class AlertService:
             self.write_scores(now)
 
     def write_scores(self, now_ms: int | None = None) -> int:
-        """Score every registered estate and write the points; the number scored."""
+        """Score every registered estate on this gateway's streets and write the points;
+        the number scored."""
         now = self.clock() if now_ms is None else now_ms
         try:
             registry = self.registry.load()
+            if self.streets is not None:
+                registry = registry.on_streets(self.streets)
             if not registry.estates:
                 return 0
             report = score_report(registry, self.store, now, self.score_config)
-            write_score_points(self._influx, report.cards, report.distributions, now)
+            distributions = report.distributions
+            if self.streets is not None:  # the district and city rows would be partial
+                distributions = tuple(d for d in distributions if d.street != ALL)
+            write_score_points(self._influx, report.cards, distributions, now)
             return len(report.cards)
         except Exception:
             log.exception(

@@ -19,7 +19,7 @@ from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
 from gateway.deadletters import DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
-from gateway.ingest import MqttIngest
+from gateway.ingest import ALL_STREETS, MqttIngest
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Message, Pipeline, wall_ms
 from gateway.processor import Processor
@@ -63,7 +63,8 @@ class Gateway:
         if config.alerts.enabled:
             from alerts.service import AlertService
 
-            self.alerts = AlertService(config)
+            streets = self.ingest.streets
+            self.alerts = AlertService(config, streets=None if ALL_STREETS in streets else streets)
         self.processor = Processor(
             config.gateway,
             self._inbox,

@@ -4,7 +4,8 @@ A gateway process is one Python process and uses about one core (bench/README.md
 with more cores runs several.  Each worker is an ordinary ``jiayuan gateway run`` child
 with the settings docs/scaling.md asks of every instance: its own streets (the named
 streets dealt out in turn, so the same list always gives the same split), client id
-``<id>-w<k>``, state directory ``<state_dir>/w<k>`` and API port ``api_port + k - 1``.
+``<id>-w<k>``, state directory ``<state_dir>/w<k>`` and API port ``api_port + k - 1``; the
+estate registry is the supervisor's, shared (each worker scores its own streets' estates).
 
 The supervisor passes SIGINT and SIGTERM on to the workers and waits for them to flush and
 acknowledge.  When a worker ends on its own it stops the others and exits non-zero: a
@@ -31,6 +32,7 @@ from types import FrameType
 
 from gateway.ingest import ALL_STREETS, owned_streets
 from jiayuan.config import Config, ConfigError
+from jiayuan.registry.store import registry_path
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class Worker:
     client_id: str
     state_dir: str
     api_port: int
+    registry_db: str  # shared: the supervisor's registry, not one per worker
 
     @property
     def street_filter(self) -> str:
@@ -83,6 +86,7 @@ def plan_workers(config: Config, workers: int) -> list[Worker]:
             state_dir=str(Path(base.state_dir) / f"w{number}"),
             # Port 0 (any free port) stays 0 for every worker.
             api_port=base.api_port + number - 1 if base.api_port else 0,
+            registry_db=str(registry_path(config)),
         )
         for number, group in enumerate(deal_streets(streets, workers), start=1)
     ]
@@ -118,6 +122,7 @@ def worker_environment(worker: Worker) -> dict[str, str]:
     env = dict(os.environ)
     env["JIAYUAN_GATEWAY_STATE_DIR"] = worker.state_dir
     env["JIAYUAN_GATEWAY_API_PORT"] = str(worker.api_port)
+    env["JIAYUAN_ALERTS_REGISTRY_DB"] = worker.registry_db
     return env
 
 

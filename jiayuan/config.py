@@ -133,6 +133,9 @@ class AlertsConfig:
     # weights, bands and the target year from score_weights_file (TOML, docs/score.md).
     score_interval_s: float = 60.0
     score_weights_file: str = ""
+    # The estate registry (SQLite); empty = <gateway.state_dir>/registry.sqlite.  The
+    # workers of `gateway run --workers` share their supervisor's.
+    registry_db: str = ""
 
 
 @dataclass(frozen=True)

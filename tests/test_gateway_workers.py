@@ -21,14 +21,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from test_scale_out import Publisher, anomaly_rows, now_ms, stored_count, trapped, wait_for, water
 
 from gateway.snapshot import SNAPSHOT_FILE
-from gateway.workers import deal_streets, plan_workers
-from jiayuan.config import Config, ConfigError, GatewayConfig, MqttConfig
+from gateway.workers import deal_streets, plan_workers, worker_environment
+from jiayuan.config import AlertsConfig, Config, ConfigError, GatewayConfig, MqttConfig
 from jiayuan.services import RunningServers
 
 READY = "网关已启动 gateway running"
@@ -42,7 +43,7 @@ def test_streets_are_dealt_out_in_turn() -> None:
     assert deal_streets(("a", "b"), 2) == [("a",), ("b",)]
 
 
-def test_each_worker_gets_its_own_id_state_and_port() -> None:
+def test_each_worker_gets_its_own_id_state_and_port_and_they_share_the_registry() -> None:
     config = Config(
         mqtt=MqttConfig(street_filter="s1,s2,s3", gateway_client_id="gw-songjiang"),
         gateway=GatewayConfig(state_dir="/var/lib/jiayuan/gw", api_port=8090),
@@ -54,6 +55,11 @@ def test_each_worker_gets_its_own_id_state_and_port() -> None:
     ]
     any_port = Config(mqtt=MqttConfig(street_filter="s1,s2"), gateway=GatewayConfig(api_port=0))
     assert [w.api_port for w in plan_workers(any_port, 2)] == [0, 0]
+    # The registry `jiayuan registry import` fills with this configuration, for every worker.
+    shared = "/var/lib/jiayuan/gw/registry.sqlite"
+    assert [worker_environment(w)["JIAYUAN_ALERTS_REGISTRY_DB"] for w in plan] == [shared] * 2
+    named = replace(config, alerts=AlertsConfig(registry_db="/srv/registry.sqlite"))
+    assert {w.registry_db for w in plan_workers(named, 2)} == {"/srv/registry.sqlite"}
 
 
 @pytest.mark.parametrize(

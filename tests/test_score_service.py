@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -19,8 +20,9 @@ from alerts.score import ScoreReport, day_ms, score_report
 from alerts.score_api import create_score_router
 from alerts.score_config import ScoreConfig
 from alerts.score_points import write_score_points
+from alerts.service import AlertService
 from jiayuan.cli import main
-from jiayuan.config import InfluxConfig
+from jiayuan.config import Config, InfluxConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
 from jiayuan.registry.generate import generate_registry
@@ -203,3 +205,53 @@ def test_registry_import_command_lists_every_problem(
     assert "estates.csv: row 3: company: no company 'nobody'" in err
     with RegistryStore(db) as store:
         assert store.estate_count() == 0  # nothing imported
+
+
+def test_an_instance_owning_some_streets_scores_only_their_estates(
+    city: Registry, config: Config, tmp_path: Path
+) -> None:
+    # A scaled-out set shares one registry; each instance holds only its streets' alerts.
+    shared = RegistryStore(tmp_path / "shared-registry.sqlite")
+    shared.replace(city)
+    mine = sorted({e.street for e in city.estates})[:2]
+    on_mine = {e.id for e in city.estates if e.street in mine}
+    elsewhere = next(e for e in city.estates if e.street not in mine)
+    assert 0 < len(on_mine) < len(city.estates)
+
+    app = FastAPI()
+    app.include_router(create_score_router(shared, NoAlerts(), clock=lambda: NOW, streets=mine))
+    client = TestClient(app)
+    assert {s["estate"] for s in client.get("/score/estates").json()} == on_mine
+    other = client.get(f"/score/estates/{elsewhere.id}")
+    assert other.status_code == 404 and "another gateway instance" in other.text
+    for aggregate in (
+        "/score/districts",
+        f"/score/districts/{elsewhere.district}",
+        "/score/companies",
+    ):
+        refused = client.get(aggregate)
+        assert refused.status_code == 409 and "need every street" in refused.text
+    shared.close()
+
+    # The points: its estates and its streets' rows; no partial district or city rows.
+    configured = replace(
+        config, alerts=replace(config.alerts, registry_db=str(tmp_path / "shared-registry.sqlite"))
+    )
+    service = AlertService(configured, clock=lambda: NOW, streets=mine)
+    try:
+        assert service.write_scores(NOW) == len(on_mine)
+    finally:
+        service.stop()
+    with InfluxClient(config.influx) as client_db:
+        estates = {
+            s.tags["estate"]
+            for s in client_db.query('SELECT count("score") FROM estate_score GROUP BY "estate"')
+        }
+        rows = {
+            (s.tags["district"], s.tags["street"])
+            for s in client_db.query(
+                'SELECT count("estates") FROM grade_distribution GROUP BY "district", "street"'
+            )
+        }
+    assert estates == on_mine
+    assert {street for _, street in rows} == set(mine)

@@ -1,8 +1,8 @@
 """``jiayuan registry import|export|generate|show``: the product registry from the shell.
 
-The registry lives in SQLite at ``<gateway.state_dir>/registry.sqlite`` unless ``--db``
-names another file.  Import and export take a directory (one CSV file per table) or a
-``.yaml``/``.yml`` file.
+The registry lives in SQLite at ``[alerts] registry_db`` (by default
+``<gateway.state_dir>/registry.sqlite``) unless ``--db`` names another file.  Import and
+export take a directory (one CSV file per table) or a ``.yaml``/``.yml`` file.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def add_parser(subparsers: Any) -> None:
         sub.add_argument(
             "--db",
             metavar="FILE",
-            help="registry SQLite file (default: <gateway.state_dir>/registry.sqlite)",
+            help="registry SQLite file (default: [alerts] registry_db, else "
+            "<gateway.state_dir>/registry.sqlite)",
         )
 
     imp = actions.add_parser(
@@ -91,11 +92,11 @@ def add_parser(subparsers: Any) -> None:
 
 def db_path(args: argparse.Namespace) -> Path:
     from jiayuan.config import load
-    from jiayuan.registry.store import REGISTRY_FILE
+    from jiayuan.registry.store import registry_path
 
     if args.db:
         return Path(args.db)
-    return Path(load(getattr(args, "config", None)).gateway.state_dir) / REGISTRY_FILE
+    return registry_path(load(getattr(args, "config", None)))
 
 
 def _read(path: str) -> Any:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -173,3 +173,17 @@ class Registry:
 
     def company_names(self) -> dict[str, str]:
         return {c.id: c.name_zh for c in self.companies}
+
+    def on_streets(self, streets: Collection[str]) -> Registry:
+        """The estates on these streets (by street id, as topics carry it), with their
+        buildings and devices; every district, street and company stays."""
+        estates = tuple(e for e in self.estates if e.street in streets)
+        kept = {e.id for e in estates}
+        return Registry(
+            districts=self.districts,
+            streets=self.streets,
+            companies=self.companies,
+            estates=estates,
+            buildings=tuple(b for b in self.buildings if b.estate in kept),
+            devices=tuple(d for d in self.devices if d.estate in kept),
+        )

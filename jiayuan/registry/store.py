@@ -15,11 +15,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from jiayuan.config import Config
 from jiayuan.registry.model import Registry
 from jiayuan.registry.tables import COLUMNS, OPTIONAL, RawTable, from_rows, to_rows
 
 # Kept in the state directory (``gateway.state_dir``) under this name by default.
 REGISTRY_FILE = "registry.sqlite"
+
+
+def registry_path(config: Config) -> Path:
+    """Where the configuration keeps the registry (``[alerts] registry_db``)."""
+    if config.alerts.registry_db:
+        return Path(config.alerts.registry_db)
+    return Path(config.gateway.state_dir) / REGISTRY_FILE
+
 
 _TYPES: Mapping[str, str] = {
     "lat": "REAL",
