@@ -24,6 +24,7 @@ from alerts.grades import ALL
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
 from alerts.score import score_report
+from alerts.score_aggregate import write_aggregate_rows
 from alerts.score_api import create_score_router
 from alerts.score_cli import ALERTS_FILE
 from alerts.score_config import load_score_config
@@ -44,6 +45,8 @@ OPEN_GAUGE_EVERY_S = 10.0
 # Alert points waiting for InfluxDB while it is down; beyond this the oldest are dropped
 # (the SQLite history keeps every step, so the points can be rebuilt from it).
 MAX_PENDING_POINTS = 100_000
+# The district and city rows of a split set count the estates scored in this many intervals.
+AGGREGATE_INTERVALS = 3
 
 
 class AlertService:
@@ -192,14 +195,20 @@ class AlertService:
             registry = self.registry.load()
             if self.streets is not None:
                 registry = registry.on_streets(self.streets)
-            if not registry.estates:
-                return 0
-            report = score_report(registry, self.store, now, self.score_config)
-            distributions = report.distributions
-            if self.streets is not None:  # the district and city rows would be partial
-                distributions = tuple(d for d in distributions if d.street != ALL)
-            write_score_points(self._influx, report.cards, distributions, now)
-            return len(report.cards)
+            scored = 0
+            if registry.estates:
+                report = score_report(registry, self.store, now, self.score_config)
+                distributions = report.distributions
+                if self.streets is not None:  # the district and city rows would be partial
+                    distributions = tuple(d for d in distributions if d.street != ALL)
+                write_score_points(self._influx, report.cards, distributions, now)
+                scored = len(report.cards)
+            if self.streets is not None and self.config.alerts.score_aggregate:
+                # Every instance's estates scored in the last few intervals (one that
+                # stopped scoring drops out of the district rows after that).
+                window_ms = int(AGGREGATE_INTERVALS * self.config.alerts.score_interval_s * 1000)
+                write_aggregate_rows(self._influx, self.score_config.target, now - window_ms, now)
+            return scored
         except Exception:
             log.exception(
                 "scoring the estates failed; next try in %s s", self.config.alerts.score_interval_s

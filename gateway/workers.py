@@ -51,6 +51,7 @@ class Worker:
     state_dir: str
     api_port: int
     registry_db: str  # shared: the supervisor's registry, not one per worker
+    score_aggregate: bool  # writes the district and city grade rows (worker 1)
 
     @property
     def street_filter(self) -> str:
@@ -87,6 +88,7 @@ def plan_workers(config: Config, workers: int) -> list[Worker]:
             # Port 0 (any free port) stays 0 for every worker.
             api_port=base.api_port + number - 1 if base.api_port else 0,
             registry_db=str(registry_path(config)),
+            score_aggregate=number == 1,
         )
         for number, group in enumerate(deal_streets(streets, workers), start=1)
     ]
@@ -123,6 +125,7 @@ def worker_environment(worker: Worker) -> dict[str, str]:
     env["JIAYUAN_GATEWAY_STATE_DIR"] = worker.state_dir
     env["JIAYUAN_GATEWAY_API_PORT"] = str(worker.api_port)
     env["JIAYUAN_ALERTS_REGISTRY_DB"] = worker.registry_db
+    env["JIAYUAN_ALERTS_SCORE_AGGREGATE"] = "true" if worker.score_aggregate else "false"
     return env
 
 

@@ -136,6 +136,9 @@ class AlertsConfig:
     # The estate registry (SQLite); empty = <gateway.state_dir>/registry.sqlite.  The
     # workers of `gateway run --workers` share their supervisor's.
     registry_db: str = ""
+    # In a set of instances that split the streets, the one that also writes the district
+    # and city grade rows from every instance's estate scores (--workers: worker 1).
+    score_aggregate: bool = False
 
 
 @dataclass(frozen=True)

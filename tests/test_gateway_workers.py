@@ -58,6 +58,11 @@ def test_each_worker_gets_its_own_id_state_and_port_and_they_share_the_registry(
     # The registry `jiayuan registry import` fills with this configuration, for every worker.
     shared = "/var/lib/jiayuan/gw/registry.sqlite"
     assert [worker_environment(w)["JIAYUAN_ALERTS_REGISTRY_DB"] for w in plan] == [shared] * 2
+    # One of them writes the district and city grade rows.
+    assert [worker_environment(w)["JIAYUAN_ALERTS_SCORE_AGGREGATE"] for w in plan] == [
+        "true",
+        "false",
+    ]
     named = replace(config, alerts=AlertsConfig(registry_db="/srv/registry.sqlite"))
     assert {w.registry_db for w in plan_workers(named, 2)} == {"/srv/registry.sqlite"}
 

@@ -14,7 +14,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from alerts.grades import Grade
+from alerts.grades import Distribution, Grade
 from alerts.model import Alert
 from alerts.score import ScoreReport, day_ms, score_report
 from alerts.score_api import create_score_router
@@ -255,3 +255,38 @@ def test_an_instance_owning_some_streets_scores_only_their_estates(
         }
     assert estates == on_mine
     assert {street for _, street in rows} == set(mine)
+
+
+def test_a_split_set_writes_the_rows_one_instance_owning_every_street_would(
+    city: Registry, config: Config, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared-registry.sqlite"
+    with RegistryStore(shared) as store:
+        store.replace(city)
+    streets = sorted({e.street for e in city.estates})
+    configured = replace(config, alerts=replace(config.alerts, registry_db=str(shared)))
+    aggregating = replace(configured, alerts=replace(configured.alerts, score_aggregate=True))
+    others = AlertService(configured, clock=lambda: NOW, streets=streets[1::2])
+    aggregator = AlertService(aggregating, clock=lambda: NOW, streets=streets[::2])
+    try:
+        others.write_scores(NOW)
+        aggregator.write_scores(NOW)  # the others' estate points are in InfluxDB by now
+    finally:
+        others.stop()
+        aggregator.stop()
+
+    def counts(d: Distribution) -> tuple[int, ...]:
+        return (d.estates, *(d.counts.get(grade, 0) for grade in Grade))
+
+    one_instance = score_report(city, NoAlerts(), NOW, ScoreConfig()).distributions
+    with InfluxClient(config.influx) as client:
+        written = {
+            (s.tags["district"], s.tags["street"]): tuple(
+                int(row[s.columns.index(name)])
+                for row in s.values
+                for name in ("estates", *(grade.key for grade in Grade))
+            )
+            for s in client.query('SELECT * FROM grade_distribution GROUP BY "district", "street"')
+        }
+    assert written == {(d.district, d.street): counts(d) for d in one_instance}
+    assert ("all", "all") in written and len(written) == len(one_instance)
