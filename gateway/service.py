@@ -168,14 +168,9 @@ class Gateway:
         self.dead_letter_store.close()
 
     def _take_back_snapshot(self) -> Restored | None:
+        path, seen, streets = self._snapshot_path, self.pipeline.seen, self.ingest.streets
         try:
-            restored = take_back(
-                self._snapshot_path,
-                self.detector,
-                self.pipeline.seen,
-                self.ingest.streets,
-                wall_ms(),
-            )
+            restored = take_back(path, self.detector, seen, streets, wall_ms())
         except sqlite3.Error as error:  # unreadable: InfluxDB still holds what matters
             # Set aside, so the next clean stop can write a new one.
             aside = self._snapshot_path.with_name(self._snapshot_path.name + ".unreadable")
@@ -199,15 +194,10 @@ class Gateway:
         return restored
 
     def _save_snapshot(self) -> None:
+        path, seen, streets = self._snapshot_path, self.pipeline.seen, self.ingest.streets
         started = time.monotonic()
         try:
-            size = save(
-                self._snapshot_path,
-                self.detector,
-                self.pipeline.seen,
-                self.ingest.streets,
-                wall_ms(),
-            )
+            size = save(path, self.detector, seen, streets, wall_ms())
         except (OSError, sqlite3.Error) as error:  # the next start resumes from InfluxDB
             log.error("cannot save the detection snapshot: %s", error)
             return
