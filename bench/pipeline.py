@@ -37,6 +37,7 @@ from pathlib import Path
 
 import msgspec
 
+from gateway.collector import tune_collector
 from gateway.dedup import SeqWindow
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
@@ -176,6 +177,7 @@ def main() -> None:
         help="measure the memory held per device with N devices instead of the speed",
     )
     args = parser.parse_args()
+    tune_collector()  # as the gateway runs (gateway/collector.py)
     if args.memory_devices:
         pipeline, measured, per_device = memory_per_device(args.memory_devices, args.batch_readings)
         print(

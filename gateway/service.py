@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
+from gateway.collector import tune_collector
 from gateway.deadletters import DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
 from gateway.ingest import ALL_STREETS, MqttIngest
@@ -102,6 +103,7 @@ class Gateway:
         if self._started_at is not None:
             raise RuntimeError("a Gateway starts once; make a new one to start again")
         self._started_at = time.monotonic()
+        tune_collector()
         # Before any traffic: the detection state of the last run, from the snapshot a
         # clean stop left, else the devices and open anomalies InfluxDB holds.
         restored = self._take_back_snapshot()
