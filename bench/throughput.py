@@ -220,15 +220,18 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
     client.disconnect()
 
 
-def run_counter(port: int, expected: int, drain: bool, gateway_window_s: float | None) -> None:
+def run_counter(
+    port: int, expected: int, drain: bool, gateway_window_s: float | None, protocol: str = "5"
+) -> None:
     """The bare subscriber: counts messages, nothing else.
 
     With ``drain`` it subscribes in a persistent session, goes away while the traffic is
     published (the broker queues it), and is timed from reconnecting to the last message.
-    With ``gateway_window_s``: MQTT v5 with ``manual_ack`` and a receive maximum as the
-    gateway's ingest sets them, messages acknowledged from a second thread in bursts as the
-    gateway's commit thread does (a batch closes after ``QUIET_S`` without messages or at
-    this batch window, ``flush_interval_s``; all its messages are acknowledged together);
+    With ``gateway_window_s``: the gateway's MQTT version (``protocol``; v5 with a receive
+    maximum) and ``manual_ack``, as the gateway's ingest sets them, messages acknowledged
+    from a second thread in bursts as the gateway's commit thread does (a batch closes after
+    ``QUIET_S`` without messages or at this batch window, ``flush_interval_s``; all its
+    messages are acknowledged together);
     still no processing (the gateway's MQTT floor).
     """
     client_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
@@ -263,7 +266,7 @@ def run_counter(port: int, expected: int, drain: bool, gateway_window_s: float |
                 client.ack(mid, 1)
 
     def connected() -> mqtt.Client:
-        if like_gateway:
+        if like_gateway and protocol == "5":
             client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=client_id,
@@ -275,12 +278,15 @@ def run_counter(port: int, expected: int, drain: bool, gateway_window_s: float |
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
         else:
             client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
+                CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                clean_session=False,
+                manual_ack=like_gateway,
             )
         client.on_message = on_message
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_connect = lambda c, *_: c.subscribe("jiayuan/#", qos=1)
-        if like_gateway:
+        if like_gateway and protocol == "5":
             client.connect("127.0.0.1", port, clean_start=False, properties=properties)
         else:
             client.connect("127.0.0.1", port)
@@ -331,6 +337,7 @@ def run_gateway(settings: str, drain: bool) -> None:
             url=given["mqtt"],
             gateway_client_id=given["client_id"],
             street_filter=given["streets"],
+            gateway_protocol=given["protocol"],
         ),
         influx=InfluxConfig(url=given["influx"], database=given["database"]),
         gateway=GatewayConfig(
@@ -404,6 +411,7 @@ def bare_subscriber(
     workdir: Path,
     drain: bool,
     gateway_window_s: float | None = None,
+    protocol: str = "5",
 ) -> SubscriberRun:
     """(a): readings per second a counting paho subscriber receives, and its CPU time;
     (a') with ``gateway_window_s`` (see ``run_counter``)."""
@@ -413,6 +421,7 @@ def bare_subscriber(
         str(len(wires)),
         "1" if drain else "",
         "" if gateway_window_s is None else str(gateway_window_s),
+        protocol,
     )
     _expect(counter, "counter")
     publisher = _publish(servers, wires, workdir)
@@ -472,6 +481,7 @@ def _start_gateway(
     drain: bool,
     streets: str,
     flush_interval_s: float,
+    protocol: str,
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
@@ -481,6 +491,7 @@ def _start_gateway(
         "state_dir": str(workdir / database / uuid.uuid4().hex[:6]),
         "streets": streets,
         "flush_interval_s": flush_interval_s,
+        "protocol": protocol,
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
 
@@ -511,6 +522,7 @@ def gateway_end_to_end(
     drain: bool = False,
     instances: int = 1,
     flush_interval_s: float = GatewayConfig().flush_interval_s,
+    protocol: str = "5",
 ) -> GatewayRun:
     """(c): readings per second from first publish to all counted in InfluxDB, through
     ``instances`` gateway processes that split the streets."""
@@ -521,7 +533,7 @@ def gateway_end_to_end(
         if not any(marked in group.split(",") for group in streets):
             streets[0] += f",{marked}"
     gateways = [
-        _start_gateway(servers, workdir, database, drain, group, flush_interval_s)
+        _start_gateway(servers, workdir, database, drain, group, flush_interval_s, protocol)
         for group in streets
     ]
     baseline = sum(_expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
@@ -653,7 +665,10 @@ def measure(args: argparse.Namespace) -> None:
         profile_pipeline(profiled, args.profile_top, args.profile_sort)
         return
     drain = not args.live
-    print(f"gateway batch window (flush_interval_s): {args.flush_interval:g} s")
+    print(
+        f"gateway batch window (flush_interval_s): {args.flush_interval:g} s; "
+        f"MQTT {args.gateway_protocol} ingest (mqtt.gateway_protocol)"
+    )
     print(
         "(a) and (c) timed "
         + (
@@ -668,12 +683,18 @@ def measure(args: argparse.Namespace) -> None:
         print("(a) bare paho subscriber, one reading per message")
         a_single = bare_subscriber(servers, traffic.single, workdir, drain)
         _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
+        handling = "v5, receive maximum" if args.gateway_protocol == "5" else "3.1.1"
         print(
-            "(a') the same with the gateway's MQTT handling: v5, receive maximum, manual acks "
+            f"(a') the same with the gateway's MQTT handling: {handling}, manual acks "
             "from a second thread, a batch's acks together"
         )
         a_manual = bare_subscriber(
-            servers, traffic.single, workdir, drain, gateway_window_s=args.flush_interval
+            servers,
+            traffic.single,
+            workdir,
+            drain,
+            gateway_window_s=args.flush_interval,
+            protocol=args.gateway_protocol,
         )
         _cpu(a_manual.rate, a_manual.cpu_s, len(traffic.single), "subscriber")
         print(f"(a) bare paho subscriber, {args.batch} readings per message")
@@ -697,6 +718,7 @@ def measure(args: argparse.Namespace) -> None:
                 drain=drain and not rate,
                 instances=count,
                 flush_interval_s=args.flush_interval,
+                protocol=args.gateway_protocol,
             )
 
         for count in sorted({1, args.instances}):
@@ -776,6 +798,12 @@ def main() -> None:
         help="the gateways' batch window, gateway.flush_interval_s (default %(default)s s)",
     )
     parser.add_argument(
+        "--gateway-protocol",
+        choices=("5", "3.1.1"),
+        default=MqttConfig().gateway_protocol,
+        help="the gateways' MQTT version, mqtt.gateway_protocol (default %(default)s)",
+    )
+    parser.add_argument(
         "--live", action="store_true", help="time (a) and (c) while publishing, not a backlog"
     )
     parser.add_argument(
@@ -785,15 +813,19 @@ def main() -> None:
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
     parser.add_argument("--publish", nargs=4, metavar=("PORT", "FILE", "RATE", "MARK"))
-    parser.add_argument("--count", nargs=4, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW"))
+    parser.add_argument(
+        "--count", nargs=5, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW", "PROTOCOL")
+    )
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
         port, traffic_file, rate, mark = args.publish
         run_publisher(int(port), traffic_file, float(rate), mark)
     elif args.count:
-        port, expected, drain, window = args.count
-        run_counter(int(port), int(expected), bool(drain), float(window) if window else None)
+        port, expected, drain, window, protocol = args.count
+        run_counter(
+            int(port), int(expected), bool(drain), float(window) if window else None, protocol
+        )
     elif args.gateway:
         run_gateway(args.gateway[0], bool(args.gateway[1]))
     else:

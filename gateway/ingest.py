@@ -1,10 +1,11 @@
 """MQTT ingest: a persistent session that hands messages to the processing thread.
 
-paho-mqtt 2.x, MQTT v5, ``manual_ack=True``: a QoS 1 message is acknowledged only once its
-readings are durable, so a crash loses nothing (the broker redelivers).  The session is
-persistent (fixed client id, clean start off, a long session expiry), so the broker queues
-QoS 1 messages while the gateway is down.  ``on_message`` only enqueues: no work on the
-network thread.  paho reconnects by itself; every (re)connect subscribes again.
+paho-mqtt 2.x, MQTT v5 (or 3.1.1: ``[mqtt] gateway_protocol``), ``manual_ack=True``: a QoS 1
+message is acknowledged only once its readings are durable, so a crash loses nothing (the
+broker redelivers).  The session is persistent (fixed client id; v5: clean start off and a
+long session expiry; 3.1.1: clean session off, expiry as the broker is configured), so the
+broker queues QoS 1 messages while the gateway is down.  ``on_message`` only enqueues: no
+work on the network thread.  paho reconnects by itself; every (re)connect subscribes again.
 
 Scale-out (docs/scaling.md): an instance owns the streets in ``[mqtt] street_filter`` ("+"
 for all, or "a,b"), one subscription per street, so every message of a device reaches the
@@ -93,10 +94,13 @@ class MqttIngest:
         self.unsubscribed: set[str] = set()
         self._connected = threading.Event()
         self._subscribed = threading.Event()
+        self._v5 = config.gateway_protocol == "5"
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.gateway_client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
+            # MQTT 3.1.1: a persistent session is one without a clean session.
+            clean_session=None if self._v5 else False,
             manual_ack=True,
         )
         if config.username:
@@ -132,17 +136,20 @@ class MqttIngest:
         return self._session
 
     def start(self) -> None:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        properties.SessionExpiryInterval = SESSION_EXPIRY_S
-        properties.ReceiveMaximum = RECEIVE_MAXIMUM
         # Asynchronous: a broker that is down at start is retried by the network thread.
-        self._client.connect_async(
-            self.config.host,
-            self.config.port,
-            keepalive=KEEPALIVE_S,
-            clean_start=False,
-            properties=properties,
-        )
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = SESSION_EXPIRY_S
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+            self._client.connect_async(
+                self.config.host,
+                self.config.port,
+                keepalive=KEEPALIVE_S,
+                clean_start=False,
+                properties=properties,
+            )
+        else:
+            self._client.connect_async(self.config.host, self.config.port, keepalive=KEEPALIVE_S)
         self._client.loop_start()
 
     def wait_subscribed(self, timeout_s: float) -> bool:

@@ -38,6 +38,12 @@ class MqttConfig:
     # Which streets this gateway owns: "+" for all, or street ids separated by commas
     # ("s01,s02"), one subscription each.  Instances of one district own disjoint streets.
     street_filter: str = "+"
+    # The MQTT version of the gateway's ingest.  "5": the client bounds its own in-flight
+    # messages (receive maximum) and session lifetime (a week), and learns of a session
+    # takeover where the broker reports it.  "3.1.1": about half paho's CPU per message
+    # (paho parses v5 properties on every PUBLISH; bench/README.md), with the in-flight
+    # limit and session expiry left to the broker's settings (docs/scaling.md).
+    gateway_protocol: Literal["5", "3.1.1"] = "5"
     # TLS to the broker (docs/security.md): on when the URL is mqtts:// or a CA file is
     # given.  tls_ca_file verifies the broker; cert and key are for client certificates.
     tls_ca_file: str = ""

@@ -584,6 +584,9 @@ def _write_mosquitto_conf(servers: RunningServers) -> None:
         "max_inflight_messages 1000",
         "max_queued_messages 1000000",
         "max_queued_bytes 0",
+        # MQTT 3.1.1 sessions carry no expiry of their own ([mqtt] gateway_protocol):
+        # the week a v5 gateway asks for.
+        "persistent_client_expiration 7d",
         f"log_dest file {servers.data_dir / 'mosquitto.log'}",
         "log_type error",
         "log_type warning",

@@ -254,9 +254,17 @@ def test_edge_status_is_recorded(gateway: Gateway, publisher: Publisher, config:
     assert gateway.stats.dead_letters == 0
 
 
+def on_protocol(config: Config, protocol: str) -> Config:
+    """The configuration with the gateway's ingest on this MQTT version."""
+    assert protocol in ("5", "3.1.1")
+    return replace(config, mqtt=replace(config.mqtt, gateway_protocol=protocol))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_messages_sent_while_stopped_arrive_after_restart(
-    config: Config, publisher: Publisher
+    config: Config, publisher: Publisher, protocol: str
 ) -> None:
+    config = on_protocol(config, protocol)
     first = Gateway(config, serve_api=False)
     first.start()
     assert first.wait_ready(10)
@@ -275,11 +283,13 @@ def test_messages_sent_while_stopped_arrive_after_restart(
         second.stop()
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_influx_down_no_ack_then_stored_after_it_returns(
-    config: Config, publisher: Publisher, servers: RunningServers
+    config: Config, publisher: Publisher, servers: RunningServers, protocol: str
 ) -> None:
     # Without the disk spool (tests/test_gateway_spool.py covers it): nothing is
     # acknowledged and the broker holds the backlog.
+    config = on_protocol(config, protocol)
     config = replace(config, gateway=replace(config.gateway, spool_after_s=3600.0))
     first = Gateway(config, serve_api=False)
     first.start()
@@ -360,16 +370,24 @@ def test_api_routes(gateway: Gateway, publisher: Publisher) -> None:
         assert "/anomalies" in http.get("/openapi.json").json()["paths"]
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_reconnects_and_resubscribes_after_a_broker_restart(
-    gateway: Gateway, servers: RunningServers, config: Config
+    servers: RunningServers, config: Config, protocol: str
 ) -> None:
-    servers.restart_mosquitto()
-    wait_for(lambda: gateway.mqtt_connected, timeout_s=15)
-    assert gateway.wait_ready(10)
-    publisher = Publisher(servers.mqtt_port)
+    config = on_protocol(config, protocol)
+    gateway = Gateway(config, serve_api=False)
+    gateway.start()
     try:
-        publisher.readings(sample_readings(10, now_ms() - 1000))
-        wait_for(lambda: gateway.stats.readings_stored == 10)
+        assert gateway.wait_ready(10)
+        servers.restart_mosquitto()
+        wait_for(lambda: gateway.mqtt_connected, timeout_s=15)
+        assert gateway.wait_ready(10)
+        publisher = Publisher(servers.mqtt_port)
+        try:
+            publisher.readings(sample_readings(10, now_ms() - 1000))
+            wait_for(lambda: gateway.stats.readings_stored == 10)
+        finally:
+            publisher.close()
     finally:
-        publisher.close()
+        gateway.stop()
     assert stored_count(config) == 10
