@@ -164,6 +164,11 @@ class StatisticalDetectors(Stateful):
             row_slots: list[int] = []  # the device's slots, read once per reading
             ts = reading.ts
             for name, value in reading.values.items():
+                # The column first: most of a reading's values are never judged (a lift
+                # sends 13, one of them judged), and their None is one look-up.
+                column = columns.get(name, _UNSEEN)
+                if column is None:
+                    continue
                 # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
                 # only for a finite number.
                 kind_of_value = type(value)
@@ -172,11 +177,10 @@ class StatisticalDetectors(Stateful):
                 number = float(value)
                 if number - number != 0.0:
                     continue
-                column = columns.get(name, _UNSEEN)
                 if column is _UNSEEN:
                     column = self._column(table, kind, name)
-                if column is None:
-                    continue
+                    if column is None:
+                        continue
                 if row < 0:
                     row = table.row(place.key)
                     row_slots = table.slots[row].tolist()
