@@ -1,5 +1,5 @@
-"""The fast paths of check_reading, telemetry_line and the piles' peer excess give exactly
-what the old code gave.
+"""The fast paths of check_reading, telemetry_line, the piles' peer excess and the rules'
+number reading give exactly what the old code gave.
 
 The references below are the code as it was before the fast paths (issue 8), kept verbatim:
 for random readings, valid and broken in every way the contract knows, the new
@@ -9,17 +9,19 @@ line or the same error.
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import statistics
 import sys
 import time
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.points import place_tags, telemetry_line
-from gateway.rules.base import Place
+from gateway.rules.base import Place, as_number, number
 from gateway.rules.ebike_charger import MIN_PEERS, _peer_excess
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, Kind, ValueType, family, port_field
 from jiayuan.contract import (
@@ -431,3 +433,44 @@ def test_peer_excess_matches_the_reference(residual: dict[int, float]) -> None:
     assert fast.keys() == reference.keys()
     for port, value in fast.items():
         assert value == reference[port] or (math.isnan(value) and math.isnan(reference[port]))
+
+
+def _as_number_reference(value: object, default: float = math.nan) -> float:
+    """gateway/rules/base.py ``number`` before the type() fast path (issue 8), verbatim
+    but for the look-up."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return default
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Reading(float):
+    """A float subclass (numpy's float64 is one): still a number."""
+
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.floats(allow_nan=False).map(_Reading),
+    st.just(_Level.HIGH),
+    st.just(np.float64(2.5)),
+    st.just(np.int64(7)),
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_ANY_VALUE, st.sampled_from([math.nan, 0.0, -1.0]))
+def test_as_number_matches_the_reference(value: object, default: float) -> None:
+    fast, reference = as_number(value, default), _as_number_reference(value, default)
+    assert type(fast) is float
+    assert fast == reference or (math.isnan(fast) and math.isnan(reference))
+    looked_up = number({"x": value}, "x", default)  # type: ignore[dict-item]
+    assert looked_up == fast or (math.isnan(looked_up) and math.isnan(fast))
+    absent = number({}, "x", default)
+    assert absent == default or (math.isnan(absent) and math.isnan(default))

@@ -618,9 +618,22 @@ def grown(old: _Array, rows: int, fill: object) -> _Array:
     return new  # type: ignore[return-value]
 
 
-def number(values: Values, name: str, default: float = float("nan")) -> float:
+def number(values: Values, name: str, default: float = math.nan) -> float:
     """A numeric value, or ``default`` when the device has not reported it (yet)."""
-    value = values.get(name)
+    return as_number(values.get(name), default)
+
+
+def as_number(value: object, default: float = math.nan) -> float:
+    """A real number as a float; anything else (absent, a bool, a string) is ``default``.
+
+    Exact float and int first, by ``type()``: nearly every value is one, and the
+    ``isinstance`` pair costs as much again (predicates call this several times a
+    reading)."""
+    kind = type(value)
+    if kind is float:
+        return value  # type: ignore[return-value]
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     return default

@@ -27,6 +27,7 @@ from gateway.rules.base import (
     Predicate,
     TableRules,
     Values,
+    as_number,
     flag,
     measure,
     number,
@@ -142,25 +143,16 @@ class EbikeChargerRules(TableRules):
         residual: dict[int, float] = {}
         rise_per_w, get = self._rise_per_w, values.get
         for port, power_name, temp_name, lag_name in _PORT_NAMES:
-            power = _number(get(power_name))
-            temp = _number(get(temp_name))
+            power = as_number(get(power_name))
+            temp = as_number(get(temp_name))
             if math.isnan(power) or math.isnan(temp):
                 continue
-            lag = _number(get(lag_name))
+            lag = as_number(get(lag_name))
             lag = power if math.isnan(lag) else lag + (power - lag) * gain
             values[lag_name] = lag
             residual[port] = temp - rise_per_w * lag
         for port, excess in _peer_excess(residual).items():
             values[_EXCESS_NAMES[port]] = excess
-
-
-def _number(value: object) -> float:
-    """As ``number`` on a value already looked up (float first: nearly all are)."""
-    if type(value) is float:
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return math.nan
 
 
 def _peer_excess(residual: dict[int, float]) -> dict[int, float]:

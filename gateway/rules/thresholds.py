@@ -25,7 +25,6 @@ which is the value as sent for such values.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from gateway.rules.base import (
     Check,
     DeviceKey,
     above,
+    as_number,
     below,
     grown,
     grown_rows,
@@ -201,7 +201,7 @@ class ThresholdTable(Stateful):
             for column, value in found:
                 columns.append(column)
                 # As ``number``: anything but a real number reads as "not reported".
-                values.append(value if type(value) is float else _number(value))
+                values.append(value if type(value) is float else as_number(value))
         owner_array = np.array(owners, dtype=np.int64)
         column_array = np.array(columns, dtype=np.int64)
         value_array = np.array(values, dtype=np.float32)
@@ -281,7 +281,7 @@ class ThresholdTable(Stateful):
             reading = items[position][1]
             if threshold.signal in reading.values:
                 # Rounded to float32 as stored, so it compares as the batch test did.
-                value = float(np.float32(_number(reading.values[threshold.signal])))
+                value = float(np.float32(as_number(reading.values[threshold.signal])))
             signed = sign * value
             if not (signed <= clear_at if active else signed > open_at):
                 pending = False
@@ -339,9 +339,3 @@ class ThresholdTable(Stateful):
                         threshold.detail,
                     )
                 )
-
-
-def _number(value: object) -> float:
-    return (
-        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
-    )
