@@ -42,6 +42,9 @@ class ApiSource(Protocol):
     def mqtt_connected(self) -> bool: ...
 
     @property
+    def mqtt_unstable(self) -> bool: ...
+
+    @property
     def uptime_s(self) -> float: ...
 
     def influx_reachable(self) -> bool: ...
@@ -78,10 +81,14 @@ class StatsOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"] = Field(
-        description="ok when the broker is connected and InfluxDB answers"
+        description="ok when the broker is connected, the connection is stable and InfluxDB answers"
     )
     status_zh: str = Field(description="状态（中文）")
     mqtt_connected: bool
+    mqtt_unstable: bool = Field(
+        description="the broker keeps closing the connection within seconds of making it: "
+        "another gateway with the same client id, or a failing link (see the log)"
+    )
     influx_reachable: bool
     uptime_s: float
     counters: StatsOut
@@ -210,12 +217,14 @@ def create_app(
     @app.get("/health", response_model=HealthOut, summary="网关健康状态 Gateway health")
     def health() -> HealthOut:
         mqtt_ok, influx_ok = source.mqtt_connected, source.influx_reachable()
-        ok = mqtt_ok and influx_ok
+        unstable = source.mqtt_unstable
+        ok = mqtt_ok and influx_ok and not unstable
         stats = source.stats
         return HealthOut(
             status="ok" if ok else "degraded",
             status_zh="正常" if ok else "降级",
             mqtt_connected=mqtt_ok,
+            mqtt_unstable=unstable,
             influx_reachable=influx_ok,
             uptime_s=source.uptime_s,
             counters=StatsOut.model_validate(stats, from_attributes=True),

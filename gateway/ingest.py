@@ -12,7 +12,9 @@ for all, or "a,b"), one subscription per street, so every message of a device re
 one instance that holds its detector state.  Each instance needs its own
 ``gateway_client_id``: a second one connecting with the same id takes the session over;
 where the broker says so (MQTT v5 reason 0x8E: EMQX, HiveMQ; Mosquitto 2.0 just closes the
-connection) the first stops with an error instead of taking it back in a loop.
+connection) the first stops with an error instead of taking it back in a loop.  Where it
+does not, connections that keep ending within seconds of being made (``gateway.mqtt_flaps``)
+are reported as an error and make ``/health`` degraded.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.mqtt_flaps import ShortConnections
 from gateway.pipeline import Message, wall_ms
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import ConfigError, MqttConfig
@@ -88,6 +91,7 @@ class MqttIngest:
         self._inbox = inbox
         self._session = 0
         self._taken_over = threading.Event()
+        self.short_connections = ShortConnections()
         # Streets given up since an earlier run (see _drop_stale_street), and those whose
         # unsubscription the broker has confirmed.
         self._stale: dict[int, str] = {}
@@ -129,6 +133,12 @@ class MqttIngest:
     def taken_over(self) -> bool:
         """Another client connected with this client id; this one has stopped for good."""
         return self._taken_over.is_set()
+
+    @property
+    def unstable(self) -> bool:
+        """Connections keep ending within seconds of being made: another instance with
+        this client id, or a failing link (``gateway.mqtt_flaps``)."""
+        return self.short_connections.unstable
 
     @property
     def session(self) -> int:
@@ -184,6 +194,7 @@ class MqttIngest:
             log.warning("MQTT broker %s refused the connection: %s", self.config.url, reason_code)
             return
         self._session += 1
+        self.short_connections.connected()
         self._connected.set()
         log.info(
             "connected to MQTT broker %s (session present: %s)",
@@ -233,7 +244,24 @@ class MqttIngest:
             )
             client.disconnect()
             return
-        if reason_code.is_failure:
+        if not reason_code.is_failure:
+            return
+        if self.short_connections.lost():
+            flaps = self.short_connections
+            log.error(
+                "the MQTT broker %s closed this gateway's connection within %g s of making it "
+                "%d times in %g s. Another gateway is probably using the client id %r: the "
+                "broker gives the session to the newest connection, so the two replace "
+                "each other and each judges only part of every device's readings. Give "
+                "every instance its own gateway_client_id (--client-id). Otherwise the "
+                "link to the broker keeps failing",
+                self.config.url,
+                flaps.short_s,
+                flaps.recent,
+                flaps.window_s,
+                self.config.gateway_client_id,
+            )
+        else:
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.config.url, reason_code)
 
     def _on_unsubscribe(

@@ -84,6 +84,12 @@ class GatewayMetrics:
             "MQTT messages waiting for the processing thread",
             registry=r,
         )
+        self.mqtt_unstable = Gauge(
+            "jiayuan_gateway_mqtt_unstable",
+            "1 while the broker keeps closing the connection within seconds of making it "
+            "(another instance with the same client id, or a failing link)",
+            registry=r,
+        )
         for reason in Reason:
             self._dead_letters.labels(reason.value)
 

@@ -229,6 +229,11 @@ class Gateway:
         return self.ingest.connected
 
     @property
+    def mqtt_unstable(self) -> bool:
+        """The broker keeps closing the connection soon after making it (gateway.mqtt_flaps)."""
+        return self.ingest.unstable
+
+    @property
     def uptime_s(self) -> float:
         return 0.0 if self._started_at is None else time.monotonic() - self._started_at
 
@@ -250,4 +255,5 @@ class Gateway:
 
     def metrics_exposition(self) -> bytes:
         self.metrics.queue_depth.set(self._inbox.qsize())
+        self.metrics.mqtt_unstable.set(1 if self.ingest.unstable else 0)
         return self.metrics.exposition()

@@ -96,6 +96,10 @@ class Source:
         return True
 
     @property
+    def mqtt_unstable(self) -> bool:
+        return False
+
+    @property
     def uptime_s(self) -> float:
         return 1.0
 
