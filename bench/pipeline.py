@@ -88,28 +88,31 @@ def run_batches(pipeline: Pipeline, messages: list[Message], max_readings: int) 
     return batches
 
 
-def memory_per_device(devices: int, batch_readings: int) -> tuple[Pipeline, int, float]:
-    """(the pipeline, devices measured, bytes it holds per device) by tracemalloc."""
-    import tracemalloc
+class DeviceClones:
+    """The simulated estates' first readings (three per device, so every signal is seen
+    and every check's state allocated), cloned under new estate, edge and device names
+    until there are at least ``devices`` devices: the traffic of a district far larger
+    than the simulator builds, for memory measurements."""
 
-    registry = build_registry(6, seed=1)
-    end_ms = int(time.time() * 1000) - 60_000
-    start_ms = end_ms - 120_000
-    per_estate: dict[str, list[Reading]] = defaultdict(list)
-    estates: dict[str, Estate] = {}
-    firsts: dict[str, int] = defaultdict(int)
-    for estate, _, reading in as_gateway_input(generate(registry, [], start_ms, end_ms, 1)):
-        if firsts[reading.device] < 3:  # every signal seen, every check's state allocated
-            firsts[reading.device] += 1
-            per_estate[estate.id].append(reading)
-            estates[estate.id] = estate
-    model_devices = len(firsts)
-    clones = -(-devices // model_devices)
+    def __init__(self, devices: int, end_ms: int) -> None:
+        registry = build_registry(6, seed=1)
+        start_ms = end_ms - 120_000
+        self._per_estate: dict[str, list[Reading]] = defaultdict(list)
+        self._estates: dict[str, Estate] = {}
+        firsts: dict[str, int] = defaultdict(int)
+        for estate, _, reading in as_gateway_input(generate(registry, [], start_ms, end_ms, 1)):
+            if firsts[reading.device] < 3:
+                firsts[reading.device] += 1
+                self._per_estate[estate.id].append(reading)
+                self._estates[estate.id] = estate
+        self.devices_per_clone = len(firsts)
+        self.clones = -(-devices // self.devices_per_clone)
 
-    def messages_of(clone: int) -> list[Message]:
+    def wires(self, clone: int) -> list[tuple[str, bytes, int]]:
+        """One clone's batch messages: (topic, payload, readings), one per estate."""
         out = []
-        for estate_id, readings in per_estate.items():
-            estate = estates[estate_id]
+        for estate_id, readings in self._per_estate.items():
+            estate = self._estates[estate_id]
             edge = f"{estate.edge_id}.c{clone}"
             topic = batch_topic(estate.district, estate.street, f"{estate_id}.c{clone}", edge)
             renamed = [
@@ -117,21 +120,33 @@ def memory_per_device(devices: int, batch_readings: int) -> tuple[Pipeline, int,
                 for reading in readings
             ]
             payload = encode(Envelope(v=1, edge=edge, readings=renamed))
-            out.append(Message(topic, payload, 1, 1, end_ms))
+            out.append((topic, payload, len(renamed)))
         return out
 
+
+def memory_per_device(devices: int, batch_readings: int) -> tuple[Pipeline, int, float]:
+    """(the pipeline, devices measured, bytes it holds per device) by tracemalloc."""
+    import tracemalloc
+
+    end_ms = int(time.time() * 1000) - 60_000
+    cloned = DeviceClones(devices, end_ms)
+
+    def messages_of(clone: int) -> list[Message]:
+        return [Message(topic, payload, 1, 1, end_ms) for topic, payload, _ in cloned.wires(clone)]
+
     pipeline = Pipeline(Detector(), GatewayMetrics())
-    run_batches(pipeline, messages_of(clones), batch_readings)  # imports and first caches
+    # One clone more first, for the imports and first caches.
+    run_batches(pipeline, messages_of(cloned.clones), batch_readings)
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
-    for clone in range(clones):
+    for clone in range(cloned.clones):
         batches = run_batches(pipeline, messages_of(clone), batch_readings)
         if any(batch.dead for batch in batches):
             raise SystemExit(f"dead-lettered: {next(b.dead[0].detail for b in batches if b.dead)}")
         del batches  # what is written and acknowledged is not per-device state
     after, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    measured = clones * model_devices
+    measured = cloned.clones * cloned.devices_per_clone
     return pipeline, measured, (after - before) / measured
 
 

@@ -25,6 +25,12 @@ into the traffic; each opens an anomaly, and InfluxDB is polled for it.
 
     .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--single 30000] [--live]
     .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
+    .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
+
+``--memory-devices N``: one gateway process drains the first readings of N devices (the
+simulated estates cloned under new names) from the broker, then another N/2; their
+resident memory when the last reading was stored and at the peak, less their memory once
+subscribed, and what a device adds between the two.
 """
 
 from __future__ import annotations
@@ -360,15 +366,17 @@ def run_gateway(settings: str, drain: bool) -> None:
         gateway.start()
         _say(sys.stdout, started=started)
     cpu_before = time.process_time()
-    stored = {"count": 0, "at": 0.0}
+    stored = {"count": 0, "at": 0.0, "rss_kb": 0}
     stop_sampling = threading.Event()
 
     def sample_stored() -> None:
-        """When the gateway's last write to InfluxDB returned (its readings then durable)."""
+        """When the gateway's last write to InfluxDB returned (its readings then durable),
+        and its resident memory then (what it holds once the traffic is in)."""
         while not stop_sampling.wait(STORED_SAMPLE_S):
             count = gateway.metrics.snapshot().readings_stored
             if count != stored["count"]:
                 stored["count"], stored["at"] = count, time.time()
+                stored["rss_kb"] = _status_kb("VmRSS")
 
     sampler = threading.Thread(target=sample_stored, daemon=True)
     sampler.start()
@@ -377,8 +385,16 @@ def run_gateway(settings: str, drain: bool) -> None:
     stop_sampling.set()
     sampler.join()
     hwm = _status_kb("VmHWM")
+    open_anomalies = gateway.detector.book.open_count
     gateway.stop()
-    _say(sys.stdout, hwm_kb=hwm, cpu_s=cpu_s, stored_at=stored["at"])
+    _say(
+        sys.stdout,
+        hwm_kb=hwm,
+        cpu_s=cpu_s,
+        stored_at=stored["at"],
+        stored_rss_kb=stored["rss_kb"],
+        open_anomalies=open_anomalies,
+    )
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -472,6 +488,8 @@ class GatewayRun(msgspec.Struct):
     hwm_kb: int
     cpu_s: float  # the instances' CPU time while measured
     latencies_ms: list[float]
+    stored_rss_kb: int = 0  # summed VmRSS when each instance last stored readings
+    open_anomalies: int = 0
 
 
 def _start_gateway(
@@ -608,6 +626,8 @@ def gateway_end_to_end(
         hwm_kb=sum(int(end["hwm_kb"]) for end in ends),
         cpu_s=sum(float(end["cpu_s"]) for end in ends),
         latencies_ms=latencies,
+        stored_rss_kb=sum(int(end["stored_rss_kb"]) for end in ends),
+        open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
     )
 
 
@@ -650,8 +670,56 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     pstats.Stats(profiler).sort_stats(order).print_stats(top)
 
 
+def memory_at_scale(devices: int, protocol: str) -> None:
+    """One gateway process taking the first readings of ``devices`` devices (the simulated
+    estates cloned, ``bench.pipeline.DeviceClones``) from the broker, then a fresh one
+    taking half as many: their resident memory when the last reading was stored and at
+    the peak, less their memory once subscribed.  The difference between the two runs over
+    the difference in devices is the memory a device adds, apart from what the process
+    holds whatever the number of devices (the in-flight messages, buffers, caches)."""
+    from bench.pipeline import DeviceClones
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
+    servers = start_servers(workdir / "servers")
+    held: dict[int, float] = {}
+    try:
+        for count in (devices, devices // 2):
+            cloned = DeviceClones(count, int(time.time() * 1000) - 5_000)
+            wires = [wire for clone in range(cloned.clones) for wire in cloned.wires(clone)]
+            measured = cloned.clones * cloned.devices_per_clone
+            print(
+                f"{measured:,} devices ({cloned.clones:,} clones of the "
+                f"{cloned.devices_per_clone} devices of 6 simulated estates): "
+                f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
+            )
+            run = gateway_end_to_end(servers, wires, workdir, drain=True, protocol=protocol)
+            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            kept, peak = run.stored_rss_kb - run.baseline_kb, run.hwm_kb - run.baseline_kb
+            held[measured] = kept * 1024
+            print(
+                f"    memory once subscribed {run.baseline_kb / 1024:.1f} MiB; grown by the "
+                f"last reading stored {kept / 1024:.1f} MiB ({kept * 1024 / measured:,.0f} B "
+                f"per device), at the peak {peak / 1024:.1f} MiB "
+                f"({peak * 1024 / measured:,.0f} B per device); "
+                f"{run.open_anomalies:,} anomalies open at the end"
+            )
+        (many, many_bytes), (few, few_bytes) = sorted(held.items(), reverse=True)
+        print(
+            f"memory a device adds (held, {few:,} → {many:,} devices): "
+            f"{(many_bytes - few_bytes) / (many - few):,.0f} B"
+        )
+        print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
+    finally:
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def measure(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
+    if args.memory_devices:
+        memory_at_scale(args.memory_devices, args.gateway_protocol)
+        return
     started = time.perf_counter()
     traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
     print(
@@ -808,6 +876,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--profile", choices=("batched", "single"), help="only profile the pipeline on this traffic"
+    )
+    parser.add_argument(
+        "--memory-devices",
+        type=int,
+        metavar="N",
+        help="only measure one gateway process's memory with N devices' first readings",
     )
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
