@@ -60,6 +60,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.heap import trim_heap
 from gateway.ingest import RECEIVE_MAXIMUM
 from gateway.points import telemetry_line
 from gateway.processor import QUIET_S
@@ -347,7 +348,9 @@ def run_gateway(settings: str, drain: bool) -> None:
         ),
         influx=InfluxConfig(url=given["influx"], database=given["database"]),
         gateway=GatewayConfig(
-            state_dir=given["state_dir"], flush_interval_s=given["flush_interval_s"]
+            state_dir=given["state_dir"],
+            flush_interval_s=given["flush_interval_s"],
+            heap_trim_interval_s=given["heap_trim_interval_s"],
         ),
         alerts=AlertsConfig(enabled=False),
         source="bench",
@@ -386,6 +389,8 @@ def run_gateway(settings: str, drain: bool) -> None:
     sampler.join()
     hwm = _status_kb("VmHWM")
     open_anomalies = gateway.detector.book.open_count
+    trim_heap()  # what the gateway's own trimmer leaves (gateway/heap.py)
+    trimmed_rss_kb = _status_kb("VmRSS")
     gateway.stop()
     _say(
         sys.stdout,
@@ -393,6 +398,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         cpu_s=cpu_s,
         stored_at=stored["at"],
         stored_rss_kb=stored["rss_kb"],
+        trimmed_rss_kb=trimmed_rss_kb,
         open_anomalies=open_anomalies,
     )
 
@@ -489,6 +495,7 @@ class GatewayRun(msgspec.Struct):
     cpu_s: float  # the instances' CPU time while measured
     latencies_ms: list[float]
     stored_rss_kb: int = 0  # summed VmRSS when each instance last stored readings
+    trimmed_rss_kb: int = 0  # summed VmRSS at the end, right after a heap trim
     open_anomalies: int = 0
 
 
@@ -500,6 +507,7 @@ def _start_gateway(
     streets: str,
     flush_interval_s: float,
     protocol: str,
+    heap_trim_s: float,
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
@@ -509,6 +517,7 @@ def _start_gateway(
         "state_dir": str(workdir / database / uuid.uuid4().hex[:6]),
         "streets": streets,
         "flush_interval_s": flush_interval_s,
+        "heap_trim_interval_s": heap_trim_s,
         "protocol": protocol,
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
@@ -541,6 +550,7 @@ def gateway_end_to_end(
     instances: int = 1,
     flush_interval_s: float = GatewayConfig().flush_interval_s,
     protocol: str = "5",
+    heap_trim_s: float = GatewayConfig().heap_trim_interval_s,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all counted in InfluxDB, through
     ``instances`` gateway processes that split the streets."""
@@ -551,7 +561,9 @@ def gateway_end_to_end(
         if not any(marked in group.split(",") for group in streets):
             streets[0] += f",{marked}"
     gateways = [
-        _start_gateway(servers, workdir, database, drain, group, flush_interval_s, protocol)
+        _start_gateway(
+            servers, workdir, database, drain, group, flush_interval_s, protocol, heap_trim_s
+        )
         for group in streets
     ]
     baseline = sum(_expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
@@ -627,6 +639,7 @@ def gateway_end_to_end(
         cpu_s=sum(float(end["cpu_s"]) for end in ends),
         latencies_ms=latencies,
         stored_rss_kb=sum(int(end["stored_rss_kb"]) for end in ends),
+        trimmed_rss_kb=sum(int(end["trimmed_rss_kb"]) for end in ends),
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
     )
 
@@ -670,7 +683,7 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     pstats.Stats(profiler).sort_stats(order).print_stats(top)
 
 
-def memory_at_scale(devices: int, protocol: str) -> None:
+def memory_at_scale(devices: int, protocol: str, heap_trim_s: float) -> None:
     """One gateway process taking the first readings of ``devices`` devices (the simulated
     estates cloned, ``bench.pipeline.DeviceClones``) from the broker, then a fresh one
     taking half as many: their resident memory when the last reading was stored and at
@@ -679,6 +692,7 @@ def memory_at_scale(devices: int, protocol: str) -> None:
     holds whatever the number of devices (the in-flight messages, buffers, caches)."""
     from bench.pipeline import DeviceClones
 
+    print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
@@ -693,20 +707,28 @@ def memory_at_scale(devices: int, protocol: str) -> None:
                 f"{cloned.devices_per_clone} devices of 6 simulated estates): "
                 f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
             )
-            run = gateway_end_to_end(servers, wires, workdir, drain=True, protocol=protocol)
-            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
-            kept, peak = run.stored_rss_kb - run.baseline_kb, run.hwm_kb - run.baseline_kb
-            held[measured] = kept * 1024
-            print(
-                f"    memory once subscribed {run.baseline_kb / 1024:.1f} MiB; grown by the "
-                f"last reading stored {kept / 1024:.1f} MiB ({kept * 1024 / measured:,.0f} B "
-                f"per device), at the peak {peak / 1024:.1f} MiB "
-                f"({peak * 1024 / measured:,.0f} B per device); "
-                f"{run.open_anomalies:,} anomalies open at the end"
+            run = gateway_end_to_end(
+                servers, wires, workdir, drain=True, protocol=protocol, heap_trim_s=heap_trim_s
             )
+            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            print(
+                f"    memory once subscribed {run.baseline_kb / 1024:.1f} MiB; "
+                f"{run.open_anomalies:,} anomalies open at the end; grown:"
+            )
+            for label, kb in (
+                ("when the last reading was stored", run.stored_rss_kb),
+                ("at the end, after a heap trim", run.trimmed_rss_kb),
+                ("at the peak (VmHWM)", run.hwm_kb),
+            ):
+                grown = kb - run.baseline_kb
+                print(
+                    f"      {label:<33} {grown / 1024:7.1f} MiB, "
+                    f"{grown * 1024 / measured:6,.0f} B per device"
+                )
+            held[measured] = (run.trimmed_rss_kb - run.baseline_kb) * 1024
         (many, many_bytes), (few, few_bytes) = sorted(held.items(), reverse=True)
         print(
-            f"memory a device adds (held, {few:,} → {many:,} devices): "
+            f"memory a device adds (after a heap trim, {few:,} → {many:,} devices): "
             f"{(many_bytes - few_bytes) / (many - few):,.0f} B"
         )
         print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
@@ -718,7 +740,7 @@ def memory_at_scale(devices: int, protocol: str) -> None:
 def measure(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
     if args.memory_devices:
-        memory_at_scale(args.memory_devices, args.gateway_protocol)
+        memory_at_scale(args.memory_devices, args.gateway_protocol, args.heap_trim_interval)
         return
     started = time.perf_counter()
     traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
@@ -735,7 +757,8 @@ def measure(args: argparse.Namespace) -> None:
     drain = not args.live
     print(
         f"gateway batch window (flush_interval_s): {args.flush_interval:g} s; "
-        f"MQTT {args.gateway_protocol} ingest (mqtt.gateway_protocol)"
+        f"MQTT {args.gateway_protocol} ingest (mqtt.gateway_protocol); heap trimmed every "
+        f"{args.heap_trim_interval:g} s (gateway.heap_trim_interval_s, 0 = never)"
     )
     print(
         "(a) and (c) timed "
@@ -787,6 +810,7 @@ def measure(args: argparse.Namespace) -> None:
                 instances=count,
                 flush_interval_s=args.flush_interval,
                 protocol=args.gateway_protocol,
+                heap_trim_s=args.heap_trim_interval,
             )
 
         for count in sorted({1, args.instances}):
@@ -864,6 +888,12 @@ def main() -> None:
         type=float,
         default=GatewayConfig().flush_interval_s,
         help="the gateways' batch window, gateway.flush_interval_s (default %(default)s s)",
+    )
+    parser.add_argument(
+        "--heap-trim-interval",
+        type=float,
+        default=GatewayConfig().heap_trim_interval_s,
+        help="the gateways' gateway.heap_trim_interval_s (default %(default)s s; 0 = never)",
     )
     parser.add_argument(
         "--gateway-protocol",

@@ -20,6 +20,7 @@ from gateway.api import ApiServer, create_app
 from gateway.collector import tune_collector
 from gateway.deadletters import DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
+from gateway.heap import HeapTrimmer
 from gateway.ingest import ALL_STREETS, MqttIngest
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Message, Pipeline, wall_ms
@@ -43,6 +44,9 @@ HEALTH_PING_TIMEOUT_S = 2.0
 class Gateway:
     def __init__(self, config: Config, *, serve_api: bool = True) -> None:
         self.config = config
+        # First: a bad interval is refused before anything is opened.
+        trim_s = config.gateway.heap_trim_interval_s
+        self.heap_trimmer = HeapTrimmer(trim_s) if trim_s != 0 else None
         self.metrics = GatewayMetrics()
         self.detector = Detector()
         state_dir = Path(config.gateway.state_dir)
@@ -126,6 +130,8 @@ class Gateway:
             self.alerts.start()
         self.processor.start()
         self.ingest.start()
+        if self.heap_trimmer is not None:
+            self.heap_trimmer.start()
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         """Until the broker connection is up and the subscription is in place."""
@@ -163,6 +169,8 @@ class Gateway:
                 log.warning("stopped with batches not durable: no detection snapshot saved")
             if self.api is not None:
                 self.api.stop()
+            if self.heap_trimmer is not None:
+                self.heap_trimmer.stop()
         if self.alerts is not None:
             self.alerts.stop()
         self._influx.close()

@@ -93,6 +93,10 @@ class GatewayConfig:
     # full the gateway stops acknowledging and the broker keeps the rest (nothing dropped).
     spool_max_bytes: int = 2 * 1024**3
     spool_warn_fraction: float = 0.8
+    # Free C-heap pages are given back to the system this often (glibc malloc_trim; 0 =
+    # never): without it the resident memory grows with the traffic's churn, not with the
+    # devices (gateway/heap.py, bench/README.md "Gateway memory").
+    heap_trim_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
