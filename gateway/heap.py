@@ -6,9 +6,10 @@ the freed pages inside its heaps, and between the long-lived per-device objects 
 rarely at the top, where it would give them back on its own.  So a gateway's resident
 memory grows far past what it holds: ``bench/throughput.py --memory-devices 100000``
 measured 2,560-3,090 B a device resident against 1,081 B of live objects
-(bench/README.md, "Gateway memory").  ``malloc_trim(0)`` returns every whole free page; here it runs on a
-timer of its own thread.  ctypes releases the GIL for the call, and it took at most 15 ms
-on a 300 MiB heap.  Where the C library is not glibc, trimming is a no-op.
+(bench/README.md, "Gateway memory").  ``malloc_trim(0)`` returns every whole free page;
+here it runs on a timer of its own thread.  ctypes releases the GIL for the call, and it
+took at most 15 ms on a 300 MiB heap.  Where the C library is not glibc, trimming is a
+no-op.
 """
 
 from __future__ import annotations

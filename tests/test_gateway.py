@@ -382,6 +382,11 @@ def test_reconnects_and_resubscribes_after_a_broker_restart(
         servers.restart_mosquitto()
         wait_for(lambda: gateway.mqtt_connected, timeout_s=15)
         assert gateway.wait_ready(10)
+        # One connection lost soon after it was made is seen, and is not an unstable one
+        # (gateway/mqtt_flaps.py; tests/test_mqtt_flaps.py has the unstable case).
+        assert gateway.ingest.short_connections.recent == 1
+        assert not gateway.mqtt_unstable
+        assert b"jiayuan_gateway_mqtt_unstable 0.0" in gateway.metrics_exposition()
         publisher = Publisher(servers.mqtt_port)
         try:
             publisher.readings(sample_readings(10, now_ms() - 1000))

@@ -3,7 +3,7 @@
 The counter on a clock the test moves; then two real gateways given one client id on the
 real Mosquitto, which closes the older connection without a reason under MQTT 5 and 3.1.1
 alike: each sees the other take its session, says so, and ``/health`` is degraded.  A
-gateway alone through a broker restart is not.
+gateway alone through a broker restart is not (tests/test_gateway.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from test_scale_out import wait_for
 from gateway.mqtt_flaps import ShortConnections
 from gateway.service import Gateway
 from jiayuan.config import Config
-from jiayuan.services import RunningServers
 
 
 class Clock:
@@ -124,20 +123,3 @@ def test_two_gateways_sharing_a_client_id_each_report_it(
             second.stop()
     finally:
         first.stop()
-
-
-def test_a_broker_restart_alone_is_not_an_unstable_connection(
-    config: Config, servers: RunningServers
-) -> None:
-    gateway = Gateway(config, serve_api=False)
-    gateway.start()
-    try:
-        assert gateway.wait_ready(10)
-        servers.restart_mosquitto()
-        wait_for(lambda: gateway.mqtt_connected, timeout_s=15)
-        assert gateway.wait_ready(10)
-        assert gateway.ingest.short_connections.recent == 1  # it was seen, and is not enough
-        assert not gateway.mqtt_unstable
-        assert b"jiayuan_gateway_mqtt_unstable 0.0" in gateway.metrics_exposition()
-    finally:
-        gateway.stop()
