@@ -30,7 +30,9 @@ from alerts.score_cli import ALERTS_FILE
 from alerts.service import CALLBACK_LEDGER_FILE
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import Driver, DriverSample
-from gateway.service import Gateway
+from gateway.influx_spool import SPOOL_FILE
+from gateway.service import DEAD_LETTER_FILE, Gateway
+from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan import config as config_module
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
@@ -390,8 +392,12 @@ class Gateways:
 
 
 def _fresh_state(state_dir: Path) -> None:
-    # Each demo run starts with no alerts, outbox or registry from an earlier run.
-    for name in (ALERTS_FILE, OUTBOX_FILE, CALLBACK_LEDGER_FILE, REGISTRY_FILE):
+    # Each demo run starts with nothing of an earlier run: no alerts, outbox or registry,
+    # and no gateway state.  The same seed gives the same edges, devices and sequence
+    # numbers, so an earlier run's duplicate window (in the detection snapshot) would drop
+    # every reading of this one; its InfluxDB spool was for another server.
+    gateway_files = (SNAPSHOT_FILE, SPOOL_FILE, DEAD_LETTER_FILE)
+    for name in (ALERTS_FILE, OUTBOX_FILE, CALLBACK_LEDGER_FILE, REGISTRY_FILE, *gateway_files):
         for suffix in ("", "-wal", "-shm"):
             (state_dir / (name + suffix)).unlink(missing_ok=True)
     state_dir.mkdir(parents=True, exist_ok=True)

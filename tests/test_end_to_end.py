@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
 from gateway.service import Gateway
+from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.demo import CountingDriver, KindCounter, SimClock, run_demo
@@ -82,6 +84,35 @@ def test_demo_stores_what_was_published_and_detects_every_fault(
                 assert row[name] == value, (sample.device, sample.ts, name)
             assert row["building"] == sample.building
             assert row.get("event") == sample.event  # no column at all in a kind without events
+
+
+def test_a_second_demo_run_in_the_same_directory_starts_afresh(
+    config: Config, tmp_path: Path
+) -> None:
+    # `make demo` twice in one checkout: the same seed gives the same edges, devices and
+    # sequence numbers, so anything the first run's gateway saved (its duplicate window in
+    # the detection snapshot, its InfluxDB spool, its dead letters) must not reach the
+    # second run.
+    def demo(database: str) -> dict[str, object]:
+        own = replace(config, influx=replace(config.influx, database=database))
+        with InfluxClient(own.influx) as client:
+            client.ensure_database()
+        return run_demo(
+            own, estates=1, duration_s=20, seed=3, out_dir=tmp_path, speed=4, preview=False
+        )
+
+    first = demo(config.influx.database)
+    assert first["readings_published"] == first["readings_stored"]
+    assert (tmp_path / "gateway" / SNAPSHOT_FILE).exists()  # the clean stop saved it
+    second = demo(f"{config.influx.database}_again")
+    try:
+        assert second["readings_published"] == second["readings_stored"]
+        assert second["dead_letters"] == 0 and second["ok"] == first["ok"]
+    finally:
+        with InfluxClient(
+            replace(config.influx, database=f"{config.influx.database}_again")
+        ) as client:
+            client.drop_database()
 
 
 def test_an_edge_restarted_mid_run_neither_loses_nor_repeats_readings(
