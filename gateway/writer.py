@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 10.0
+# Lines per request, InfluxData's upper suggestion.  A normal batch (batch_max_readings and
+# its anomalies) is one request.  A batch when every device goes offline at once is larger,
+# and so is a spool replay turn.  Those are written in parts, so the request body (held
+# twice, as text and as bytes) stays a few MB and under InfluxDB 1.x's 25 MB
+# max-body-size.
+MAX_LINES_PER_WRITE = 10_000
 
 
 class GaveUp(Exception):
@@ -46,25 +52,32 @@ class BatchWriter:
         metrics: GatewayMetrics,
         give_up: threading.Event,
         max_backoff_s: float = MAX_BACKOFF_S,
+        max_lines_per_write: int = MAX_LINES_PER_WRITE,
     ) -> None:
+        if max_lines_per_write < 1:
+            raise ValueError(f"max_lines_per_write must be at least 1, not {max_lines_per_write}")
         self.client = client
         self.metrics = metrics
         self._give_up = give_up
         self.max_backoff_s = max_backoff_s
+        self.max_lines_per_write = max_lines_per_write
         self._database_ready = False
 
     def write(self, pending: Sequence[Pending], retry_for_s: float | None = None) -> list[Pending]:
-        """Store every line InfluxDB accepts; return the ones it refused.
+        """Store every line InfluxDB accepts, ``max_lines_per_write`` at a time; return the
+        ones it refused.
 
         Raises GaveUp when told to stop, and Unreachable once ``retry_for_s`` has passed
-        (None: retry until stored; 0: one attempt).  After Unreachable some halves of a
-        split batch may be stored already: writing them again overwrites the same points.
+        (None: retry until stored; 0: one attempt).  After Unreachable some parts of the
+        batch may be stored already: writing them again overwrites the same points.
         """
         if not pending:
             return []
         refused: list[Pending] = []
         deadline = None if retry_for_s is None else time.monotonic() + retry_for_s
-        self._write_splitting(list(pending), refused, deadline)
+        step = self.max_lines_per_write
+        for start in range(0, len(pending), step):
+            self._write_splitting(list(pending[start : start + step]), refused, deadline)
         return refused
 
     def _write_splitting(
