@@ -104,14 +104,13 @@ def test_a_second_demo_run_in_the_same_directory_starts_afresh(
     first = demo(config.influx.database)
     assert first["readings_published"] == first["readings_stored"]
     assert (tmp_path / "gateway" / SNAPSHOT_FILE).exists()  # the clean stop saved it
-    second = demo(f"{config.influx.database}_again")
+    again = f"{config.influx.database}_again"
+    second = demo(again)
     try:
         assert second["readings_published"] == second["readings_stored"]
         assert second["dead_letters"] == 0 and second["ok"] == first["ok"]
     finally:
-        with InfluxClient(
-            replace(config.influx, database=f"{config.influx.database}_again")
-        ) as client:
+        with InfluxClient(replace(config.influx, database=again)) as client:
             client.drop_database()
 
 
