@@ -104,10 +104,11 @@ class Detector:
             self.statistical.layout(),
         )
 
-    def tick(self, wall_ms: int) -> list[Anomaly]:
-        """Anomalies opened by the timer (devices gone silent)."""
+    def tick(self, wall_ms: int, most: int | None = None) -> list[Anomaly]:
+        """Anomalies opened by the timer (devices gone silent), for at most ``most``
+        devices; the others are still due at the next call."""
         changed = []
-        for place, change in self.offline.due(wall_ms):
+        for place, change in self.offline.due(wall_ms, most):
             anomaly = self.book.apply(place, change)
             if anomaly is not None:
                 changed.append(anomaly)

@@ -134,11 +134,14 @@ class Pipeline:
             return
         self._anomalies(batch, anomalies)
 
-    def tick(self, batch: Batch) -> None:
+    def tick(self, batch: Batch, most: int | None = None) -> bool:
         """The timer's turn: devices that went silent (after judging what already
-        arrived, so a reading waiting in the batch counts as seen)."""
+        arrived, so a reading waiting in the batch counts as seen), at most ``most`` of
+        them into this batch.  True when that many opened: more may be due at once."""
         self.detect(batch)
-        self._anomalies(batch, self.detector.tick(self._clock()))
+        opened = self.detector.tick(self._clock(), most)
+        self._anomalies(batch, opened)
+        return most is not None and len(opened) >= most
 
     def _process(self, message: Message, batch: Batch) -> None:
         try:

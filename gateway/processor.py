@@ -1,11 +1,13 @@
 """Two threads: one turns messages into batches, the other makes batches durable and
 then acknowledges them.
 
-A batch closes at ``batch_max_readings`` readings, after ``flush_interval_s``, as soon as
-the inbox has been quiet for a moment (the broker sends only so many unacknowledged
-messages, so waiting longer would only add latency), or, once it is a moment old, when the
-gateway is keeping up (the inbox empty) and nothing is being written: group commit, so the
-next batch gathers while this one is written and a batch never waits on an idle writer.
+A batch closes at ``batch_max_readings`` readings or as many devices gone offline (a
+district's uplink failing is spread over batches, not held in memory at once), after
+``flush_interval_s``, as soon as the inbox has been quiet for a moment (the broker sends
+only so many unacknowledged messages, so waiting longer would only add latency), or, once
+it is a moment old, when the gateway is keeping up (the inbox empty) and nothing is being
+written: group commit, so the next batch gathers while this one is written and a batch
+never waits on an idle writer.
 The processing thread validates, drops duplicates and runs detection once per batch (the
 offline timer too, so all detection state has one writer); the commit thread writes
 telemetry and anomalies to InfluxDB (one write per batch), records dead letters in SQLite
@@ -181,9 +183,13 @@ class Processor:
             if now >= self._next_tick:
                 self._next_tick = now + TICK_S
                 try:
-                    self.pipeline.tick(batch)
+                    more_due = self.pipeline.tick(batch, limit)
                 except Exception:  # a bug in the timer must not stop ingest
                     log.exception("the offline check failed")
+                    more_due = False
+                if more_due:  # a mass outage: this batch is full, the rest go next
+                    self._next_tick = now
+                    break
             if deadline is None:
                 wait = max(0.0, min(self._next_tick - now, self.config.flush_interval_s))
             elif now >= deadline:

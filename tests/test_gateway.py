@@ -242,6 +242,31 @@ def test_offline_fires_from_the_timer_without_further_traffic(
     assert [(r["state"], r["end"]) for r in rows] == [("closed", start + 21_000)]
 
 
+def test_a_mass_outage_is_spread_over_batches(publisher: Publisher, config: Config) -> None:
+    # Ten lifts fall silent at once with batches of at most 4: their offline anomalies
+    # come in batches of at most 4 (in one batch, a district's outage is held in memory
+    # at once), one right after another, and every one is stored once.
+    small = replace(config, gateway=replace(config.gateway, batch_max_readings=4))
+    gw = Gateway(small, serve_api=False)
+    gw.start()
+    try:
+        assert gw.wait_ready(10), "gateway did not subscribe"
+        start = now_ms()
+        publisher.readings([lift_reading(1, start, f"L{index}") for index in range(10)])
+        wait_for(lambda: gw.stats.readings_stored == 10)
+        gw.wait_idle()
+        written = gw.stats.batches
+        publisher.readings([lift_reading(1, start + 20_000, "L10")])
+        wait_for(lambda: len(gw.anomalies(active=True)) == 10)
+        gw.wait_idle()
+        assert gw.stats.batches - written >= 3  # the reading and 10 anomalies, 4 a batch
+    finally:
+        gw.stop()
+    rows = query(config, "SELECT * FROM anomaly WHERE code = 'lift.offline'")
+    assert sorted(r["device"] for r in rows) == sorted(f"L{index}" for index in range(10))
+    assert {r["state"] for r in rows} == {"open"}
+
+
 def test_edge_status_is_recorded(gateway: Gateway, publisher: Publisher, config: Config) -> None:
     ts = now_ms()
     publisher.send(

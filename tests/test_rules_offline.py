@@ -61,6 +61,19 @@ def test_many_devices_grow_the_arrays() -> None:
     assert len(monitor.due(T0 + AFTER_MS + 1)) == 2999
 
 
+def test_a_mass_outage_is_reported_a_share_at_a_time_each_device_once() -> None:
+    detector = Detector()
+    for index in range(10):
+        where = lift_place(f"L{index}")
+        detector.reading(where, Reading(where.device, "lift", 1, T0, {"car_status": 0}), T0)
+    later = T0 + AFTER_MS + 1
+    shares = [detector.tick(later, most=4) for _ in range(4)]
+    assert [len(share) for share in shares] == [4, 4, 2, 0]
+    devices = [anomaly.device for share in shares for anomaly in share]
+    assert sorted(devices) == sorted(f"L{index}" for index in range(10))
+    assert detector.tick(later) == []  # without a bound: nothing left, nothing twice
+
+
 def test_detector_closes_offline_when_data_returns() -> None:
     detector = Detector()
     where = lift_place()

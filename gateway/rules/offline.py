@@ -86,8 +86,10 @@ class OfflineMonitor(Stateful):
             index = self._add(place)
         self._offline[index] = True
 
-    def due(self, wall_ms: int) -> list[tuple[Place, AnomalyChange]]:
-        """Devices that have just gone silent for too long, each opened once."""
+    def due(self, wall_ms: int, most: int | None = None) -> list[tuple[Place, AnomalyChange]]:
+        """Devices that have just gone silent for too long, each opened once; at most
+        ``most`` of them (the rest stay due for the next call), so a district's uplink
+        failing does not open 100,000 anomalies in one batch held in memory at once."""
         count = len(self._places)
         if count == 0:
             return []
@@ -96,7 +98,7 @@ class OfflineMonitor(Stateful):
         limit = self._limits[self._kind[:count]]
         silent = now - last_ts > limit
         catching_up = (last_rx - last_ts > limit) & (wall_ms - last_rx <= limit)
-        newly = np.flatnonzero(silent & ~catching_up & ~self._offline[:count])
+        newly = np.flatnonzero(silent & ~catching_up & ~self._offline[:count])[:most]
         self._offline[newly] = True
         changes = []
         for index in newly.tolist():
