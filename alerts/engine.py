@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -134,11 +135,15 @@ class AlertEngine:
         policy: AlertPolicy,
         clock: Clock = wall_clock_ms,
         sinks: Iterable[Sink] = (),
+        sink_batch: Callable[[], AbstractContextManager[None]] = nullcontext,
     ) -> None:
+        """``sink_batch``: what the sinks hear of one call's anomalies is wrapped in it (the
+        outbox's ``batch``: one commit for a batch's work orders)."""
         self.store = store
         self.policy = policy
         self.clock = clock
         self._sinks: list[Sink] = list(sinks)
+        self._sink_batch = sink_batch
         # Re-entrant: a sink may read the engine while an event is being delivered.
         self._lock = threading.RLock()
 
@@ -151,7 +156,12 @@ class AlertEngine:
     def on_anomalies(self, anomalies: Iterable[Anomaly]) -> list[AlertEvent]:
         """Raise, count, clear or reopen alerts for these anomalies; the events, in order."""
         events: list[AlertEvent] = []
-        with self._lock:
+        # One commit for the batch, not one an alert.  The sinks' batch (the outbox) commits
+        # first: after a crash between the two, the redelivered anomalies raise the same
+        # alerts again, whose messages are already queued under the same keys (a reopen's
+        # key carries its time: at worst sent twice).  The other way round the anomalies
+        # would be "seen already" and their work orders lost.
+        with self._lock, self.store.batch():
             for anomaly in anomalies:
                 policy = self.policy.for_code(anomaly.code, anomaly.severity)
                 if not policy.raise_alert:
@@ -160,7 +170,8 @@ class AlertEngine:
                     events += self._opened(anomaly, policy)
                 else:
                     events += self._closed(anomaly, policy)
-            self._emit(events)
+            with self._sink_batch():
+                self._emit(events)
         return events
 
     def _opened(self, anomaly: Anomaly, policy: CodePolicy) -> list[AlertEvent]:
@@ -535,8 +546,8 @@ class AlertEngine:
                 try:
                     sink(event)
                 except Exception:
-                    # The change is already committed: a broken sink must not undo it or
-                    # stop the others hearing of it.
+                    # A broken sink must not undo the change or stop the others hearing
+                    # of it.
                     log.exception(
                         "alert sink %r failed on %s %s", sink, event.action, event.alert.id
                     )

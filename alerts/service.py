@@ -78,6 +78,7 @@ class AlertService:
             policy or AlertPolicy(),
             clock=clock,
             sinks=(self.points, self.stream, self._route),
+            sink_batch=self.dispatcher.outbox.batch,
         )
         self._ledger = CallbackLedger(state_dir / CALLBACK_LEDGER_FILE)
         self._influx = InfluxClient(config.influx)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from alerts_dispatch_support import make_alert
 from alerts_lifecycle_support import MINUTE, T0, FakeClock, Recorder, anomaly, closed, make_engine
 
 from alerts.engine import AlertEngine
@@ -19,7 +21,8 @@ from alerts.model import (
     AlertState,
     TransitionRefused,
 )
-from alerts.store import AlertFilter
+from alerts.policy import AlertPolicy
+from alerts.store import AlertFilter, AlertStore
 
 Step = Callable[[AlertEngine, str], Alert]
 
@@ -223,6 +226,42 @@ def test_store_filters_and_estate_listing(tmp_path: Path) -> None:
         "fire.alarm",
     ]
     assert store.list_for_estate("other-e02", T0 + 10 * MINUTE) == []
+
+
+def test_a_batch_of_anomalies_is_kept_only_once_its_messages_are(tmp_path: Path) -> None:
+    """One commit a batch, the sinks' (the outbox's) first: when it fails, the store keeps
+    nothing of the batch, so the redelivered anomalies raise their alerts again."""
+    failing = True
+
+    @contextmanager
+    def outbox_batch() -> Iterator[None]:
+        yield
+        if failing:
+            raise OSError("disk full")
+
+    store = AlertStore(tmp_path / "a.db")
+    heard = Recorder()
+    engine = AlertEngine(store, AlertPolicy(), FakeClock(), [heard], sink_batch=outbox_batch)
+    batch = [anomaly("lift.trapped"), anomaly("fire.alarm", device="F1")]
+    with pytest.raises(OSError):
+        engine.on_anomalies(batch)
+    assert store.list_alerts() == []
+    failing = False
+    raised = engine.on_anomalies(batch)
+    assert [e.action for e in raised] == [AlertAction.RAISED] * 2
+    assert sorted(a.code for a in store.list_alerts()) == ["fire.alarm", "lift.trapped"]
+    assert len(heard.events) == 4  # the sinks heard both tries; the outbox keys dedupe
+
+
+def test_a_failed_save_in_a_batch_undoes_only_itself(tmp_path: Path) -> None:
+    store = AlertStore(tmp_path / "a.db")
+    kept, unknown = make_alert(1), make_alert(2)
+    with store.batch():
+        store.save(kept, [], condition_key="k1")
+        with pytest.raises(AlertNotFound):
+            store.save(unknown, [])  # an update of an alert never raised
+        assert [a.id for a in store.list_alerts()] == [kept.id]
+    assert [a.id for a in AlertStore(tmp_path / "a.db").list_alerts()] == [kept.id]
 
 
 def test_engine_and_store_are_safe_across_threads(tmp_path: Path) -> None:

@@ -122,3 +122,20 @@ def test_backoff_never_shrinks_and_never_passes_the_cap(
     delay = backoff_s(attempts, initial, 300.0, jitter)
     assert initial / 2 <= delay <= 300.0
     assert backoff_s(attempts + 1, initial, 300.0, jitter) >= delay
+
+
+def test_a_batch_commits_together_or_not_at_all(tmp_path: Path) -> None:
+    path, url = tmp_path / "outbox.sqlite", "http://127.0.0.1:1/x"
+    with Outbox(path) as outbox, Outbox(path) as reader:
+        with outbox.batch():
+            assert outbox.enqueue("workorder", "wo:1", url, b"1", now_ms=10)
+            with outbox.batch():  # nested: part of the outer one
+                assert outbox.enqueue("workorder", "wo:2", url, b"2", now_ms=10)
+            assert not outbox.enqueue("workorder", "wo:1", url, b"again", now_ms=10)
+            assert reader.due(now_ms=10) == []  # not committed yet
+        assert [m.key for m in reader.due(now_ms=10)] == ["wo:1", "wo:2"]
+        with pytest.raises(RuntimeError), outbox.batch():
+            outbox.enqueue("workorder", "wo:3", url, b"3", now_ms=10)
+            raise RuntimeError("the batch failed")
+        assert [m.key for m in reader.due(now_ms=10)] == ["wo:1", "wo:2"]
+        assert outbox.enqueue("workorder", "wo:3", url, b"3", now_ms=10)  # nothing kept of it
