@@ -18,6 +18,7 @@ import random
 import smtplib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,12 @@ class _Retry(Exception):
 
 class _Park(Exception):
     """The receiver refused the message for good."""
+
+
+# What an attempt came to: delivered (None), to retry, or parked with the reason.
+_Outcome = _Retry | _Park | None
+# While sending a round, the outcomes so far are recorded at least this often.
+RECORD_EVERY_S = 1.0
 
 
 @dataclass
@@ -113,25 +120,49 @@ class Deliverer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # (level, outcome) → messages with it this round; the first is logged, the rest
+        # summed up at the round's end: an outage queues thousands of messages at once.
+        self._round: Counter[tuple[int, str]] | None = None
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
 
     def run_once(self) -> int:
-        """Try every message due now once; how many were tried."""
+        """Try every message due now once; how many were tried.
+
+        The outcomes are recorded together (one commit synced to disk for up to a round of
+        due messages or a second of sending, not one a message); a crash before that sends
+        them again, which the receiver answers as a duplicate (the idempotency key)."""
         tried: set[int] = set()
-        while not self._stop.is_set():
-            # A retry may be due again at once (tiny backoff): once per round is enough.
-            batch = [m for m in self.outbox.due(self.now_ms()) if m.id not in tried]
-            if not batch:
-                break
-            for message in batch:
-                self.attempt(message)
-                tried.add(message.id)
+        self._round = Counter()
+        outcomes: list[tuple[StoredMessage, _Outcome]] = []
+        try:
+            while not self._stop.is_set():
+                # A retry may be due again at once (tiny backoff): once per round is enough.
+                batch = [m for m in self.outbox.due(self.now_ms()) if m.id not in tried]
+                if not batch:
+                    break
+                since = time.monotonic()
+                for message in batch:
+                    outcomes.append((message, self._send(message)))
+                    tried.add(message.id)
+                    if time.monotonic() - since >= RECORD_EVERY_S:
+                        self._record(outcomes)
+                        since = time.monotonic()
+                self._record(outcomes)
+        finally:
+            self._record(outcomes)
+            for (level, outcome), count in self._round.items():
+                if count > 1:
+                    log.log(level, "%d more messages %s", count - 1, outcome)
+            self._round = None
         return len(tried)
 
     def attempt(self, message: StoredMessage) -> None:
         """Try to send one message now and record the outcome in the outbox."""
+        self._record([(message, self._send(message))])
+
+    def _send(self, message: StoredMessage) -> _Outcome:
         self.stats.attempts += 1
         try:
             if message.channel in HTTP_CHANNELS:
@@ -141,30 +172,58 @@ class Deliverer:
             else:
                 raise _Park(f"unknown channel {message.channel!r}")
         except _Retry as failure:
-            delay = backoff_s(
-                message.attempts + 1,
-                self.settings.retry_initial_s,
-                self.settings.retry_max_s,
-                self._jitter(),
-            )
-            error = f"attempt {message.attempts + 1}: {failure}"
-            self.outbox.mark_failed(message.id, self.now_ms() + int(delay * 1000), error)
-            self.stats.retries += 1
-            self.stats.last_error = f"{message.key}: {error}"
-            log.warning(
-                "%s to %s: %s; retry in %.1f s", message.key, message.destination, error, delay
-            )
+            return failure
         except Exception as refusal:  # _Park, or anything unforeseen
             # Anything unforeseen (a header that cannot be encoded, say) parks the message
             # with the reason rather than failing every round without a trace.
-            reason = str(refusal) if isinstance(refusal, _Park) else f"internal: {refusal!r}"
-            self.outbox.park(message.id, reason)
-            self.stats.parked += 1
-            self.stats.last_error = f"{message.key}: {reason}"
-            log.error("%s parked: %s", message.key, reason)
-        else:
-            self.outbox.mark_delivered(message.id, self.now_ms())
-            self.stats.delivered += 1
+            return refusal if isinstance(refusal, _Park) else _Park(f"internal: {refusal!r}")
+        return None
+
+    def _record(self, outcomes: list[tuple[StoredMessage, _Outcome]]) -> None:
+        """Write the outcomes in one transaction and empty the list (first: should the
+        write fail, those messages are sent again, never recorded twice)."""
+        pending = list(outcomes)
+        outcomes.clear()
+        if not pending:
+            return
+        with self.outbox.batch():
+            for message, outcome in pending:
+                if outcome is None:
+                    self.outbox.mark_delivered(message.id, self.now_ms())
+                    self.stats.delivered += 1
+                elif isinstance(outcome, _Retry):
+                    self._retry_later(message, outcome)
+                else:
+                    self.outbox.park(message.id, str(outcome))
+                    self.stats.parked += 1
+                    self.stats.last_error = f"{message.key}: {outcome}"
+                    self._log(logging.ERROR, f"parked: {outcome}", message.key, "")
+
+    def _retry_later(self, message: StoredMessage, failure: _Retry) -> None:
+        delay = backoff_s(
+            message.attempts + 1,
+            self.settings.retry_initial_s,
+            self.settings.retry_max_s,
+            self._jitter(),
+        )
+        error = f"attempt {message.attempts + 1}: {failure}"
+        self.outbox.mark_failed(message.id, self.now_ms() + int(delay * 1000), error)
+        self.stats.retries += 1
+        self.stats.last_error = f"{message.key}: {error}"
+        self._log(
+            logging.WARNING,
+            f"to {message.destination or '(unset)'} failed, retried: {failure}",
+            message.key,
+            f" (attempt {message.attempts + 1}, next in {delay:.1f} s)",
+        )
+
+    def _log(self, level: int, outcome: str, key: str, detail: str) -> None:
+        """Log a message's outcome; within a round only the first with that outcome."""
+        if self._round is not None:
+            self._round[level, outcome] += 1
+            if self._round[level, outcome] > 1:
+                return
+        log.log(level, "%s %s%s", key, outcome, detail)
 
     def _post(self, message: StoredMessage) -> None:
         destination = message.destination

@@ -416,9 +416,7 @@ class AlertEngine:
         events: list[AlertEvent] = []
         with self._lock:
             now = self.clock() if now_ms is None else now_ms
-            for alert in self.store.live_alerts():
-                if alert.silenced or alert.state is AlertState.RESOLVED:
-                    continue
+            for alert in self.store.escalation_candidates(now, LADDER[-1]):
                 events += self._escalate(alert, now)
             self._emit(events)
         return events

@@ -365,6 +365,22 @@ class AlertStore:
             ).fetchall()
         return [_alert_from_row(row) for row in rows]
 
+    def escalation_candidates(self, now_ms: int, top: EscalationLevel) -> list[Alert]:
+        """The live alerts that may have a deadline to escalate for: not silenced, not
+        resolved, below ``top``, with a deadline passed by ``now_ms``.  Only these can have
+        missed one, so the engine's check each second reads these, not every live alert
+        (a district's outage leaves 100,000 of them, unacknowledged for a while)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT * FROM alerts WHERE state NOT IN {_TERMINAL_SQL} AND state != ?"
+                " AND silenced = 0 AND escalation != ?"
+                " AND ((ack_deadline_ms > 0 AND ack_deadline_ms <= ?)"
+                " OR (resolve_deadline_ms > 0 AND resolve_deadline_ms <= ?))"
+                " ORDER BY created_ms",
+                (AlertState.RESOLVED.value, top.value, now_ms, now_ms),
+            ).fetchall()
+        return [_alert_from_row(row) for row in rows]
+
     def clears_since(self, condition_key: str, since_ms: int) -> int:
         """How often the condition cleared since ``since_ms`` (wall clock), over all its
         alerts: the flapping count."""

@@ -30,7 +30,10 @@ into the traffic; each opens an anomaly, and InfluxDB is polled for it.
 ``--memory-devices N``: one gateway process drains the first readings of N devices (the
 simulated estates cloned under new names) from the broker, then another N/2; their
 resident memory when the last reading was stored and at the peak, less their memory once
-subscribed, and what a device adds between the two.
+subscribed, and what a device adds between the two.  With ``--alerts`` the gateway runs its
+alert service too (SQLite alert store and outbox, no operations-centre URL: work orders
+are parked), as in production: the devices send three readings and fall silent, so every
+device whose silence outlasts its family's limit before the end raises an offline alert.
 """
 
 from __future__ import annotations
@@ -352,7 +355,7 @@ def run_gateway(settings: str, drain: bool) -> None:
             flush_interval_s=given["flush_interval_s"],
             heap_trim_interval_s=given["heap_trim_interval_s"],
         ),
-        alerts=AlertsConfig(enabled=False),
+        alerts=AlertsConfig(enabled=given["alerts"]),
         source="bench",
     )
     gateway = Gateway(config, serve_api=False)
@@ -508,6 +511,7 @@ def _start_gateway(
     flush_interval_s: float,
     protocol: str,
     heap_trim_s: float,
+    alerts: bool,
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
@@ -519,6 +523,7 @@ def _start_gateway(
         "flush_interval_s": flush_interval_s,
         "heap_trim_interval_s": heap_trim_s,
         "protocol": protocol,
+        "alerts": alerts,
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
 
@@ -551,6 +556,7 @@ def gateway_end_to_end(
     flush_interval_s: float = GatewayConfig().flush_interval_s,
     protocol: str = "5",
     heap_trim_s: float = GatewayConfig().heap_trim_interval_s,
+    alerts: bool = False,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all counted in InfluxDB, through
     ``instances`` gateway processes that split the streets."""
@@ -562,7 +568,15 @@ def gateway_end_to_end(
             streets[0] += f",{marked}"
     gateways = [
         _start_gateway(
-            servers, workdir, database, drain, group, flush_interval_s, protocol, heap_trim_s
+            servers,
+            workdir,
+            database,
+            drain,
+            group,
+            flush_interval_s,
+            protocol,
+            heap_trim_s,
+            alerts,
         )
         for group in streets
     ]
@@ -683,7 +697,7 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     pstats.Stats(profiler).sort_stats(order).print_stats(top)
 
 
-def memory_at_scale(devices: int, protocol: str, heap_trim_s: float) -> None:
+def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: bool) -> None:
     """One gateway process taking the first readings of ``devices`` devices (the simulated
     estates cloned, ``bench.pipeline.DeviceClones``) from the broker, then a fresh one
     taking half as many: their resident memory when the last reading was stored and at
@@ -693,6 +707,7 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float) -> None:
     from bench.pipeline import DeviceClones
 
     print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
+    print(f"alert service {'on' if alerts else 'off'} (--alerts)")
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
@@ -708,7 +723,13 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float) -> None:
                 f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
             )
             run = gateway_end_to_end(
-                servers, wires, workdir, drain=True, protocol=protocol, heap_trim_s=heap_trim_s
+                servers,
+                wires,
+                workdir,
+                drain=True,
+                protocol=protocol,
+                heap_trim_s=heap_trim_s,
+                alerts=alerts,
             )
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(
@@ -740,7 +761,9 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float) -> None:
 def measure(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
     if args.memory_devices:
-        memory_at_scale(args.memory_devices, args.gateway_protocol, args.heap_trim_interval)
+        memory_at_scale(
+            args.memory_devices, args.gateway_protocol, args.heap_trim_interval, args.alerts
+        )
         return
     started = time.perf_counter()
     traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
@@ -912,6 +935,12 @@ def main() -> None:
         type=int,
         metavar="N",
         help="only measure one gateway process's memory with N devices' first readings",
+    )
+    parser.add_argument(
+        "--alerts",
+        action="store_true",
+        help="with --memory-devices: the gateway runs its alert service (as in production); "
+        "otherwise it is off in every measurement",
     )
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")

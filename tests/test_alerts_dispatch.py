@@ -4,6 +4,7 @@ across outages, lost responses and a restart of the sending side."""
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -529,5 +530,26 @@ def test_an_unsendable_message_is_parked_with_the_reason_not_retried_forever(
     parked = {m.key: m.last_error for m in outbox.messages(MessageState.PARKED)}
     assert parked["k"].startswith("internal: UnicodeEncodeError")
     assert parked["p"] == "unknown channel 'pager'"
+    deliverer.stop()
+    outbox.close()
+
+
+def test_an_outage_of_messages_logs_the_first_and_a_count_not_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    outbox = Outbox(tmp_path / "outbox.sqlite")
+    deliverer = Deliverer(outbox, settings())
+    for number in range(250):  # more than one round of due messages
+        outbox.enqueue("workorder", f"wo:{number}", "", b"{}")  # no URL configured
+    outbox.enqueue("pager", "p", "12345", b"{}")
+    with caplog.at_level(logging.ERROR, logger="alerts.delivery"):
+        assert deliverer.run_once() == 251
+    assert outbox.counts()["parked"] == 251  # every one recorded, whatever is logged
+    assert [r.getMessage() for r in caplog.records] == [
+        "wo:0 parked: no destination URL for workorder (is [alerts] opscentre_url set?)",
+        "p parked: unknown channel 'pager'",
+        "249 more messages parked: no destination URL for workorder "
+        "(is [alerts] opscentre_url set?)",
+    ]
     deliverer.stop()
     outbox.close()

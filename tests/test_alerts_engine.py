@@ -3,17 +3,21 @@ sinks and the InfluxDB points (against the real InfluxDB of the ``servers`` fixt
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from alerts_lifecycle_support import MINUTE, T0, FakeClock, Recorder, anomaly, closed, make_engine
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.engine import AlertEvent
-from alerts.model import AlertAction, AlertState, EscalationLevel
+from alerts.model import Alert, AlertAction, AlertState, EscalationLevel
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.silences import SilenceError
-from alerts.store import AlertFilter
+from alerts.store import AlertFilter, AlertStore
 from jiayuan.catalogue import Severity
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient
@@ -281,6 +285,61 @@ def test_unacknowledged_critical_climbs_one_level_per_missed_ack(tmp_path: Path)
     # Resolved alerts wait for verification without escalating.
     engine.resolve(raised.alert.id, "王工")
     assert engine.tick(T0 + 100 * HOUR) == []
+
+
+CODES = ("lift.trapped", "lift.stuck", "fire.alarm", "lift.offline", "water_tank.ph_out_of_range")
+STEP_AT = st.integers(0, 60).map(lambda fives: T0 + fives * 5 * MINUTE)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    alerts=st.lists(
+        st.tuples(st.sampled_from(CODES), STEP_AT, st.sampled_from(("", "ack", "resolve"))),
+        min_size=1,
+        max_size=6,
+    ),
+    ticks=st.lists(STEP_AT, min_size=1, max_size=6),
+)
+def test_escalating_the_candidates_is_escalating_every_live_alert(
+    alerts: list[tuple[str, int, str]], ticks: list[int]
+) -> None:
+    """The timer reads only the alerts with a deadline passed; over any raises, steps and
+    ticks it escalates exactly as reading every live alert (the code before) did."""
+
+    def every_live(store: AlertStore) -> Callable[[int, EscalationLevel], list[Alert]]:
+        def scan(now_ms: int, top: EscalationLevel) -> list[Alert]:
+            live = store.live_alerts()
+            return [a for a in live if not a.silenced and a.state is not AlertState.RESOLVED]
+
+        return scan
+
+    with tempfile.TemporaryDirectory() as workdir:
+        runs = []
+        for name in ("candidates", "every live"):
+            clock = FakeClock()
+            engine, store = make_engine(Path(workdir) / f"{name}.db", clock)
+            if name == "every live":
+                store.escalation_candidates = every_live(store)  # type: ignore[method-assign]
+            events = []
+            steps = sorted(
+                [(at, "tick", "", "") for at in ticks]
+                + [(at, "raise", code, step) for code, at, step in alerts]
+                + [(at + 7 * MINUTE, step, code, "") for code, at, step in alerts if step]
+            )
+            for number, (at, what, code, _) in enumerate(steps):
+                clock.now_ms = at
+                if what == "tick":
+                    events += engine.tick()
+                elif what == "raise":
+                    events += engine.on_anomalies([anomaly(code, device=f"D{number}", start_ms=at)])
+                else:
+                    for alert in store.live_alerts():
+                        if alert.code == code and alert.state is AlertState.OPEN:
+                            getattr(engine, "acknowledge" if what == "ack" else "resolve")(
+                                alert.id, "王工"
+                            )
+            runs.append([(e.alert.code, e.action, e.alert.escalation, e.at_ms) for e in events])
+        assert runs[0] == runs[1]
 
 
 def test_a_failing_sink_loses_nothing(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
