@@ -19,6 +19,7 @@ from test_scale_out import wait_for
 from gateway.mqtt_flaps import ShortConnections
 from gateway.service import Gateway
 from jiayuan.config import Config
+from jiayuan.services import free_port
 
 
 class Clock:
@@ -104,7 +105,8 @@ def test_two_gateways_sharing_a_client_id_each_report_it(
     try:
         assert first.wait_ready(10)
         assert not first.mqtt_unstable and health(first)["status"] == "ok"
-        second = one_of_two("b", config.gateway.api_port + 1)
+        # A port found free now (the next one up may be any client's ephemeral port).
+        second = one_of_two("b", free_port())
         try:
             # Each reconnects a second after losing the session and takes it back.
             wait_for(lambda: first.mqtt_unstable and second.mqtt_unstable, timeout_s=40)
