@@ -10,8 +10,9 @@ written: group commit, so the next batch gathers while this one is written and a
 never waits on an idle writer.
 The processing thread validates, drops duplicates and runs detection once per batch (the
 offline timer too, so all detection state has one writer); the commit thread writes
-telemetry and anomalies to InfluxDB (one write per batch), records dead letters in SQLite
-and only then acknowledges every message of the batch, in batch order.  At most one batch
+telemetry and anomalies to InfluxDB (one write per batch, in parts of at most 10,000
+lines), records dead letters in SQLite and only then acknowledges every message of the
+batch, in batch order.  At most one batch
 waits between them, so the two overlap (CPU work on batch n+1 while batch n is written)
 and a slow InfluxDB holds back the processing and, through unacknowledged messages, the
 broker.
