@@ -322,11 +322,11 @@ def test_escalating_the_candidates_is_escalating_every_live_alert(
                 store.escalation_candidates = every_live(store)  # type: ignore[method-assign]
             events = []
             steps = sorted(
-                [(at, "tick", "", "") for at in ticks]
-                + [(at, "raise", code, step) for code, at, step in alerts]
-                + [(at + 7 * MINUTE, step, code, "") for code, at, step in alerts if step]
+                [(at, "tick", "") for at in ticks]
+                + [(at, "raise", code) for code, at, _ in alerts]
+                + [(at + 7 * MINUTE, step, code) for code, at, step in alerts if step]
             )
-            for number, (at, what, code, _) in enumerate(steps):
+            for number, (at, what, code) in enumerate(steps):
                 clock.now_ms = at
                 if what == "tick":
                     events += engine.tick()
