@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_S = 0.2
 MAX_BACKOFF_S = 10.0
 # Lines per request, InfluxData's upper suggestion.  A normal batch (batch_max_readings and
-# its anomalies) is one request.  A batch when every device goes offline at once is larger,
-# and so is a spool replay turn.  Those are written in parts, so the request body (held
-# twice, as text and as bytes) stays a few MB and under InfluxDB 1.x's 25 MB
-# max-body-size.
+# its anomalies) is one request.  A batch that also takes its share of devices gone offline
+# together (up to batch_max_readings more anomalies) can be larger, and so can a spool
+# replay turn.  Those are written in parts, so the request body (held twice, as text and
+# as bytes) stays a few MB and under InfluxDB 1.x's 25 MB max-body-size.
 MAX_LINES_PER_WRITE = 10_000
 
 
