@@ -5,7 +5,9 @@ message is acknowledged only once its readings are durable, so a crash loses not
 broker redelivers).  The session is persistent (fixed client id; v5: clean start off and a
 long session expiry; 3.1.1: clean session off, expiry as the broker is configured), so the
 broker queues QoS 1 messages while the gateway is down.  ``on_message`` only enqueues: no
-work on the network thread.  paho reconnects by itself; every (re)connect subscribes again.
+work on the network thread.  The client runs on the gateway's own network loop
+(``gateway.mqtt_loop``), which reconnects and sends a batch's acknowledgements together;
+every (re)connect subscribes again.
 
 Scale-out (docs/scaling.md): an instance owns the streets in ``[mqtt] street_filter`` ("+"
 for all, or "a,b"), one subscription per street, so every message of a device reaches the
@@ -23,6 +25,7 @@ import logging
 import queue
 import re
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -32,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt_flaps import ShortConnections
+from gateway.mqtt_loop import NetworkLoop
 from gateway.pipeline import Message, wall_ms
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import ConfigError, MqttConfig
@@ -112,13 +116,13 @@ class MqttIngest:
         tls = client_tls_context(config)
         if tls is not None:
             client.tls_set_context(tls)
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         self._client = client
+        self._loop = NetworkLoop(client, self._live_session, min_delay_s=1, max_delay_s=10)
 
     @property
     def connected(self) -> bool:
@@ -160,25 +164,31 @@ class MqttIngest:
             )
         else:
             self._client.connect_async(self.config.host, self.config.port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
+        self._loop.start()
 
     def wait_subscribed(self, timeout_s: float) -> bool:
         return self._subscribed.wait(timeout_s)
 
-    def ack(self, message: Message) -> bool:
-        """Acknowledge a message; False when its connection is gone (it will be redelivered)."""
-        if message.qos == 0:
-            return True
-        if message.session != self._session or not self._connected.is_set():
-            return False
-        result = self._client.ack(message.mid, message.qos)
-        return result == mqtt.MQTT_ERR_SUCCESS
+    def ack(self, messages: Sequence[Message]) -> int:
+        """Acknowledge messages, in order; how many will be.  One whose connection is gone
+        is not: the broker redelivers it.  The network loop sends them all at once."""
+        session = self._live_session()
+        # The subscriptions are QoS 1, so the broker sends nothing above it; QoS 0 needs
+        # no acknowledgement.
+        pairs = [(m.session, m.mid) for m in messages if m.qos == 1 and m.session == session]
+        if pairs:
+            self._loop.ack(pairs)
+        return len(pairs) + sum(1 for m in messages if m.qos == 0)
 
     def stop(self) -> None:
-        """Disconnect cleanly; the session (and anything unacknowledged) stays at the broker."""
-        self._client.disconnect()
-        self._client.loop_stop()
+        """Send the acknowledgements queued, disconnect cleanly; the session (and anything
+        unacknowledged) stays at the broker."""
+        self._loop.stop()
         self._connected.clear()
+
+    def _live_session(self) -> int:
+        """The connection messages are acknowledged on; -1 while there is none."""
+        return self._session if self._connected.is_set() else -1
 
     # --- callbacks, on paho's network thread -----------------------------------------------
 
@@ -194,6 +204,7 @@ class MqttIngest:
             log.warning("MQTT broker %s refused the connection: %s", self.config.url, reason_code)
             return
         self._session += 1
+        self._loop.connected()
         self.short_connections.connected()
         self._connected.set()
         log.info(
@@ -242,6 +253,7 @@ class MqttIngest:
                 self.config.url,
                 self.config.gateway_client_id,
             )
+            self._loop.end()
             client.disconnect()
             return
         if not reason_code.is_failure:

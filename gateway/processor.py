@@ -58,7 +58,7 @@ class Processor:
         pipeline: Pipeline,
         writer: BatchWriter,
         dead_letters: DeadLetterStore,
-        ack: Callable[[Message], bool],
+        ack: Callable[[Sequence[Message]], int],
         metrics: GatewayMetrics,
         give_up: threading.Event,
         on_anomalies: Callable[[Sequence[Anomaly]], None] | None = None,
@@ -227,8 +227,7 @@ class Processor:
     def _commit(self, batch: Batch) -> None:
         self._record_refused(self.handoff.hand_on(batch.lines), batch.dead)
         self._hand_on_anomalies(batch)
-        acked = sum(1 for message in batch.messages if self._ack(message))
-        self.metrics.acked(acked)
+        self.metrics.acked(self._ack(batch.messages))
 
     def _record_refused(self, refused: list[Pending], dead: list[DeadLetter]) -> None:
         """Dead-letter what InfluxDB refused, with the batch's own dead letters."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
@@ -60,9 +60,9 @@ class Harness:
         )
         self.seq = 0
 
-    def _ack(self, message: Message) -> bool:
-        self.acked += 1
-        return True
+    def _ack(self, messages: Sequence[Message]) -> int:
+        self.acked += len(messages)
+        return len(messages)
 
     def message(self) -> Message:
         self.seq += 1

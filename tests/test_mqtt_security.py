@@ -133,7 +133,7 @@ class Gateway:
             message = self.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
             self.topics.append(message.topic)
             self.payloads.append(message.payload)
-            self.ingest.ack(message)
+            self.ingest.ack([message])
 
 
 def gateway_config(servers: RunningServers, **settings: Any) -> MqttConfig:
