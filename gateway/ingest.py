@@ -36,6 +36,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.mqtt_flaps import ShortConnections
 from gateway.mqtt_loop import NetworkLoop
+from gateway.paho_publish import install as install_fast_publish_decoding
 from gateway.pipeline import Message, wall_ms
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import ConfigError, MqttConfig
@@ -103,6 +104,8 @@ class MqttIngest:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._v5 = config.gateway_protocol == "5"
+        if self._v5:
+            install_fast_publish_decoding()
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.gateway_client_id,
