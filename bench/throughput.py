@@ -4,8 +4,8 @@ Starts its own Mosquitto and InfluxDB (``jiayuan.services.start_servers``, tempo
 directory, stopped at the end) and measures on simulated traffic of many estates:
 
 (a) a bare paho-mqtt subscriber (VERSION2 callbacks, QoS 1) that only counts messages;
-(a') the same with the gateway's MQTT handling (v5, manual acks in bursts from a second
-    thread) and still no processing: the gateway's MQTT floor;
+(a') the gateway's own MQTT ingest (its network loop, MQTT version and acks in bursts from
+    a second thread) and still no processing: the gateway's MQTT floor;
 (b) InfluxDB's own ingest: the gateway's telemetry lines in batches of 5,000 through
     ``InfluxClient.write``;
 (c) the gateway end to end (``gateway.service.Gateway`` in a child process of its own,
@@ -52,19 +52,19 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.heap import trim_heap
-from gateway.ingest import RECEIVE_MAXIMUM
+from gateway.ingest import MqttIngest
+from gateway.pipeline import Message
 from gateway.points import telemetry_line
 from gateway.processor import QUIET_S
 from gateway.rules import Place
@@ -237,92 +237,96 @@ def run_counter(
 
     With ``drain`` it subscribes in a persistent session, goes away while the traffic is
     published (the broker queues it), and is timed from reconnecting to the last message.
-    With ``gateway_window_s``: the gateway's MQTT version (``protocol``; v5 with a receive
-    maximum) and ``manual_ack``, as the gateway's ingest sets them, messages acknowledged
-    from a second thread in bursts as the gateway's commit thread does (a batch closes after
-    ``QUIET_S`` without messages or at this batch window, ``flush_interval_s``; all its
-    messages are acknowledged together);
-    still no processing (the gateway's MQTT floor).
+    With ``gateway_window_s``: the gateway's own MQTT ingest (``gateway.ingest.MqttIngest``
+    with the MQTT version ``protocol``, its network loop and, for v5, its PUBLISH decoder),
+    and its messages acknowledged in bursts as the gateway's commit thread does (a batch
+    closes after ``QUIET_S`` without messages or at this batch window,
+    ``flush_interval_s``; all its messages are acknowledged together); still no
+    processing (the gateway's MQTT floor).
     """
     client_id = f"bench-sub-{uuid.uuid4().hex[:6]}"
     subscribed = threading.Event()
     done = threading.Event()
     state = {"count": 0, "last": 0.0}
-    to_ack: queue.SimpleQueue[tuple[mqtt.Client, int] | None] = queue.SimpleQueue()
-    like_gateway = gateway_window_s is not None
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         state["count"] += 1
         state["last"] = time.time()
-        if like_gateway:
-            to_ack.put((client, message.mid))
         if state["count"] >= expected:
             done.set()
 
-    def acker() -> None:
-        window_s = gateway_window_s or 0.0
-        while (first := to_ack.get()) is not None:
-            burst = [first]
-            closes = time.monotonic() + window_s
-            while (wait := min(QUIET_S, closes - time.monotonic())) > 0:
-                try:
-                    item = to_ack.get(timeout=wait)
-                except queue.Empty:
-                    break
-                if item is None:
-                    return
-                burst.append(item)
-            for client, mid in burst:
-                client.ack(mid, 1)
-
-    def connected() -> mqtt.Client:
-        if like_gateway and protocol == "5":
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=mqtt.MQTTv5,
-                manual_ack=True,
-            )
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = 3600
-            properties.ReceiveMaximum = RECEIVE_MAXIMUM
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                clean_session=False,
-                manual_ack=like_gateway,
-            )
+    def paho_connected() -> Callable[[], None]:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         client.on_message = on_message
         client.on_subscribe = lambda *_: subscribed.set()
         client.on_connect = lambda c, *_: c.subscribe("jiayuan/#", qos=1)
-        if like_gateway and protocol == "5":
-            client.connect("127.0.0.1", port, clean_start=False, properties=properties)
-        else:
-            client.connect("127.0.0.1", port)
+        client.connect("127.0.0.1", port)
         client.loop_start()
-        return client
+        subscribed.wait(10)
 
-    threading.Thread(target=acker, daemon=True).start()
+        def stop() -> None:
+            client.disconnect()
+            client.loop_stop()
 
-    client = connected()
-    subscribed.wait(10)
+        return stop
+
+    def ingest_connected() -> Callable[[], None]:
+        inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        config = MqttConfig(
+            url=f"mqtt://127.0.0.1:{port}",
+            gateway_client_id=client_id,
+            gateway_protocol="5" if protocol == "5" else "3.1.1",
+        )
+        ingest = MqttIngest(config, inbox)
+        ingest.start()
+        ingest.wait_subscribed(10)
+        stopping = threading.Event()
+
+        def commit_like_the_gateway() -> None:
+            window_s = gateway_window_s or 0.0
+            while not stopping.is_set():
+                try:
+                    burst = [inbox.get(timeout=0.1)]
+                except queue.Empty:
+                    continue
+                closes = time.monotonic() + window_s
+                while (wait := min(QUIET_S, closes - time.monotonic())) > 0:
+                    try:
+                        burst.append(inbox.get(timeout=wait))
+                    except queue.Empty:
+                        break
+                state["count"] += len(burst)
+                state["last"] = time.time()
+                ingest.ack(burst)
+                if state["count"] >= expected:
+                    done.set()
+
+        acker = threading.Thread(target=commit_like_the_gateway, daemon=True)
+        acker.start()
+
+        def stop() -> None:
+            stopping.set()
+            acker.join()
+            ingest.stop()
+
+        return stop
+
+    connected = paho_connected if gateway_window_s is None else ingest_connected
+    stop = connected()
     if drain:
-        client.disconnect()
-        client.loop_stop()
+        stop()
     _say(sys.stdout, ready=True)
     started = 0.0
     if drain:
         sys.stdin.readline()  # "go": the backlog is at the broker
         started = time.time()
-        client = connected()
+        stop = connected()
     cpu_before = time.process_time()
     while not done.wait(1.0):
         if time.time() - max(state["last"], started) > STALL_S:
             break
     cpu_s = time.process_time() - cpu_before
-    to_ack.put(None)
-    client.loop_stop()
+    stop()
     _say(sys.stdout, count=state["count"], last=state["last"], started=started, cpu_s=cpu_s)
 
 
@@ -797,10 +801,9 @@ def measure(args: argparse.Namespace) -> None:
         print("(a) bare paho subscriber, one reading per message")
         a_single = bare_subscriber(servers, traffic.single, workdir, drain)
         _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
-        handling = "v5, receive maximum" if args.gateway_protocol == "5" else "3.1.1"
         print(
-            f"(a') the same with the gateway's MQTT handling: {handling}, manual acks "
-            "from a second thread, a batch's acks together"
+            f"(a') the gateway's own MQTT ingest (MQTT {args.gateway_protocol}, its network "
+            "loop), a batch's acks together from a second thread, no processing"
         )
         a_manual = bare_subscriber(
             servers,
