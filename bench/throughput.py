@@ -63,6 +63,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.heap import trim_heap
+from gateway.inbox import Inbox
 from gateway.ingest import MqttIngest
 from gateway.pipeline import Message
 from gateway.points import telemetry_line
@@ -271,7 +272,7 @@ def run_counter(
         return stop
 
     def ingest_connected() -> Callable[[], None]:
-        inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        inbox: Inbox = Inbox()
         config = MqttConfig(
             url=f"mqtt://127.0.0.1:{port}",
             gateway_client_id=client_id,
@@ -689,7 +690,7 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     from gateway.collector import tune_collector
     from gateway.detection import Detector
     from gateway.metrics import GatewayMetrics
-    from gateway.pipeline import Message, Pipeline
+    from gateway.pipeline import Pipeline
 
     tune_collector()  # as the gateway runs
     pipeline = Pipeline(Detector(), GatewayMetrics())

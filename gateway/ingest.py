@@ -22,7 +22,6 @@ are reported as an error and make ``/health`` degraded.
 from __future__ import annotations
 
 import logging
-import queue
 import re
 import threading
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gateway.inbox import Inbox
 from gateway.mqtt_flaps import ShortConnections
 from gateway.mqtt_loop import NetworkLoop
 from gateway.paho_publish import install as install_fast_publish_decoding
@@ -50,6 +50,10 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 # How many unacknowledged messages the broker may send us: bounds our memory while
 # InfluxDB is down (the rest waits in the broker's queue).
 RECEIVE_MAXIMUM = 1000
+# And how many bytes of payload may wait for the processing thread before the network loop
+# stops reading (gateway.inbox): a few processor batches of edge messages (5,000 readings
+# are about 1.4 MB), where a thousand of them would be 28 MB.
+MAX_WAITING_BYTES = 4 * 1024 * 1024
 KEEPALIVE_S = 30
 ALL_STREETS = "+"
 # The contract's rule for one topic segment (jiayuan/contract.py parse_topic).
@@ -88,7 +92,7 @@ def street_subscriptions(street_filter: str) -> tuple[str, ...]:
 
 
 class MqttIngest:
-    def __init__(self, config: MqttConfig, inbox: queue.SimpleQueue[Message]) -> None:
+    def __init__(self, config: MqttConfig, inbox: Inbox) -> None:
         self.config = config
         # ("+",) for every street; the gateway resumes only these streets' devices.
         self.streets = owned_streets(config.street_filter)
@@ -125,7 +129,13 @@ class MqttIngest:
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         self._client = client
-        self._loop = NetworkLoop(client, self._live_session, min_delay_s=1, max_delay_s=10)
+        self._loop = NetworkLoop(
+            client,
+            self._live_session,
+            held_back=lambda: inbox.waiting_bytes > MAX_WAITING_BYTES,
+            min_delay_s=1,
+            max_delay_s=10,
+        )
 
     @property
     def connected(self) -> bool:

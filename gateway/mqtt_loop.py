@@ -10,6 +10,12 @@ This loop drives the same client through paho's external-loop API (``loop_read``
 socket, and a batch's acknowledgements are handed over in one call and sent from this
 thread, with one wake-up per batch (bench/README.md: the MQTT handling, measured).
 
+While the processing thread is behind (``held_back()``: the inbox holds more payload than
+its budget), it leaves the socket unread, so the broker keeps the rest (TCP's own flow
+control) and the gateway's memory is bounded by bytes, not only by the receive maximum's
+count of messages; for at most ``max_hold_s`` at a time, because the broker's answer to
+the keep-alive goes unread too.
+
 It reconnects as ``loop_forever`` does: after a lost connection it waits, doubling the
 wait from ``min_delay_s`` to ``max_delay_s``, and starts again from ``min_delay_s`` once a
 connection has been accepted.
@@ -37,6 +43,11 @@ READS_PER_WAKE = 256
 IDLE_S = 1.0
 # At a stop, how long to wait for the broker to close its side after our DISCONNECT.
 LINGER_S = 2.0
+# Holding back: how often to look whether the processing thread has caught up, and the
+# longest hold (a third of the gateway's 30 s keep-alive: paho closes a connection whose
+# PINGRESP is not read within a keep-alive of the PINGREQ).
+HOLD_POLL_S = 0.01
+MAX_HOLD_S = 10.0
 
 
 class NetworkLoop:
@@ -53,12 +64,17 @@ class NetworkLoop:
         client: mqtt.Client,
         current_connection: Callable[[], int],
         *,
+        held_back: Callable[[], bool] = lambda: False,
+        max_hold_s: float | None = None,
         min_delay_s: float = 1.0,
         max_delay_s: float = 10.0,
         name: str = "gateway-mqtt",
     ) -> None:
         self._client = client
         self._current_connection = current_connection
+        self._held_back = held_back
+        self._max_hold_s = MAX_HOLD_S if max_hold_s is None else max_hold_s
+        self._held_since: float | None = None
         self._min_delay_s = min_delay_s
         self._max_delay_s = max_delay_s
         self._delay_s = min_delay_s
@@ -150,14 +166,15 @@ class NetworkLoop:
         """One wake-up: read what is waiting, send acknowledgements and what is queued."""
         client = self._client
         pending = getattr(sock, "pending", None)  # bytes a TLS socket holds already read
-        buffered = pending is not None and pending() > 0
+        holding = self._holding()
+        buffered = not holding and pending is not None and pending() > 0
+        reads = [self._wake_r] if holding else [sock, self._wake_r]
         writes = [sock] if client.want_write() else []
+        wait = HOLD_POLL_S if holding else 0.0 if buffered else IDLE_S
         try:
-            readable, _, _ = select.select(
-                [sock, self._wake_r], writes, [], 0.0 if buffered else IDLE_S
-            )
+            readable, _, _ = select.select(reads, writes, [], wait)
         except (OSError, ValueError):  # closed under us: paho notices on the next call
-            readable = [sock]
+            readable = [] if holding else [sock]
         if sock in readable or buffered:
             self._read(sock, pending)
         if self._wake_r in readable:
@@ -175,6 +192,8 @@ class NetworkLoop:
             # A lost connection closes the socket (only this thread makes a new one).
             if client.loop_read() != mqtt.MQTT_ERR_SUCCESS or client.socket() is None:
                 return
+            if self._held_back():
+                return
             if pending is not None and pending() > 0:
                 continue
             try:
@@ -182,6 +201,16 @@ class NetworkLoop:
                     return
             except (OSError, ValueError):
                 return
+
+    def _holding(self) -> bool:
+        """Leave the socket unread this turn: held back, and not for ``max_hold_s`` yet."""
+        if not self._held_back():
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        return now - self._held_since < self._max_hold_s
 
     def _send_acks(self) -> None:
         acks, client = self._acks, self._client

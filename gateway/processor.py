@@ -34,6 +34,7 @@ from pathlib import Path
 
 from gateway.anomalies import Anomaly
 from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
+from gateway.inbox import Inbox
 from gateway.influx_spool import SPOOL_FILE, InfluxSpool
 from gateway.metrics import GatewayMetrics, SpoolMetrics
 from gateway.pipeline import Batch, Message, Pending, Pipeline
@@ -54,7 +55,7 @@ class Processor:
     def __init__(
         self,
         config: GatewayConfig,
-        inbox: queue.SimpleQueue[Message],
+        inbox: Inbox,
         pipeline: Pipeline,
         writer: BatchWriter,
         dead_letters: DeadLetterStore,

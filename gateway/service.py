@@ -7,7 +7,6 @@ the dead-letter store, and serves the HTTP API from a background thread.
 from __future__ import annotations
 
 import logging
-import queue
 import sqlite3
 import threading
 import time
@@ -21,9 +20,10 @@ from gateway.collector import tune_collector
 from gateway.deadletters import DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
 from gateway.heap import HeapTrimmer
+from gateway.inbox import Inbox
 from gateway.ingest import ALL_STREETS, MqttIngest
 from gateway.metrics import GatewayMetrics, GatewayStats
-from gateway.pipeline import Message, Pipeline, wall_ms
+from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
 from gateway.resume import resume_detector
 from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
@@ -52,7 +52,7 @@ class Gateway:
         state_dir = Path(config.gateway.state_dir)
         self._snapshot_path = state_dir / SNAPSHOT_FILE
         self.dead_letter_store = DeadLetterStore(state_dir / DEAD_LETTER_FILE)
-        self._inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._inbox = Inbox()
         self._give_up = threading.Event()
         self._influx = InfluxClient(config.influx)
         # A separate client with a short timeout, so /health never waits behind a write.

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -15,6 +14,7 @@ from mqtt_publisher import EDGE, PLACE
 
 from gateway.deadletters import DeadLetterStore
 from gateway.detection import Detector
+from gateway.inbox import Inbox
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from gateway.processor import Processor
@@ -41,7 +41,7 @@ class CountingPipeline(Pipeline):
 
 class Harness:
     def __init__(self, config: Config) -> None:
-        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.inbox: Inbox = Inbox()
         self.pipeline = CountingPipeline()
         self.acked = 0
         self.give_up = threading.Event()

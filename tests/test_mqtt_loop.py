@@ -3,8 +3,9 @@
 A batch's acknowledgements are handed over in one call and sent by the loop thread: what
 was acknowledged is never delivered again and what was not is; an acknowledgement of a
 connection that has since been lost is not sent on the next one (its mid would name
-another message there); stopping sends what is queued first; and a broker that is not
-there yet is waited for.
+another message there); stopping sends what is queued first; a broker that is not there
+yet is waited for; and while the inbox holds more payload than its budget the loop stops
+reading, for a bounded time.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import pytest
 from mqtt_publisher import Publisher
 from test_scale_out import wait_for
 
+from gateway import ingest as ingest_module
+from gateway import mqtt_loop
+from gateway.inbox import Inbox
 from gateway.ingest import MqttIngest
 from gateway.pipeline import Message
 from jiayuan.config import MqttConfig
@@ -35,8 +39,8 @@ def mqtt_config(port: int, client_id: str, protocol: str = "5") -> MqttConfig:
 
 
 @contextmanager
-def running_ingest(config: MqttConfig) -> Iterator[tuple[MqttIngest, queue.SimpleQueue[Message]]]:
-    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+def running_ingest(config: MqttConfig) -> Iterator[tuple[MqttIngest, Inbox]]:
+    inbox: Inbox = Inbox()
     ingest = MqttIngest(config, inbox)
     ingest.start()
     try:
@@ -46,24 +50,25 @@ def running_ingest(config: MqttConfig) -> Iterator[tuple[MqttIngest, queue.Simpl
         ingest.stop()
 
 
-def publish(port: int, count: int, first: int = 0) -> list[bytes]:
+def publish(port: int, count: int, size: int = 0) -> list[bytes]:
+    """``count`` messages, each ``size`` bytes long if given."""
     publisher = Publisher(port)
     try:
-        payloads = [f"message {n}".encode() for n in range(first, first + count)]
-        for n, payload in enumerate(payloads, first):
+        payloads = [f"message {n}".encode().ljust(size, b".") for n in range(count)]
+        for n, payload in enumerate(payloads):
             publisher.send(TOPIC.format(n=n % 7), payload)
         return payloads
     finally:
         publisher.close()
 
 
-def receive(inbox: queue.SimpleQueue[Message], count: int) -> list[Message]:
+def receive(inbox: Inbox, count: int) -> list[Message]:
     deadline = time.monotonic() + WAIT_S
     got = [inbox.get(timeout=max(0.01, deadline - time.monotonic())) for _ in range(count)]
     return got
 
 
-def nothing_more(inbox: queue.SimpleQueue[Message], quiet_s: float = 1.0) -> list[bytes]:
+def nothing_more(inbox: Inbox, quiet_s: float = 1.0) -> list[bytes]:
     """Whatever else arrives within ``quiet_s`` of the last message."""
     more: list[bytes] = []
     while True:
@@ -115,7 +120,7 @@ def test_acknowledgements_of_a_lost_connection_are_not_sent_on_the_next(
 def test_a_broker_that_is_not_there_yet_is_waited_for(servers: RunningServers) -> None:
     config = mqtt_config(servers.mqtt_port, f"loop-{uuid.uuid4().hex[:8]}")
     servers.stop_mosquitto()
-    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    inbox: Inbox = Inbox()
     ingest = MqttIngest(config, inbox)
     ingest.start()
     try:
@@ -132,10 +137,43 @@ def test_stopping_while_the_broker_is_away_does_not_wait_out_a_retry(
     servers: RunningServers,
 ) -> None:
     config = mqtt_config(free_port(), f"loop-{uuid.uuid4().hex[:8]}")  # nothing listens
-    ingest = MqttIngest(config, queue.SimpleQueue())
+    ingest = MqttIngest(config, Inbox())
     ingest.start()
     time.sleep(1.5)  # the first try failed; the loop waits before the next
     started = time.monotonic()
     ingest.stop()
     assert time.monotonic() - started < 0.5
     assert not ingest.connected
+
+
+def test_reading_stops_while_the_inbox_is_over_its_budget_and_goes_on_as_it_empties(
+    servers: RunningServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "MAX_WAITING_BYTES", 10_000)
+    config = mqtt_config(servers.mqtt_port, f"loop-{uuid.uuid4().hex[:8]}")
+    with running_ingest(config) as (ingest, inbox):
+        sent = publish(servers.mqtt_port, 100, size=1000)
+        time.sleep(1.0)
+        # 10,000 bytes waiting is within the budget; the eleventh message is over it.
+        assert inbox.qsize() == 11
+        assert inbox.waiting_bytes == 11_000
+        got = []
+        for _ in range(100):  # the processing thread catching up, one message at a time
+            got += receive(inbox, 1)
+        assert [m.payload for m in got] == sent
+        assert inbox.waiting_bytes == 0
+        assert ingest.ack(got) == 100
+
+
+def test_a_hold_lasts_at_most_its_limit_then_the_receive_maximum_alone_bounds_it(
+    servers: RunningServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ingest_module, "MAX_WAITING_BYTES", 10_000)
+    monkeypatch.setattr(mqtt_loop, "MAX_HOLD_S", 0.5)
+    config = mqtt_config(servers.mqtt_port, f"loop-{uuid.uuid4().hex[:8]}")
+    with running_ingest(config) as (ingest, inbox):
+        sent = publish(servers.mqtt_port, 100, size=1000)
+        wait_for(lambda: inbox.qsize() == 100, timeout_s=WAIT_S)  # nothing taken meanwhile
+        got = receive(inbox, 100)
+        assert [m.payload for m in got] == sent
+        assert ingest.ack(got) == 100

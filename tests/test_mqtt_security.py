@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import re
 import shutil
 import subprocess
@@ -28,8 +27,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
+from gateway.inbox import Inbox
 from gateway.ingest import MqttIngest
-from gateway.pipeline import Message
 from jiayuan import cli
 from jiayuan import config as config_module
 from jiayuan.broker_auth import (
@@ -121,7 +120,7 @@ class Gateway:
     """The gateway's real MQTT ingest under the gateway account; collects what arrives."""
 
     def __init__(self, config: MqttConfig) -> None:
-        self.inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self.inbox: Inbox = Inbox()
         self.ingest = MqttIngest(config, self.inbox)
         self.topics: list[str] = []
         self.payloads: list[bytes] = []

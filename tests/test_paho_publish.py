@@ -8,7 +8,6 @@ messages with and without properties.
 
 from __future__ import annotations
 
-import queue
 import uuid
 
 import paho.mqtt.client as mqtt
@@ -20,8 +19,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import paho_publish
+from gateway.inbox import Inbox
 from gateway.ingest import MqttIngest
-from gateway.pipeline import Message
 from jiayuan.config import MqttConfig
 from jiayuan.services import RunningServers
 
@@ -115,7 +114,7 @@ def test_it_stands_in_front_of_paho_and_makes_fresh_properties() -> None:
 def test_an_ingest_receives_messages_with_and_without_properties(
     servers: RunningServers,
 ) -> None:
-    inbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
+    inbox: Inbox = Inbox()
     config = MqttConfig(url=servers.mqtt_url, gateway_client_id=f"fast-{uuid.uuid4().hex[:8]}")
     ingest = MqttIngest(config, inbox)
     ingest.start()
