@@ -47,7 +47,10 @@ class _Column:
 
 @dataclass
 class _KindTable:
-    """Per kind: field name → column, and per device a row of slots (−1: none yet)."""
+    """Per kind: field name → column, and per device a row of slots (−1: none yet).
+
+    The rows may be shared with the kind's rules (``share_rows``), which number a device
+    first: one dictionary entry a device for both, not one each."""
 
     columns: dict[str, _Column | None] = field(default_factory=dict)
     rows: dict[DeviceKey, int] = field(default_factory=dict)
@@ -59,8 +62,8 @@ class _KindTable:
         row = self.rows.get(device)
         if row is None:
             row = self.rows[device] = len(self.rows)
-            if row == self.slots.shape[0]:  # an eighth more rows, as every device table
-                self._resize(row + max(64, row // 8), self.slots.shape[1])
+        if row >= self.slots.shape[0]:  # an eighth more rows, as every device table
+            self._resize(row + max(64, row // 8), self.slots.shape[1])
         return row
 
     def ensure_width(self, width: int) -> None:
@@ -84,6 +87,14 @@ class StatisticalDetectors(Stateful):
         self._tables: dict[str, _KindTable] = {}
         # Open anomalies: (device, detector) → the signals flagging it, in flag order.
         self._open: dict[tuple[DeviceKey, str], list[str]] = {}
+
+    def share_rows(self, kind: str, rows: dict[DeviceKey, int]) -> None:
+        """Number the kind's devices in ``rows`` (its rules' numbering), before any of
+        them is judged."""
+        table = self._tables.setdefault(kind, _KindTable())
+        if table.rows:
+            raise ValueError(f"the {kind} table numbers {len(table.rows)} devices already")
+        table.rows = rows
 
     def _column(self, table: _KindTable, kind: str, name: str) -> _Column | None:
         if name in table.columns:

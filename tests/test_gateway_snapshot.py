@@ -104,6 +104,11 @@ def test_a_restored_detector_judges_the_rest_as_one_that_never_stopped(
     # Every device counts as heard from at the restart (a grace before it is silent).
     del state["offline"]["_last_rx"], restored_state["offline"]["_last_rx"]
     same(state, restored_state)
+    # A device's rules and statistics share one row number (one dictionary entry), before
+    # the stop and after the restart.
+    for detector in (running, restored):
+        for kind, rules in detector.rules.items():
+            assert detector.statistical._tables[kind.value].rows is rules.device_rows
     after_restart = judge(restored, traffic[half:])
     assert after_restart == judge(running, traffic[half:])
 

@@ -99,7 +99,7 @@ def test_held_state_survives_between_readings_in_arrays_and_forget_clears_it() -
     changes = rules.evaluate(lift(), Reading("L1", "lift", 2, T0 + 20_000, {"speed": 0.0}))
     assert [(c.code, c.opened) for c in changes] == [("lift.trapped", True)]
     rules.forget(lift())
-    # Forgotten: a new row with nothing merged and nothing held.
+    # Forgotten: its row cleared, nothing merged and nothing held.
     assert rules.evaluate(lift(), Reading("L1", "lift", 3, T0 + 40_000, {"speed": 0.0})) == []
     again = rules.evaluate(lift(), Reading("L1", "lift", 4, T0 + 41_000, trapped))
     assert again == []

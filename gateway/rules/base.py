@@ -142,6 +142,11 @@ class AnomalyChange:
 class FamilyRules(Protocol):
     """One family's rules."""
 
+    @property
+    def device_rows(self) -> dict[DeviceKey, int]:
+        """Each device's row number (the statistical detectors of the kind share it)."""
+        ...
+
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]: ...
 
     def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
@@ -393,12 +398,17 @@ class TableRules(Stateful):
         own = sum(a.itemsize * a.shape[1] for a in arrays)
         return own + (self.table.bytes_per_device if self.table is not None else 0)
 
+    @property
+    def device_rows(self) -> dict[DeviceKey, int]:
+        return self._rows
+
     def forget(self, place: Place) -> None:
+        # The device keeps its row number, cleared: rows are numbered by how many there
+        # are, and the statistical detectors share the numbering.
         row = self._rows.get(place.key)
         if self.table is not None:
             self.table.forget(place.key)
-        self._rows.pop(place.key, None)
-        if row is not None and row < len(self._values):  # rows are not reused
+        if row is not None and row < len(self._values):
             self._values[row] = np.nan
             self._types[row] = _ABSENT
             self._active[row] = False

@@ -168,8 +168,9 @@ class ThresholdTable(Stateful):
         self.active = grown(self.active, rows, False)
 
     def forget(self, key: DeviceKey) -> None:
-        """Clear a device's row (it is not reused: rows are few bytes)."""
-        row = self._rows.pop(key, None)
+        """Clear a device's row (the device keeps it: rows are numbered by how many
+        there are)."""
+        row = self._rows.get(key)
         if row is not None and row < self.last.shape[0]:
             self.last[row] = np.nan
             self.active[row] = False
