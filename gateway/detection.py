@@ -29,9 +29,11 @@ class Detector:
         self.offline = offline if offline is not None else OfflineMonitor()
         self.book = book if book is not None else AnomalyBook()
         self.statistical = statistical if statistical is not None else StatisticalDetectors()
-        # One row number a device for its rules and statistics: one dictionary entry, not two.
+        # One row number a device for its rules, statistics and offline check: one
+        # dictionary entry, not three.
         for kind, family_rules in self.rules.items():
             self.statistical.share_rows(kind.value, family_rules.device_rows)
+            self.offline.share_rows(kind.value, family_rules.device_rows)
 
     def reading(self, place: Place, reading: Reading, received_ms: int) -> list[Anomaly]:
         """Anomalies opened or closed by this (new, valid) reading."""

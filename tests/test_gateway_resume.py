@@ -54,7 +54,7 @@ def test_a_device_silent_across_a_restart_is_still_reported_and_its_return_close
         ("L3", start + 5 * AFTER_MS),
     ]
     # L1 returning closes the anomaly that was open before the restart.
-    place = next(p for p in detector.offline._places if p.device == "L1")
+    place = next(p for p in detector.offline.places() if p.device == "L1")
     back = detector.reading(place, lift_reading(2, later + 1000, "L1"), wall)
     assert [(a.device, a.code, a.state, a.start_ms) for a in back] == [
         ("L1", "lift.offline", "closed", start + AFTER_MS)

@@ -102,13 +102,18 @@ def test_a_restored_detector_judges_the_rest_as_one_that_never_stopped(
     assert back.open_anomalies == len(open_at_stop) and back.devices == len(running.offline)
     state, restored_state = running.export_state(), restored.export_state()
     # Every device counts as heard from at the restart (a grace before it is silent).
-    del state["offline"]["_last_rx"], restored_state["offline"]["_last_rx"]
+    for exported in (state, restored_state):
+        exported["offline"]["_clocks"] = {
+            kind: {**vars(clock), "last_rx": None}
+            for kind, clock in exported["offline"]["_clocks"].items()
+        }
     same(state, restored_state)
-    # A device's rules and statistics share one row number (one dictionary entry), before
-    # the stop and after the restart.
+    # A device's rules, statistics and offline check share one row number (one dictionary
+    # entry), before the stop and after the restart.
     for detector in (running, restored):
         for kind, rules in detector.rules.items():
             assert detector.statistical._tables[kind.value].rows is rules.device_rows
+            assert detector.offline._clocks[kind.value].rows is rules.device_rows
     after_restart = judge(restored, traffic[half:])
     assert after_restart == judge(running, traffic[half:])
 

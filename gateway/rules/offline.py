@@ -1,8 +1,10 @@
 """The dead-man check: a device silent longer than its family's ``offline_after_s``.
 
 Driven by a timer, not only by arriving data, so a device that stops reporting is noticed
-even when nothing else arrives.  State is a few numpy arrays indexed by device, so memory
-grows by bytes per device and the check is one vectorised comparison per tick.
+even when nothing else arrives.  State is a few numpy arrays per kind indexed by the
+device's row, so memory grows by bytes per device and the check is one vectorised
+comparison per kind per tick.  The rows are the kind's rules' own numbering when the
+detector shares it (``share_rows``): one dictionary entry a device for all three.
 
 "Now" is max(latest device timestamp seen, wall clock): an accelerated replay runs device
 time ahead of the wall clock and is judged by device time.  A backlog (readings much
@@ -14,120 +16,147 @@ until it has also been quiet on the wall clock for ``offline_after_s``.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, Place
+from gateway.rules.base import AnomalyChange, DeviceKey, Place
 from gateway.state import Stateful
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
 
 _INITIAL_CAPACITY = 1024
 
 
+@dataclass
+class _Clock:
+    """One kind's devices, by row: its Place (None: a row numbered by the kind's other
+    tables that this check has not heard from yet), its last device time and arrival,
+    and whether it is reported offline."""
+
+    limit_ms: int
+    rows: dict[DeviceKey, int] = field(default_factory=dict)
+    places: list[Place | None] = field(default_factory=list)
+    last_ts: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(_INITIAL_CAPACITY, np.int64)
+    )
+    last_rx: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(_INITIAL_CAPACITY, np.int64)
+    )
+    heard: npt.NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros(_INITIAL_CAPACITY, np.bool_)
+    )
+    offline: npt.NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros(_INITIAL_CAPACITY, np.bool_)
+    )
+
+    def row(self, place: Place) -> int:
+        """The device's row, its Place kept (one a device: the latest building label)."""
+        rows = self.rows
+        row = rows.get(place.key)
+        if row is None:
+            row = rows[place.key] = len(rows)
+        if row >= len(self.last_ts):
+            # An eighth more, not double: at 100,000 devices the slack is state too.
+            grow = max(_INITIAL_CAPACITY, row // 8, row + 1 - len(self.last_ts))
+            self.last_ts = np.concatenate([self.last_ts, np.zeros(grow, np.int64)])
+            self.last_rx = np.concatenate([self.last_rx, np.zeros(grow, np.int64)])
+            self.heard = np.concatenate([self.heard, np.zeros(grow, np.bool_)])
+            self.offline = np.concatenate([self.offline, np.zeros(grow, np.bool_)])
+        places = self.places
+        if row >= len(places):
+            places.extend([None] * (row + 1 - len(places)))
+        kept = places[row]
+        if kept is None or kept.building != place.building:
+            places[row] = place
+            self.heard[row] = True
+        return row
+
+
 class OfflineMonitor(Stateful):
-    STATE = ("_index", "_places", "_last_ts", "_last_rx", "_kind", "_offline", "_latest_ts")
+    STATE = ("_clocks", "_latest_ts")
 
     def __init__(self, offline_after_s: Mapping[Kind, float] | None = None) -> None:
         after = {kind: fam.offline_after_s for kind, fam in FAMILIES.items()}
         after.update(offline_after_s or {})
-        self._after_ms = {kind.value: int(seconds * 1000) for kind, seconds in after.items()}
-        # Each device's limit as an index into this table (a byte a device, not 8).
-        self._kind_index = {kind: k for k, kind in enumerate(self._after_ms)}
-        self._limits = np.array(list(self._after_ms.values()), np.int64)
-        self._index: dict[tuple[str, str, str, str, str], int] = {}
-        self._places: list[Place] = []
-        self._last_ts: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
-        self._last_rx: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
-        self._kind: npt.NDArray[np.uint8] = np.zeros(_INITIAL_CAPACITY, np.uint8)
-        self._offline: npt.NDArray[np.bool_] = np.zeros(_INITIAL_CAPACITY, np.bool_)
+        self._clocks = {kind.value: _Clock(int(seconds * 1000)) for kind, seconds in after.items()}
         self._latest_ts = 0
 
     def __len__(self) -> int:
-        return len(self._places)
+        return sum(int(np.count_nonzero(clock.heard)) for clock in self._clocks.values())
+
+    def share_rows(self, kind: str, rows: dict[DeviceKey, int]) -> None:
+        """Number the kind's devices in ``rows`` (its rules' numbering), before any of
+        them is seen."""
+        clock = self._clocks[kind]
+        if clock.rows:
+            raise ValueError(f"the {kind} offline check numbers {len(clock.rows)} devices")
+        clock.rows = rows
+
+    def places(self) -> list[Place]:
+        """Every device heard from, kind by kind."""
+        return [p for clock in self._clocks.values() for p in clock.places if p is not None]
 
     def seen(self, place: Place, ts_ms: int, received_ms: int) -> AnomalyChange | None:
         """Record a reading; the closing change when the device was offline until now."""
-        index = self._index.get(place.key)
-        if index is None:
-            index = self._add(place)
-        elif self._places[index].building != place.building:
-            self._places[index] = place  # the label was filled in (keep one Place a device)
-        previous = int(self._last_ts[index])
-        self._last_ts[index] = max(previous, ts_ms)
-        self._last_rx[index] = received_ms
+        clock = self._clocks[place.kind]
+        row = clock.row(place)
+        previous = int(clock.last_ts[row])
+        clock.last_ts[row] = max(previous, ts_ms)
+        clock.last_rx[row] = received_ms
         self._latest_ts = max(self._latest_ts, ts_ms)
-        if not self._offline[index]:
+        if not clock.offline[row]:
             return None
-        self._offline[index] = False
-        limit = int(self._limits[self._kind[index]])
+        clock.offline[row] = False
         return AnomalyChange(
             offline_code(Kind(place.kind)),
             False,
             ts_ms,
             max(0, ts_ms - previous) / 1000.0,
-            limit / 1000.0,
+            clock.limit_ms / 1000.0,
         )
 
     def layout(self) -> object:
-        return (super().layout(), tuple(self._after_ms.items()))
+        limits = tuple((kind, clock.limit_ms) for kind, clock in self._clocks.items())
+        return (super().layout(), "rows by kind", limits)
 
     def restarted(self, wall_ms: int) -> None:
         """After a restart, count every device as heard from now, so a device is reported
         only after a full silence from the restart (the backlog the broker kept for the
         gateway arrives first)."""
-        self._last_rx[: len(self._places)] = wall_ms
+        for clock in self._clocks.values():
+            clock.last_rx[: len(clock.places)] = wall_ms
 
     def mark_offline(self, place: Place) -> None:
         """The device was already reported offline (before a restart): report only its
         return, not its silence again."""
-        index = self._index.get(place.key)
-        if index is None:
-            index = self._add(place)
-        self._offline[index] = True
+        clock = self._clocks[place.kind]
+        clock.offline[clock.row(place)] = True
 
     def due(self, wall_ms: int, most: int | None = None) -> list[tuple[Place, AnomalyChange]]:
         """Devices that have just gone silent for too long, each opened once; at most
         ``most`` of them (the rest stay due for the next call), so a district's uplink
         failing does not open 100,000 anomalies in one batch held in memory at once."""
-        count = len(self._places)
-        if count == 0:
-            return []
         now = max(self._latest_ts, wall_ms)
-        last_ts, last_rx = self._last_ts[:count], self._last_rx[:count]
-        limit = self._limits[self._kind[:count]]
-        silent = now - last_ts > limit
-        catching_up = (last_rx - last_ts > limit) & (wall_ms - last_rx <= limit)
-        newly = np.flatnonzero(silent & ~catching_up & ~self._offline[:count])[:most]
-        self._offline[newly] = True
-        changes = []
-        for index in newly.tolist():
-            place = self._places[index]
-            started = int(last_ts[index] + limit[index])
-            changes.append(
-                (
-                    place,
-                    AnomalyChange(
-                        offline_code(Kind(place.kind)),
-                        True,
-                        started,
-                        (now - int(last_ts[index])) / 1000.0,
-                        int(limit[index]) / 1000.0,
-                    ),
-                )
-            )
+        changes: list[tuple[Place, AnomalyChange]] = []
+        for kind, clock in self._clocks.items():
+            left = None if most is None else most - len(changes)
+            if left is not None and left <= 0:
+                break
+            count = len(clock.places)
+            if count == 0:
+                continue
+            last_ts, last_rx = clock.last_ts[:count], clock.last_rx[:count]
+            limit = clock.limit_ms
+            silent = now - last_ts > limit
+            catching_up = (last_rx - last_ts > limit) & (wall_ms - last_rx <= limit)
+            due = silent & ~catching_up & ~clock.offline[:count] & clock.heard[:count]
+            newly = np.flatnonzero(due)[:left]
+            clock.offline[newly] = True
+            code = offline_code(Kind(kind))
+            for row, last in zip(newly.tolist(), last_ts[newly].tolist(), strict=True):
+                place = clock.places[row]
+                assert place is not None  # heard
+                silent_s, limit_s = (now - last) / 1000.0, limit / 1000.0
+                changes.append((place, AnomalyChange(code, True, last + limit, silent_s, limit_s)))
         return changes
-
-    def _add(self, place: Place) -> int:
-        index = len(self._places)
-        if index == len(self._last_ts):
-            # An eighth more, not double: at 100,000 devices the slack is state too.
-            grow = max(_INITIAL_CAPACITY, index // 8)
-            self._last_ts = np.concatenate([self._last_ts, np.zeros(grow, np.int64)])
-            self._last_rx = np.concatenate([self._last_rx, np.zeros(grow, np.int64)])
-            self._kind = np.concatenate([self._kind, np.zeros(grow, np.uint8)])
-            self._offline = np.concatenate([self._offline, np.zeros(grow, np.bool_)])
-        self._index[place.key] = index
-        self._places.append(place)
-        self._kind[index] = self._kind_index[place.kind]
-        return index
