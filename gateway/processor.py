@@ -48,6 +48,9 @@ QUIET_S = 0.02
 # (bench/README.md: group commit, measured).
 GROUP_COMMIT_MIN_S = 0.02
 TICK_S = 1.0
+# How often an idle commit thread looks whether the gateway gave up (the processing thread
+# then hands it nothing more, not even the end).
+GIVE_UP_POLL_S = 0.5
 _REPLAY_DUE = Batch()  # the commit thread's turn to replay the spool, not a batch
 
 
@@ -170,11 +173,19 @@ class Processor:
             self.handoff.spool.close()  # what it holds is replayed at the next start
 
     def _next_batch(self) -> Batch | None:
-        """The next batch, or ``_REPLAY_DUE`` when the spool's next replay comes first."""
-        try:
-            return self._ready.get(timeout=self.handoff.replay_wait())
-        except queue.Empty:
-            return _REPLAY_DUE
+        """The next batch, ``_REPLAY_DUE`` when the spool's next replay comes first, or None
+        at the end: handed over by the processing thread, or the gateway gave up (then the
+        processing thread hands over nothing more, and a stop would wait for ever)."""
+        while True:
+            wait = self.handoff.replay_wait()
+            try:
+                timeout = GIVE_UP_POLL_S if wait is None else min(wait, GIVE_UP_POLL_S)
+                return self._ready.get(timeout=timeout)
+            except queue.Empty:
+                if self._give_up.is_set():
+                    return None
+                if wait is not None and wait <= GIVE_UP_POLL_S:
+                    return _REPLAY_DUE
 
     def _collect(self) -> Batch:
         batch = Batch()

@@ -108,3 +108,35 @@ def test_behind_a_backlog_batches_still_fill_the_window(harness: Harness) -> Non
     harness.wait_acked(2000)
     assert sum(harness.pipeline.sizes) == 2000
     assert harness.pipeline.sizes[0] >= 1000, harness.pipeline.sizes
+
+
+def test_a_stop_that_gives_up_ends_while_the_commit_thread_is_busy(config: Config) -> None:
+    # The commit thread is slow (here its acknowledgements; in a district's outage, the
+    # alert engine) and the processing thread waits to hand over the next batch when the
+    # stop's time runs out: the gateway gives up, the processing thread hands over nothing
+    # more, and the commit thread must still end once it is idle.
+    harness = Harness(config)
+    slow = threading.Event()
+
+    def slow_ack(messages: Sequence[Message]) -> int:
+        slow.wait(2.0)
+        return Harness._ack(harness, messages)
+
+    harness.processor._ack = slow_ack
+    harness.processor.start()
+    try:
+        # Three batches (a quiet gap closes each): the first being committed, the second
+        # waiting for the commit thread, the third waiting to be handed over.
+        for _ in range(3):
+            for _ in range(50):
+                harness.inbox.put(harness.message())
+            time.sleep(0.2)
+        stopping = threading.Thread(target=harness.processor.stop, args=(0.2,))
+        stopping.start()
+        stopping.join(15)
+        assert not stopping.is_alive(), "the stop waits for ever on the commit thread"
+        assert not harness.processor.settled  # it gave up: what was not acknowledged returns
+    finally:
+        slow.set()
+        harness.client.close()
+        harness.dead.close()
