@@ -245,7 +245,7 @@ def test_offline_fires_from_the_timer_without_further_traffic(
 def test_a_mass_outage_is_spread_over_batches(publisher: Publisher, config: Config) -> None:
     # Ten lifts fall silent at once with batches of at most 4: their offline anomalies
     # come in batches of at most 4 (in one batch, a district's outage is held in memory
-    # at once), one right after another, and every one is stored once.
+    # at once), a batch window apart, and every one is stored once.
     small = replace(config, gateway=replace(config.gateway, batch_max_readings=4))
     gw = Gateway(small, serve_api=False)
     gw.start()
@@ -265,6 +265,31 @@ def test_a_mass_outage_is_spread_over_batches(publisher: Publisher, config: Conf
     rows = query(config, "SELECT * FROM anomaly WHERE code = 'lift.offline'")
     assert sorted(r["device"] for r in rows) == sorted(f"L{index}" for index in range(10))
     assert {r["state"] for r in rows} == {"open"}
+
+
+def test_readings_keep_flowing_while_a_mass_outage_is_reported(
+    publisher: Publisher, config: Config
+) -> None:
+    # Forty lifts fall silent at once, four anomalies a batch: their shares come a batch
+    # window apart, so a reading arriving after the first share is stored before the last
+    # one (with alerts on, a share of 5,000 takes the commit thread seconds).
+    small = replace(config, gateway=replace(config.gateway, batch_max_readings=4))
+    gw = Gateway(small, serve_api=False)
+    gw.start()
+    try:
+        assert gw.wait_ready(10), "gateway did not subscribe"
+        start = now_ms()
+        for first in range(0, 40, 4):
+            publisher.readings([lift_reading(1, start, f"L{n}") for n in range(first, first + 4)])
+        wait_for(lambda: gw.stats.readings_stored == 40)
+        publisher.readings([lift_reading(1, start + 20_000, "L99")])  # time passes: all silent
+        wait_for(lambda: len(gw.anomalies(active=True)) > 0)
+        publisher.readings([lift_reading(2, start + 20_500, "L99")])
+        wait_for(lambda: gw.stats.readings_stored == 42)
+        assert len(gw.anomalies(active=True)) < 40
+        wait_for(lambda: len(gw.anomalies(active=True)) == 40)
+    finally:
+        gw.stop()
 
 
 def test_edge_status_is_recorded(gateway: Gateway, publisher: Publisher, config: Config) -> None:
