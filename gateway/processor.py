@@ -94,6 +94,7 @@ class Processor:
             threading.Thread(target=self._commit_all, name="gateway-commit", daemon=True),
         )
         self._next_tick = 0.0
+        self._share_sent = False  # the last batch was a share of a mass outage
         self._in_flight = 0  # batches made and not yet committed
         self._collecting = False  # a batch holds messages but is not handed over yet
         self._commit_failed = False  # a batch was left unacknowledged (and not durable)
@@ -190,6 +191,13 @@ class Processor:
 
     def _collect(self) -> Batch:
         batch = Batch()
+        if self._share_sent:
+            # The last batch was a share of a mass outage: this one gathers readings for a
+            # window before the next share, so they are not held up behind every share
+            # (with alerts on, a share of 5,000 holds the commit thread for seconds, and
+            # the next batch starts only once it is taken).
+            self._share_sent = False
+            self._next_tick = time.monotonic() + self.config.flush_interval_s
         deadline = None
         limit = self.config.batch_max_readings
         while batch.readings < limit:
@@ -201,11 +209,8 @@ class Processor:
                 except Exception:  # a bug in the timer must not stop ingest
                     log.exception("the offline check failed")
                     more_due = False
-                if more_due:
-                    # A mass outage: this batch is full.  The next share comes a batch
-                    # window later, so readings arriving meanwhile are not held up behind
-                    # every share of it (with alerts on, a share of 5,000 takes seconds).
-                    self._next_tick = now + self.config.flush_interval_s
+                if more_due:  # a mass outage: this batch is full; see _share_sent
+                    self._share_sent = True
                     break
             if deadline is None:
                 wait = max(0.0, min(self._next_tick - now, self.config.flush_interval_s))

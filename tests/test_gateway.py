@@ -270,11 +270,13 @@ def test_a_mass_outage_is_spread_over_batches(publisher: Publisher, config: Conf
 def test_readings_keep_flowing_while_a_mass_outage_is_reported(
     publisher: Publisher, config: Config
 ) -> None:
-    # Forty lifts fall silent at once, four anomalies a batch: their shares come a batch
-    # window apart, so a reading arriving after the first share is stored before the last
-    # one (with alerts on, a share of 5,000 takes the commit thread seconds).
+    # Forty lifts fall silent at once, four anomalies a batch, and each share holds the
+    # commit thread for 0.6 s (with alerts on, a share of 5,000 takes seconds): a batch
+    # of readings goes between two shares, so a reading arriving after the first share is
+    # stored before the last one.
     small = replace(config, gateway=replace(config.gateway, batch_max_readings=4))
     gw = Gateway(small, serve_api=False)
+    gw.processor._on_anomalies = lambda anomalies: time.sleep(0.6)
     gw.start()
     try:
         assert gw.wait_ready(10), "gateway did not subscribe"
@@ -283,7 +285,9 @@ def test_readings_keep_flowing_while_a_mass_outage_is_reported(
             publisher.readings([lift_reading(1, start, f"L{n}") for n in range(first, first + 4)])
         wait_for(lambda: gw.stats.readings_stored == 40)
         publisher.readings([lift_reading(1, start + 20_000, "L99")])  # time passes: all silent
-        wait_for(lambda: len(gw.anomalies(active=True)) > 0)
+        # Three shares made: one committing, one waiting for the commit thread, one
+        # waiting to be handed over.  Then a reading arrives.
+        wait_for(lambda: len(gw.anomalies(active=True)) >= 12)
         publisher.readings([lift_reading(2, start + 20_500, "L99")])
         wait_for(lambda: gw.stats.readings_stored == 42)
         assert len(gw.anomalies(active=True)) < 40
