@@ -134,7 +134,7 @@ class NetworkLoop:
     def _closing(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         """Before paho closes the socket after our DISCONNECT: close our side only, and wait
         for the broker to close its own.  Closed at once, Mosquitto 2.0 was seen to drop
-        the last few hundred acknowledgements written just before the DISCONNECT (their
+        the last dozens of acknowledgements written just before the DISCONNECT (their
         messages came back at the next start); it closes its side only after it has read
         everything before the DISCONNECT."""
         if not self._stopping.is_set():
@@ -224,8 +224,9 @@ class NetworkLoop:
         """Wait (unless this is the first attempt), then connect again."""
         if self._ended.wait(self._delay_s if self._tried else 0.0):
             return
+        if self._tried:  # the next wait is twice as long, unless a connection is accepted
+            self._delay_s = min(self._delay_s * 2, self._max_delay_s)
         self._tried = True
-        self._delay_s = min(self._delay_s * 2, self._max_delay_s)
         try:
             self._client.reconnect()
         except OSError as error:

@@ -62,10 +62,6 @@ def install() -> bool:
     return True
 
 
-def installed() -> bool:
-    return _paho_decode is not None
-
-
 def decode_publish(
     header: int, packet: bytes | bytearray, protocol: MQTTProtocolVersion
 ) -> PublishPacket:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -51,6 +52,29 @@ def _schema() -> str:
     return "\n".join(statements)
 
 
+# Instances sharing one registry ([alerts] registry_db, --workers) open it together at start.
+# Switching a new file to WAL or creating its tables then meets another connection doing
+# the same, and SQLite answers "database is locked" at once instead of waiting (the lock
+# upgrade could deadlock), so the preparation is tried again for this long.
+PREPARE_FOR_S = 10.0
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL and the tables, tried again while another connection holds the lock."""
+    deadline = time.monotonic() + PREPARE_FOR_S
+    wait_s = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_schema())
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() + wait_s > deadline:
+                raise
+        time.sleep(wait_s)
+        wait_s = min(wait_s * 2, 0.5)
+
+
 class RegistryStore:
     """Thread-safe: the API (uvicorn's threads) and the score runner share one store."""
 
@@ -59,8 +83,7 @@ class RegistryStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_schema())
+        _prepare(self._db)
 
     def replace(self, registry: Registry) -> None:
         """Store ``registry`` in place of whatever was there, in one transaction."""
