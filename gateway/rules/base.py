@@ -144,7 +144,8 @@ class FamilyRules(Protocol):
 
     @property
     def device_rows(self) -> dict[DeviceKey, int]:
-        """Each device's row number (the statistical detectors of the kind share it)."""
+        """Each device's row number (the kind's statistical detectors and offline check
+        share it)."""
         ...
 
     def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]: ...
