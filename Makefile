@@ -11,19 +11,30 @@ STAMP := $(VENV)/.installed-stamp
 ESTATES ?= 5
 DURATION ?= 60
 
-.PHONY: demo test lint servers clean
+.PHONY: demo test lint servers build clean
 
-$(STAMP): pyproject.toml scripts/bootstrap.sh
+$(STAMP): pyproject.toml setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) bash scripts/bootstrap.sh $(VENV)
 	touch $@
 
-servers: $(STAMP)
+# The hot modules run as Cython extension modules built beside their sources
+# (jiayuan/compiled.py); an edited source is rebuilt here, or its stale build would run.
+HOT_SOURCES := $(shell $(PYTHON) jiayuan/compiled.py)
+BUILT := $(VENV)/.compiled-stamp
+
+$(BUILT): $(STAMP) setup.py $(HOT_SOURCES)
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+build: $(BUILT)
+
+servers: $(BUILT)
 	$(BIN)/jiayuan services install
 
 demo: servers
 	$(BIN)/jiayuan demo --estates $(ESTATES) --duration $(DURATION) --report demo-report.json
 
-lint: $(STAMP)
+lint: $(BUILT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -32,4 +43,4 @@ test: servers lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) .jiayuan .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .jiayuan .mypy_cache .ruff_cache .pytest_cache

@@ -28,6 +28,7 @@ from gateway.processor import Processor
 from gateway.resume import resume_detector
 from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
 from gateway.writer import BatchWriter
+from jiayuan import compiled
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
@@ -108,6 +109,7 @@ class Gateway:
             raise RuntimeError("a Gateway starts once; make a new one to start again")
         self._started_at = time.monotonic()
         tune_collector()
+        compiled.log_state(log)
         # Before any traffic: the detection state of the last run, from the snapshot a
         # clean stop left, else the devices and open anomalies InfluxDB holds.
         restored = self._take_back_snapshot()

@@ -16,9 +16,20 @@ from pathlib import Path
 import pytest
 from mqtt_publisher import Publisher
 
+from jiayuan import compiled
 from jiayuan.config import Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.services import RunningServers, clear_retained, free_port, start_servers
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Never test a compiled module built from an older version of its source."""
+    stale = compiled.stale()
+    if stale:
+        raise pytest.UsageError(
+            f"compiled modules older than their sources: {', '.join(stale)}; "
+            "run `make build` (or `make test`, which builds first)"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
