@@ -27,6 +27,6 @@ def test_the_gateway_collects_generation_0_far_less_often() -> None:
 
 @pytest.mark.usefixtures("restore_thresholds")
 def test_a_higher_threshold_set_by_the_host_is_kept() -> None:
-    gc.set_threshold(50_000, 5, 20)
+    gc.set_threshold(2 * GATEWAY_THRESHOLDS[0], 5, 20)
     tune_collector()
-    assert gc.get_threshold() == (50_000, GATEWAY_THRESHOLDS[1], 20)
+    assert gc.get_threshold() == (2 * GATEWAY_THRESHOLDS[0], GATEWAY_THRESHOLDS[1], 20)
