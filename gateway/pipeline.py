@@ -24,6 +24,7 @@ from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.points import anomaly_line, edge_status_line, telemetry_line
 from gateway.rules import Place
+from gateway.rules.base import estate_names
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import (
     BATCH,
@@ -169,6 +170,7 @@ class Pipeline:
         batch.readings += len(envelope.readings)
         now = self._clock()
         accepted = batch.undetected
+        estate = estate_names(topic.district, topic.street, topic.estate)
         for reading in envelope.readings:
             problem = check_reading(reading, topic, now, self.window)
             if problem is not None:
@@ -179,14 +181,7 @@ class Pipeline:
             if not self.seen.first_time(envelope.edge, reading.device, reading.seq):
                 self.metrics.duplicate()
                 continue
-            place = Place(
-                topic.district,
-                topic.street,
-                topic.estate,
-                reading.building,
-                reading.kind,
-                reading.device,
-            )
+            place = Place.within(estate, reading.building, reading.kind, reading.device)
             batch.lines.append(
                 Pending(
                     telemetry_line(place, reading),

@@ -4,10 +4,13 @@ per device, and forgetting a device clears its row."""
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
+import pytest
+
 from gateway.rules import Place, all_rules
-from gateway.rules.base import TableRules
+from gateway.rules.base import TableRules, estate_names
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading, Value
 from jiayuan.replay import as_gateway_input
@@ -155,3 +158,15 @@ def test_places_share_the_names_that_repeat_across_devices() -> None:
     a = Place(first, "s", "e", "b", "lift", "L1")
     b = Place(second, "s", "e", "b", "lift", "L2")
     assert a.district is b.district and a.key[0] is b.key[0]
+
+
+def test_places_within_an_estate_equal_places_made_from_every_name() -> None:
+    names = ("".join(["浦东", "新区"]), "".join(["s", "1"]), "".join(["e", "1"]))
+    estate = estate_names(*names)
+    kind, building = "".join(["li", "ft"]), "".join(["b", "1"])
+    within = Place.within(estate, building, kind, "L1")
+    assert within == Place(*names, "b1", "lift", "L1")
+    assert within.key[0] is Place("浦东新区", "s", "e", "b", "lift", "L2").key[0]
+    assert within.kind is Kind.LIFT.value and within.building is sys.intern("b1")
+    with pytest.raises(AttributeError):
+        within.building = "b2"  # type: ignore[misc]

@@ -63,6 +63,14 @@ def _shared(name: str) -> str:
     return sys.intern(name) if type(name) is str else name
 
 
+EstateNames = tuple[str, str, str]  # district, street, estate, interned
+
+
+def estate_names(district: str, street: str, estate: str) -> EstateNames:
+    """The names of an estate interned, for ``Place.within``."""
+    return (_shared(district), _shared(street), _shared(estate))
+
+
 class Place:
     """Where a device is; ``key`` leaves out the building, which is a label, not identity.
 
@@ -82,6 +90,15 @@ class Place:
         key = (_shared(district), _shared(street), _shared(estate), _shared(kind), device)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "building", _shared(building))
+
+    @classmethod
+    def within(cls, estate: EstateNames, building: str, kind: str, device: str) -> Place:
+        """A device's Place in an estate whose names ``estate_names`` interned already:
+        the pipeline makes a Place a reading and interns its message's topic names once."""
+        place = object.__new__(cls)
+        object.__setattr__(place, "key", (*estate, _shared(kind), device))
+        object.__setattr__(place, "building", _shared(building))
+        return place
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Place is immutable: cannot set {name}")
