@@ -1,0 +1,164 @@
+"""The gateway's pipeline with its hot modules compiled (setup.py, Cython) against the same
+modules interpreted, in one run on the same traffic.
+
+Each measurement is a child process that imports the hot modules (jiayuan/compiled.py)
+either as the extension modules built beside them or, with them ignored, from their
+``.py`` files; the two kinds alternate.  The traffic is bench/throughput.py's batched
+messages (simulated estates with faults, interleaved in time), run through
+bench/pipeline.py's processor-like batches.
+
+    .venv/bin/python bench/compiled.py [--rounds 3] [--estates 20] [--minutes 20]
+    .venv/bin/python bench/compiled.py --instructions   # valgrind: repeatable counts
+
+``--instructions`` counts each kind's instructions once under ``valgrind --tool=callgrind``
+(the same count run after run, whatever else the host is doing), less those of a child
+that builds the same traffic and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = ("source", "compiled")
+
+
+def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
+    """One measurement: µs per reading, best of ``repeats`` (0: build the traffic only)."""
+    if mode == "source":  # before any hot module is imported
+        import importlib.machinery as machinery
+
+        sys.path_hooks.insert(
+            0,
+            machinery.FileFinder.path_hook(
+                (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES),
+                (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
+            ),
+        )
+        sys.path_importer_cache.clear()
+    sys.path.insert(0, str(ROOT))
+    from bench.pipeline import run_batches
+    from bench.throughput import build_traffic
+    from gateway.collector import tune_collector
+    from gateway.detection import Detector
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Message, Pipeline
+    from jiayuan import compiled
+    from jiayuan.config import GatewayConfig
+
+    tune_collector()
+    traffic = build_traffic(estates, minutes, 100, 0)
+    messages = [Message(t, p, i + 1, 1, 0) for i, (t, p, _) in enumerate(traffic.batched)]
+    readings = sum(wire[2] for wire in traffic.batched)
+    best = float("inf")
+    for _ in range(repeats):
+        pipeline = Pipeline(Detector(), GatewayMetrics())
+        started = time.perf_counter()
+        run_batches(pipeline, messages, GatewayConfig().batch_max_readings)
+        best = min(best, time.perf_counter() - started)
+    print(
+        json.dumps(
+            {
+                "compiled": len(compiled.compiled()),
+                "readings": readings,
+                "us": best / readings * 1e6,
+            }
+        )
+    )
+
+
+def _run(mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]) -> dict[str, float]:
+    command = [
+        *prefix,
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        str(args.estates),
+        str(args.minutes),
+        str(repeats),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["stderr"] = done.stderr  # type: ignore[assignment]
+    return result
+
+
+def timed(args: argparse.Namespace) -> None:
+    per_mode: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for round_ in range(args.rounds):
+        for mode in MODES if round_ % 2 == 0 else reversed(MODES):
+            result = _run(mode, args, 3, [])
+            if (mode == "compiled") != (result["compiled"] > 0):
+                raise SystemExit(f"{mode}: {result['compiled']:.0f} modules ran compiled")
+            per_mode[mode].append(result["us"])
+            print(f"  round {round_ + 1} {mode:9}: {result['us']:.2f} µs a reading", flush=True)
+    readings = int(result["readings"])
+    print(f"{readings:,} readings ({args.estates} estates, {args.minutes:g} simulated minutes)")
+    medians = {mode: statistics.median(values) for mode, values in per_mode.items()}
+    for mode in MODES:
+        print(f"{mode:9}: median {medians[mode]:.2f} µs a reading, {1e6 / medians[mode]:,.0f}/s")
+    print(f"compiled / interpreted time: {medians['compiled'] / medians['source']:.3f}")
+
+
+def instructions(args: argparse.Namespace) -> None:
+    counts: dict[str, int] = {}
+    readings = 0
+    with tempfile.TemporaryDirectory() as workdir:
+        for mode, repeats in (("source", 0), ("source", 1), ("compiled", 0), ("compiled", 1)):
+            out = Path(workdir) / f"callgrind.{mode}.{repeats}"
+            result = _run(
+                mode,
+                args,
+                repeats,
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"],
+            )
+            found = re.search(r"Collected : (\d+)", str(result["stderr"]))
+            if found is None:
+                raise SystemExit(f"no instruction count from valgrind:\n{result['stderr']}")
+            counts[f"{mode}.{repeats}"] = int(found.group(1))
+            readings = int(result["readings"])
+            print(
+                f"  {mode:9} {'pipeline' if repeats else 'traffic only'}: {int(found.group(1)):,}"
+            )
+    per_reading = {mode: (counts[f"{mode}.1"] - counts[f"{mode}.0"]) / readings for mode in MODES}
+    print(f"{readings:,} readings ({args.estates} estates, {args.minutes:g} simulated minutes)")
+    for mode in MODES:
+        print(f"{mode:9}: {per_reading[mode]:,.0f} instructions a reading")
+    ratio = per_reading["compiled"] / per_reading["source"]
+    print(f"compiled / interpreted instructions: {ratio:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternated pairs of children")
+    parser.add_argument("--estates", type=int, default=20)
+    parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under valgrind instead"
+    )
+    parser.add_argument("--child", nargs=4, metavar=("MODE", "ESTATES", "MINUTES", "REPEATS"))
+    args = parser.parse_args()
+    if args.child:
+        mode, estates, minutes, repeats = args.child
+        child(mode, int(estates), float(minutes), int(repeats))
+    elif args.instructions:
+        if args.estates == 20 and args.minutes == 20.0:  # 6 minutes of valgrind, not 20
+            args.estates, args.minutes = 10, 10.0
+        instructions(args)
+    else:
+        timed(args)
+
+
+if __name__ == "__main__":
+    main()
