@@ -4,6 +4,7 @@ per device, and forgetting a device clears its row."""
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import ClassVar
 
@@ -11,7 +12,7 @@ import pytest
 
 from gateway.rules import Place, all_rules
 from gateway.rules.base import TableRules, estate_names
-from jiayuan.catalogue import Kind
+from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
 from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
@@ -22,9 +23,15 @@ T0 = 1_750_000_000_000
 
 
 class Recording(dict[str, Value]):
-    """A device's merged values that note every name the checks ask for."""
+    """A device's merged values that note every name the checks ask for, and every name
+    ``derive`` writes."""
 
     asked: ClassVar[set[str]] = set()
+    written: ClassVar[set[str]] = set()
+
+    def __setitem__(self, name: str, value: Value) -> None:
+        Recording.written.add(name)
+        super().__setitem__(name, value)
 
     def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
         Recording.asked.add(name)
@@ -45,19 +52,25 @@ def test_every_value_the_rules_read_is_kept_per_device() -> None:
     for vectorised in (True, False):
         rules = all_rules(vectorised=vectorised)
         asked: dict[Kind, set[str]] = {}
+        written: dict[Kind, set[str]] = {}
         for _, place, reading in as_gateway_input(generate(registry, plan, T0, T0 + 300_000, 5)):
             family = rules[Kind(reading.kind)]
             assert isinstance(family, TableRules)
-            Recording.asked = set()
+            Recording.asked, Recording.written = set(), set()
             family.mapping = Recording
             family.evaluate(place, reading)
             asked.setdefault(Kind(reading.kind), set()).update(Recording.asked)
+            # What derive wrote (loading a device's kept values writes kept names only).
+            written.setdefault(Kind(reading.kind), set()).update(Recording.written)
         assert set(asked) == set(rules)  # every family's rules were exercised
+        assert written[Kind.EBIKE_CHARGER] and written[Kind.FIRE]  # their derive ran
         for kind, names in asked.items():
             family = rules[kind]
             assert isinstance(family, TableRules)
             kept = set(family.columns) | family.recomputed  # recomputed: derived afresh
             assert names <= kept, (kind, names - kept)
+            # Only these are dropped after a reading (with the reading's own unkept ones).
+            assert written[kind] <= kept, (kind, written[kind] - kept)
 
 
 def lift(device: str = "L1") -> Place:
@@ -170,3 +183,23 @@ def test_places_within_an_estate_equal_places_made_from_every_name() -> None:
     assert within.kind is Kind.LIFT.value and within.building is sys.intern("b1")
     with pytest.raises(AttributeError):
         within.building = "b2"  # type: ignore[misc]
+
+
+def test_a_batch_forgets_a_derived_excess_as_a_store_and_reload_would() -> None:
+    # Port 1 runs 15 °C above four peers, then reports a temperature that is not a
+    # number: from then on it has no excess over its peers. Judged one reading at a time,
+    # the excess derived from its last good temperature is not stored; a batch must drop
+    # it after each reading too, or the port keeps "holding" on a stale excess and opens.
+    rules = all_rules()[Kind.EBIKE_CHARGER]
+    readings = []
+    for k in range(120):
+        hot = 45.0 if k < 3 else math.nan
+        values: dict[str, Value] = {
+            port_field(port, "temp"): hot if port == 1 else 30.0 for port in range(1, 6)
+        }
+        values.update({port_field(port, "power"): 100.0 for port in range(1, 6)})
+        readings.append((pile(), Reading("P1", "ebike_charger", k + 1, T0 + k * 1000, values)))
+    one_by_one = [changes for item in readings for changes in rules.evaluate_many([item])]
+    batched = all_rules()[Kind.EBIKE_CHARGER].evaluate_many(readings)
+    assert not any(one_by_one)  # 3 s hot is far from the 60 s hold
+    assert batched == one_by_one
