@@ -13,14 +13,15 @@ DURATION ?= 60
 
 .PHONY: demo test lint servers build clean
 
-$(STAMP): pyproject.toml setup.py scripts/bootstrap.sh
-	PYTHON=$(PYTHON) bash scripts/bootstrap.sh $(VENV)
-	touch $@
-
 # The hot modules run as Cython extension modules built beside their sources
 # (jiayuan/compiled.py); an edited source is rebuilt here, or its stale build would run.
 HOT_SOURCES := $(shell $(PYTHON) jiayuan/compiled.py)
 BUILT := $(VENV)/.compiled-stamp
+
+# The install builds the extension modules too: they are up to date after it.
+$(STAMP): pyproject.toml setup.py scripts/bootstrap.sh
+	PYTHON=$(PYTHON) bash scripts/bootstrap.sh $(VENV)
+	touch $@ $(BUILT)
 
 $(BUILT): $(STAMP) setup.py $(HOT_SOURCES)
 	$(BIN)/python setup.py -q build_ext --inplace
