@@ -31,7 +31,7 @@ class OptionalBuildExt(build_ext):
 
     def initialize_options(self) -> None:
         super().initialize_options()
-        self.parallel = os.cpu_count() or 1  # 17 modules: a minute or two each core
+        self.parallel = os.cpu_count() or 1  # the modules compile one per core at a time
 
     def run(self) -> None:
         try:

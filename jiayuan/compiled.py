@@ -69,12 +69,15 @@ def compiled(modules: Sequence[str] = HOT_MODULES) -> list[str]:
 
 
 def stale(modules: Sequence[str] = HOT_MODULES) -> list[str]:
-    """Those of the modules whose source beside the extension was changed after it was
-    built (the extension, not the source, is what runs)."""
+    """Those of the modules built in place whose source was changed after the build (the
+    extension, not the source, is what runs).
+
+    Only in a source tree (``setup.py`` beside the top package): an installed wheel's
+    files carry the times they were unpacked, in no particular order."""
     out = []
     for module in modules:
         extension = _extension_of(module)
-        if extension is None:
+        if extension is None or not (extension.parents[module.count(".")] / "setup.py").exists():
             continue
         source = extension.with_name(module.rsplit(".", 1)[-1] + ".py")
         if source.exists() and source.stat().st_mtime > extension.stat().st_mtime:

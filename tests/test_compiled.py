@@ -48,10 +48,15 @@ def test_the_hot_path_runs_compiled_and_writes_what_the_interpreted_one_writes()
     assert built == {**interpreted, "compiled": built["compiled"]}
 
 
-def fake_package(root: Path, source_mtime: float, extension_mtime: float) -> None:
-    """A package ``hotpkg`` with one module as source and as an (unloadable) extension."""
+def fake_package(
+    root: Path, source_mtime: float, extension_mtime: float, checkout: bool = True
+) -> None:
+    """A package ``hotpkg`` with one module as source and as an (unloadable) extension,
+    in a source checkout (``setup.py`` at its root) or as installed."""
     package = root / "hotpkg"
     package.mkdir()
+    if checkout:
+        (root / "setup.py").write_text("")
     (package / "__init__.py").write_text("")
     source, extension = package / "hot.py", package / f"hot{EXTENSION}"
     source.write_text("X = 1\n")
@@ -83,6 +88,13 @@ def test_a_source_changed_after_its_build_is_named_stale(
         assert "make build" in record.getMessage()
     else:
         assert record.levelno == logging.INFO and "compiled: all 1 modules" in record.getMessage()
+
+
+def test_an_installed_package_is_never_stale(on_path: Path) -> None:
+    # A wheel unpacks its files in no particular order: the times say nothing of builds.
+    fake_package(on_path, 2_000_000, 1_500_000, checkout=False)
+    assert compiled.compiled(["hotpkg.hot"]) == ["hotpkg.hot"]
+    assert compiled.stale(["hotpkg.hot"]) == []
 
 
 def test_an_interpreted_hot_path_is_a_warning(
