@@ -18,13 +18,14 @@ DURATION ?= 60
 HOT_SOURCES := $(shell $(PYTHON) jiayuan/compiled.py)
 BUILT := $(VENV)/.compiled-stamp
 
-# The install builds the extension modules too: they are up to date after it.
 $(STAMP): pyproject.toml setup.py scripts/bootstrap.sh
 	PYTHON=$(PYTHON) bash scripts/bootstrap.sh $(VENV)
-	touch $@ $(BUILT)
+	touch $@
 
+# Right after an install (which builds them) nothing is stale: no second build.
 $(BUILT): $(STAMP) setup.py $(HOT_SOURCES)
-	$(BIN)/python setup.py -q build_ext --inplace
+	if $(BIN)/python -m jiayuan.compiled --build-needed; then \
+		$(BIN)/python setup.py -q build_ext --inplace; fi
 	touch $@
 
 build: $(BUILT)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.machinery
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,6 +107,16 @@ def log_state(log: logging.Logger, modules: Sequence[str] = HOT_MODULES) -> None
         log.info("hot path compiled: all %d modules", len(modules))
 
 
-if __name__ == "__main__":  # the Makefile's list of what the in-place build depends on
-    print(" ".join(source_path(module) for module in HOT_MODULES))
-    sys.exit(0)
+def build_needed() -> bool:
+    """Whether an in-place build would change anything: a stale module, or one not
+    compiled while extensions are wanted."""
+    if stale():
+        return True
+    wanted = not os.environ.get("JIAYUAN_NO_EXTENSIONS")
+    return wanted and len(compiled()) < len(HOT_MODULES)
+
+
+if __name__ == "__main__":  # for the Makefile
+    if sys.argv[1:] == ["--build-needed"]:  # exit status 0: build
+        sys.exit(0 if build_needed() else 1)
+    print(" ".join(source_path(module) for module in HOT_MODULES))  # what a build reads
