@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, Place
+from gateway.rules.base import AnomalyChange, Place, grown_rows
 from gateway.stat_params import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
 from gateway.state import Stateful
 from gateway.statistical import StatCore
@@ -62,8 +62,8 @@ class _KindTable:
         row = self.rows.get(device)
         if row is None:
             row = self.rows[device] = len(self.rows)
-        if row >= self.slots.shape[0]:  # an eighth more rows, as every device table
-            self._resize(row + max(64, row // 8), self.slots.shape[1])
+        if row >= self.slots.shape[0]:
+            self._resize(grown_rows(self.slots.shape[0], row), self.slots.shape[1])
         return row
 
     def ensure_width(self, width: int) -> None:

@@ -316,7 +316,6 @@ class TableRules(Stateful):
             name for name in dict.fromkeys(read) if name not in self.recomputed
         )
         self._column_of = {name: k for k, name in enumerate(self.columns)}
-        self._recomputed = tuple(self.recomputed)
         self._derived = tuple(name for name in self.columns if name.startswith("_"))
         # The table reads the signals kept here (a port's temperature and power) from these
         # arrays rather than keeping a second copy of them.
@@ -523,7 +522,7 @@ class TableRules(Stateful):
         current = self._load(devices)
         before = {row: values.copy() for row, values in current.items()}
         open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
-        held_rows, kept, recomputed = self._since, self._column_of, self._recomputed
+        held_rows, kept, recomputed = self._since, self._column_of, self.recomputed
         openers = self._openers
         for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
             values = current[row]

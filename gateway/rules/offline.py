@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, DeviceKey, Place
+from gateway.rules.base import AnomalyChange, DeviceKey, Place, grown, grown_rows
 from gateway.state import Stateful
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
 
@@ -57,12 +57,11 @@ class _Clock:
         if row is None:
             row = rows[place.key] = len(rows)
         if row >= len(self.last_ts):
-            # An eighth more, not double: at 100,000 devices the slack is state too.
-            grow = max(_INITIAL_CAPACITY, row // 8, row + 1 - len(self.last_ts))
-            self.last_ts = np.concatenate([self.last_ts, np.zeros(grow, np.int64)])
-            self.last_rx = np.concatenate([self.last_rx, np.zeros(grow, np.int64)])
-            self.heard = np.concatenate([self.heard, np.zeros(grow, np.bool_)])
-            self.offline = np.concatenate([self.offline, np.zeros(grow, np.bool_)])
+            size = grown_rows(len(self.last_ts), row)
+            self.last_ts = grown(self.last_ts, size, 0)
+            self.last_rx = grown(self.last_rx, size, 0)
+            self.heard = grown(self.heard, size, False)
+            self.offline = grown(self.offline, size, False)
         places = self.places
         if row >= len(places):
             places.extend([None] * (row + 1 - len(places)))
