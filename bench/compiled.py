@@ -33,25 +33,17 @@ MODES = ("source", "compiled")
 
 def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
     """One measurement: µs per reading, best of ``repeats`` (0: build the traffic only)."""
-    if mode == "source":  # before any hot module is imported
-        import importlib.machinery as machinery
-
-        sys.path_hooks.insert(
-            0,
-            machinery.FileFinder.path_hook(
-                (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES),
-                (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
-            ),
-        )
-        sys.path_importer_cache.clear()
     sys.path.insert(0, str(ROOT))
+    from jiayuan import compiled
+
+    if mode == "source":  # before any hot module is imported
+        compiled.import_sources_first()
     from bench.pipeline import run_batches
     from bench.throughput import build_traffic
     from gateway.collector import tune_collector
     from gateway.detection import Detector
     from gateway.metrics import GatewayMetrics
     from gateway.pipeline import Message, Pipeline
-    from jiayuan import compiled
     from jiayuan.config import GatewayConfig
 
     tune_collector()
@@ -75,7 +67,10 @@ def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
     )
 
 
-def _run(mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]) -> dict[str, float]:
+def _run(
+    mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]
+) -> tuple[dict[str, float], str]:
+    """The child's figures, and what it (or valgrind around it) wrote to stderr."""
     command = [
         *prefix,
         sys.executable,
@@ -88,15 +83,14 @@ def _run(mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]) -
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
-    result["stderr"] = done.stderr  # type: ignore[assignment]
-    return result
+    return result, done.stderr
 
 
 def timed(args: argparse.Namespace) -> None:
     per_mode: dict[str, list[float]] = {mode: [] for mode in MODES}
     for round_ in range(args.rounds):
         for mode in MODES if round_ % 2 == 0 else reversed(MODES):
-            result = _run(mode, args, 3, [])
+            result, _ = _run(mode, args, 3, [])
             if (mode == "compiled") != (result["compiled"] > 0):
                 raise SystemExit(f"{mode}: {result['compiled']:.0f} modules ran compiled")
             per_mode[mode].append(result["us"])
@@ -115,15 +109,15 @@ def instructions(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for mode, repeats in (("source", 0), ("source", 1), ("compiled", 0), ("compiled", 1)):
             out = Path(workdir) / f"callgrind.{mode}.{repeats}"
-            result = _run(
+            result, stderr = _run(
                 mode,
                 args,
                 repeats,
                 ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"],
             )
-            found = re.search(r"Collected : (\d+)", str(result["stderr"]))
+            found = re.search(r"Collected : (\d+)", stderr)
             if found is None:
-                raise SystemExit(f"no instruction count from valgrind:\n{result['stderr']}")
+                raise SystemExit(f"no instruction count from valgrind:\n{stderr}")
             counts[f"{mode}.{repeats}"] = int(found.group(1))
             readings = int(result["readings"])
             print(

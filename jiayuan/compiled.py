@@ -45,6 +45,20 @@ HOT_MODULES = (
 )
 
 
+def import_sources_first() -> None:
+    """From now on, import modules from their ``.py`` files even where an extension module
+    sits beside them: the interpreted hot path, for comparing it with the compiled one.
+    Call before any hot module is imported."""
+    sys.path_hooks.insert(
+        0,
+        importlib.machinery.FileFinder.path_hook(
+            (importlib.machinery.SourceFileLoader, importlib.machinery.SOURCE_SUFFIXES),
+            (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        ),
+    )
+    sys.path_importer_cache.clear()
+
+
 def source_path(module: str) -> str:
     """The module's source file, relative to the project root."""
     return module.replace(".", "/") + ".py"

@@ -11,25 +11,18 @@ written, and a SHA-256 of the lines in order.
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery as machinery
 import json
 import sys
 from collections import defaultdict
 
+from jiayuan import compiled
+
 if sys.argv[1] == "source":  # before any hot module is imported
-    sys.path_hooks.insert(
-        0,
-        machinery.FileFinder.path_hook(
-            (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES),
-            (machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
-        ),
-    )
-    sys.path_importer_cache.clear()
+    compiled.import_sources_first()
 
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
-from jiayuan import compiled
 from jiayuan.contract import Envelope, Reading, batch_topic, encode
 from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
