@@ -62,6 +62,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.host_cpu import CpuTimeline, Spent, tree_cpu_s
 from gateway.heap import trim_heap
 from gateway.inbox import Inbox
 from gateway.ingest import MqttIngest
@@ -472,7 +473,12 @@ def bare_subscriber(
     return SubscriberRun(readings / (float(counted["last"]) - began), float(counted["cpu_s"]))
 
 
-def influx_ingest(servers: RunningServers, lines: list[str]) -> float:
+class InfluxRun(msgspec.Struct):
+    rate: float  # points per second
+    cpu_s: float  # InfluxDB's CPU time meanwhile
+
+
+def influx_ingest(servers: RunningServers, lines: list[str]) -> InfluxRun:
     """(b): points per second InfluxDB takes in batches of 5,000 (bodies prepared first)."""
     database = f"bench_influx_{uuid.uuid4().hex[:6]}"
     bodies = [
@@ -481,14 +487,16 @@ def influx_ingest(servers: RunningServers, lines: list[str]) -> float:
     ]
     with InfluxClient(InfluxConfig(url=servers.influx_url, database=database)) as client:
         client.ensure_database()
+        cpu_before = tree_cpu_s(servers.influxd_pid)
         started = time.perf_counter()
         for body in bodies:
             client.write(body)
         elapsed = time.perf_counter() - started
+        cpu_s = tree_cpu_s(servers.influxd_pid) - cpu_before
         stored = _stored(client)
         if stored != len(lines):
             print(f"  ! InfluxDB holds {stored} of {len(lines)} points")
-    return len(lines) / elapsed
+    return InfluxRun(len(lines) / elapsed, cpu_s)
 
 
 def _stored(client: InfluxClient, where: str = "") -> int:
@@ -502,6 +510,9 @@ class GatewayRun(msgspec.Struct):
     hwm_kb: int
     cpu_s: float  # the instances' CPU time while measured
     latencies_ms: list[float]
+    # While measured (from the gateways' start to their last write): InfluxDB's CPU time
+    # and the share of the host's cores that was busy (None: not timed on the backlog).
+    spent: Spent | None = None
     stored_rss_kb: int = 0  # summed VmRSS when each instance last stored readings
     trimmed_rss_kb: int = 0  # summed VmRSS at the end, right after a heap trim
     open_anomalies: int = 0
@@ -607,6 +618,7 @@ def gateway_end_to_end(
     poller = threading.Thread(target=poll_anomalies, daemon=True)
     if mark:
         poller.start()
+    timeline = CpuTimeline(servers.influxd_pid).start()
     _go(publisher)
     began = 0.0
     if drain:  # the whole backlog at the broker first, then the gateways take it
@@ -646,6 +658,7 @@ def gateway_end_to_end(
     for gateway in gateways:
         ends.append(_expect(gateway, "gateway"))
         gateway.wait()
+    timeline.stop()
     # Counted in InfluxDB above; timed to the last write that stored any of it.
     done_at = max(float(end["stored_at"]) for end in ends)
     if stored != expected:
@@ -657,6 +670,7 @@ def gateway_end_to_end(
         hwm_kb=sum(int(end["hwm_kb"]) for end in ends),
         cpu_s=sum(float(end["cpu_s"]) for end in ends),
         latencies_ms=latencies,
+        spent=timeline.between(began, done_at) if drain else None,
         stored_rss_kb=sum(int(end["stored_rss_kb"]) for end in ends),
         trimmed_rss_kb=sum(int(end["trimmed_rss_kb"]) for end in ends),
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
@@ -667,6 +681,17 @@ def _cpu(rate: float, cpu_s: float, readings: int, who: str) -> None:
     per_reading = cpu_s / readings * 1e6 if readings else 0.0
     print(
         f"    {rate:12,.0f} readings/s; {who} CPU {cpu_s:.1f} s, {per_reading:.1f} µs per reading"
+    )
+
+
+def _where_the_cores_went(run: GatewayRun) -> None:
+    """InfluxDB's CPU a reading and how busy the host was while (c) was timed: with the
+    gateway's own figure, what the cores did for each reading."""
+    if run.spent is None or not run.stored:
+        return
+    print(
+        f"    meanwhile InfluxDB CPU {run.spent.process_cpu_s / run.stored * 1e6:.1f} µs a "
+        f"reading; the host's cores {run.spent.host_busy:.0%} busy"
     )
 
 
@@ -819,8 +844,12 @@ def measure(args: argparse.Namespace) -> None:
         a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
         _cpu(a_batched.rate, a_batched.cpu_s, len(traffic.lines), "subscriber")
         print(f"(b) InfluxDB ingest, batches of {INFLUX_BATCH:,} telemetry lines")
-        b = influx_ingest(servers, traffic.lines)
-        print(f"    {b:12,.0f} points/s")
+        b_run = influx_ingest(servers, traffic.lines)
+        b = b_run.rate
+        print(
+            f"    {b:12,.0f} points/s; InfluxDB CPU {b_run.cpu_s:.1f} s, "
+            f"{b_run.cpu_s / len(traffic.lines) * 1e6:.1f} µs a point"
+        )
         runs: dict[tuple[str, int], GatewayRun] = {}
 
         def gateways(
@@ -845,6 +874,7 @@ def measure(args: argparse.Namespace) -> None:
             print(f"(c) gateway end to end ({label}), one reading per message")
             run = gateways(traffic.single, count)
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            _where_the_cores_went(run)
             print(
                 f"    c/a = {run.rate / a_single.rate:.3f}; c/a' = {run.rate / a_manual.rate:.3f}"
             )
@@ -852,6 +882,7 @@ def measure(args: argparse.Namespace) -> None:
             print(f"(c) gateway end to end ({label}), {args.batch} readings per message")
             run = gateways(traffic.batched, count)
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+            _where_the_cores_went(run)
             print(f"    c/a = {run.rate / a_batched.rate:.3f}; c/b = {run.rate / b:.3f}")
             runs["batched", count] = run
         peak_count = max((1, args.instances), key=lambda n: runs["batched", n].rate)

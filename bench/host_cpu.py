@@ -1,0 +1,89 @@
+"""What a server's processes and the whole host spent on the CPU between two moments.
+
+A benchmark that shares a small host with Mosquitto and InfluxDB needs to say where the
+cores went: the gateway's share is measured in its own process, InfluxDB's and the host's
+here, from ``/proc`` (Linux).  ``CpuTimeline`` samples both in a thread, so the moments can
+be chosen afterwards (a run's start and the time its last write returned).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from bisect import bisect_left, bisect_right
+from pathlib import Path
+
+import msgspec
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User and system CPU seconds of ``pid`` and every process below it (a server runs
+    under jiayuan.services' watchdog, as its child); 0.0 for a process that is gone."""
+    total = 0.0
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            # The command name may hold spaces and parentheses: the fields follow the last ")".
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def host_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of every core since boot; idle and I/O wait are not busy."""
+    counts = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(counts) - counts[3] - counts[4], sum(counts)
+
+
+class Spent(msgspec.Struct, frozen=True):
+    seconds: float  # wall time between the two samples used
+    process_cpu_s: float  # the watched process tree's CPU time
+    host_busy: float  # share of all cores' time that was busy, 0–1
+
+
+class CpuTimeline:
+    """Samples one process tree's CPU time and the host's busy ticks every ``interval_s``
+    from ``start()`` to ``stop()``."""
+
+    def __init__(self, pid: int, interval_s: float = 0.025) -> None:
+        self.pid = pid
+        self.interval_s = interval_s
+        self._samples: list[tuple[float, float, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> CpuTimeline:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while True:
+            busy, ticks = host_ticks()
+            self._samples.append((time.time(), tree_cpu_s(self.pid), busy, ticks))
+            if self._stop.wait(self.interval_s):
+                return
+
+    def between(self, start: float, end: float) -> Spent:
+        """What was spent from the first sample at or after ``start`` (epoch seconds) to
+        the last one at or before ``end``."""
+        times = [sample[0] for sample in self._samples]
+        first, last = bisect_left(times, start), bisect_right(times, end) - 1
+        if last <= first:
+            raise ValueError(
+                f"no two samples between {start:.3f} and {end:.3f} (every {self.interval_s} s)"
+            )
+        t0, cpu0, busy0, ticks0 = self._samples[first]
+        t1, cpu1, busy1, ticks1 = self._samples[last]
+        return Spent(t1 - t0, cpu1 - cpu0, (busy1 - busy0) / max(1, ticks1 - ticks0))
