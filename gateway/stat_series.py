@@ -158,54 +158,7 @@ class StatisticalDetectors(Stateful):
     ) -> list[tuple[Place, AnomalyChange]]:
         """Judge many readings with one call per core (the per-call numpy overhead is what
         costs, not the arithmetic); changes come out in reading order."""
-        owners: list[int] = []
-        names: list[str] = []
-        cores: list[int] = []
-        slots: list[int] = []
-        stamps: list[int] = []
-        values: list[float] = []
-        tables = self._tables
-        for index, (place, reading) in enumerate(items):
-            kind = reading.kind
-            table = tables.get(kind)
-            if table is None:
-                table = tables[kind] = _KindTable()
-            columns = table.columns
-            row = -1
-            row_slots: list[int] = []  # the device's slots, read once per reading
-            ts = reading.ts
-            for name, value in reading.values.items():
-                # The column first: most of a reading's values are never judged (a lift
-                # sends 13, one of them judged), and their None is one look-up.
-                column = columns.get(name, _UNSEEN)
-                if column is None:
-                    continue
-                # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
-                # only for a finite number.
-                kind_of_value = type(value)
-                if kind_of_value is not float and kind_of_value is not int:
-                    continue
-                number = float(value)
-                if number - number != 0.0:
-                    continue
-                if column is _UNSEEN:
-                    column = self._column(table, kind, name)
-                    if column is None:
-                        continue
-                if row < 0:
-                    row = table.row(place.key)
-                    row_slots = table.slots[row].tolist()
-                at = column.index
-                slot = row_slots[at] if at < len(row_slots) else _NONE
-                core = column.core
-                if slot == _NONE:
-                    core, slot = self._slot(table, row, column)
-                owners.append(index)
-                names.append(name)
-                cores.append(core)
-                slots.append(slot)
-                stamps.append(ts)
-                values.append(number)
+        owners, names, cores, slots, stamps, values = _gather(self, items)
         if not slots:
             return []
         slot_array = np.array(slots, dtype=np.int64)
@@ -262,6 +215,65 @@ class StatisticalDetectors(Stateful):
         baseline = self.cores[core].baseline(slot, detector)
         # The detail is the field name as sent (p03_temp names its port as well).
         return AnomalyChange(code, now_on, reading.ts, value, baseline, name)
+
+
+_Gathered = tuple[list[int], list[str], list[int], list[int], list[int], list[float]]
+
+
+def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Reading]]) -> _Gathered:
+    """Each judged value of the readings, in order: its reading's index, its name, its
+    core and slot, its time and its value.  A function, not a method, so that the compiled
+    build can type its locals (stat_series.pxd): it runs once for every value of every
+    reading."""
+    owners: list[int] = []
+    names: list[str] = []
+    cores: list[int] = []
+    slots: list[int] = []
+    stamps: list[int] = []
+    values: list[float] = []
+    tables = detectors._tables
+    for index, (place, reading) in enumerate(items):
+        kind = reading.kind
+        table = tables.get(kind)
+        if table is None:
+            table = tables[kind] = _KindTable()
+        columns = table.columns
+        row = -1
+        row_slots: list[int] = []  # the device's slots, read once per reading
+        ts = reading.ts
+        for name, value in reading.values.items():
+            # The column first: most of a reading's values are never judged (a lift
+            # sends 13, one of them judged), and their None is one look-up.
+            column = columns.get(name, _UNSEEN)
+            if column is None:
+                continue
+            # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
+            # only for a finite number.
+            kind_of_value = type(value)
+            if kind_of_value is not float and kind_of_value is not int:
+                continue
+            number = float(value)
+            if number - number != 0.0:
+                continue
+            if column is _UNSEEN:
+                column = detectors._column(table, kind, name)
+                if column is None:
+                    continue
+            if row < 0:
+                row = table.row(place.key)
+                row_slots = table.slots[row].tolist()
+            at = column.index
+            slot = row_slots[at] if at < len(row_slots) else _NONE
+            core = column.core
+            if slot == _NONE:
+                core, slot = detectors._slot(table, row, column)
+            owners.append(index)
+            names.append(name)
+            cores.append(core)
+            slots.append(slot)
+            stamps.append(ts)
+            values.append(number)
+    return owners, names, cores, slots, stamps, values
 
 
 def _judge(

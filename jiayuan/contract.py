@@ -332,6 +332,7 @@ def _build_fast_bounds() -> dict[str, dict[str, _FastBounds]]:
 
 
 _FAST_BOUNDS = _build_fast_bounds()
+_KNOWN_KINDS = ", ".join(kind.value for kind in Kind)
 
 
 def _valid_id(text: str) -> bool:
@@ -366,7 +367,7 @@ def check_reading(
     # Every kind is in the table (a Kind member finds its value's entry).
     fast = _FAST_BOUNDS.get(kind) if isinstance(kind, str) else None
     if fast is None:
-        return f"unknown kind {_shown(kind)}; known: {', '.join(k.value for k in Kind)}"
+        return f"unknown kind {_shown(kind)}; known: {_KNOWN_KINDS}"
     if not _valid_id(reading.device):
         return f"device id {_shown(reading.device)} is not [A-Za-z0-9_.-]{{1,64}}"
     if reading.building and not _valid_id(reading.building):

@@ -49,10 +49,15 @@ def test_the_hot_path_runs_compiled_and_writes_what_the_interpreted_one_writes()
 
 
 def fake_package(
-    root: Path, source_mtime: float, extension_mtime: float, checkout: bool = True
+    root: Path,
+    source_mtime: float,
+    extension_mtime: float,
+    checkout: bool = True,
+    declarations_mtime: float | None = None,
 ) -> None:
-    """A package ``hotpkg`` with one module as source and as an (unloadable) extension,
-    in a source checkout (``setup.py`` at its root) or as installed."""
+    """A package ``hotpkg`` with one module as source (and its ``.pxd`` if given a time)
+    and as an (unloadable) extension, in a source checkout (``setup.py`` at its root) or
+    as installed."""
     package = root / "hotpkg"
     package.mkdir()
     if checkout:
@@ -63,6 +68,10 @@ def fake_package(
     extension.write_bytes(b"")
     os.utime(source, (source_mtime, source_mtime))
     os.utime(extension, (extension_mtime, extension_mtime))
+    if declarations_mtime is not None:
+        declarations = package / "hot.pxd"
+        declarations.write_text("cpdef f(x)\n")
+        os.utime(declarations, (declarations_mtime, declarations_mtime))
 
 
 @pytest.fixture
@@ -88,6 +97,24 @@ def test_a_source_changed_after_its_build_is_named_stale(
         assert "make build" in record.getMessage()
     else:
         assert record.levelno == logging.INFO and "compiled: all 1 modules" in record.getMessage()
+
+
+@pytest.mark.parametrize("declarations_newer", [True, False])
+def test_declarations_changed_after_the_build_make_it_stale(
+    on_path: Path, declarations_newer: bool
+) -> None:
+    # The .pxd types the compiled module's locals: a build without the edit runs otherwise.
+    fake_package(
+        on_path,
+        1_000_000,
+        1_500_000,
+        declarations_mtime=2_000_000 if declarations_newer else 1_200_000,
+    )
+    assert compiled.stale(["hotpkg.hot"]) == (["hotpkg.hot"] if declarations_newer else [])
+    assert compiled.build_inputs("hotpkg.hot", on_path) == [
+        on_path / "hotpkg" / "hot.py",
+        on_path / "hotpkg" / "hot.pxd",
+    ]
 
 
 def test_an_installed_package_is_never_stale(on_path: Path) -> None:

@@ -522,40 +522,7 @@ class TableRules(Stateful):
         current = self._load(devices)
         before = {row: values.copy() for row, values in current.items()}
         open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
-        held_rows, kept, recomputed = self._since, self._column_of, self.recomputed
-        openers = self._openers
-        for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
-            values = current[row]
-            present = reading.values
-            values.update(present)
-            self.derive(values, reading)
-            if row in open_rows or row in held_rows:
-                busy = True
-            else:
-                busy = False
-                for signal, opens, suppressed in openers:
-                    if signal and signal not in present:
-                        continue
-                    if opens(values) and (suppressed is None or not suppressed(values)):
-                        busy = True
-                        break
-            if busy:
-                changes = self._step_all(row, values, reading)
-                if changes:
-                    out[index] += changes
-                if self._active[row].any():
-                    open_rows.add(row)
-                else:
-                    open_rows.discard(row)
-            # Not kept, so gone by the next reading: what the reading brought and ``derive``
-            # recomputes (the device's other values are kept ones; ``derive`` writes only
-            # kept and recomputed names). Not ``values.keys() - kept``: building that set
-            # took 13 % of this loop's time (py-spy, compiled).
-            for name in present:
-                if name not in kept:
-                    values.pop(name, None)
-            for name in recomputed:
-                values.pop(name, None)
+        _check_readings(self, rows, items, current, open_rows, out)
         for row, values in current.items():
             self._store(row, values, before[row])
 
@@ -640,6 +607,55 @@ class TableRules(Stateful):
                     )
                 )
         return changes
+
+
+def _check_readings(
+    rules: TableRules,
+    rows: list[int],
+    items: Sequence[tuple[Place, Reading]],
+    current: dict[int, dict[str, Value]],
+    open_rows: set[int],
+    out: list[list[AnomalyChange]],
+) -> None:
+    """``TableRules._evaluate_checks``' loop over the readings, each on its device's merged
+    ``current`` values.  A function, not a method, so that the compiled build can type its
+    locals (base.pxd): it runs once for every reading."""
+    held_rows, kept, recomputed = rules._since, rules._column_of, rules.recomputed
+    openers = rules._openers
+    derives = type(rules).derive is not TableRules.derive  # most families derive nothing
+    for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
+        values = current[row]
+        present = reading.values
+        values.update(present)
+        if derives:
+            rules.derive(values, reading)
+        if row in open_rows or row in held_rows:
+            busy = True
+        else:
+            busy = False
+            for signal, opens, suppressed in openers:
+                if signal and signal not in present:
+                    continue
+                if opens(values) and (suppressed is None or not suppressed(values)):
+                    busy = True
+                    break
+        if busy:
+            changes = rules._step_all(row, values, reading)
+            if changes:
+                out[index] += changes
+            if rules._active[row].any():
+                open_rows.add(row)
+            else:
+                open_rows.discard(row)
+        # Not kept, so gone by the next reading: what the reading brought and ``derive``
+        # recomputes (the device's other values are kept ones; ``derive`` writes only
+        # kept and recomputed names). Not ``values.keys() - kept``: building that set
+        # took 13 % of this loop's time (py-spy, compiled).
+        for name in present:
+            if name not in kept:
+                values.pop(name, None)
+        for name in recomputed:
+            values.pop(name, None)
 
 
 def grown_rows(rows: int, needed: int) -> int:

@@ -1,0 +1,6 @@
+import cython
+
+cdef dict _FLOAT_FIELDS, _FIELDS, _float_texts
+
+@cython.locals(per_kind=tuple, known=dict, fields=list, float_texts=dict, field=tuple)
+cpdef telemetry_line(place, reading)

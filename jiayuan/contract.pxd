@@ -1,0 +1,9 @@
+import cython
+
+cdef set _valid_ids
+cdef dict _FAST_BOUNDS
+
+cpdef bint _valid_id(text)
+
+@cython.locals(fast=dict, bounds=tuple)
+cpdef check_reading(reading, topic, now_ms=*, window=*)

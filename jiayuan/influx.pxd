@@ -1,0 +1,3 @@
+cdef dict _tagset_cache
+
+cpdef cached_tag_set(key)
