@@ -38,9 +38,13 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def host_ticks() -> tuple[int, int]:
-    """(busy, all) clock ticks of every core since boot; idle and I/O wait are not busy."""
-    counts = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(counts) - counts[3] - counts[4], sum(counts)
+    """(busy, all) clock ticks of every core since boot: user, nice, system, irq and softirq
+    are busy, idle and I/O wait are not; time stolen by the hypervisor is neither (the
+    guest fields are counted in user and nice already)."""
+    line = Path("/proc/stat").read_text().split("\n", 1)[0]
+    user, nice, system, idle, iowait, irq, softirq = (int(f) for f in line.split()[1:8])
+    busy = user + nice + system + irq + softirq
+    return busy, busy + idle + iowait
 
 
 class Spent(msgspec.Struct, frozen=True):

@@ -141,7 +141,8 @@ def telemetry_line(place: Place, reading: Reading) -> str:
                     _remember_float(value, text)
             append(field[0] + text)
         elif type(value) is int:
-            text = field[2].get(value)
+            int_texts = field[2]
+            text = int_texts.get(value)
             if text is None:
                 if not field[1]:
                     if not _INT64_MIN <= value <= _INT64_MAX:
@@ -151,7 +152,7 @@ def telemetry_line(place: Place, reading: Reading) -> str:
                     text = field[0] + repr(float(value))
                 else:
                     return _telemetry_line_slow(place, reading)  # float() overflows
-                _remember_int(field[2], value, text)
+                _remember_int(int_texts, value, text)
             append(text)
         elif type(value) is str:
             append(field[0] + escaped_string(value))
