@@ -1,9 +1,12 @@
 """Dropping readings the gateway has already seen, identified by (edge, device, seq).
 
 Per (edge, device): the highest seq seen and a 64-bit bitmap of which of the 64 seqs at
-and below it were seen (bit k stands for ``high - k``), in numpy arrays indexed through one
-dict, so a device costs 16 bytes plus its dict entry.  An edge keeps each device's order,
-so a seq more than 64 below the highest is a late redelivery and counts as a duplicate.
+and below it were seen (bit k stands for ``high - k``), in two typed arrays indexed through
+one dict, so a device costs 16 bytes plus its dict entry.  They are the standard library's
+``array``, not numpy's: they are read and written one item a reading, and an item of a
+numpy array costs several times more to get or set (a numpy scalar each time).  An edge
+keeps each device's order, so a seq more than 64 below the highest is a late redelivery
+and counts as a duplicate.
 
 A clean stop saves this state with the detector's (``gateway.snapshot``).  After a gateway
 crash the broker redelivers what was not yet acknowledged and the gateway, with fresh
@@ -14,14 +17,12 @@ and a redelivered reading carries the same ones.
 
 from __future__ import annotations
 
-import numpy as np
-import numpy.typing as npt
+from array import array
 
 from gateway.state import Stateful
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
-_INITIAL_CAPACITY = 1024
 
 
 class SeqWindow(Stateful):
@@ -29,8 +30,8 @@ class SeqWindow(Stateful):
 
     def __init__(self) -> None:
         self._index: dict[tuple[str, str], int] = {}
-        self._high: npt.NDArray[np.int64] = np.zeros(_INITIAL_CAPACITY, np.int64)
-        self._seen: npt.NDArray[np.uint64] = np.zeros(_INITIAL_CAPACITY, np.uint64)
+        self._high = array("q")  # int64
+        self._seen = array("Q")  # uint64
 
     def __len__(self) -> int:
         return len(self._index)
@@ -39,12 +40,12 @@ class SeqWindow(Stateful):
         """True the first time (edge, device, seq) is offered, False for a duplicate."""
         index = self._index.get((edge, device))
         if index is None:
-            index = self._add((edge, device))
-            self._high[index] = seq
-            self._seen[index] = 1
+            self._index[edge, device] = len(self._high)
+            self._high.append(seq)
+            self._seen.append(1)
             return True
-        high = int(self._high[index])
-        seen = int(self._seen[index])
+        high = self._high[index]
+        seen = self._seen[index]
         if seq > high:
             shift = seq - high
             seen = ((seen << shift) | 1) & _MASK if shift < WINDOW else 1
@@ -56,12 +57,3 @@ class SeqWindow(Stateful):
             return False
         self._seen[index] = seen | (1 << offset)
         return True
-
-    def _add(self, key: tuple[str, str]) -> int:
-        index = len(self._index)
-        if index == len(self._high):
-            grow = len(self._high)
-            self._high = np.concatenate([self._high, np.zeros(grow, np.int64)])
-            self._seen = np.concatenate([self._seen, np.zeros(grow, np.uint64)])
-        self._index[key] = index
-        return index

@@ -39,7 +39,7 @@ from jiayuan import __version__
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FILE = "detector_state.sqlite"
-FORMAT = 1  # bump when the state's attributes change meaning
+FORMAT = 2  # bump when the state's attributes change meaning (2: the dedup window in arrays)
 # SQLite refuses a value over a billion bytes by default: a large state is kept in parts.
 PART_BYTES = 32 << 20
 
