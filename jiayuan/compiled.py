@@ -126,7 +126,7 @@ def log_state(log: logging.Logger, modules: Sequence[str] = HOT_MODULES) -> None
         )
     if interpreted:
         log.warning(
-            "hot path interpreted, about a fifth more CPU a reading: %s "
+            "hot path interpreted, about two fifths more CPU a reading: %s "
             "(not compiled at install: no C compiler, or JIAYUAN_NO_EXTENSIONS)",
             ", ".join(interpreted),
         )
