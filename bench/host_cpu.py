@@ -79,15 +79,14 @@ class CpuTimeline:
             if self._stop.wait(self.interval_s):
                 return
 
-    def between(self, start: float, end: float) -> Spent:
+    def between(self, start: float, end: float) -> Spent | None:
         """What was spent from the first sample at or after ``start`` (epoch seconds) to
-        the last one at or before ``end``."""
+        the last one at or before ``end``; None when the span holds fewer than two samples
+        (a run shorter than the sampling interval)."""
         times = [sample[0] for sample in self._samples]
         first, last = bisect_left(times, start), bisect_right(times, end) - 1
         if last <= first:
-            raise ValueError(
-                f"no two samples between {start:.3f} and {end:.3f} (every {self.interval_s} s)"
-            )
+            return None
         t0, cpu0, busy0, ticks0 = self._samples[first]
         t1, cpu1, busy1, ticks1 = self._samples[last]
         return Spent(t1 - t0, cpu1 - cpu0, (busy1 - busy0) / max(1, ticks1 - ticks0))
