@@ -53,17 +53,13 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def _host_ticks(stat: bytes) -> tuple[int, int]:
-    """(busy, all) clock ticks of every core since boot: user, nice, system, irq and softirq
-    are busy, idle and I/O wait are not; time stolen by the hypervisor is neither (the
-    guest fields are counted in user and nice already)."""
+    """(busy, all) clock ticks of every core since boot, from ``/proc/stat``: user, nice,
+    system, irq and softirq are busy, idle and I/O wait are not; time stolen by the
+    hypervisor is neither (the guest fields are counted in user and nice already)."""
     line = stat.split(b"\n", 1)[0]
     user, nice, system, idle, iowait, irq, softirq = (int(f) for f in line.split()[1:8])
     busy = user + nice + system + irq + softirq
     return busy, busy + idle + iowait
-
-
-def host_ticks() -> tuple[int, int]:
-    return _host_ticks(Path("/proc/stat").read_bytes())
 
 
 class Spent(msgspec.Struct, frozen=True):
