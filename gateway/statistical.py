@@ -12,11 +12,15 @@ index into a small table of distinct specs, since thousands of series share a fe
 ``update`` takes a batch of readings across many series.  Readings of one slot within a
 batch are handled in order by splitting the batch into rounds, each holding at most one
 reading per slot (the k-th reading of every slot is in round k), so a batch gives exactly
-what reading-by-reading processing gives.
+what reading-by-reading processing gives.  Compiled, a float32 core (the gateway's) takes
+the batch one reading at a time instead, in C (``_update_each``, typed by statistical.pxd),
+with the same arithmetic and the same results bit for bit: every learned value is read as
+float64, computed in float64 and stored in the core's dtype.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -24,6 +28,7 @@ import numpy.typing as npt
 
 from gateway.stat_params import ALL_BITS, BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
 from gateway.stat_params import StatParams as StatParams
+from jiayuan.compiled import is_extension
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -33,6 +38,11 @@ Bools = npt.NDArray[np.bool_]
 # Counters saturate here (uint16): every horizon and warm-up is far shorter.
 _COUNT_CAP = 60_000
 _SCALE_BITS = BIT[LEVEL_SHIFT] | BIT[RATE_OF_CHANGE] | BIT[DRIFT]
+# Compiled (statistical.pxd types ``_update_each`` to C), float32 cores judge a batch one
+# reading at a time: a batch that repeats its series (a backlog, or a few devices at a
+# high rate) takes as many numpy rounds as its most repeated series, and each round costs
+# some thirty numpy calls whatever its size.
+ONE_AT_A_TIME = is_extension(__file__)
 
 
 def _layout(detectors: int) -> list[tuple[str, str]]:
@@ -162,7 +172,37 @@ class StatCore:
 
     def update(self, slots: I64, ts_ms: I64, values: F64) -> U8:
         """Active detector bits per reading after that reading (``BIT`` in stat_params)."""
+        if ONE_AT_A_TIME and self.dtype == np.float32:
+            return self.update_each(slots, ts_ms, values)
+        return self.update_rounds(slots, ts_ms, values)
+
+    def update_rounds(self, slots: I64, ts_ms: I64, values: F64) -> U8:
+        """``update`` in numpy rounds (``_rounds``), whatever the build."""
         return self._run(slots, ts_ms, values, None)
+
+    def update_each(self, slots: I64, ts_ms: I64, values: F64) -> U8:
+        """``update`` reading by reading in batch order, in ``_update_each``: what the
+        compiled build runs for float32 state (interpreted, it is far slower than the
+        numpy rounds; the tests compare the two)."""
+        if self.dtype != np.float32:
+            raise ValueError(f"one reading at a time is for float32 state, not {self.dtype}")
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float64)
+        flags = np.zeros(len(values), dtype=np.uint8)
+        judged = np.isfinite(values)  # a non-finite value would poison the baseline
+        if judged.all():
+            positions = None
+        else:
+            positions = np.flatnonzero(judged)
+            slots, ts_ms, values = slots[positions], ts_ms[positions], values[positions]
+        stored = np.ascontiguousarray(values.astype(np.float32).astype(np.float64))
+        out = np.zeros(len(stored), dtype=np.uint8)
+        _update_each(self, slots, ts_ms, stored, out)
+        if positions is None:
+            return out
+        flags[positions] = out
+        return flags
 
     def update_scored(self, slots: I64, ts_ms: I64, values: F64) -> tuple[U8, F64]:
         """Like ``update``, plus a score in [0, 1] per reading: 1.0 while a detector is
@@ -230,7 +270,7 @@ class StatCore:
             rp = p.rate
             band = rp.noise_band * np.maximum(scale, floor)
             speed = np.maximum(np.abs(dx) - band, 0.0) / dt_s
-            rate = self.rate[i]
+            rate = self.rate[i].astype(np.float64)
             limit = np.maximum(rate * rp.factor, floor * rp.floor_factor)
             fast = (n >= rp.warmup) & (speed > limit)
             bits |= _hold(
@@ -249,7 +289,7 @@ class StatCore:
             old_run = self.run[i]
             run = np.where(same, np.minimum(old_run + 1, _COUNT_CAP), 0)
             run_s = np.where(same, self.run_s[i] + (t - self.last_t[i]) / 1000.0, 0.0)
-            share = self.p_change[i]
+            share = self.p_change[i].astype(np.float64)
             # The share of changing readings freezes during a run, so the run cannot erode it.
             a_share = np.maximum(sp.alpha, 1.0 / np.maximum(n, 1.0))
             keep = first | (same & (old_run > 0))
@@ -326,3 +366,150 @@ def _rounds(slots: I64, valid: Bools) -> list[I64]:
     by_rank = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[by_rank], np.arange(1, rank.max() + 1))
     return [positions[order[part]] for part in np.split(by_rank, bounds)]
+
+
+def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8) -> None:
+    """``StatCore._round``'s arithmetic for one reading at a time, in batch order, into a
+    float32 core: the same results, bit for bit (every learned value is read as float64,
+    computed in float64 and stored as float32 in both).  ``values`` are already rounded to
+    float32 and finite; ``flags`` gets each reading's detector bits after it."""
+    p, on = core.params, core.detectors
+    # Parameters as plain locals: the compiled loop reads C numbers, not attributes.
+    timed = p.min_period_s is not None
+    min_period = p.min_period_s if p.min_period_s is not None else 1.0
+    level, rated, stuck_bit, drift = (
+        BIT[LEVEL_SHIFT], BIT[RATE_OF_CHANGE], BIT[STUCK], BIT[DRIFT]
+    )  # fmt: skip
+    scaled, has_level, has_rate = on & _SCALE_BITS, on & level, on & rated
+    has_stuck, has_drift = on & stuck_bit, on & drift
+    ls, rp, sp, drp = p.level_shift, p.rate, p.stuck, p.drift
+    ls_warmup, ls_alpha, ls_k, ls_clear_k = ls.warmup, ls.alpha, ls.k, ls.clear_k
+    ls_persist, ls_clear_n, ls_flagged = ls.persist, ls.clear_n, ls.flagged_learning
+    rp_warmup, rp_alpha, rp_factor = rp.warmup, rp.alpha, rp.factor
+    rp_floor_factor, rp_band = rp.floor_factor, rp.noise_band
+    rp_persist, rp_clear_n = rp.persist, rp.clear_n
+    sp_epsilon, sp_min_readings, sp_min_seconds = sp.epsilon, sp.min_readings, sp.min_seconds
+    sp_alpha, sp_min_share, sp_warmup = sp.alpha, sp.min_change_share, sp.warmup
+    drp_warmup, drp_alpha, drp_k = drp.warmup, drp.alpha, drp.k
+    drp_persist, drp_clear_k, drp_clear_n = drp.persist, drp.clear_k, drp.clear_n
+    # Every array a layout may hold: those of detectors this core does not run are None
+    # (and never read).
+    arrays: dict[str, Any] = {name: getattr(core, name, None) for name, _ in _layout(ALL_BITS)}
+    last_x, last_t, count = arrays["last_x"], arrays["last_t"], arrays["n"]
+    active, spec_of = arrays["active"], arrays["spec"]
+    floors, minimums, enabled_specs = core.floors, core.minimums, core.enabled_specs
+    mean, scale_of, c_level = arrays["mean"], arrays["scale"], arrays["c_level"]
+    rate_of, c_rate = arrays["rate"], arrays["c_rate"]
+    p_change, run_of, run_s_of = arrays["p_change"], arrays["run"], arrays["run_s"]
+    slow_of, ref_of, ref_scale_of = arrays["slow"], arrays["ref"], arrays["ref_scale"]
+    c_drift = arrays["c_drift"]
+    for j in range(len(values)):
+        slot = slots[j]
+        t = stamps[j]
+        x = values[j]
+        n = count[slot]
+        first = n == 0
+        spec = spec_of[slot]
+        enabled = enabled_specs[spec]
+        floor = floors[spec]
+        was = active[slot]
+        bits = 0
+        dx = 0.0 if first else x - float(last_x[slot])
+        gap_s = (t - last_t[slot]) / 1000.0
+        dt_s = max(gap_s, 1e-3)
+        learn = 1.0 / (n + 1.0)
+        pace = min(dt_s / min_period, 1.0) if timed else 1.0
+        scale = 0.0
+        if scaled:
+            mean_was = float(mean[slot])
+            scale = float(scale_of[slot])
+            dev = abs(x - mean_was)
+            z = _quotient(dev, max(scale, floor))
+            exceed = False
+            if has_level:
+                exceed = n >= ls_warmup and z > ls_k
+                step = _held(
+                    was & level, exceed and enabled & level, z <= ls_clear_k, c_level[slot],
+                    ls_persist, ls_clear_n,
+                )  # fmt: skip
+                c_level[slot] = max(step, 0)
+                bits |= level if (was & level != 0) != (step < 0) else 0
+            alpha = ls_alpha * pace
+            a = alpha * ls_flagged if exceed else max(alpha, learn)
+            mean[slot] = x if first else mean_was + a * (x - mean_was)
+            if first:
+                scale_of[slot] = 0.0
+            elif not exceed:
+                scale_of[slot] = scale + a * (dev - scale)
+        if has_rate:
+            band = rp_band * max(scale, floor)
+            speed = max(abs(dx) - band, 0.0) / dt_s
+            rate = float(rate_of[slot])
+            limit = max(rate * rp_factor, floor * rp_floor_factor)
+            fast = n >= rp_warmup and speed > limit
+            step = _held(
+                was & rated, fast and enabled & rated, not fast, c_rate[slot], rp_persist,
+                rp_clear_n,
+            )  # fmt: skip
+            c_rate[slot] = max(step, 0)
+            bits |= rated if (was & rated != 0) != (step < 0) else 0
+            if n >= 1 and not fast:  # a rate needs two readings
+                rate_of[slot] = rate + max(rp_alpha * pace, 1.0 / max(n, 1.0)) * (speed - rate)
+        if has_stuck:
+            same = not first and abs(dx) < sp_epsilon
+            old_run = run_of[slot]
+            run = min(old_run + 1, _COUNT_CAP) if same else 0
+            run_s = float(run_s_of[slot]) + gap_s if same else 0.0
+            share = float(p_change[slot])
+            if not (first or (same and old_run > 0)):
+                changed = 0.0 if same else 1.0
+                p_change[slot] = share + max(sp_alpha, 1.0 / max(n, 1.0)) * (changed - share)
+            run_of[slot] = run
+            run_s_of[slot] = run_s
+            if (
+                enabled & stuck_bit
+                and n >= sp_warmup
+                and share >= sp_min_share
+                and run + 1 >= sp_min_readings
+                and run_s >= sp_min_seconds
+                and x > minimums[spec] + sp_epsilon
+            ):
+                bits |= stuck_bit
+        if has_drift:
+            slow = float(slow_of[slot])
+            slow = x if first else slow + max(drp_alpha * pace, learn) * (x - slow)
+            slow_of[slot] = slow
+            if n + 1 == drp_warmup:  # the reference is captured
+                ref = slow
+                ref_scale = max(float(scale_of[slot]), floor)
+                ref_of[slot] = ref
+                ref_scale_of[slot] = ref_scale
+            else:
+                ref = float(ref_of[slot])
+                ref_scale = float(ref_scale_of[slot])
+            away = _quotient(abs(slow - ref), max(ref_scale, floor))
+            step = _held(
+                was & drift, n + 1 >= drp_warmup and away > drp_k and enabled & drift,
+                away <= drp_clear_k, c_drift[slot], drp_persist, drp_clear_n,
+            )  # fmt: skip
+            c_drift[slot] = max(step, 0)
+            bits |= drift if (was & drift != 0) != (step < 0) else 0
+        active[slot] = bits
+        count[slot] = min(n + 1, _COUNT_CAP)
+        last_x[slot] = x
+        last_t[slot] = t
+        flags[j] = bits
+
+
+def _held(was: int, opens: int, clears: int, counter: int, persist: int, clear_n: int) -> int:
+    """``_hold`` for one reading of one series: the counter's next value, or −1 when the
+    detector flips (its counter then restarts at 0).  The counter is a uint8 (it wraps)."""
+    count = (counter + 1) & 0xFF if (clears if was else opens) else 0
+    return -1 if count >= (clear_n if was else persist) else count
+
+
+def _quotient(a: float, b: float) -> float:
+    """a / b for a ≥ 0 (or NaN) as numpy divides: by zero, inf or NaN, not an error."""
+    if b != 0.0:
+        return a / b
+    return math.inf if a > 0.0 else math.nan

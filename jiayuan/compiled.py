@@ -73,6 +73,11 @@ def build_inputs(module: str, root: Path) -> list[Path]:
     return [source, declarations] if declarations.exists() else [source]
 
 
+def is_extension(path: str) -> bool:
+    """Whether a module's ``__file__`` is an extension module (compiled), not source."""
+    return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
+
+
 def _extension_of(module: str) -> Path | None:
     """The extension module this process runs (or would import) for ``module``, or None
     (interpreted)."""
@@ -82,7 +87,7 @@ def _extension_of(module: str) -> Path | None:
     else:
         spec = importlib.util.find_spec(module)
         origin = spec.origin if spec is not None else None
-    if origin is None or not origin.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)):
+    if origin is None or not is_extension(origin):
         return None
     return Path(origin)
 

@@ -1,16 +1,20 @@
 """The statistical core on synthetic series: each detector fires on its own case within a
 bounded number of readings and stays quiet on healthy, constant, discrete and ramping
-series; a batch gives what reading-by-reading processing gives."""
+series; a batch gives what reading-by-reading processing gives, in numpy rounds and one
+reading at a time."""
 
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 
+from gateway import statistical
 from gateway.detection import Detector
 from gateway.rules import Place
-from gateway.stat_params import BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
+from gateway.stat_params import ALL_BITS, BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
 from gateway.statistical import StatCore, StatParams
+from jiayuan import compiled
 from jiayuan.contract import Reading, Value
 
 PERIOD_MS = 10_000
@@ -232,3 +236,61 @@ def test_the_core_grows_by_an_eighth_not_by_doubling() -> None:
     # The slots added while growing keep their state: the last one is judged as a new one.
     flags = core.update(np.array([99_999, 0]), np.array([T0, T0]), np.array([1.0, 2.0]))
     assert flags.tolist() == [0, 0] and core.last_x[99_999] == 1.0 and core.last_x[0] == 2.0
+
+
+def _eventful_series(
+    rng: np.random.Generator, series: int, per: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Interleaved series (slot, ms, value) with a shift, a stuck stretch and a drift each,
+    at irregular gaps (some under a second), some rounded to one decimal."""
+    slots, stamps, values = [], [], []
+    for slot in range(series):
+        gaps = rng.choice([200, 1_000, 5_000, 10_000], size=per)
+        walk = rng.normal(0.0, 1.0, per).cumsum() * 0.01 + rng.uniform(-5.0, 50.0)
+        walk[per // 3 : per // 2] += rng.uniform(-3.0, 3.0)
+        walk[per // 2 : per // 2 + 40] = walk[per // 2]
+        walk[2 * per // 3 :] += np.linspace(0.0, rng.uniform(0.0, 2.0), per - 2 * per // 3)
+        slots.append(np.full(per, slot))
+        stamps.append(T0 + np.cumsum(gaps))
+        values.append(np.round(walk, 1) if slot % 5 == 0 else walk)
+    order = np.argsort(np.concatenate(stamps), kind="stable")
+    return (
+        np.concatenate(slots)[order],
+        np.concatenate(stamps)[order],
+        np.concatenate(values)[order],
+    )
+
+
+@pytest.mark.parametrize("min_period_s", [None, 5.0])
+@pytest.mark.parametrize("detectors", range(1, ALL_BITS + 1))
+def test_one_reading_at_a_time_gives_the_numpy_rounds_results_bit_for_bit(
+    detectors: int, min_period_s: float | None
+) -> None:
+    # Batches of 700 hold each of 20 series 35 times: 35 rounds against one pass.
+    slots, stamps, values = _eventful_series(np.random.default_rng(detectors), 20, 300)
+    params = StatParams(min_period_s=min_period_s)
+    flags, cores = [], []
+    for one_at_a_time in (False, True):
+        core = StatCore(params, capacity=8, detectors=detectors, dtype=np.float32)
+        for slot in range(20):  # zero floors too: numpy divides by zero without an error
+            enabled = ALL_BITS if slot % 4 else BIT[LEVEL_SHIFT] | BIT[STUCK]
+            core.add_series([0.0, 0.01, 0.5][slot % 3], [-np.inf, 0.0][slot % 2], enabled)
+        update = core.update_each if one_at_a_time else core.update_rounds
+        batches = []
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for a in range(0, len(values), 700):
+                batches.append(update(slots[a : a + 700], stamps[a : a + 700], values[a : a + 700]))
+        flags.append(np.concatenate(batches))
+        cores.append(core)
+    assert np.array_equal(flags[0], flags[1])
+    assert flags[0].any()
+    rounds, each = cores
+    for name, _ in statistical._layout(detectors):
+        assert np.array_equal(getattr(rounds, name), getattr(each, name), equal_nan=True), name
+
+
+def test_the_compiled_core_judges_float32_state_one_reading_at_a_time() -> None:
+    compiled_here = "gateway.statistical" in compiled.compiled()
+    assert statistical.ONE_AT_A_TIME is compiled_here
+    with pytest.raises(ValueError, match="float32"):
+        StatCore().update_each(np.array([0]), np.array([T0]), np.array([1.0]))
