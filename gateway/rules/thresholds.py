@@ -188,21 +188,9 @@ class ThresholdTable(Stateful):
         out: list[list[AnomalyChange]] = [[] for _ in items]
         if not items or not self.checks:
             return out
-        rows = np.empty(len(items), dtype=np.int64)
-        # Every value that belongs to a signal of the table: (item, column, value).
-        owners: list[int] = []
-        columns: list[int] = []
-        values: list[float] = []
-        signals, known = self.signals, self._rows
-        for index, (key, reading) in enumerate(items):
-            row = known.get(key)
-            rows[index] = self._row(key) if row is None or row >= len(self.last) else row
-            found = [(signals[n], v) for n, v in reading.values.items() if n in signals]
-            owners += [index] * len(found)
-            for column, value in found:
-                columns.append(column)
-                # As ``number``: anything but a real number reads as "not reported".
-                values.append(value if type(value) is float else as_number(value))
+        row_list, owners, columns, values = _entries(self, items)
+        rows = np.array(row_list, dtype=np.int64)
+        signals = self.signals
         owner_array = np.array(owners, dtype=np.int64)
         column_array = np.array(columns, dtype=np.int64)
         value_array = np.array(values, dtype=np.float32)
@@ -340,3 +328,31 @@ class ThresholdTable(Stateful):
                         threshold.detail,
                     )
                 )
+
+
+def _entries(
+    table: ThresholdTable, items: Sequence[tuple[DeviceKey, Reading]]
+) -> tuple[list[int], list[int], list[int], list[float]]:
+    """Each item's row, and every value that belongs to a signal of the table: its item,
+    its column and the value.  A function, not a method, so that the compiled build can
+    type its locals (thresholds.pxd): it runs once for every value of every reading."""
+    rows: list[int] = []
+    owners: list[int] = []
+    columns: list[int] = []
+    values: list[float] = []
+    signals, known, held = table.signals, table._rows, len(table.last)
+    for index, (key, reading) in enumerate(items):
+        row = known.get(key)
+        if row is None or row >= held:  # a new device, or a row shared but new here
+            row = table._row(key)
+            held = len(table.last)
+        rows.append(row)
+        for name, value in reading.values.items():
+            column = signals.get(name)
+            if column is None:
+                continue
+            owners.append(index)
+            columns.append(column)
+            # As ``number``: anything but a real number reads as "not reported".
+            values.append(value if type(value) is float else as_number(value))
+    return rows, owners, columns, values
