@@ -139,20 +139,31 @@ class EbikeChargerRules(TableRules):
         else:
             gain = 1.0 - math.exp(-max(0.0, reading.ts - last) / self._tau_ms)
             values[_LAG_TS] = max(float(reading.ts), last)
-        # Each reported port's temperature less the heat its (lagged) power explains.
-        residual: dict[int, float] = {}
-        rise_per_w, get = self._rise_per_w, values.get
-        for port, power_name, temp_name, lag_name in _PORT_NAMES:
-            power = as_number(get(power_name))
-            temp = as_number(get(temp_name))
-            if math.isnan(power) or math.isnan(temp):
-                continue
-            lag = as_number(get(lag_name))
-            lag = power if math.isnan(lag) else lag + (power - lag) * gain
-            values[lag_name] = lag
-            residual[port] = temp - rise_per_w * lag
+        residual = _lagged_residuals(values, gain, self._rise_per_w)
         for port, excess in _peer_excess(residual).items():
             values[_EXCESS_NAMES[port]] = excess
+
+
+def _lagged_residuals(values: dict[str, Value], gain: float, rise_per_w: float) -> dict[int, float]:
+    """Each reported port's temperature less the heat its lagged power explains; updates
+    the ports' lags in ``values``.  A function, not a method, so that the compiled build
+    can type its locals (ebike_charger.pxd): it runs for every port of every pile reading."""
+    residual: dict[int, float] = {}
+    for port, power_name, temp_name, lag_name in _PORT_NAMES:
+        power = _real(values.get(power_name))
+        temp = _real(values.get(temp_name))
+        if power != power or temp != temp:  # NaN: not reported, or not a number
+            continue
+        lag = _real(values.get(lag_name))
+        lag = power if lag != lag else lag + (power - lag) * gain
+        values[lag_name] = lag
+        residual[port] = temp - rise_per_w * lag
+    return residual
+
+
+def _real(value: object) -> float:
+    """``as_number``, with its commonest case first."""
+    return value if type(value) is float else as_number(value)
 
 
 def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
