@@ -4,7 +4,7 @@ They are the gateway's per-reading path: decoding and checking readings, line pr
 the rules, the statistical detectors and the offline check.  They stay plain Python (no
 Cython syntax; annotations are not used as C types), so the same files run interpreted
 where no C compiler is found or ``JIAYUAN_NO_EXTENSIONS=1`` was set at install: compiled,
-the gateway spends about a quarter less CPU a reading (bench/README.md).  A few have a
+its per-reading pipeline takes about a third less CPU (bench/README.md).  A few have a
 ``.pxd`` beside them that gives Cython the C types of some module-level functions' locals
 and globals (dicts, lists, indices): the loops that run for every value of every reading.
 
@@ -131,7 +131,7 @@ def log_state(log: logging.Logger, modules: Sequence[str] = HOT_MODULES) -> None
         )
     if interpreted:
         log.warning(
-            "hot path interpreted, about two fifths more CPU a reading: %s "
+            "hot path interpreted, its pipeline about 1.5 times the CPU a reading: %s "
             "(not compiled at install: no C compiler, or JIAYUAN_NO_EXTENSIONS)",
             ", ".join(interpreted),
         )
