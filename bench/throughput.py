@@ -877,7 +877,8 @@ def measure(args: argparse.Namespace) -> None:
                 heap_trim_s=args.heap_trim_interval,
             )
 
-        for count in sorted({1, args.instances}):
+        counts = sorted({1, args.instances})
+        for count in counts:
             label = "1 process" if count == 1 else f"{count} processes, streets split"
             print(f"(c) gateway end to end ({label}), one reading per message")
             run = gateways(traffic.single, count)
@@ -897,9 +898,9 @@ def measure(args: argparse.Namespace) -> None:
         b = statistics.median(b_run.rate for b_run in b_runs)
         measured_b = ", ".join(f"{b_run.rate:,.0f}" for b_run in b_runs)
         print(f"(b) median {b:,.0f} points/s of {measured_b}")
-        for count in sorted({1, args.instances}):
+        for count in counts:
             print(f"    c/b = {runs['batched', count].rate / b:.3f} batched, {count} process(es)")
-        peak_count = max((1, args.instances), key=lambda n: runs["batched", n].rate)
+        peak_count = max(counts, key=lambda n: runs["batched", n].rate)
         c_batched = runs["batched", peak_count]
         half = c_batched.rate / 2
         print(

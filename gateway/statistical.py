@@ -189,18 +189,18 @@ class StatCore:
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         ts_ms = np.ascontiguousarray(ts_ms, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
-        flags = np.zeros(len(values), dtype=np.uint8)
         judged = np.isfinite(values)  # a non-finite value would poison the baseline
         if judged.all():
             positions = None
         else:
             positions = np.flatnonzero(judged)
             slots, ts_ms, values = slots[positions], ts_ms[positions], values[positions]
-        stored = np.ascontiguousarray(values.astype(np.float32).astype(np.float64))
+        stored = values.astype(np.float32).astype(np.float64)  # a new C-ordered array
         out = np.zeros(len(stored), dtype=np.uint8)
         _update_each(self, slots, ts_ms, stored, out)
         if positions is None:
             return out
+        flags = np.zeros(len(judged), dtype=np.uint8)  # the non-finite ones stay 0
         flags[positions] = out
         return flags
 
