@@ -7,6 +7,8 @@ fields, never tags, to keep cardinality bounded.
 
 from __future__ import annotations
 
+import math
+
 from gateway.anomalies import Anomaly
 from gateway.rules.base import Place
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
@@ -130,15 +132,19 @@ def telemetry_line(place: Place, reading: Reading) -> str:
         if field is None:
             return _telemetry_line_slow(place, reading)
         if type(value) is float:
-            # Zeros are never cached: 0.0 and -0.0 are one dict key but two texts.
-            text = float_texts.get(value) if value else None
-            if text is None:
-                # value - value == 0.0 is False for NaN and ±inf.
-                if value - value != 0.0:
-                    return _telemetry_line_slow(place, reading)
-                text = repr(value)
-                if value:
+            if value:
+                text = float_texts.get(value)
+                if text is None:
+                    # value - value == 0.0 is False for NaN and ±inf.
+                    if value - value != 0.0:
+                        return _telemetry_line_slow(place, reading)
+                    text = repr(value)
                     _remember_float(value, text)
+            else:
+                # Not cached (0.0 and -0.0 are one dict key but two texts), and not
+                # repr'd: a stopped lift's speed and an idle port's power and current
+                # make a third of the floats.
+                text = "-0.0" if math.copysign(1.0, value) < 0.0 else "0.0"
             append(field[0] + text)
         elif type(value) is int:
             int_texts = field[2]

@@ -7,10 +7,12 @@ import argparse
 from collections.abc import Sequence
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway import cli
+from gateway import pipeline as pipeline_module
 from gateway.anomalies import Anomaly
 from gateway.deadletters import Reason
 from gateway.detection import Detector
@@ -18,7 +20,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from gateway.rules import Place
 from jiayuan.config import GatewayConfig
-from jiayuan.contract import MAX_PAYLOAD_BYTES, Envelope, Reading, batch_topic, encode
+from jiayuan.contract import MAX_PAYLOAD_BYTES, Envelope, Reading, Value, batch_topic, encode
 
 NOW = 1_700_000_000_000
 TOPIC = batch_topic("songjiang", "fangsong", "e1", "edge1")
@@ -276,3 +278,41 @@ def test_a_detector_bug_is_counted_and_the_readings_are_still_stored() -> None:
     assert [p.is_reading for p in batch.lines] == [True, True] and not batch.dead
     assert pipe.metrics.snapshot().detection_failures == 1
     assert not batch.undetected  # judged (or given up on) once, not again with the next batch
+
+
+def _places_of(pipe: Pipeline, topic: str, readings: list[Reading], mid: int) -> list[Place]:
+    batch = Batch()
+    pipe.add(message(topic, encode(Envelope(v=1, edge="edge1", readings=readings)), mid), batch)
+    assert not batch.dead
+    return [place for place, _, _ in batch.undetected]
+
+
+def _gauge(device: str, seq: int, building: str = "") -> Reading:
+    values: dict[str, Value] = {"depth": 1.0}
+    return Reading(
+        device=device, kind="waterlogging", seq=seq, ts=NOW, values=values, building=building
+    )
+
+
+@pytest.mark.parametrize("limit", [262_144, 1])
+def test_a_device_keeps_its_place_until_its_labels_change(
+    limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readings of one device share its Place; a new building or kind, or the same id in
+    another estate, gets a Place of its own; a full memory of places starts over."""
+    monkeypatch.setattr(pipeline_module, "_PLACES_LIMIT", limit)
+    pipe = pipeline()
+    first, again = _places_of(pipe, TOPIC, [_gauge("G1", 1, "b1"), _gauge("G1", 2, "b1")], 1)
+    assert first == again == Place("songjiang", "fangsong", "e1", "b1", "waterlogging", "G1")
+    if limit > 1:
+        assert first is again
+    (moved,) = _places_of(pipe, TOPIC, [_gauge("G1", 3, "b2")], 2)
+    assert moved.building == "b2" and moved.key == first.key
+    lift = Reading(device="G1", kind="lift", seq=4, ts=NOW, values={"speed": 0.5}, building="b2")
+    (relabelled,) = _places_of(pipe, TOPIC, [lift], 3)
+    assert relabelled.kind == "lift" and relabelled.building == "b2"
+    elsewhere = batch_topic("songjiang", "fangsong", "e2", "edge1")
+    (other,) = _places_of(pipe, elsewhere, [_gauge("G1", 5, "b2")], 4)
+    assert other.estate == "e2" and other.kind == "waterlogging"
+    (back,) = _places_of(pipe, TOPIC, [_gauge("G1", 6, "b2")], 5)
+    assert back == moved
