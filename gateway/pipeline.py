@@ -31,6 +31,7 @@ from jiayuan.contract import (
     DEFAULT_WINDOW,
     EDGE_STATUS_KIND,
     MAX_PAYLOAD_BYTES,
+    STATUS_CHANNEL,
     Channel,
     ContractError,
     Reading,
@@ -158,7 +159,7 @@ class Pipeline:
         except ContractError as error:
             self._dead(batch, message, Reason.BAD_TOPIC, str(error), message.payload)
             return
-        if topic.kind == EDGE_STATUS_KIND or topic.channel is Channel.STATUS:
+        if topic.kind == EDGE_STATUS_KIND or topic.channel is STATUS_CHANNEL:
             self._status(topic, message, batch)
             return
         try:
