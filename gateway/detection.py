@@ -45,10 +45,13 @@ class Detector:
         of the batch in one vectorised call), then the statistical detectors over all of
         them in one call."""
         changed: list[Anomaly] = []
-        per_reading = self._rule_changes(items)
+        by_kind: dict[str, list[int]] = {}
+        for index, (_, reading, _) in enumerate(items):
+            by_kind.setdefault(reading.kind, []).append(index)
+        per_reading = self._rule_changes(items, by_kind)
+        backs = self.offline.seen_many(items, by_kind)
         judged: list[tuple[Place, Reading]] = []
-        for (place, reading, received_ms), rule_changes in zip(items, per_reading, strict=True):
-            back = self.offline.seen(place, reading.ts, received_ms)
+        for (place, reading, _), rule_changes, back in zip(items, per_reading, backs, strict=True):
             if back is not None:
                 self._apply(place, back, changed)
             if rule_changes is not None:
@@ -60,13 +63,11 @@ class Detector:
         return changed
 
     def _rule_changes(
-        self, items: Sequence[tuple[Place, Reading, int]]
+        self, items: Sequence[tuple[Place, Reading, int]], by_kind: dict[str, list[int]]
     ) -> list[list[AnomalyChange] | None]:
-        """Each reading's rule changes (None: a kind without rules), one call per family."""
+        """Each reading's rule changes (None: a kind without rules), one call per family
+        (``by_kind``: the readings' indexes by kind)."""
         out: list[list[AnomalyChange] | None] = [None] * len(items)
-        by_kind: dict[str, list[int]] = {}
-        for index, (_, reading, _) in enumerate(items):
-            by_kind.setdefault(reading.kind, []).append(index)
         for kind, indexes in by_kind.items():
             rules = self.rules.get(Kind(kind))
             if rules is None:

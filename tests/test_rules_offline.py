@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from gateway.anomalies import AnomalyBook
 from gateway.dedup import WINDOW, SeqWindow
 from gateway.detection import Detector
@@ -121,3 +123,61 @@ def test_anomaly_book_one_per_device_and_condition() -> None:
     assert book.list(active=False)[0].value == 0.0  # NaN is not storable
     assert book.list(kind="fire") == [] and book.list(estate="e1")
     assert Kind.LIFT.value == "lift"
+
+
+def _fed_one_at_a_time(
+    monitor: OfflineMonitor, items: list[tuple[Place, Reading, int]]
+) -> list[AnomalyChange | None]:
+    return [monitor.seen(place, reading.ts, received) for place, reading, received in items]
+
+
+def _by_kind(items: list[tuple[Place, Reading, int]]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for index, (_, reading, _) in enumerate(items):
+        grouped.setdefault(reading.kind, []).append(index)
+    return grouped
+
+
+def test_seen_many_is_seen_reading_by_reading() -> None:
+    """The batch form (compiled: C arrays, Places known by identity) leaves the state and
+    returns the changes that ``seen`` does one reading at a time, through new devices, the
+    arrays growing past their first 1,024 rows, a device's building changing, equal but
+    new Places, readings out of order and devices coming back from offline."""
+    rng = random.Random(7)
+    one, many = OfflineMonitor(), OfflineMonitor()
+    devices = [("lift", f"L{n}") for n in range(1_100)] + [
+        ("waterlogging", f"G{n}") for n in range(300)
+    ]
+    buildings: dict[str, str] = {}
+    places: dict[str, Place] = {}
+    now, returned = T0, 0
+    for _ in range(12):
+        items: list[tuple[Place, Reading, int]] = []
+        for _ in range(400):
+            kind, device = rng.choice(devices)
+            if device not in buildings or rng.random() < 0.02:
+                buildings[device] = f"b{rng.randrange(3)}"
+            place = places.get(device)
+            if place is None or place.building != buildings[device] or rng.random() < 0.05:
+                place = places[device] = Place("d", "s", "e", buildings[device], kind, device)
+            ts = now + rng.randrange(-5_000, 5_000)  # not in order
+            values: dict[str, float | int | str | bool] = {"x": 1}
+            reading = Reading(device=device, kind=kind, seq=1, ts=ts, values=values)
+            items.append((place, reading, now + rng.randrange(0, 3_000)))
+        backs = many.seen_many(items, _by_kind(items))
+        assert backs == _fed_one_at_a_time(one, items)
+        returned += sum(back is not None for back in backs)
+        _assert_same_state(many, one)
+        now += rng.choice([1_000, 10_000, 4 * AFTER_MS])  # now and then all go silent
+        assert many.due(now) == one.due(now)
+    assert returned > 100 and len(many._clocks["lift"].places) > 1_024  # both paths taken
+
+
+def _assert_same_state(a: OfflineMonitor, b: OfflineMonitor) -> None:
+    left, right = a.export_state(), b.export_state()
+    assert left["_latest_ts"] == right["_latest_ts"]
+    for kind, clock in left["_clocks"].items():
+        other = right["_clocks"][kind]
+        assert clock.rows == other.rows and clock.places == other.places
+        for name in ("last_ts", "last_rx", "heard", "offline"):
+            assert (getattr(clock, name) == getattr(other, name)).all(), name

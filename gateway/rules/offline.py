@@ -15,7 +15,7 @@ until it has also been quiet on the wall clock for ``offline_after_s``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ import numpy.typing as npt
 from gateway.rules.base import AnomalyChange, DeviceKey, Place, grown, grown_rows
 from gateway.state import Stateful
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
+from jiayuan.contract import Reading
 
 _INITIAL_CAPACITY = 1024
 
@@ -66,9 +67,12 @@ class _Clock:
         if row >= len(places):
             places.extend([None] * (row + 1 - len(places)))
         kept = places[row]
-        if kept is None or kept.building != place.building:
+        if kept is not place:
+            if kept is None or kept.building != place.building:
+                self.heard[row] = True
+            # An equal Place too: the device's readings share the new one (the
+            # pipeline's), so the next reading finds it by identity (_seen_kind).
             places[row] = place
-            self.heard[row] = True
         return row
 
 
@@ -115,6 +119,20 @@ class OfflineMonitor(Stateful):
             clock.limit_ms / 1000.0,
         )
 
+    def seen_many(
+        self, items: Sequence[tuple[Place, Reading, int]], by_kind: Mapping[str, list[int]]
+    ) -> list[AnomalyChange | None]:
+        """``seen`` for each of the readings (place, reading, received), in order, with
+        their indexes grouped by kind; per reading its closing change or None."""
+        backs: list[AnomalyChange | None] = [None] * len(items)
+        for kind, indexes in by_kind.items():
+            clock = self._clocks.get(kind)
+            if clock is None:  # not a kind of the catalogue: as ``seen`` would fail
+                raise KeyError(kind)
+            latest = _seen_kind(clock, items, indexes, backs, offline_code(Kind(kind)))
+            self._latest_ts = max(self._latest_ts, latest)
+        return backs
+
     def layout(self) -> object:
         limits = tuple((kind, clock.limit_ms) for kind, clock in self._clocks.items())
         return (super().layout(), "rows by kind", limits)
@@ -159,3 +177,43 @@ class OfflineMonitor(Stateful):
                 silent_s, limit_s = (now - last) / 1000.0, limit / 1000.0
                 changes.append((place, AnomalyChange(code, True, last + limit, silent_s, limit_s)))
         return changes
+
+
+def _seen_kind(
+    clock: _Clock,
+    items: Sequence[tuple[Place, Reading, int]],
+    indexes: list[int],
+    backs: list[AnomalyChange | None],
+    code: str,
+) -> int:
+    """``OfflineMonitor.seen`` for one kind's readings of a batch, their closing changes
+    put in ``backs``; returns their latest device time.  A function, not a method, so that
+    the compiled build can type it (offline.pxd): the arrays are read and written as C
+    arrays, not numpy scalars, and a device whose Place is the one kept skips the
+    bookkeeping."""
+    rows, places = clock.rows, clock.places
+    last_ts, last_rx = clock.last_ts, clock.last_rx
+    offline = clock.offline.view(np.uint8)
+    capacity = len(last_ts)
+    latest = 0
+    for index in indexes:
+        place, reading, received_ms = items[index]
+        ts = reading.ts
+        row = rows.get(place.key, -1)
+        if row < 0 or row >= capacity or row >= len(places) or places[row] is not place:
+            row = clock.row(place)  # numbered, grown or relabelled: the arrays may be new
+            last_ts, last_rx = clock.last_ts, clock.last_rx
+            offline = clock.offline.view(np.uint8)
+            capacity = len(last_ts)
+        previous = last_ts[row]
+        if ts > previous:
+            last_ts[row] = ts
+        last_rx[row] = received_ms
+        if ts > latest:
+            latest = ts
+        if offline[row]:
+            offline[row] = 0
+            backs[index] = AnomalyChange(
+                code, False, ts, max(0, ts - previous) / 1000.0, clock.limit_ms / 1000.0
+            )
+    return latest
