@@ -49,11 +49,12 @@ _FLOAT_FIELDS = _float_fields()
 _SEQ, _EVENT = "seq", "event"
 
 
-# Per field name of a kind: its escaped ``name=``, whether it is a float signal (an int
-# value is then written as a float), and the finished ``name=value`` texts of the int
-# values seen before (int signals have small ranges).  Formatting a float costs more than
-# the rest of its field, and sensor values repeat (a few decimals, bounded ranges), so the
-# texts of floats are remembered too, in one table for all fields.
+# Per field name of a kind: its escaped ``,name=``, whether it is a float signal (an int
+# value is then written as a float), and the finished ``,name=value`` texts of the int
+# values seen before (int signals have small ranges).  The leading comma lets a line's
+# fields be joined as they come (the first one's comma is dropped once).  Formatting a
+# float costs more than the rest of its field, and sensor values repeat (a few decimals,
+# bounded ranges), so the texts of floats are remembered too, in one table for all fields.
 _Field = tuple[str, bool, dict[int, str]]
 _INT_TEXTS_LIMIT = 1024  # per field; cleared when full
 _FLOAT_TEXTS_LIMIT = 65_536
@@ -71,7 +72,7 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
             for port in ports:
                 name = port_field(port, signal.name) if signal.per_port else signal.name
                 is_float = name in _FLOAT_FIELDS[kind.value]
-                fields[name] = (escaped_field_key(name) + "=", is_float, {})
+                fields[name] = ("," + escaped_field_key(name) + "=", is_float, {})
         fields.pop(_SEQ, None)
         fields.pop(_EVENT, None)
         table[kind.value] = (escaped_measurement(kind.value), fields)
@@ -79,8 +80,8 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
 
 
 _FIELDS = _fields_by_kind()
-_SEQ_PREFIX = escaped_field_key(_SEQ) + "="
-_EVENT_PREFIX = escaped_field_key(_EVENT) + "="
+_SEQ_PREFIX = "," + escaped_field_key(_SEQ) + "="
+_EVENT_PREFIX = "," + escaped_field_key(_EVENT) + "="
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # float(int) raises OverflowError beyond this; such values take the slow path to raise it.
 _FLOAT_INT_LIMIT = 2**1023
@@ -124,8 +125,10 @@ def telemetry_line(place: Place, reading: Reading) -> str:
     if per_kind is None:
         return _telemetry_line_slow(place, reading)
     measurement, known = per_kind
-    fields: list[str] = []
-    append = fields.append
+    # Each field's ``,name=`` and value text as separate parts: a concatenation per field
+    # cost more than the list growing.
+    parts: list[str] = []
+    append = parts.append
     float_texts = _float_texts
     for name, value in reading.values.items():
         field = known.get(name)
@@ -145,7 +148,8 @@ def telemetry_line(place: Place, reading: Reading) -> str:
                 # repr'd: a stopped lift's speed and an idle port's power and current
                 # make a third of the floats.
                 text = "-0.0" if math.copysign(1.0, value) < 0.0 else "0.0"
-            append(field[0] + text)
+            append(field[0])
+            append(text)
         elif type(value) is int:
             int_texts = field[2]
             text = int_texts.get(value)
@@ -161,20 +165,25 @@ def telemetry_line(place: Place, reading: Reading) -> str:
                 _remember_int(int_texts, value, text)
             append(text)
         elif type(value) is str:
-            append(field[0] + escaped_string(value))
+            append(field[0])
+            append(escaped_string(value))
         elif type(value) is bool:
-            append(field[0] + ("true" if value else "false"))
+            append(field[0])
+            append("true" if value else "false")
         else:
             return _telemetry_line_slow(place, reading)
     seq = reading.seq
     if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
         return _telemetry_line_slow(place, reading)
-    append(_SEQ_PREFIX + int.__repr__(seq) + "i")
+    append(_SEQ_PREFIX)
+    append(int.__repr__(seq))
+    append("i")
     event = reading.event
     if event is not None:
         if type(event) is not str:
             return _telemetry_line_slow(place, reading)
-        append(_EVENT_PREFIX + escaped_string(event))
+        append(_EVENT_PREFIX)
+        append(escaped_string(event))
     ts = reading.ts
     if type(ts) is not int:
         return _telemetry_line_slow(place, reading)
@@ -184,7 +193,8 @@ def telemetry_line(place: Place, reading: Reading) -> str:
     tags = cached_tag_set(key)
     if tags is None:
         tags = tag_set(place_tags(place), key)
-    return f"{measurement}{tags} {','.join(fields)} {ts}"
+    parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
+    return f"{measurement}{tags} {''.join(parts)} {ts}"
 
 
 def _telemetry_line_slow(place: Place, reading: Reading) -> str:
