@@ -260,8 +260,14 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
                 if column is None:
                     continue
             if row < 0:
-                row = table.row(place.key)
-                row_slots = table.slots[row].tolist()
+                # The rules numbered the device already (shared rows): one look-up, and
+                # the table's method only when its slots must grow first.
+                slots_of = table.slots
+                row = table.rows.get(place.key, -1)
+                if row < 0 or row >= len(slots_of):
+                    row = table.row(place.key)
+                    slots_of = table.slots
+                row_slots = slots_of[row].tolist()
             at = column.index
             slot = row_slots[at] if at < len(row_slots) else _NONE
             core = column.core
