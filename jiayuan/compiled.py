@@ -131,7 +131,7 @@ def log_state(log: logging.Logger, modules: Sequence[str] = HOT_MODULES) -> None
         )
     if interpreted:
         log.warning(
-            "hot path interpreted, its pipeline about 1.5 times the CPU a reading: %s "
+            "hot path interpreted, its pipeline about 1.7 times the CPU a reading: %s "
             "(not compiled at install: no C compiler, or JIAYUAN_NO_EXTENSIONS)",
             ", ".join(interpreted),
         )
