@@ -222,7 +222,7 @@ class Pipeline:
         return place
 
     def _status(self, topic: Topic, message: Message, batch: Batch) -> None:
-        if topic.kind != EDGE_STATUS_KIND or topic.channel is not Channel.STATUS:
+        if topic.kind != EDGE_STATUS_KIND or topic.channel is not STATUS_CHANNEL:
             self._dead(
                 batch,
                 message,

@@ -205,7 +205,7 @@ def _seen_kind(
             last_ts, last_rx = clock.last_ts, clock.last_rx
             offline = clock.offline.view(np.uint8)
             capacity = len(last_ts)
-        previous = last_ts[row]
+        previous = int(last_ts[row])  # a Python int when interpreted, as ``seen`` reads it
         if ts > previous:
             last_ts[row] = ts
         last_rx[row] = received_ms
