@@ -4,9 +4,10 @@ They are the gateway's per-reading path: decoding and checking readings, line pr
 the rules, the statistical detectors and the offline check.  They stay plain Python (no
 Cython syntax; annotations are not used as C types), so the same files run interpreted
 where no C compiler is found or ``JIAYUAN_NO_EXTENSIONS=1`` was set at install: compiled,
-its per-reading pipeline takes about a third less CPU (bench/README.md).  A few have a
-``.pxd`` beside them that gives Cython the C types of some module-level functions' locals
-and globals (dicts, lists, indices): the loops that run for every value of every reading.
+its per-reading pipeline takes about 0.6 of the interpreted CPU (bench/README.md).  A few
+have a ``.pxd`` beside them that gives Cython the C types of some module-level functions'
+locals and globals (dicts, lists, indices): the loops that run for every value of every
+reading.
 
 An in-place build (``make``, ``pip install -e .``) puts each extension module beside its
 source, and Python imports the extension first: a source edited after the build does not
