@@ -1,0 +1,70 @@
+"""``jiayuan detect`` stays quiet on healthy series of shapes that no simulator of ours makes:
+a clean cycle, a noisy one, a random walk, a quantised constant and a pump's on/off status.
+No row after the warm-up may score 0.5 or more (what the gateway would open an anomaly for)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from jiayuan.cli import main
+
+ROWS = 10_000
+WARMUP = 500  # rows the scorer may spend learning a series (under two days at 5 min)
+PERIOD_S = 300
+DAY = 86_400 // PERIOD_S  # rows a day
+Series = npt.NDArray[np.float64]
+
+
+def noiseless_sine(rng: np.random.Generator) -> Series:
+    return 20.0 + 5.0 * np.sin(2 * np.pi * np.arange(ROWS) / DAY)
+
+
+def noisy_sine(rng: np.random.Generator) -> Series:
+    return noiseless_sine(rng) + rng.normal(0.0, 0.3, ROWS)
+
+
+def random_walk(rng: np.random.Generator) -> Series:
+    return 100.0 + np.cumsum(rng.normal(0.0, 1.0, ROWS))
+
+
+def quantised_constant(rng: np.random.Generator) -> Series:
+    # A transmitter resolving 0.1: its noise crosses a rounding boundary on ~1 % of rows.
+    return np.round(12.3 + rng.normal(0.0, 0.02, ROWS), 1)
+
+
+def pump_status(rng: np.random.Generator) -> Series:
+    values: list[float] = []
+    on = False
+    while len(values) < ROWS:
+        values += [1.0 if on else 0.0] * int(rng.geometric(1 / (30 if on else 60)))
+        on = not on
+    return np.array(values[:ROWS])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [noiseless_sine, noisy_sine, random_walk, quantised_constant, pump_status],
+    ids=lambda make: make.__name__,
+)
+def test_no_row_of_a_healthy_series_scores_as_an_anomaly(
+    tmp_path: Path, make: Callable[[np.random.Generator], Series]
+) -> None:
+    values = make(np.random.default_rng(26))
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with src.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value"])
+        writer.writerows(
+            [1_700_000_000 + PERIOD_S * k, f"{v:.6g}"] for k, v in enumerate(values.tolist())
+        )
+    assert main(["detect", "--csv", str(src), "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        scores = np.array([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
+    high = np.flatnonzero(scores[WARMUP:] >= 0.5) + WARMUP
+    assert len(high) == 0, f"{len(high)} rows score ≥ 0.5, the first at rows {high[:5].tolist()}"
