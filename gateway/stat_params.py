@@ -33,6 +33,10 @@ class LevelShiftParams:
     # A reading over k updates the baseline this much slower, so a sustained fault is not
     # learned away in minutes (it is in hours, when it has become the new normal).
     flagged_learning: float = 0.02
+    # A shift still open after this many readings is the new normal: the baseline restarts
+    # at the current value and the anomaly closes (one change, one anomaly; a slow fault
+    # is the drift detector's, whose reference does not move).
+    relearn: int = 120
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class DriftParams:
     persist: int = 6
     clear_k: float = 2.0
     clear_n: int = 6
+    # Only a series that sat at a level during its warm-up can drift from it: one whose
+    # reading-to-reading change (EWMA |Δx|) is below this share of its deviation from the
+    # baseline (EWMA |x − mean|) wanders or cycles (a random walk, a daily curve), and its
+    # slow mean leaves any frozen reference without a fault.  White noise gives ~1.4.
+    stationary_ratio: float = 0.8
 
 
 # Signals whose healthy behaviour is bursty or cyclic, so that a baseline detector would
@@ -125,6 +134,10 @@ class StatParams:
     # is at least 20 × min_period_s.  None: count readings only (a generic series).
     min_period_s: float | None = None
     floor_share: float = 0.002
+    # The scale is also floored by what the sensor resolves: this share of the smallest
+    # non-zero step seen in the series (a quantised reading's own noise is about half a
+    # step), so a clean, quantised, constant or on/off series has no infinite sigma.
+    resolution_share: float = 0.5
     floors: dict[str, float] = field(default_factory=dict)
     # Per-detector opt-outs by "kind.signal"; stuck runs on every float signal (its own
     # rules keep discrete and resting signals out).

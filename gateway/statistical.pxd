@@ -14,10 +14,11 @@ cdef int _COUNT_CAP
     rate_of=cython.float[::1], c_rate=cython.uchar[::1], p_change=cython.float[::1],
     run_of=cython.ushort[::1], run_s_of=cython.float[::1], slow_of=cython.float[::1],
     ref_of=cython.float[::1], ref_scale_of=cython.float[::1], c_drift=cython.uchar[::1],
+    step_of=cython.float[::1], held_of=cython.ushort[::1], jitter_of=cython.float[::1],
     timed=bint, min_period=double, on=int, level=int, rated=int, stuck_bit=int, drift=int,
     scaled=int, has_level=int, has_rate=int, has_stuck=int, has_drift=int,
     ls_warmup=int, ls_alpha=double, ls_k=double, ls_clear_k=double, ls_persist=int,
-    ls_clear_n=int, ls_flagged=double,
+    ls_clear_n=int, ls_flagged=double, ls_relearn=int, res_share=double, drp_ratio=double,
     rp_warmup=int, rp_alpha=double, rp_factor=double, rp_floor_factor=double,
     rp_band=double, rp_persist=int, rp_clear_n=int,
     sp_epsilon=double, sp_min_readings=int, sp_min_seconds=double, sp_alpha=double,
@@ -29,7 +30,8 @@ cdef int _COUNT_CAP
     dt_s=double, learn=double, pace=double, scale=double, mean_was=double, dev=double,
     z=double, exceed=bint, step=int, alpha=double, a=double, band=double, speed=double,
     rate=double, limit=double, fast=bint, same=bint, old_run=int, run=int, run_s=double,
-    share=double, changed=double, slow=double, ref=double, ref_scale=double, away=double,
+    share=double, a_share=double, folded=double, least=double, adx=double, rebase=bint,
+    held=int, jitter=double, settled=bint, slow=double, ref=double, ref_scale=double, away=double,
 )
 cpdef void _update_each(core, slots, stamps, values, flags)
 

@@ -50,15 +50,16 @@ def _layout(detectors: int) -> list[tuple[str, str]]:
     "value" is the core's float dtype."""
     names = [("last_x", "value"), ("last_t", "i8"), ("n", "u2"), ("active", "u1"), ("spec", "u2")]
     if detectors & _SCALE_BITS:
-        names += [("mean", "value"), ("scale", "value")]
+        names += [("mean", "value"), ("scale", "value"), ("step", "value")]
     if detectors & BIT[LEVEL_SHIFT]:
-        names += [("c_level", "u1")]
+        names += [("c_level", "u1"), ("held", "u2")]
     if detectors & BIT[RATE_OF_CHANGE]:
         names += [("rate", "value"), ("c_rate", "u1")]
     if detectors & BIT[STUCK]:
         names += [("p_change", "value"), ("run", "u2"), ("run_s", "f4")]
     if detectors & BIT[DRIFT]:
         names += [("slow", "value"), ("ref", "value"), ("ref_scale", "value"), ("c_drift", "u1")]
+        names += [("jitter", "value")]
     return names
 
 
@@ -78,7 +79,9 @@ class StatCore:
     spec: npt.NDArray[np.uint16]  # index into the spec table
     mean: F64  # EWMA mean (level baseline)
     scale: F64  # EWMA |x - mean| (robust scale)
+    step: F64  # smallest non-zero |Δx| seen (the sensor's resolution; 0: none yet)
     c_level: U8  # readings towards the other state (hysteresis counters)
+    held: npt.NDArray[np.uint16]  # readings the level shift has been open
     rate: F64  # EWMA of |Δx/Δt| beyond the noise band
     c_rate: U8
     p_change: F64  # EWMA share of readings whose value changed
@@ -86,8 +89,9 @@ class StatCore:
     run_s: npt.NDArray[np.float32]  # seconds the current value has repeated
     slow: F64  # slow EWMA (drift)
     ref: F64  # drift reference, frozen after warm-up
-    ref_scale: F64
+    ref_scale: F64  # scale at capture; inf for a series that wandered (no level to leave)
     c_drift: U8
+    jitter: F64  # EWMA |Δx| (against scale: does the series sit at a level, or wander?)
 
     def __init__(
         self,
@@ -147,7 +151,7 @@ class StatCore:
         """Forget what a series has learned (a replaced sensor starts a new baseline)."""
         self.n[slot] = 0
         self.active[slot] = 0
-        for name in ("c_level", "c_rate", "c_drift"):
+        for name in ("c_level", "held", "c_rate", "c_drift"):
             if hasattr(self, name):
                 getattr(self, name)[slot] = 0
 
@@ -205,8 +209,9 @@ class StatCore:
         return flags
 
     def update_scored(self, slots: I64, ts_ms: I64, values: F64) -> tuple[U8, F64]:
-        """Like ``update``, plus a score in [0, 1] per reading: 1.0 while a detector is
-        active, else the largest deviation relative to its threshold, squashed u/(1+u)."""
+        """Like ``update``, plus a score in [0, 1] per reading from u, the largest deviation
+        relative to its detector's threshold: 0.5 + u/(1+u)/2 while a detector is open (the
+        gateway's anomaly), else u/(1+u)/2, below 0.5 and ordered by surprise."""
         scores = np.zeros(len(values))
         return self._run(slots, ts_ms, values, scores), scores
 
@@ -220,7 +225,8 @@ class StatCore:
             ratios = self._round(slots[positions], ts_ms[positions], values[positions])
             flags[positions] = self.active[slots[positions]]
             if scores is not None:
-                scores[positions] = np.where(flags[positions] > 0, 1.0, ratios / (1.0 + ratios))
+                squashed = 0.5 * ratios / (1.0 + ratios)
+                scores[positions] = np.where(flags[positions] > 0, 0.5 + squashed, squashed)
         return flags
 
     def _round(self, i: I64, t: I64, x_in: F64) -> F64:
@@ -233,6 +239,7 @@ class StatCore:
         first = n == 0
         spec = self.spec[i]
         enabled, floor = self.enabled_specs[spec], self.floors[spec]
+        adx = np.zeros(len(i))
         was = self.active[i]
         bits = np.zeros(len(i), dtype=np.uint8)
         ratios = np.zeros(len(i))
@@ -245,24 +252,41 @@ class StatCore:
         pace = 1.0 if p.min_period_s is None else np.minimum(dt_s / p.min_period_s, 1.0)
 
         if on & _SCALE_BITS:
+            # The scale floor: the series' own, or half its smallest step (resolution).
+            step = self.step[i].astype(np.float64)
+            floor = np.maximum(floor, p.resolution_share * step)
+            adx = np.abs(dx)
             mean, scale = self.mean[i], self.scale[i]
             dev = np.abs(x - mean)
             z = dev / np.maximum(scale, floor)
             # Level shift against the EWMA mean and EWMA |deviation|.
             ls = p.level_shift
             exceed = (n >= ls.warmup) & (z > ls.k)
+            rebase = np.zeros(len(i), dtype=bool)
             if on & BIT[LEVEL_SHIFT]:
-                bits |= _hold(
+                shifted = _hold(
                     self.c_level, i, was, BIT[LEVEL_SHIFT], enabled, exceed, z <= ls.clear_k,
                     ls.persist, ls.clear_n,
                 )  # fmt: skip
+                # Open for ``relearn`` readings: the new normal; the baseline restarts there.
+                held = np.where(shifted > 0, np.minimum(self.held[i] + 1, _COUNT_CAP), 0)
+                rebase = held >= ls.relearn
+                self.held[i] = np.where(rebase, 0, held)
+                self.c_level[i] = np.where(rebase, 0, self.c_level[i])
+                bits |= np.where(rebase, 0, shifted).astype(np.uint8)
                 ratios = np.maximum(ratios, np.where(n >= ls.warmup, z / ls.k, 0.0))
             else:
                 exceed = np.zeros(len(i), dtype=bool)
             alpha = ls.alpha * pace
             a = np.where(exceed, alpha * ls.flagged_learning, np.maximum(alpha, learn))
-            self.mean[i] = np.where(first, x, mean + a * (x - mean))
+            self.mean[i] = np.where(first | rebase, x, mean + a * (x - mean))
             self.scale[i] = np.where(first, 0.0, np.where(exceed, scale, scale + a * (dev - scale)))
+            self.step[i] = np.where((adx > 0.0) & ((step == 0.0) | (adx < step)), adx, step)
+            if on & BIT[DRIFT]:
+                jitter = self.jitter[i].astype(np.float64)
+                self.jitter[i] = np.where(
+                    first, 0.0, np.where(exceed, jitter, jitter + a * (adx - jitter))
+                )
 
         if on & BIT[RATE_OF_CHANGE]:
             # Rate of change against the series' own EWMA of |Δx/Δt|.  A step within the
@@ -290,10 +314,13 @@ class StatCore:
             run = np.where(same, np.minimum(old_run + 1, _COUNT_CAP), 0)
             run_s = np.where(same, self.run_s[i] + (t - self.last_t[i]) / 1000.0, 0.0)
             share = self.p_change[i].astype(np.float64)
-            # The share of changing readings freezes during a run, so the run cannot erode it.
+            # The share of changing readings freezes during a run, so the run being judged
+            # cannot erode it; the run's readings are folded in when it ends (linearised:
+            # (1 − a)^r ≈ 1 − a·r, which errs towards a lower share, a quieter detector).
             a_share = np.maximum(sp.alpha, 1.0 / np.maximum(n, 1.0))
-            keep = first | (same & (old_run > 0))
-            self.p_change[i] = np.where(keep, share, share + a_share * (~same - share))
+            ended = ~first & ~same
+            folded = share * (1.0 - np.minimum(a_share * old_run, 1.0))
+            self.p_change[i] = np.where(ended, folded + a_share * (1.0 - folded), share)
             stuck = (
                 (enabled & BIT[STUCK]).astype(bool)
                 & (n >= sp.warmup)
@@ -309,17 +336,25 @@ class StatCore:
             # A slow EWMA against the reference frozen at the end of the warm-up.
             drp = p.drift
             slow = self.slow[i]
-            slow = np.where(first, x, slow + np.maximum(drp.alpha * pace, learn) * (x - slow))
+            # A re-baselined level (a step reported by the level shift) is also the drift
+            # reference's new level: one change, one anomaly.
+            slow = np.where(
+                first | rebase, x, slow + np.maximum(drp.alpha * pace, learn) * (x - slow)
+            )
             self.slow[i] = slow
             capture = n + 1 == drp.warmup
-            ref = np.where(capture, slow, self.ref[i])
-            ref_scale = np.where(capture, np.maximum(self.scale[i], floor), self.ref_scale[i])
+            ref = np.where(capture | rebase, slow, self.ref[i])
+            settled = self.jitter[i] >= drp.stationary_ratio * self.scale[i].astype(np.float64)
+            captured = np.where(settled, np.maximum(self.scale[i], floor), np.inf)
+            ref_scale = np.where(capture, captured, self.ref_scale[i])
             self.ref[i], self.ref_scale[i] = ref, ref_scale
             away = np.abs(slow - ref) / np.maximum(ref_scale, floor)
             ready = n + 1 >= drp.warmup
+            # While a level shift is open it reports the change; drift does not open too.
+            opens = ready & (away > drp.k) & ((bits & BIT[LEVEL_SHIFT]) == 0)
             bits |= _hold(
-                self.c_drift, i, was, BIT[DRIFT], enabled, ready & (away > drp.k),
-                away <= drp.clear_k, drp.persist, drp.clear_n,
+                self.c_drift, i, was, BIT[DRIFT], enabled, opens, away <= drp.clear_k,
+                drp.persist, drp.clear_n,
             )  # fmt: skip
             ratios = np.maximum(ratios, np.where(ready, away / drp.k, 0.0))
 
@@ -385,6 +420,7 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
     ls, rp, sp, drp = p.level_shift, p.rate, p.stuck, p.drift
     ls_warmup, ls_alpha, ls_k, ls_clear_k = ls.warmup, ls.alpha, ls.k, ls.clear_k
     ls_persist, ls_clear_n, ls_flagged = ls.persist, ls.clear_n, ls.flagged_learning
+    ls_relearn, res_share = ls.relearn, p.resolution_share
     rp_warmup, rp_alpha, rp_factor = rp.warmup, rp.alpha, rp.factor
     rp_floor_factor, rp_band = rp.floor_factor, rp.noise_band
     rp_persist, rp_clear_n = rp.persist, rp.clear_n
@@ -392,6 +428,7 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
     sp_alpha, sp_min_share, sp_warmup = sp.alpha, sp.min_change_share, sp.warmup
     drp_warmup, drp_alpha, drp_k = drp.warmup, drp.alpha, drp.k
     drp_persist, drp_clear_k, drp_clear_n = drp.persist, drp.clear_k, drp.clear_n
+    drp_ratio = drp.stationary_ratio
     # Every array a layout may hold: those of detectors this core does not run are None
     # (and never read).
     arrays: dict[str, Any] = {name: getattr(core, name, None) for name, _ in _layout(ALL_BITS)}
@@ -399,6 +436,7 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
     active, spec_of = arrays["active"], arrays["spec"]
     floors, minimums, enabled_specs = core.floors, core.minimums, core.enabled_specs
     mean, scale_of, c_level = arrays["mean"], arrays["scale"], arrays["c_level"]
+    step_of, held_of, jitter_of = arrays["step"], arrays["held"], arrays["jitter"]
     rate_of, c_rate = arrays["rate"], arrays["c_rate"]
     p_change, run_of, run_s_of = arrays["p_change"], arrays["run"], arrays["run_s"]
     slow_of, ref_of, ref_scale_of = arrays["slow"], arrays["ref"], arrays["ref_scale"]
@@ -420,7 +458,11 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
         learn = 1.0 / (n + 1.0)
         pace = min(dt_s / min_period, 1.0) if timed else 1.0
         scale = 0.0
+        rebase = False
         if scaled:
+            least = float(step_of[slot])
+            floor = max(floor, res_share * least)
+            adx = abs(dx)
             mean_was = float(mean[slot])
             scale = float(scale_of[slot])
             dev = abs(x - mean_was)
@@ -433,14 +475,32 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
                     ls_persist, ls_clear_n,
                 )  # fmt: skip
                 c_level[slot] = max(step, 0)
-                bits |= level if (was & level != 0) != (step < 0) else 0
+                if (was & level != 0) != (step < 0):
+                    held = min(held_of[slot] + 1, _COUNT_CAP)
+                    if held >= ls_relearn:
+                        rebase = True
+                        held = 0
+                        c_level[slot] = 0
+                    else:
+                        bits |= level
+                else:
+                    held = 0
+                held_of[slot] = held
             alpha = ls_alpha * pace
             a = alpha * ls_flagged if exceed else max(alpha, learn)
-            mean[slot] = x if first else mean_was + a * (x - mean_was)
+            mean[slot] = x if first or rebase else mean_was + a * (x - mean_was)
             if first:
                 scale_of[slot] = 0.0
             elif not exceed:
                 scale_of[slot] = scale + a * (dev - scale)
+            if adx > 0.0 and (least == 0.0 or adx < least):
+                step_of[slot] = adx
+            if has_drift:
+                if first:
+                    jitter_of[slot] = 0.0
+                elif not exceed:
+                    jitter = float(jitter_of[slot])
+                    jitter_of[slot] = jitter + a * (adx - jitter)
         if has_rate:
             band = rp_band * max(scale, floor)
             speed = max(abs(dx) - band, 0.0) / dt_s
@@ -461,9 +521,10 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
             run = min(old_run + 1, _COUNT_CAP) if same else 0
             run_s = float(run_s_of[slot]) + gap_s if same else 0.0
             share = float(p_change[slot])
-            if not (first or (same and old_run > 0)):
-                changed = 0.0 if same else 1.0
-                p_change[slot] = share + max(sp_alpha, 1.0 / max(n, 1.0)) * (changed - share)
+            if not (first or same):
+                a_share = max(sp_alpha, 1.0 / max(n, 1.0))
+                folded = share * (1.0 - min(a_share * old_run, 1.0))
+                p_change[slot] = folded + a_share * (1.0 - folded)
             run_of[slot] = run
             run_s_of[slot] = run_s
             if (
@@ -477,19 +538,22 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
                 bits |= stuck_bit
         if has_drift:
             slow = float(slow_of[slot])
-            slow = x if first else slow + max(drp_alpha * pace, learn) * (x - slow)
+            slow = x if first or rebase else slow + max(drp_alpha * pace, learn) * (x - slow)
             slow_of[slot] = slow
             if n + 1 == drp_warmup:  # the reference is captured
                 ref = slow
-                ref_scale = max(float(scale_of[slot]), floor)
+                settled = float(jitter_of[slot]) >= drp_ratio * float(scale_of[slot])
+                ref_scale = max(float(scale_of[slot]), floor) if settled else math.inf
                 ref_of[slot] = ref
                 ref_scale_of[slot] = ref_scale
             else:
-                ref = float(ref_of[slot])
+                ref = slow if rebase else float(ref_of[slot])
+                ref_of[slot] = ref
                 ref_scale = float(ref_scale_of[slot])
             away = _quotient(abs(slow - ref), max(ref_scale, floor))
             step = _held(
-                was & drift, n + 1 >= drp_warmup and away > drp_k and enabled & drift,
+                was & drift,
+                n + 1 >= drp_warmup and away > drp_k and enabled & drift and not bits & level,
                 away <= drp_clear_k, c_drift[slot], drp_persist, drp_clear_n,
             )  # fmt: skip
             c_drift[slot] = max(step, 0)
