@@ -36,6 +36,18 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     parser.add_argument("--hours", type=float, help="override every scenario's duration")
     parser.add_argument("--estates", type=int, help="override every scenario's estate count")
+    parser.add_argument(
+        "--dataset",
+        action="append",
+        choices=("tep", "batadal"),
+        help="instead of the scenarios, score the site model and a PCA T²/Q baseline on this "
+        "third-party data set (repeatable; read from --data-dir)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="folder holding tep/ and batadal/ (default: ../shared/data beside the project)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -43,6 +55,12 @@ def run(args: argparse.Namespace) -> int:
     from jiayuan.evaluation import evaluate
     from simulators.scenarios import DEFAULT_SCENARIOS, build, describe
 
+    if args.dataset:
+        from jiayuan import realdata
+
+        for dataset in args.dataset:
+            print(realdata.run(dataset, args.data_dir))
+        return 0
     names = args.scenario or list(DEFAULT_SCENARIOS)
     duration = None if args.hours is None else args.hours * 3600
     reports: list[dict[str, Any]] = []
