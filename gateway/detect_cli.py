@@ -1,9 +1,15 @@
-"""``jiayuan detect``: score any ``timestamp,value`` CSV with the statistical detectors.
+"""``jiayuan detect``: score a CSV with the gateway's statistical detectors.
 
-The file is one univariate series, scored as a stream (each row sees only the rows before
-it).  Every column passes through; ``anomaly_score`` in [0, 1] is appended.  A row that
-cannot be read stops the command with its file, line and column: dropping it silently
-would shift every score after it.
+By default the file is one univariate series (``timestamp,value``), scored as a stream
+(each row sees only the rows before it).  With ``--columns a,b,c`` the named columns are
+one site's signals, judged together by the site model (gateway/site_model.py), learned
+from ``--train FILE`` (healthy operation) or else from the file's first ``--learn-rows``
+rows; ``contributors`` names the signals behind each anomalous row.
+
+Every column passes through; ``anomaly_score`` in [0, 1] is appended, ≥ 0.5 exactly on
+the rows the gateway would hold an anomaly open for, and below that ordered by surprise.
+A row that cannot be read stops the command with its file, line and column: dropping it
+silently would shift every score after it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 SCORE_COLUMN = "anomaly_score"
+CONTRIBUTORS_COLUMN = "contributors"
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
 
@@ -39,12 +46,34 @@ def add_parser(subparsers: Any) -> None:
         default="timestamp",
         help="timestamp column: epoch seconds or ms, or ISO 8601 (default: timestamp)",
     )
+    parser.add_argument(
+        "--columns",
+        metavar="A,B,C",
+        help="score these columns together with the site model instead of one series",
+    )
+    parser.add_argument(
+        "--train",
+        metavar="HEALTHY.csv",
+        help="with --columns: learn the site model from this file of healthy operation",
+    )
+    parser.add_argument(
+        "--learn-rows",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="with --columns and no --train: learn from the first N rows, at most half the "
+        "file (default: 1000)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        count = score_file(args.csv, args.out, args.column, args.timestamp_column)
+        if args.columns:
+            names = [name.strip() for name in args.columns.split(",") if name.strip()]
+            count = score_site_file(args.csv, args.out, names, args.train, args.learn_rows)
+        else:
+            count = score_file(args.csv, args.out, args.column, args.timestamp_column)
     except (CsvError, OSError) as error:
         print(f"jiayuan detect: {error}", file=sys.stderr)
         return 2
@@ -113,4 +142,63 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
         writer.writeheader()
         for row, score in zip(rows, scores.tolist(), strict=True):
             writer.writerow({**row, SCORE_COLUMN: f"{score:.6f}"})
+    return len(rows)
+
+
+def read_columns(path: str, names: list[str]) -> tuple[list[str], list[dict[str, str]], Any]:
+    """Header, rows and the named columns as a rows × columns float array."""
+    import numpy as np
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+        missing = [name for name in names if name not in header]
+        if missing:
+            raise CsvError(f"{path}: line 1: no column {missing[0]!r} (columns: {header})")
+        rows: list[dict[str, str]] = []
+        values: list[list[float]] = []
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(row[name] is None for name in header):
+                raise CsvError(f"{path}: line {line}: expected {len(header)} fields")
+            numbers = []
+            for name in names:
+                try:
+                    number = float(row[name])
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    raise CsvError(
+                        f"{path}: line {line}: column {name!r}: not a finite number: {row[name]!r}"
+                    )
+                numbers.append(number)
+            values.append(numbers)
+            rows.append(row)
+    return header, rows, np.array(values, dtype=np.float64).reshape(len(rows), len(names))
+
+
+def score_site_file(
+    path: str, out: str, names: list[str], train: str | None, learn_rows: int
+) -> int:
+    from gateway.site_model import SiteModel
+
+    if len(names) < 2:
+        raise CsvError("--columns needs at least two columns (one series: --column)")
+    header, rows, values = read_columns(path, names)
+    for column in (SCORE_COLUMN, CONTRIBUTORS_COLUMN):
+        if column in header:
+            raise CsvError(f"{path}: line 1: already has a column {column!r}")
+    healthy = read_columns(train, names)[2] if train else values[: min(learn_rows, len(rows) // 2)]
+    try:
+        model = SiteModel(healthy, names)
+    except ValueError as error:
+        raise CsvError(f"{train or path}: {error}") from None
+    scores = model.score(values)
+    with open(out, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*header, SCORE_COLUMN, CONTRIBUTORS_COLUMN])
+        writer.writeheader()
+        for k, row in enumerate(rows):
+            named = "; ".join(scores.contributors(k, names)) if scores.anomalous[k] else ""
+            score = f"{scores.score[k]:.6f}"
+            writer.writerow({**row, SCORE_COLUMN: score, CONTRIBUTORS_COLUMN: named})
     return len(rows)
