@@ -98,50 +98,56 @@ def parse_timestamp(text: str) -> int:
 def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     import numpy as np
 
+    from gateway.stat_series import STATE_DTYPE
     from gateway.statistical import StatCore
 
     with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
+        reader = csv.reader(handle)
+        header = next(reader, [])
         for name in (ts_column, column):
             if name not in header:
                 raise CsvError(f"{path}: line 1: no column {name!r} (columns: {header})")
         if SCORE_COLUMN in header:
             raise CsvError(f"{path}: line 1: already has a column {SCORE_COLUMN!r}")
-        rows: list[dict[str, str]] = []
+        at_ts, at_value, width = header.index(ts_column), header.index(column), len(header)
+        rows: list[list[str]] = []
         stamps: list[int] = []
         values: list[float] = []
         for row in reader:
             line = reader.line_num
-            if None in row or any(row[name] is None for name in header):
-                raise CsvError(f"{path}: line {line}: expected {len(header)} fields")
+            if len(row) != width:
+                raise CsvError(f"{path}: line {line}: expected {width} fields")
             try:
-                stamps.append(parse_timestamp(row[ts_column]))
+                stamps.append(parse_timestamp(row[at_ts]))
             except ValueError as error:
                 raise CsvError(f"{path}: line {line}: column {ts_column!r}: {error}") from None
             try:
-                value = float(row[column])
+                value = float(row[at_value])
             except ValueError:
                 value = math.nan
             if not math.isfinite(value):
                 raise CsvError(
-                    f"{path}: line {line}: column {column!r}: not a finite number: {row[column]!r}"
+                    f"{path}: line {line}: column {column!r}: not a finite number: "
+                    f"{row[at_value]!r}"
                 )
             values.append(value)
             rows.append(row)
-    # No physical minimum and every detector on: the series' meaning is unknown.  A tiny
+    # The gateway's core (float32 state, judged one reading at a time when compiled), with
+    # no physical minimum and every detector on: the series' meaning is unknown.  A tiny
     # floor, relative to the first value, keeps a perfectly flat start from dividing by 0.
-    core = StatCore(capacity=1)
-    array = np.array(values)
+    core = StatCore(capacity=1, dtype=STATE_DTYPE)
     slot = core.add_series(floor=1e-6 * max(1.0, abs(values[0]) if values else 1.0))
     _, scores = core.update_scored(
-        np.full(len(values), slot, dtype=np.int64), np.array(stamps, dtype=np.int64), array
+        np.full(len(values), slot, dtype=np.int64),
+        np.array(stamps, dtype=np.int64),
+        np.array(values),
     )
     with open(out, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*header, SCORE_COLUMN])
-        writer.writeheader()
-        for row, score in zip(rows, scores.tolist(), strict=True):
-            writer.writerow({**row, SCORE_COLUMN: f"{score:.6f}"})
+        writer = csv.writer(handle)
+        writer.writerow([*header, SCORE_COLUMN])
+        writer.writerows(
+            [*row, f"{score:.6f}"] for row, score in zip(rows, scores.tolist(), strict=True)
+        )
     return len(rows)
 
 

@@ -188,6 +188,9 @@ class StatCore:
         """``update`` reading by reading in batch order, in ``_update_each``: what the
         compiled build runs for float32 state (interpreted, it is far slower than the
         numpy rounds; the tests compare the two)."""
+        return self._each(slots, ts_ms, values, None)
+
+    def _each(self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None) -> U8:
         if self.dtype != np.float32:
             raise ValueError(f"one reading at a time is for float32 state, not {self.dtype}")
         slots = np.ascontiguousarray(slots, dtype=np.int64)
@@ -201,7 +204,10 @@ class StatCore:
             slots, ts_ms, values = slots[positions], ts_ms[positions], values[positions]
         stored = values.astype(np.float32).astype(np.float64)  # a new C-ordered array
         out = np.zeros(len(stored), dtype=np.uint8)
-        _update_each(self, slots, ts_ms, stored, out)
+        ratios = np.zeros(len(stored))
+        _update_each(self, slots, ts_ms, stored, out, ratios)
+        if scores is not None:
+            scores[positions if positions is not None else slice(None)] = _scores(out, ratios)
         if positions is None:
             return out
         flags = np.zeros(len(judged), dtype=np.uint8)  # the non-finite ones stay 0
@@ -213,6 +219,8 @@ class StatCore:
         relative to its detector's threshold: 0.5 + u/(1+u)/2 while a detector is open (the
         gateway's anomaly), else u/(1+u)/2, below 0.5 and ordered by surprise."""
         scores = np.zeros(len(values))
+        if ONE_AT_A_TIME and self.dtype == np.float32:
+            return self._each(slots, ts_ms, values, scores), scores
         return self._run(slots, ts_ms, values, scores), scores
 
     def _run(self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None) -> U8:
@@ -225,8 +233,7 @@ class StatCore:
             ratios = self._round(slots[positions], ts_ms[positions], values[positions])
             flags[positions] = self.active[slots[positions]]
             if scores is not None:
-                squashed = 0.5 * ratios / (1.0 + ratios)
-                scores[positions] = np.where(flags[positions] > 0, 0.5 + squashed, squashed)
+                scores[positions] = _scores(flags[positions], ratios)
         return flags
 
     def _round(self, i: I64, t: I64, x_in: F64) -> F64:
@@ -364,6 +371,14 @@ class StatCore:
         return ratios
 
 
+def _scores(flags: U8, ratios: F64) -> F64:
+    """Scores from flags and ratios: [0.5, 1] while a detector is open, else [0, 0.5)."""
+    ratios = np.nan_to_num(ratios, nan=0.0, posinf=1e300)  # 0/0, x/0 with a zero floor
+    squashed = 0.5 * ratios / (1.0 + ratios)
+    result: F64 = np.where(flags > 0, 0.5 + squashed, np.minimum(squashed, np.nextafter(0.5, 0)))
+    return result
+
+
 def _hold(
     counter: U8,
     i: I64,
@@ -403,11 +418,14 @@ def _rounds(slots: I64, valid: Bools) -> list[I64]:
     return [positions[order[part]] for part in np.split(by_rank, bounds)]
 
 
-def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8) -> None:
+def _update_each(
+    core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8, ratios: F64
+) -> None:
     """``StatCore._round``'s arithmetic for one reading at a time, in batch order, into a
     float32 core: the same results, bit for bit (every learned value is read as float64,
     computed in float64 and stored as float32 in both).  ``values`` are already rounded to
-    float32 and finite; ``flags`` gets each reading's detector bits after it."""
+    float32 and finite; ``flags`` gets each reading's detector bits after it, ``ratios``
+    its largest deviation relative to a threshold (as ``_round`` returns)."""
     p, on = core.params, core.detectors
     # Parameters as plain locals: the compiled loop reads C numbers, not attributes.
     timed = p.min_period_s is not None
@@ -452,6 +470,7 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
         floor = floors[spec]
         was = active[slot]
         bits = 0
+        ratio = 0.0
         dx = 0.0 if first else x - float(last_x[slot])
         gap_s = (t - last_t[slot]) / 1000.0
         dt_s = max(gap_s, 1e-3)
@@ -470,6 +489,8 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
             exceed = False
             if has_level:
                 exceed = n >= ls_warmup and z > ls_k
+                if n >= ls_warmup and z / ls_k > ratio:
+                    ratio = z / ls_k
                 step = _held(
                     was & level, exceed and enabled & level, z <= ls_clear_k, c_level[slot],
                     ls_persist, ls_clear_n,
@@ -507,6 +528,8 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
             rate = float(rate_of[slot])
             limit = max(rate * rp_factor, floor * rp_floor_factor)
             fast = n >= rp_warmup and speed > limit
+            if n >= rp_warmup and _quotient(speed, limit) > ratio:
+                ratio = _quotient(speed, limit)
             step = _held(
                 was & rated, fast and enabled & rated, not fast, c_rate[slot], rp_persist,
                 rp_clear_n,
@@ -558,11 +581,14 @@ def _update_each(core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8
             )  # fmt: skip
             c_drift[slot] = max(step, 0)
             bits |= drift if (was & drift != 0) != (step < 0) else 0
+            if n + 1 >= drp_warmup and away / drp_k > ratio:
+                ratio = away / drp_k
         active[slot] = bits
         count[slot] = min(n + 1, _COUNT_CAP)
         last_x[slot] = x
         last_t[slot] = t
         flags[j] = bits
+        ratios[j] = ratio
 
 
 def _held(was: int, opens: int, clears: int, counter: int, persist: int, clear_n: int) -> int:

@@ -302,3 +302,19 @@ def test_the_compiled_core_judges_float32_state_one_reading_at_a_time() -> None:
     assert statistical.ONE_AT_A_TIME is compiled_here
     with pytest.raises(ValueError, match="float32"):
         StatCore().update_each(np.array([0]), np.array([T0]), np.array([1.0]))
+
+
+def test_scores_one_reading_at_a_time_equal_the_numpy_rounds_scores() -> None:
+    # ``jiayuan detect`` scores with the gateway's path; ≥ 0.5 exactly while a flag is up.
+    slots, stamps, values = _eventful_series(np.random.default_rng(3), 5, 600)
+    got = []
+    for one_at_a_time in (False, True):
+        core = StatCore(capacity=8, dtype=np.float32)
+        for _ in range(5):
+            core.add_series(0.01)
+        scores = np.zeros(len(values))
+        run = core._each if one_at_a_time else core._run
+        flags = run(slots, stamps, values, scores)
+        assert ((scores >= 0.5) == (flags > 0)).all()
+        got.append(scores)
+    assert np.allclose(got[0], got[1], rtol=1e-12, atol=0.0)
