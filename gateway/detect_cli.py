@@ -7,7 +7,9 @@ from ``--train FILE`` (healthy operation) or else from the file's first ``--lear
 rows; ``contributors`` names the signals behind each anomalous row.
 
 Every column passes through; ``anomaly_score`` in [0, 1] is appended, ≥ 0.5 exactly on
-the rows the gateway would hold an anomaly open for, and below that ordered by surprise.
+the rows the gateway would hold an anomaly open for, and below that ordered by surprise;
+``explanation`` says, on those rows, what the value usually is (at that hour of a weekday
+or weekend day, where the series follows the clock).
 A row that cannot be read stops the command with its file, line and column: dropping it
 silently would shift every score after it.
 """
@@ -23,6 +25,7 @@ from typing import Any
 
 SCORE_COLUMN = "anomaly_score"
 CONTRIBUTORS_COLUMN = "contributors"
+EXPLANATION_COLUMN = "explanation"
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
 
@@ -98,6 +101,8 @@ def parse_timestamp(text: str) -> int:
 def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     import numpy as np
 
+    from gateway import seasonal
+    from gateway.explain import explain
     from gateway.stat_series import STATE_DTYPE
     from gateway.statistical import StatCore
 
@@ -107,8 +112,9 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
         for name in (ts_column, column):
             if name not in header:
                 raise CsvError(f"{path}: line 1: no column {name!r} (columns: {header})")
-        if SCORE_COLUMN in header:
-            raise CsvError(f"{path}: line 1: already has a column {SCORE_COLUMN!r}")
+        for added in (SCORE_COLUMN, EXPLANATION_COLUMN):
+            if added in header:
+                raise CsvError(f"{path}: line 1: already has a column {added!r}")
         at_ts, at_value, width = header.index(ts_column), header.index(column), len(header)
         rows: list[list[str]] = []
         stamps: list[int] = []
@@ -135,19 +141,30 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     # The gateway's core (float32 state, judged one reading at a time when compiled), with
     # no physical minimum and every detector on: the series' meaning is unknown.  A tiny
     # floor, relative to the first value, keeps a perfectly flat start from dividing by 0.
+    times = np.array(stamps, dtype=np.int64)
     core = StatCore(capacity=1, dtype=STATE_DTYPE)
     slot = core.add_series(floor=1e-6 * max(1.0, abs(values[0]) if values else 1.0))
     _, scores = core.update_scored(
-        np.full(len(values), slot, dtype=np.int64),
-        np.array(stamps, dtype=np.int64),
-        np.array(values),
+        np.full(len(values), slot, dtype=np.int64), times, np.array(values)
     )
+    # What was usual, for the explanation of each anomalous row: the hour's usual value
+    # where a daily or weekly cycle explains the series (gateway/seasonal.py).
+    cycle = seasonal.profile(times, np.array(values))
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow([*header, SCORE_COLUMN])
-        writer.writerows(
-            [*row, f"{score:.6f}"] for row, score in zip(rows, scores.tolist(), strict=True)
-        )
+        writer.writerow([*header, SCORE_COLUMN, EXPLANATION_COLUMN])
+        for k, (row, score) in enumerate(zip(rows, scores.tolist(), strict=True)):
+            text = ""
+            if score >= 0.5:
+                cyclic = bool(cycle.in_use[k])
+                text = explain(
+                    column,
+                    values[k],
+                    float(cycle.usual[k] if cyclic else cycle.level[k]),
+                    float(cycle.spread[k]),
+                    when=seasonal.describe_bin(int(cycle.bins[k])) if cyclic else None,
+                )
+            writer.writerow([*row, f"{score:.6f}", text])
     return len(rows)
 
 

@@ -48,8 +48,10 @@ class RateParams:
     factor: float = 12.0
     floor_factor: float = 1.0  # absolute floor: one scale floor per second
     # Only the part of a step beyond this many scales counts (readings 1 s apart differ by
-    # noise alone, which divided by 1 s would look fast).
-    noise_band: float = 6.0
+    # noise alone, which divided by 1 s would look fast).  For Gaussian noise 8 mean
+    # |deviations| are 4.5 σ of a difference: once in ~150,000 readings (at 6, once in 1,500,
+    # and a rate needs no persistence).
+    noise_band: float = 8.0
     persist: int = 1  # a jump is one reading
     clear_n: int = 3
 

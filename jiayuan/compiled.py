@@ -35,6 +35,7 @@ HOT_MODULES = (
     "gateway.detection",
     "gateway.pipeline",
     "gateway.points",
+    "gateway.seasonal",
     "gateway.stat_series",
     "gateway.statistical",
     "gateway.rules.base",

@@ -37,9 +37,10 @@ def test_scores_round_trip_columns_and_flag_a_step(tmp_path: Path) -> None:
     assert main(["detect", "--csv", str(src), "--out", str(out)]) == 0
     with out.open(newline="") as handle:
         got = list(csv.reader(handle))
-    assert got[0] == ["timestamp", "value", "label", "anomaly_score"]
+    assert got[0] == ["timestamp", "value", "label", "anomaly_score", "explanation"]
     assert [r[:3] for r in got] == rows
     scores = np.array([float(r[3]) for r in got[1:]])
+    assert all((r[4] != "") == (float(r[3]) >= 0.5) for r in got[1:])
     assert ((scores >= 0) & (scores <= 1)).all()
     # ≥ 0.5 exactly where an anomaly is open: the jump at once (rate of change), then the shift.
     assert (scores[250:260] >= 0.5).all()
@@ -111,3 +112,29 @@ def test_columns_are_judged_together_and_contributors_named(tmp_path: Path) -> N
     assert main([*args, "--train", str(healthy)]) == 0
     write(healthy, [["flow"], ["1.0"]])
     assert main([*args, "--train", str(healthy)]) == 2
+
+
+def test_an_anomaly_is_explained_by_what_is_usual_at_that_hour(tmp_path: Path) -> None:
+    # Outlet pressure over two weeks at 5 min (UTC = local here): a daily swing of ±0.02 MPa
+    # around 0.32, highest at 12:00; on day 9 (a weekday) it sags to 0.28 from 14:00.
+    start = 1_700_438_400  # Monday 2023-11-20 00:00
+    stamps = start + 300 * np.arange(14 * 288)
+    hours = (stamps - start) % 86_400 / 3600
+    values = 0.32 + 0.02 * np.cos(2 * np.pi * (hours - 12) / 24)
+    values += np.random.default_rng(5).normal(0, 0.001, len(stamps))
+    sag = (stamps >= start + 8 * 86_400 + 14 * 3600) & (stamps < start + 8 * 86_400 + 16 * 3600)
+    values[sag] = 0.28
+    rows = [["timestamp", "outlet_pressure"]]
+    rows += [[str(t), f"{v:.4f}"] for t, v in zip(stamps.tolist(), values.tolist(), strict=True)]
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write(src, rows)
+    args = ["detect", "--csv", str(src), "--out", str(out), "--column", "outlet_pressure"]
+    assert main(args) == 0
+    with out.open(newline="") as handle:
+        got = list(csv.DictReader(handle))
+    flagged = [k for k, row in enumerate(got) if float(row["anomaly_score"]) >= 0.5]
+    assert flagged and all(sag[k] or sag[k - 3] for k in flagged)
+    text = got[flagged[0]]["explanation"]
+    # At 14:00 the usual value is 0.32 + 0.02 cos(2π/12) ≈ 0.337.
+    assert text.startswith("outlet_pressure 0.28"), text
+    assert "工作日 14:00 通常 0.337" in text and "at 14:00 on weekdays" in text, text

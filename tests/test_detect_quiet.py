@@ -1,5 +1,6 @@
 """``jiayuan detect`` stays quiet on healthy series of shapes that no simulator of ours makes:
-a clean cycle, a noisy one, a random walk, a quantised constant and a pump's on/off status.
+a clean cycle, a noisy one, a clean daily square wave, a random walk, a quantised constant
+and a pump's on/off status.
 No row after the warm-up may score 0.5 or more (what the gateway would open an anomaly for)."""
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def quantised_constant(rng: np.random.Generator) -> Series:
     return np.round(12.3 + rng.normal(0.0, 0.02, ROWS), 1)
 
 
+def daily_square(rng: np.random.Generator) -> Series:
+    # A pump room's draw: high from 07:00 to 21:00, low at night, no noise at all.
+    hours = (np.arange(ROWS) * PERIOD_S // 3600) % 24
+    return np.where((hours >= 7) & (hours < 21), 40.0, 5.0)
+
+
 def pump_status(rng: np.random.Generator) -> Series:
     values: list[float] = []
     on = False
@@ -49,7 +56,14 @@ def pump_status(rng: np.random.Generator) -> Series:
 
 @pytest.mark.parametrize(
     "make",
-    [noiseless_sine, noisy_sine, random_walk, quantised_constant, pump_status],
+    [
+        noiseless_sine,
+        noisy_sine,
+        daily_square,
+        random_walk,
+        quantised_constant,
+        pump_status,
+    ],
     ids=lambda make: make.__name__,
 )
 def test_no_row_of_a_healthy_series_scores_as_an_anomaly(
