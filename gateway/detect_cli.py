@@ -26,6 +26,8 @@ from typing import Any
 SCORE_COLUMN = "anomaly_score"
 CONTRIBUTORS_COLUMN = "contributors"
 EXPLANATION_COLUMN = "explanation"
+# Width of the seasonal profile's slots of the day (gateway/seasonal.py).
+SLOT_MINUTES = 5
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
 
@@ -103,6 +105,7 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
 
     from gateway import seasonal
     from gateway.explain import explain
+    from gateway.stat_params import ALL_BITS, BIT, STUCK
     from gateway.stat_series import STATE_DTYPE
     from gateway.statistical import StatCore
 
@@ -142,14 +145,26 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     # no physical minimum and every detector on: the series' meaning is unknown.  A tiny
     # floor, relative to the first value, keeps a perfectly flat start from dividing by 0.
     times = np.array(stamps, dtype=np.int64)
-    core = StatCore(capacity=1, dtype=STATE_DTYPE)
-    slot = core.add_series(floor=1e-6 * max(1.0, abs(values[0]) if values else 1.0))
-    _, scores = core.update_scored(
-        np.full(len(values), slot, dtype=np.int64), times, np.array(values)
-    )
-    # What was usual, for the explanation of each anomalous row: the hour's usual value
-    # where a daily or weekly cycle explains the series (gateway/seasonal.py).
-    cycle = seasonal.profile(times, np.array(values))
+    raw = np.array(values)
+    # Where a daily or weekly cycle explains the series, the level, rate and drift
+    # detectors judge the deviation from what is usual at that hour, at the series' level
+    # (gateway/seasonal.py); they start afresh whenever the profile comes into or out of
+    # use.  Stuck judges the values as sent (a frozen sensor repeats them exactly).
+    cycle = seasonal.profile(times, raw, seasonal.SeasonalParams(slot_minutes=SLOT_MINUTES))
+    floor = 1e-6 * max(1.0, abs(values[0]) if values else 1.0)
+    level = StatCore(capacity=1, detectors=ALL_BITS & ~BIT[STUCK], dtype=STATE_DTYPE)
+    stuck = StatCore(capacity=1, detectors=BIT[STUCK], dtype=STATE_DTYPE)
+    slot = level.add_series(floor)
+    stuck.add_series(floor)
+    everywhere = np.full(len(values), slot, dtype=np.int64)
+    _, scores = stuck.update_scored(everywhere, times, raw)
+    switches = np.flatnonzero(np.diff(cycle.in_use.astype(np.int8))) + 1
+    for start, end in zip([0, *switches.tolist()], [*switches.tolist(), len(values)], strict=True):
+        if start > 0:
+            level.reset(slot)
+        part = slice(start, end)
+        _, judged = level.update_scored(everywhere[part], times[part], cycle.residual[part])
+        scores[part] = np.maximum(scores[part], judged)
     with open(out, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow([*header, SCORE_COLUMN, EXPLANATION_COLUMN])
@@ -157,12 +172,13 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
             text = ""
             if score >= 0.5:
                 cyclic = bool(cycle.in_use[k])
+                when = seasonal.describe_slot(int(cycle.slots[k]), SLOT_MINUTES)
                 text = explain(
                     column,
                     values[k],
                     float(cycle.usual[k] if cyclic else cycle.level[k]),
                     float(cycle.spread[k]),
-                    when=seasonal.describe_bin(int(cycle.bins[k])) if cyclic else None,
+                    when=when if cyclic else None,
                 )
             writer.writerow([*row, f"{score:.6f}", text])
     return len(rows)

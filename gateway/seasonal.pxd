@@ -1,18 +1,21 @@
 import cython
 
-# _pass: the whole series in C numbers; the 48 bins are small numpy arrays read as C arrays.
+# _pass: the whole series in C numbers; the slots are small numpy arrays read as C arrays.
 @cython.locals(
-    ts_ms=cython.longlong[::1], values=cython.double[::1], bins=cython.longlong[::1],
-    within=cython.double[::1], day=cython.longlong, visit_bin=cython.longlong,
-    visit_day=cython.longlong, visit_sum=double, visit_n=cython.longlong, mean=double,
-    other=Py_ssize_t,
-    level_out=cython.double[::1], usual_out=cython.double[::1], spread_out=cython.double[::1],
-    in_use=cython.uchar[::1], usual=cython.double[::1], spread=cython.double[::1],
-    seen=cython.longlong[::1], horizon=cython.longlong, explains=double,
-    error_horizon=cython.longlong, total=double, filled=cython.longlong, err_profile=double,
-    err_level=double, judged=cython.longlong,
-    r=Py_ssize_t, x=double, b=Py_ssize_t, count=cython.longlong, level=double,
-    expected=double, a=double, nan=double, run_mean=double, run_dev=double, use=bint, w=double, updated=double,
+    ts_ms=cython.longlong[::1], values=cython.double[::1], slots=cython.longlong[::1],
+    within=cython.double[::1], per_day=cython.longlong, horizon=cython.longlong,
+    explains=double, error_horizon=cython.longlong, spread_horizon=cython.longlong,
+    level_out=cython.double[::1], residual=cython.double[::1], usual_out=cython.double[::1],
+    spread_out=cython.double[::1], in_use=cython.uchar[::1],
+    count_slots=cython.longlong, usual=cython.double[::1], spread=cython.double[::1],
+    seen=cython.longlong[::1], spread_n=cython.longlong[::1], total=double,
+    filled=cython.longlong, err_profile=double, err_level=double, judged=cython.longlong,
+    err_step=double, err_between=double, using=bint, anchor=double, run_mean=double,
+    run_dev=double, nan=double, visit_slot=cython.longlong, visit_day=cython.longlong,
+    visit_sum=double, visit_n=cython.longlong, r=Py_ssize_t, x=double, b=Py_ssize_t,
+    day=cython.longlong, mean=double, count=cython.longlong, step=double, level=double,
+    a=double, expected=double, calm=double, base=Py_ssize_t, other=Py_ssize_t,
+    between=double,
 )
-cpdef void _pass(ts_ms, values, bins, within, horizon, explains, error_horizon, level_out,
-                 usual_out, spread_out, in_use)
+cpdef void _pass(ts_ms, values, slots, within, per_day, horizon, explains, error_horizon,
+                 spread_horizon, level_out, residual, usual_out, spread_out, in_use)

@@ -31,7 +31,7 @@ cdef int _COUNT_CAP
     z=double, exceed=bint, step=int, alpha=double, a=double, band=double, speed=double,
     rate=double, limit=double, fast=bint, same=bint, old_run=int, run=int, run_s=double,
     share=double, a_share=double, folded=double, least=double, adx=double, rebase=bint,
-    held=int, jitter=double, settled=bint, slow=double, ref=double, ref_scale=double, away=double,
+    held=int, jitter=double, settled=bint, weight=double, slow=double, ref=double, ref_scale=double, away=double,
 )
 cpdef void _update_each(core, slots, stamps, values, flags, ratios)
 

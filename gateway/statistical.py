@@ -345,9 +345,11 @@ class StatCore:
             slow = self.slow[i]
             # A re-baselined level (a step reported by the level shift) is also the drift
             # reference's new level: one change, one anomaly.
-            slow = np.where(
-                first | rebase, x, slow + np.maximum(drp.alpha * pace, learn) * (x - slow)
-            )
+            # A reading beyond the level-shift threshold is learned as slowly here as by the
+            # baseline: a short excursion does not leave the slow mean off for hours.
+            weight = np.maximum(drp.alpha * pace, learn)
+            weight = np.where(exceed, weight * p.level_shift.flagged_learning, weight)
+            slow = np.where(first | rebase, x, slow + weight * (x - slow))
             self.slow[i] = slow
             capture = n + 1 == drp.warmup
             ref = np.where(capture | rebase, slow, self.ref[i])
@@ -561,7 +563,10 @@ def _update_each(
                 bits |= stuck_bit
         if has_drift:
             slow = float(slow_of[slot])
-            slow = x if first or rebase else slow + max(drp_alpha * pace, learn) * (x - slow)
+            weight = max(drp_alpha * pace, learn)
+            if exceed:
+                weight *= ls_flagged
+            slow = x if first or rebase else slow + weight * (x - slow)
             slow_of[slot] = slow
             if n + 1 == drp_warmup:  # the reference is captured
                 ref = slow

@@ -1,6 +1,6 @@
 """``jiayuan detect`` stays quiet on healthy series of shapes that no simulator of ours makes:
-a clean cycle, a noisy one, a clean daily square wave, a random walk, a quantised constant
-and a pump's on/off status.
+a clean cycle, a noisy one, a daily square wave with and without noise, a random walk, a
+quantised constant and a pump's on/off status.
 No row after the warm-up may score 0.5 or more (what the gateway would open an anomaly for)."""
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import pytest
 from jiayuan.cli import main
 
 ROWS = 10_000
-WARMUP = 500  # rows the scorer may spend learning a series (under two days at 5 min)
 PERIOD_S = 300
 DAY = 86_400 // PERIOD_S  # rows a day
+# Rows the scorer may spend learning a series: three days, as a daily cycle is learned from
+# each hour seen on two days.
+WARMUP = 3 * DAY
 Series = npt.NDArray[np.float64]
 
 
@@ -45,6 +47,10 @@ def daily_square(rng: np.random.Generator) -> Series:
     return np.where((hours >= 7) & (hours < 21), 40.0, 5.0)
 
 
+def noisy_daily_square(rng: np.random.Generator) -> Series:
+    return daily_square(rng) + rng.normal(0.0, 0.5, ROWS)
+
+
 def pump_status(rng: np.random.Generator) -> Series:
     values: list[float] = []
     on = False
@@ -60,6 +66,7 @@ def pump_status(rng: np.random.Generator) -> Series:
         noiseless_sine,
         noisy_sine,
         daily_square,
+        noisy_daily_square,
         random_walk,
         quantised_constant,
         pump_status,
