@@ -1,5 +1,7 @@
 import cython
 
+cdef double RECENT_ALPHA
+
 # _pass: the whole series in C numbers; the slots are small numpy arrays read as C arrays.
 @cython.locals(
     ts_ms=cython.longlong[::1], values=cython.double[::1], slots=cython.longlong[::1],
@@ -15,7 +17,8 @@ import cython
     visit_sum=double, visit_n=cython.longlong, r=Py_ssize_t, x=double, b=Py_ssize_t,
     day=cython.longlong, mean=double, count=cython.longlong, step=double, level=double,
     a=double, expected=double, calm=double, base=Py_ssize_t, other=Py_ssize_t,
-    between=double,
+    between=double, recent=double, recent_was=double, twin=Py_ssize_t, own=Py_ssize_t, varies=double, tolerance=cython.longlong,
+    shift=cython.longlong, near=Py_ssize_t, sign=cython.longlong, nearest=double, miss=double, weight=double, amplitude=double, resolution=double,
 )
 cpdef void _pass(ts_ms, values, slots, within, per_day, horizon, explains, error_horizon,
-                 spread_horizon, level_out, residual, usual_out, spread_out, in_use)
+                 spread_horizon, tolerance, level_out, residual, usual_out, spread_out, in_use)

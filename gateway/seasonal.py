@@ -7,18 +7,23 @@ slot's *usual* value is the running mean of its mean on each day seen, then an E
 its last ``horizon`` days (so readings of one day cannot predict each other); its *spread*
 an EWMA of |x − usual| over its readings.  Between slots the usual value is interpolated
 from the slots' middles where that has fitted the series better than steps (a smooth
-curve, not a switch).
+curve, not a switch), and a reading is compared with the usual value nearest to it within
+``tolerance_minutes`` either side (a pump that starts at 07:00 one day, 06:50 the next).
 
-The profile is *in use* from when a slot seen on two days and the EWMA of |x − usual|
-below ``explains`` times the EWMA of |x − the level| (the mean of the slots) say it
-explains the series, until it does no better than the level: white noise, a random walk
-or an on/off status without a daily rhythm never use it.  In use, the detectors judge
+The profile is *in use* from when a slot seen on two days, the EWMA of |x − usual| below
+``explains`` times the EWMA of |x − a recent baseline| (an EWMA of the readings like the
+level-shift detector's), and a cycle (the slots' mean distance from their level) larger
+than the smallest step between readings say it explains the series better than the recent
+past does, until it does no better: white noise, a random walk, a quantised constant or an
+on/off status without a daily rhythm never use it.  In use, the detectors judge
 ``anchor + c·(x − usual)``: the deviation from what is usual at that time, around the level
 at the moment the profile came into use, shrunk by c = typical error / the slot's spread
-where a slot usually varies more (a pump that starts some time between 07:00 and 07:30).
+where a slot usually varies more (a pump that starts some time between 07:00 and 07:30);
+the typical errors are clipped at four times themselves, so one anomaly does not make the
+next day's usual variations look small.
 
-One series holds 2 × 2 × slots values and 2 × slots counts: 576 slots of 5 minutes are
-~14 KB in float64, 48 hourly slots ~1.2 KB.  ``jiayuan detect`` keeps one per series; the
+One series holds 2 × slots values and 2 × slots counts: 576 slots of 5 minutes are ~18 KB
+in float64 and int64, 48 hourly slots ~1.5 KB.  ``jiayuan detect`` keeps one per series; the
 gateway, at 2 KB a device for everything, does not keep them.
 """
 
@@ -34,6 +39,8 @@ F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
+# The profile must beat an EWMA of this weight (the level-shift baseline's) to be used.
+RECENT_ALPHA = 0.05
 # 1970-01-01 was a Thursday: day 0 is weekday 3 (Monday = 0).
 _EPOCH_WEEKDAY = 3
 
@@ -46,6 +53,7 @@ class SeasonalParams:
     explains: float = 0.6  # the profile's error must be below this share of the level's
     error_horizon: int = 500  # readings the error EWMAs span
     spread_horizon: int = 100  # readings a slot's spread EWMA spans
+    tolerance_minutes: int = 15  # how much earlier or later a daily pattern may come
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,8 @@ def profile(ts_ms: I64, values: F64, params: SeasonalParams | None = None) -> Pr
     usual, spread = np.empty(n), np.empty(n)
     in_use = np.zeros(n, dtype=np.uint8)
     _pass(ts_ms, values, slots, within, 1440 // p.slot_minutes, p.horizon, p.explains,
-          p.error_horizon, p.spread_horizon, level, residual, usual, spread, in_use)  # fmt: skip
+          p.error_horizon, p.spread_horizon, p.tolerance_minutes // p.slot_minutes,
+          level, residual, usual, spread, in_use)  # fmt: skip
     return Profiled(level, residual, usual, spread, slots, in_use.astype(bool))
 
 
@@ -110,6 +119,7 @@ def _pass(
     explains: float,
     error_horizon: int,
     spread_horizon: int,
+    tolerance: int,
     level_out: F64,
     residual: F64,
     usual_out: F64,
@@ -132,9 +142,12 @@ def _pass(
     err_between = 0.0
     using = False
     anchor = 0.0
+    amplitude = 0.0
+    resolution = math.inf  # the smallest non-zero step between readings
     # Before any slot is complete: the running mean and mean |deviation| of all readings.
     run_mean = values[0] if len(values) else 0.0
     run_dev = 0.0
+    recent = values[0] if len(values) else 0.0  # the detectors' own kind of baseline
     nan = math.nan
     visit_slot = -1  # the slot being accumulated today, and its readings' sum and count
     visit_day = -1
@@ -157,18 +170,32 @@ def _pass(
                     usual[visit_slot] += step
                     total += step
                 seen[visit_slot] = count + 1
+                # The cycle's size: the mean distance of the seen slots from their level.
+                amplitude = 0.0
+                for near in range(count_slots):
+                    if seen[near] > 0:
+                        amplitude += abs(usual[near] - total / filled)
+                amplitude /= filled
             visit_slot, visit_day, visit_sum, visit_n = b, day, 0.0, 0
         visit_sum += x
         visit_n += 1
+        if r > 0 and x != values[r - 1] and abs(x - values[r - 1]) < resolution:
+            resolution = abs(x - values[r - 1])
         level = total / filled if filled else run_mean
         level_out[r] = level
         a = 1.0 / min(r + 1, error_horizon)
         run_dev += a * (abs(x - run_mean) - run_dev)
         run_mean += a * (x - run_mean)
+        recent_was = recent
+        recent += max(RECENT_ALPHA, 1.0 / (r + 1)) * (x - recent)
         expected = level
+        nearest = level
         calm = 1.0  # how much of the deviation counts: less where a slot usually varies more
-        if seen[b] == 0 and seen[(b + per_day) % count_slots] > 0:
-            b = (b + per_day) % count_slots  # no weekend seen yet: weekdays' (or back)
+        own = b
+        twin = (b + per_day) % count_slots  # the same time on the other kind of day
+        if seen[b] < 2 and seen[twin] > seen[b]:
+            b = twin  # a weekend slot seen on fewer than two days: the weekdays' (or back)
+        varies = spread[own] if spread_n[own] > 0 else spread[twin]
         if seen[b] > 0:
             expected = usual[b]
             # The neighbouring slot on the reading's side, within the same kind of day.
@@ -181,24 +208,47 @@ def _pass(
                 err_between += a * (abs(x - between) - err_between)
                 if err_between <= err_step:
                     expected = between
+            # A daily pattern comes a little earlier or later from day to day: what the
+            # detectors judge is the deviation from the usual value nearest the reading
+            # within ``tolerance`` slots either side (the profile's errors and spreads are
+            # against the slot's own, or a profile would fit white noise).
+            nearest = expected
+            # Only for a reading unusual for its own slot: choosing the nearest of several
+            # would otherwise shrink the noise the detectors learn.
+            for shift in range(1, tolerance + 1 if abs(x - expected) > 3.0 * varies else 1):
+                for sign in (1, -1):
+                    near = base + (b - base + sign * shift) % per_day
+                    if seen[near] > 0 and abs(x - usual[near]) < abs(x - nearest):
+                        nearest = usual[near]
             usual_out[r] = expected
-            spread_out[r] = spread[b]
-            if spread[b] > err_profile:
-                calm = err_profile / spread[b]
+            spread_out[r] = varies
+            if varies > err_profile:
+                calm = err_profile / varies
             a = 1.0 / min(judged + 1, error_horizon)
-            err_profile += a * (abs(x - expected) - err_profile)
-            err_level += a * (abs(x - level) - err_level)
+            # Errors clipped at four typical ones once there is a typical one: an anomaly
+            # must not make every usual variation look small for the next day.
+            miss = abs(x - expected)
+            if judged > 50 and miss > 4.0 * err_profile:
+                miss = 4.0 * err_profile
+            err_profile += a * (miss - err_profile)
+            miss = abs(x - recent_was)
+            if judged > 50 and miss > 4.0 * err_level:
+                miss = 4.0 * err_level
+            err_level += a * (miss - err_level)
             judged += 1
-            spread[b] += (abs(x - expected) - spread[b]) / min(spread_n[b] + 1, spread_horizon)
-            spread_n[b] += 1
+            weight = 1.0 / min(spread_n[own] + 1, spread_horizon)
+            spread[own] += weight * (abs(x - expected) - spread[own])
+            spread_n[own] += 1
             # In use from when it explains the series until it does no better than the level.
             if using:
                 using = err_profile <= err_level
             else:
-                using = seen[b] >= 2 and err_profile < explains * err_level
+                using = (
+                    seen[b] >= 2 and err_profile < explains * err_level and amplitude > resolution
+                )
                 anchor = level  # deviations are judged around the level of this moment
         else:
             usual_out[r] = nan
             spread_out[r] = run_dev
         in_use[r] = 1 if using else 0
-        residual[r] = anchor + calm * (x - expected) if using else x
+        residual[r] = anchor + calm * (x - nearest) if using else x
