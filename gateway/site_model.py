@@ -16,7 +16,8 @@ EWMA (``smoothing``) for a small persistent one; each has its own out-of-fold li
 A row is anomalous when either passes its limit; its score is u / (1 + u), u the larger
 ratio of chart to limit, so ≥ 0.5 exactly on anomalous rows.  The signals named for a
 row are those with the largest share of its index (their squared residual and their
-part of T²), summed over their lags.
+part of T²), summed over their lags, each with its value and what its healthy relations
+with the others make of it (its projection on the healthy subspace).
 """
 
 from __future__ import annotations
@@ -45,12 +46,20 @@ class SiteScores:
     score: F64  # in [0, 1], ≥ 0.5 exactly where ``anomalous``
     anomalous: npt.NDArray[np.bool_]
     contributions: F64  # rows × signals: each signal's share of its row's index
+    values: F64  # rows × signals as read
+    expected: F64  # rows × signals: what healthy relations with the others make of each
 
     def contributors(self, row: int, names: Sequence[str], top: int = 3) -> list[str]:
-        """The signals with the largest shares of a row's index, as "name 62%"."""
+        """The signals with the largest shares of a row's index, with their value and what
+        the other signals make it: "current 62% 12.3 (expected 10.8)"."""
         shares = self.contributions[row]
         order = np.argsort(shares)[::-1][:top]
-        return [f"{names[j]} {shares[j]:.0%}" for j in order.tolist() if shares[j] >= 0.05]
+        return [
+            f"{names[j]} {shares[j]:.0%} {self.values[row, j]:.4g} "
+            f"(预期 expected {self.expected[row, j]:.4g})"
+            for j in order.tolist()
+            if shares[j] >= 0.05
+        ]
 
 
 class _Pca:
@@ -69,14 +78,17 @@ class _Pca:
         self.loadings = vectors[:, :kept]
         self.eigenvalues = np.maximum(eigenvalues[:kept], 1e-12)
 
-    def parts(self, lagged: F64) -> tuple[F64, F64]:
-        """Per row and column: its part of T² and its squared residual (Q's part)."""
+    def parts(self, lagged: F64) -> tuple[F64, F64, F64]:
+        """Per row and column: its part of T², its squared residual (Q's part), and its
+        projection on the healthy subspace in the signal's units (what the relations
+        make of it)."""
         standard = (lagged - self.mean) / self.spread
         scores = standard @ self.loadings
-        residual = standard - scores @ self.loadings.T
+        projected = scores @ self.loadings.T
+        residual = standard - projected
         # T² = zᵀ P Λ⁻¹ Pᵀ z = Σⱼ zⱼ (P Λ⁻¹ Pᵀ z)ⱼ: column j's part (it may be negative).
         t2_parts = standard * ((scores / self.eigenvalues) @ self.loadings.T)
-        return t2_parts, residual**2
+        return t2_parts, residual**2, self.mean + self.spread * projected
 
 
 def lagged_rows(values: F64, lags: int) -> F64:
@@ -121,7 +133,7 @@ class SiteModel:
         t2_held, q_held = np.empty(len(lagged)), np.empty(len(lagged))
         for block in blocks:
             rest = np.setdiff1d(np.arange(len(lagged)), block)
-            t2_parts, q_parts = _Pca(lagged[rest], p.variance).parts(lagged[block])
+            t2_parts, q_parts, _ = _Pca(lagged[rest], p.variance).parts(lagged[block])
             t2_held[block], q_held[block] = t2_parts.sum(axis=1), q_parts.sum(axis=1)
         self.t2_limit = float(np.quantile(t2_held, p.quantile))
         self.q_limit = float(np.quantile(q_held, p.quantile))
@@ -143,7 +155,7 @@ class SiteModel:
     def score(self, rows: F64) -> SiteScores:
         """Judge rows (in time order, each after the ones before it)."""
         rows = np.asarray(rows, dtype=np.float64)
-        t2_parts, q_parts = self._pca.parts(lagged_rows(rows, self.params.lags))
+        t2_parts, q_parts, projected = self._pca.parts(lagged_rows(rows, self.params.lags))
         index = self._index(t2_parts.sum(axis=1), q_parts.sum(axis=1))
         index[: self.params.lags] = self.typical  # rows without the history to lag
         ratio = np.zeros(len(rows))
@@ -154,4 +166,5 @@ class SiteModel:
         per_signal = parts.reshape(len(rows), self.params.lags + 1, signals).sum(axis=1)
         positive = np.maximum(per_signal, 0.0)
         shares = positive / np.maximum(positive.sum(axis=1, keepdims=True), 1e-300)
-        return SiteScores(index, ratio / (1.0 + ratio), ratio >= 1.0, shares)
+        expected = projected[:, :signals]  # the current row's block (then its lags)
+        return SiteScores(index, ratio / (1.0 + ratio), ratio >= 1.0, shares, rows, expected)

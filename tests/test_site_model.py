@@ -48,6 +48,9 @@ def test_a_broken_relation_is_flagged_and_its_signals_named() -> None:
     assert scores.anomalous[:300].mean() < 0.03
     assert ((scores.score >= 0.5) == scores.anomalous).all()
     assert scores.contributors(400, NAMES)[0].startswith("current ")
+    # What the flow makes of the current is some 1.5 A less than it draws.
+    assert 0.5 < scores.values[400, 2] - scores.expected[400, 2] < 2.0
+    assert "(预期 expected " in scores.contributors(400, NAMES)[0]
 
 
 def test_too_few_healthy_rows_is_a_clear_error() -> None:
