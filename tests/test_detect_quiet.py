@@ -89,3 +89,20 @@ def test_no_row_of_a_healthy_series_scores_as_an_anomaly(
         scores = np.array([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
     high = np.flatnonzero(scores[WARMUP:] >= 0.5) + WARMUP
     assert len(high) == 0, f"{len(high)} rows score ≥ 0.5, the first at rows {high[:5].tolist()}"
+
+
+def test_missing_rows_irregular_steps_and_a_gap_are_not_anomalies(tmp_path: Path) -> None:
+    rng = np.random.default_rng(27)
+    values = noisy_sine(rng)
+    kept = rng.random(ROWS) > 0.2  # a fifth of the rows missing
+    kept[5000 : 5000 + DAY] = False  # and a whole day
+    stamps = 1_700_000_000 + PERIOD_S * np.arange(ROWS) + rng.integers(-60, 61, ROWS)
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    with src.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["timestamp", "value"])
+        writer.writerows([t, f"{v:.6g}"] for t, v in zip(stamps[kept], values[kept], strict=True))
+    assert main(["detect", "--csv", str(src), "--out", str(out)]) == 0
+    with out.open(newline="") as handle:
+        scores = np.array([float(row["anomaly_score"]) for row in csv.DictReader(handle)])
+    assert not (scores[WARMUP:] >= 0.5).any(), np.flatnonzero(scores >= 0.5)[:5]
