@@ -1,6 +1,7 @@
 import cython
 
 cdef int _COUNT_CAP
+cdef double KNOWN_SHARE
 
 # _update_each: every learned value a C float (float32 state), every index and counter
 # a C integer, the parameters C numbers; a reading costs a few hundred instructions.
@@ -15,6 +16,7 @@ cdef int _COUNT_CAP
     run_of=cython.ushort[::1], run_s_of=cython.float[::1], slow_of=cython.float[::1],
     ref_of=cython.float[::1], ref_scale_of=cython.float[::1], c_drift=cython.uchar[::1],
     step_of=cython.float[::1], held_of=cython.ushort[::1], jitter_of=cython.float[::1],
+    alt_of=cython.float[::1], alt=double, near=double, known=bint, swap=bint, is_open=bint,
     timed=bint, min_period=double, on=int, level=int, rated=int, stuck_bit=int, drift=int,
     scaled=int, has_level=int, has_rate=int, has_stuck=int, has_drift=int,
     ls_warmup=int, ls_alpha=double, ls_k=double, ls_clear_k=double, ls_persist=int,

@@ -38,6 +38,9 @@ Bools = npt.NDArray[np.bool_]
 # Counters saturate here (uint16): every horizon and warm-up is far shorter.
 _COUNT_CAP = 60_000
 _SCALE_BITS = BIT[LEVEL_SHIFT] | BIT[RATE_OF_CHANGE] | BIT[DRIFT]
+# A reading within this share of the distance between the baseline and the other known
+# level (left at the last re-baselining, or where the last shift opened) is at that level.
+KNOWN_SHARE = 0.25
 # Compiled (statistical.pxd types ``_update_each`` to C), float32 cores judge a batch one
 # reading at a time: a batch that repeats its series (a backlog, or a few devices at a
 # high rate) takes as many numpy rounds as its most repeated series, and each round costs
@@ -52,7 +55,7 @@ def _layout(detectors: int) -> list[tuple[str, str]]:
     if detectors & _SCALE_BITS:
         names += [("mean", "value"), ("scale", "value"), ("step", "value")]
     if detectors & BIT[LEVEL_SHIFT]:
-        names += [("c_level", "u1"), ("held", "u2")]
+        names += [("c_level", "u1"), ("held", "u2"), ("alt", "value")]
     if detectors & BIT[RATE_OF_CHANGE]:
         names += [("rate", "value"), ("c_rate", "u1")]
     if detectors & BIT[STUCK]:
@@ -82,6 +85,8 @@ class StatCore:
     step: F64  # smallest non-zero |Δx| seen (the sensor's resolution; 0: none yet)
     c_level: U8  # readings towards the other state (hysteresis counters)
     held: npt.NDArray[np.uint16]  # readings the level shift has been open
+    alt: F64  # the other known level: left at the last re-baselining, or where the last
+    # shift opened (NaN: none yet)
     rate: F64  # EWMA of |Δx/Δt| beyond the noise band
     c_rate: U8
     p_change: F64  # EWMA share of readings whose value changed
@@ -133,6 +138,8 @@ class StatCore:
         slot = self.size
         self.size += 1
         self.spec[slot] = self._spec(float(floor), float(minimum), enabled & self.detectors)
+        if self.detectors & BIT[LEVEL_SHIFT]:
+            self.alt[slot] = np.nan
         return slot
 
     def _spec(self, floor: float, minimum: float, enabled: int) -> int:
@@ -154,6 +161,8 @@ class StatCore:
         for name in ("c_level", "held", "c_rate", "c_drift"):
             if hasattr(self, name):
                 getattr(self, name)[slot] = 0
+        if self.detectors & BIT[LEVEL_SHIFT]:
+            self.alt[slot] = np.nan
 
     @property
     def bytes_per_series(self) -> int:
@@ -270,14 +279,29 @@ class StatCore:
             ls = p.level_shift
             exceed = (n >= ls.warmup) & (z > ls.k)
             rebase = np.zeros(len(i), dtype=bool)
+            known = np.zeros(len(i), dtype=bool)
             if on & BIT[LEVEL_SHIFT]:
+                # A reading at the level the series left at its last re-baselining (a pump
+                # set back on duty, a valve back to its other position) is a known state:
+                # the baseline swaps to it at once, no shift, no rate.  "At" is within a
+                # quarter of the distance between the two levels (the other level's noise
+                # is not kept) or the clearing band of this one.
+                alt = self.alt[i].astype(np.float64)
+                near = KNOWN_SHARE * np.abs(alt - mean) + ls.clear_k * np.maximum(scale, floor)
+                closed = (was & BIT[LEVEL_SHIFT]) == 0  # an open shift's own level is not
+                known = closed & (n >= ls.warmup) & (np.abs(x - alt) <= near)
+                swap = exceed & known
+                exceed = exceed & ~known
                 shifted = _hold(
                     self.c_level, i, was, BIT[LEVEL_SHIFT], enabled, exceed, z <= ls.clear_k,
                     ls.persist, ls.clear_n,
                 )  # fmt: skip
                 # Open for ``relearn`` readings: the new normal; the baseline restarts there.
                 held = np.where(shifted > 0, np.minimum(self.held[i] + 1, _COUNT_CAP), 0)
-                rebase = held >= ls.relearn
+                rebase = (held >= ls.relearn) | swap
+                # Opening, the new level is remembered: the next visit there is known.
+                opened = (shifted > 0) & ((was & BIT[LEVEL_SHIFT]) == 0)
+                self.alt[i] = np.where(rebase, mean, np.where(opened, x, alt))
                 self.held[i] = np.where(rebase, 0, held)
                 self.c_level[i] = np.where(rebase, 0, self.c_level[i])
                 bits |= np.where(rebase, 0, shifted).astype(np.uint8)
@@ -303,7 +327,7 @@ class StatCore:
             speed = np.maximum(np.abs(dx) - band, 0.0) / dt_s
             rate = self.rate[i].astype(np.float64)
             limit = np.maximum(rate * rp.factor, floor * rp.floor_factor)
-            fast = (n >= rp.warmup) & (speed > limit)
+            fast = (n >= rp.warmup) & (speed > limit) & ~known
             bits |= _hold(
                 self.c_rate, i, was, BIT[RATE_OF_CHANGE], enabled, fast, ~fast,
                 rp.persist, rp.clear_n,
@@ -457,6 +481,7 @@ def _update_each(
     floors, minimums, enabled_specs = core.floors, core.minimums, core.enabled_specs
     mean, scale_of, c_level = arrays["mean"], arrays["scale"], arrays["c_level"]
     step_of, held_of, jitter_of = arrays["step"], arrays["held"], arrays["jitter"]
+    alt_of = arrays["alt"]
     rate_of, c_rate = arrays["rate"], arrays["c_rate"]
     p_change, run_of, run_s_of = arrays["p_change"], arrays["run"], arrays["run_s"]
     slow_of, ref_of, ref_scale_of = arrays["slow"], arrays["ref"], arrays["ref_scale"]
@@ -480,6 +505,7 @@ def _update_each(
         pace = min(dt_s / min_period, 1.0) if timed else 1.0
         scale = 0.0
         rebase = False
+        known = False
         if scaled:
             least = float(step_of[slot])
             floor = max(floor, res_share * least)
@@ -490,7 +516,12 @@ def _update_each(
             z = _quotient(dev, max(scale, floor))
             exceed = False
             if has_level:
+                alt = float(alt_of[slot])
+                near = KNOWN_SHARE * abs(alt - mean_was) + ls_clear_k * max(scale, floor)
+                known = was & level == 0 and n >= ls_warmup and abs(x - alt) <= near
                 exceed = n >= ls_warmup and z > ls_k
+                swap = exceed and known
+                exceed = exceed and not known
                 if n >= ls_warmup and z / ls_k > ratio:
                     ratio = z / ls_k
                 step = _held(
@@ -498,16 +529,17 @@ def _update_each(
                     ls_persist, ls_clear_n,
                 )  # fmt: skip
                 c_level[slot] = max(step, 0)
-                if (was & level != 0) != (step < 0):
-                    held = min(held_of[slot] + 1, _COUNT_CAP)
-                    if held >= ls_relearn:
-                        rebase = True
-                        held = 0
-                        c_level[slot] = 0
-                    else:
-                        bits |= level
-                else:
+                is_open = (was & level != 0) != (step < 0)
+                held = min(held_of[slot] + 1, _COUNT_CAP) if is_open else 0
+                if held >= ls_relearn or swap:
+                    rebase = True
                     held = 0
+                    c_level[slot] = 0
+                    alt_of[slot] = mean_was
+                elif is_open:
+                    bits |= level
+                    if was & level == 0:  # opening: the next visit to this level is known
+                        alt_of[slot] = x
                 held_of[slot] = held
             alpha = ls_alpha * pace
             a = alpha * ls_flagged if exceed else max(alpha, learn)
@@ -529,7 +561,7 @@ def _update_each(
             speed = max(abs(dx) - band, 0.0) / dt_s
             rate = float(rate_of[slot])
             limit = max(rate * rp_factor, floor * rp_floor_factor)
-            fast = n >= rp_warmup and speed > limit
+            fast = n >= rp_warmup and speed > limit and not known
             if n >= rp_warmup and _quotient(speed, limit) > ratio:
                 ratio = _quotient(speed, limit)
             step = _held(

@@ -318,3 +318,19 @@ def test_scores_one_reading_at_a_time_equal_the_numpy_rounds_scores() -> None:
         assert ((scores >= 0.5) == (flags > 0)).all()
         got.append(scores)
     assert np.allclose(got[0], got[1], rtol=1e-12, atol=0.0)
+
+
+def test_a_pump_switching_between_two_states_is_flagged_only_the_first_time() -> None:
+    # Flow ~94 m³/h while the pump runs, exactly 0 while it rests for 15 readings, again
+    # and again: the first rest is a change; after it the resting level is a known state.
+    rng = np.random.default_rng(8)
+    values = 94 + rng.normal(0, 2, 1200)
+    rests = [range(start, start + 15) for start in range(100, 1200, 60)]
+    for rest in rests:
+        values[rest.start : rest.stop] = 0.0
+    flags = run(values, floor=0.01, minimum=-np.inf)
+    assert (flags[rests[0].start + 3 : rests[0].stop] & BIT[LEVEL_SHIFT]).all()
+    assert not flags[rests[1].start :].any()
+    # A level never seen is still a shift.
+    values[1150:] = 50.0
+    assert (run(values, floor=0.01, minimum=-np.inf)[1153:1170] & BIT[LEVEL_SHIFT]).all()
