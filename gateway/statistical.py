@@ -5,7 +5,7 @@ signal), grown by an eighth at a time (not doubled: at 100,000 devices the slack
 too, and a copy still costs O(1) a slot on average): memory grows by bytes per series,
 never by a Python object.
 A core holds only the arrays its detectors need (``detectors`` bits): a series judged for
-stuck values alone costs 27 bytes, one judged by all four detectors 54 bytes in float32.
+stuck values alone costs 27 bytes, one judged by all four detectors 68 bytes in float32.
 Per-series configuration (scale floor, physical minimum, enabled detectors) is a 2-byte
 index into a small table of distinct specs, since thousands of series share a few.
 
