@@ -5,14 +5,17 @@ goes through SMTP (stdlib smtplib).  A 2xx (or an accepted mail) marks a message
 delivered.  A connection error, a timeout, 408, 429 or 5xx (SMTP 4xx) is retried with
 exponential backoff and jitter from ``retry_initial_s`` up to ``retry_max_s``, for as long
 as it takes: the attempts and the last error stay visible in the outbox.  Any other 4xx
-(SMTP 5xx) means retrying will not help: the message is parked with the reason until
-someone fixes the cause and runs ``Outbox.retry_parked``.
+(SMTP 5xx), or no destination or secret configured, means retrying will not help: the
+message is parked with the reason and a digest of the configuration it failed under.  It
+is tried again when someone retries it (API, ``jiayuan alerts outbox retry``) or when the
+gateway starts with a different configuration for its channel (``requeue_reconfigured``).
 
 The clock and the random source are parameters, so tests can let an hour pass at once.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import smtplib
@@ -20,26 +23,35 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
 from alerts.contacts import ContactBook, ContactSource
+from alerts.destinations import (
+    EMAIL,
+    MANAGER_WEBHOOK,
+    WORKORDER,
+    DestinationCheck,
+    channel_digest,
+    check_destinations,
+)
 from alerts.model import Alert, AlertAction
 from alerts.notify import notification_messages
-from alerts.outbox import Outbox, OutboxMessage, StoredMessage
+from alerts.outbox import MessageState, Outbox, OutboxMessage, StoredMessage
 from alerts.signing import SIGNATURE_HEADER, sign
-from alerts.workorder import workorder_message
+from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
 from jiayuan.config import AlertsConfig
 
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
 
-HTTP_CHANNELS = frozenset({"workorder", "manager_webhook"})
-EMAIL_CHANNEL = "email"
+HTTP_CHANNELS = frozenset({WORKORDER, MANAGER_WEBHOOK})
+EMAIL_CHANNEL = EMAIL
 RETRYABLE_HTTP = frozenset({408, 425, 429})
 ATTEMPT_HEADER = "X-Jiayuan-Attempt"
 
@@ -52,8 +64,24 @@ class DeliverySettings:
     retry_initial_s: float = 1.0
     retry_max_s: float = 300.0
     timeout_s: float = 10.0
-    # Where work orders queued without a URL (none was configured then) are sent now.
+    # Where work orders are sent now (also those queued before it was set or changed);
+    # empty: to the URL each was queued with.
     workorder_url: str = ""
+
+    def workorder_destination(self, queued_with: str) -> str:
+        return self.workorder_url or queued_with
+
+    def config_digest(self, channel: str, destination: str) -> str:
+        """What decides whether a message of ``channel`` to ``destination`` goes out."""
+        if channel == WORKORDER:
+            target = self.workorder_destination(destination)
+            return channel_digest(channel, target, {"secret": self.webhook_secret})
+        if channel == MANAGER_WEBHOOK:
+            return channel_digest(channel, destination, {"secret": self.webhook_secret})
+        if channel == EMAIL:
+            mail = {"smtp_url": self.smtp_url, "smtp_from": self.smtp_from}
+            return channel_digest(channel, destination, mail)
+        return channel_digest(channel, destination, {})
 
 
 class _Retry(Exception):
@@ -158,6 +186,22 @@ class Deliverer:
             self._round = None
         return len(tried)
 
+    def requeue_reconfigured(self) -> list[StoredMessage]:
+        """Make due the parked messages whose channel is configured differently now from
+        when they were parked (or whose configuration was never noted); those messages."""
+        changed = [
+            message
+            for message in self.outbox.messages(MessageState.PARKED, limit=-1)
+            if message.config_digest
+            != self.settings.config_digest(message.channel, message.destination)
+        ]
+        with self.outbox.batch():
+            for message in changed:
+                self.outbox.retry_parked(message_id=message.id, now_ms=self.now_ms())
+        if changed:
+            self.wake()
+        return changed
+
     def attempt(self, message: StoredMessage) -> None:
         """Try to send one message now and record the outcome in the outbox."""
         self._record([(message, self._send(message))])
@@ -194,7 +238,8 @@ class Deliverer:
                 elif isinstance(outcome, _Retry):
                     self._retry_later(message, outcome)
                 else:
-                    self.outbox.park(message.id, str(outcome))
+                    digest = self.settings.config_digest(message.channel, message.destination)
+                    self.outbox.park(message.id, str(outcome), digest)
                     self.stats.parked += 1
                     self.stats.last_error = f"{message.key}: {outcome}"
                     self._log(logging.ERROR, f"parked: {outcome}", message.key, "")
@@ -227,8 +272,8 @@ class Deliverer:
 
     def _post(self, message: StoredMessage) -> None:
         destination = message.destination
-        if not destination and message.channel == "workorder":
-            destination = self.settings.workorder_url
+        if message.channel == WORKORDER:
+            destination = self.settings.workorder_destination(destination)
         if not destination:
             raise _Park(
                 f"no destination URL for {message.channel} (is [alerts] opscentre_url set?)"
@@ -310,6 +355,22 @@ class Deliverer:
         return min(self._poll_s, max(0.0, (next_ms - self.now_ms()) / 1000))
 
 
+@dataclass(frozen=True)
+class DeliveryHealth:
+    """What ``/health`` shows of delivery: degraded while a channel cannot deliver or
+    messages are parked."""
+
+    status: str  # ok | degraded
+    status_zh: str
+    problems: list[str]  # Chinese first, English beside it
+    destinations: list[DestinationCheck]
+    outbox: dict[str, int]  # messages per state
+    parked_by_channel: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Dispatcher:
     """Turns one lifecycle step into outbox messages (a work order, notifications to the
     estate's property managers) and owns the deliverer that sends them.
@@ -332,6 +393,13 @@ class Dispatcher:
         self.contacts = contacts
         self.opscentre_url = opscentre_url
         self.callback_url = callback_url
+        settings = deliverer.settings
+        self.checks = check_destinations(
+            opscentre_url=settings.workorder_destination(opscentre_url),
+            webhook_secret=settings.webhook_secret,
+            smtp_url=settings.smtp_url,
+            contacts=contacts if isinstance(contacts, ContactBook) else None,
+        )
 
     @classmethod
     def from_config(
@@ -369,6 +437,7 @@ class Dispatcher:
     ) -> list[OutboxMessage]:
         messages: list[OutboxMessage] = []
         if work_order:
+            updates = ACTION_TYPES.get(action) in UPDATES
             order = workorder_message(
                 alert,
                 action,
@@ -376,6 +445,7 @@ class Dispatcher:
                 url=self.opscentre_url,
                 callback_url=self.callback_url,
                 note=note,
+                order=self.undelivered_order(alert.id) if updates else None,
             )
             if order is not None:
                 messages.append(order)
@@ -406,7 +476,75 @@ class Dispatcher:
             self.deliverer.wake()
         return queued
 
+    def undelivered_order(self, alert_id: str) -> dict[str, Any] | None:
+        """The body of the message that opened the alert's current order (its latest
+        ``reopen``, else its ``create``) while the receiver has not acknowledged it."""
+        create_key, reopen_prefix = opening_keys(alert_id)
+        opened = self.outbox.with_key_prefix(reopen_prefix)
+        if not opened:
+            created = self.outbox.get(create_key)
+            opened = [created] if created is not None else []
+        if not opened or opened[-1].state is MessageState.DELIVERED:
+            return None
+        order: dict[str, Any] = json.loads(opened[-1].body)
+        return order
+
+    def log_destinations(self) -> None:
+        for check in self.checks:
+            if check.problem:
+                log.error("%s", check.problem)
+            elif check.channel == WORKORDER:
+                log.info("工单发往 work orders go to %s", check.destination)
+
+    def requeue_reconfigured(self) -> int:
+        """Parked messages whose channel's configuration changed are due again; how many."""
+        requeued = self.deliverer.requeue_reconfigured()
+        if requeued:
+            channels = Counter(message.channel for message in requeued)
+            log.warning(
+                "暂存消息重新发送 parked messages requeued, their channel is configured "
+                "differently now: %s",
+                ", ".join(f"{channel} {count}" for channel, count in sorted(channels.items())),
+            )
+        parked = self.outbox.counts()[MessageState.PARKED.value]
+        if parked:
+            log.error(
+                "%d 条消息仍暂存 messages remain parked: `jiayuan alerts outbox list`, "
+                "GET /outbox?state=parked; retry with `jiayuan alerts outbox retry`",
+                parked,
+            )
+        return len(requeued)
+
+    def health(self) -> DeliveryHealth:
+        counts = self.outbox.counts()
+        per_channel = self.outbox.counts_by_channel()
+        parked = {
+            channel: states[MessageState.PARKED.value]
+            for channel, states in sorted(per_channel.items())
+            if states[MessageState.PARKED.value]
+        }
+        problems = [check.problem for check in self.checks if check.problem]
+        if parked:
+            problems.append(
+                f"{sum(parked.values())} 条消息暂存未发送 messages parked "
+                f"({', '.join(f'{c} {n}' for c, n in parked.items())}): "
+                "GET /outbox?state=parked, `jiayuan alerts outbox list|retry`"
+            )
+        ok = not problems
+        return DeliveryHealth(
+            status="ok" if ok else "degraded",
+            status_zh="正常" if ok else "降级",
+            problems=problems,
+            destinations=list(self.checks),
+            outbox=counts,
+            parked_by_channel=parked,
+        )
+
     def start(self) -> None:
+        """Say where messages go (loudly when nowhere), requeue the parked messages whose
+        configuration changed since, and start sending."""
+        self.log_destinations()
+        self.requeue_reconfigured()
         self.deliverer.start()
 
     def stop(self) -> None:

@@ -6,9 +6,9 @@ what it received, and, when asked to, plays the crew: after ``accept_after_s`` i
 order's callback URL with ``accepted``, after ``complete_after_s`` more with ``completed``
 (signed, with the bearer token), retrying while the gateway is down.
 
-One ticket per alert: the ``create`` (or, if that never came, the first ``escalate``)
-opens it; a ``reopen`` replaces it with a new ticket (a new work-order id); a ``cancel``
-closes it without work.
+One ticket per alert: the ``create`` (or, if that never came, the order an ``escalate``
+carries, else the first ``escalate``) opens it; a ``reopen`` replaces it with a new ticket
+(a new work-order id); a ``cancel`` closes it without work.
 """
 
 from __future__ import annotations
@@ -103,45 +103,61 @@ class OpsCentreStore:
             self._db.close()
 
     def receive(self, key: str, order: dict[str, Any], now_ms: int) -> tuple[bool, str]:
-        """Store a work order; (False, ticket id) when ``key`` was received before."""
-        alert_id, kind = order["alert_id"], order["type"]
+        """Store a work order; (False, ticket id) when ``key`` was received before.
+
+        An update (escalate, cancel) that carries the order it updates (``order``) first
+        stores that order under its own key, unless held already, as if it had arrived:
+        its later delivery is then a duplicate (``deliveries`` counts hand-overs, 0 for an
+        order known only from an update)."""
+        alert_id = order["alert_id"]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                inserted = self._db.execute(
-                    "INSERT OR IGNORE INTO workorder (key, alert_id, type, received_ms, body)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (key, alert_id, kind, now_ms, json.dumps(order, ensure_ascii=False)),
-                ).rowcount
-                if not inserted:
-                    self._db.execute(
-                        "UPDATE workorder SET deliveries = deliveries + 1 WHERE key = ?", (key,)
-                    )
-                elif kind == WorkOrderType.REOPEN:
-                    self._db.execute("DELETE FROM ticket WHERE alert_id = ?", (alert_id,))
-                    self._db.execute(
-                        "INSERT INTO ticket (alert_id, callback_url, opened_ms) VALUES (?, ?, ?)",
-                        (alert_id, order["callback_url"], now_ms),
-                    )
-                elif kind == WorkOrderType.CANCEL:
-                    self._db.execute(
-                        "UPDATE ticket SET cancelled_ms = ?"
-                        " WHERE alert_id = ? AND cancelled_ms = 0",
-                        (now_ms, alert_id),
-                    )
-                else:
-                    # Not INSERT OR IGNORE: a refused insert would still use up a ticket id.
-                    self._db.execute(
-                        "INSERT INTO ticket (alert_id, callback_url, opened_ms) SELECT ?, ?, ?"
-                        " WHERE NOT EXISTS (SELECT 1 FROM ticket WHERE alert_id = ?)",
-                        (alert_id, order["callback_url"], now_ms, alert_id),
-                    )
+                carried = order.get("order")
+                if isinstance(carried, dict):
+                    self._store(carried["idempotency_key"], carried, now_ms, handed_over=False)
+                inserted = self._store(key, order, now_ms, handed_over=True)
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
         ticket = self.ticket(alert_id)
-        return bool(inserted), ticket.work_order_id if ticket else ""
+        return inserted, ticket.work_order_id if ticket else ""
+
+    def _store(self, key: str, order: dict[str, Any], now_ms: int, *, handed_over: bool) -> bool:
+        """Inside a transaction: keep one work order and apply it to the alert's ticket;
+        False when ``key`` was held already (a hand-over is then counted)."""
+        alert_id, kind = order["alert_id"], order["type"]
+        inserted = self._db.execute(
+            "INSERT OR IGNORE INTO workorder (key, alert_id, type, received_ms, deliveries, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (key, alert_id, kind, now_ms, int(handed_over), json.dumps(order, ensure_ascii=False)),
+        ).rowcount
+        if not inserted:
+            if handed_over:
+                self._db.execute(
+                    "UPDATE workorder SET deliveries = deliveries + 1 WHERE key = ?", (key,)
+                )
+        elif kind == WorkOrderType.REOPEN:
+            self._db.execute("DELETE FROM ticket WHERE alert_id = ?", (alert_id,))
+            self._db.execute(
+                "INSERT INTO ticket (alert_id, callback_url, opened_ms) VALUES (?, ?, ?)",
+                (alert_id, order["callback_url"], now_ms),
+            )
+        elif kind == WorkOrderType.CANCEL:
+            # A cancel of an order never seen opens nothing (unless it carried the order).
+            self._db.execute(
+                "UPDATE ticket SET cancelled_ms = ? WHERE alert_id = ? AND cancelled_ms = 0",
+                (now_ms, alert_id),
+            )
+        else:
+            # Not INSERT OR IGNORE: a refused insert would still use up a ticket id.
+            self._db.execute(
+                "INSERT INTO ticket (alert_id, callback_url, opened_ms) SELECT ?, ?, ?"
+                " WHERE NOT EXISTS (SELECT 1 FROM ticket WHERE alert_id = ?)",
+                (alert_id, order["callback_url"], now_ms, alert_id),
+            )
+        return bool(inserted)
 
     def workorders(
         self, alert_id: str | None = None, kind: str | None = None

@@ -18,9 +18,11 @@ from fastapi import APIRouter
 
 from alerts.api import create_alerts_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
-from alerts.delivery import Dispatcher
+from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
 from alerts.grades import ALL
+from alerts.outbox_api import create_outbox_router
+from alerts.outbox_metrics import OutboxCollector
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
 from alerts.score import score_report
@@ -103,6 +105,7 @@ class AlertService:
         settings = self.config.alerts
         routers = [
             create_alerts_router(self.engine, self.store, self.stream),
+            create_outbox_router(self.dispatcher),
             create_registry_router(self.registry),
             create_score_router(
                 self.registry, self.store, self.score_config, self.clock, self.streets
@@ -125,6 +128,13 @@ class AlertService:
                 "the operations centre cannot call back"
             )
         return routers
+
+    def delivery_health(self) -> DeliveryHealth:
+        return self.dispatcher.health()
+
+    def outbox_collector(self) -> OutboxCollector:
+        """For the gateway's Prometheus registry."""
+        return OutboxCollector(self.dispatcher.outbox)
 
     def _route(self, event: AlertEvent) -> None:
         # Runs inside the engine's lock: it only queues (SQLite outbox), never sends.

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query
@@ -49,6 +49,8 @@ class ApiSource(Protocol):
 
     def influx_reachable(self) -> bool: ...
 
+    def delivery_health(self) -> dict[str, Any] | None: ...
+
     def anomalies(
         self,
         active: bool | None = None,
@@ -79,6 +81,24 @@ class StatsOut(BaseModel):
     queued: int = Field(description="messages waiting for the processing thread")
 
 
+class DestinationOut(BaseModel):
+    channel: str = Field(description="workorder, email or manager_webhook")
+    destination: str = Field(description="URL or mail server, without credentials")
+    problem: str = Field(description="why it cannot deliver (中文在前); empty when it can")
+
+
+class DeliveryOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded while a channel cannot deliver (e.g. no [alerts] opscentre_url) "
+        "or messages are parked"
+    )
+    status_zh: str
+    problems: list[str] = Field(description="中文在前，英文在后 Chinese first, English beside it")
+    destinations: list[DestinationOut]
+    outbox: dict[str, int] = Field(description="messages per state: pending, delivered, parked")
+    parked_by_channel: dict[str, int]
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"] = Field(
         description="ok when the broker is connected, the connection is stable and InfluxDB answers"
@@ -92,6 +112,11 @@ class HealthOut(BaseModel):
     influx_reachable: bool
     uptime_s: float
     counters: StatsOut
+    delivery: DeliveryOut | None = Field(
+        None,
+        description="alert messages (work orders, notifications): where they go, what is "
+        "parked; its own status, not part of the gateway's (null with alerts disabled)",
+    )
 
 
 class AnomalyOut(BaseModel):
@@ -220,6 +245,7 @@ def create_app(
         unstable = source.mqtt_unstable
         ok = mqtt_ok and influx_ok and not unstable
         stats = source.stats
+        delivery = source.delivery_health()
         return HealthOut(
             status="ok" if ok else "degraded",
             status_zh="正常" if ok else "降级",
@@ -228,6 +254,7 @@ def create_app(
             influx_reachable=influx_ok,
             uptime_s=source.uptime_s,
             counters=StatsOut.model_validate(stats, from_attributes=True),
+            delivery=None if delivery is None else DeliveryOut.model_validate(delivery),
         )
 
     @app.get(

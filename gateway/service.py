@@ -12,7 +12,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
@@ -71,6 +71,7 @@ class Gateway:
 
             streets = self.ingest.streets
             self.alerts = AlertService(config, streets=None if ALL_STREETS in streets else streets)
+            self.metrics.registry.register(self.alerts.outbox_collector())
         self.processor = Processor(
             config.gateway,
             self._inbox,
@@ -249,6 +250,10 @@ class Gateway:
 
     def influx_reachable(self) -> bool:
         return self._influx_health.ping()
+
+    def delivery_health(self) -> dict[str, Any] | None:
+        """Where alert messages go and what is stuck; None with alerts disabled."""
+        return self.alerts.delivery_health().as_dict() if self.alerts is not None else None
 
     def anomalies(
         self,

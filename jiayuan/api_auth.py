@@ -150,6 +150,11 @@ def load_tokens(path: str | Path) -> dict[str, Caller]:
         raise AuthFileError(f"{where}: not UTF-8 text: {error.reason}") from None
     except yaml.YAMLError as error:
         raise AuthFileError(f"{where}: not valid YAML: {error}") from None
+    return parse_tokens(data, where)
+
+
+def parse_tokens(data: Any, where: str) -> dict[str, Caller]:
+    """Callers by token hash from a tokens file's parsed YAML; ``where`` names it in errors."""
     try:
         parsed = _TokensFile.model_validate(data)
     except ValidationError as error:

@@ -25,6 +25,8 @@ SUBCOMMAND_MODULES = (
     "jiayuan.registry.cli",
     "alerts.score_cli",
     "alerts.opscentre_cli",
+    "alerts.outbox_cli",
+    "jiayuan.api_token_cli",
     "jiayuan.chaos_cli",
 )
 

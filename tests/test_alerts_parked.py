@@ -79,8 +79,7 @@ def test_orders_parked_without_a_url_reach_the_centre_once_after_a_restart_with_
         assert first.alerts is not None
         # Said loudly at start: work orders have nowhere to go.
         assert any(
-            r.levelno >= logging.ERROR and "opscentre_url" in r.getMessage()
-            for r in caplog.records
+            r.levelno >= logging.ERROR and "opscentre_url" in r.getMessage() for r in caplog.records
         )
         first.alerts.on_anomalies([anomaly(code, device=device) for code, device in CODES])
         outbox = first.alerts.dispatcher.outbox
@@ -200,9 +199,7 @@ def test_an_escalation_for_an_undelivered_order_carries_the_order(
     [create] = sender.outbox.due()
     sender.outbox.park(create.id, "HTTP 400: refused for now")
     escalated = replace(alert, escalation=EscalationLevel.STREET)
-    assert sender.dispatch(escalated, AlertAction.ESCALATED, at_ms=20) == [
-        "wo:al-0001:esc:street"
-    ]
+    assert sender.dispatch(escalated, AlertAction.ESCALATED, at_ms=20) == ["wo:al-0001:esc:street"]
     sender.deliverer.run_once()  # only the escalation goes
 
     [escalation] = centre.store.workorders(kind="escalate")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,6 +106,9 @@ class Source:
 
     def influx_reachable(self) -> bool:
         return True
+
+    def delivery_health(self) -> dict[str, Any] | None:
+        return None
 
     def anomalies(
         self,

@@ -27,8 +27,14 @@ def test_a_created_token_works_within_its_role_and_reach_and_can_be_revoked(
 ) -> None:
     tokens = tmp_path / "api-tokens.yaml"
     pm = create(
-        tokens, capsys, "--name", "书香物业 shuxiang pm", "--role", "property_manager",
-        "--estates", MINE,
+        tokens,
+        capsys,
+        "--name",
+        "书香物业 shuxiang pm",
+        "--role",
+        "property_manager",
+        "--estates",
+        MINE,
     )
     ops = create(
         tokens, capsys, "--name", "张江运营中心", "--role", "ops_centre", "--streets", "zhangjiang"
@@ -57,11 +63,15 @@ def test_a_created_token_works_within_its_role_and_reach_and_can_be_revoked(
     assert "书香物业 shuxiang pm" in listed and "property_manager" in listed and MINE in listed
     assert token_hash(pm) not in listed
 
-    assert main(["api", "token", "revoke", "--tokens-file", str(tokens), "书香物业 shuxiang pm"]) == 0
+    assert (
+        main(["api", "token", "revoke", "--tokens-file", str(tokens), "书香物业 shuxiang pm"]) == 0
+    )
     capsys.readouterr()
     world = build(tmp_path / "again", ApiConfig(auth="on", tokens_file=str(tokens)))
     with world.client as http:
-        answer = http.get(f"/alerts/{world.alert_ids[MINE]}", headers={"Authorization": f"Bearer {pm}"})
+        answer = http.get(
+            f"/alerts/{world.alert_ids[MINE]}", headers={"Authorization": f"Bearer {pm}"}
+        )
         assert answer.status_code == 401
         assert http.get("/alerts", headers={"Authorization": f"Bearer {ops}"}).status_code == 200
 
@@ -93,9 +103,13 @@ def test_without_a_tokens_file_the_command_says_where_to_set_one(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("JIAYUAN_API_TOKENS_FILE", raising=False)
     monkeypatch.delenv("JIAYUAN_CONFIG", raising=False)
-    assert main(["api", "token", "create", "--name", "x", "--role", "viewer", "--streets", "*"]) == 1
+    assert (
+        main(["api", "token", "create", "--name", "x", "--role", "viewer", "--streets", "*"]) == 1
+    )
     assert "tokens_file" in capsys.readouterr().err
     # The gateway's setting is where the command writes.
     monkeypatch.setenv("JIAYUAN_API_TOKENS_FILE", str(tmp_path / "from-env.yaml"))
-    assert main(["api", "token", "create", "--name", "x", "--role", "viewer", "--streets", "*"]) == 0
+    assert (
+        main(["api", "token", "create", "--name", "x", "--role", "viewer", "--streets", "*"]) == 0
+    )
     assert len(load_tokens(tmp_path / "from-env.yaml")) == 1
