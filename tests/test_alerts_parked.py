@@ -287,3 +287,32 @@ def test_parked_messages_are_listed_and_retried_by_command(
     assert "2" in capsys.readouterr().out
     with Outbox(state / OUTBOX_FILE) as outbox:
         assert outbox.counts()["pending"] == 3
+
+
+def test_the_outbox_api_is_for_city_wide_operations_centres_only(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from alerts.outbox_api import create_outbox_router
+    from jiayuan.api_auth import ApiAuth, Caller, Role, token_hash
+
+    state = parked_state(tmp_path)
+    service = dispatcher(state, webhook_secret=SECRET)
+    callers = {
+        token_hash("city"): Caller("city ops", Role.OPS_CENTRE, frozenset({"*"})),
+        token_hash("street"): Caller("street ops", Role.OPS_CENTRE, frozenset({"yongfeng"})),
+        token_hash("viewer"): Caller("city viewer", Role.VIEWER, frozenset({"*"})),
+    }
+    app = FastAPI()
+    app.state.api_auth = ApiAuth(enabled=True, callers=callers)
+    app.include_router(create_outbox_router(service))
+    with TestClient(app) as http:
+        for token, status in (("city", 200), ("street", 403), ("viewer", 403), ("nobody", 401)):
+            answer = http.get("/outbox", headers={"Authorization": f"Bearer {token}"})
+            assert answer.status_code == status, (token, answer.text)
+        refused = http.post(
+            "/outbox/retry", json={"all": True}, headers={"Authorization": "Bearer street"}
+        )
+        assert refused.status_code == 403 and "'*'" in refused.text
+    assert service.outbox.counts()["parked"] == 3  # nothing retried by a refused caller
+    service.stop()
