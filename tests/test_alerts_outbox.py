@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,65 @@ def test_a_batch_commits_together_or_not_at_all(tmp_path: Path) -> None:
             raise RuntimeError("the batch failed")
         assert [m.key for m in reader.due(now_ms=10)] == ["wo:1", "wo:2"]
         assert outbox.enqueue("workorder", "wo:3", url, b"3", now_ms=10)  # nothing kept of it
+
+
+def test_an_outbox_file_from_before_config_digests_opens_and_keeps_its_messages(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "outbox.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE message (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,"
+        " channel TEXT NOT NULL, destination TEXT NOT NULL, body BLOB NOT NULL,"
+        " headers TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_ms INTEGER NOT NULL, last_error TEXT NOT NULL DEFAULT '',"
+        " created_ms INTEGER NOT NULL, delivered_ms INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO message (key, channel, destination, body, headers, state, attempts,"
+        " next_attempt_ms, last_error, created_ms) VALUES ('wo:old', 'workorder', '', x'7b7d',"
+        " '{}', 'parked', 1, 0, 'no destination URL', 0);"
+    )
+    old.commit()
+    old.close()
+    with Outbox(path) as outbox:
+        parked = outbox.get("wo:old")
+        assert parked is not None and parked.state is MessageState.PARKED
+        assert parked.config_digest == ""  # never noted: the next start retries it
+        outbox.park(parked.id, "still nowhere", "abc")
+        assert outbox.get_id(parked.id) == replace(
+            parked, attempts=2, last_error="still nowhere", config_digest="abc"
+        )
+
+
+def test_key_prefixes_are_literal_not_patterns(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        for key in ("wo:a_b:reopen:1", "wo:a_b:reopen:2", "wo:aXb:reopen:1", "wo:a_b%", "wo:a_c"):
+            outbox.enqueue("workorder", key, "", b"{}", now_ms=1)
+        assert [m.key for m in outbox.with_key_prefix("wo:a_b:reopen:")] == [
+            "wo:a_b:reopen:1",
+            "wo:a_b:reopen:2",
+        ]
+        assert [m.key for m in outbox.with_key_prefix("wo:a_b")] == [
+            "wo:a_b:reopen:1",
+            "wo:a_b:reopen:2",
+            "wo:a_b%",
+        ]
+
+
+def test_retrying_named_messages_is_all_or_nothing(tmp_path: Path) -> None:
+    from alerts.outbox import NotParked, UnknownMessage
+
+    with Outbox(tmp_path / "outbox.sqlite") as outbox:
+        for key in ("k1", "k2"):
+            outbox.enqueue("workorder", key, "", b"{}", now_ms=1)
+        first = outbox.get("k1")
+        assert first is not None
+        outbox.park(first.id, "HTTP 400")
+        with pytest.raises(UnknownMessage, match="404, nope"):
+            outbox.retry_named([404], ["nope", "k1"])
+        with pytest.raises(NotParked, match="k2 \\(pending\\)"):
+            outbox.retry_named([first.id], ["k2"])
+        assert outbox.counts()["parked"] == 1
+        assert outbox.retry_named([first.id], ["k1"], now_ms=5) == 1  # one message, named twice
+        assert [m.key for m in outbox.due(now_ms=5)] == ["k1", "k2"]

@@ -316,3 +316,34 @@ def test_the_outbox_api_is_for_city_wide_operations_centres_only(tmp_path: Path)
         assert refused.status_code == 403 and "'*'" in refused.text
     assert service.outbox.counts()["parked"] == 3  # nothing retried by a refused caller
     service.stop()
+
+
+def test_every_channel_the_contacts_use_is_checked(tmp_path: Path) -> None:
+    from alerts.contacts import ContactBook
+    from alerts.destinations import check_destinations
+
+    contacts = tmp_path / "contacts.yaml"
+    contacts.write_text(
+        "e1:\n  - {name: 王经理, email: wang@example.com, webhook_url: 'http://127.0.0.1:9/h'}\n",
+        encoding="utf-8",
+    )
+    book = ContactBook.load(contacts)
+    nothing = check_destinations(opscentre_url="", webhook_secret="", smtp_url="", contacts=book)
+    problems = {check.channel: check.problem for check in nothing}
+    assert set(problems) == {"workorder", "email", "manager_webhook"}
+    assert "opscentre_url" in problems["workorder"]
+    assert "smtp_url" in problems["email"]
+    assert "webhook_secret" in problems["manager_webhook"]
+    assert all(problem[0] > "\u2e80" for problem in problems.values())  # Chinese first
+    wrong = check_destinations(
+        opscentre_url="ftp://user:pw@host/x", webhook_secret="s", smtp_url="", contacts=None
+    )
+    assert "http(s)" in wrong[0].problem and "pw" not in wrong[0].destination
+    fine = check_destinations(
+        opscentre_url="https://grid.example/wo?sig=1",
+        webhook_secret="s",
+        smtp_url="smtp://127.0.0.1:25",
+        contacts=book,
+    )
+    assert [c.problem for c in fine] == ["", "", ""]
+    assert fine[0].destination == "https://grid.example/wo"
