@@ -242,7 +242,7 @@ class Deliverer:
                     self.outbox.park(message.id, str(outcome), digest)
                     self.stats.parked += 1
                     self.stats.last_error = f"{message.key}: {outcome}"
-                    self._log(logging.ERROR, f"parked: {outcome}", message.key, "")
+                    self._log(logging.ERROR, f"暂存未发 parked: {outcome}", message.key, "")
 
     def _retry_later(self, message: StoredMessage, failure: _Retry) -> None:
         delay = backoff_s(

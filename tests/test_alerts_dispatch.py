@@ -546,9 +546,9 @@ def test_an_outage_of_messages_logs_the_first_and_a_count_not_each(
         assert deliverer.run_once() == 251
     assert outbox.counts()["parked"] == 251  # every one recorded, whatever is logged
     assert [r.getMessage() for r in caplog.records] == [
-        "wo:0 parked: no destination URL for workorder (is [alerts] opscentre_url set?)",
-        "p parked: unknown channel 'pager'",
-        "249 more messages parked: no destination URL for workorder "
+        "wo:0 暂存未发 parked: no destination URL for workorder (is [alerts] opscentre_url set?)",
+        "p 暂存未发 parked: unknown channel 'pager'",
+        "249 more messages 暂存未发 parked: no destination URL for workorder "
         "(is [alerts] opscentre_url set?)",
     ]
     deliverer.stop()
