@@ -205,6 +205,8 @@ _SECTIONS = {
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Build the configuration from defaults, the TOML file and the environment."""
     env = dict(os.environ) if environ is None else environ
+    # First: a misspelt variable may be why the configuration below fails or surprises.
+    _warn_unknown_environment(env)
     # An empty $JIAYUAN_CONFIG means "not set", not "the current directory".
     chosen = path or env.get(ENV_CONFIG_FILE) or None
     if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
@@ -246,7 +248,6 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             sections[name] = _build_section(name, cls, section, env, source, base_dir)
         except ConfigError as error:
             raise ConfigError(_with_line(str(error), source, text, name)) from None
-    _warn_unknown_environment(env)
     return Config(**sections, source=source)
 
 

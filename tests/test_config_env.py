@@ -68,6 +68,8 @@ def test_every_variable_the_code_and_docs_name_is_known() -> None:
     ).stdout.split()
     named: set[str] = set()
     for path in tracked:
+        if path.startswith("tests/"):
+            continue  # tests name wrong variables on purpose
         text = (ROOT / path).read_text(encoding="utf-8", errors="replace")
         named |= set(re.findall(r"\bJIAYUAN_[A-Z0-9_]*[A-Z0-9]\b", text))
     unknown = {name for name in named if name not in known_environment_variables()}
