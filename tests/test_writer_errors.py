@@ -96,3 +96,16 @@ def test_a_database_that_exists_gets_writes_only() -> None:
     writer.write(pending(), retry_for_s=5)
     writer.write(pending(), retry_for_s=5)
     assert seen == ["/write", "/write"]
+
+
+def test_the_real_influxdb_gets_a_missing_database_made_on_the_first_write(
+    influx_config: InfluxConfig,
+) -> None:
+    config = InfluxConfig(url=influx_config.url, database=f"{influx_config.database}_made")
+    with InfluxClient(config) as client:
+        writer = BatchWriter(client, GatewayMetrics(), threading.Event())
+        try:
+            assert writer.write(pending(), retry_for_s=10) == []
+            assert client.count("probe", "value") == 1
+        finally:
+            client.drop_database()
