@@ -134,4 +134,6 @@ def _run(args: argparse.Namespace) -> int:
         f"{stats.duplicates} duplicates, {stats.dead_letters} dead letters",
         flush=True,
     )
+    for line in gateway.leftover().describe():
+        print(line, flush=True)
     return 0

@@ -55,6 +55,16 @@ class StoredDeadLetter:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterFilter:
+    """Which dead letters to list: any of ``reasons`` (empty: all), received in
+    [since_ms, until_ms] (None: open-ended)."""
+
+    reasons: frozenset[str] = frozenset()
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,13 +122,28 @@ class DeadLetterStore:
                 raise
             self._db.execute("COMMIT")
 
-    def recent(self, limit: int = 100) -> list[StoredDeadLetter]:
-        """Newest first."""
+    def recent(
+        self, limit: int = 100, where: DeadLetterFilter | None = None
+    ) -> list[StoredDeadLetter]:
+        """Newest first; only those ``where`` lets through."""
+        clauses: list[str] = []
+        args: list[object] = []
+        if where is not None:
+            if where.reasons:
+                clauses.append(f"reason IN ({', '.join('?' * len(where.reasons))})")
+                args += sorted(where.reasons)
+            if where.since_ms is not None:
+                clauses.append("received_ms >= ?")
+                args.append(where.since_ms)
+            if where.until_ms is not None:
+                clauses.append("received_ms <= ?")
+                args.append(where.until_ms)
+        condition = f"WHERE {' AND '.join(clauses)} " if clauses else ""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, received_ms, topic, reason, detail, payload FROM dead_letters "
-                "ORDER BY id DESC LIMIT ?",
-                (limit,),
+                f"{condition}ORDER BY id DESC LIMIT ?",
+                (*args, limit),
             ).fetchall()
         return [
             StoredDeadLetter(int(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), bytes(r[5]))

@@ -1,10 +1,5 @@
-"""``jiayuan detect``: score any ``timestamp,value`` CSV with the statistical detectors.
-
-The file is one univariate series, scored as a stream (each row sees only the rows before
-it).  Every column passes through; ``anomaly_score`` in [0, 1] is appended.  A row that
-cannot be read stops the command with its file, line and column: dropping it silently
-would shift every score after it.
-"""
+"""``jiayuan detect``: the statistical detectors on a CSV file; what it does is said once,
+in ``DESCRIPTION`` (its ``--help``)."""
 
 from __future__ import annotations
 
@@ -16,6 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 SCORE_COLUMN = "anomaly_score"
+DESCRIPTION = f"""\
+jiayuan detect: score any timestamp,value CSV with the statistical detectors.
+
+The file is one univariate series, scored as a stream (each row sees only the rows before
+it). Every column passes through; {SCORE_COLUMN} in [0, 1] is appended. A row that
+cannot be read stops the command with its file, line and column: dropping it silently
+would shift every score after it."""
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
 
@@ -28,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "detect",
         help="score a timestamp,value CSV with the statistical detectors",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--csv", required=True, metavar="IN.csv", help="input CSV with a header")
@@ -71,9 +73,14 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
 
     from gateway.statistical import StatCore
 
-    with open(path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
+        if not any(name.strip() for name in header):
+            if not any(line.strip() for line in handle):
+                raise CsvError(f"{path}: empty file (no header line)")
+            raise CsvError(f"{path}: line 1: blank where the header belongs")
         for name in (ts_column, column):
             if name not in header:
                 raise CsvError(f"{path}: line 1: no column {name!r} (columns: {header})")

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
 from gateway.collector import tune_collector
-from gateway.deadletters import DeadLetterStore, StoredDeadLetter
+from gateway.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
 from gateway.heap import HeapTrimmer
 from gateway.inbox import Inbox
 from gateway.ingest import ALL_STREETS, MqttIngest
+from gateway.leftover import Leftover
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
@@ -97,6 +98,7 @@ class Gateway:
             )
         self._started_at: float | None = None
         self._stopped = False
+        self._outbox_left: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -118,7 +120,7 @@ class Gateway:
             self._influx.ensure_database()
             if restored is None:
                 resume_detector(self.detector, self._influx, wall_ms(), self.ingest.streets)
-        except Exception as error:  # retried before the first write
+        except Exception as error:  # the writer creates the database if still missing
             log.warning(
                 "InfluxDB not ready at start (%s); will retry%s",
                 error,
@@ -175,10 +177,38 @@ class Gateway:
             if self.heap_trimmer is not None:
                 self.heap_trimmer.stop()
         if self.alerts is not None:
+            self._outbox_left = self._outbox_waiting(self.alerts)
             self.alerts.stop()
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()
+
+    def leftover(self) -> Leftover:
+        """What waits for the next start (after ``stop``): spooled batches, messages the
+        broker keeps, alert messages not delivered."""
+        spool = self.processor.handoff.spool
+        stats = self.stats
+        return Leftover(
+            spool_path=spool.path,
+            spooled_batches=spool.batches,
+            spooled_lines=spool.lines,
+            spooled_bytes=spool.bytes_stored,
+            # Received but never acknowledged, and never taken from the inbox at all.
+            unacknowledged=max(0, stats.messages - stats.acked) + stats.queued,
+            outbox=dict(self._outbox_left),
+            outbox_path=self.alerts.dispatcher.outbox.path if self.alerts is not None else None,
+        )
+
+    @staticmethod
+    def _outbox_waiting(alerts: AlertService) -> dict[str, int]:
+        from alerts.outbox import MessageState
+
+        try:
+            counts = alerts.dispatcher.outbox.counts()
+        except sqlite3.Error as error:
+            log.warning("cannot count the alert outbox at stop: %s", error)
+            return {}
+        return {s: n for s, n in counts.items() if s != MessageState.DELIVERED.value}
 
     def _take_back_snapshot(self) -> Restored | None:
         path, seen, streets = self._snapshot_path, self.pipeline.seen, self.ingest.streets
@@ -265,8 +295,10 @@ class Gateway:
         """Open anomalies and recently closed ones, newest first."""
         return self.detector.book.list(active, kind, estate, limit)
 
-    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
-        return self.dead_letter_store.recent(limit)
+    def dead_letters(
+        self, limit: int = 100, where: DeadLetterFilter | None = None
+    ) -> list[StoredDeadLetter]:
+        return self.dead_letter_store.recent(limit, where)
 
     def metrics_exposition(self) -> bytes:
         self.metrics.queue_depth.set(self._inbox.qsize())

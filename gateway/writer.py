@@ -5,6 +5,7 @@ exponential backoff, for as long as the caller allows (``retry_for_s``; it then 
 ``Unreachable``).  A refusal of the data itself (HTTP 400: a field type conflict, a point
 outside the retention policy) would fail forever, so the batch is split in halves until
 the refused lines are found; those come back to be dead-lettered and the rest is stored.
+A write into a v1 database that does not exist creates it and is sent again.
 
 ``SpoolingWriter`` puts the disk spool behind that: a batch InfluxDB does not take within
 ``gateway.spool_after_s`` goes to the spool (gateway/influx_spool.py), and so does every
@@ -35,6 +36,8 @@ MAX_BACKOFF_S = 10.0
 # replay turn.  Those are written in parts, so the request body (held twice, as text and
 # as bytes) stays a few MB and under InfluxDB 1.x's 25 MB max-body-size.
 MAX_LINES_PER_WRITE = 10_000
+# InfluxDB 1.x's answer to a write into a database that does not exist (yet).
+DATABASE_NOT_FOUND = 404
 
 
 class GaveUp(Exception):
@@ -61,7 +64,6 @@ class BatchWriter:
         self._give_up = give_up
         self.max_backoff_s = max_backoff_s
         self.max_lines_per_write = max_lines_per_write
-        self._database_ready = False
 
     def write(self, pending: Sequence[Pending], retry_for_s: float | None = None) -> list[Pending]:
         """Store every line InfluxDB accepts, ``max_lines_per_write`` at a time; return the
@@ -96,12 +98,17 @@ class BatchWriter:
 
     def _write_retrying(self, lines: list[str], deadline: float | None) -> None:
         backoff = FIRST_BACKOFF_S
+        created = False
         while True:
             started = time.perf_counter()
             try:
-                self._ensure_database()
                 self.client.write(lines)
             except InfluxError as error:
+                # Writes first, the database made only when missing: a failure the
+                # operator reads is the write's own, not a query sent before it.
+                if not created and error.status == DATABASE_NOT_FOUND and self._create_database():
+                    created = True
+                    continue
                 if not error.retryable:
                     raise
                 wait = backoff
@@ -110,7 +117,12 @@ class BatchWriter:
                     if wait <= 0:
                         raise Unreachable(str(error)) from error
                 self.metrics.write_retry()
-                log.warning("InfluxDB write failed, retrying in %.1f s: %s", wait, error)
+                log.warning(
+                    "InfluxDB write of %d lines failed, retrying in %.1f s: %s",
+                    len(lines),
+                    wait,
+                    error,
+                )
                 if self._give_up.wait(wait):
                     raise GaveUp(str(error)) from error
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -118,17 +130,23 @@ class BatchWriter:
             self.metrics.batch_written(time.perf_counter() - started)
             return
 
-    def _ensure_database(self) -> None:
-        if self._database_ready:
-            return
+    def _create_database(self) -> bool:
+        """Create the missing database; False (said in the log) when that failed."""
+        if self.client.config.api != "v1":
+            return False  # v2 buckets are made by an admin
         try:
             self.client.ensure_database()
         except InfluxError as error:
-            if error.retryable:
-                raise
-            # No right to create it (v1 with restricted users): it may well exist already.
-            log.warning("could not create the InfluxDB database: %s", error)
-        self._database_ready = True
+            # No right to create it (v1 with restricted users), or InfluxDB went away: the
+            # write is retried as it is, and says why it fails.
+            log.warning(
+                "InfluxDB has no database %r, and creating it failed: %s",
+                self.client.database,
+                error,
+            )
+            return False
+        log.info("InfluxDB database %r created", self.client.database)
+        return True
 
 
 REPLAY_LINES_PER_TURN = 50_000  # then the newest batch gets its turn to be spooled and acked

@@ -9,9 +9,12 @@ given as ``<key>_file`` (``password_file``, ``token_file``) so they never sit in
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -19,6 +22,17 @@ from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_FILE = "jiayuan.toml"
 ENV_CONFIG_FILE = "JIAYUAN_CONFIG"
+ENV_PREFIX = "JIAYUAN_"
+# JIAYUAN_* variables read elsewhere than the config sections; the rest must name a key.
+OTHER_ENV_VARIABLES = frozenset(
+    {
+        ENV_CONFIG_FILE,
+        "JIAYUAN_NO_EXTENSIONS",  # setup.py, jiayuan/compiled.py
+        "JIAYUAN_GRAFANA_TOKEN",  # dashboards/cli.py
+    }
+)
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -191,6 +205,8 @@ _SECTIONS = {
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
     """Build the configuration from defaults, the TOML file and the environment."""
     env = dict(os.environ) if environ is None else environ
+    # First: a misspelt variable may be why the configuration below fails or surprises.
+    _warn_unknown_environment(env)
     # An empty $JIAYUAN_CONFIG means "not set", not "the current directory".
     chosen = path or env.get(ENV_CONFIG_FILE) or None
     if chosen is None and Path(DEFAULT_CONFIG_FILE).is_file():
@@ -233,6 +249,46 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
         except ConfigError as error:
             raise ConfigError(_with_line(str(error), source, text, name)) from None
     return Config(**sections, source=source)
+
+
+def known_environment_variables() -> frozenset[str]:
+    """Every JIAYUAN_* variable something reads: a key of a section (``_FILE`` too), or
+    one of ``OTHER_ENV_VARIABLES``."""
+    names = set(OTHER_ENV_VARIABLES)
+    for section, cls in _SECTIONS.items():
+        for key in get_type_hints(cls):
+            names |= {_env_name(section, key), _env_name(section, key) + "_FILE"}
+    return frozenset(names)
+
+
+_warned_environment: set[str] = set()
+
+
+def _warn_unknown_environment(env: Mapping[str, str]) -> None:
+    """Say once per variable when a JIAYUAN_* name is no setting: a typo would otherwise
+    leave the default in place without a word (as an unknown TOML key does not)."""
+    unknown = [
+        name
+        for name in sorted(env)
+        if name.startswith(ENV_PREFIX) and name not in _warned_environment
+    ]
+    if not unknown:
+        return
+    known = known_environment_variables()
+    for name in unknown:
+        if name in known:
+            continue
+        _warned_environment.add(name)
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        log.warning(
+            "未知环境变量 unknown environment variable $%s, ignored%s",
+            name,
+            f"; did you mean ${close[0]}?" if close else "",
+        )
+
+
+def _env_name(section: str, key: str) -> str:
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
 
 
 _UNKNOWN_KEY = re.compile(r"unknown key '([^']+)'")
@@ -296,7 +352,7 @@ def _build_section(
             raise ConfigError(f"{source}: [{name}] unknown key {key!r}; known: {sorted(known)}")
         settings[key] = _coerce(value, known[key], f"{source}: [{name}] {key}")
     for key, annotation in known.items():
-        env_name = f"JIAYUAN_{name.upper()}_{key.upper()}"
+        env_name = _env_name(name, key)
         if env_name in env:
             settings[key] = _coerce(env[env_name], annotation, f"${env_name}")
         if env_name + "_FILE" in env:

@@ -28,7 +28,13 @@ from alerts.store import AlertStore
 from alerts.stream import Broadcaster
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
-from gateway.deadletters import DeadLetter, DeadLetterStore, Reason, StoredDeadLetter
+from gateway.deadletters import (
+    DeadLetter,
+    DeadLetterFilter,
+    DeadLetterStore,
+    Reason,
+    StoredDeadLetter,
+)
 from gateway.metrics import GatewayMetrics, GatewayStats
 from jiayuan import config as config_module
 from jiayuan.api_auth import (
@@ -119,8 +125,10 @@ class Source:
     ) -> list[Anomaly]:
         return [a for a in self.found if not estate or a.estate == estate][:limit]
 
-    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
-        return self.letters.recent(limit)
+    def dead_letters(
+        self, limit: int = 100, where: DeadLetterFilter | None = None
+    ) -> list[StoredDeadLetter]:
+        return self.letters.recent(limit, where)
 
     def metrics_exposition(self) -> bytes:
         return self.metrics.exposition()

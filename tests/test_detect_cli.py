@@ -79,3 +79,16 @@ def test_a_missing_column_or_short_row_is_an_error(
     write(src, [["timestamp", "value", "x"], ["1", "2", "3"], ["2", "3"]])
     assert main(["detect", "--csv", str(src), "--out", str(out)]) == 2
     assert "line 3: expected 3 fields" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "\ufeff"])
+def test_an_empty_file_is_called_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    src, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    src.write_text(content, encoding="utf-8")
+    assert main(["detect", "--csv", str(src), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{src}: empty file" in err
+    assert "no column" not in err
+    assert not out.exists()

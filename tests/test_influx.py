@@ -180,7 +180,9 @@ def test_bad_line_protocol_is_not_retryable(client: InfluxClient) -> None:
         client.write(["lift x=1 not-a-timestamp"])
     assert caught.value.retryable is False
     assert caught.value.status == 400
-    assert "refused the write (HTTP 400)" in str(caught.value)
+    assert f"refused the write to database {client.database!r} (HTTP 400 Bad Request)" in str(
+        caught.value
+    )
     assert "bad timestamp" in str(caught.value)  # the server's own words
 
 

@@ -42,7 +42,13 @@ def add_parser(subparsers: Any) -> None:
         "only if every row is valid, replace the stored registry with it. Every problem is "
         "listed with its file, row and field.",
     )
-    imp.add_argument("path", metavar="PATH")
+    imp.add_argument(
+        "path",
+        metavar="PATH",
+        help="a directory holding districts.csv, streets.csv, companies.csv, estates.csv, "
+        "buildings.csv and devices.csv (UTF-8, a byte-order mark allowed), or a .yaml/.yml "
+        "file as written by `registry export`",
+    )
     with_db(imp)
     imp.set_defaults(func=run_import)
 
@@ -52,7 +58,11 @@ def add_parser(subparsers: Any) -> None:
         description="Write the stored registry to PATH: a .yaml/.yml file, or a directory "
         "that gets one CSV file per table.",
     )
-    exp.add_argument("path", metavar="PATH")
+    exp.add_argument(
+        "path",
+        metavar="PATH",
+        help="a .yaml/.yml file, or a directory (made if missing) for one CSV file per table",
+    )
     with_db(exp)
     exp.set_defaults(func=run_export)
 
@@ -62,8 +72,16 @@ def add_parser(subparsers: Any) -> None:
         description="Build the simulators' registry (N estates, seed K, or read it from "
         "--from registry.json) and store the product registry made from it.",
     )
-    gen.add_argument("--estates", type=int, default=200, metavar="N", help="default: 200")
-    gen.add_argument("--seed", type=int, default=1, metavar="K", help="default: 1")
+    gen.add_argument(
+        "--estates", type=int, default=200, metavar="N", help="how many estates (default: 200)"
+    )
+    gen.add_argument(
+        "--seed",
+        type=int,
+        default=1,
+        metavar="K",
+        help="the same seed gives the same registry (default: 1)",
+    )
     gen.add_argument(
         "--from",
         dest="source",
@@ -83,9 +101,22 @@ def add_parser(subparsers: Any) -> None:
     show = actions.add_parser(
         "show",
         help="list the estates, or show one estate with its buildings and devices",
+        description="Without ESTATE: one line per estate (id, name, district, street, housing "
+        "category, property company). With ESTATE: that estate's details and every device "
+        "in it, with install, inspection and assessment dates.",
     )
-    show.add_argument("estate", nargs="?", metavar="ESTATE")
-    show.add_argument("--format", choices=("table", "json"), default="table")
+    show.add_argument(
+        "estate",
+        nargs="?",
+        metavar="ESTATE",
+        help="an estate id, as in the first column of the list (default: list them all)",
+    )
+    show.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table for reading, json for programs (default: table)",
+    )
     with_db(show)
     show.set_defaults(func=run_show)
 
