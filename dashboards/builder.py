@@ -107,6 +107,11 @@ def place_filter(levels: Sequence[str] = PLACE_LEVELS) -> str:
 
 
 # --- panels -------------------------------------------------------------------------------
+#
+# ``empty_means`` marks a panel of events (anomalies, alerts, escalations) for which nothing
+# happening is the healthy state: the words Grafana shows instead of "No data"
+# (fieldConfig.defaults.noValue), and what lets ``dashboards preview`` pass it when empty.
+# Panels without it (telemetry, scores) must have data.
 
 PanelBuilder = cogbuilder.Builder[dashboard.Panel]
 
@@ -131,6 +136,7 @@ def timeseries_panel(
     width: int = 12,
     height: int = 8,
     minimum: float | None = None,
+    empty_means: str = "",
 ) -> timeseries.Panel:
     """Lines (or bars) over time; a band's steps are drawn as threshold lines."""
     panel = (
@@ -147,6 +153,8 @@ def timeseries_panel(
     )
     if minimum is not None:
         panel = panel.min(minimum)
+    if empty_means:
+        panel = panel.no_value(empty_means)
     if stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if band is not None:
@@ -157,10 +165,16 @@ def timeseries_panel(
 
 
 def state_panel(
-    title: str, queries: Sequence[str], *, description: str = "", width: int = 12, height: int = 8
+    title: str,
+    queries: Sequence[str],
+    *,
+    description: str = "",
+    width: int = 12,
+    height: int = 8,
+    empty_means: str = "",
 ) -> statetimeline.Panel:
     """On/off states over time (fire panel bits, pumps): green 0, red 1."""
-    return (
+    panel = (
         statetimeline.Panel()
         .title(title)
         .description(description)
@@ -173,6 +187,7 @@ def state_panel(
         .fill_opacity(70)
         .color_scheme(dashboard_builders.FieldColor().mode(dashboard.FieldColorModeId.THRESHOLDS))
     )
+    return panel.no_value(empty_means) if empty_means else panel
 
 
 def stat_panel(
@@ -185,6 +200,7 @@ def stat_panel(
     description: str = "",
     width: int = 6,
     height: int = 5,
+    empty_means: str = "",
 ) -> stat.Panel:
     """One big number; ``mappings`` turn codes into words (value, text, colour)."""
     panel = (
@@ -203,6 +219,8 @@ def stat_panel(
         panel = panel.thresholds(band.build())
     if mappings:
         panel = panel.mappings([value_map(mappings)])
+    if empty_means:
+        panel = panel.no_value(empty_means)
     return panel
 
 
@@ -226,6 +244,7 @@ def bargauge_panel(
     description: str = "",
     width: int = 12,
     height: int = 8,
+    empty_means: str = "",
 ) -> bargauge.Panel:
     """One bar per series (per severity, per family, per district)."""
     panel = (
@@ -244,14 +263,22 @@ def bargauge_panel(
         panel = panel.max(maximum)
     if band is not None:
         panel = panel.thresholds(band.build())
+    if empty_means:
+        panel = panel.no_value(empty_means)
     return panel
 
 
 def table_panel(
-    title: str, query: str, *, description: str = "", width: int = 24, height: int = 8
+    title: str,
+    query: str,
+    *,
+    description: str = "",
+    width: int = 24,
+    height: int = 8,
+    empty_means: str = "",
 ) -> table.Panel:
     """Rows of a table-format query (tags become columns)."""
-    return (
+    panel = (
         table.Panel()
         .title(title)
         .description(description)
@@ -260,6 +287,11 @@ def table_panel(
         .span(width)
         .height(height)
     )
+    if empty_means:
+        # Field defaults on a table are decoded with the table's own custom defaults:
+        # spell them out so the JSON survives Grafana's model unchanged.
+        panel = panel.no_value(empty_means).align(common.FieldTextAlignment.AUTO).inspect(False)
+    return panel
 
 
 def geomap_panel(

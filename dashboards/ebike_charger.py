@@ -71,6 +71,7 @@ def dashboard() -> dict[str, Any]:
             [over_current],
             bars=True,
             description="Over-current anomalies per pile by the time they opened.",
+            empty_means="无过流事件 No over-current",
         ),
         signal_panel(EBIKE_CHARGER, "total_power", "总功率 Pile power"),
         state_panel("烟感 Smoke at the site", [smoke]),

@@ -98,6 +98,7 @@ def dashboard() -> dict[str, Any]:
             OPEN_BY_STREET,
             description="Alerts not yet closed, from the latest alert_open gauge of each "
             "estate, summed per street and severity.",
+            empty_means="无未处理告警 No open alerts",
         ),
         stat_panel(
             "离线设备 Devices offline",
@@ -105,18 +106,26 @@ def dashboard() -> dict[str, Any]:
             band=Band(GREEN, ((1, RED),)),
             description="Devices whose offline anomaly is still open (however long ago it "
             "began, so no time filter).",
+            empty_means="0",
         ),
         stat_panel(
             "今日严重告警 Critical alerts today",
             CRITICAL_ALERTS,
             band=Band(GREEN, ((1, RED),)),
             description="Critical alerts raised since midnight (Asia/Shanghai).",
+            empty_means="0",
         ).time_from(TODAY),
-        table_panel("离线设备清单 Offline devices", OFFLINE_LIST, width=12),
+        table_panel(
+            "离线设备清单 Offline devices",
+            OFFLINE_LIST,
+            width=12,
+            empty_means="无离线设备 No device offline",
+        ),
         table_panel(
             "今日严重事件 Today's critical events",
             CRITICAL_EVENTS,
             description="Critical anomalies that began today; end 0 means still open.",
+            empty_means="今日无严重事件 No critical event today",
         ).time_from(TODAY),
     ]
     return new_dashboard(

@@ -26,6 +26,8 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
 
+from dashboards.emptiness import empty_means
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
@@ -288,9 +290,12 @@ def render_dashboard(
             )
             ax.set_title(result.title, fontsize=9, loc="left")
             if result.error or result.empty:
+                # Quiet (nothing happened) in grey with the panel's own words; a failure in red.
+                text = result.error[:120] or empty_means(result.panel)
+                colour = "dimgrey" if result.quiet else "red"
                 ax.axis("off")
-                ax.text(0.5, 0.5, result.error[:120] or "无数据 No data", ha="center",
-                        va="center", color="red", transform=ax.transAxes)  # fmt: skip
+                ax.text(0.5, 0.5, text, ha="center", va="center", color=colour,
+                        transform=ax.transAxes)  # fmt: skip
                 continue
             _draw(ax, result, span)
         path.parent.mkdir(parents=True, exist_ok=True)
