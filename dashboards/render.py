@@ -30,6 +30,7 @@ from dashboards.emptiness import empty_means
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from dashboards.preview import PanelResult
 
@@ -52,6 +53,7 @@ ROW_INCHES = 0.32  # one Grafana grid row (30 px)
 WIDTH_INCHES = 22.0
 MAX_LEGEND = 10
 MAX_TABLE_ROWS = 12
+DPI = 80
 _COLOURS = {"dark-green": "darkgreen", "dark-red": "darkred", "transparent": "none"}
 
 
@@ -258,6 +260,25 @@ def render_dashboard(
     path: Path,
 ) -> None:
     """Write the PNG: every panel at its gridPos, empty ones marked 无数据 No data."""
+    figure = draw_dashboard(model, panels, variables, start_ms, end_ms)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            if cjk_font() is None:  # warned once already, as in draw_dashboard
+                warnings.filterwarnings("ignore", message="Glyph .* missing")
+            figure.savefig(path, dpi=DPI)
+    finally:
+        plt.close(figure)
+
+
+def draw_dashboard(
+    model: Mapping[str, Any],
+    panels: Sequence[PanelResult],
+    variables: Mapping[str, str],
+    start_ms: int,
+    end_ms: int,
+) -> Figure:
+    """The dashboard drawn on one matplotlib figure (the caller saves and closes it)."""
     font = cjk_font()
     zone = ZoneInfo(str(model.get("timezone") or "UTC"))
     span = (
@@ -271,7 +292,7 @@ def render_dashboard(
     with plt.rc_context({"font.family": families}), warnings.catch_warnings():
         if font is None:  # already warned once: not again for every missing glyph
             warnings.filterwarnings("ignore", message="Glyph .* missing")
-        figure = plt.figure(figsize=(WIDTH_INCHES, height))
+        figure = plt.figure(figsize=(WIDTH_INCHES, height), dpi=DPI)
         start, end = (moment.isoformat(timespec="minutes") for moment in span)
         chosen = ", ".join(f"{k}={v}" for k, v in variables.items()) or "no variables"
         figure.suptitle(f"{model.get('title')}    [{chosen}]    {start} → {end}", fontsize=13)
@@ -298,6 +319,6 @@ def render_dashboard(
                         transform=ax.transAxes)  # fmt: skip
                 continue
             _draw(ax, result, span)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+        # Text is laid out (and fonts chosen) when drawn: draw now, inside the font context.
+        figure.canvas.draw()
+    return figure
