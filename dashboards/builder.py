@@ -227,7 +227,7 @@ def stat_panel(
 def value_map(mappings: Sequence[tuple[int, str, str]]) -> dashboard.ValueMap:
     return dashboard.ValueMap(
         options={
-            str(value): dashboard.ValueMappingResult(text=text, color=color, index=index)
+            str(value): dashboard.ValueMappingResult(text=text, color=color or None, index=index)
             for index, (value, text, color) in enumerate(mappings)
         }
     )
@@ -268,6 +268,22 @@ def bargauge_panel(
     return panel
 
 
+@dataclass(frozen=True)
+class TimeColumn:
+    """A table column of epoch milliseconds, shown as a time in the dashboard's zone."""
+
+    name: str
+    zero: str = ""  # what 0 means instead (an anomaly's end while it is still open)
+
+    def properties(self) -> list[dashboard.DynamicConfigValue]:
+        found = [dashboard.DynamicConfigValue("unit", "dateTimeAsIso")]
+        if self.zero:
+            found.append(
+                dashboard.DynamicConfigValue("mappings", [value_map([(0, self.zero, "")])])
+            )
+        return found
+
+
 def table_panel(
     title: str,
     query: str,
@@ -276,8 +292,10 @@ def table_panel(
     width: int = 24,
     height: int = 8,
     empty_means: str = "",
+    time_columns: Sequence[TimeColumn] = (),
 ) -> table.Panel:
-    """Rows of a table-format query (tags become columns)."""
+    """Rows of a table-format query (tags become columns); ``time`` and ``time_columns``
+    are shown as times in the dashboard's zone."""
     panel = (
         table.Panel()
         .title(title)
@@ -287,6 +305,8 @@ def table_panel(
         .span(width)
         .height(height)
     )
+    for column in time_columns:
+        panel = panel.override_by_name(column.name, column.properties())
     if empty_means:
         # Field defaults on a table are decoded with the table's own custom defaults:
         # spell them out so the JSON survives Grafana's model unchanged.

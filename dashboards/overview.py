@@ -11,6 +11,7 @@ from dashboards.builder import (
     GREEN,
     RED,
     Band,
+    TimeColumn,
     bargauge_panel,
     geomap_panel,
     new_dashboard,
@@ -119,12 +120,14 @@ def dashboard() -> dict[str, Any]:
             "离线设备清单 Offline devices",
             OFFLINE_LIST,
             width=12,
+            time_columns=[TimeColumn("start")],
             empty_means="无离线设备 No device offline",
         ),
         table_panel(
             "今日严重事件 Today's critical events",
             CRITICAL_EVENTS,
-            description="Critical anomalies that began today; end 0 means still open.",
+            description="Critical anomalies that began today, and when each ended.",
+            time_columns=[TimeColumn("end", zero="未结束 still open")],
             empty_means="今日无严重事件 No critical event today",
         ).time_from(TODAY),
     ]
