@@ -16,6 +16,7 @@ from typing import Annotated, Literal, Protocol
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query
 from fastapi.responses import Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
@@ -204,7 +205,9 @@ def create_app(
     and the operations centre's callback; None serves without tokens (loopback only).
     """
     policy = auth if auth is not None else ApiAuth.off()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the app itself: operations-centre
+    # intranets reach no CDN.
+    app = FastAPIOffline(
         title="家园网关 Jiayuan gateway",
         description="物联网安全监测网关：健康状态、异常、死信与指标。"
         " IoT safety-monitoring gateway: health, anomalies, dead letters and metrics.",
