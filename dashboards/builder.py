@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models import common, dashboard
 
 from dashboards.influxql import DATASOURCE, InfluxQL
 from dashboards.macros import ALL
+from dashboards.transform import ROW_SUM
 from jiayuan.catalogue import Kind
 
 TIMEZONE = "Asia/Shanghai"
@@ -137,6 +138,7 @@ def timeseries_panel(
     height: int = 8,
     minimum: float | None = None,
     empty_means: str = "",
+    transformations: Sequence[dashboard.DataTransformerConfig] = (),
 ) -> timeseries.Panel:
     """Lines (or bars) over time; a band's steps are drawn as threshold lines."""
     panel = (
@@ -153,6 +155,8 @@ def timeseries_panel(
     )
     if minimum is not None:
         panel = panel.min(minimum)
+    for transformation in transformations:
+        panel = panel.with_transformation(transformation)
     if empty_means:
         panel = panel.no_value(empty_means)
     if stacked:
@@ -162,6 +166,21 @@ def timeseries_panel(
             common_builders.GraphThresholdsStyleConfig().mode(common.GraphThresholdsStyleMode.LINE)
         )
     return panel
+
+
+def row_sum(alias: str) -> dashboard.DataTransformerConfig:
+    """Grafana's "add field from calculation": each row's numeric fields summed into one
+    field named ``alias``, which replaces them (InfluxQL cannot add up fields that only
+    some series have: one missing field makes the sum null)."""
+    return dashboard.DataTransformerConfig(
+        id_val=ROW_SUM,
+        options={
+            "mode": "reduceRow",
+            "reduce": {"reducer": "sum"},
+            "alias": alias,
+            "replaceFields": True,
+        },
+    )
 
 
 def state_panel(

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from dashboards.emptiness import empty_is_healthy
 from dashboards.macros import ALL, expand, interval_ms
 from dashboards.render import render_dashboard
+from dashboards.transform import UnknownTransformation, transform
 from jiayuan.influx import InfluxClient, InfluxError, Series
 
 # What a user types for "every value" of a variable (Grafana's "All").
@@ -62,8 +63,14 @@ class PanelResult:
 
     @property
     def empty(self) -> bool:
-        """No series, or series without a single row: what Grafana shows as "No data"."""
-        return not any(s.values for s in self.series)
+        """No value but time in any row of any series: what Grafana shows as "No data"."""
+        return not any(
+            value is not None
+            for s in self.series
+            for row in s.values
+            for column, value in zip(s.columns, row, strict=True)
+            if column != "time"
+        )
 
     @property
     def quiet(self) -> bool:
@@ -180,6 +187,10 @@ def run_panel(
             result.series += client.query(query)
         except InfluxError as error:
             result.error = str(error)
+    try:
+        result.series = transform(panel, result.series)
+    except UnknownTransformation as error:
+        result.error = str(error)
     return result
 
 

@@ -15,11 +15,12 @@ import pytest
 
 from dashboards.collection import all_dashboards
 from dashboards.emptiness import empty_is_healthy
+from dashboards.preview import PanelResult, TimeRange, choose_variables, run_panel
 from gateway.points import telemetry_line
 from jiayuan.catalogue import Kind
 from jiayuan.cli import main
 from jiayuan.config import InfluxConfig
-from jiayuan.influx import InfluxClient
+from jiayuan.influx import InfluxClient, Series
 from jiayuan.replay import as_gateway_input
 from jiayuan.services import RunningServers
 from simulators.driver import generate
@@ -69,9 +70,11 @@ def test_the_escalations_panel_says_what_empty_means() -> None:
 
 @pytest.fixture(scope="module")
 def healthy(servers: RunningServers) -> Iterator[InfluxConfig]:
-    """One estate's devices reporting for ten minutes without a fault: telemetry only."""
+    """One estate's devices reporting for ten minutes without a fault: telemetry only.
+
+    Its charging piles have 10, 9 and 9 ports: no pile has all twelve."""
     influx = InfluxConfig(url=servers.influx_url, api="v1", database=f"ok_{uuid.uuid4().hex[:8]}")
-    samples = generate(build_registry(1, seed=5), [], START_MS, END_MS, 1)
+    samples = generate(build_registry(1, seed=6), [], START_MS, END_MS, 1)
     lines = [telemetry_line(place, reading) for _, place, reading in as_gateway_input(samples)]
     with InfluxClient(influx) as client:
         client.ensure_database()
@@ -120,3 +123,34 @@ def test_preview_still_fails_when_telemetry_is_missing(
     printed = capsys.readouterr().out
     assert "无数据 EMPTY  喷淋管网压力 Sprinkler pipe pressure" in printed
     assert "无数据 EMPTY  异常事件" not in printed  # no anomaly is no failure
+
+
+def test_a_panel_of_nothing_but_nulls_is_empty() -> None:
+    board = next(d for d in DASHBOARDS if d["uid"] == "jiayuan-ebike-charger")
+    panel = next(p for p in board["panels"] if "Ports in use" in p["title"])
+    nulls = Series("ebike_charger", {"device": "C01"}, ["time", "n"], [[0, None], [1, None]])
+    assert PanelResult(panel, series=[nulls]).empty  # Grafana draws nothing: "No data"
+    some = Series("ebike_charger", {"device": "C01"}, ["time", "n"], [[0, None], [1, 3]])
+    assert not PanelResult(panel, series=[some]).empty
+
+
+def test_ports_in_use_counts_the_ports_of_piles_with_fewer_than_twelve(
+    healthy: InfluxConfig,
+) -> None:
+    board = next(d for d in DASHBOARDS if d["uid"] == "jiayuan-ebike-charger")
+    panel = next(p for p in board["panels"] if "Ports in use" in p["title"])
+    span = TimeRange(START_MS, END_MS, absolute=True)
+    with InfluxClient(healthy) as client:
+        ports = {
+            row[0]
+            for s in client.query('SHOW FIELD KEYS FROM "ebike_charger"')
+            for row in s.values
+            if str(row[0]).endswith("_plugged")
+        }
+        assert len(ports) < 12  # the case that summed to null
+        variables = choose_variables(client, board, {}, span)
+        result = run_panel(client, panel, variables, span, board["timezone"])
+    assert not result.error and not result.empty, result.queries
+    counts = [row[-1] for s in result.series for row in s.values]
+    assert all(isinstance(n, int | float) and 0 <= n <= len(ports) for n in counts), counts
+    assert any(n > 0 for n in counts), counts

@@ -18,6 +18,7 @@ from matplotlib.transforms import Bbox
 from dashboards.collection import all_dashboards
 from dashboards.preview import PanelResult
 from dashboards.render import draw_dashboard, series_labels
+from dashboards.transform import UnknownTransformation, transform
 from jiayuan.influx import Series
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -171,3 +172,16 @@ def test_table_times_are_shanghai_time_for_people(drawn: list[Figure]) -> None:
     assert not [t for t in texts if "UTC" in t or re.fullmatch(r"\d{12,}", t) or "1970" in t]
     header = figure.get_suptitle()
     assert "2026-03-16 09:00" in header and "+08:00" in header and "T09" not in header
+
+
+def test_a_transformation_the_preview_cannot_apply_is_an_error_not_skipped() -> None:
+    panel = {"transformations": [{"id": "merge", "options": {}}]}
+    with pytest.raises(UnknownTransformation, match="merge"):
+        transform(panel, [])
+    summed = transform(
+        {"transformations": [{"id": "calculateField", "options": {
+            "mode": "reduceRow", "reduce": {"reducer": "sum"}, "alias": "n", "replaceFields": True,
+        }}]},
+        [Series("c", {"device": "C1"}, ["time", "a", "b"], [[1, 1, None], [2, None, None]])],
+    )  # fmt: skip
+    assert summed == [Series("c", {"device": "C1"}, ["time", "n"], [[1, 1], [2, None]])]
