@@ -205,7 +205,7 @@ def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> s
     from alerts.score_api import company_out, distribution_out, estate_out
 
     estates = [estate_out(c) for c in report.cards]
-    dists = [distribution_out(d) for d in report.distributions]
+    dists = [distribution_out(d, report.targets) for d in report.distributions]
     companies = [company_out(c) for c in report.companies]
     if fmt == "json":
         return json.dumps(
@@ -224,10 +224,7 @@ def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> s
         # Three tables, each with its own header, separated by a blank line.
         families = ["lift", "fire", "water_tank", "ebike_charger", "waterlogging"]
         estate_rows = [{**e.model_dump(exclude={"families"}), **e.families} for e in estates]
-        year = {"target_year": report.targets.year, "targets_set_for": report.targets.set_for}
-        dist_rows = [
-            {**d.model_dump(exclude={"grades", "shortfalls"}), **d.grades, **year} for d in dists
-        ]
+        dist_rows = [{**d.model_dump(exclude={"grades", "shortfalls"}), **d.grades} for d in dists]
         company_rows = [{**c.model_dump(exclude={"grades"}), **c.grades} for c in companies]
         grades = [g.zh for g in Grade]
         return "\n\n".join(

@@ -107,3 +107,22 @@ def test_score_command_refuses_a_year_without_targets(
 ) -> None:
     assert main(_score(registry_file, "--year", "2020")) == 2
     assert "2023" in capsys.readouterr().err
+
+
+def test_the_score_api_names_the_year_of_the_targets(tmp_path: Path) -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from alerts.score_api import create_score_router
+
+    store = RegistryStore(tmp_path / "registry.sqlite")
+    store.replace(generate_registry(build_registry(6, seed=4), seed=4, as_of=DECEMBER_2026))
+    now = day_ms(DECEMBER_2026) + 9 * 3_600_000
+    app = FastAPI()
+    app.include_router(create_score_router(store, NoAlerts(), clock=lambda: now))
+    districts = TestClient(app).get("/score/districts").json()
+    assert districts and all(d["target_year"] == 2026 for d in districts)
+    assert all(
+        d["targets_set_for"] == 2024 and d["target_dabiao_or_better"] == 95 for d in districts
+    )
+    store.close()
