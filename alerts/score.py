@@ -20,7 +20,7 @@ from typing import Protocol
 from alerts.companies import CompanyRanking, rank_companies
 from alerts.grades import Distribution, Grade, capped, distributions, grade_for_score
 from alerts.model import Alert, AlertState
-from alerts.score_config import ScoreConfig
+from alerts.score_config import ScoreConfig, YearTargets
 from jiayuan.catalogue import Kind, Severity
 from jiayuan.registry.generate import years_after
 from jiayuan.registry.model import Device, EstateRecord, Registry
@@ -405,15 +405,18 @@ class ScoreReport:
     cards: tuple[ScoreCard, ...]
     distributions: tuple[Distribution, ...]
     companies: tuple[CompanyRanking, ...]
+    targets: YearTargets  # what the distributions are judged against
 
 
 def score_report(
     registry: Registry, source: AlertSource, now_ms: int, config: ScoreConfig
 ) -> ScoreReport:
     cards = score_registry(registry, source, now_ms, config)
+    targets = config.targets_at(now_ms)
     return ScoreReport(
         computed_ms=now_ms,
         cards=tuple(cards),
-        distributions=tuple(distributions(cards, config.target)),
+        distributions=tuple(distributions(cards, targets.targets)),
         companies=tuple(rank_companies(cards, registry.company_names())),
+        targets=targets,
     )

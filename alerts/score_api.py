@@ -18,7 +18,7 @@ from alerts.companies import CompanyRanking
 from alerts.grades import ALL, Distribution, Grade
 from alerts.model import Alert
 from alerts.score import AlertSource, ScoreCard, ScoreLine, ScoreReport, score_estate, score_report
-from alerts.score_config import ScoreConfig
+from alerts.score_config import ScoreConfig, YearTargets
 from jiayuan.api_auth import Caller, Role, current_caller
 from jiayuan.registry.store import RegistryStore
 
@@ -86,6 +86,8 @@ class DistributionOut(BaseModel):
     target_dabiao_or_better: float
     target_guifan: float
     target_shifan: float
+    target_year: int  # the year judged
+    targets_set_for: int  # the year whose targets those are (the latest set, after 2024)
     meets_targets: bool
     shortfalls: list[str]
 
@@ -164,7 +166,7 @@ def breakdown_out(card: ScoreCard) -> EstateBreakdownOut:
     )
 
 
-def distribution_out(d: Distribution) -> DistributionOut:
+def distribution_out(d: Distribution, year: YearTargets) -> DistributionOut:
     return DistributionOut(
         district=d.district,
         street=d.street,
@@ -176,6 +178,8 @@ def distribution_out(d: Distribution) -> DistributionOut:
         target_dabiao_or_better=d.targets.dabiao_or_better,
         target_guifan=d.targets.guifan_or_better,
         target_shifan=d.targets.shifan,
+        target_year=year.year,
+        targets_set_for=year.set_for,
         meets_targets=d.meets_targets,
         shortfalls=d.shortfalls(),
     )
@@ -272,19 +276,21 @@ def create_score_router(
         """The city ("all") and every district, against the year's targets."""
         caller.require_role(AGGREGATE_ROLES, "district summaries")
         require_every_street("district summaries")
-        return [distribution_out(d) for d in report().distributions if d.street == ALL]
+        done = report()
+        return [distribution_out(d, done.targets) for d in done.distributions if d.street == ALL]
 
     @router.get("/districts/{district}", response_model=DistrictSummaryOut)
     def district_summary(district: str, caller: CallerDep) -> DistrictSummaryOut:
         """One district and each of its streets."""
         caller.require_role(AGGREGATE_ROLES, "district summaries")
         require_every_street("district summaries")
-        found = [d for d in report().distributions if d.district == district]
+        done = report()
+        found = [d for d in done.distributions if d.district == district]
         if not found:
             raise HTTPException(404, f"no estate in district {district!r}")
         return DistrictSummaryOut(
-            district=distribution_out(next(d for d in found if d.street == ALL)),
-            streets=[distribution_out(d) for d in found if d.street != ALL],
+            district=distribution_out(next(d for d in found if d.street == ALL), done.targets),
+            streets=[distribution_out(d, done.targets) for d in found if d.street != ALL],
         )
 
     @router.get("/companies", response_model=list[CompanyOut])

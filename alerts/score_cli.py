@@ -53,7 +53,11 @@ def add_parser(subparsers: Any) -> None:
         "--weights", metavar="FILE", help="TOML overriding the score's weights (docs/score.md)"
     )
     parser.add_argument(
-        "--year", type=int, metavar="YEAR", help="targets of this year (default: 2024)"
+        "--year",
+        type=int,
+        metavar="YEAR",
+        help="judge the distribution against this year's district targets (default: the "
+        "year of --at); a year after the last one the scheme sets keeps that year's targets",
     )
     parser.add_argument(
         "--write-influx",
@@ -201,12 +205,14 @@ def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> s
     from alerts.score_api import company_out, distribution_out, estate_out
 
     estates = [estate_out(c) for c in report.cards]
-    dists = [distribution_out(d) for d in report.distributions]
+    dists = [distribution_out(d, report.targets) for d in report.distributions]
     companies = [company_out(c) for c in report.companies]
     if fmt == "json":
         return json.dumps(
             {
                 "computed_ms": report.computed_ms,
+                "target_year": report.targets.year,
+                "targets_set_for": report.targets.set_for,
                 "estates": [e.model_dump() for e in estates],
                 "distributions": [d.model_dump() for d in dists],
                 "companies": [c.model_dump() for c in companies],
@@ -252,6 +258,8 @@ def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> s
                         "target_guifan",
                         "target_shifan",
                         "meets_targets",
+                        "target_year",
+                        "targets_set_for",
                     ],
                     dist_rows,
                 ),
@@ -284,7 +292,7 @@ def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> s
             f"{e.grade}{cap}"
         )
     target = report.distributions[0].targets if report.distributions else None
-    out += ["", "等级分布 grade distribution against the targets"]
+    out += ["", "等级分布 grade distribution against the targets", f"  {report.targets.describe()}"]
     if target:
         out.append(
             f"  targets: 达标及以上 ≥ {target.dabiao_or_better:g}%, 规范及以上 ≥ "

@@ -18,11 +18,15 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jiayuan.catalogue import Kind
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,11 @@ class ScoreConfig:
     shifan_from: float = 95.0
     guifan_from: float = 85.0
     dabiao_from: float = 65.0
-    # An unresolved critical fault caps the grade at 达标; past its resolve deadline at 不达标.
-    target_year: int = 2024
+    # The year whose district targets the distribution is judged against; None: the year
+    # of the computation time (in Shanghai).
+    target_year: int | None = None
+    # The years the Songjiang scheme sets (二、工作目标); a later year keeps the latest set
+    # year's targets until a [targets.YEAR] table sets its own.
     targets: Mapping[int, Targets] = field(
         default_factory=lambda: _frozen(
             {2023: Targets(90.0, 40.0, 5.0), 2024: Targets(95.0, 50.0, 8.0)}
@@ -102,21 +109,53 @@ class ScoreConfig:
         problems = []
         if not self.dabiao_from < self.guifan_from < self.shifan_from <= 100:
             problems.append("grade bands must rise: dabiao_from < guifan_from < shifan_from <= 100")
-        if self.target_year not in self.targets:
-            problems.append(f"target_year {self.target_year} has no [targets.{self.target_year}]")
+        if not self.targets:
+            problems.append("targets: no year has targets")
+        elif self.target_year is not None and self.target_year < min(self.targets):
+            problems.append(
+                f"target_year {self.target_year} is before the first year with targets "
+                f"({', '.join(map(str, sorted(self.targets)))})"
+            )
         for name, weight in self.family_weights.items():
             if name not in {k.value for k in Kind} or weight < 0:
                 problems.append(f"family_weights.{name}: unknown family or negative weight")
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, int | float) and value < 0:
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
                 problems.append(f"{f.name}: {value} is negative")
         if problems:
             raise ValueError("score configuration: " + "; ".join(problems))
 
-    @property
-    def target(self) -> Targets:
-        return self.targets[self.target_year]
+    def targets_for(self, year: int) -> YearTargets:
+        """The targets ``year`` is judged against: its own, else the latest earlier year's
+        (the first year's for a year before every set one)."""
+        earlier = [y for y in self.targets if y <= year]
+        set_for = max(earlier) if earlier else min(self.targets)
+        return YearTargets(year, set_for, self.targets[set_for])
+
+    def targets_at(self, now_ms: int) -> YearTargets:
+        """The configured year's targets, else those of the year of ``now_ms`` in Shanghai."""
+        if self.target_year is not None:
+            return self.targets_for(self.target_year)
+        return self.targets_for(datetime.fromtimestamp(now_ms / 1000, SHANGHAI).year)
+
+
+@dataclass(frozen=True)
+class YearTargets:
+    """The targets a year is judged against, and the year that set them."""
+
+    year: int
+    set_for: int  # == year when the year has its own targets
+    targets: Targets
+
+    def describe(self) -> str:
+        """The year in words: "目标年份 target year 2026 (2024's targets, the latest set)"."""
+        text = f"目标年份 target year {self.year}"
+        if self.set_for < self.year:
+            return text + f" (沿用 {self.set_for} 年目标 {self.set_for}'s targets, the latest set)"
+        if self.set_for > self.year:
+            return text + f" (沿用 {self.set_for} 年目标 {self.set_for}'s targets, the first set)"
+        return text
 
 
 def load_score_config(path: str | Path | None = None) -> ScoreConfig:
@@ -147,7 +186,8 @@ def load_score_config(path: str | Path | None = None) -> ScoreConfig:
                 )
             changes[key] = _frozen(merged)
         else:
-            changes[key] = _number(f"{where}: {key}", value, type(default))
+            kind = int if key == "target_year" else type(default)
+            changes[key] = _number(f"{where}: {key}", value, kind)
     try:
         return replace(config, **changes)
     except ValueError as error:

@@ -218,7 +218,9 @@ class AlertService:
                 # Every instance's estates scored in the last few intervals (one that
                 # stopped scoring drops out of the district rows after that).
                 window_ms = int(AGGREGATE_INTERVALS * self.config.alerts.score_interval_s * 1000)
-                write_aggregate_rows(self._influx, self.score_config.target, now - window_ms, now)
+                write_aggregate_rows(
+                    self._influx, self.score_config.targets_at(now).targets, now - window_ms, now
+                )
             return scored
         except Exception:
             log.exception(

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
@@ -296,7 +297,9 @@ def create_app(
     and the operations centre's callback; None serves without tokens (loopback only).
     """
     policy = auth if auth is not None else ApiAuth.off()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the app itself: operations-centre
+    # intranets reach no CDN.
+    app = FastAPIOffline(
         title="家园网关 Jiayuan gateway",
         description="物联网安全监测网关：健康状态、异常、死信与指标。"
         " IoT safety-monitoring gateway: health, anomalies, dead letters and metrics.",

@@ -442,12 +442,19 @@ def _previews(client: InfluxClient, out: Path) -> dict[str, Any]:
     every = {"district": "all", "street": "all", "estate": "all"}
     results = preview_all(client, all_dashboards(), out, span, every)
     empty = [f"{r.title}: {p.title}" for r in results for p in r.empty_panels]
+    quiet = [f"{r.title}: {p.title}" for r in results for p in r.quiet_panels]
     panels = sum(len(r.panels) for r in results)
     print(
         f"dashboards: {len(results)} previews in {out}, {panels} panels, "
-        f"{panels - len(empty)} with data" + (f"; empty: {empty}" if empty else "")
+        f"{panels - len(empty) - len(quiet)} with data, {len(quiet)} quiet (no events)"
+        + (f"; empty: {empty}" if empty else "")
     )
-    return {"previews": len(results), "panels": panels, "empty_panels": empty}
+    return {
+        "previews": len(results),
+        "panels": panels,
+        "empty_panels": empty,
+        "quiet_panels": quiet,
+    }
 
 
 async def _run_edges(

@@ -138,7 +138,7 @@ def _lines(tmp: Path) -> tuple[list[str], Registry, list[Anomaly]]:
     config = ScoreConfig()
     for ts in range(START_MS + SCORE_EVERY_MS, END_MS + 1, SCORE_EVERY_MS):
         cards = score_registry(products, engine.store, ts, config)
-        lines.extend(score_lines(cards, distributions(cards, config.target), ts))
+        lines.extend(score_lines(cards, distributions(cards, config.targets_at(ts).targets), ts))
     lines.extend(points.drain())
     return lines, registry, anomalies
 

@@ -39,7 +39,7 @@ def test_distribution_by_city_district_and_street_against_2023_and_2024_targets(
         for n, g in enumerate(grades)
     ] + [Result("x1", "minhang", "qibao", "c", 0, Grade.SHIFAN)]
     city, minhang, qibao, songjiang, sijing, yongfeng = distributions(
-        results, ScoreConfig(target_year=2024).target
+        results, ScoreConfig().targets_for(2024).targets
     )
     assert (city.district, city.street, city.estates) == (ALL, ALL, 21)
     assert (songjiang.district, songjiang.street) == ("songjiang", ALL)
@@ -53,7 +53,7 @@ def test_distribution_by_city_district_and_street_against_2023_and_2024_targets(
     assert not songjiang.meets_targets
     (songjiang_2023,) = [
         d
-        for d in distributions(results, ScoreConfig(target_year=2023).target)
+        for d in distributions(results, ScoreConfig().targets_for(2023).targets)
         if d.district == "songjiang" and d.street == ALL
     ]
     assert songjiang_2023.targets.dabiao_or_better == 90 and songjiang_2023.meets_targets
