@@ -55,9 +55,10 @@ def add_parser(subparsers: Any) -> None:
 
     install = commands.add_parser(
         "install",
-        help="install mosquitto and influxdb from Debian when missing",
-        description="Install the Debian packages mosquitto and influxdb if their binaries "
-        "are missing (needs root; their system daemons are not started).",
+        help="install mosquitto, mosquitto-clients and influxdb from Debian when missing",
+        description="Install the Debian packages mosquitto, mosquitto-clients (mosquitto_pub "
+        "and mosquitto_sub, which the docs use) and influxdb if their binaries are missing "
+        "(needs root; their system daemons are not started).",
     )
     install.set_defaults(func=_install)
 
@@ -207,8 +208,8 @@ def _install(args: argparse.Namespace) -> int:
     except ServicesError as error:
         print(f"jiayuan services install: {error}", file=sys.stderr)
         return 1
-    print(f"mosquitto: {find_binary('mosquitto')}")
-    print(f"influxd:   {find_binary('influxd')}")
+    for name in ("mosquitto", "mosquitto_pub", "influxd"):
+        print(f"{name + ':':<15}{find_binary(name)}")
     return 0
 
 

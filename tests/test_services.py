@@ -161,8 +161,46 @@ def test_ensure_installed_without_root_says_what_to_install(
 ) -> None:
     monkeypatch.setattr(services, "find_binary", lambda name: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(ServicesError, match="sudo apt-get install mosquitto influxdb"):
+    with pytest.raises(
+        ServicesError, match="sudo apt-get install mosquitto mosquitto-clients influxdb"
+    ):
         ensure_installed()
+
+
+def test_ensure_installed_installs_the_clients_the_docs_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The servers are there, mosquitto_pub (docs/protocol.md, docs/security.md) is not.
+    installed = {"done": False}
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        calls.append(command)
+        installed["done"] = True
+        return subprocess.CompletedProcess(command, 0, b"", b"")
+
+    def find(name: str) -> str | None:
+        present = installed["done"] or name in ("mosquitto", "influxd")
+        return f"/usr/bin/{name}" if present else None
+
+    monkeypatch.setattr(services, "POLICY_RC_D", tmp_path / "policy-rc.d")
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(services, "find_binary", find)
+    ensure_installed()
+    assert calls[-1] == ["apt-get", "install", "-y", "mosquitto-clients"]
+    assert services.find_binary("mosquitto_pub") is not None
+
+
+def test_missing_clients_alone_do_not_stop_a_user_without_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        services, "find_binary", lambda name: None if name == "mosquitto_pub" else "/usr/bin/x"
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    ensure_installed()  # the servers are there: say what is missing, start them anyway
+    assert "sudo apt-get install mosquitto-clients" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("policy_existed", [False, True])
@@ -192,7 +230,7 @@ def test_ensure_installed_as_root_blocks_daemons_during_apt(
     ensure_installed()
     assert [call[0] for call in calls] == [
         ["apt-get", "update"],
-        ["apt-get", "install", "-y", "mosquitto", "influxdb"],
+        ["apt-get", "install", "-y", "mosquitto", "mosquitto-clients", "influxdb"],
     ]
     assert all(call[1] == "noninteractive" for call in calls)
     if policy_existed:
