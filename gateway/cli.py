@@ -9,6 +9,7 @@ from dataclasses import replace
 from types import FrameType
 from typing import Any
 
+from gateway.restart_memory import CLEAN_STOP_KEEPS, CRASH_KEEPS, SNAPSHOT_FILE
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
 from jiayuan.config import Config, ConfigError, load
 
@@ -28,10 +29,10 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="run until interrupted (SIGINT or SIGTERM)",
         description="Run the gateway in the foreground until SIGINT or SIGTERM, then flush, "
-        "acknowledge and disconnect cleanly, and save the detection state (open anomalies, "
-        "rule holds, statistical baselines) to detector_state.sqlite in the state directory "
-        "for the next start; a start without one reads devices and open offline anomalies "
-        "back from InfluxDB (docs/architecture.md).",
+        "acknowledge and disconnect cleanly, and save the detection state "
+        f"({CLEAN_STOP_KEEPS}) to {SNAPSHOT_FILE} in the state directory for the next "
+        f"start; a start without one reads the {CRASH_KEEPS} back from InfluxDB "
+        "(docs/architecture.md).",
     )
     run.add_argument(
         "--streets",

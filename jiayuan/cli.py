@@ -15,7 +15,7 @@ from jiayuan import __version__
 # imports inside ``func`` so that building the parser stays fast.
 SUBCOMMAND_MODULES = (
     "jiayuan.services_cli",
-    "jiayuan.demo",
+    "jiayuan.demo_cli",
     "gateway.cli",
     "gateway.detect_cli",
     "edge.cli",

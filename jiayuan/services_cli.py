@@ -17,18 +17,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jiayuan.broker_auth import BrokerAuthError, EstatePlace, places_of
 from jiayuan.cli_support import print_usage
-from jiayuan.services import (
-    RunningServers,
-    SecureBroker,
-    ServicesError,
-    ensure_installed,
-    find_binary,
-    start_servers,
-)
+
+if TYPE_CHECKING:
+    from jiayuan.broker_auth import EstatePlace
+    from jiayuan.services import RunningServers, SecureBroker
+
+# jiayuan.services (httpx, paho) and jiayuan.broker_auth are imported by the actions that
+# use them, so that building the parser stays fast (tests/test_cli_startup.py).
 
 DEFAULT_STATE_FILE = Path(".jiayuan") / "services.json"
 EXIT_NOT_RUNNING = 3
@@ -130,6 +128,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _load_state(path: Path) -> RunningServers | None:
+    from jiayuan.services import RunningServers, ServicesError
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -171,6 +171,9 @@ def _print_servers(servers: RunningServers, state: Path) -> None:
 
 def _security(args: argparse.Namespace) -> SecureBroker | None:
     """The broker security asked for on the command line (None without --secure)."""
+    from jiayuan.broker_auth import EstatePlace
+    from jiayuan.services import SecureBroker, ServicesError
+
     if not args.secure:
         if args.registry or args.estate or args.tls_cert or args.tls_key:
             raise ServicesError("--registry, --estate, --tls-cert and --tls-key need --secure")
@@ -186,8 +189,10 @@ def _security(args: argparse.Namespace) -> SecureBroker | None:
 
 def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
     # Imported here: the plain `services up` needs neither registry.
+    from jiayuan.broker_auth import places_of
     from jiayuan.registry.files import import_csv, import_yaml
     from jiayuan.registry.tables import RegistryInvalid
+    from jiayuan.services import ServicesError
     from simulators.registry import Registry as SimulatorRegistry
 
     try:
@@ -203,6 +208,8 @@ def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
 
 
 def _install(args: argparse.Namespace) -> int:
+    from jiayuan.services import ServicesError, ensure_installed, find_binary
+
     try:
         ensure_installed()
     except ServicesError as error:
@@ -214,6 +221,9 @@ def _install(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from jiayuan.broker_auth import BrokerAuthError
+    from jiayuan.services import ServicesError, start_servers
+
     state_path: Path = args.state
     try:
         previous = _load_state(state_path)
@@ -240,6 +250,8 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from jiayuan.services import ServicesError
+
     state_path: Path = args.state
     try:
         servers = _load_state(state_path)
@@ -261,6 +273,8 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from jiayuan.services import ServicesError
+
     state_path: Path = args.state
     try:
         servers = _load_state(state_path)

@@ -13,11 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from jiayuan.catalogue import Kind
 from simulators.clock import parse_start
-from simulators.driver import generate
 from simulators.faults import FAULT_SPECS, FaultPlan, plan_faults, write_labels
 from simulators.registry import build_registry
 
@@ -96,6 +93,11 @@ def parse_fault_types(text: str) -> dict[Kind, list[str]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `jiayuan --help` must not wait for numpy (tests/test_cli_startup.py).
+    import msgspec
+
+    from simulators.driver import generate
+
     try:
         start_ms = parse_start(args.start)
         types = parse_fault_types(args.faults)
