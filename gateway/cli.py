@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import threading
 from dataclasses import replace
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.restart_memory import CLEAN_STOP_KEEPS, CRASH_KEEPS, SNAPSHOT_FILE
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
-from jiayuan.config import Config, ConfigError, load
+from jiayuan.config import BUILT_IN, Config, ConfigError, load
+from jiayuan.state import SERVICES_FILE
 
 READY_WAIT_S = 10.0
 
@@ -76,6 +79,33 @@ def with_overrides(config: Config, streets: str | None, client_id: str | None) -
     return replace(config, mqtt=mqtt)
 
 
+def unconfigured_and_silent(config: Config) -> list[str]:
+    """The servers ("mqtt.url", "influx.url") that nobody configured or started and that
+    nothing answers at their built-in address: waiting for those would be for ever."""
+    missing = []
+    for key, url in (("mqtt.url", config.mqtt.url), ("influx.url", config.influx.url)):
+        if config.origins.get(key) != BUILT_IN:
+            continue  # configured: if it is down, the gateway waits and says so
+        parts = urlsplit(url)
+        port = parts.port or (1883 if key == "mqtt.url" else 8086)
+        try:
+            socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=1).close()
+        except OSError:
+            missing.append(key)
+    return missing
+
+
+def no_servers_message(config: Config, missing: list[str]) -> str:
+    urls = {"mqtt.url": config.mqtt.url, "influx.url": config.influx.url}
+    silent = ", ".join(f"{urls[key]}" for key in missing)
+    return (
+        f"没有服务器 no servers: nothing configured and nothing answers at {silent} "
+        f"(the built-in defaults). Start private ones with 'jiayuan services up' (every "
+        f"command finds them in {config.state.path / SERVICES_FILE}), or name yours: "
+        "[mqtt] url / $JIAYUAN_MQTT_URL, [influx] url / $JIAYUAN_INFLUX_URL."
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway  # heavy imports only when running
     from gateway.workers import plan_workers, run_workers, stop_with_supervisor
@@ -92,6 +122,11 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
+    missing = unconfigured_and_silent(config)
+    if missing:
+        print(no_servers_message(config, missing), flush=True)
+        return 2
+    print(f"网关启动中 gateway starting: {config.servers_text()}", flush=True)
     if plan:
         return run_workers(plan, getattr(args, "config", None), args.log_level)
     stop = threading.Event()
@@ -117,9 +152,9 @@ def _run(args: argparse.Namespace) -> int:
                 if ready
                 else "网关等待 MQTT gateway waiting for the broker"
             )
-            + f": MQTT {config.mqtt.url} as "
+            + f": MQTT {config.mqtt.url} ({config.origin_of('mqtt.url')}) as "
             f"{config.mqtt.gateway_client_id!r} (filter {gateway.ingest.topic_filter}), "
-            f"InfluxDB {config.influx.url}, "
+            f"InfluxDB {config.influx.url} ({config.origin_of('influx.url')}), "
             f"API {gateway.api_url} (/health /anomalies /dead-letters /metrics /docs)",
             flush=True,
         )

@@ -1,9 +1,10 @@
 """``jiayuan services install|up|down|status``: real Mosquitto and InfluxDB for a person.
 
 ``up`` starts both servers on free loopback ports, detached so they outlive the command,
-and records them in a state file (``.jiayuan/services.json`` in the current directory);
-``status`` and ``down`` read that file.  ``up`` prints shell ``export`` lines, and its
-other lines are shell comments, so ``eval "$(jiayuan services up)"`` configures a shell.
+and records them in ``services.json`` of the state directory (jiayuan.state); ``status``
+and ``down`` read that file, and every other command uses the servers it records unless
+the configuration names its own.  ``up`` also prints shell ``export`` lines (its other
+lines are shell comments), for tools that read the environment only.
 ``up --secure`` starts the broker with the project's accounts and ACL (one account per
 estate of ``--registry``/``--estate``, see docs/security.md) and, with ``--tls-cert`` and
 ``--tls-key``, a TLS listener beside the plain loopback one.
@@ -12,7 +13,6 @@ estate of ``--registry``/``--estate``, see docs/security.md) and, with ``--tls-c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jiayuan.cli_support import print_usage
+from jiayuan.state import SERVICES_FILE
 
 if TYPE_CHECKING:
     from jiayuan.broker_auth import EstatePlace
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 # jiayuan.services (httpx, paho) and jiayuan.broker_auth are imported by the actions that
 # use them, so that building the parser stays fast (tests/test_cli_startup.py).
 
-DEFAULT_STATE_FILE = Path(".jiayuan") / "services.json"
 EXIT_NOT_RUNNING = 3
 
 
@@ -47,8 +47,8 @@ def add_parser(subparsers: Any) -> None:
         "--state",
         metavar="FILE",
         type=Path,
-        default=DEFAULT_STATE_FILE,
-        help=f"state file recording the running servers (default: ./{DEFAULT_STATE_FILE})",
+        help=f"state file recording the running servers (default: {SERVICES_FILE} in the "
+        "state directory, where the other commands look for them)",
     )
 
     install = commands.add_parser(
@@ -64,9 +64,11 @@ def add_parser(subparsers: Any) -> None:
         "up",
         parents=[state],
         help="start both servers in the background",
-        description="Start Mosquitto and InfluxDB on free ports of 127.0.0.1, detached, "
-        "and print their URLs as 'export JIAYUAN_…_URL=…' lines: "
-        'eval "$(jiayuan services up)" points this shell\'s jiayuan commands at them.',
+        description="Start Mosquitto and InfluxDB on free ports of 127.0.0.1, detached, and "
+        f"record them in {SERVICES_FILE} of the state directory: the other jiayuan "
+        "commands use them from there unless the configuration names servers of its own "
+        "([mqtt] url, [influx] url, $JIAYUAN_MQTT_URL, $JIAYUAN_INFLUX_URL). Also prints "
+        "them as 'export JIAYUAN_…=…' lines for eval.",
     )
     up.add_argument(
         "--dir",
@@ -127,6 +129,15 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _state_file(args: argparse.Namespace) -> Path:
+    """--state, else services.json in the configured state directory."""
+    from jiayuan.config import load
+
+    if args.state is not None:
+        return Path(args.state)
+    return load(getattr(args, "config", None)).state.path / SERVICES_FILE
+
+
 def _load_state(path: Path) -> RunningServers | None:
     from jiayuan.services import RunningServers, ServicesError
 
@@ -155,6 +166,7 @@ def _print_servers(servers: RunningServers, state: Path) -> None:
     print(f"# influxdb   {servers.influx_url}  (pid {servers.influxd_pid})")
     print(f"# data dir   {servers.data_dir}")
     print(f"# state      {state}   (stop with: jiayuan services down)")
+    print("# the other jiayuan commands use these servers unless configured otherwise")
     print(f"export JIAYUAN_MQTT_URL={servers.mqtt_url}")
     print(f"export JIAYUAN_INFLUX_URL={servers.influx_url}")
     if servers.auth is not None:
@@ -222,10 +234,11 @@ def _install(args: argparse.Namespace) -> int:
 
 def _up(args: argparse.Namespace) -> int:
     from jiayuan.broker_auth import BrokerAuthError
+    from jiayuan.config import ConfigError
     from jiayuan.services import ServicesError, start_servers
 
-    state_path: Path = args.state
     try:
+        state_path = _state_file(args)
         previous = _load_state(state_path)
         if previous is not None:
             if previous.mosquitto_running() and previous.influxd_running():
@@ -242,7 +255,7 @@ def _up(args: argparse.Namespace) -> int:
         except OSError:
             servers.stop()
             raise
-    except (ServicesError, BrokerAuthError, OSError) as error:
+    except (ServicesError, BrokerAuthError, ConfigError, OSError) as error:
         print(f"jiayuan services up: {error}", file=sys.stderr)
         return 1
     _print_servers(servers, state_path)
@@ -250,35 +263,33 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from jiayuan.config import ConfigError
     from jiayuan.services import ServicesError
 
-    state_path: Path = args.state
     try:
+        state_path = _state_file(args)
         servers = _load_state(state_path)
         if servers is None:
             print(f"no servers recorded in {state_path}: nothing to stop")
             return 0
         servers.stop()
-    except (ServicesError, OSError) as error:
+    except (ServicesError, ConfigError, OSError) as error:
         print(f"jiayuan services down: {error}", file=sys.stderr)
         return 1
     state_path.unlink(missing_ok=True)
     with_dir = "" if servers.owns_data_dir else f" (data kept in {servers.data_dir})"
     print(f"stopped mosquitto and influxdb{with_dir}")
-    # Remove the default .jiayuan directory too if the state file was all it held.
-    if state_path.parent.name == ".jiayuan":
-        with contextlib.suppress(OSError):
-            state_path.parent.rmdir()
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
+    from jiayuan.config import ConfigError
     from jiayuan.services import ServicesError
 
-    state_path: Path = args.state
     try:
+        state_path = _state_file(args)
         servers = _load_state(state_path)
-    except ServicesError as error:
+    except (ServicesError, ConfigError) as error:
         print(f"jiayuan services status: {error}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if servers is None:

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from jiayuan import cli, services
-from jiayuan.config import Config, InfluxConfig
+from jiayuan.config import Config, InfluxConfig, load
 from jiayuan.influx import InfluxClient, format_line
 from jiayuan.services import (
     RunningServers,
@@ -29,6 +29,7 @@ from jiayuan.services import (
     free_ports,
     start_servers,
 )
+from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
 
 pytestmark = pytest.mark.servers
 
@@ -244,6 +245,11 @@ def test_ensure_installed_as_root_blocks_daemons_during_apt(
 # --- jiayuan services up | status | down -----------------------------------------------------
 
 
+def services_file() -> Path:
+    """Where `jiayuan services up` records its servers: the test's own state directory."""
+    return Path(os.environ[ENV_STATE_DIR]) / SERVICES_FILE
+
+
 @pytest.fixture
 def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """``jiayuan.cli.main`` run in an empty working directory."""
@@ -255,7 +261,7 @@ def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("jiayuan.services_cli",))
     yield cli.main
     # Never leave servers behind, whatever the test did.
-    state = work / ".jiayuan" / "services.json"
+    state = services_file()
     if state.exists():
         RunningServers.from_dict(json.loads(state.read_text())).stop()
 
@@ -266,7 +272,7 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
 
     assert jiayuan(["services", "up"]) == 0
     out = capsys.readouterr().out
-    state = json.loads(Path(".jiayuan/services.json").read_text())
+    state = json.loads(services_file().read_text())
     assert f"export JIAYUAN_MQTT_URL={state['mqtt_url']}\n" in out
     assert f"export JIAYUAN_INFLUX_URL={state['influx_url']}\n" in out
     # Every other line is a shell comment, so `eval "$(jiayuan services up)"` works.
@@ -276,6 +282,16 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
     # Detached: a session of their own, so they outlive the command and its terminal.
     assert os.getsid(servers.mosquitto_pid) == servers.mosquitto_pid
     assert os.getsid(servers.influxd_pid) == servers.influxd_pid
+
+    # Every other command finds them there, and says where they came from.
+    config = load()
+    assert (config.mqtt.url, config.influx.url) == (servers.mqtt_url, servers.influx_url)
+    assert config.origins["mqtt.url"] == f"jiayuan services up, {services_file()}"
+    assert "jiayuan services up" in config.servers_text()
+    # A server named by the environment (or the file) wins over the recorded one.
+    explicit = load(environ={**os.environ, "JIAYUAN_MQTT_URL": "mqtt://127.0.0.1:1"})
+    assert (explicit.mqtt.url, explicit.influx.url) == ("mqtt://127.0.0.1:1", servers.influx_url)
+    assert explicit.origins["mqtt.url"] == "$JIAYUAN_MQTT_URL"
 
     assert jiayuan(["services", "up"]) == 0  # idempotent: the same servers again
     assert f"(pid {servers.mosquitto_pid})" in capsys.readouterr().out
@@ -288,8 +304,9 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
     assert "stopped" in capsys.readouterr().out
     assert not servers.mosquitto_running() and not servers.influxd_running()
     assert not servers.data_dir.exists()
-    assert not Path(".jiayuan").exists()
+    assert not Path(".jiayuan").exists()  # nothing in the working directory
     assert jiayuan(["services", "status"]) == 3
+    assert load().origins["mqtt.url"] == "built-in default"
 
 
 def test_services_status_sees_a_dead_server_and_down_keeps_given_dir(
