@@ -88,7 +88,8 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         type=Path,
         help="with --secure: make an edge account for every estate of this registry "
-        "(registry YAML, registry CSV directory, or a simulator registry.json)",
+        "(the SQLite store, a CSV directory or YAML of 'registry export', or a "
+        "simulator registry.json)",
     )
     up.add_argument(
         "--estate",
@@ -202,17 +203,12 @@ def _security(args: argparse.Namespace) -> SecureBroker | None:
 def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
     # Imported here: the plain `services up` needs neither registry.
     from jiayuan.broker_auth import places_of
-    from jiayuan.registry.files import import_csv, import_yaml
     from jiayuan.registry.tables import RegistryInvalid
     from jiayuan.services import ServicesError
-    from simulators.registry import Registry as SimulatorRegistry
+    from simulators.product_registry import simulated_registry
 
     try:
-        if path.is_dir():
-            return places_of(import_csv(path).estates)
-        if path.suffix == ".json":
-            return places_of(SimulatorRegistry.from_json(path.read_text("utf-8")).estates)
-        return places_of(import_yaml(path).estates)
+        return places_of(simulated_registry(path).estates)
     except RegistryInvalid as error:
         raise ServicesError(f"--registry: {error}") from None
     except (ValueError, KeyError, TypeError) as error:
