@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import time
 from pathlib import Path
@@ -85,6 +84,8 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Heavy and optional parts only when running.
+    import asyncio
+
     from edge.agent import EdgeAgent, EdgePlace
     from jiayuan.registry.store import registry_path
     from simulators.clock import parse_start
@@ -138,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _until_signal(agent: EdgeAgent) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
