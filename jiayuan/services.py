@@ -86,7 +86,7 @@ def find_binary(name: str) -> str | None:
 
 
 # Binary -> the Debian package that has it.  The servers are needed to start anything; the
-# clients are what docs/protocol.md and docs/security.md publish and subscribe with.
+# clients are what people publish and watch with by hand (docs/protocol.md, "By hand").
 PACKAGES = {
     "mosquitto": "mosquitto",
     "mosquitto_pub": "mosquitto-clients",
@@ -118,7 +118,7 @@ def ensure_installed() -> None:
                 f"'sudo apt-get install {packages}' (Debian/Ubuntu packages)"
             )
         print(
-            f"jiayuan: {', '.join(missing)} not found (the docs use them); install with "
+            f"jiayuan: {', '.join(missing)} not found (docs/protocol.md uses them); install with "
             f"'sudo apt-get install {packages}'",
             file=sys.stderr,
         )

@@ -55,8 +55,8 @@ def add_parser(subparsers: Any) -> None:
         "install",
         help="install mosquitto, mosquitto-clients and influxdb from Debian when missing",
         description="Install the Debian packages mosquitto, mosquitto-clients (mosquitto_pub "
-        "and mosquitto_sub, which the docs use) and influxdb if their binaries are missing "
-        "(needs root; their system daemons are not started).",
+        "and mosquitto_sub, used by hand in docs/protocol.md) and influxdb if their "
+        "binaries are missing (needs root; their system daemons are not started).",
     )
     install.set_defaults(func=_install)
 

@@ -171,7 +171,7 @@ def test_ensure_installed_without_root_says_what_to_install(
 def test_ensure_installed_installs_the_clients_the_docs_use(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    # The servers are there, mosquitto_pub (docs/protocol.md, docs/security.md) is not.
+    # The servers are there, mosquitto_pub (docs/protocol.md, "By hand") is not.
     installed = {"done": False}
     calls: list[list[str]] = []
 
