@@ -224,10 +224,6 @@ class Config:
             f"InfluxDB {self.influx.url} ({self.origin_of('influx.url')})"
         )
 
-    def uses_built_in_servers(self) -> bool:
-        """Neither server named by the file, the environment or `jiayuan services up`."""
-        return BUILT_IN in (self.origins.get("mqtt.url"), self.origins.get("influx.url"))
-
 
 _SECTIONS = {
     "mqtt": MqttConfig,
@@ -239,7 +235,7 @@ _SECTIONS = {
     "state": StateConfig,
 }
 # Server settings a `jiayuan services up` state file supplies when nothing else does.
-_SERVER_KEYS = (("mqtt", "url"), ("influx", "url"))
+SERVER_URLS = ("mqtt.url", "influx.url")
 
 
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -302,15 +298,15 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
     for name in _SECTIONS:
         if name != "state":
             sections[name] = build(name, defaults.get(name, {}))
-    for section, key in _SERVER_KEYS:
-        origins.setdefault(f"{section}.{key}", BUILT_IN)
+    for key in SERVER_URLS:
+        origins.setdefault(key, BUILT_IN)
     config = Config(**sections, source=source, origins=origins)
     return _with_recorded_servers(config, state_dir / state.SERVICES_FILE)
 
 
 def _with_recorded_servers(config: Config, state_file: Path) -> Config:
     """Servers that `jiayuan services up` started, for the URLs nothing else set."""
-    unset = [k for k in ("mqtt.url", "influx.url") if config.origins.get(k) == BUILT_IN]
+    unset = [key for key in SERVER_URLS if config.origins.get(key) == BUILT_IN]
     if not unset:
         return config
     recorded = state.recorded_servers(state_file)

@@ -56,8 +56,7 @@ def test_a_record_of_servers_that_are_gone_is_ignored(tmp_path: Path) -> None:
     (state_dir() / SERVICES_FILE).write_text(json.dumps(gone), encoding="utf-8")
     config = load(environ=jiayuan_env())
     assert config.mqtt.url == "mqtt://127.0.0.1:1883"
-    assert config.origins["mqtt.url"] == BUILT_IN
-    assert config.uses_built_in_servers()
+    assert config.origins["mqtt.url"] == config.origins["influx.url"] == BUILT_IN
 
 
 @pytest.mark.servers
