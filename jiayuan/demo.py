@@ -156,6 +156,7 @@ def run_command(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _servers(base: Config, use_configured: bool, out_dir: Path) -> Iterator[Config]:
     if use_configured:
+        print(base.servers_text(), flush=True)
         yield base
         return
     ensure_installed()
