@@ -80,26 +80,27 @@ def with_overrides(config: Config, streets: str | None, client_id: str | None) -
 
 
 def unconfigured_and_silent(config: Config) -> list[str]:
-    """The servers ("mqtt.url", "influx.url") that nobody configured or started and that
-    nothing answers at their built-in address: waiting for those would be for ever."""
-    missing = []
-    for key, url in (("mqtt.url", config.mqtt.url), ("influx.url", config.influx.url)):
+    """The URLs of the servers that nobody configured or started and that nothing answers
+    at their built-in address: waiting for those would be waiting for ever."""
+    influx = urlsplit(config.influx.url)
+    addresses = {
+        "mqtt.url": (config.mqtt.url, config.mqtt.host, config.mqtt.port),
+        "influx.url": (config.influx.url, influx.hostname or "127.0.0.1", influx.port or 8086),
+    }
+    silent = []
+    for key, (url, host, port) in addresses.items():
         if config.origins.get(key) != BUILT_IN:
-            continue  # configured: if it is down, the gateway waits and says so
-        parts = urlsplit(url)
-        port = parts.port or (1883 if key == "mqtt.url" else 8086)
+            continue  # configured: if it is down, the gateway waits for it and says so
         try:
-            socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=1).close()
+            socket.create_connection((host, port), timeout=1).close()
         except OSError:
-            missing.append(key)
-    return missing
+            silent.append(url)
+    return silent
 
 
-def no_servers_message(config: Config, missing: list[str]) -> str:
-    urls = {"mqtt.url": config.mqtt.url, "influx.url": config.influx.url}
-    silent = ", ".join(f"{urls[key]}" for key in missing)
+def no_servers_message(config: Config, silent: list[str]) -> str:
     return (
-        f"没有服务器 no servers: nothing configured and nothing answers at {silent} "
+        f"没有服务器 no servers: nothing configured and nothing answers at {', '.join(silent)} "
         f"(the built-in defaults). Start private ones with 'jiayuan services up' (every "
         f"command finds them in {config.state.path / SERVICES_FILE}), or name yours: "
         "[mqtt] url / $JIAYUAN_MQTT_URL, [influx] url / $JIAYUAN_INFLUX_URL."
@@ -122,9 +123,9 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
-    missing = unconfigured_and_silent(config)
-    if missing:
-        print(no_servers_message(config, missing), flush=True)
+    silent = unconfigured_and_silent(config)
+    if silent:
+        print(no_servers_message(config, silent), flush=True)
         return 2
     print(f"网关启动中 gateway starting: {config.servers_text()}", flush=True)
     if plan:
