@@ -136,3 +136,12 @@ def test_edge_run_runs_an_estate_of_the_stored_registry(
     stopped = re.search(r"stopped: (\d+) read, (\d+) published", output)
     assert stopped is not None, output
     assert int(stopped.group(1)) > 0 and stopped.group(1) == stopped.group(2)
+
+
+@pytest.mark.parametrize("form", ["csv", "yaml"])
+def test_score_takes_an_exported_registry(
+    simulated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    path = forms(simulated, tmp_path)[form]
+    assert cli.main(["score", "--registry", str(path), "--estate", simulated.estates[0].id]) == 0
+    assert simulated.estates[0].id in capsys.readouterr().out
