@@ -10,9 +10,11 @@ import argparse
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 
@@ -91,6 +93,13 @@ def test_something_else_is_named_for_what_it_is(tmp_path: Path) -> None:
         simulated_registry(junk)
     with pytest.raises(ValueError, match=r"missing: no such file or directory"):
         simulated_registry(tmp_path / "missing")
+    other = tmp_path / "other.sqlite"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(ValueError, match=r"other.sqlite: a SQLite database without the regis"):
+        simulated_registry(other)
+    with closing(sqlite3.connect(other)) as db:  # and left as it was
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["notes"]
 
 
 @pytest.mark.parametrize("form", ["sqlite", "csv", "yaml"])

@@ -8,10 +8,13 @@ which command wrote which.
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Literal
 
 from jiayuan.registry.model import Registry
+from jiayuan.registry.tables import COLUMNS
 
 Form = Literal["sqlite", "csv", "yaml", "json"]
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -59,9 +62,21 @@ def read_registry(path: Path) -> Registry:
     if form == "yaml":
         return import_yaml(path)
     if form == "sqlite":
+        if not _has_registry_tables(path):
+            raise NotARegistry(f"{path}: a SQLite database without the registry's tables")
         with RegistryStore(path) as store:
             return store.load()
     raise NotARegistry(
         f"{path}: the simulators' registry.json; store it first with "
         f"'jiayuan registry generate --from {path}'"
     )
+
+
+def _has_registry_tables(path: Path) -> bool:
+    # Read-only: opening it as a RegistryStore would add the tables to someone else's file.
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error:
+        return False
+    return set(COLUMNS) <= names
