@@ -44,7 +44,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--registry",
         metavar="FILE",
-        help="registry SQLite (default: [alerts] registry_db, else <state_dir>/registry.sqlite)",
+        help="the registry: SQLite, or a CSV directory or YAML of 'registry export' "
+        "(default: [alerts] registry_db, else <state_dir>/registry.sqlite)",
     )
     parser.add_argument(
         "--alerts", metavar="FILE", help=f"alert store SQLite (default: <state_dir>/{ALERTS_FILE})"
@@ -78,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from alerts.score import score_estate, score_report
     from alerts.score_config import load_score_config
     from jiayuan.config import ConfigError, load
-    from jiayuan.registry.store import RegistryStore, registry_path
-    from jiayuan.registry.tables import RegistryInvalid
+    from jiayuan.registry.sources import read_registry
+    from jiayuan.registry.store import registry_path
     from simulators.clock import parse_start
 
     try:
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     state_dir = Path(config.gateway.state_dir)
     registry_file = Path(args.registry) if args.registry else registry_path(config)
     alerts_path = Path(args.alerts) if args.alerts else state_dir / ALERTS_FILE
-    if not registry_file.is_file():
+    if not registry_file.exists():
         print(
             f"没有登记簿 no registry at {registry_file}: run 'jiayuan registry generate' "
             "or 'jiayuan registry import' first",
@@ -102,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        with RegistryStore(registry_file) as store:
-            registry = store.load()
-    except RegistryInvalid as invalid:
+        registry = read_registry(registry_file)
+    except ValueError as invalid:  # RegistryInvalid, or NotARegistry
         print(f"登记簿无效 invalid registry: {invalid}", file=sys.stderr)
         return 1
     source: Any

@@ -164,6 +164,7 @@ def _preview(args: argparse.Namespace) -> int:
         missing = set(args.dashboard) - {m["uid"] for m in models}
         if missing:
             raise PreviewError(f"unknown dashboard uid(s): {', '.join(sorted(missing))}")
+        print(f"InfluxDB {config.influx.url} ({config.origin_of('influx.url')})", flush=True)
         with InfluxClient(config.influx) as client:
             previews = preview_all(client, models, args.out, span, given)
     except (PreviewError, InfluxError) as error:

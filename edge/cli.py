@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import signal
 import time
 from pathlib import Path
@@ -31,16 +30,18 @@ def add_parser(subparsers: Any) -> None:
     run = commands.add_parser(
         "run",
         help="run one estate's agent on simulated devices until interrupted",
-        description="Run the edge agent of one estate of a registry (see 'jiayuan simulate') "
-        "on simulated devices, printing progress every few seconds, until SIGINT or SIGTERM; "
+        description="Run the edge agent of one estate of the registry on simulated devices, "
+        "printing progress every few seconds, until SIGINT or SIGTERM; "
         "then poll once more, drain the spool for a few seconds, announce 'offline' and "
         "disconnect. Readings left in the spool are sent at the next start.",
     )
     run.add_argument(
         "--registry",
-        required=True,
-        metavar="FILE",
-        help="registry JSON of estates and devices (registry.json of 'jiayuan simulate')",
+        metavar="PATH",
+        help="the registry: the SQLite store of 'jiayuan registry generate|import', a CSV "
+        "directory or .yaml file of 'registry export', or the registry.json of 'jiayuan "
+        "simulate' (default: the store, [alerts] registry_db or "
+        "<state dir>/gateway/registry.sqlite)",
     )
     run.add_argument("--estate", required=True, metavar="ID", help="the estate id to run")
     run.add_argument(
@@ -83,16 +84,26 @@ def add_parser(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     # Heavy and optional parts only when running.
+    import asyncio
+
     from edge.agent import EdgeAgent, EdgePlace
+    from jiayuan.registry.store import registry_path
     from simulators.clock import parse_start
     from simulators.driver import SimulatedDriver
     from simulators.faults import read_labels
-    from simulators.registry import Registry
+    from simulators.product_registry import simulated_registry
 
     setup_logging(args.log_level)
     try:
         config = load(getattr(args, "config", None))
-        registry = Registry.from_json(Path(args.registry).read_text(encoding="utf-8"))
+        path = Path(args.registry) if args.registry else registry_path(config)
+        if not args.registry and not path.is_file():
+            print(
+                f"没有登记簿 no registry at {path}: make one with 'jiayuan registry generate' "
+                "(or 'registry import'), or name one with --registry"
+            )
+            return 2
+        registry = simulated_registry(path)
         estate = registry.estate(args.estate)
         faults = read_labels(args.labels) if args.labels else []
         start_ms = parse_start(args.start)
@@ -113,7 +124,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(
         f"边缘代理已启动 edge agent running: estate {estate.id} ({len(estate.devices)} devices), "
-        f"MQTT {config.mqtt.url}, spool {spool} ({agent.stats.pending} readings waiting)",
+        f"MQTT {config.mqtt.url} ({config.origin_of('mqtt.url')}), registry {path}, "
+        f"spool {spool} ({agent.stats.pending} readings waiting)",
         flush=True,
     )
     asyncio.run(_until_signal(agent))
@@ -127,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 async def _until_signal(agent: EdgeAgent) -> None:
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

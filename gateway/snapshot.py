@@ -33,12 +33,12 @@ from pathlib import Path
 
 from gateway.dedup import SeqWindow
 from gateway.detection import Detector
+from gateway.restart_memory import SNAPSHOT_FILE as SNAPSHOT_FILE
 from gateway.state import canonical
 from jiayuan import __version__
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FILE = "detector_state.sqlite"
 FORMAT = 2  # bump when the state's attributes change meaning (2: the dedup window in arrays)
 # SQLite refuses a value over a billion bytes by default: a large state is kept in parts.
 PART_BYTES = 32 << 20

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from jiayuan import __version__
+from jiayuan.state import ENV_STATE_DIR
 
 # Each module exposes ``add_parser(subparsers)``, which registers its subcommand and sets
 # ``func`` (taking the parsed args, returning an exit code).  The modules keep their heavy
 # imports inside ``func`` so that building the parser stays fast.
 SUBCOMMAND_MODULES = (
     "jiayuan.services_cli",
-    "jiayuan.demo",
+    "jiayuan.demo_cli",
     "gateway.cli",
     "gateway.detect_cli",
     "edge.cli",
@@ -44,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML configuration file (default: $JIAYUAN_CONFIG, else ./jiayuan.toml if "
         "present); JIAYUAN_<SECTION>_<KEY> environment variables override it",
     )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"the state directory: servers of 'services up', gateway state, registry, edge "
+        f"spools (default: ${ENV_STATE_DIR}, else [state] dir, else "
+        "$XDG_STATE_HOME/jiayuan or ~/.local/state/jiayuan)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module_name in SUBCOMMAND_MODULES:
         module = importlib.import_module(module_name)
@@ -55,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        code: int = args.func(args)
+        with _state_dir(args.state_dir):
+            code: int = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -65,6 +76,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return code
+
+
+@contextlib.contextmanager
+def _state_dir(chosen: str | None) -> Iterator[None]:
+    """--state-dir for this command: as $JIAYUAN_STATE_DIR, which every configuration load
+    and every process the command starts (gateway workers, edge agents) then sees."""
+    if chosen is None:
+        yield
+        return
+    before = os.environ.get(ENV_STATE_DIR)
+    os.environ[ENV_STATE_DIR] = str(Path(chosen).expanduser().absolute())
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ENV_STATE_DIR]
+        else:
+            os.environ[ENV_STATE_DIR] = before
 
 
 if __name__ == "__main__":

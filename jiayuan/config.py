@@ -4,6 +4,11 @@ Resolution order, later wins: built-in defaults, the TOML file (``--config PATH`
 ``$JIAYUAN_CONFIG``, else ``./jiayuan.toml`` when it exists), then environment variables
 named ``JIAYUAN_<SECTION>_<KEY>`` (for example ``JIAYUAN_INFLUX_URL``).  Secrets can be
 given as ``<key>_file`` (``password_file``, ``token_file``) so they never sit in the file.
+
+Two defaults come from the state directory (``jiayuan.state``): the gateway's state and the
+edge spools live under it, and servers that ``jiayuan services up`` recorded there are used
+when neither the file nor the environment names an MQTT or InfluxDB URL.  ``Config.origins``
+says where each server URL came from.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
+
+from jiayuan import state
 
 DEFAULT_CONFIG_FILE = "jiayuan.toml"
 ENV_CONFIG_FILE = "JIAYUAN_CONFIG"
@@ -93,7 +100,8 @@ class InfluxConfig:
 class GatewayConfig:
     api_host: str = "127.0.0.1"
     api_port: int = 8080
-    state_dir: str = ".jiayuan/gateway"
+    # Default: <state directory>/gateway (jiayuan.state).
+    state_dir: str = field(default_factory=lambda: _under_state_dir(state.GATEWAY_DIR))
     batch_max_readings: int = 5000
     flush_interval_s: float = 0.2
     # A reading stamped further from the gateway's clock than this is dead-lettered: older
@@ -115,7 +123,8 @@ class GatewayConfig:
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    spool_dir: str = ".jiayuan/edge"
+    # Default: <state directory>/edge (jiayuan.state).
+    spool_dir: str = field(default_factory=lambda: _under_state_dir(state.EDGE_DIR))
     batch_max_readings: int = 500
     max_inflight_messages: int = 20
     # Disk budget of the edge spool (bytes of readings stored), for an uplink outage of any
@@ -182,6 +191,28 @@ class ApiConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """The state directory of this machine's commands (jiayuan.state); also
+    ``$JIAYUAN_STATE_DIR`` and ``jiayuan --state-dir``.  Empty: per user,
+    $XDG_STATE_HOME/jiayuan or ~/.local/state/jiayuan."""
+
+    dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir).expanduser() if self.dir else state.default_state_dir()
+
+
+def _under_state_dir(name: str) -> str:
+    """A default path in the state directory the environment names (or the per-user one),
+    for configurations built in code rather than by load()."""
+    return str(StateConfig(os.environ.get(state.ENV_STATE_DIR, "")).path / name)
+
+
+BUILT_IN = "built-in default"
+
+
+@dataclass(frozen=True)
 class Config:
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     influx: InfluxConfig = field(default_factory=InfluxConfig)
@@ -189,7 +220,22 @@ class Config:
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = "defaults"
+    # Where each setting ("mqtt.url") came from: the file, a $JIAYUAN_… variable, or for
+    # the server URLs `jiayuan services up`'s state file or BUILT_IN; absent = set in code.
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def origin_of(self, key: str) -> str:
+        """Where a setting ("mqtt.url") came from, for the lines that name the servers."""
+        return self.origins.get(key, "set in code")
+
+    def servers_text(self) -> str:
+        """The servers in use and where each came from, for a command's first line."""
+        return (
+            f"MQTT {self.mqtt.url} ({self.origin_of('mqtt.url')}), "
+            f"InfluxDB {self.influx.url} ({self.origin_of('influx.url')})"
+        )
 
 
 _SECTIONS = {
@@ -199,7 +245,10 @@ _SECTIONS = {
     "edge": EdgeConfig,
     "alerts": AlertsConfig,
     "api": ApiConfig,
+    "state": StateConfig,
 }
+# Server settings a `jiayuan services up` state file supplies when nothing else does.
+SERVER_URLS = ("mqtt.url", "influx.url")
 
 
 def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -240,15 +289,59 @@ def load(path: str | Path | None = None, environ: dict[str, str] | None = None) 
             f"known: {sorted(_SECTIONS)}"
         )
     sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
+    origins: dict[str, str] = {}
+
+    def build(name: str, defaults: Mapping[str, Any]) -> Any:
         section = data.get(name, {})
         if not isinstance(section, dict):
             raise ConfigError(f"{source}:{_line_suffix(text, None, name)} [{name}] must be a table")
         try:
-            sections[name] = _build_section(name, cls, section, env, source, base_dir)
+            return _build_section(
+                name, _SECTIONS[name], section, env, source, base_dir, defaults, origins
+            )
         except ConfigError as error:
             raise ConfigError(_with_line(str(error), source, text, name)) from None
-    return Config(**sections, source=source)
+
+    # The state directory first: the other sections' defaults live in it.
+    named = build("state", {}).dir
+    state_dir = Path(named).expanduser() if named else state.default_state_dir(env)
+    defaults: dict[str, dict[str, Any]] = {
+        "gateway": {"state_dir": str(state_dir / state.GATEWAY_DIR)},
+        "edge": {"spool_dir": str(state_dir / state.EDGE_DIR)},
+    }
+    sections["state"] = StateConfig(str(state_dir))
+    for name in _SECTIONS:
+        if name != "state":
+            sections[name] = build(name, defaults.get(name, {}))
+    for key in SERVER_URLS:
+        origins.setdefault(key, BUILT_IN)
+    config = Config(**sections, source=source, origins=origins)
+    return _with_recorded_servers(config, state_dir / state.SERVICES_FILE)
+
+
+def _with_recorded_servers(config: Config, state_file: Path) -> Config:
+    """Servers that `jiayuan services up` started, for the URLs nothing else set."""
+    unset = [key for key in SERVER_URLS if config.origins.get(key) == BUILT_IN]
+    if not unset:
+        return config
+    recorded = state.recorded_servers(state_file)
+    if recorded is None:
+        return config
+    origin = f"jiayuan services up, {state_file}"
+    origins = dict(config.origins)
+    mqtt, influx = config.mqtt, config.influx
+    if "mqtt.url" in unset:
+        mqtt = replace(mqtt, url=recorded.mqtt_url)
+        origins["mqtt.url"] = origin
+        # A secured broker (`up --secure`): its gateway account, unless one is configured.
+        if recorded.mqtt_username and not mqtt.username:
+            where = f"{state_file}: gateway password_file"
+            password = _read_secret(Path(recorded.mqtt_password_file), where)
+            mqtt = replace(mqtt, username=recorded.mqtt_username, password=password)
+    if "influx.url" in unset:
+        influx = replace(influx, url=recorded.influx_url)
+        origins["influx.url"] = origin
+    return replace(config, mqtt=mqtt, influx=influx, origins=origins)
 
 
 def known_environment_variables() -> frozenset[str]:
@@ -333,10 +426,12 @@ def _build_section(
     env: dict[str, str],
     source: str,
     base_dir: Path,
+    defaults: Mapping[str, Any],
+    origins: dict[str, str],
 ) -> Any:
     # Resolved types, not the strings that `from __future__ import annotations` leaves.
     known = get_type_hints(cls)
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(defaults)
     for key, value in values.items():
         base_key = key.removesuffix("_file")
         if key.endswith("_file") and base_key in known:
@@ -347,18 +442,22 @@ def _build_section(
                 raise ConfigError(f"{where}: {value!r} is not a file name")
             secret = _read_secret(base_dir / Path(value).expanduser(), where)
             settings[base_key] = _coerce(secret, known[base_key], where)
+            origins[f"{name}.{base_key}"] = where
             continue
         if key not in known:
             raise ConfigError(f"{source}: [{name}] unknown key {key!r}; known: {sorted(known)}")
         settings[key] = _coerce(value, known[key], f"{source}: [{name}] {key}")
+        origins[f"{name}.{key}"] = source
     for key, annotation in known.items():
         env_name = _env_name(name, key)
         if env_name in env:
             settings[key] = _coerce(env[env_name], annotation, f"${env_name}")
+            origins[f"{name}.{key}"] = f"${env_name}"
         if env_name + "_FILE" in env:
             where = f"${env_name}_FILE"
             secret = _read_secret(Path(env[env_name + "_FILE"]).expanduser(), where)
             settings[key] = _coerce(secret, annotation, where)
+            origins[f"{name}.{key}"] = where
     return cls(**settings)
 
 

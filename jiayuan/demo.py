@@ -63,64 +63,6 @@ PROGRESS_EVERY_S = 5.0
 SETTLE_TIMEOUT_S = 30.0
 
 
-def add_parser(subparsers: Any) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="run the whole pipeline with simulated estates and injected faults",
-        description="Start Mosquitto and InfluxDB on free loopback ports (installing them from "
-        "Debian packages when missing and run as root), simulate N estates with labelled "
-        "faults, run one edge agent per estate, the gateway with its API and alert service, "
-        "the reference operations centre, a mail catcher and a duty officer; print live "
-        "progress, the estates' grades against the district targets and the company "
-        "ranking, render the dashboards' previews (OUT/previews), then a report of readings "
-        "published vs stored in InfluxDB, faults injected vs detected, and work orders, "
-        "time to acknowledge and time to resolve. Exit status 0 when everything was stored "
-        "and detected and every critical alert reached the centre once within 5 s.",
-    )
-    parser.add_argument("--estates", type=int, default=5, help="number of estates (default 5)")
-    parser.add_argument(
-        "--duration", type=float, default=60.0, help="seconds of traffic (default 60)"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="simulation seed (default 1)")
-    parser.add_argument(
-        "--speed",
-        type=float,
-        default=1.0,
-        help="simulated seconds per real second (default 1: real time); the simulation "
-        "runs ahead of the wall clock, so keep duration × (1 - 1/speed) under 5 minutes",
-    )
-    parser.add_argument("--report", metavar="FILE.json", help="write the report as JSON here")
-    parser.add_argument(
-        "--out",
-        metavar="DIR",
-        default=".jiayuan/demo",
-        help="where the registry, fault labels, edge spools, gateway state and previews go "
-        "(default .jiayuan/demo)",
-    )
-    parser.add_argument(
-        "--use-configured-servers",
-        action="store_true",
-        help="use the MQTT broker and InfluxDB from the configuration instead of starting "
-        "private ones",
-    )
-    parser.add_argument(
-        "--api-port", type=int, default=0, help="gateway API port (default: a free one)"
-    )
-    parser.add_argument(
-        "--restart-gateway",
-        action="store_true",
-        help="stop and start the gateway half-way (shows that no reading is lost and no "
-        "work order duplicated across a restart; a rule condition whose hold spans the "
-        "restart can be missed, because rule holds are not yet persisted)",
-    )
-    parser.add_argument(
-        "--no-preview",
-        action="store_true",
-        help="skip rendering the dashboards' previews (OUT/previews/*.png)",
-    )
-    parser.set_defaults(func=run_command)
-
-
 class SimClock:
     """Simulated epoch milliseconds: starts at the wall clock and runs ``speed`` times faster.
 
@@ -214,6 +156,7 @@ def run_command(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _servers(base: Config, use_configured: bool, out_dir: Path) -> Iterator[Config]:
     if use_configured:
+        print(base.servers_text(), flush=True)
         yield base
         return
     ensure_installed()

@@ -33,11 +33,12 @@ from typing import Any
 import httpx
 
 from jiayuan.broker_auth import BrokerAuth, EstatePlace, provision
+from jiayuan.pids import pid_alive as _pid_alive
+from jiayuan.pids import pid_runs as _pid_runs
 
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
-APT_PACKAGES = ("mosquitto", "influxdb")
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 # Debian installs mosquitto in /usr/sbin, which is not on an ordinary user's PATH.
@@ -84,21 +85,44 @@ def find_binary(name: str) -> str | None:
     return None
 
 
-def _missing_binaries() -> list[str]:
-    return [name for name in ("mosquitto", "influxd") if find_binary(name) is None]
+# Binary -> the Debian package that has it.  The servers are needed to start anything; the
+# clients are what people publish and watch with by hand (docs/protocol.md, "By hand").
+PACKAGES = {
+    "mosquitto": "mosquitto",
+    "mosquitto_pub": "mosquitto-clients",
+    "mosquitto_sub": "mosquitto-clients",
+    "influxd": "influxdb",
+}
+SERVERS = ("mosquitto", "influxd")
+
+
+def _missing() -> list[str]:
+    return [name for name in PACKAGES if find_binary(name) is None]
+
+
+def _packages(binaries: list[str]) -> list[str]:
+    return list(dict.fromkeys(PACKAGES[name] for name in binaries))
 
 
 def ensure_installed() -> None:
-    """Install Mosquitto and InfluxDB from Debian when a binary is missing (root only)."""
-    missing = _missing_binaries()
+    """Install Mosquitto, its command-line clients and InfluxDB from Debian when a binary
+    is missing (root only; without root, missing clients are only reported on stderr)."""
+    missing = _missing()
     if not missing:
         return
-    packages = " ".join(APT_PACKAGES)
+    packages = " ".join(_packages(missing))
     if os.geteuid() != 0:
-        raise ServicesError(
-            f"{' and '.join(missing)} not found; install the servers with "
-            f"'sudo apt-get install {packages}' (Debian/Ubuntu packages)"
+        if set(missing) & set(SERVERS):
+            raise ServicesError(
+                f"{', '.join(missing)} not found; install them with "
+                f"'sudo apt-get install {packages}' (Debian/Ubuntu packages)"
+            )
+        print(
+            f"jiayuan: {', '.join(missing)} not found (docs/protocol.md uses them); install with "
+            f"'sudo apt-get install {packages}'",
+            file=sys.stderr,
         )
+        return
     # policy-rc.d exiting 101 tells the packages' install scripts not to start their system
     # daemons: we run our own on free ports, and a daemon on 1883/8086 would only be in the way.
     created_policy = False
@@ -110,7 +134,7 @@ def ensure_installed() -> None:
     try:
         for command in (
             ["apt-get", "update"],
-            ["apt-get", "install", "-y", *APT_PACKAGES],
+            ["apt-get", "install", "-y", *_packages(missing)],
         ):
             result = subprocess.run(
                 command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
@@ -123,9 +147,9 @@ def ensure_installed() -> None:
     finally:
         if created_policy:
             POLICY_RC_D.unlink(missing_ok=True)
-    still_missing = _missing_binaries()
+    still_missing = _missing()
     if still_missing:
-        raise ServicesError(f"{' and '.join(still_missing)} still missing after apt-get install")
+        raise ServicesError(f"{', '.join(still_missing)} still missing after apt-get install")
 
 
 def free_port() -> int:
@@ -255,39 +279,6 @@ def clear_retained(port: int, timeout: float = 5.0, username: str = "", password
     return len(retained)
 
 
-def _pid_alive(pid: int) -> bool:
-    # Reap it first if it is our own exited child, else it would linger as a zombie that
-    # os.kill still "finds".
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _pid_runs(pid: int, conf: Path) -> bool:
-    """Whether pid is alive and is the server started with this config (not a reused pid)."""
-    if pid <= 0 or not _pid_alive(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # no /proc to check against: trust the pid
-    return str(conf).encode() in cmdline.split(b"\0")
-
-
 def _stop_pid(pid: int, conf: Path, timeout: float) -> None:
     if not _pid_runs(pid, conf):
         return
@@ -380,6 +371,14 @@ class RunningServers:
             "mqtt_url": self.mqtt_url,
             "influx_url": self.influx_url,
             "auth_dir": str(self.auth.directory) if self.auth is not None else "",
+            # For the other commands (jiayuan.state.recorded_servers), which read this file
+            # without this module: what to check and which account the gateway uses.
+            "mosquitto_conf": str(self.mosquitto_conf),
+            "influxdb_conf": str(self.influxdb_conf),
+            "gateway_username": self.auth.gateway.username if self.auth is not None else "",
+            "gateway_password_file": (
+                str(self.auth.gateway.secret_file) if self.auth is not None else ""
+            ),
             "mqtt_tls_port": self.mqtt_tls_port,
             "tls_cert_file": str(self.tls_cert_file or ""),
             "tls_key_file": str(self.tls_key_file or ""),

@@ -1,9 +1,10 @@
 """``jiayuan services install|up|down|status``: real Mosquitto and InfluxDB for a person.
 
 ``up`` starts both servers on free loopback ports, detached so they outlive the command,
-and records them in a state file (``.jiayuan/services.json`` in the current directory);
-``status`` and ``down`` read that file.  ``up`` prints shell ``export`` lines, and its
-other lines are shell comments, so ``eval "$(jiayuan services up)"`` configures a shell.
+and records them in ``services.json`` of the state directory (jiayuan.state); ``status``
+and ``down`` read that file, and every other command uses the servers it records unless
+the configuration names its own.  ``up`` also prints shell ``export`` lines (its other
+lines are shell comments), for tools that read the environment only.
 ``up --secure`` starts the broker with the project's accounts and ACL (one account per
 estate of ``--registry``/``--estate``, see docs/security.md) and, with ``--tls-cert`` and
 ``--tls-key``, a TLS listener beside the plain loopback one.
@@ -12,25 +13,22 @@ estate of ``--registry``/``--estate``, see docs/security.md) and, with ``--tls-c
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jiayuan.broker_auth import BrokerAuthError, EstatePlace, places_of
 from jiayuan.cli_support import print_usage
-from jiayuan.services import (
-    RunningServers,
-    SecureBroker,
-    ServicesError,
-    ensure_installed,
-    find_binary,
-    start_servers,
-)
+from jiayuan.state import SERVICES_FILE
 
-DEFAULT_STATE_FILE = Path(".jiayuan") / "services.json"
+if TYPE_CHECKING:
+    from jiayuan.broker_auth import EstatePlace
+    from jiayuan.services import RunningServers, SecureBroker
+
+# jiayuan.services (httpx, paho) and jiayuan.broker_auth are imported by the actions that
+# use them, so that building the parser stays fast (tests/test_cli_startup.py).
+
 EXIT_NOT_RUNNING = 3
 
 
@@ -49,15 +47,16 @@ def add_parser(subparsers: Any) -> None:
         "--state",
         metavar="FILE",
         type=Path,
-        default=DEFAULT_STATE_FILE,
-        help=f"state file recording the running servers (default: ./{DEFAULT_STATE_FILE})",
+        help=f"state file recording the running servers (default: {SERVICES_FILE} in the "
+        "state directory, where the other commands look for them)",
     )
 
     install = commands.add_parser(
         "install",
-        help="install mosquitto and influxdb from Debian when missing",
-        description="Install the Debian packages mosquitto and influxdb if their binaries "
-        "are missing (needs root; their system daemons are not started).",
+        help="install mosquitto, mosquitto-clients and influxdb from Debian when missing",
+        description="Install the Debian packages mosquitto, mosquitto-clients (mosquitto_pub "
+        "and mosquitto_sub, used by hand in docs/protocol.md) and influxdb if their "
+        "binaries are missing (needs root; their system daemons are not started).",
     )
     install.set_defaults(func=_install)
 
@@ -65,9 +64,11 @@ def add_parser(subparsers: Any) -> None:
         "up",
         parents=[state],
         help="start both servers in the background",
-        description="Start Mosquitto and InfluxDB on free ports of 127.0.0.1, detached, "
-        "and print their URLs as 'export JIAYUAN_…_URL=…' lines: "
-        'eval "$(jiayuan services up)" points this shell\'s jiayuan commands at them.',
+        description="Start Mosquitto and InfluxDB on free ports of 127.0.0.1, detached, and "
+        f"record them in {SERVICES_FILE} of the state directory: the other jiayuan "
+        "commands use them from there unless the configuration names servers of its own "
+        "([mqtt] url, [influx] url, $JIAYUAN_MQTT_URL, $JIAYUAN_INFLUX_URL). Also prints "
+        "them as 'export JIAYUAN_…=…' lines for eval.",
     )
     up.add_argument(
         "--dir",
@@ -87,7 +88,8 @@ def add_parser(subparsers: Any) -> None:
         metavar="FILE",
         type=Path,
         help="with --secure: make an edge account for every estate of this registry "
-        "(registry YAML, registry CSV directory, or a simulator registry.json)",
+        "(the SQLite store, a CSV directory or YAML of 'registry export', or a "
+        "simulator registry.json)",
     )
     up.add_argument(
         "--estate",
@@ -128,7 +130,18 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
+def _state_file(args: argparse.Namespace) -> Path:
+    """--state, else services.json in the configured state directory."""
+    from jiayuan.config import load
+
+    if args.state is not None:
+        return Path(args.state)
+    return load(getattr(args, "config", None)).state.path / SERVICES_FILE
+
+
 def _load_state(path: Path) -> RunningServers | None:
+    from jiayuan.services import RunningServers, ServicesError
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -154,6 +167,7 @@ def _print_servers(servers: RunningServers, state: Path) -> None:
     print(f"# influxdb   {servers.influx_url}  (pid {servers.influxd_pid})")
     print(f"# data dir   {servers.data_dir}")
     print(f"# state      {state}   (stop with: jiayuan services down)")
+    print("# the other jiayuan commands use these servers unless configured otherwise")
     print(f"export JIAYUAN_MQTT_URL={servers.mqtt_url}")
     print(f"export JIAYUAN_INFLUX_URL={servers.influx_url}")
     if servers.auth is not None:
@@ -170,6 +184,9 @@ def _print_servers(servers: RunningServers, state: Path) -> None:
 
 def _security(args: argparse.Namespace) -> SecureBroker | None:
     """The broker security asked for on the command line (None without --secure)."""
+    from jiayuan.broker_auth import EstatePlace
+    from jiayuan.services import SecureBroker, ServicesError
+
     if not args.secure:
         if args.registry or args.estate or args.tls_cert or args.tls_key:
             raise ServicesError("--registry, --estate, --tls-cert and --tls-key need --secure")
@@ -185,16 +202,13 @@ def _security(args: argparse.Namespace) -> SecureBroker | None:
 
 def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
     # Imported here: the plain `services up` needs neither registry.
-    from jiayuan.registry.files import import_csv, import_yaml
+    from jiayuan.broker_auth import places_of
     from jiayuan.registry.tables import RegistryInvalid
-    from simulators.registry import Registry as SimulatorRegistry
+    from jiayuan.services import ServicesError
+    from simulators.product_registry import simulated_registry
 
     try:
-        if path.is_dir():
-            return places_of(import_csv(path).estates)
-        if path.suffix == ".json":
-            return places_of(SimulatorRegistry.from_json(path.read_text("utf-8")).estates)
-        return places_of(import_yaml(path).estates)
+        return places_of(simulated_registry(path).estates)
     except RegistryInvalid as error:
         raise ServicesError(f"--registry: {error}") from None
     except (ValueError, KeyError, TypeError) as error:
@@ -202,19 +216,25 @@ def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
 
 
 def _install(args: argparse.Namespace) -> int:
+    from jiayuan.services import ServicesError, ensure_installed, find_binary
+
     try:
         ensure_installed()
     except ServicesError as error:
         print(f"jiayuan services install: {error}", file=sys.stderr)
         return 1
-    print(f"mosquitto: {find_binary('mosquitto')}")
-    print(f"influxd:   {find_binary('influxd')}")
+    for name in ("mosquitto", "mosquitto_pub", "influxd"):
+        print(f"{name + ':':<15}{find_binary(name)}")
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    state_path: Path = args.state
+    from jiayuan.broker_auth import BrokerAuthError
+    from jiayuan.config import ConfigError
+    from jiayuan.services import ServicesError, start_servers
+
     try:
+        state_path = _state_file(args)
         previous = _load_state(state_path)
         if previous is not None:
             if previous.mosquitto_running() and previous.influxd_running():
@@ -231,7 +251,7 @@ def _up(args: argparse.Namespace) -> int:
         except OSError:
             servers.stop()
             raise
-    except (ServicesError, BrokerAuthError, OSError) as error:
+    except (ServicesError, BrokerAuthError, ConfigError, OSError) as error:
         print(f"jiayuan services up: {error}", file=sys.stderr)
         return 1
     _print_servers(servers, state_path)
@@ -239,31 +259,33 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    state_path: Path = args.state
+    from jiayuan.config import ConfigError
+    from jiayuan.services import ServicesError
+
     try:
+        state_path = _state_file(args)
         servers = _load_state(state_path)
         if servers is None:
             print(f"no servers recorded in {state_path}: nothing to stop")
             return 0
         servers.stop()
-    except (ServicesError, OSError) as error:
+    except (ServicesError, ConfigError, OSError) as error:
         print(f"jiayuan services down: {error}", file=sys.stderr)
         return 1
     state_path.unlink(missing_ok=True)
     with_dir = "" if servers.owns_data_dir else f" (data kept in {servers.data_dir})"
     print(f"stopped mosquitto and influxdb{with_dir}")
-    # Remove the default .jiayuan directory too if the state file was all it held.
-    if state_path.parent.name == ".jiayuan":
-        with contextlib.suppress(OSError):
-            state_path.parent.rmdir()
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    state_path: Path = args.state
+    from jiayuan.config import ConfigError
+    from jiayuan.services import ServicesError
+
     try:
+        state_path = _state_file(args)
         servers = _load_state(state_path)
-    except ServicesError as error:
+    except (ServicesError, ConfigError) as error:
         print(f"jiayuan services status: {error}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     if servers is None:

@@ -5,6 +5,8 @@
 configuration pointed at them with per-test directories, API port and MQTT client id.
 Every test that uses ``servers`` (directly or through the other two) is marked
 ``servers`` automatically, so ``pytest -m 'not servers'`` runs the rest.
+``_private_state_dir`` (every test) points the state directory (``$JIAYUAN_STATE_DIR``,
+``$XDG_STATE_HOME``) at a temporary one: no test reads or writes the user's real state.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A state directory of this test's own (subprocesses inherit it)."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("JIAYUAN_STATE_DIR", str(state))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state / "xdg"))
+    return state
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -48,6 +49,7 @@ from jiayuan.catalogue import Kind
 from jiayuan.config import EdgeConfig, MqttConfig
 from jiayuan.contract import batch_topic, decode_envelope
 from jiayuan.services import RunningServers, SecureBroker, ServicesError, start_servers
+from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
 from simulators.registry import build_registry
 
 ESTATE_A = EstatePlace("songjiang", "S01", "E-A")
@@ -476,6 +478,11 @@ def test_the_secured_broker_restarts_with_its_accounts(secure: RunningServers) -
 # --- jiayuan services up --secure ----------------------------------------------------------
 
 
+def services_file() -> Path:
+    """Where `jiayuan services up` records its servers: the test's own state directory."""
+    return Path(os.environ[ENV_STATE_DIR]) / SERVICES_FILE
+
+
 @pytest.fixture
 def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """``jiayuan.cli.main`` with only ``services`` registered, in an empty directory."""
@@ -484,7 +491,7 @@ def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.chdir(work)
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("jiayuan.services_cli",))
     yield cli.main
-    state = work / ".jiayuan" / "services.json"
+    state = services_file()
     if state.exists():  # never leave servers behind, whatever the test did
         RunningServers.from_dict(json.loads(state.read_text())).stop()
 
@@ -499,7 +506,7 @@ def test_services_up_secure_gives_accounts_per_registry_estate(
     assert jiayuan([*argv, "--estate", "songjiang/S09/E-extra"]) == 0
     out = capsys.readouterr().out
     assert all(line.startswith(("#", "export ")) for line in out.splitlines())
-    servers = RunningServers.from_dict(json.loads(Path(".jiayuan/services.json").read_text()))
+    servers = RunningServers.from_dict(json.loads(services_file().read_text()))
     auth = auth_of(servers)
     expected = {EstatePlace(e.district, e.street, e.id) for e in registry.estates}
     assert set(auth.edges) == expected | {EstatePlace("songjiang", "S09", "E-extra")}
@@ -515,6 +522,10 @@ def test_services_up_secure_gives_accounts_per_registry_estate(
     finally:
         gateway.close()
         anonymous.close()
+    # The other commands find the broker and the gateway's account without being told.
+    config = config_module.load()
+    assert (config.mqtt.url, config.mqtt.username) == (servers.mqtt_url, GATEWAY_USERNAME)
+    assert config.mqtt.password == password
     assert jiayuan(["services", "status"]) == 0
     assert capsys.readouterr().out.count("running, answering") == 2
     assert jiayuan(["services", "down"]) == 0
@@ -534,7 +545,7 @@ def test_services_up_secure_names_bad_input(
 ) -> None:
     assert jiayuan(["services", "up", "--secure", *argv]) == 1
     assert re.search(message, capsys.readouterr().err)
-    assert not Path(".jiayuan/services.json").exists()
+    assert not services_file().exists()
 
 
 def test_services_up_security_options_need_secure(

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from jiayuan import cli, services
-from jiayuan.config import Config, InfluxConfig
+from jiayuan.config import Config, InfluxConfig, load
 from jiayuan.influx import InfluxClient, format_line
 from jiayuan.services import (
     RunningServers,
@@ -29,6 +29,7 @@ from jiayuan.services import (
     free_ports,
     start_servers,
 )
+from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
 
 pytestmark = pytest.mark.servers
 
@@ -161,8 +162,46 @@ def test_ensure_installed_without_root_says_what_to_install(
 ) -> None:
     monkeypatch.setattr(services, "find_binary", lambda name: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    with pytest.raises(ServicesError, match="sudo apt-get install mosquitto influxdb"):
+    with pytest.raises(
+        ServicesError, match="sudo apt-get install mosquitto mosquitto-clients influxdb"
+    ):
         ensure_installed()
+
+
+def test_ensure_installed_installs_the_clients_the_docs_use(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The servers are there, mosquitto_pub (docs/protocol.md, "By hand") is not.
+    installed = {"done": False}
+    calls: list[list[str]] = []
+
+    def fake_run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        calls.append(command)
+        installed["done"] = True
+        return subprocess.CompletedProcess(command, 0, b"", b"")
+
+    def find(name: str) -> str | None:
+        present = installed["done"] or name in ("mosquitto", "influxd")
+        return f"/usr/bin/{name}" if present else None
+
+    monkeypatch.setattr(services, "POLICY_RC_D", tmp_path / "policy-rc.d")
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(services, "find_binary", find)
+    ensure_installed()
+    assert calls[-1] == ["apt-get", "install", "-y", "mosquitto-clients"]
+    assert services.find_binary("mosquitto_pub") is not None
+
+
+def test_missing_clients_alone_do_not_stop_a_user_without_root(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(
+        services, "find_binary", lambda name: None if name == "mosquitto_pub" else "/usr/bin/x"
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    ensure_installed()  # the servers are there: say what is missing, start them anyway
+    assert "sudo apt-get install mosquitto-clients" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("policy_existed", [False, True])
@@ -192,7 +231,7 @@ def test_ensure_installed_as_root_blocks_daemons_during_apt(
     ensure_installed()
     assert [call[0] for call in calls] == [
         ["apt-get", "update"],
-        ["apt-get", "install", "-y", "mosquitto", "influxdb"],
+        ["apt-get", "install", "-y", "mosquitto", "mosquitto-clients", "influxdb"],
     ]
     assert all(call[1] == "noninteractive" for call in calls)
     if policy_existed:
@@ -206,6 +245,11 @@ def test_ensure_installed_as_root_blocks_daemons_during_apt(
 # --- jiayuan services up | status | down -----------------------------------------------------
 
 
+def services_file() -> Path:
+    """Where `jiayuan services up` records its servers: the test's own state directory."""
+    return Path(os.environ[ENV_STATE_DIR]) / SERVICES_FILE
+
+
 @pytest.fixture
 def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     """``jiayuan.cli.main`` run in an empty working directory."""
@@ -217,7 +261,7 @@ def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
     monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("jiayuan.services_cli",))
     yield cli.main
     # Never leave servers behind, whatever the test did.
-    state = work / ".jiayuan" / "services.json"
+    state = services_file()
     if state.exists():
         RunningServers.from_dict(json.loads(state.read_text())).stop()
 
@@ -228,7 +272,7 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
 
     assert jiayuan(["services", "up"]) == 0
     out = capsys.readouterr().out
-    state = json.loads(Path(".jiayuan/services.json").read_text())
+    state = json.loads(services_file().read_text())
     assert f"export JIAYUAN_MQTT_URL={state['mqtt_url']}\n" in out
     assert f"export JIAYUAN_INFLUX_URL={state['influx_url']}\n" in out
     # Every other line is a shell comment, so `eval "$(jiayuan services up)"` works.
@@ -238,6 +282,16 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
     # Detached: a session of their own, so they outlive the command and its terminal.
     assert os.getsid(servers.mosquitto_pid) == servers.mosquitto_pid
     assert os.getsid(servers.influxd_pid) == servers.influxd_pid
+
+    # Every other command finds them there, and says where they came from.
+    config = load()
+    assert (config.mqtt.url, config.influx.url) == (servers.mqtt_url, servers.influx_url)
+    assert config.origins["mqtt.url"] == f"jiayuan services up, {services_file()}"
+    assert "jiayuan services up" in config.servers_text()
+    # A server named by the environment (or the file) wins over the recorded one.
+    explicit = load(environ={**os.environ, "JIAYUAN_MQTT_URL": "mqtt://127.0.0.1:1"})
+    assert (explicit.mqtt.url, explicit.influx.url) == ("mqtt://127.0.0.1:1", servers.influx_url)
+    assert explicit.origins["mqtt.url"] == "$JIAYUAN_MQTT_URL"
 
     assert jiayuan(["services", "up"]) == 0  # idempotent: the same servers again
     assert f"(pid {servers.mosquitto_pid})" in capsys.readouterr().out
@@ -250,8 +304,9 @@ def test_services_up_status_down(jiayuan: Any, capsys: pytest.CaptureFixture[str
     assert "stopped" in capsys.readouterr().out
     assert not servers.mosquitto_running() and not servers.influxd_running()
     assert not servers.data_dir.exists()
-    assert not Path(".jiayuan").exists()
+    assert not Path(".jiayuan").exists()  # nothing in the working directory
     assert jiayuan(["services", "status"]) == 3
+    assert load().origins["mqtt.url"] == "built-in default"
 
 
 def test_services_status_sees_a_dead_server_and_down_keeps_given_dir(
