@@ -21,15 +21,6 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
-from alerts.model import (
-    ALLOWED_STEPS,
-    Alert,
-    AlertAction,
-    AlertState,
-    EscalationLevel,
-    HistoryEntry,
-    check_step,
-)
 from alerts.grouping import (
     BUILDING_DOWN,
     ESTATE_UPLINK_DOWN,
@@ -41,6 +32,15 @@ from alerts.grouping import (
     estate_threshold,
     group_title,
     is_offline_code,
+)
+from alerts.model import (
+    ALLOWED_STEPS,
+    Alert,
+    AlertAction,
+    AlertState,
+    EscalationLevel,
+    HistoryEntry,
+    check_step,
 )
 from alerts.policy import AlertPolicy, CodePolicy
 from alerts.silences import Silence, SilenceScope, check_silence
@@ -601,7 +601,11 @@ class AlertEngine:
         policy = self.policy.for_code(group.code, group.severity)
         if policy.auto_resolve and AlertState.AUTO_RESOLVED in ALLOWED_STEPS[group.state]:
             ended = replace(
-                group, state=AlertState.AUTO_RESOLVED, resolved_ms=now, closed_ms=now, updated_ms=now
+                group,
+                state=AlertState.AUTO_RESOLVED,
+                resolved_ms=now,
+                closed_ms=now,
+                updated_ms=now,
             )
             note = "原因消除后自动解除 ended when its cause ended"
             events += self._record(group, [(ended, AlertAction.AUTO_RESOLVED, note)], now, SYSTEM)
@@ -864,9 +868,7 @@ class AlertEngine:
         held_back = alert.flapping and action in CONDITION_ACTIONS
         # Held for a storm window or under a group alert: recorded, never sent.
         waiting = bool(alert.parent_id) or alert.held_until_ms > 0
-        routed = (
-            not alert.silenced and not held_back and not waiting and action not in _BOOKKEEPING
-        )
+        routed = not alert.silenced and not held_back and not waiting and action not in _BOOKKEEPING
         return AlertEvent(
             alert,
             action,

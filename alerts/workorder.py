@@ -39,6 +39,7 @@ class WorkOrderType(StrEnum):
 # Which lifecycle step sends which work-order message; other steps send none.
 ACTION_TYPES: dict[AlertAction, WorkOrderType] = {
     AlertAction.RAISED: WorkOrderType.CREATE,
+    AlertAction.RELEASED: WorkOrderType.CREATE,  # sent when its storm window passed
     AlertAction.ESCALATED: WorkOrderType.ESCALATE,
     AlertAction.REOPENED: WorkOrderType.REOPEN,
     AlertAction.CANCELLED: WorkOrderType.CANCEL,

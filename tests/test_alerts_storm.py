@@ -19,7 +19,7 @@ SECOND = 1000
 DISTRICT, STREET, ESTATE = "songjiang", "yongfeng", "songjiang-e01"
 # 36 devices in six buildings of six; the estate's edge agent is "edge-e01".
 BUILDINGS = [f"b0{n}" for n in range(1, 7)]
-DEVICES = [(building, f"L{b * 6 + n + 1}") for b, building in enumerate(BUILDINGS) for n in range(6)]
+DEVICES = [(bldg, f"L{b * 6 + n + 1}") for b, bldg in enumerate(BUILDINGS) for n in range(6)]
 NOISE = NoisePolicy(storm_window_s=30.0)
 
 
@@ -174,7 +174,7 @@ def test_a_building_whose_devices_all_fail_together_is_one_alert(tmp_path: Path)
 
 def test_a_single_device_offline_is_dispatched_alone_after_the_window(tmp_path: Path) -> None:
     clock = FakeClock()
-    engine, store, recorder = engine_with(tmp_path, clock)
+    engine, store, _ = engine_with(tmp_path, clock)
     (raised,) = engine.on_anomalies([offline("b01", "L1", T0)])
     assert raised.action is AlertAction.RAISED and not raised.work_order
     clock.advance(31 * SECOND)
