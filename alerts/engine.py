@@ -445,11 +445,11 @@ class AlertEngine:
         place = (raised.district, raised.street, raised.estate)
         population = self.population(*place, "")
         needed = estate_threshold(noise, population)
-        held, _ = self._waiting(*place, "")
-        if needed and len(held) >= needed:
+        held = self.store.count_waiting(*place, "", OFFLINE_SUFFIX, BUILDING_DOWN)
+        if needed and held >= needed:
             cause = (
-                f"{len(held)}/{population}台设备在{_duration(noise.storm_window_s)}内相继离线 "
-                f"{len(held)} of {population} devices fell silent within "
+                f"{held}/{population}台设备在{_duration(noise.storm_window_s)}内相继离线 "
+                f"{held} of {population} devices fell silent within "
                 f"{_duration(noise.storm_window_s)}"
             )
             return self._form_group(*place, "", ESTATE_UPLINK_DOWN, cause, "", now)
@@ -457,11 +457,11 @@ class AlertEngine:
             return []
         population = self.population(*place, raised.building)
         needed = building_threshold(noise, population)
-        held = self.store.held_in(*place, raised.building, suffix=OFFLINE_SUFFIX)
-        if needed and len(held) >= needed:
+        held = self.store.count_waiting(*place, raised.building, OFFLINE_SUFFIX)
+        if needed and held >= needed:
             cause = (
-                f"{raised.building}楼{len(held)}/{population}台设备同时离线 "
-                f"{len(held)} of {population} devices of building {raised.building} "
+                f"{raised.building}楼{held}/{population}台设备同时离线 "
+                f"{held} of {population} devices of building {raised.building} "
                 "fell silent together"
             )
             return self._form_group(*place, raised.building, BUILDING_DOWN, cause, "", now)

@@ -48,6 +48,7 @@ CREATE INDEX IF NOT EXISTS alerts_estate ON alerts (estate, created_ms);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
 CREATE INDEX IF NOT EXISTS alerts_parent ON alerts (parent_id) WHERE parent_id != '';
 CREATE INDEX IF NOT EXISTS alerts_held ON alerts (held_until_ms) WHERE held_until_ms > 0;
+CREATE INDEX IF NOT EXISTS alerts_settling ON alerts (kind, condition_active, last_seen_ms);
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id TEXT NOT NULL REFERENCES alerts (id),
@@ -419,6 +420,39 @@ class AlertStore:
             sql += " AND building = ?"
             params.append(building)
         return self._select(sql + " ORDER BY created_ms, id", params)
+
+    def count_waiting(
+        self,
+        district: str,
+        street: str,
+        estate: str,
+        building: str,
+        suffix: str,
+        held_group_code: str = "",
+    ) -> int:
+        """How many live alerts ending with ``suffix`` are held in the estate (or one of
+        its buildings): alone, or under a still-held group alert of ``held_group_code``
+        (``held_in`` counted without loading them)."""
+        live = f"state NOT IN {_TERMINAL_SQL}"
+        sql = (
+            f"SELECT count(*) FROM alerts WHERE {live} AND estate = ? AND district = ?"
+            " AND street = ? AND code LIKE ? AND ((held_until_ms > 0 AND parent_id = '')"
+        )
+        params: list[Any] = [estate, district, street, "%" + suffix]
+        if held_group_code:
+            sql += (
+                f" OR parent_id IN (SELECT id FROM alerts WHERE {live} AND estate = ?"
+                " AND district = ? AND street = ? AND code = ? AND held_until_ms > 0"
+                " AND parent_id = '')"
+            )
+            params += [estate, district, street, held_group_code]
+        sql += ")"
+        if building:
+            sql += " AND building = ?"
+            params.append(building)
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return int(row[0])
 
     def children(self, parent_id: str, live_only: bool = True) -> list[Alert]:
         """The alerts held under ``parent_id``, oldest first."""

@@ -4,14 +4,17 @@ alerts held under it (visible, never dispatched) until the cause ends."""
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from alerts_lifecycle_support import T0, FakeClock, Recorder, anomaly, closed, make_engine
 
 from alerts.engine import AlertEngine, AlertEvent
 from alerts.grouping import BUILDING_DOWN, ESTATE_UPLINK_DOWN
 from alerts.model import Alert, AlertAction, AlertState
-from alerts.policy import NoisePolicy
+from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.store import AlertStore
 from gateway.anomalies import Anomaly
 
@@ -182,3 +185,32 @@ def test_a_single_device_offline_is_dispatched_alone_after_the_window(tmp_path: 
     assert released.action is AlertAction.RELEASED and released.work_order
     assert released.alert.id == raised.alert.id and released.alert.held_until_ms == 0
     assert len(store.list_alerts()) == 1
+
+
+def test_an_alert_file_from_before_the_grouping_opens_with_every_alert_alone(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    engine, store = make_engine(path, FakeClock())
+    (raised,) = engine.on_anomalies([anomaly("lift.trapped")])
+    store.close()
+    db = sqlite3.connect(path)
+    db.executescript(
+        "DROP INDEX alerts_parent; DROP INDEX alerts_held;"
+        " ALTER TABLE alerts DROP COLUMN parent_id; ALTER TABLE alerts DROP COLUMN held_until_ms;"
+    )
+    db.close()
+    with AlertStore(path) as reopened:
+        alert = reopened.get(raised.alert.id)
+    assert (alert.parent_id, alert.held_until_ms) == ("", 0)
+    assert alert == replace(raised.alert)
+
+
+def test_the_storm_settings_come_from_the_policy_file(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("noise: {storm_window_s: 45, storm_fraction: 0.3, storm_min_devices: 5}\n")
+    noise = AlertPolicy.from_file(policy).noise
+    assert (noise.storm_window_s, noise.storm_fraction, noise.storm_min_devices) == (45, 0.3, 5)
+    policy.write_text("noise: {storm_fraction: 1.5}\n")
+    with pytest.raises(PolicyError, match=r"storm_fraction: 1.5 is not in \(0, 1\]"):
+        AlertPolicy.from_file(policy)
