@@ -20,9 +20,11 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alerts.grouping import GROUP_KIND
 from alerts.model import Alert, AlertAction
 from alerts.outbox import OutboxMessage
 from alerts.signing import IDEMPOTENCY_HEADER
+from jiayuan.catalogue import Kind
 
 SCHEMA_VERSION = 1
 CHANNEL = "workorder"
@@ -203,10 +205,20 @@ WORKORDER_SCHEMA: dict[str, Any] = {
                 "street": _PLACE_ID,
                 "estate": _PLACE_ID,
                 "building": {"type": "string", "maxLength": 128},
-                "device": _PLACE_ID,
+                "device": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "description": "the device; for a group alert (kind estate) its edge "
+                    "agent, or empty when the devices' silence alone raised it",
+                },
             },
         },
-        "kind": {"enum": ["lift", "fire", "water_tank", "ebike_charger", "waterlogging"]},
+        "kind": {
+            "enum": [*(kind.value for kind in Kind), GROUP_KIND],
+            "description": "the device's family; estate: a group alert standing for an "
+            "estate's or building's devices gone offline together (code "
+            "estate.uplink_down or estate.building_down, the devices listed in the note)",
+        },
         "code": {"type": "string", "pattern": "^[a-z_]+\\.[a-z0-9_]+$"},
         "severity": {"enum": ["critical", "high", "warning", "info"]},
         "title": {

@@ -8,6 +8,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import jsonschema
 import pytest
 from alerts_lifecycle_support import T0, FakeClock, Recorder, anomaly, closed, make_engine
 
@@ -16,6 +17,7 @@ from alerts.grouping import BUILDING_DOWN, ESTATE_UPLINK_DOWN
 from alerts.model import Alert, AlertAction, AlertState
 from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.store import AlertStore
+from alerts.workorder import WORKORDER_SCHEMA, WorkOrderType, build_workorder
 from gateway.anomalies import Anomaly
 
 SECOND = 1000
@@ -24,6 +26,9 @@ DISTRICT, STREET, ESTATE = "songjiang", "yongfeng", "songjiang-e01"
 BUILDINGS = [f"b0{n}" for n in range(1, 7)]
 DEVICES = [(bldg, f"L{b * 6 + n + 1}") for b, bldg in enumerate(BUILDINGS) for n in range(6)]
 NOISE = NoisePolicy(storm_window_s=30.0)
+VALIDATOR = jsonschema.Draft202012Validator(
+    WORKORDER_SCHEMA, format_checker=jsonschema.FormatChecker()
+)
 
 
 def population(district: str, street: str, estate: str, building: str) -> int:
@@ -214,3 +219,24 @@ def test_the_storm_settings_come_from_the_policy_file(tmp_path: Path) -> None:
     policy.write_text("noise: {storm_fraction: 1.5}\n")
     with pytest.raises(PolicyError, match=r"storm_fraction: 1.5 is not in \(0, 1\]"):
         AlertPolicy.from_file(policy)
+
+
+def test_group_work_orders_match_the_published_schema(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, _, recorder = engine_with(tmp_path, clock)
+    engine.on_edge_status(DISTRICT, STREET, "songjiang-e02", "edge-e02", online=False)
+    engine.on_anomalies([offline(b, d, T0 + i * 100) for i, (b, d) in enumerate(DEVICES)])
+    clock.advance(31 * SECOND)
+    engine.tick()
+    orders = work_orders(recorder.events)
+    # One by its edge's last will, one by its devices' silence (no edge named).
+    assert sorted((e.alert.code, e.alert.device) for e in orders) == [
+        (ESTATE_UPLINK_DOWN, ""),
+        (ESTATE_UPLINK_DOWN, "edge-e02"),
+    ]
+    for event in orders:
+        body = build_workorder(
+            event.alert, WorkOrderType.CREATE, at_ms=event.at_ms, callback_url="", note=event.note
+        )
+        errors = [e.message for e in VALIDATOR.iter_errors(body)]
+        assert errors == [], (event.alert.device, errors)
