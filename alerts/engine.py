@@ -501,6 +501,15 @@ class AlertEngine:
         if group is None:
             zh, en = group_title(code, building)
             policy = self.policy.for_code(code, "high")
+            # A maintenance silence on the estate (or the building) covers its outage.
+            silence = next(
+                (
+                    found
+                    for found in self.store.silences(active_at=now, estate=estate)
+                    if found.scope is not SilenceScope.DEVICE and found.covers(estate, building, "")
+                ),
+                None,
+            )
             starts = [a.held_until_ms for a in held if a.held_until_ms]
             group = Alert(
                 id=alert_id_for(key, now),
@@ -533,7 +542,7 @@ class AlertEngine:
                 resolved_ms=0,
                 closed_ms=0,
                 work_order_id="",
-                silenced=False,
+                silenced=silence is not None,
                 flapping=False,
                 created_ms=now,
                 updated_ms=now,
@@ -541,9 +550,11 @@ class AlertEngine:
                 # of the storm has shown itself and the work order lists it.
                 held_until_ms=min(starts, default=now + self._window_ms),
             )
-            events += self._record(
-                None, [(group, AlertAction.RAISED, f"{group.title}: {cause}")], now, SYSTEM, key=key
-            )
+            steps: list[Step] = [(group, AlertAction.RAISED, f"{group.title}: {cause}")]
+            if silence is not None:
+                note = f"维护静默 maintenance silence {silence.id} ({silence.scope.value})"
+                steps.append((group, AlertAction.SILENCED, note))
+            events += self._record(None, steps, now, SYSTEM, key=key)
         else:  # its cause had ended and came back before the group was settled
             revived = replace(group, condition_active=True, last_seen_ms=now, updated_ms=now)
             again = f"原因再次出现 the cause came back: {cause}"

@@ -240,3 +240,15 @@ def test_group_work_orders_match_the_published_schema(tmp_path: Path) -> None:
         )
         errors = [e.message for e in VALIDATOR.iter_errors(body)]
         assert errors == [], (event.alert.device, errors)
+
+
+def test_an_estate_under_maintenance_sends_no_outage_work_order(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, store, recorder = engine_with(tmp_path, clock)
+    engine.silence("estate", ESTATE, T0 + 3600 * SECOND, "王工", "edge box replaced")
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    clock.advance(31 * SECOND)
+    engine.tick()
+    assert work_orders(recorder.events) == []
+    (group,) = store.list_alerts()
+    assert group.silenced and store.history(group.id)[1].action is AlertAction.SILENCED
