@@ -769,7 +769,8 @@ class AlertEngine:
                 events += self._storms(now)
             for alert in self.store.escalation_candidates(now, LADDER[-1]):
                 events += self._escalate(alert, now)
-            self._emit(events)
+            with self._sink_batch():  # one outbox commit for a storm's released orders
+                self._emit(events)
         return events
 
     def _escalate(self, alert: Alert, now: int) -> list[AlertEvent]:
