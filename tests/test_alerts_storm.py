@@ -252,3 +252,26 @@ def test_an_estate_under_maintenance_sends_no_outage_work_order(tmp_path: Path) 
     assert work_orders(recorder.events) == []
     (group,) = store.list_alerts()
     assert group.silenced and store.history(group.id)[1].action is AlertAction.SILENCED
+
+
+def test_held_alerts_end_with_their_group_when_a_person_ends_it(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, store, recorder = engine_with(tmp_path, clock)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_anomalies([offline(b, d, T0 + 15 * SECOND) for b, d in DEVICES[:10]])
+    clock.advance(31 * SECOND)
+    engine.tick()
+    (order,) = work_orders(recorder.events)
+    engine.cancel(order.alert.id, "李主任", "测试 drill")
+    children = children_of(store, order.alert)
+    assert len(children) == 10 and all(a.terminal for a in children)
+    assert all(group_id_in_last_note(store, a, order.alert.id) for a in children)
+    # Ending them sent nothing: only the group's own cancellation.
+    assert [e.action for e in work_orders(recorder.events)] == [
+        AlertAction.RELEASED,
+        AlertAction.CANCELLED,
+    ]
+
+
+def group_id_in_last_note(store: AlertStore, alert: Alert, group_id: str) -> bool:
+    return group_id in store.history(alert.id)[-1].note
