@@ -50,6 +50,9 @@ ACTION_WORDS: dict[AlertAction, tuple[str, str]] = {
     AlertAction.FLAPPING: ("告警频繁反复", "Alert flapping"),
     AlertAction.SILENCED: ("维护期间告警", "Alert during maintenance"),
     AlertAction.NOTIFIED: ("告警通知", "Alert notice"),
+    AlertAction.NOTED: ("告警备注", "Alert note"),
+    AlertAction.INHIBITED: ("告警归入上级告警", "Alert held under a group alert"),
+    AlertAction.RELEASED: ("新告警", "New alert"),
 }
 
 ESCALATION_WORDS = {
@@ -107,6 +110,15 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "water_tank.lid_open": (
         "立即派人到泵房检查水箱盖和门锁，排除人为投毒风险",
         "Send someone to the pump room to check the tank lid and locks now",
+    ),
+    "estate.uplink_down": (
+        "检查小区边缘网关的电源和上行网络（光猫、交换机）；恢复前小区设备均无法监测",
+        "Check the estate edge box's power and uplink (modem, switch); no device of the "
+        "estate is monitored until it is back",
+    ),
+    "estate.building_down": (
+        "检查该楼栋的供电和网络设备（配电箱、楼道交换机）",
+        "Check the building's power and network gear (distribution board, floor switch)",
     ),
     "waterlogging.depth_30": (
         "设置警示并组织排水，必要时转移地下车库车辆并通知居民",

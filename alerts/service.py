@@ -21,6 +21,7 @@ from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, crea
 from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
 from alerts.grades import ALL
+from alerts.grouping import DeviceCount
 from alerts.outbox_api import create_outbox_router
 from alerts.outbox_metrics import OutboxCollector
 from alerts.points import PointBuffer, alert_open_lines
@@ -35,6 +36,7 @@ from alerts.store import AlertStore
 from alerts.stream import Broadcaster
 from gateway.anomalies import Anomaly
 from jiayuan.config import Config
+from jiayuan.contract import EdgeStatus, Topic
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
 from jiayuan.registry.store import RegistryStore, registry_path
@@ -57,11 +59,14 @@ class AlertService:
         config: Config,
         clock: Clock = wall_clock_ms,
         streets: Collection[str] | None = None,
+        population: DeviceCount | None = None,
     ) -> None:
         """``streets``: the streets whose devices this gateway receives (None: every one).
         A gateway that owns some streets scores only their estates and writes only their
         street rows of the grade distribution: district, city and company figures need
-        every street, and another instance scores the rest (docs/scaling.md)."""
+        every street, and another instance scores the rest (docs/scaling.md).
+        ``population``: devices known per estate and building, which an alert storm is
+        weighed against (``alerts.grouping``)."""
         self.config = config
         self.clock = clock
         self.streets = frozenset(streets) if streets is not None else None
@@ -81,6 +86,7 @@ class AlertService:
             clock=clock,
             sinks=(self.points, self.stream, self._route),
             sink_batch=self.dispatcher.outbox.batch,
+            population=population,
         )
         self._ledger = CallbackLedger(state_dir / CALLBACK_LEDGER_FILE)
         self._influx = InfluxClient(config.influx)
@@ -100,6 +106,16 @@ class AlertService:
 
     def on_anomalies(self, anomalies: Sequence[Anomaly]) -> None:
         self.engine.on_anomalies(anomalies)
+
+    def on_edge_status(self, statuses: Sequence[tuple[Topic, EdgeStatus]]) -> None:
+        for topic, status in statuses:
+            self.engine.on_edge_status(
+                topic.district,
+                topic.street,
+                topic.estate,
+                status.edge,
+                online=status.state == "online",
+            )
 
     def routers(self) -> list[APIRouter]:
         settings = self.config.alerts

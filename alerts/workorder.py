@@ -24,9 +24,11 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alerts.grouping import GROUP_KIND
 from alerts.model import Alert, AlertAction
 from alerts.outbox import OutboxMessage
 from alerts.signing import IDEMPOTENCY_HEADER
+from jiayuan.catalogue import Kind
 
 # 2 added ``order``; a version-1 message is a version-2 message without it.
 SCHEMA_VERSION = 2
@@ -45,6 +47,7 @@ class WorkOrderType(StrEnum):
 # Which lifecycle step sends which work-order message; other steps send none.
 ACTION_TYPES: dict[AlertAction, WorkOrderType] = {
     AlertAction.RAISED: WorkOrderType.CREATE,
+    AlertAction.RELEASED: WorkOrderType.CREATE,  # sent when its storm window passed
     AlertAction.ESCALATED: WorkOrderType.ESCALATE,
     AlertAction.REOPENED: WorkOrderType.REOPEN,
     AlertAction.CANCELLED: WorkOrderType.CANCEL,
@@ -238,10 +241,20 @@ WORKORDER_SCHEMA: dict[str, Any] = {
                 "street": _PLACE_ID,
                 "estate": _PLACE_ID,
                 "building": {"type": "string", "maxLength": 128},
-                "device": _PLACE_ID,
+                "device": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "description": "the device; for a group alert (kind estate) its edge "
+                    "agent, or empty when the devices' silence alone raised it",
+                },
             },
         },
-        "kind": {"enum": ["lift", "fire", "water_tank", "ebike_charger", "waterlogging"]},
+        "kind": {
+            "enum": [*(kind.value for kind in Kind), GROUP_KIND],
+            "description": "the device's family; estate: a group alert standing for an "
+            "estate's or building's devices gone offline together (code "
+            "estate.uplink_down or estate.building_down, the devices listed in the note)",
+        },
         "code": {"type": "string", "pattern": "^[a-z_]+\\.[a-z0-9_]+$"},
         "severity": {"enum": ["critical", "high", "warning", "info"]},
         "title": {

@@ -34,6 +34,7 @@ from jiayuan.contract import (
     STATUS_CHANNEL,
     Channel,
     ContractError,
+    EdgeStatus,
     Reading,
     TimeWindow,
     Topic,
@@ -75,7 +76,7 @@ class Pending(msgspec.Struct, gc=False):
 
     line: str
     topic: str
-    origin: Reading | Anomaly | bytes  # encoded only if it must be dead-lettered
+    origin: Reading | Anomaly | EdgeStatus | bytes  # encoded only if it must be dead-lettered
     received_ms: int
     is_reading: bool
 
@@ -252,7 +253,7 @@ class Pipeline:
             Pending(
                 edge_status_line(topic, status),
                 message.topic,
-                message.payload,
+                status,  # the alert engine hears of it (an estate's uplink down)
                 message.received_ms,
                 False,
             )

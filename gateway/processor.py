@@ -41,6 +41,7 @@ from gateway.metrics import GatewayMetrics, SpoolMetrics
 from gateway.pipeline import Batch, Message, Pending, Pipeline
 from gateway.writer import BatchWriter, GaveUp, SpoolingWriter
 from jiayuan.config import GatewayConfig
+from jiayuan.contract import EdgeStatus, Topic, parse_topic
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,13 @@ class Processor:
         metrics: GatewayMetrics,
         give_up: threading.Event,
         on_anomalies: Callable[[Sequence[Anomaly]], None] | None = None,
+        on_edge_status: Callable[[Sequence[tuple[Topic, EdgeStatus]]], None] | None = None,
     ) -> None:
+        """``on_anomalies`` / ``on_edge_status``: the alert side, told of each batch's
+        anomalies and edge agents' status messages before the batch is acknowledged."""
         self.config = config
         self._on_anomalies = on_anomalies
+        self._on_edge_status = on_edge_status
         self.inbox = inbox
         self.pipeline = pipeline
         self.writer = writer
@@ -273,6 +278,18 @@ class Processor:
         anomaly as the same alert), never an anomaly that no alert heard of.  A failing
         listener is logged, not retried: the anomaly is already durable (InfluxDB or spool).
         """
+        if self._on_edge_status is not None:
+            # First: the devices' offline alerts of a batch join their edge's estate alert.
+            statuses = [
+                (parse_topic(p.topic), p.origin)
+                for p in batch.lines
+                if isinstance(p.origin, EdgeStatus)
+            ]
+            if statuses:
+                try:
+                    self._on_edge_status(statuses)
+                except Exception:
+                    log.exception("the alert engine failed on %d edge statuses", len(statuses))
         if self._on_anomalies is None:
             return
         anomalies = [p.origin for p in batch.lines if isinstance(p.origin, Anomaly)]

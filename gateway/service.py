@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
+from gateway.census import DeviceCensus
 from gateway.collector import tune_collector
 from gateway.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
 from gateway.detection import Detector
@@ -71,7 +72,11 @@ class Gateway:
             from alerts.service import AlertService
 
             streets = self.ingest.streets
-            self.alerts = AlertService(config, streets=None if ALL_STREETS in streets else streets)
+            self.alerts = AlertService(
+                config,
+                streets=None if ALL_STREETS in streets else streets,
+                population=DeviceCensus(self.detector.offline.places),
+            )
             self.metrics.registry.register(self.alerts.outbox_collector())
         self.processor = Processor(
             config.gateway,
@@ -83,6 +88,7 @@ class Gateway:
             self.metrics,
             self._give_up,
             on_anomalies=self.alerts.on_anomalies if self.alerts is not None else None,
+            on_edge_status=self.alerts.on_edge_status if self.alerts is not None else None,
         )
         self.api: ApiServer | None = None
         if serve_api:

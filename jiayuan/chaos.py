@@ -8,7 +8,9 @@ that edge agent and the broker, closed for five minutes of simulated time).  At 
 counts, in InfluxDB itself, what was stored against what the devices produced: lost
 readings (a device's seq never stored), duplicates (one device+seq stored as two points),
 and it compares the alerts raised with the injected faults' labels and counts the work
-orders the reference operations centre received per alert.
+orders the reference operations centre received per alert.  The cut estate's outage must
+cost one work order (its estate uplink alert, the devices' offline alerts held under it);
+any other count fails the run.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from alerts.grouping import GROUP_CODES, is_offline_code
 from alerts.model import Alert
 from alerts.score_cli import ALERTS_FILE
 from alerts.store import AlertFilter, AlertStore
@@ -323,6 +326,7 @@ def run_chaos(
             gateway.stop()
         with InfluxClient(config.influx) as client:
             orders = alerts_report(operations, state_dir / ALERTS_FILE, client)
+        ordered = {order["alert_id"] for order in operations.centre.store.workorders(kind="create")}
     finally:
         operations.close()
     with AlertStore(state_dir / ALERTS_FILE) as alert_store:
@@ -335,6 +339,7 @@ def run_chaos(
     kinds = {device.id: device.kind.value for device in registry.devices()}
     cut_devices = {device.id for device in registry.devices() if device.estate == cut_estate}
     alert_counts = alerts_vs_labels(alerts, plan.faults, cut_devices)
+    cut = uplink_cut_report(alerts, plan.faults, cut_estate, cut_devices, ordered)
     report: dict[str, Any] = {
         "profile": asdict(profile),
         "seed": seed,
@@ -343,6 +348,7 @@ def run_chaos(
         "gateway_starts": gateway.starts,
         "dead_letters": dead_letter_totals,
         "alerts": alert_counts,
+        "uplink_cut": cut,
         "work_orders": {
             "created": orders["work_orders_created"],
             "alerts_with_work_order": orders["work_orders_created"]
@@ -364,6 +370,7 @@ def run_chaos(
         and not any(dead_letter_totals.values())
         and orders["duplicate_work_orders"] == 0
         and alert_counts["duplicate_alerts"] == 0
+        and cut["work_orders"] == 1
     )
     return report
 
@@ -557,7 +564,12 @@ def alerts_vs_labels(
     raised = {(alert.device, alert.code) for alert in alerts}
     expected = {(fault.device, fault.expected_code) for fault in faults}
     missed = sorted(f"{device} {code}" for device, code in expected - raised)
-    unexplained = [alert for alert in alerts if (alert.device, alert.code) not in expected]
+    # Group alerts stand for an outage, not a device's fault: uplink_cut_report counts them.
+    unexplained = [
+        alert
+        for alert in alerts
+        if (alert.device, alert.code) not in expected and alert.code not in GROUP_CODES
+    ]
     from_cut = [
         alert
         for alert in unexplained
@@ -573,6 +585,37 @@ def alerts_vs_labels(
             f"{alert.device} {alert.code}" for alert in unexplained if alert not in from_cut
         ),
         "duplicate_alerts": _overlapping(alerts),
+    }
+
+
+def uplink_cut_report(
+    alerts: Sequence[Alert],
+    faults: Sequence[Fault],
+    estate: str,
+    devices: set[str],
+    ordered: set[str],
+) -> dict[str, Any]:
+    """What the cut estate's outage cost the operations centre: its outage alerts (the
+    group alerts of the estate and the offline alerts no label explains) and how many of
+    them sent a work order — one is the goal (docs/alerts.md, "Alert storms")."""
+    expected = {(fault.device, fault.expected_code) for fault in faults}
+    groups = [a for a in alerts if a.estate == estate and a.code in GROUP_CODES]
+    offline = [
+        a
+        for a in alerts
+        if a.device in devices and is_offline_code(a.code) and (a.device, a.code) not in expected
+    ]
+    outage = groups + offline
+    return {
+        "estate": estate,
+        "devices": len(devices),
+        "devices_offline": len({a.device for a in offline}),
+        "group_alerts": sorted(f"{a.code} {a.building}".strip() for a in groups),
+        "held_under_group": sum(1 for a in offline if a.parent_id),
+        "work_orders": sum(1 for a in outage if a.id in ordered),
+        "work_orders_for": sorted(
+            f"{a.code} {a.device}".strip() for a in outage if a.id in ordered
+        ),
     }
 
 
@@ -592,6 +635,7 @@ def _overlapping(alerts: Sequence[Alert]) -> int:
 
 def format_report(report: dict[str, Any]) -> str:
     readings, alerts, orders = report["readings"], report["alerts"], report["work_orders"]
+    cut = report["uplink_cut"]
     lines = [
         f"混沌测试 chaos run {report['profile']['name']!r}: {report['devices']} devices, "
         f"gateway started {report['gateway_starts']} times",
@@ -609,6 +653,10 @@ def format_report(report: dict[str, Any]) -> str:
         f"{orders['duplicate_work_orders']}, redeliveries absorbed "
         f"{orders['redeliveries_absorbed']}; critical alerts without one: "
         f"{len(orders['critical_without_work_order'])}",
+        f"上行中断 uplink cut of {cut['estate']}: {cut['devices_offline']}/{cut['devices']} "
+        f"devices offline, {cut['held_under_group']} held under "
+        f"{', '.join(cut['group_alerts']) or 'no group alert'}; work orders for the outage "
+        f"{cut['work_orders']} (want 1: {', '.join(cut['work_orders_for']) or 'none'})",
     ]
     if readings["lost_by_device"]:
         lines.append(f"  LOST by device: {readings['lost_by_device']}")

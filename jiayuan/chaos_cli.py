@@ -21,8 +21,10 @@ def add_parser(subparsers: Any) -> None:
         "(60 s in the full profile), and cut one estate's uplink for 5 minutes of simulated "
         "time.  Then print readings published, stored, lost and duplicated (counted in "
         "InfluxDB by device and seq), alerts raised against the fault labels, and work "
-        "orders per alert at the reference operations centre.  Exit status 0 when nothing "
-        "was lost or duplicated and no alert or work order was duplicated.",
+        "orders per alert at the reference operations centre, and the work orders the cut "
+        "estate's outage sent (one is wanted).  Exit status 0 when nothing was lost or "
+        "duplicated, no alert or work order was duplicated and the cut estate sent one "
+        "work order.",
     )
     parser.add_argument(
         "--short",

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from alerts.engine import AlertEngine, AlertEvent, Sink
+from alerts.grouping import DeviceCount
 from alerts.policy import AlertPolicy, NoisePolicy
 from alerts.store import AlertStore
 from gateway.anomalies import CLOSED, OPEN, Anomaly
@@ -83,8 +84,9 @@ def make_engine(
     noise: NoisePolicy | None = None,
     policy: AlertPolicy | None = None,
     sinks: Sequence[Sink] = (),
+    population: DeviceCount | None = None,
 ) -> tuple[AlertEngine, AlertStore]:
     store = AlertStore(path)
     chosen = policy or AlertPolicy(noise=noise)
-    engine = AlertEngine(store, chosen, clock=clock, sinks=sinks)
+    engine = AlertEngine(store, chosen, clock=clock, sinks=sinks, population=population)
     return engine, store

@@ -10,14 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from mqtt_publisher import Publisher
+from mqtt_publisher import EDGE, PLACE, Publisher
 from test_gateway import lift_reading, now_ms, query, wait_for
 
+from alerts.grouping import ESTATE_UPLINK_DOWN
 from alerts.model import AlertState
 from alerts.opscentre import ReferenceOpsCentre
 from gateway.service import Gateway
 from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan.config import Config
+from jiayuan.contract import EdgeStatus, edge_status_topic, encode
 
 SECRET, TOKEN = "shared-webhook-secret", "callback-token"
 
@@ -127,3 +129,25 @@ def test_trapped_passenger_goes_to_the_centre_once_and_back_across_a_restart(
         gateway.stop()
     assert len(centre.store.workorders(kind="create")) == 1
     assert all(order["deliveries"] == 1 for order in centre.store.workorders())
+
+
+def test_an_edge_agents_last_will_raises_its_estates_uplink_alert(
+    alert_config: Config, publisher: Publisher
+) -> None:
+    topic = edge_status_topic(*PLACE, EDGE)
+    gateway = started(alert_config)
+
+    def uplink_alerts() -> list[dict[str, Any]]:
+        return [a for a in alerts_of(gateway) if a["code"] == ESTATE_UPLINK_DOWN]
+
+    try:
+        publisher.send(topic, encode(EdgeStatus(v=1, edge=EDGE, state="offline", ts=now_ms())))
+        wait_for(lambda: len(uplink_alerts()) == 1)
+        (alert,) = uplink_alerts()
+        assert (alert["estate"], alert["device"]) == (PLACE[2], EDGE)
+        assert alert["condition_active"] and alert["held_until_ms"] > 0
+        assert alert["title_zh"] == "小区上行中断"
+        publisher.send(topic, encode(EdgeStatus(v=1, edge=EDGE, state="online", ts=now_ms())))
+        wait_for(lambda: not uplink_alerts()[0]["condition_active"])
+    finally:
+        gateway.stop()
