@@ -12,15 +12,16 @@ same reading again, and no reading, however numbered, makes later ones look like
 
 Per (edge, device), two windows, each a highest seq, the timestamp of the reading with that
 seq, a 64-bit bitmap of which of the 64 seqs at and below it were seen (bit k stands for
-``high - k``) and how many readings it took.  The first window is the device's current
+``high - k``) and the lowest seq it took.  The first window is the device's current
 numbering; the second is the one before a reset or jump, or a stray reading's.  A reading
 is a duplicate when a window has its seq marked and its timestamp is that window's newest
-(the highest seq) or not newer (a seq below it); or when it lies more than 64 seqs below a
-window, no newer than its newest, and no window is below it that it could continue (a late
-replay).  Everything else is stored: the next seqs of the nearest window below advance it;
-a seq marked with a newer timestamp, or far from both windows, opens a window in place of
-the one that took fewer readings, so one stray reading never displaces a device's own
-numbering.
+(the highest seq) or not newer (a seq below it); or when its seq lies within a window's
+span but more than 64 below its highest, and it is no newer than that window's newest (a
+replay).  Everything else is stored: the next seqs of the nearest window below advance
+it; a seq marked with a newer timestamp, or far from both windows, opens a window in
+place of the one that spans fewer seqs.  A stray reading's window spans one seq, so it
+never displaces a device's own numbering, and it holds only its own seq: the device's
+readings below it are not in its span.
 
 ``offer`` says which: ``NEW``, ``DUPLICATE``, or a new reading that shows a fault,
 ``RESET`` (the numbering went back with a newer timestamp) or ``JUMP`` (a seq further
@@ -28,7 +29,7 @@ ahead than milliseconds have passed: more than a reading a millisecond).
 
 The windows are the standard library's typed arrays, two items per device, not numpy's:
 they are read and written one item a reading, and an item of a numpy array costs several
-times more to get or set (a numpy scalar each time).  A device costs 56 bytes plus its dict
+times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its dict
 entry.  A clean stop saves this state with the detector's (``gateway.snapshot``).  After a
 gateway crash the broker redelivers what was not yet acknowledged and the gateway, with
 fresh state, stores it again.
@@ -42,7 +43,6 @@ from gateway.state import Stateful
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
-_COUNT_MAX = (1 << 32) - 1
 
 # What ``offer`` says of a reading.
 DUPLICATE = 0
@@ -57,17 +57,32 @@ FAULT_MEANINGS = {
 }
 
 
+def _next(
+    highs: array[int], newest: array[int], seen: array[int], slot: int, seq: int, ts: int
+) -> bool:
+    """Nearly every reading: the next seq of the current window, above both windows.
+    Advances the window then; False for any other reading.  A function, not a method, so
+    that the compiled build can type it (dedup.pxd)."""
+    high = highs[slot]
+    if seq <= high or seq - high >= WINDOW or highs[slot + 1] > high:
+        return False
+    seen[slot] = ((seen[slot] << (seq - high)) | 1) & _MASK
+    highs[slot] = seq
+    newest[slot] = ts
+    return True
+
+
 class SeqWindow(Stateful):
-    STATE = ("_index", "_high", "_newest", "_seen", "_count")
+    STATE = ("_index", "_high", "_newest", "_seen", "_low")
 
     def __init__(self) -> None:
         self._index: dict[tuple[str, str], int] = {}
-        # Device i's windows are items 2i (current) and 2i + 1; a window that took no
-        # readings (count 0) is empty.
+        # Device i's windows are items 2i (current) and 2i + 1; high 0 is an empty window
+        # (a seq is at least 1).
         self._high = array("q")  # int64
         self._newest = array("q")  # int64: the timestamp of the reading with seq high
         self._seen = array("Q")  # uint64
-        self._count = array("I")  # uint32, saturating
+        self._low = array("q")  # int64: the lowest seq the window took
 
     def __len__(self) -> int:
         return len(self._index)
@@ -81,24 +96,16 @@ class SeqWindow(Stateful):
             self._high.extend((seq, 0))
             self._newest.extend((ts, 0))
             self._seen.extend((1, 0))
-            self._count.extend((1, 0))
+            self._low.extend((seq, 0))
             return NEW
         slot = 2 * index
-        high = self._high[slot]
-        # Nearly every reading: the device's next seq, above both windows.
-        if high < seq < high + WINDOW and self._high[slot + 1] <= high:
-            self._seen[slot] = ((self._seen[slot] << (seq - high)) | 1) & _MASK
-            self._high[slot] = seq
-            self._newest[slot] = ts
-            count = self._count[slot]
-            if count < _COUNT_MAX:
-                self._count[slot] = count + 1
+        if _next(self._high, self._newest, self._seen, slot, seq, ts):
             return NEW
         return self._judge(slot, seq, ts)
 
     def _judge(self, slot: int, seq: int, ts: int) -> int:
-        highs, newest, seen, counts = self._high, self._newest, self._seen, self._count
-        windows = (slot, slot + 1) if counts[slot + 1] else (slot,)
+        highs, newest, seen, lows = self._high, self._newest, self._seen, self._low
+        windows = (slot, slot + 1) if highs[slot + 1] else (slot,)
         # The same reading again.
         for w in windows:
             offset = highs[w] - seq
@@ -112,12 +119,9 @@ class SeqWindow(Stateful):
             if highs[w] < seq and (below < 0 or highs[w] > highs[below]):
                 below = w
         if below >= 0 and seq - highs[below] < WINDOW:
-            shift = seq - highs[below]
-            seen[below] = ((seen[below] << shift) | 1) & _MASK
+            seen[below] = ((seen[below] << (seq - highs[below])) | 1) & _MASK
             highs[below] = seq
             newest[below] = ts
-            if counts[below] < _COUNT_MAX:
-                counts[below] += 1
             if below != slot:
                 self._swap(slot)
             return NEW
@@ -126,15 +130,12 @@ class SeqWindow(Stateful):
             offset = highs[w] - seq
             if 0 < offset < WINDOW and not seen[w] >> offset & 1:
                 seen[w] |= 1 << offset
-                if counts[w] < _COUNT_MAX:
-                    counts[w] += 1
+                lows[w] = min(lows[w], seq)
                 return NEW
-        # Far behind a window and no newer than it, with nothing below to continue: a
-        # replay of readings that have left the bitmap.
-        if below < 0 or newest[below] >= ts:
-            for w in windows:
-                if seq <= highs[w] - WINDOW and ts <= newest[w]:
-                    return DUPLICATE
+        # A window's own seq that has left its bitmap, no newer than its newest: a replay.
+        for w in windows:
+            if lows[w] <= seq <= highs[w] - WINDOW and ts <= newest[w]:
+                return DUPLICATE
         # A seq seen with another timestamp: the numbering went back.
         for w in windows:
             offset = highs[w] - seq
@@ -143,23 +144,23 @@ class SeqWindow(Stateful):
                     newest[w] = ts
                     return RESET
                 return self._open(slot, seq, ts, RESET)
-        if below < 0:  # behind every window, newer than each
+        if below < 0:  # behind every window
             return self._open(slot, seq, ts, RESET)
         far = seq - highs[below] > ts - newest[below]
         return self._open(slot, seq, ts, JUMP if far else NEW)
 
     def _open(self, slot: int, seq: int, ts: int, verdict: int) -> int:
-        """A new current window at ``seq``, in place of the one that took fewer readings
-        (the older one when as many)."""
+        """A new current window at ``seq``, in place of the one that spans fewer seqs
+        (the older one when as many): a stray reading's window spans none."""
         other = slot + 1
-        highs, newest, seen, counts = self._high, self._newest, self._seen, self._count
-        if counts[slot] >= counts[other]:  # keep the current one as the other
+        highs, newest, seen, lows = self._high, self._newest, self._seen, self._low
+        if not highs[other] or highs[slot] - lows[slot] >= highs[other] - lows[other]:
             highs[other], newest[other] = highs[slot], newest[slot]
-            seen[other], counts[other] = seen[slot], counts[slot]
-        highs[slot], newest[slot], seen[slot], counts[slot] = seq, ts, 1, 1
+            seen[other], lows[other] = seen[slot], lows[slot]
+        highs[slot], newest[slot], seen[slot], lows[slot] = seq, ts, 1, seq
         return verdict
 
     def _swap(self, slot: int) -> None:
         other = slot + 1
-        for values in (self._high, self._newest, self._seen, self._count):
+        for values in (self._high, self._newest, self._seen, self._low):
             values[slot], values[other] = values[other], values[slot]

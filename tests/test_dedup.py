@@ -96,6 +96,20 @@ def test_a_replaced_edge_box_numbering_again_from_1_is_stored(old_readings: int)
     assert window.offer("edge1", "L1", old_readings, ts(old_readings)) == DUPLICATE
 
 
+def test_a_stray_seq_soon_after_a_box_was_replaced_stops_nothing() -> None:
+    # The new box's numbering has taken fewer readings than the old box's when a stray
+    # reading, stamped 5 minutes ahead, comes: the new box's readings are still stored.
+    window = SeqWindow()
+    for seq in range(1, 1001):
+        window.offer("edge1", "L1", seq, ts(seq))
+    start = ts(1000) + 3_600_000
+    for seq in range(1, 6):
+        window.offer("edge1", "L1", seq, start + seq * STEP)
+    assert window.offer("edge1", "L1", 5_000_000, start + 5 * STEP + 300_000) == JUMP
+    for seq in range(6, 100):
+        assert window.offer("edge1", "L1", seq, start + seq * STEP) != DUPLICATE, seq
+
+
 def test_a_gap_in_the_numbering_is_no_fault_and_redeliveries_on_both_sides_are_dropped() -> None:
     window = SeqWindow()
     for seq in range(1, 30):
