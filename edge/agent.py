@@ -8,7 +8,7 @@ reading leaves the spool only once the broker has acknowledged its message.
 
 When the connection fails, everything in flight is abandoned and the next connection
 starts again from the oldest spooled reading: messages the broker received but did not
-acknowledge are sent again (the gateway drops the duplicate (edge, device, seq)), and each
+acknowledge are sent again (the gateway drops the repeated readings), and each
 device's readings still reach the broker in order, because one TCP connection delivers in
 order and the replay restarts from the oldest.
 """

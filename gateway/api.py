@@ -85,6 +85,13 @@ class StatsOut(BaseModel):
     write_retries: int
     acked: int = Field(description="MQTT messages acknowledged")
     queued: int = Field(description="messages waiting for the processing thread")
+    seq_faults: int = Field(
+        description="readings stored that broke their device's numbering: a sequence "
+        "number back with a newer timestamp (an edge box replaced) or far ahead"
+    )
+    seq_faults_by_device: dict[str, int] = Field(
+        description="sequence faults per 'edge/device', of the devices with the most"
+    )
 
 
 class DestinationOut(BaseModel):

@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.anomalies import OPEN, Anomaly
 from gateway.deadletters import DeadLetter, Reason
-from gateway.dedup import SeqWindow
+from gateway.dedup import DUPLICATE, FAULT_MEANINGS, FAULT_NAMES, NEW, SeqWindow
 from gateway.detection import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.points import anomaly_line, edge_status_line, telemetry_line
@@ -191,9 +191,12 @@ class Pipeline:
                     batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
                 )
                 continue
-            if not self.seen.first_time(envelope.edge, reading.device, reading.seq):
-                self.metrics.duplicate()
-                continue
+            verdict = self.seen.offer(envelope.edge, reading.device, reading.seq, reading.ts)
+            if verdict != NEW:
+                if verdict == DUPLICATE:
+                    self.metrics.duplicate()
+                    continue
+                self._seq_fault(envelope.edge, reading, verdict)
             place = places.get(reading.device)
             # key[3], not the property .kind: this runs once a reading.
             if place is None or place.building != reading.building or place.key[3] != reading.kind:
@@ -208,6 +211,22 @@ class Pipeline:
                 )
             )
             accepted.append((place, reading, message.received_ms))
+
+    def _seq_fault(self, edge: str, reading: Reading, verdict: int) -> None:
+        """Count a reading that breaks its device's numbering (it is stored all the same);
+        the device's first is logged, the rest only counted."""
+        fault = FAULT_NAMES[verdict]
+        if self.metrics.seq_fault(edge, reading.device, fault):
+            log.warning(
+                "设备序号异常 sequence fault of device %s on edge %s: %s (seq %d, ts %d); the "
+                "reading is stored, and the device's further faults are counted in /health "
+                "(counters.seq_faults_by_device) and /metrics, not logged",
+                reading.device,
+                edge,
+                FAULT_MEANINGS[fault],
+                reading.seq,
+                reading.ts,
+            )
 
     def _new_place(self, places: dict[str, Place], estate: EstateNames, reading: Reading) -> Place:
         """The reading's Place, remembered for the device's next readings (a device

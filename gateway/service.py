@@ -29,6 +29,7 @@ from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
 from gateway.resume import resume_detector
 from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
+from gateway.throughput_log import ThroughputLog
 from gateway.writer import BatchWriter
 from jiayuan import compiled
 from jiayuan.api_auth import ApiAuth
@@ -102,6 +103,7 @@ class Gateway:
             self.api = ApiServer(
                 create_app(self, routers, auth), config.gateway.api_host, config.gateway.api_port
             )
+        self.throughput_log = ThroughputLog(lambda: self.stats)
         self._started_at: float | None = None
         self._stopped = False
         self._outbox_left: dict[str, int] = {}
@@ -143,6 +145,7 @@ class Gateway:
         self.ingest.start()
         if self.heap_trimmer is not None:
             self.heap_trimmer.start()
+        self.throughput_log.start()
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         """Until the broker connection is up and the subscription is in place."""
@@ -172,6 +175,7 @@ class Gateway:
             return
         self._stopped = True
         if self._started_at is not None:
+            self.throughput_log.stop()
             self.processor.stop(timeout_s)
             self.ingest.stop()
             if self.processor.settled:

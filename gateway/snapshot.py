@@ -39,7 +39,9 @@ from jiayuan import __version__
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the state's attributes change meaning (2: the dedup window in arrays)
+# Bump when the state's attributes change meaning (2: the dedup window in arrays; 3: two
+# windows a device, with timestamps).
+FORMAT = 3
 # SQLite refuses a value over a billion bytes by default: a large state is kept in parts.
 PART_BYTES = 32 << 20
 

@@ -10,7 +10,8 @@ many devices into one message publishes on ``kind = batch`` and ``device = <edge
 per-message overhead, not JSON decoding, is what limits MQTT throughput.
 
 A payload is UTF-8 JSON: ``{"v": 1, "edge": ..., "readings": [...]}``.  A reading is
-identified by ``(edge, device, seq)``; the gateway drops a reading it has already seen.
+identified by ``(edge, device, seq)`` and its ``ts``; the gateway drops a reading it has
+already seen (``gateway.dedup``).
 """
 
 from __future__ import annotations

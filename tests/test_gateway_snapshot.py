@@ -15,7 +15,7 @@ from mqtt_publisher import Publisher
 from test_gateway import lift_reading, now_ms, query, wait_for
 
 from gateway.anomalies import Anomaly
-from gateway.dedup import SeqWindow
+from gateway.dedup import DUPLICATE, NEW, SeqWindow
 from gateway.detection import Detector
 from gateway.rules.base import Place
 from gateway.service import Gateway
@@ -147,12 +147,13 @@ def test_the_fingerprint_is_the_same_in_every_process() -> None:
 def test_the_duplicate_window_is_restored_too(tmp_path: Path) -> None:
     path = tmp_path / SNAPSHOT_FILE
     seen = SeqWindow()
-    assert all(seen.first_time("edge-1", "L1", seq) for seq in range(1, 40))
+    assert all(seen.offer("edge-1", "L1", seq, seq * 1000) == NEW for seq in range(1, 40))
     snapshot_of(Detector(), path, seen)
     restored = SeqWindow()
     assert take_back(path, Detector(), restored, STREETS, now_ms()) is not None
-    assert not restored.first_time("edge-1", "L1", 17)  # a redelivery after the restart
-    assert restored.first_time("edge-1", "L1", 40)
+    # A redelivery after the restart, then the next reading.
+    assert restored.offer("edge-1", "L1", 17, 17_000) == DUPLICATE
+    assert restored.offer("edge-1", "L1", 40, 40_000) == NEW
 
 
 def test_a_snapshot_is_taken_back_once(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 from gateway.anomalies import AnomalyBook
-from gateway.dedup import WINDOW, SeqWindow
 from gateway.detection import Detector
 from gateway.rules import OfflineMonitor, Place
 from gateway.rules.base import AnomalyChange
@@ -87,24 +86,6 @@ def test_detector_closes_offline_when_data_returns() -> None:
     )
     assert [(a.code, a.state, a.end_ms) for a in back] == [("lift.offline", "closed", T0 + 60_000)]
     assert back[0].start_ms == opened[0].start_ms
-
-
-def test_duplicates_within_and_below_the_window() -> None:
-    window = SeqWindow()
-    assert window.first_time("edge1", "L1", 10)
-    assert not window.first_time("edge1", "L1", 10)
-    assert window.first_time("edge1", "L2", 10)  # another device
-    assert window.first_time("edge2", "L1", 10)  # another edge
-    assert window.first_time("edge1", "L1", 8)  # late but unseen
-    assert not window.first_time("edge1", "L1", 8)
-    assert window.first_time("edge1", "L1", 200)
-    assert window.first_time("edge1", "L1", 200 - WINDOW + 1)
-    assert not window.first_time("edge1", "L1", 200 - WINDOW)  # too old: a redelivery
-    assert window.first_time("edge1", "L1", 10_000)  # a jump clears the bitmap
-    assert not window.first_time("edge1", "L1", 10_000)
-    for device in range(5000):
-        assert window.first_time("edge1", f"d{device}", 1)
-    assert len(window) == 5003
 
 
 def test_anomaly_book_one_per_device_and_condition() -> None:
