@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -14,8 +15,10 @@ from jiayuan.config import ConfigError, load
 
 if TYPE_CHECKING:
     from edge.agent import EdgeAgent
+    from edge.devices import ModbusDevice
 
 PROGRESS_EVERY_S = 5.0
+SHIPPED_PROFILES = Path(__file__).resolve().parent / "profiles"
 
 
 def add_parser(subparsers: Any) -> None:
@@ -30,11 +33,13 @@ def add_parser(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="edge_command", metavar="ACTION")
     run = commands.add_parser(
         "run",
-        help="run one estate's agent on simulated devices until interrupted",
-        description="Run the edge agent of one estate of a registry (see 'jiayuan simulate') "
-        "on simulated devices, printing progress every few seconds, until SIGINT or SIGTERM; "
-        "then poll once more, drain the spool for a few seconds, announce 'offline' and "
-        "disconnect. Readings left in the spool are sent at the next start.",
+        help="run one estate's agent until interrupted",
+        description="Run the edge agent of one estate of a registry (see 'jiayuan simulate'), "
+        "printing progress every few seconds, until SIGINT or SIGTERM; then poll once more, "
+        "drain the spool for a few seconds, announce 'offline' and disconnect. Readings left "
+        "in the spool are sent at the next start. A device whose registry entry has a "
+        "'connect' object (profile, address, unit) is read over Modbus through its profile "
+        "(docs/devices.md); the others are simulated.",
     )
     run.add_argument(
         "--registry",
@@ -77,13 +82,183 @@ def add_parser(subparsers: Any) -> None:
         metavar="S",
         help="seconds between two polls of the devices (default: 1)",
     )
+    run.add_argument(
+        "--profiles",
+        metavar="DIR",
+        help=f"directory of device profiles (default: the shipped ones, {SHIPPED_PROFILES})",
+    )
+    run.add_argument(
+        "--no-simulated",
+        action="store_true",
+        help="read only the devices with a 'connect' entry; simulate none",
+    )
     add_log_level(run, "WARNING")
     run.set_defaults(func=_run)
+    _add_probe(commands)
+    _add_profiles(commands)
+
+
+def _add_probe(commands: Any) -> None:
+    probe = commands.add_parser(
+        "probe",
+        help="read one device once and print its decoded values",
+        description="Read one Modbus device once, through its profile, and print every value "
+        "with its unit beside the catalogue's plausible range and the raw registers; or read "
+        "a raw register range (--function, --register, --count). For commissioning: exits 1 "
+        "when the device cannot be read, with the reason.",
+    )
+    which = probe.add_argument_group("the device, from the registry")
+    which.add_argument("--registry", metavar="FILE", help="registry JSON holding the device")
+    which.add_argument("--device", metavar="ID", help="device id with a 'connect' entry")
+    direct = probe.add_argument_group("or the device given directly")
+    direct.add_argument(
+        "--profile", metavar="NAME|FILE", help="profile name (in --profiles) or file"
+    )
+    direct.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="tcp://HOST:PORT, rtu+tcp://HOST:PORT or serial:///dev/ttyUSB0?baudrate=9600",
+    )
+    direct.add_argument("--unit", type=int, default=1, metavar="N", help="unit id (default 1)")
+    raw = probe.add_argument_group("or a raw register range (with --address and --unit)")
+    raw.add_argument("--function", type=int, choices=(1, 2, 3, 4), default=3)
+    raw.add_argument("--register", type=int, metavar="ADDR", help="first register (0-based)")
+    raw.add_argument("--count", type=int, default=1, metavar="N")
+    raw.add_argument(
+        "--type",
+        choices=("int16", "uint16", "int32", "uint32", "float32", "float64", "string"),
+        help="also decode the range as one value of this type",
+    )
+    raw.add_argument("--order", default="ABCD", choices=("ABCD", "CDAB", "BADC", "DCBA"))
+    raw.add_argument("--timeout", type=float, default=1.0, metavar="S")
+    probe.add_argument(
+        "--profiles", metavar="DIR", help=f"profile directory (default {SHIPPED_PROFILES})"
+    )
+    add_log_level(probe, "ERROR")
+    probe.set_defaults(func=_probe)
+
+
+def _add_profiles(commands: Any) -> None:
+    profiles = commands.add_parser(
+        "profiles",
+        help="device profiles",
+        description="Device profiles: how a device model is read (docs/devices.md).",
+    )
+    profiles.set_defaults(func=lambda args: print_usage(profiles))
+    actions = profiles.add_subparsers(dest="profiles_command", metavar="ACTION")
+    check = actions.add_parser(
+        "check",
+        help="validate every profile of a directory",
+        description="Validate every *.toml profile of a directory against the catalogue; "
+        "print each error with its file, line and field, and exit 1 when there is one.",
+    )
+    check.add_argument("directory", metavar="DIR", nargs="?", default=str(SHIPPED_PROFILES))
+    check.set_defaults(func=_check_profiles)
+
+
+def _check_profiles(args: argparse.Namespace) -> int:
+    from edge.profile import ProfileError, load_profiles
+    from edge.readplan import plan_reads
+
+    try:
+        profiles = load_profiles(Path(args.directory))
+    except ProfileError as error:
+        print(f"配置文件错误 profile errors:\n{error}")
+        return 1
+    for name, profile in sorted(profiles.items()):
+        fields = len(profile.values) + sum(
+            1 for s in profile.statuses for b in s.bits if b.field is not None
+        )
+        print(
+            f"ok {name}: {profile.kind.value}, {fields} signals, "
+            f"{len(plan_reads(profile))} request(s) per poll every {profile.poll_s:g} s "
+            f"({profile.source.split(':')[0]})"
+        )
+    print(f"{len(profiles)} profiles valid")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from edge.devices import DeviceConfigError, ModbusDevice, parse_address
+    from edge.probe import probe_device, probe_raw
+    from edge.profile import ProfileError, load_profile, load_profiles
+
+    setup_logging(args.log_level)
+    try:
+        if args.registry or args.device:
+            if not (args.registry and args.device):
+                raise ValueError("give --registry and --device together")
+            device = _registry_device(Path(args.registry), args.device, _profiles_dir(args))
+            result = asyncio.run(probe_device(device))
+        elif args.address is None:
+            raise ValueError("give --registry and --device, or --address (see --help)")
+        elif args.profile is not None:
+            endpoint = parse_address(args.address)
+            candidate = Path(args.profile)
+            if candidate.suffix == ".toml" and candidate.exists():
+                profile = load_profile(candidate)
+            else:
+                profiles = load_profiles(_profiles_dir(args))
+                if args.profile not in profiles:
+                    raise ValueError(
+                        f"no profile {args.profile!r}; known: {', '.join(sorted(profiles))}"
+                    )
+                profile = profiles[args.profile]
+            device = ModbusDevice(
+                "probe", profile.kind, "", profile, endpoint, args.unit, profile.poll_s
+            )
+            result = asyncio.run(probe_device(device))
+        elif args.register is not None:
+            result = asyncio.run(
+                probe_raw(
+                    parse_address(args.address),
+                    args.unit,
+                    args.function,
+                    args.register,
+                    args.count,
+                    args.timeout,
+                    args.type,
+                    args.order,
+                )
+            )
+        else:
+            raise ValueError("with --address give --profile, or --register for a raw read")
+    except (ProfileError, DeviceConfigError, ValueError, KeyError, OSError) as error:
+        print(f"输入错误 input error: {error}")
+        return 2
+    for line in result.lines:
+        if line:
+            print(line)
+    return 0 if result.ok else 1
+
+
+def _profiles_dir(args: argparse.Namespace) -> Path:
+    return Path(args.profiles) if args.profiles else SHIPPED_PROFILES
+
+
+def _registry_device(path: Path, device_id: str, profiles_dir: Path) -> ModbusDevice:
+    """The device of the registry with its ``connect`` entry, checked."""
+    from edge.devices import connected_devices, read_estates
+    from edge.profile import load_profiles
+
+    for estate in read_estates(path):
+        for entry in estate.devices:
+            if entry.get("id") != device_id:
+                continue
+            if "connect" not in entry:
+                raise ValueError(f"device {device_id} has no 'connect' entry in {path}")
+            alone = dataclasses.replace(estate, devices=(entry,))
+            return connected_devices(alone, load_profiles(profiles_dir))[0]
+    raise KeyError(f"no device {device_id!r} in the registry {path}")
 
 
 def _run(args: argparse.Namespace) -> int:
     # Heavy and optional parts only when running.
-    from edge.agent import EdgeAgent, EdgePlace
+    from edge.agent import EdgeAgent, EdgePlace, wall_clock_ms
+    from edge.devices import DeviceConfigError, connected_devices, read_estate
+    from edge.drivers import Driver, Drivers
+    from edge.modbus import ModbusDriver
+    from edge.profile import ProfileError, load_profiles
     from simulators.clock import parse_start
     from simulators.driver import SimulatedDriver
     from simulators.faults import read_labels
@@ -96,24 +271,41 @@ def _run(args: argparse.Namespace) -> int:
         estate = registry.estate(args.estate)
         faults = read_labels(args.labels) if args.labels else []
         start_ms = parse_start(args.start)
+        connected = read_estate(Path(args.registry), estate.id)
+        needs_profiles = any("connect" in d for d in connected.devices)
+        profiles = load_profiles(_profiles_dir(args)) if needs_profiles else {}
+        real = connected_devices(connected, profiles)
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
+        return 2
+    except (ProfileError, DeviceConfigError) as error:
+        print(f"设备配置错误 device configuration error:\n{error}")
         return 2
     except (OSError, ValueError, KeyError) as error:
         print(f"输入错误 input error: {error}")
         return 2
+    drivers: list[Driver] = []
+    if real:
+        drivers.append(ModbusDriver(real, wall_clock_ms))
+    real_ids = {d.id for d in real}
+    simulated = tuple(d for d in estate.devices if d.id not in real_ids)
+    if simulated and not args.no_simulated:
+        only = Registry((dataclasses.replace(estate, devices=simulated),))
+        drivers.append(SimulatedDriver(only, estate.id, faults, start_ms, args.seed))
     spool = Path(args.spool or Path(config.edge.spool_dir) / f"{estate.id}.sqlite")
     agent = EdgeAgent(
         config.mqtt,
         config.edge,
         EdgePlace(estate.district, estate.street, estate.id, estate.edge_id),
-        SimulatedDriver(registry, estate.id, faults, start_ms, args.seed),
+        Drivers(*drivers),
         spool,
         poll_interval_s=args.poll_interval,
     )
+    shown_simulated = 0 if args.no_simulated else len(simulated)
     print(
-        f"边缘代理已启动 edge agent running: estate {estate.id} ({len(estate.devices)} devices), "
-        f"MQTT {config.mqtt.url}, spool {spool} ({agent.stats.pending} readings waiting)",
+        f"边缘代理已启动 edge agent running: estate {estate.id} ({len(real)} devices over "
+        f"Modbus, {shown_simulated} simulated), MQTT {config.mqtt.url}, spool {spool} "
+        f"({agent.stats.pending} readings waiting)",
         flush=True,
     )
     asyncio.run(_until_signal(agent))
@@ -123,7 +315,21 @@ def _run(args: argparse.Namespace) -> int:
         f"{stats.pending} still spooled, {stats.reconnects} reconnects",
         flush=True,
     )
+    for driver in drivers:
+        if isinstance(driver, ModbusDriver):
+            _print_device_health(driver)
     return 0
+
+
+def _print_device_health(driver: Any) -> None:
+    for health in driver.health():
+        errors = ", ".join(f"{reason} {n}" for reason, n in sorted(health.errors.items()))
+        print(
+            f"  {health.device} (unit {health.unit} on {health.line}): {health.state}, "
+            f"{health.good_polls}/{health.polls} polls good, {health.overruns} overruns"
+            + (f"; errors: {errors}" if errors else ""),
+            flush=True,
+        )
 
 
 async def _until_signal(agent: EdgeAgent) -> None:

@@ -135,8 +135,7 @@ def check_range(fam: Family, field: str, value: Value) -> None:
     ):
         raise DecodeProblem(
             "out_of_range",
-            f"{field}={value:g} outside the plausible range "
-            f"{plausible_range(fam, field)}",
+            f"{field}={value:g} outside the plausible range {plausible_range(fam, field)}",
         )
 
 

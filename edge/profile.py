@@ -265,12 +265,18 @@ class _Reader:
     ) -> int:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self._fail((*path, key), f"must be an integer from {low} to {high}, not {value!r}")
+            raise self._fail(
+                (*path, key), f"must be an integer from {low} to {high}, not {value!r}"
+            )
         return value
 
     def _number(self, data: Mapping[str, Any], path: tuple[str | int, ...], key: str) -> float:
         value = data[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise self._fail((*path, key), f"must be a finite number, not {value!r}")
         return float(value)
 
@@ -289,7 +295,9 @@ class _Reader:
             )
             or value[0] == value[1]
         ):
-            raise self._fail((*path, key), f"must be two different numbers [low, high], not {value!r}")
+            raise self._fail(
+                (*path, key), f"must be two different numbers [low, high], not {value!r}"
+            )
         return (float(value[0]), float(value[1]))
 
     def _order(
@@ -412,8 +420,7 @@ class _Reader:
         if signal is None:
             raise self._fail(
                 (*path, key),
-                f"{name!r} is not a signal of {fam.kind.value}; "
-                f"its signals: {', '.join(known)}",
+                f"{name!r} is not a signal of {fam.kind.value}; its signals: {', '.join(known)}",
             )
         if not signal.per_port:
             for port_key in ("port", "ports"):
@@ -430,9 +437,7 @@ class _Reader:
             return [(port_field(p, name), signal.type) for p in range(1, ports + 1)]
         raise self._fail((*path, "port"), f"{name!r} is per port: give port = N or ports = N")
 
-    def _function(
-        self, data: Mapping[str, Any], path: tuple[str | int, ...], default: int
-    ) -> int:
+    def _function(self, data: Mapping[str, Any], path: tuple[str | int, ...], default: int) -> int:
         return self._int(data, path, "function", 1, 4) if "function" in data else default
 
     def _values(
@@ -452,7 +457,9 @@ class _Reader:
         address = self._int(data, path, "address", 0, MAX_ADDRESS)
         value_type = data["type"]
         if value_type not in TYPES:
-            raise self._fail((*path, "type"), f"must be one of {', '.join(TYPES)}, not {value_type!r}")
+            raise self._fail(
+                (*path, "type"), f"must be one of {', '.join(TYPES)}, not {value_type!r}"
+            )
         bit: int | None = None
         if function in BIT_FUNCTIONS:
             if value_type != "bits":
@@ -495,13 +502,17 @@ class _Reader:
             else None
         )
         if decimals_address is not None and "decimals" in data:
-            raise self._fail((*path, "decimals_address"), "give either decimals or decimals_address")
+            raise self._fail(
+                (*path, "decimals_address"), "give either decimals or decimals_address"
+            )
         if decimals_address is not None and function in BIT_FUNCTIONS:
             raise self._fail((*path, "decimals_address"), "bits have no decimal places")
         map_from = self._pair(data, path, "map_from")
         map_to = self._pair(data, path, "map_to")
         if (map_from is None) != (map_to is None):
-            raise self._fail((*path, "map_to" if map_to is None else "map_from"), "give both map_from and map_to")
+            raise self._fail(
+                (*path, "map_to" if map_to is None else "map_from"), "give both map_from and map_to"
+            )
         valid = self._pair(data, path, "valid")
         no_value = data.get("no_value", [])
         if not isinstance(no_value, list):

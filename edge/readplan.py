@@ -46,7 +46,11 @@ def plan_reads(profile: Profile) -> tuple[Block, ...]:
         limit = MAX_READ_BITS if function in BIT_FUNCTIONS else profile.max_read_registers
         if blocks:
             last = blocks[-1]
-            if last.function == function and first <= last.end and max(end, last.end) - last.address <= limit:
+            if (
+                last.function == function
+                and first <= last.end
+                and max(end, last.end) - last.address <= limit
+            ):
                 blocks[-1] = Block(function, last.address, max(end, last.end) - last.address)
                 continue
         blocks.append(Block(function, first, end - first))
