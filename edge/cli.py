@@ -88,6 +88,12 @@ def add_parser(subparsers: Any) -> None:
         help=f"directory of device profiles (default: the shipped ones, {SHIPPED_PROFILES})",
     )
     run.add_argument(
+        "--fire-listen",
+        metavar="HOST:PORT",
+        help="where GB/T 26875.3 transmission devices connect, for the fire systems whose "
+        "'connect' entry has protocol 'gb26875' (e.g. 0.0.0.0:9026)",
+    )
+    run.add_argument(
         "--no-simulated",
         action="store_true",
         help="read only the devices with a 'connect' entry; simulate none",
@@ -255,8 +261,14 @@ def _registry_device(path: Path, device_id: str, profiles_dir: Path) -> ModbusDe
 def _run(args: argparse.Namespace) -> int:
     # Heavy and optional parts only when running.
     from edge.agent import EdgeAgent, EdgePlace, wall_clock_ms
-    from edge.devices import DeviceConfigError, connected_devices, read_estate
+    from edge.devices import (
+        DeviceConfigError,
+        connected_devices,
+        fire_link_devices,
+        read_estate,
+    )
     from edge.drivers import Driver, Drivers
+    from edge.gb26875 import FireLinkListener
     from edge.modbus import ModbusDriver
     from edge.profile import ProfileError, load_profiles
     from simulators.clock import parse_start
@@ -275,6 +287,13 @@ def _run(args: argparse.Namespace) -> int:
         needs_profiles = any("connect" in d for d in connected.devices)
         profiles = load_profiles(_profiles_dir(args)) if needs_profiles else {}
         real = connected_devices(connected, profiles)
+        fire_links = fire_link_devices(connected)
+        if fire_links and not args.fire_listen:
+            raise ValueError(
+                f"{len(fire_links)} fire systems are reached over GB/T 26875.3: "
+                "give --fire-listen HOST:PORT"
+            )
+        listen = _host_port(args.fire_listen) if args.fire_listen else None
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
@@ -287,7 +306,9 @@ def _run(args: argparse.Namespace) -> int:
     drivers: list[Driver] = []
     if real:
         drivers.append(ModbusDriver(real, wall_clock_ms))
-    real_ids = {d.id for d in real}
+    if fire_links and listen is not None:
+        drivers.append(FireLinkListener(listen[0], listen[1], fire_links, wall_clock_ms))
+    real_ids = {d.id for d in real} | {d.id for d in fire_links}
     simulated = tuple(d for d in estate.devices if d.id not in real_ids)
     if simulated and not args.no_simulated:
         only = Registry((dataclasses.replace(estate, devices=simulated),))
@@ -304,7 +325,8 @@ def _run(args: argparse.Namespace) -> int:
     shown_simulated = 0 if args.no_simulated else len(simulated)
     print(
         f"边缘代理已启动 edge agent running: estate {estate.id} ({len(real)} devices over "
-        f"Modbus, {shown_simulated} simulated), MQTT {config.mqtt.url}, spool {spool} "
+        f"Modbus, {len(fire_links)} over GB/T 26875.3, {shown_simulated} simulated), "
+        f"MQTT {config.mqtt.url}, spool {spool} "
         f"({agent.stats.pending} readings waiting)",
         flush=True,
     )
@@ -318,7 +340,21 @@ def _run(args: argparse.Namespace) -> int:
     for driver in drivers:
         if isinstance(driver, ModbusDriver):
             _print_device_health(driver)
+        elif isinstance(driver, FireLinkListener):
+            fire = driver.stats
+            print(
+                f"  GB/T 26875.3: {fire.frames} frames, {fire.confirmed} confirmed, "
+                f"{fire.denied} denied, bad frames {fire.bad_frames or 'none'}",
+                flush=True,
+            )
     return 0
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--fire-listen {text!r}: want HOST:PORT")
+    return host, int(port)
 
 
 def _print_device_health(driver: Any) -> None:

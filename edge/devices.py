@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from edge.gb26875 import ANALOG_SIGNALS, FireLinkDevice
 from edge.profile import Profile
 from jiayuan.catalogue import Kind
 
@@ -142,7 +143,7 @@ def connected_devices(
     errors: list[str] = []
     for entry in estate.devices:
         connect = entry.get("connect")
-        if connect is None:
+        if connect is None or _is_fire_link(connect):
             continue
         device_id = str(entry.get("id"))
         try:
@@ -189,4 +190,57 @@ def _device(
         endpoint=endpoint,
         unit=unit,
         poll_s=float(poll_s),
+    )
+
+
+def _is_fire_link(connect: Any) -> bool:
+    return isinstance(connect, dict) and connect.get("protocol") == "gb26875"
+
+
+def fire_link_devices(estate: RegistryEstate) -> list[FireLinkDevice]:
+    """The estate's fire systems reached through a GB/T 26875.3 transmission device::
+
+    "connect": {"protocol": "gb26875", "source": "0a0b0c0d0e0f", "system": 1,
+                "analog": {"3": "sprinkler_pressure"}, "pump_components": [17]}
+    """
+    out: list[FireLinkDevice] = []
+    errors: list[str] = []
+    for entry in estate.devices:
+        connect = entry.get("connect")
+        if not _is_fire_link(connect):
+            continue
+        try:
+            out.append(_fire_link_device(entry, connect))
+        except (DeviceConfigError, ValueError, TypeError) as error:
+            errors.append(f"device {entry.get('id')}: {error}")
+    if errors:
+        raise DeviceConfigError("\n".join(errors))
+    return out
+
+
+def _fire_link_device(entry: Mapping[str, Any], connect: Mapping[str, Any]) -> FireLinkDevice:
+    unknown = set(connect) - {"protocol", "source", "system", "analog", "pump_components"}
+    if unknown:
+        raise DeviceConfigError(f"connect: unknown field {sorted(unknown)[0]!r}")
+    if entry.get("kind") != Kind.FIRE.value:
+        raise DeviceConfigError("a GB/T 26875.3 link carries fire systems only")
+    source = str(connect.get("source", "")).lower()
+    if len(source) != 12 or any(c not in "0123456789abcdef" for c in source):
+        raise DeviceConfigError(
+            f"connect.source must be the transmission device's 6-byte address as 12 hex "
+            f"digits, not {connect.get('source')!r}"
+        )
+    system = connect.get("system", 1)
+    if isinstance(system, bool) or not isinstance(system, int) or not 0 <= system <= 255:
+        raise DeviceConfigError(f"connect.system must be 0-255, not {system!r}")
+    analog: dict[int, str] = {}
+    for component, signal in dict(connect.get("analog", {})).items():
+        if signal not in ANALOG_SIGNALS:
+            raise DeviceConfigError(
+                f"connect.analog: {signal!r} is not one of {', '.join(ANALOG_SIGNALS)}"
+            )
+        analog[int(component)] = str(signal)
+    pumps = frozenset(int(c) for c in connect.get("pump_components", []))
+    return FireLinkDevice(
+        str(entry["id"]), str(entry.get("building", "")), source, system, analog, pumps
     )
