@@ -30,6 +30,17 @@ _DATATYPES = {
 }
 
 
+# Why a value read from a device is left out of its reading (counted per device).
+VALUE_PROBLEMS = {
+    "no_value": "the device sent its 'no value' sentinel (the profile's no_value) or NaN",
+    "sensor_fault": "outside the profile's valid range before mapping: wire break, sensor fault",
+    "out_of_range": "outside the catalogue's plausible range: wrong scale, type or order?",
+    "not_integer": "an integer signal decoded to a fraction: wrong scale or decimals?",
+    "bad_decimals": "the decimal-places register holds something other than 0-9",
+    "bad_text": "a string value is not in the profile's encoding",
+}
+
+
 class DecodeProblem(ValueError):
     """A value the device sent that cannot stand for a reading; the message says why."""
 

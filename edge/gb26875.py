@@ -106,6 +106,17 @@ _OBJECT_BYTES = {1: 10, 2: 46, 3: 16, 4: 10}
 DESCRIPTION_BYTES = 31
 
 
+# Why a frame was not taken (counted, and logged in hex with the reason).
+FRAME_PROBLEMS = {
+    "no_start": "bytes outside any frame (no @@ before them): line noise or another protocol",
+    "bad_length": "the length field exceeds 1024 bytes: not a frame, resynchronised at next @@",
+    "no_end": "no ## where the length says the frame ends: truncated or corrupted frame",
+    "bad_checksum": "the checksum does not match: answered with deny, the sender repeats it",
+    "bad_data": "the application data does not hold the objects it announces: denied",
+    "overflow": "more unframed bytes than a frame can hold: dropped",
+}
+
+
 class FrameError(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")

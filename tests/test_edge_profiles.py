@@ -286,3 +286,13 @@ def test_reads_are_split_at_the_profiles_limit() -> None:
     for address, signal in enumerate(("ph", "turbidity", "free_chlorine", "level_pct")):
         text += f'\n[[value]]\nsignal = "{signal}"\naddress = {address}\ntype = "uint16"\n'
     assert plan_reads(parse_profile(text)) == (Block(3, 0, 3), Block(3, 3, 1))
+
+
+def test_docs_devices_tables_are_current() -> None:
+    from edge import devices_doc
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "devices.md"
+    document = path.read_text(encoding="utf-8")
+    assert devices_doc.replace_section(document, devices_doc.render()) == document, (
+        "docs/devices.md is stale: run python -m edge.devices_doc --write docs/devices.md"
+    )
