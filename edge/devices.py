@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.gb26875 import ANALOG_SIGNALS, FireLinkDevice
 from edge.profile import Profile
+from edge.vendor_json import JsonDevice, JsonProfile
 from jiayuan.catalogue import Kind
 
 SCHEMES = ("tcp", "rtu+tcp", "serial")
@@ -143,7 +144,7 @@ def connected_devices(
     errors: list[str] = []
     for entry in estate.devices:
         connect = entry.get("connect")
-        if connect is None or _is_fire_link(connect):
+        if connect is None or _is_fire_link(connect) or _is_json(connect):
             continue
         device_id = str(entry.get("id"))
         try:
@@ -195,6 +196,49 @@ def _device(
 
 def _is_fire_link(connect: Any) -> bool:
     return isinstance(connect, dict) and connect.get("protocol") == "gb26875"
+
+
+def _is_json(connect: Any) -> bool:
+    return isinstance(connect, dict) and connect.get("protocol") == "json"
+
+
+def json_devices(estate: RegistryEstate, mappings: Mapping[str, JsonProfile]) -> list[JsonDevice]:
+    """The estate's devices that report vendor JSON::
+
+    "connect": {"protocol": "json", "mapping": "nb-smoke-detector-http",
+                "vendor_id": "868120123456789"}
+    """
+    out: list[JsonDevice] = []
+    errors: list[str] = []
+    for entry in estate.devices:
+        connect = entry.get("connect")
+        if not _is_json(connect):
+            continue
+        device_id = str(entry.get("id"))
+        unknown = set(connect) - {"protocol", "mapping", "vendor_id"}
+        mapping = mappings.get(str(connect.get("mapping")))
+        vendor_id = connect.get("vendor_id")
+        if unknown:
+            errors.append(f"device {device_id}: connect: unknown field {sorted(unknown)[0]!r}")
+        elif mapping is None:
+            known = ", ".join(sorted(mappings)) or "none loaded"
+            errors.append(
+                f"device {device_id}: connect.mapping {connect.get('mapping')!r} is not a "
+                f"known vendor JSON mapping ({known})"
+            )
+        elif mapping.kind.value != entry.get("kind"):
+            errors.append(
+                f"device {device_id}: mapping {mapping.name!r} is for {mapping.kind.value} devices"
+            )
+        elif not isinstance(vendor_id, str | int) or str(vendor_id) == "":
+            errors.append(f"device {device_id}: connect.vendor_id is missing")
+        else:
+            out.append(
+                JsonDevice(device_id, str(entry.get("building", "")), str(vendor_id), mapping)
+            )
+    if errors:
+        raise DeviceConfigError("\n".join(errors))
+    return out
 
 
 def fire_link_devices(estate: RegistryEstate) -> list[FireLinkDevice]:

@@ -159,7 +159,7 @@ def parse_profile(text: str, path: Path | None = None) -> Profile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ProfileError(f"{where}: not valid TOML: {error}") from None
-    return _Reader(where, _locate(text)).profile(data, path)
+    return TomlReader(where, locate_lines(text)).profile(data, path)
 
 
 # ---- line numbers --------------------------------------------------------------------------
@@ -168,7 +168,7 @@ _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
 
 
-def _locate(text: str) -> dict[tuple[str | int, ...], int]:
+def locate_lines(text: str) -> dict[tuple[str | int, ...], int]:
     """Line numbers of tables and keys, by path: ("value", 2, "type") → line.
 
     tomllib keeps no positions; profiles use plain tables, arrays of tables and one key a
@@ -235,12 +235,12 @@ _STATUS_KEYS = {"function", "address", "type", "count", "word_order", "bits"}
 _BIT_KEYS = {"bit", "signal", "event", "invert", "port"}
 
 
-class _Reader:
+class TomlReader:
     def __init__(self, where: str, lines: dict[tuple[str | int, ...], int]) -> None:
         self._where = where
         self._lines = lines
 
-    def _fail(self, path: tuple[str | int, ...], message: str) -> ProfileError:
+    def fail(self, path: tuple[str | int, ...], message: str) -> ProfileError:
         line = None
         for end in range(len(path), 0, -1):
             line = self._lines.get(path[:end])
@@ -249,12 +249,12 @@ class _Reader:
         at = f"{self._where}:{line}" if line is not None else self._where
         return ProfileError(f"{at}: {_field_name(path)}: {message}")
 
-    def _table(self, data: Any, path: tuple[str | int, ...], keys: set[str]) -> dict[str, Any]:
+    def table(self, data: Any, path: tuple[str | int, ...], keys: set[str]) -> dict[str, Any]:
         if not isinstance(data, dict):
-            raise self._fail(path, "must be a table")
+            raise self.fail(path, "must be a table")
         unknown = sorted(set(data) - keys)
         if unknown:
-            raise self._fail(
+            raise self.fail(
                 (*path, unknown[0]),
                 f"unknown field; known fields: {', '.join(sorted(keys))}",
             )
@@ -265,19 +265,17 @@ class _Reader:
     ) -> int:
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self._fail(
-                (*path, key), f"must be an integer from {low} to {high}, not {value!r}"
-            )
+            raise self.fail((*path, key), f"must be an integer from {low} to {high}, not {value!r}")
         return value
 
-    def _number(self, data: Mapping[str, Any], path: tuple[str | int, ...], key: str) -> float:
+    def number(self, data: Mapping[str, Any], path: tuple[str | int, ...], key: str) -> float:
         value = data[key]
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
-            raise self._fail((*path, key), f"must be a finite number, not {value!r}")
+            raise self.fail((*path, key), f"must be a finite number, not {value!r}")
         return float(value)
 
     def _pair(
@@ -295,7 +293,7 @@ class _Reader:
             )
             or value[0] == value[1]
         ):
-            raise self._fail(
+            raise self.fail(
                 (*path, key), f"must be two different numbers [low, high], not {value!r}"
             )
         return (float(value[0]), float(value[1]))
@@ -309,17 +307,17 @@ class _Reader:
         byte_order, word_order = default
         if "order" in data:
             if "byte_order" in data or "word_order" in data:
-                raise self._fail((*path, "order"), "give either order or byte_order/word_order")
+                raise self.fail((*path, "order"), "give either order or byte_order/word_order")
             named = ORDER_NAMES.get(str(data["order"]).upper())
             if named is None:
-                raise self._fail(
+                raise self.fail(
                     (*path, "order"),
                     f"must be one of {', '.join(ORDER_NAMES)}, not {data['order']!r}",
                 )
             return named
         for key in ("byte_order", "word_order"):
             if key in data and data[key] not in ("big", "little"):
-                raise self._fail((*path, key), f"must be 'big' or 'little', not {data[key]!r}")
+                raise self.fail((*path, key), f"must be 'big' or 'little', not {data[key]!r}")
         if "byte_order" in data:
             byte_order = data["byte_order"]
         if "word_order" in data:
@@ -327,40 +325,40 @@ class _Reader:
         return byte_order, word_order
 
     def profile(self, data: dict[str, Any], path: Path | None) -> Profile:
-        self._table(data, (), {"profile", "modbus", "value", "status"})
+        self.table(data, (), {"profile", "modbus", "value", "status"})
         if "profile" not in data:
-            raise self._fail(("profile",), "missing: a [profile] table with name and family")
-        head = self._table(data["profile"], ("profile",), _PROFILE_KEYS)
+            raise self.fail(("profile",), "missing: a [profile] table with name and family")
+        head = self.table(data["profile"], ("profile",), _PROFILE_KEYS)
         for key in ("name", "family", "source"):
             if key not in head:
-                raise self._fail(("profile", key), "missing")
+                raise self.fail(("profile", key), "missing")
         name = head["name"]
         if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise self._fail(("profile", "name"), f"must be [A-Za-z0-9_.-]{{1,64}}, not {name!r}")
+            raise self.fail(("profile", "name"), f"must be [A-Za-z0-9_.-]{{1,64}}, not {name!r}")
         try:
             fam = family(str(head["family"]))
         except KeyError as error:
-            raise self._fail(("profile", "family"), str(error.args[0])) from None
+            raise self.fail(("profile", "family"), str(error.args[0])) from None
         source = head["source"]
         if not isinstance(source, str) or not source.strip():
-            raise self._fail(
+            raise self.fail(
                 ("profile", "source"),
                 "must say where the register map comes from (a manual, a device) or 'example'",
             )
         protocol = head.get("protocol", "modbus")
         if protocol != "modbus":
-            raise self._fail(("profile", "protocol"), f"must be 'modbus', not {protocol!r}")
+            raise self.fail(("profile", "protocol"), f"must be 'modbus', not {protocol!r}")
         if "modbus" not in data:
-            raise self._fail(("modbus",), "missing: a [modbus] table with poll_s")
-        modbus = self._table(data["modbus"], ("modbus",), _MODBUS_KEYS)
+            raise self.fail(("modbus",), "missing: a [modbus] table with poll_s")
+        modbus = self.table(data["modbus"], ("modbus",), _MODBUS_KEYS)
         if "poll_s" not in modbus:
-            raise self._fail(("modbus", "poll_s"), "missing")
-        poll_s = self._number(modbus, ("modbus",), "poll_s")
+            raise self.fail(("modbus", "poll_s"), "missing")
+        poll_s = self.number(modbus, ("modbus",), "poll_s")
         if not 0.05 <= poll_s <= 86400:
-            raise self._fail(("modbus", "poll_s"), f"must be from 0.05 to 86400 s, not {poll_s}")
-        timeout_s = self._number(modbus, ("modbus",), "timeout_s") if "timeout_s" in modbus else 1.0
+            raise self.fail(("modbus", "poll_s"), f"must be from 0.05 to 86400 s, not {poll_s}")
+        timeout_s = self.number(modbus, ("modbus",), "timeout_s") if "timeout_s" in modbus else 1.0
         if not 0.01 <= timeout_s <= 60:
-            raise self._fail(("modbus", "timeout_s"), f"must be from 0.01 to 60 s, not {timeout_s}")
+            raise self.fail(("modbus", "timeout_s"), f"must be from 0.01 to 60 s, not {timeout_s}")
         offline_after = (
             self._int(modbus, ("modbus",), "offline_after", 1, 1000)
             if "offline_after" in modbus
@@ -376,24 +374,24 @@ class _Reader:
         values: list[RegisterValue] = []
         raw_values = data.get("value", [])
         if not isinstance(raw_values, list):
-            raise self._fail(("value",), "must be an array of tables: [[value]]")
+            raise self.fail(("value",), "must be an array of tables: [[value]]")
         for index, raw in enumerate(raw_values):
             values.extend(self._values(raw, ("value", index), fam, function, default_order))
         statuses = []
         raw_statuses = data.get("status", [])
         if not isinstance(raw_statuses, list):
-            raise self._fail(("status",), "must be an array of tables: [[status]]")
+            raise self.fail(("status",), "must be an array of tables: [[status]]")
         for index, raw in enumerate(raw_statuses):
             statuses.append(self._status(raw, ("status", index), fam, function, default_order))
         if not values and not statuses:
-            raise self._fail(("value",), "the profile reads nothing: add [[value]] or [[status]]")
+            raise self.fail(("value",), "the profile reads nothing: add [[value]] or [[status]]")
         fields = [v.field for v in values] + [
             b.field for s in statuses for b in s.bits if b.field is not None
         ]
         seen: set[str] = set()
         for field_name in fields:
             if field_name in seen:
-                raise self._fail(("value",), f"signal {field_name!r} is read twice")
+                raise self.fail(("value",), f"signal {field_name!r} is read twice")
             seen.add(field_name)
         return Profile(
             name=name,
@@ -410,7 +408,7 @@ class _Reader:
             statuses=tuple(statuses),
         )
 
-    def _signal_fields(
+    def signal_fields(
         self, data: Mapping[str, Any], path: tuple[str | int, ...], fam: Family, key: str = "signal"
     ) -> list[tuple[str, ValueType]]:
         """The payload fields a value fills: one, or one per port."""
@@ -418,24 +416,24 @@ class _Reader:
         known = {s.name: s for s in fam.signals}
         signal = known.get(name) if isinstance(name, str) else None
         if signal is None:
-            raise self._fail(
+            raise self.fail(
                 (*path, key),
                 f"{name!r} is not a signal of {fam.kind.value}; its signals: {', '.join(known)}",
             )
         if not signal.per_port:
             for port_key in ("port", "ports"):
                 if port_key in data:
-                    raise self._fail((*path, port_key), f"{name!r} is not a per-port signal")
+                    raise self.fail((*path, port_key), f"{name!r} is not a per-port signal")
             return [(name, signal.type)]
         if "port" in data and "ports" in data:
-            raise self._fail((*path, "ports"), "give either port or ports")
+            raise self.fail((*path, "ports"), "give either port or ports")
         if "port" in data:
             port = self._int(data, path, "port", 1, MAX_PORTS)
             return [(port_field(port, name), signal.type)]
         if "ports" in data:
             ports = self._int(data, path, "ports", 1, MAX_PORTS)
             return [(port_field(p, name), signal.type) for p in range(1, ports + 1)]
-        raise self._fail((*path, "port"), f"{name!r} is per port: give port = N or ports = N")
+        raise self.fail((*path, "port"), f"{name!r} is per port: give port = N or ports = N")
 
     def _function(self, data: Mapping[str, Any], path: tuple[str | int, ...], default: int) -> int:
         return self._int(data, path, "function", 1, 4) if "function" in data else default
@@ -448,53 +446,53 @@ class _Reader:
         default_function: int,
         default_order: tuple[Order, Order],
     ) -> list[RegisterValue]:
-        data = self._table(data, path, _VALUE_KEYS)
+        data = self.table(data, path, _VALUE_KEYS)
         for key in ("signal", "address", "type"):
             if key not in data:
-                raise self._fail((*path, key), "missing")
-        fields = self._signal_fields(data, path, fam)
+                raise self.fail((*path, key), "missing")
+        fields = self.signal_fields(data, path, fam)
         function = self._function(data, path, default_function)
         address = self._int(data, path, "address", 0, MAX_ADDRESS)
         value_type = data["type"]
         if value_type not in TYPES:
-            raise self._fail(
+            raise self.fail(
                 (*path, "type"), f"must be one of {', '.join(TYPES)}, not {value_type!r}"
             )
         bit: int | None = None
         if function in BIT_FUNCTIONS:
             if value_type != "bits":
-                raise self._fail(
+                raise self.fail(
                     (*path, "type"), f"function {function} reads bits: the type must be 'bits'"
                 )
             count = 1
         elif value_type == "bits":
             if "bit" not in data:
-                raise self._fail((*path, "bit"), "type 'bits' in a register needs bit = 0..15")
+                raise self.fail((*path, "bit"), "type 'bits' in a register needs bit = 0..15")
             bit = self._int(data, path, "bit", 0, 15)
             count = 1
         elif value_type == "string":
             if "count" not in data:
-                raise self._fail((*path, "count"), "a string needs count = registers")
+                raise self.fail((*path, "count"), "a string needs count = registers")
             count = self._int(data, path, "count", 1, MAX_READ_REGISTERS)
         else:
             count = TYPE_REGISTERS[value_type]
             if "count" in data and data["count"] != count:
-                raise self._fail((*path, "count"), f"{value_type} takes {count} registers")
+                raise self.fail((*path, "count"), f"{value_type} takes {count} registers")
         if "bit" in data and bit is None:
-            raise self._fail((*path, "bit"), "only type 'bits' in a register takes bit")
+            raise self.fail((*path, "bit"), "only type 'bits' in a register takes bit")
         byte_order, word_order = self._order(data, path, default_order)
         numeric = value_type != "string"
         string_signal = fields[0][1] is ValueType.STR
         if numeric == string_signal:
-            raise self._fail(
+            raise self.fail(
                 (*path, "type"),
                 f"signal {data['signal']!r} is {fields[0][1].value}: type {value_type!r} "
                 "cannot fill it",
             )
-        scale = self._number(data, path, "scale") if "scale" in data else 1.0
+        scale = self.number(data, path, "scale") if "scale" in data else 1.0
         if scale == 0:
-            raise self._fail((*path, "scale"), "must not be 0")
-        offset = self._number(data, path, "offset") if "offset" in data else 0.0
+            raise self.fail((*path, "scale"), "must not be 0")
+        offset = self.number(data, path, "offset") if "offset" in data else 0.0
         decimals = self._int(data, path, "decimals", 0, 9) if "decimals" in data else 0
         decimals_address = (
             self._int(data, path, "decimals_address", 0, MAX_ADDRESS)
@@ -502,15 +500,13 @@ class _Reader:
             else None
         )
         if decimals_address is not None and "decimals" in data:
-            raise self._fail(
-                (*path, "decimals_address"), "give either decimals or decimals_address"
-            )
+            raise self.fail((*path, "decimals_address"), "give either decimals or decimals_address")
         if decimals_address is not None and function in BIT_FUNCTIONS:
-            raise self._fail((*path, "decimals_address"), "bits have no decimal places")
+            raise self.fail((*path, "decimals_address"), "bits have no decimal places")
         map_from = self._pair(data, path, "map_from")
         map_to = self._pair(data, path, "map_to")
         if (map_from is None) != (map_to is None):
-            raise self._fail(
+            raise self.fail(
                 (*path, "map_to" if map_to is None else "map_from"), "give both map_from and map_to"
             )
         valid = self._pair(data, path, "valid")
@@ -519,24 +515,24 @@ class _Reader:
             no_value = [no_value]
         for item in no_value:
             if isinstance(item, bool) or not isinstance(item, int | float):
-                raise self._fail((*path, "no_value"), f"must be raw numbers, not {item!r}")
+                raise self.fail((*path, "no_value"), f"must be raw numbers, not {item!r}")
         encoding = data.get("encoding", "ascii")
         try:
             "".encode(encoding)
         except (LookupError, TypeError):
-            raise self._fail((*path, "encoding"), f"unknown text encoding {encoding!r}") from None
+            raise self.fail((*path, "encoding"), f"unknown text encoding {encoding!r}") from None
         stride = 0
         if "port_stride" in data:
             if "ports" not in data:
-                raise self._fail((*path, "port_stride"), "only with ports = N")
+                raise self.fail((*path, "port_stride"), "only with ports = N")
             stride = self._int(data, path, "port_stride", 1, MAX_ADDRESS)
         elif len(fields) > 1:
-            raise self._fail((*path, "port_stride"), "ports = N needs port_stride = registers")
+            raise self.fail((*path, "port_stride"), "ports = N needs port_stride = registers")
         out = []
         for index, (field_name, signal_type) in enumerate(fields):
             at = address + index * stride
             if at + count - 1 > MAX_ADDRESS:
-                raise self._fail((*path, "address"), f"port {index + 1} runs past address 65535")
+                raise self.fail((*path, "address"), f"port {index + 1} runs past address 65535")
             out.append(
                 RegisterValue(
                     field=field_name,
@@ -572,10 +568,10 @@ class _Reader:
         default_function: int,
         default_order: tuple[Order, Order],
     ) -> StatusWord:
-        data = self._table(data, path, _STATUS_KEYS)
+        data = self.table(data, path, _STATUS_KEYS)
         for key in ("address", "bits"):
             if key not in data:
-                raise self._fail((*path, key), "missing")
+                raise self.fail((*path, key), "missing")
         function = self._function(data, path, default_function)
         address = self._int(data, path, "address", 0, MAX_ADDRESS)
         if function in BIT_FUNCTIONS:
@@ -585,42 +581,42 @@ class _Reader:
         else:
             status_type = data.get("type", "uint16")
             if status_type not in ("uint16", "uint32"):
-                raise self._fail((*path, "type"), f"must be uint16 or uint32, not {status_type!r}")
+                raise self.fail((*path, "type"), f"must be uint16 or uint32, not {status_type!r}")
             count = TYPE_REGISTERS[status_type]
             width = 16 * count
         word_order = self._order(data, path, default_order)[1]
         raw_bits = data["bits"]
         if not isinstance(raw_bits, list) or not raw_bits:
-            raise self._fail((*path, "bits"), "must be a non-empty array of {bit = N, ...}")
+            raise self.fail((*path, "bits"), "must be a non-empty array of {bit = N, ...}")
         bits: list[BitMapping] = []
         taken: set[int] = set()
         events = {e.code for e in fam.events}
         for index, raw in enumerate(raw_bits):
             bit_path = (*path, "bits", index)
-            entry = self._table(raw, bit_path, _BIT_KEYS)
+            entry = self.table(raw, bit_path, _BIT_KEYS)
             if "bit" not in entry:
-                raise self._fail((*bit_path, "bit"), "missing")
+                raise self.fail((*bit_path, "bit"), "missing")
             bit = self._int(entry, bit_path, "bit", 0, width - 1)
             if bit in taken:
-                raise self._fail((*bit_path, "bit"), f"bit {bit} is mapped twice")
+                raise self.fail((*bit_path, "bit"), f"bit {bit} is mapped twice")
             taken.add(bit)
             field_name = None
             if "signal" in entry:
-                (field_name, signal_type), *_ = self._signal_fields(entry, bit_path, fam)
+                (field_name, signal_type), *_ = self.signal_fields(entry, bit_path, fam)
                 if signal_type is not ValueType.INT:
-                    raise self._fail((*bit_path, "signal"), "a bit can fill only a 0/1 signal")
+                    raise self.fail((*bit_path, "signal"), "a bit can fill only a 0/1 signal")
             event = entry.get("event")
             if event is not None and event not in events:
-                raise self._fail(
+                raise self.fail(
                     (*bit_path, "event"),
                     f"{event!r} is not an event code of {fam.kind.value}; "
                     f"its codes: {', '.join(sorted(events))}",
                 )
             if field_name is None and event is None:
-                raise self._fail(bit_path, "a bit needs a signal, an event, or both")
+                raise self.fail(bit_path, "a bit needs a signal, an event, or both")
             invert = entry.get("invert", False)
             if not isinstance(invert, bool):
-                raise self._fail((*bit_path, "invert"), "must be true or false")
+                raise self.fail((*bit_path, "invert"), "must be true or false")
             bits.append(BitMapping(bit, field_name, event, invert))
         return StatusWord(
             function=function,
