@@ -94,6 +94,23 @@ def add_parser(subparsers: Any) -> None:
         "'connect' entry has protocol 'gb26875' (e.g. 0.0.0.0:9026)",
     )
     run.add_argument(
+        "--vendor-mappings",
+        metavar="DIR",
+        help="directory of vendor JSON mappings (default: the shipped ones, "
+        f"{SHIPPED_PROFILES / 'vendor'})",
+    )
+    run.add_argument(
+        "--vendor-http",
+        metavar="HOST:PORT",
+        help="where vendor platforms push JSON by HTTP, for devices whose 'connect' entry "
+        "has protocol 'json' and an HTTP mapping",
+    )
+    run.add_argument(
+        "--vendor-mqtt",
+        metavar="URL",
+        help="the broker vendor JSON is published on (default: the agent's own broker)",
+    )
+    run.add_argument(
         "--no-simulated",
         action="store_true",
         help="read only the devices with a 'connect' entry; simulate none",
@@ -265,12 +282,14 @@ def _run(args: argparse.Namespace) -> int:
         DeviceConfigError,
         connected_devices,
         fire_link_devices,
+        json_devices,
         read_estate,
     )
     from edge.drivers import Driver, Drivers
     from edge.gb26875 import FireLinkListener
     from edge.modbus import ModbusDriver
     from edge.profile import ProfileError, load_profiles
+    from edge.vendor_json import DeadLetters, VendorJson, load_json_profiles
     from simulators.clock import parse_start
     from simulators.driver import SimulatedDriver
     from simulators.faults import read_labels
@@ -294,6 +313,21 @@ def _run(args: argparse.Namespace) -> int:
                 "give --fire-listen HOST:PORT"
             )
         listen = _host_port(args.fire_listen) if args.fire_listen else None
+        needs_mappings = any(
+            isinstance(d.get("connect"), dict) and d["connect"].get("protocol") == "json"
+            for d in connected.devices
+        )
+        mappings = (
+            load_json_profiles(
+                Path(args.vendor_mappings) if args.vendor_mappings else SHIPPED_PROFILES / "vendor"
+            )
+            if needs_mappings
+            else {}
+        )
+        vendor = json_devices(connected, mappings)
+        if any(d.profile.transport == "http" for d in vendor) and not args.vendor_http:
+            raise ValueError("devices push vendor JSON by HTTP: give --vendor-http HOST:PORT")
+        vendor_http = _host_port(args.vendor_http) if args.vendor_http else ("127.0.0.1", 0)
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
@@ -308,12 +342,24 @@ def _run(args: argparse.Namespace) -> int:
         drivers.append(ModbusDriver(real, wall_clock_ms))
     if fire_links and listen is not None:
         drivers.append(FireLinkListener(listen[0], listen[1], fire_links, wall_clock_ms))
-    real_ids = {d.id for d in real} | {d.id for d in fire_links}
+    spool = Path(args.spool or Path(config.edge.spool_dir) / f"{estate.id}.sqlite")
+    if vendor:
+        dead = DeadLetters(spool.with_name(f"{spool.stem}-vendor-deadletters.jsonl"))
+        drivers.append(
+            VendorJson(
+                vendor,
+                dead,
+                wall_clock_ms,
+                http_host=vendor_http[0],
+                http_port=vendor_http[1],
+                mqtt_url=args.vendor_mqtt or config.mqtt.url,
+            )
+        )
+    real_ids = {d.id for d in real} | {d.id for d in fire_links} | {d.id for d in vendor}
     simulated = tuple(d for d in estate.devices if d.id not in real_ids)
     if simulated and not args.no_simulated:
         only = Registry((dataclasses.replace(estate, devices=simulated),))
         drivers.append(SimulatedDriver(only, estate.id, faults, start_ms, args.seed))
-    spool = Path(args.spool or Path(config.edge.spool_dir) / f"{estate.id}.sqlite")
     agent = EdgeAgent(
         config.mqtt,
         config.edge,
@@ -325,7 +371,8 @@ def _run(args: argparse.Namespace) -> int:
     shown_simulated = 0 if args.no_simulated else len(simulated)
     print(
         f"边缘代理已启动 edge agent running: estate {estate.id} ({len(real)} devices over "
-        f"Modbus, {len(fire_links)} over GB/T 26875.3, {shown_simulated} simulated), "
+        f"Modbus, {len(fire_links)} over GB/T 26875.3, {len(vendor)} by vendor JSON, "
+        f"{shown_simulated} simulated), "
         f"MQTT {config.mqtt.url}, spool {spool} "
         f"({agent.stats.pending} readings waiting)",
         flush=True,
@@ -340,6 +387,12 @@ def _run(args: argparse.Namespace) -> int:
     for driver in drivers:
         if isinstance(driver, ModbusDriver):
             _print_device_health(driver)
+        elif isinstance(driver, VendorJson):
+            print(
+                f"  vendor JSON: {driver.stats.messages} messages, {driver.stats.samples} "
+                f"readings, dead-lettered {driver.stats.dead or 'none'}",
+                flush=True,
+            )
         elif isinstance(driver, FireLinkListener):
             fire = driver.stats
             print(

@@ -211,6 +211,18 @@ def parse_json_profile(text: str, path: Path | None = None) -> JsonProfile:
 # ---- mapping one message ---------------------------------------------------------------------
 
 
+# Why a vendor message was dead-lettered (counted by reason; docs/devices.md from here).
+DEAD_LETTER_REASONS = {
+    "not_json": "the body is not JSON (or not UTF-8)",
+    "no_device_id": "the mapping's device_id path is not in the message",
+    "unknown_device": "no registry device has this vendor_id for this mapping",
+    "bad_timestamp": "the timestamp path is missing or not a time in timestamp_unit",
+    "no_values": "none of the mapped paths holds a usable number (each problem in the detail)",
+    "bad_token": "HTTP: a missing or wrong bearer token (answered 401)",
+    "too_large": "HTTP: a body above 64 KiB (answered 413)",
+}
+
+
 class Unmapped(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
@@ -466,7 +478,12 @@ class VendorJson:
         backoff = 0.5
         while not stop.is_set():
             try:
-                async with aiomqtt.Client(url.hostname or "127.0.0.1", url.port or 1883) as client:
+                async with aiomqtt.Client(
+                    url.hostname or "127.0.0.1",
+                    url.port or 1883,
+                    username=url.username,
+                    password=url.password,
+                ) as client:
                     for profile in profiles:
                         await client.subscribe(profile.endpoint, qos=1)
                     backoff = 0.5

@@ -185,7 +185,7 @@ def test_run_reads_a_registry_device_over_modbus_and_publishes_it(
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
-    assert "(1 devices over Modbus, 0 over GB/T 26875.3, 0 simulated)" in output
+    assert "(1 devices over Modbus, 0 over GB/T 26875.3, 0 by vendor JSON, 0 simulated)" in output
     stopped = re.search(r"stopped: (\d+) read, (\d+) published, (\d+) still spooled", output)
     assert stopped is not None, output
     read, published, spooled = map(int, stopped.groups())
