@@ -211,7 +211,7 @@ def json_devices(estate: RegistryEstate, mappings: Mapping[str, JsonProfile]) ->
     out: list[JsonDevice] = []
     errors: list[str] = []
     for entry in estate.devices:
-        connect = entry.get("connect")
+        connect: Any = entry.get("connect")
         if not _is_json(connect):
             continue
         device_id = str(entry.get("id"))
@@ -250,7 +250,7 @@ def fire_link_devices(estate: RegistryEstate) -> list[FireLinkDevice]:
     out: list[FireLinkDevice] = []
     errors: list[str] = []
     for entry in estate.devices:
-        connect = entry.get("connect")
+        connect: Any = entry.get("connect")
         if not _is_fire_link(connect):
             continue
         try:

@@ -271,9 +271,8 @@ def map_message(
         if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw):
             problems.append(DecodeProblem("not_a_number", f"{spec.path}={raw!r}"))
             continue
-        value: Value = raw * spec.scale + spec.offset
-        if spec.integer:
-            value = round(value)
+        scaled = raw * spec.scale + spec.offset
+        value: Value = round(scaled) if spec.integer else float(scaled)
         try:
             check_range(fam, spec.field, value)
         except DecodeProblem as problem:
@@ -452,8 +451,7 @@ class VendorJson:
         config = uvicorn.Config(
             app, host=self.http_host, port=self.http_port, log_level="warning", lifespan="off"
         )
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = _quiet_server(config)
         task = asyncio.create_task(server.serve())
         while not server.started and not task.done():
             await asyncio.sleep(0.02)
@@ -509,3 +507,16 @@ class VendorJson:
                 if message.topic.matches(profile.endpoint):
                     self.receive(profile, f"mqtt {topic}", payload)
                     break
+
+
+def _quiet_server(config: Any) -> Any:
+    """A uvicorn server without its signal handlers: the agent's own SIGINT and SIGTERM
+    handlers stop it (uvicorn's would take the signal for itself while it serves)."""
+    import uvicorn
+
+    class QuietServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return QuietServer(config)
