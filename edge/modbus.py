@@ -32,7 +32,8 @@ from pymodbus.framer import FramerRTU, FramerType
 
 from edge.devices import Endpoint, ModbusDevice
 from edge.drivers import DriverSample
-from edge.readplan import Block, decode_reading, plan_reads
+from edge.fastdecode import ProfileDecoder
+from edge.readplan import Block, plan_reads
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ def make_client(endpoint: Endpoint, trace: Callable[[bool, bytes], bytes]) -> An
 class _Polled:
     device: ModbusDevice
     blocks: tuple[Block, ...]
+    decoder: ProfileDecoder
     health: DeviceHealth
     next_due: float = 0.0
     active_events: set[str] = field(default_factory=set)
@@ -164,10 +166,17 @@ class ModbusLine:
         # After a failed RTU request, wait this long so a late answer is not taken for the
         # next one (RTU frames carry no transaction id).
         self._rtu_guard = rtu_guard_s if self._rtu else 0.0
-        self._polled = [
-            _Polled(d, plan_reads(d.profile), DeviceHealth(d.id, self.name, d.unit))
-            for d in devices
-        ]
+        self._polled = []
+        for device in devices:
+            blocks = plan_reads(device.profile)
+            self._polled.append(
+                _Polled(
+                    device,
+                    blocks,
+                    ProfileDecoder(device.profile, blocks),
+                    DeviceHealth(device.id, self.name, device.unit),
+                )
+            )
         self.stats = LineStats(self.name)
         self._client: Any = None
         self._rx = bytearray()
@@ -181,11 +190,13 @@ class ModbusLine:
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        # Every device is due at once: the line goes round them back to back and then
+        # sleeps, one wake-up a round rather than one a device.
         now = loop.time()
-        # Spread the first polls over the shortest period, so devices do not start in a burst.
-        shortest = min((p.device.poll_s for p in self._polled), default=1.0)
-        for index, polled in enumerate(self._polled):
-            polled.next_due = now + shortest * index / max(1, len(self._polled))
+        for polled in self._polled:
+            polled.next_due = now
+        # One waiter for the stop for the line's whole life, rather than one a sleep.
+        stopping = asyncio.ensure_future(stop.wait())
         backoff = self._backoff_initial
         try:
             while not stop.is_set() and self._polled:
@@ -196,15 +207,16 @@ class ModbusLine:
                         self._connection_down(loop.time())
                         delay = backoff * random.uniform(0.5, 1.0)
                         backoff = min(backoff * 2, self._backoff_max)
-                        await _wait(stop, delay)
+                        await asyncio.wait((stopping,), timeout=delay)
                         continue
                 polled = min(self._polled, key=_due)
                 delay = polled.next_due - loop.time()
                 if delay > 0:
-                    await _wait(stop, delay)
+                    await asyncio.wait((stopping,), timeout=delay)
                     continue
                 await self._poll(polled, loop.time())
         finally:
+            stopping.cancel()
             self._close()
 
     def _connected(self) -> bool:
@@ -292,7 +304,10 @@ class ModbusLine:
         self._schedule(polled, started)
         device = polled.device
         try:
-            table = await self.read_blocks(device.unit, polled.blocks, device.profile.timeout_s)
+            words = [
+                await self._read(block, device.unit, device.profile.timeout_s)
+                for block in polled.blocks
+            ]
         except ReadFailure as failure:
             self._failed(polled, failure)
             if polled.health.state == "offline":
@@ -300,7 +315,7 @@ class ModbusLine:
             if self._rtu_guard:
                 await asyncio.sleep(self._rtu_guard)
             return
-        reading = decode_reading(device.profile, table)
+        reading = polled.decoder.decode(words)
         for problem in reading.problems:
             counts = polled.health.value_problems
             counts[problem.reason] = counts.get(problem.reason, 0) + 1

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.decode import DecodeProblem, decode_value, registers_to_raw
+from edge.decode import DecodeProblem, decode_value, numeric_raw, registers_to_raw
+from edge.fastdecode import ProfileDecoder
 from edge.profile import (
     ORDER_NAMES,
     TYPE_REGISTERS,
@@ -296,3 +297,46 @@ def test_docs_devices_tables_are_current() -> None:
     assert devices_doc.replace_section(document, devices_doc.render()) == document, (
         "docs/devices.md is stale: run python -m edge.devices_doc --write docs/devices.md"
     )
+
+
+@given(typed_values())
+def test_the_poll_paths_decoder_equals_pymodbus_convert_from_registers(
+    case: tuple[str, str, float],
+) -> None:
+    value_type, order, value = case
+    byte_order, word_order = ORDER_NAMES[order]
+    words = wire_words(value, value_type, order)
+    assert numeric_raw(words, value_type, byte_order, word_order) == registers_to_raw(
+        words, value_type, byte_order, word_order
+    )
+
+
+_SHIPPED = load_profiles(PROFILES)
+
+
+@given(st.sampled_from(sorted(_SHIPPED)), st.data())
+def test_the_poll_paths_profile_decoder_equals_the_reference(
+    name: str, data: st.DataObject
+) -> None:
+    profile = _SHIPPED[name]
+    blocks = plan_reads(profile)
+    block_words = [
+        data.draw(
+            st.lists(
+                st.integers(0, 1) if block.function in (1, 2) else st.integers(0, 0xFFFF),
+                min_size=block.count,
+                max_size=block.count,
+            )
+        )
+        for block in blocks
+    ]
+    table = {
+        (block.function, block.address + offset): word
+        for block, words in zip(blocks, block_words, strict=True)
+        for offset, word in enumerate(words)
+    }
+    reference = decode_reading(profile, table)
+    fast = ProfileDecoder(profile, blocks).decode(block_words)
+    assert fast.values == reference.values
+    assert fast.active_events == reference.active_events
+    assert [str(p) for p in fast.problems] == [str(p) for p in reference.problems]
