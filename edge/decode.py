@@ -147,7 +147,7 @@ def decode_value(
     return Decoded(spec.field, raw, finish(spec, raw, decimals))
 
 
-def finish(spec: RegisterValue, raw: int | float, decimals: int | None = None) -> Value:
+def finish(spec: RegisterValue, raw: int | float, decimals: int | None = None) -> int | float:
     """A raw number made the signal's value: sentinels, decimals, scale, offset, the valid
     range, the linear map and the signal's type, in that order."""
     if raw in spec.no_value:
