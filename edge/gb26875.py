@@ -110,6 +110,7 @@ DESCRIPTION_BYTES = 31
 FRAME_PROBLEMS = {
     "no_start": "bytes outside any frame (no @@ before them): line noise or another protocol",
     "bad_length": "the length field exceeds 1024 bytes: not a frame, resynchronised at next @@",
+    "bad_header": "an impossible command or time label after @@: not a frame, resynchronised",
     "no_end": "no ## where the length says the frame ends: truncated or corrupted frame",
     "bad_checksum": "the checksum does not match: answered with deny, the sender repeats it",
     "bad_data": "the application data does not hold the objects it announces: denied",
@@ -212,6 +213,20 @@ def parse_frames(buffer: bytearray) -> Parsed:
                 )
             )
             del buffer[:2]  # resynchronise at the next start marker
+            continue
+        # An "@@" inside line noise would make the reader wait for up to a kilobyte that
+        # never comes; a header whose command or time label is impossible is no frame.
+        command, label = buffer[26], bytes(buffer[6:12])
+        if command not in COMMANDS or label_ms(label) is None:
+            out.bad.append(
+                (
+                    "bad_header",
+                    f"command {command} or time label {label.hex(' ')} is impossible",
+                    bytes(buffer[:HEADER_BYTES]),
+                    None,
+                )
+            )
+            del buffer[:2]
             continue
         total = HEADER_BYTES + length + TRAILER_BYTES
         if len(buffer) < total:

@@ -12,10 +12,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from edge.devices import RegistryEstate, fire_link_devices
 from edge.drivers import DriverSample
-from edge.gb26875 import FireLinkDevice, FireLinkListener
+from edge.gb26875 import FireLinkDevice, FireLinkListener, parse_frames
 
 SOURCE = bytes.fromhex("0a0b0c0d0e0f")
 CENTRE = bytes(6)
@@ -323,3 +325,30 @@ def test_registry_entries_name_the_transmission_device() -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"device F9: connect\.source must be"):
         fire_link_devices(bad)
+
+
+@given(st.lists(st.one_of(st.binary(max_size=40), st.sampled_from([b"@@", b"##"])), max_size=30))
+def test_any_bytes_are_taken_apart_without_an_error_and_nothing_is_held_for_ever(
+    chunks: list[bytes],
+) -> None:
+    good = frame(77, bytes([1, 1]) + system_state(1, 0b11))
+    buffer = bytearray()
+    frames = []
+    for chunk in chunks:
+        buffer += chunk
+        frames += parse_frames(buffer).frames
+    # Whatever came before, a good frame after it is found: at once when the junk holds no
+    # plausible header, at the latest once a header's worth of bytes has followed it.
+    buffer += good + bytes(1100) + good
+    found = parse_frames(buffer).frames
+    assert any(f.serial == 77 for f in found)
+    assert len(buffer) < len(good)
+
+
+def test_an_impossible_header_does_not_hold_up_the_next_frame() -> None:
+    good = frame(78, bytes([1, 1]) + system_state(1, 0b11))
+    noise = b"@@" + bytes(25)  # a start marker in line noise: day 0, command 0
+    buffer = bytearray(noise + good)
+    parsed = parse_frames(buffer)
+    assert [f.serial for f in parsed.frames] == [78]
+    assert [reason for reason, *_ in parsed.bad] == ["bad_header", "no_start"]
