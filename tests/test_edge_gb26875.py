@@ -347,7 +347,8 @@ def test_any_bytes_are_taken_apart_without_an_error_and_nothing_is_held_for_ever
 
 def test_an_impossible_header_does_not_hold_up_the_next_frame() -> None:
     good = frame(78, bytes([1, 1]) + system_state(1, 0b11))
-    noise = b"@@" + bytes(25)  # a start marker in line noise: day 0, command 0
+    # A start marker in line noise whose "length" asks for 500 more bytes: day 0, command 0.
+    noise = b"@@" + bytes(22) + (500).to_bytes(2, "little") + b"\x00"
     buffer = bytearray(noise + good)
     parsed = parse_frames(buffer)
     assert [f.serial for f in parsed.frames] == [78]
