@@ -56,6 +56,7 @@ FAILURE_MEANINGS = {
     "connection": "the line cannot be opened: address, port, cable, or the serial device server",
     "crc_error": "answers arrive damaged: baud rate, termination resistor, cable or earthing",
     "wrong_unit": "another device answered: two devices share a unit id on this line",
+    "truncated": "the answer stopped short: a noisy line, or a serial server's packing timeout",
     "garbage": "unreadable bytes: wrong framing (Modbus TCP or RTU over TCP?) or baud rate",
     "short_answer": "fewer registers came back than asked for: the device's limit per read",
     "exception": "the device refused the request; the code says why (see exception codes)",
@@ -469,13 +470,24 @@ class ModbusLine:
                         "wrong_unit",
                         f"{what}: unit {frame_unit} answered the request for unit {unit}: {shown}",
                     )
-            if rx[0] == unit and len(rx) >= 4 and rx[1] & 0x7F == function:
+            if len(rx) >= 3 and rx[0] == unit and rx[1] & 0x7F == function:
+                expected = 5 if rx[1] & 0x80 else 5 + rx[2]
+                if len(rx) < expected:
+                    return ReadFailure(
+                        "truncated", f"{what}: {len(rx)} of {expected} bytes came: {shown}"
+                    )
                 return ReadFailure("crc_error", f"{what}: answer fails its CRC: {shown}")
             return ReadFailure("garbage", f"{what}: unreadable answer: {shown}")
         if len(rx) >= 8 and rx[2:4] == b"\x00\x00" and rx[6] != unit:
             return ReadFailure(
                 "wrong_unit", f"{what}: unit {rx[6]} answered the request for unit {unit}: {shown}"
             )
+        if len(rx) >= 6 and rx[2:4] == b"\x00\x00":
+            expected = 6 + int.from_bytes(rx[4:6], "big")
+            if len(rx) < expected:
+                return ReadFailure(
+                    "truncated", f"{what}: {len(rx)} of {expected} bytes came: {shown}"
+                )
         return ReadFailure("garbage", f"{what}: unreadable answer: {shown}")
 
 

@@ -106,6 +106,8 @@ def spoil(answer: bytes, fault: str, rtu: bool) -> bytes | None:
         return GARBAGE
     if fault == "crc":
         return answer[:-1] + bytes([answer[-1] ^ 0xFF])
+    if fault == "truncated":
+        return answer[:-3]
     if fault == "wrong_unit":
         if rtu:
             frame = bytes([(answer[0] % 247) + 1]) + answer[1:-2]

@@ -234,12 +234,13 @@ async def test_an_unreachable_line_fails_its_devices_and_stops_when_asked() -> N
 
 # ---- RTU: over TCP and on a serial line ---------------------------------------------------
 
-FAULTY = {2: "wrong_unit", 3: "crc", 4: "garbage", 9: "silent"}
+FAULTY = {2: "wrong_unit", 3: "crc", 4: "garbage", 5: "truncated", 9: "silent"}
 REASONS = {
     "wrong_unit": "wrong_unit",
     "crc": "crc_error",
     "garbage": "garbage",
     "silent": "timeout",
+    "truncated": "truncated",
 }
 
 
@@ -303,14 +304,14 @@ async def test_rtu_on_a_serial_line_counts_each_bad_answer_with_its_reason() -> 
 
 @in_loop
 async def test_tcp_answer_from_the_wrong_unit_and_garbage_are_named() -> None:
-    server, server_port = await start_server([ph_unit(u, 7.0) for u in (1, 2, 4)])
+    server, server_port = await start_server([ph_unit(u, 7.0) for u in (1, 2, 4, 5)])
     mangler = Mangler(server_port, rtu=False)
-    mangler.faults.update({2: "wrong_unit", 4: "garbage"})
+    mangler.faults.update({2: "wrong_unit", 4: "garbage", 5: "truncated"})
     port = await mangler.start()
     try:
         line = parse_address(f"tcp://127.0.0.1:{port}")
         driver = ModbusDriver(
-            [_device(f"ph{u}", "ph-probe-int16", line, u) for u in (1, 2, 4)], _clock
+            [_device(f"ph{u}", "ph-probe-int16", line, u) for u in (1, 2, 4, 5)], _clock
         )
         samples, health = await run_for(driver, 1.5)
     finally:
@@ -321,6 +322,7 @@ async def test_tcp_answer_from_the_wrong_unit_and_garbage_are_named() -> None:
     assert set(health["ph2"].errors) == {"wrong_unit"}
     assert set(health["ph4"].errors) <= {"garbage", "connection"}
     assert health["ph4"].errors.get("garbage", 0) >= 1
+    assert set(health["ph5"].errors) == {"truncated"}
 
 
 def test_addresses_parse_and_bad_ones_say_why() -> None:
