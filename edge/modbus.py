@@ -185,7 +185,14 @@ class ModbusLine:
         self._silent_in_a_row = 0
 
     def health(self) -> list[DeviceHealth]:
-        return [dataclasses.replace(p.health, errors=dict(p.health.errors)) for p in self._polled]
+        return [
+            dataclasses.replace(
+                p.health,
+                errors=dict(p.health.errors),
+                value_problems=dict(p.health.value_problems),
+            )
+            for p in self._polled
+        ]
 
     # ---- the task --------------------------------------------------------------------------
 
