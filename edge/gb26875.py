@@ -393,6 +393,10 @@ class FireLinkStats:
     ignored: dict[str, int] = field(default_factory=dict)  # reason → frames or objects
 
 
+# A device a frame touched: (device, latest time label, its values before the frame).
+_Touched = tuple["FireLinkDevice", int, dict[str, Value]]
+
+
 @dataclass(slots=True)
 class _State:
     values: dict[str, Value] = field(default_factory=dict)
@@ -522,8 +526,12 @@ class FireLinkListener:
             # is alive, so every device behind it reports its last known state.
             self._ignore(f"data type {unit.type}")
             self._heartbeat(frame)
+        # One reading per device and frame, however many objects the frame carries.
+        touched: dict[str, _Touched] = {}
         for obj in unit.objects:
-            self._object(frame, obj)
+            self._object(frame, obj, touched)
+        for device, ts, before in touched.values():
+            self._reading(device, ts, before)
         return self._answer(frame, CONFIRM)
 
     def _ignore(self, reason: str) -> None:
@@ -536,7 +544,7 @@ class FireLinkListener:
             if source == frame.source_id and state.values:
                 self._emit(device, ts, dict(state.values), None)
 
-    def _object(self, frame: Frame, obj: DataObject) -> None:
+    def _object(self, frame: Frame, obj: DataObject, touched: dict[str, _Touched]) -> None:
         device = self._devices.get((frame.source_id, obj.system))
         if device is None:
             self._ignore(f"system {obj.system} not in the registry")
@@ -551,10 +559,15 @@ class FireLinkListener:
                 ", ".join(obj.operations()) or "no operation flag",
             )
             return
+        first = touched.get(device.id)
+        touched[device.id] = (
+            (device, ts, dict(state.values))
+            if first is None
+            else (device, max(ts, first[1]), first[2])
+        )
         if isinstance(obj, AnalogObject):
-            self._analog(device, state, obj, ts)
+            self._analog(device, state, obj)
             return
-        before = dict(state.values)
         for signal, bits in _SIGNAL_BITS.items():
             state.values[signal] = int(any(obj.state >> bit & 1 for bit in bits))
         if obj.type == 2 and obj.component_type in device.pump_components:
@@ -569,17 +582,22 @@ class FireLinkListener:
                 obj.description or "(no description)",
                 ", ".join(obj.bits()),
             )
+
+    def _reading(self, device: FireLinkDevice, ts: int, before: dict[str, Value]) -> None:
+        """The device's reading after a frame: its state, and the events that set."""
+        values = dict(self._state[device.id].values)
+        if not values:
+            return
         raised = [
             _SIGNAL_EVENTS[signal]
             for signal in _SIGNAL_EVENTS
-            if state.values.get(signal) == 1 and before.get(signal) != 1
+            if values.get(signal) == 1 and before.get(signal) != 1
         ]
-        values = dict(state.values)
         self._emit(device, ts, values, raised[0] if raised else None)
         for code in raised[1:]:
             self._emit(device, ts, dict(values), code)
 
-    def _analog(self, device: FireLinkDevice, state: _State, obj: AnalogObject, ts: int) -> None:
+    def _analog(self, device: FireLinkDevice, state: _State, obj: AnalogObject) -> None:
         signal = device.analog.get(obj.component)
         known = ANALOG_TYPES.get(obj.analog_type)
         if signal is None or known is None:
@@ -591,7 +609,6 @@ class FireLinkListener:
             self._ignore(f"analog unit {unit or '-'} for {signal}")
             return
         state.values[signal] = round(obj.raw * resolution * factor, 6)
-        self._emit(device, ts, dict(state.values), None)
 
     def _emit(
         self, device: FireLinkDevice, ts: int, values: dict[str, Value], event: str | None
