@@ -424,6 +424,7 @@ class FireLinkListener:
         self._idle = idle_timeout_s
         self._buffer: list[DriverSample] = []
         self._state: dict[str, _State] = {d.id: _State() for d in devices}
+        self._last_ts: dict[str, int] = {}
         self.stats = FireLinkStats()
         self._server: asyncio.Server | None = None
         self.bound = asyncio.Event()
@@ -613,4 +614,8 @@ class FireLinkListener:
     def _emit(
         self, device: FireLinkDevice, ts: int, values: dict[str, Value], event: str | None
     ) -> None:
+        # Time labels count whole seconds: readings of one device within one second are
+        # spread a millisecond apart, so each stays a reading of its own downstream.
+        ts = max(ts, self._last_ts.get(device.id, ts - 1) + 1)
+        self._last_ts[device.id] = ts
         self._buffer.append(DriverSample(device.id, Kind.FIRE, device.building, ts, values, event))

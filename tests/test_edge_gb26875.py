@@ -353,3 +353,17 @@ def test_an_impossible_header_does_not_hold_up_the_next_frame() -> None:
     parsed = parse_frames(buffer)
     assert [f.serial for f in parsed.frames] == [78]
     assert [reason for reason, *_ in parsed.bad] == ["bad_header", "no_start"]
+
+
+@in_loop
+async def test_readings_within_one_second_get_timestamps_of_their_own() -> None:
+    link, stop, task = await _link()
+    try:
+        for serial, state in ((61, 0b1), (62, 0b101), (63, 0b1)):
+            await link.send(frame(serial, bytes([1, 1]) + system_state(1, state)))
+            await link.reply()
+        samples = link.listener.poll(0)
+    finally:
+        await _close(link, stop, task)
+    assert [s.ts - _ts() for s in samples] == [0, 1, 2]
+    assert [s.event for s in samples] == [None, "fire.fault", None]
