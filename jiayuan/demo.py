@@ -42,6 +42,7 @@ from jiayuan.demo_alerts import (
     alerts_report,
     format_alerts_summary,
 )
+from jiayuan.demo_devices import ProtocolHops
 from jiayuan.demo_report import (
     FaultLabel,
     build_report,
@@ -147,6 +148,8 @@ class KindCounter:
     by_kind: Counter[str] = field(default_factory=Counter)
     # Every sample, kept only when a caller asks (tests compare them with InfluxDB).
     samples: list[DriverSample] | None = None
+    # The estate whose devices cross real protocols, for the report.
+    hops: ProtocolHops | None = None
 
 
 class CountingDriver:
@@ -335,6 +338,10 @@ def run_demo(
             "out_dir": str(out_dir),
         },
     )
+    report["connectors"] = counter.hops.report() if counter.hops is not None else None
+    if counter.hops is not None:
+        by_connector = counter.hops.report()["readings_by_connector"]
+        print(f"readings by connector in {registry.estates[0].id}: {by_connector}")
     report["gateway_restarts"] = gateway.restarts
     report["alerts"] = alerts
     report["score"] = _scores(state_dir, estates)
@@ -468,8 +475,18 @@ async def _run_edges(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     agents = []
-    for estate in registry.estates:
+    background = []
+    for index, estate in enumerate(registry.estates):
         driver: Driver = SimulatedDriver(registry, estate.id, faults, clock.start_ms, seed)
+        if index == 0:
+            # The first estate's healthy water tanks and one fire panel cross real
+            # protocols: Modbus TCP and GB/T 26875.3 (jiayuan/demo_devices.py).
+            faulty = {fault.device for fault in faults} | ({dead.device} if dead else set())
+            healthy = [d.id for d in estate.devices if d.id not in faulty]
+            hops = ProtocolHops(driver, estate, healthy, clock.now_ms, clock.speed)
+            counter.hops = hops
+            background.append(hops)
+            driver = hops
         if dead is not None and dead.estate == estate.id:
             driver = DyingDriver(driver, dead.device, dead.start_ms)
         driver = CountingDriver(driver, counter)
@@ -489,6 +506,7 @@ async def _run_edges(
             )
         )
     tasks = [asyncio.create_task(agent.run(stop)) for agent in agents]
+    tasks += [asyncio.create_task(hops.run(stop)) for hops in background]
     real_duration = duration_s / clock.speed
     started = time.monotonic()
     next_progress = PROGRESS_EVERY_S
