@@ -42,7 +42,7 @@ from jiayuan.demo_alerts import (
     alerts_report,
     format_alerts_summary,
 )
-from jiayuan.demo_devices import ProtocolHops
+from jiayuan.demo_devices import ProtocolHops, connectors_report, hop_estates
 from jiayuan.demo_report import (
     FaultLabel,
     build_report,
@@ -148,8 +148,8 @@ class KindCounter:
     by_kind: Counter[str] = field(default_factory=Counter)
     # Every sample, kept only when a caller asks (tests compare them with InfluxDB).
     samples: list[DriverSample] | None = None
-    # The estate whose devices cross real protocols, for the report.
-    hops: ProtocolHops | None = None
+    # The estates whose devices cross real protocols, for the report.
+    hops: list[ProtocolHops] = field(default_factory=list)
 
 
 class CountingDriver:
@@ -338,10 +338,8 @@ def run_demo(
             "out_dir": str(out_dir),
         },
     )
-    report["connectors"] = counter.hops.report() if counter.hops is not None else None
-    if counter.hops is not None:
-        by_connector = counter.hops.report()["readings_by_connector"]
-        print(f"readings by connector in {registry.estates[0].id}: {by_connector}")
+    report["connectors"] = connectors_report(counter.hops)
+    print(f"readings by connector: {report['connectors']['readings_by_connector']}")
     report["gateway_restarts"] = gateway.restarts
     report["alerts"] = alerts
     report["score"] = _scores(state_dir, estates)
@@ -476,15 +474,19 @@ async def _run_edges(
         loop.add_signal_handler(signum, stop.set)
     agents = []
     background = []
-    for index, estate in enumerate(registry.estates):
+    faulty = {fault.device for fault in faults} | ({dead.device} if dead else set())
+    hopping = hop_estates(registry.estates, faulty)
+    for estate in registry.estates:
         driver: Driver = SimulatedDriver(registry, estate.id, faults, clock.start_ms, seed)
-        if index == 0:
-            # The first estate's healthy water tanks and one fire panel cross real
-            # protocols: Modbus TCP and GB/T 26875.3 (jiayuan/demo_devices.py).
-            faulty = {fault.device for fault in faults} | ({dead.device} if dead else set())
+        if estate.id in hopping:
+            # Some healthy devices cross real protocols: Modbus TCP and GB/T 26875.3
+            # (jiayuan/demo_devices.py).
+            modbus, fire = hopping[estate.id]
             healthy = [d.id for d in estate.devices if d.id not in faulty]
-            hops = ProtocolHops(driver, estate, healthy, clock.now_ms, clock.speed)
-            counter.hops = hops
+            hops = ProtocolHops(
+                driver, estate, healthy, clock.now_ms, clock.speed, modbus=modbus, fire=fire
+            )
+            counter.hops.append(hops)
             background.append(hops)
             driver = hops
         if dead is not None and dead.estate == estate.id:

@@ -1,9 +1,10 @@
 """Real protocol hops in the demo: the edge reads some simulated devices as site equipment.
 
-In the first estate, the healthy water tanks (up to two) are served over Modbus TCP by a
-pymodbus server whose registers the simulators keep current, laid out as the shipped
-``water-tank-station`` profile says; the agent reads them through that profile with the
-edge's Modbus connector.  One healthy fire panel speaks GB/T 26875.3: a transmission
+In one estate (``hop_estate``), two healthy water tanks or waterlogging stations are served
+over Modbus TCP by a pymodbus server whose registers the simulators keep current, laid out
+as the shipped ``water-tank-station`` and ``waterlogging-station`` profiles say; the agent
+reads them through those profiles with the edge's Modbus connector.  One healthy fire
+panel (of the same estate when it has one) speaks GB/T 26875.3: a transmission
 device made here turns its simulated states and analog values into frames and sends them
 to the edge's listener, which confirms them.  Everything else stays simulated.  The
 counts by connector go into the demo's report.
@@ -18,6 +19,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -42,7 +44,13 @@ from simulators.registry import Estate
 
 log = logging.getLogger(__name__)
 
-PROFILE = Path(__file__).resolve().parent.parent / "edge" / "profiles" / "water_tank_station.toml"
+_PROFILES = Path(__file__).resolve().parent.parent / "edge" / "profiles"
+# The kinds whose healthy devices the demo serves over Modbus, with the profile it uses.
+PROFILES = {
+    Kind.WATER_TANK: _PROFILES / "water_tank_station.toml",
+    Kind.WATERLOGGING: _PROFILES / "waterlogging_station.toml",
+}
+MODBUS_DEVICES = 2
 REGISTERS = 16
 TRANSMITTER = bytes.fromhex("4a5900000001")  # the demo transmission device's address
 PUMP_COMPONENT = 17  # component type the demo's transmission device gives the fire pump
@@ -90,8 +98,9 @@ def encode_registers(profile: Profile, values: Mapping[str, Value], words: list[
 class _Registers:
     """One unit's holding registers on the server, as the simulator last left them."""
 
-    def __init__(self, unit: int) -> None:
+    def __init__(self, unit: int, profile: Profile) -> None:
         self.unit = unit
+        self.profile = profile
         self.words = [0] * REGISTERS
         self.ready = False  # nothing simulated yet: answer "device busy" rather than zeros
 
@@ -200,6 +209,32 @@ class _TransmissionDevice:
                 writer.close()
 
 
+def hop_estates(estates: Iterable[Estate], faulty: set[str]) -> dict[str, tuple[bool, bool]]:
+    """Estate id → (serves devices over Modbus, has a panel on GB/T 26875.3): the first
+    estate with healthy devices of ``PROFILES``' kinds, and the first with a healthy fire
+    panel, the same one when it can.  Devices with injected faults stay simulated, so
+    detection is judged as before."""
+
+    def modbus(estate: Estate) -> bool:
+        return any(d.id not in faulty and d.kind in PROFILES for d in estate.devices)
+
+    def fire(estate: Estate) -> bool:
+        return any(d.id not in faulty for d in estate.of_kind(Kind.FIRE))
+
+    candidates = list(estates)
+    for estate in candidates:
+        if modbus(estate) and fire(estate):
+            return {estate.id: (True, True)}
+    out: dict[str, tuple[bool, bool]] = {}
+    served = next((e for e in candidates if modbus(e)), None)
+    if served is not None:
+        out[served.id] = (True, False)
+    panel = next((e for e in candidates if fire(e)), None)
+    if panel is not None:
+        out[panel.id] = (out.get(panel.id, (False, False))[0], True)
+    return out
+
+
 class ProtocolHops:
     """One estate's driver with some devices behind real protocols (module docstring)."""
 
@@ -210,28 +245,40 @@ class ProtocolHops:
         healthy: Iterable[str],
         clock: Callable[[], int],
         speed: float,
+        *,
+        modbus: bool = True,
+        fire: bool = True,
     ) -> None:
         self._inner = inner
+        self.estate = estate.id
         fine = set(healthy)
-        profile = load_profile(PROFILE)
-        self._profile = profile
+        profiles = {kind: load_profile(path) for kind, path in PROFILES.items()}
         # Real seconds between polls, so that at any speed a device is read well within
         # the silence after which the gateway calls it offline.
         poll_s = max(0.2, min(2.0, 5.0 / speed))
         self._port = free_port()
         endpoint = parse_address(f"tcp://127.0.0.1:{self._port}")
-        tanks = [d for d in estate.of_kind(Kind.WATER_TANK) if d.id in fine][:2]
-        self._units = {d.id: _Registers(unit) for unit, d in enumerate(tanks, start=1)}
+        served = [d for d in estate.devices if d.id in fine and d.kind in profiles]
+        served = served[:MODBUS_DEVICES] if modbus else []
+        self._units = {
+            d.id: _Registers(unit, profiles[d.kind]) for unit, d in enumerate(served, start=1)
+        }
         self._modbus = ModbusDriver(
             [
                 ModbusDevice(
-                    d.id, d.kind, d.building, profile, endpoint, self._units[d.id].unit, poll_s
+                    d.id,
+                    d.kind,
+                    d.building,
+                    profiles[d.kind],
+                    endpoint,
+                    self._units[d.id].unit,
+                    poll_s,
                 )
-                for d in tanks
+                for d in served
             ],
             clock,
         )
-        panels = [d for d in estate.of_kind(Kind.FIRE) if d.id in fine][:1]
+        panels = [d for d in estate.of_kind(Kind.FIRE) if d.id in fine][:1] if fire else []
         self._panel = panels[0].id if panels else None
         analog = {address: signal for signal, (address, _, _) in ANALOGS.items()}
         self._listener = FireLinkListener(
@@ -261,7 +308,7 @@ class ProtocolHops:
         for sample in self._inner.poll(now_ms):
             registers = self._units.get(sample.device)
             if registers is not None:
-                encode_registers(self._profile, sample.values, registers.words)
+                encode_registers(registers.profile, sample.values, registers.words)
                 registers.ready = True
             elif sample.device == self._panel and self._transmitter is not None:
                 self._transmitter.frames_for(sample)
@@ -289,12 +336,16 @@ class ProtocolHops:
                     transmitter = _TransmissionDevice(self._listener.port, 1)
                     self._transmitter = transmitter
                     tasks.create_task(transmitter.run(stop))
+                # Poll once the simulators have filled every unit's registers, as a
+                # device answers once it has measured.
+                while not stop.is_set() and not all(r.ready for r in self._units.values()):
+                    await asyncio.sleep(0.05)
                 tasks.create_task(self._modbus.run(stop))
         finally:
             if server is not None:
                 await server.shutdown()  # type: ignore[no-untyped-call]
 
-    def report(self) -> dict[str, object]:
+    def report(self) -> dict[str, Any]:
         modbus = {h.device: {"state": h.state, "good_polls": h.good_polls, "errors": h.errors}
                   for h in self._modbus.health()}  # fmt: skip
         return {
@@ -308,3 +359,27 @@ class ProtocolHops:
                 "bad_frames": self._listener.stats.bad_frames,
             },
         }
+
+
+def connectors_report(hops: Iterable[ProtocolHops]) -> dict[str, Any]:
+    """The demo report's ``connectors``: readings by connector over every estate (the
+    simulated count covers only the estates with hops), and each connector's health."""
+    out: dict[str, Any] = {
+        "readings_by_connector": Counter(),
+        "hopped_devices": {},
+        "modbus_devices": {},
+        "gb26875": Counter(),
+    }
+    for one in hops:
+        part = one.report()
+        out["readings_by_connector"].update(part["readings_by_connector"])
+        out["hopped_devices"].update(part["hopped_devices"])
+        out["modbus_devices"].update(part["modbus_devices"])
+        fire = part["gb26875"]
+        out["gb26875"].update({k: v for k, v in fire.items() if k != "bad_frames"})
+        out["gb26875"].setdefault("bad_frames", {})
+        for reason, count in fire["bad_frames"].items():
+            out["gb26875"]["bad_frames"][reason] = (
+                out["gb26875"]["bad_frames"].get(reason, 0) + count
+            )
+    return {key: dict(value) for key, value in out.items()}
