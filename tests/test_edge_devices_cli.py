@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,13 +16,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from modbus_support import FakeUnit, Mangler, start_server
 from test_edge_cli import parse, registry_module
+from test_edge_gb26875 import SOURCE, frame, system_state
 from test_edge_profiles import wire_words
 
 from edge.cli import SHIPPED_PROFILES
-from jiayuan.services import RunningServers
+from jiayuan.services import RunningServers, free_port
 
 
 class ServerThread:
@@ -191,3 +194,57 @@ def test_run_reads_a_registry_device_over_modbus_and_publishes_it(
     read, published, spooled = map(int, stopped.groups())
     assert read >= 5 and published == read and spooled == 0, output
     assert re.search(rf"{device} \(unit 5 on tcp://127\.0\.0\.1:\d+\): online", output), output
+
+
+@pytest.mark.servers
+def test_run_takes_a_fire_link_and_vendor_pushes(servers: RunningServers, tmp_path: Path) -> None:
+    registry = registry_module.build_registry(1, 7)
+    data = json.loads(registry.to_json())
+    estate = data["estates"][0]
+    panel = next(d for d in estate["devices"] if d["kind"] == "fire")
+    panel["connect"] = {"protocol": "gb26875", "source": SOURCE.hex(), "system": 1}
+    charger = next(d for d in estate["devices"] if d["kind"] == "ebike_charger")
+    charger["connect"] = {"protocol": "json", "mapping": "nb-smoke-detector-http",
+                          "vendor_id": "86812"}  # fmt: skip
+    (tmp_path / "registry.json").write_text(json.dumps(data), encoding="utf-8")
+    fire_port, http_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
+    env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
+    env["JIAYUAN_SMOKE_PUSH_TOKEN"] = "t0ken"
+    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+               str(tmp_path / "registry.json"), "--estate", str(estate["id"]),
+               "--no-simulated", "--spool", str(tmp_path / "spool.sqlite"),
+               "--fire-listen", f"127.0.0.1:{fire_port}",
+               "--vendor-http", f"127.0.0.1:{http_port}", "--poll-interval", "0.2"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                link = socket.create_connection(("127.0.0.1", fire_port), timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the fire listener never opened"
+                time.sleep(0.1)
+        with link:
+            link.sendall(frame(5, bytes([1, 1]) + system_state(1, 0b11)))
+            assert link.recv(64)[26] == 3  # confirmed
+        push = httpx.post(
+            f"http://127.0.0.1:{http_port}/push/smoke",
+            json={"imei": "86812", "time": int(time.time()), "data": {"smoke_alarm": 0}},
+            headers={"Authorization": "Bearer t0ken"},
+            timeout=5,
+        )
+        assert push.status_code == 200, push.text
+        time.sleep(1.0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, output
+    assert "(0 devices over Modbus, 1 over GB/T 26875.3, 1 by vendor JSON, 0 simulated)" in output
+    stopped = re.search(r"stopped: (\d+) read, (\d+) published", output)
+    assert stopped is not None and stopped.groups() == ("2", "2"), output
+    assert "GB/T 26875.3: 1 frames, 1 confirmed, 0 denied" in output
+    assert "vendor JSON: 1 messages, 1 readings" in output
