@@ -39,7 +39,8 @@ def _clock() -> int:
 
 
 def _profile(name: str, **changes: Any) -> Profile:
-    return dataclasses.replace(PROFILES[name], timeout_s=TIMEOUT_S, offline_after=2, **changes)
+    settings: dict[str, Any] = {"timeout_s": TIMEOUT_S, "offline_after": 2, **changes}
+    return dataclasses.replace(PROFILES[name], **settings)
 
 
 def _device(
@@ -338,3 +339,45 @@ def test_addresses_parse_and_bad_ones_say_why() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             parse_address(bad)
+
+
+@in_loop
+async def test_a_line_where_nobody_answers_reconnects() -> None:
+    server, server_port = await start_server([ph_unit(1, 7.0), ph_unit(2, 7.0)])
+    mangler = Mangler(server_port, rtu=False)
+    mangler.faults.update({1: "silent", 2: "silent"})  # a half-open link: bytes go nowhere
+    port = await mangler.start()
+    try:
+        line = parse_address(f"tcp://127.0.0.1:{port}")
+        driver = ModbusDriver(
+            [_device(f"ph{u}", "ph-probe-int16", line, u) for u in (1, 2)],
+            _clock,
+            offline_retry_s=0.1,
+        )
+        _, health = await run_for(driver, 2.0)
+    finally:
+        await mangler.stop()
+        await server.shutdown()
+    assert driver.lines[0].stats.connects >= 2
+    assert all(h.state == "offline" for h in health.values())
+    assert all(set(h.errors) == {"timeout"} for h in health.values())
+
+
+@in_loop
+async def test_polls_a_slow_neighbour_delays_are_overruns() -> None:
+    server, server_port = await start_server([ph_unit(1, 7.0), ph_unit(2, 7.0)])
+    mangler = Mangler(server_port, rtu=False)
+    mangler.faults[2] = "silent"
+    port = await mangler.start()
+    try:
+        line = parse_address(f"tcp://127.0.0.1:{port}")
+        # Unit 2 never goes offline, so each of its polls holds the line for its timeout.
+        slow = _device("ph2", "ph-probe-int16", line, 2, offline_after=1000, timeout_s=0.35)
+        driver = ModbusDriver([_device("ph1", "ph-probe-int16", line, 1), slow], _clock)
+        _, health = await run_for(driver, 1.5)
+    finally:
+        await mangler.stop()
+        await server.shutdown()
+    assert health["ph1"].overruns > 0
+    assert health["ph1"].errors == {}
+    assert driver.lines[0].stats.overruns >= health["ph1"].overruns
