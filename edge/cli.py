@@ -271,7 +271,13 @@ def _registry_device(path: Path, device_id: str, profiles_dir: Path) -> ModbusDe
             if "connect" not in entry:
                 raise ValueError(f"device {device_id} has no 'connect' entry in {path}")
             alone = dataclasses.replace(estate, devices=(entry,))
-            return connected_devices(alone, load_profiles(profiles_dir))[0]
+            found = connected_devices(alone, load_profiles(profiles_dir))
+            if not found:
+                raise ValueError(
+                    f"device {device_id} is not a Modbus device (its connect protocol is "
+                    f"{entry['connect'].get('protocol')!r}): probe reads Modbus devices"
+                )
+            return found[0]
     raise KeyError(f"no device {device_id!r} in the registry {path}")
 
 

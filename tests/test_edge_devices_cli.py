@@ -248,3 +248,18 @@ def test_run_takes_a_fire_link_and_vendor_pushes(servers: RunningServers, tmp_pa
     assert stopped is not None and stopped.groups() == ("2", "2"), output
     assert "GB/T 26875.3: 1 frames, 1 confirmed, 0 denied" in output
     assert "vendor JSON: 1 messages, 1 readings" in output
+
+
+def test_probe_of_a_device_that_is_not_modbus_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = registry_module.build_registry(1, 7)
+    data = json.loads(registry.to_json())
+    panel = next(d for d in data["estates"][0]["devices"] if d["kind"] == "fire")
+    panel["connect"] = {"protocol": "gb26875", "source": SOURCE.hex(), "system": 1}
+    (tmp_path / "registry.json").write_text(json.dumps(data), encoding="utf-8")
+    args = parse(
+        ["edge", "probe", "--registry", str(tmp_path / "registry.json"), "--device", panel["id"]]
+    )
+    assert args.func(args) == 2
+    assert "is not a Modbus device (its connect protocol is 'gb26875')" in capsys.readouterr().out
