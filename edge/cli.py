@@ -383,7 +383,16 @@ def _run(args: argparse.Namespace) -> int:
         f"({agent.stats.pending} readings waiting)",
         flush=True,
     )
-    asyncio.run(_until_signal(agent))
+    failed: BaseException | None = None
+    try:
+        asyncio.run(_until_signal(agent))
+    except* OSError as errors:  # a listener's port taken, a serial port that will not open
+        failed = errors
+        while isinstance(failed, BaseExceptionGroup):
+            failed = failed.exceptions[0]
+    if failed is not None:
+        print(f"启动失败 could not run: {failed}", flush=True)
+        return 1
     stats = agent.stats
     print(
         f"已停止 stopped: {stats.samples_read} read, {stats.readings_acked} published, "

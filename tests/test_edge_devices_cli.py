@@ -263,3 +263,30 @@ def test_probe_of_a_device_that_is_not_modbus_says_so(
     )
     assert args.func(args) == 2
     assert "is not a Modbus device (its connect protocol is 'gb26875')" in capsys.readouterr().out
+
+
+@pytest.mark.servers
+def test_run_says_when_the_fire_listeners_port_is_taken(
+    servers: RunningServers, tmp_path: Path
+) -> None:
+    registry = registry_module.build_registry(1, 7)
+    data = json.loads(registry.to_json())
+    estate = data["estates"][0]
+    panel = next(d for d in estate["devices"] if d["kind"] == "fire")
+    panel["connect"] = {"protocol": "gb26875", "source": SOURCE.hex(), "system": 1}
+    (tmp_path / "registry.json").write_text(json.dumps(data), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
+    env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+             str(tmp_path / "registry.json"), "--estate", str(estate["id"]), "--no-simulated",
+             "--spool", str(tmp_path / "spool.sqlite"), "--fire-listen", f"127.0.0.1:{port}"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "could not run:" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
