@@ -30,7 +30,7 @@ from typing import Literal
 import aiomqtt
 import msgspec
 
-from edge.drivers import Driver
+from edge.drivers import BackgroundDriver, Driver
 from edge.spool import Spool
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import EdgeConfig, MqttConfig
@@ -172,6 +172,8 @@ class EdgeAgent:
         self._started = True
         try:
             async with asyncio.TaskGroup() as tasks:
+                if isinstance(self._driver, BackgroundDriver):
+                    tasks.create_task(self._driver.run(stop))
                 tasks.create_task(self._poll_loop(stop))
                 tasks.create_task(self._uplink())
         finally:

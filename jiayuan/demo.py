@@ -42,6 +42,7 @@ from jiayuan.demo_alerts import (
     alerts_report,
     format_alerts_summary,
 )
+from jiayuan.demo_devices import ProtocolHops, connectors_report, hop_estates
 from jiayuan.demo_report import (
     FaultLabel,
     build_report,
@@ -89,6 +90,8 @@ class KindCounter:
     by_kind: Counter[str] = field(default_factory=Counter)
     # Every sample, kept only when a caller asks (tests compare them with InfluxDB).
     samples: list[DriverSample] | None = None
+    # The estates whose devices cross real protocols, for the report.
+    hops: list[ProtocolHops] = field(default_factory=list)
 
 
 class CountingDriver:
@@ -278,6 +281,8 @@ def run_demo(
             "out_dir": str(out_dir),
         },
     )
+    report["connectors"] = connectors_report(counter.hops)
+    print(f"readings by connector: {report['connectors']['readings_by_connector']}")
     report["gateway_restarts"] = gateway.restarts
     report["alerts"] = alerts
     report["score"] = _scores(state_dir, estates)
@@ -418,8 +423,22 @@ async def _run_edges(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     agents = []
+    background = []
+    faulty = {fault.device for fault in faults} | ({dead.device} if dead else set())
+    hopping = hop_estates(registry.estates, faulty)
     for estate in registry.estates:
         driver: Driver = SimulatedDriver(registry, estate.id, faults, clock.start_ms, seed)
+        if estate.id in hopping:
+            # Some healthy devices cross real protocols: Modbus TCP and GB/T 26875.3
+            # (jiayuan/demo_devices.py).
+            modbus, fire = hopping[estate.id]
+            healthy = [d.id for d in estate.devices if d.id not in faulty]
+            hops = ProtocolHops(
+                driver, estate, healthy, clock.now_ms, clock.speed, modbus=modbus, fire=fire
+            )
+            counter.hops.append(hops)
+            background.append(hops)
+            driver = hops
         if dead is not None and dead.estate == estate.id:
             driver = DyingDriver(driver, dead.device, dead.start_ms)
         driver = CountingDriver(driver, counter)
@@ -439,6 +458,7 @@ async def _run_edges(
             )
         )
     tasks = [asyncio.create_task(agent.run(stop)) for agent in agents]
+    tasks += [asyncio.create_task(hops.run(stop)) for hops in background]
     real_duration = duration_s / clock.speed
     started = time.monotonic()
     next_progress = PROGRESS_EVERY_S

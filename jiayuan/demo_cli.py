@@ -14,7 +14,8 @@ def add_parser(subparsers: Any) -> None:
         help="run the whole pipeline with simulated estates and injected faults",
         description="Start Mosquitto and InfluxDB on free loopback ports (installing them from "
         "Debian packages when missing and run as root), simulate N estates with labelled "
-        "faults, run one edge agent per estate, the gateway with its API and alert service, "
+        "faults, run one edge agent per estate (a few healthy devices read over Modbus TCP "
+        "and GB/T 26875.3), the gateway with its API and alert service, "
         "the reference operations centre, a mail catcher and a duty officer; print live "
         "progress, the estates' grades against the district targets and the company "
         "ranking, render the dashboards' previews (OUT/previews), then a report of readings "

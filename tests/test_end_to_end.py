@@ -61,6 +61,15 @@ def test_demo_stores_what_was_published_and_detects_every_fault(
     assert missed == []
     # 16 planned faults and the gauge that dies for good near the end.
     assert report["faults_injected"] == 17 and report["ok"]
+    # An estate's healthy water tanks crossed Modbus TCP and a fire panel GB/T
+    # 26875.3; their readings are among those stored as published.
+    connectors = report["connectors"]
+    by_connector = connectors["readings_by_connector"]
+    assert by_connector["modbus"] > 0 and by_connector["gb26875"] > 0, connectors
+    assert set(connectors["hopped_devices"].values()) == {"gb26875", "modbus"}
+    assert all(d["errors"] == {} for d in connectors["modbus_devices"].values()), connectors
+    fire_link = connectors["gb26875"]
+    assert fire_link["denied"] == 0 and fire_link["bad_frames"] == {}, fire_link
 
     # Every critical alert became one work order at the reference centre, and the people
     # around it took every alert through its lifecycle.
