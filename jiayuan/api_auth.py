@@ -46,6 +46,8 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 # The operations centre's callback checks its own bearer token and HMAC signature.
 SEPARATELY_AUTHENTICATED = frozenset({CALLBACK_PATH})
+# Alert pages for phones: each request carries its own signed link (alerts/mobile.py).
+LINK_AUTHENTICATED_PREFIX = "/m/"
 
 
 class Role(StrEnum):
@@ -323,7 +325,11 @@ def current_caller(request: Request) -> Caller:
     if auth is None:
         return DEVELOPER
     path = request.url.path
-    if path in PUBLIC_PATHS or path in SEPARATELY_AUTHENTICATED:
+    if (
+        path in PUBLIC_PATHS
+        or path in SEPARATELY_AUTHENTICATED
+        or path.startswith(LINK_AUTHENTICATED_PREFIX)
+    ):
         return ANONYMOUS
     return auth.authenticate(request.headers.get("authorization"))
 
