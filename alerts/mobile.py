@@ -53,6 +53,8 @@ STATE_WORDS: dict[AlertState, tuple[str, str]] = {
     AlertState.CANCELLED: ("已取消", "Cancelled"),
 }
 
+ACTOR_WORDS = {"system": "系统 system"}
+
 DONE_WORDS = {
     "acknowledge": ("已确认收到，谢谢。", "Acknowledged, thank you."),
     "resolve": ("已标记为处理完毕，谢谢。", "Marked as handled, thank you."),
@@ -71,8 +73,9 @@ header.warning{background:#a16207}header.info{background:#1d4ed8}
 header p{margin:0;font-size:.95rem}h1{margin:.2rem 0 0;font-size:1.35rem;line-height:1.3}
 h1 small{display:block;font-size:.95rem;font-weight:400;opacity:.9}
 section{background:#fff;margin:.75rem .5rem;padding:.8rem 1rem;border-radius:.6rem}
-h2{font-size:1rem;margin:0 0 .5rem}dl{margin:0;display:grid;grid-template-columns:auto 1fr;
-gap:.35rem .8rem}dt{color:#4b5563}dd{margin:0;font-weight:600}
+h2{font-size:1rem;margin:0 0 .5rem}dl{margin:0;display:grid;
+grid-template-columns:minmax(5.5rem,auto) 1fr;gap:.45rem .8rem}dt{color:#4b5563;line-height:1.25}
+dt .en{display:block;font-size:.75rem}dd{margin:0;font-weight:600}dd .en{display:block}
 .en{color:#6b7280;font-weight:400;font-size:.9em}.due{color:#b91c1c}
 .flash{background:#dcfce7;border:1px solid #16a34a}.error{background:#fee2e2;
 border:1px solid #dc2626}label{display:block;margin:.5rem 0 .2rem;color:#374151}
@@ -93,6 +96,10 @@ function(e){var left=Math.round((+e.dataset.due-now)/1000),a=Math.abs(left),
 h=Math.floor(a/3600),m=Math.floor(a%3600/60),s=a%60,t=(h?h+'时':'')+m+'分'+s+'秒';
 e.textContent=left>=0?'剩 '+t+' left':'已超时 '+t+' overdue';
 e.className=left>=0?'en':'due'})}tick();setInterval(tick,1000);
+var f=document.querySelector('form');if(f)f.addEventListener('submit',function(e){
+var n=document.getElementById('note');if(e.submitter&&e.submitter.value==='resolve'&&
+!n.value.trim()){e.preventDefault();document.getElementById('need-note').hidden=false;
+n.focus()}});
 """
 
 
@@ -125,10 +132,17 @@ def _row(zh: str, en: str, value: str, extra: str = "") -> str:
     return f'<dt>{zh} <span class="en">{en}</span></dt><dd>{html.escape(value)}{extra}</dd>'
 
 
-def _deadline(ms: int) -> tuple[str, str]:
-    if not ms:
+def _short(ms: int) -> str:
+    return local_time(ms)[5:16]  # MM-DD HH:MM: the year is this one
+
+
+def _deadline(due_ms: int, done_ms: int, done_zh: str, done_en: str) -> tuple[str, str]:
+    """The deadline with a countdown, or when the step was taken."""
+    if done_ms:
+        return f"{done_zh} {_short(done_ms)}", f' <span class="en">{done_en}</span>'
+    if not due_ms:
         return "-", ""
-    return local_time(ms), f' <span data-due="{ms}" class="en"></span>'
+    return _short(due_ms), f' <span data-due="{due_ms}" class="en"></span>'
 
 
 def alert_page(
@@ -142,9 +156,16 @@ def alert_page(
     sev_zh, sev_en = SEVERITY_WORDS.get(alert.severity, (alert.severity, alert.severity))
     state_zh, state_en = STATE_WORDS.get(alert.state, (alert.state.value, alert.state.value))
     todo_zh, todo_en = guidance(alert.code, alert.kind)
-    ack_by, ack_count = _deadline(alert.ack_deadline_ms if not alert.acknowledged_ms else 0)
-    fix_by, fix_count = _deadline(alert.resolve_deadline_ms if not alert.resolved_ms else 0)
+    ack_by, ack_count = _deadline(
+        alert.ack_deadline_ms, alert.acknowledged_ms, "已确认", "acknowledged"
+    )
+    fix_by, fix_count = _deadline(
+        alert.resolve_deadline_ms, alert.resolved_ms, "已处理", "resolved"
+    )
     device = alert.device + (f" {alert.detail}" if alert.detail else "")
+    where = " · ".join(part for part in (alert.estate, alert.building, device) if part)
+    measured = f"测量值 {alert.value:g}，阈值 {alert.threshold:g}"
+    measured_en = f"measured {alert.value:g}, threshold {alert.threshold:g}"
     valid_until = html.escape(local_time(grant.expires_s * 1000))
     notices = ""
     if flash:
@@ -154,13 +175,35 @@ def alert_page(
     action = f"/m/alerts/{quote(alert.id)}/act?t={quote(token)}"
     closed = alert.state in (AlertState.RESOLVED, AlertState.CLOSED, AlertState.CANCELLED)
     ack_off = " disabled" if alert.state is not AlertState.OPEN else ""
-    done_off = " disabled" if closed else ""
+    contact = html.escape(grant.contact)
     steps = "".join(
-        f"<li>{html.escape(local_time(at))} · {html.escape(what)} · {html.escape(actor)}"
+        f"<li>{html.escape(local_time(at))} · {html.escape(what)}"
+        f" · {html.escape(ACTOR_WORDS.get(actor, actor))}"
         + (f'<br><span class="en">{html.escape(note)}</span>' if note else "")
         + "</li>"
         for at, what, actor, note in history
     )
+    if closed:
+        act_section = (
+            f'<section class="flash"><p>此告警{state_zh}，无需再操作。<br>'
+            f'<span class="en">This alert is {state_en.lower()}: nothing more to do.</span>'
+            "</p></section>"
+        )
+    else:
+        act_section = f"""<section><h2>处理 <span class="en">Act</span></h2>
+<form method="post" action="{html.escape(action)}">
+<label for="name">您的姓名 <span class="en">Your name</span></label>
+<input id="name" name="name" maxlength="60" autocomplete="name" placeholder="例如 e.g. 王师傅">
+<p class="en">不填则记为 left blank, recorded as「{contact}」</p>
+<label for="note">备注（标记已处理时必填）
+<span class="en">Note (needed to mark handled)</span></label>
+<textarea id="note" name="note" maxlength="2000"></textarea>
+<p id="need-note" class="due" hidden>请先填写备注：做了什么处理。Please say what was done.</p>
+<div class="buttons">
+<button name="action" value="acknowledge"{ack_off}>确认收到 Acknowledge</button>
+<button class="done" name="action" value="resolve">已处理 Mark handled</button>
+<button class="help" name="action" value="help">请求街道协助 Ask the street</button>
+</div></form></section>"""
     body = f"""
 <header class="{html.escape(alert.severity)}">
 <p>{sev_zh} {sev_en} · {state_zh} {state_en}</p>
@@ -168,30 +211,15 @@ def alert_page(
 </header>
 {notices}
 <section><dl>
-{_row("小区", "Estate", alert.estate)}
-{_row("楼栋", "Building", alert.building or "-")}
-{_row("设备", "Device", device)}
-{_row("开始时间", "Since", local_time(alert.first_seen_ms))}
-{_row("确认期限", "Acknowledge by", ack_by, ack_count)}
+{_row("位置", "Where", where, '<span class="en">小区 estate · 楼栋 building · 设备 device</span>')}
+{_row("开始", "Since", _short(alert.first_seen_ms))}
+{_row("确认期限", "Ack by", ack_by, ack_count)}
 {_row("处理期限", "Resolve by", fix_by, fix_count)}
-{_row("测量值", "Measured", f"{alert.value:g}（阈值 threshold {alert.threshold:g}）")}
+{_row("情况", "Reading", measured, f'<span class="en">{measured_en}</span>')}
 </dl></section>
 <section><h2>处置建议 <span class="en">What to do</span></h2>
 <p>{html.escape(todo_zh)}<br><span class="en">{html.escape(todo_en)}</span></p></section>
-<section><h2>处理 <span class="en">Act</span></h2>
-<form method="post" action="{html.escape(action)}">
-<label for="name">您的姓名 <span class="en">Your name</span></label>
-<input id="name" name="name" maxlength="60" autocomplete="name"
- placeholder="{html.escape(grant.contact)}">
-<label for="note">备注（标记已处理时必填）
-<span class="en">Note (needed to mark handled)</span></label>
-<textarea id="note" name="note" maxlength="2000"></textarea>
-<div class="buttons">
-<button name="action" value="acknowledge"{ack_off}>确认收到 Acknowledge</button>
-<button class="done" name="action" value="resolve"{done_off}>已处理 Mark handled</button>
-<button class="help" name="action" value="help"{done_off}>请求街道协助 Ask the street
-</button>
-</div></form></section>
+{act_section}
 <section><h2>经过 <span class="en">History</span></h2><ol>{steps}</ol></section>
 <section><p class="en">告警编号 Alert {html.escape(alert.id)} · 链接属于 link of
 {html.escape(grant.contact)}，有效至 valid until {valid_until}</p>

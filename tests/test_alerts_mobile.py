@@ -128,7 +128,7 @@ def test_the_page_shows_the_alert_and_opening_is_logged(
     assert response.headers["content-type"].startswith("text/html")
     assert len(page.encode()) < 16 * 1024  # small for a 4G phone
     assert "<script src" not in page and "<link" not in page  # nothing fetched
-    words = ("songjiang-e01", "b01", "L1", "确认期限", "处理期限", "处置建议", "确认收到")
+    words = ("songjiang-e01", "b01", "L1", "确认期限", "处理期限", "处置建议", "确认收到", "开始")
     for part in (parts.alert.title_zh, *words, "已处理", "请求街道协助", "经过"):
         assert part in page
     assert page.index(parts.alert.title_zh) < page.index(parts.alert.title_en)

@@ -1,0 +1,210 @@
+"""The alert page in a real browser: Debian's headless chromium driven by Selenium through
+Debian's chromium-driver (scripts/bootstrap.sh installs both; nothing is downloaded).
+
+The running gateway (real Mosquitto and InfluxDB) raises an alert; the WeCom stand-in
+receives the robot's message; the browser opens the link in it at phone size,
+acknowledges, marks the alert handled with a note; the history in SQLite (the API) and
+in InfluxDB names who did what.  Tampered and expired links get the refusal page.
+Screenshots at phone and desktop size go to $JIAYUAN_SCREENSHOTS (default: the test's
+temporary directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+from lift_readings import lift_reading
+from mqtt_publisher import PLACE, Publisher
+from robot_standins import StandIn
+from test_gateway import now_ms, query, wait_for
+
+from alerts.links import LinkSigner
+from gateway.service import Gateway
+from jiayuan.config import Config
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or DRIVER is None,
+    reason="Debian's chromium and chromium-driver are not installed "
+    "(scripts/bootstrap.sh installs them as root: apt-get install chromium chromium-driver)",
+)
+
+WECOM_KEY = "browser-test-key"
+LINK_SECRET = "browser-link-secret"
+PHONE = (390, 844)
+DESKTOP = (1280, 900)
+
+if CHROMIUM is not None and DRIVER is not None:
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support.ui import WebDriverWait
+
+
+def browser(size: tuple[int, int], mobile: bool) -> WebDriver:
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=zh-CN"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    # Headless windows have a minimum width; the device metrics make it a phone.
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": mobile},
+    )
+    return driver
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("JIAYUAN_SCREENSHOTS", tmp_path / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    with StandIn() as server:
+        server.add("wecom", WECOM_KEY)
+        yield server
+
+
+@pytest.fixture
+def page_config(config: Config, standin: StandIn, tmp_path: Path) -> Config:
+    contacts = tmp_path / "contacts.yaml"
+    # The readings' estate (tests/mqtt_publisher.py): its property managers' WeCom group.
+    contacts.write_text(
+        f"{PLACE[2]}:\n"
+        f"  - name: 芳松物业群\n    wecom_key: {WECOM_KEY}\n    phone: '13800000000'\n",
+        encoding="utf-8",
+    )
+    return replace(
+        config,
+        alerts=replace(
+            config.alerts,
+            contacts_file=str(contacts),
+            wecom_url=standin.urls()["wecom"],
+            page_url=f"http://127.0.0.1:{config.gateway.api_port}",
+            link_secret=LINK_SECRET,
+            link_ttl_s=3600,
+            retry_initial_s=0.1,
+        ),
+    )
+
+
+def full_shot(driver: WebDriver, path: Path, size: tuple[int, int], mobile: bool) -> None:
+    """The whole page, top to bottom (what a person scrolls through), then back."""
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    metrics = {"width": size[0], "deviceScaleFactor": 1, "mobile": mobile}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
+    driver.save_screenshot(str(path))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": size[1]})
+
+
+def click(driver: WebDriver, text: str) -> None:
+    (button,) = [b for b in driver.find_elements(By.TAG_NAME, "button") if text in b.text]
+    button.click()
+
+
+def shown(driver: WebDriver, text: str, timeout_s: float = 10) -> None:
+    """Wait for ``text`` on the page (a page being replaced reads as not yet)."""
+
+    def present(d: WebDriver) -> bool:
+        try:
+            return text in d.find_element(By.TAG_NAME, "body").text
+        except WebDriverException:
+            return False
+
+    WebDriverWait(driver, timeout_s).until(present)
+
+
+def test_phone_page_from_the_robots_link_acknowledge_and_handle(
+    page_config: Config, standin: StandIn, publisher: Publisher, shots: Path
+) -> None:
+    start = now_ms() - 120_000
+    trapped = [lift_reading(seq, start + seq * 5000, passenger_status=1) for seq in range(1, 7)]
+    gateway = Gateway(page_config)
+    gateway.start()
+    assert gateway.wait_ready(10)
+    phone = browser(PHONE, mobile=True)
+    try:
+        publisher.readings(trapped)
+        wait_for(lambda: bool(standin.texts("wecom")), timeout_s=20)
+        message = standin.texts("wecom")[0]
+        link = re.search(r"http://127\.0\.0\.1:\d+/m/alerts/(al-[0-9a-f]+)\?t=\S+", message)
+        assert link is not None, message
+        alert_id = link.group(1)
+
+        phone.get(link.group(0))
+        shown(phone, "困人")
+        body = phone.find_element(By.TAG_NAME, "body").text
+        for words in ("紧急", "小区", "楼栋", "设备", "开始", "确认期限", "处置建议", "确认收到"):
+            assert words in body
+        phone.save_screenshot(str(shots / "alert-page-phone.png"))
+        full_shot(phone, shots / "alert-page-phone-full.png", PHONE, mobile=True)
+
+        phone.find_element(By.ID, "name").send_keys("王师傅")
+        click(phone, "确认收到")
+        shown(phone, "已确认收到")
+        phone.save_screenshot(str(shots / "alert-page-phone-acknowledged.png"))
+
+        # Marked handled without a note: the page asks for one and sends nothing.
+        click(phone, "已处理")
+        shown(phone, "请先填写备注")
+        assert phone.switch_to.active_element.get_attribute("id") == "note"
+        phone.save_screenshot(str(shots / "alert-page-phone-note-needed.png"))
+        phone.find_element(By.ID, "name").send_keys("王师傅")
+        phone.find_element(By.ID, "note").send_keys("已放出被困人员，电梯停用待修")
+        click(phone, "已处理")
+        shown(phone, "已标记为处理完毕")
+        full_shot(phone, shots / "alert-page-phone-handled.png", PHONE, mobile=True)
+
+        detail = httpx.get(f"{gateway.api_url}/alerts/{alert_id}", timeout=5).json()
+        assert detail["alert"]["state"] == "resolved"
+        steps = [(h["action"], h["actor"], h["note"]) for h in detail["history"]]
+        assert [a for a, _, _ in steps].count("resolved") == 1
+        assert ("acknowledged", "王师傅 [链接 link: 芳松物业群]", "") in steps
+        assert (
+            "resolved",
+            "王师傅 [链接 link: 芳松物业群]",
+            "已放出被困人员，电梯停用待修",
+        ) in steps
+
+        desktop = browser(DESKTOP, mobile=False)
+        try:
+            desktop.get(link.group(0))
+            shown(desktop, "经过")
+            desktop.save_screenshot(str(shots / "alert-page-desktop.png"))
+            tampered = link.group(0)[:-4] + "AAAA"
+            desktop.get(tampered)
+            shown(desktop, "无法打开告警页面")
+            assert "改动" in desktop.find_element(By.TAG_NAME, "body").text
+            desktop.save_screenshot(str(shots / "refusal-desktop.png"))
+        finally:
+            desktop.quit()
+
+        signer = LinkSigner(LINK_SECRET, page_config.alerts.page_url, 1)
+        expired = signer.link(alert_id, "芳松物业群", time.time() - 10)
+        phone.get(expired)
+        shown(phone, "链接已过期")
+        phone.save_screenshot(str(shots / "refusal-expired-phone.png"))
+        gateway.wait_idle()
+    finally:
+        phone.quit()
+        gateway.stop()
+
+    rows = query(page_config, f"SELECT * FROM alert WHERE alert_id = '{alert_id}'")
+    by_action = {row["action"]: row for row in rows}
+    assert by_action["acknowledged"]["actor"] == "王师傅 [链接 link: 芳松物业群]"
+    assert by_action["resolved"]["actor"] == "王师傅 [链接 link: 芳松物业群]"
+    assert by_action["acknowledged"]["time"] < by_action["resolved"]["time"]
