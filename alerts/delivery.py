@@ -464,6 +464,7 @@ class Dispatcher:
             webhook_secret=settings.webhook_secret,
             smtp_url=settings.smtp_url,
             contacts=contacts if isinstance(contacts, ContactBook) else None,
+            robot_urls={channel: settings.robots.base_url(channel) for channel in ROBOT_CHANNELS},
         )
 
     @classmethod

@@ -287,6 +287,9 @@ def test_one_alert_reaches_each_robot_chinese_first_with_link_and_mention(
             link = re.search(r"http://127\.0\.0\.1:8000/m/alerts/al-0001\?t=\S+", text)
             assert link is not None
         assert by_platform["wecom"].body["msgtype"] == "text"
+        checks = {c.channel: c for c in dispatcher.health().destinations}
+        assert checks["dingtalk"].destination == standin.urls()["dingtalk"]
+        assert all(checks[c].ok for c in ("wecom", "dingtalk", "feishu"))
         assert by_platform["wecom"].mobiles == ["13800000000"]
         assert by_platform["dingtalk"].mobiles == ["13900000000"]
         assert all(m.state is MessageState.DELIVERED for m in dispatcher.outbox.messages(limit=10))
