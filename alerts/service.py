@@ -17,6 +17,7 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from alerts.api import create_alerts_router
+from alerts.board import create_board_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
 from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
@@ -118,6 +119,7 @@ class AlertService:
                 self.registry, self.store, self.score_config, self.clock, self.streets
             ),
         ]
+        routers.append(create_board_router())
         signer = self.dispatcher.links
         if signer is not None:
             routers.append(

@@ -145,6 +145,15 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         assert link is not None, message
         alert_id = link.group(1)
 
+        # The operations board, a second browser session, follows the alert live.
+        board = browser(DESKTOP, mobile=False)
+        board.get(f"{gateway.api_url}/board")
+        card = f'[data-alert="{alert_id}"]'
+        WebDriverWait(board, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, card))
+        shown(board, "实时 live")
+        board.execute_script("window.notReloaded = true")
+        board.save_screenshot(str(shots / "board-desktop.png"))
+
         phone.get(link.group(0))
         shown(phone, "困人")
         body = phone.find_element(By.TAG_NAME, "body").text
@@ -157,6 +166,19 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         click(phone, "确认收到")
         shown(phone, "已确认收到")
         phone.save_screenshot(str(shots / "alert-page-phone-acknowledged.png"))
+        state_of = lambda d: (
+            d.find_element(By.CSS_SELECTOR, card).get_attribute("data-state")
+            if d.find_elements(By.CSS_SELECTOR, card)
+            else "gone"
+        )
+        WebDriverWait(board, 10).until(lambda d: state_of(d) == "acknowledged")
+        # The board dispatches (its role allows it): a prompt asks for the work order id.
+        click(board, "派单")
+        WebDriverWait(board, 5).until(lambda d: d.switch_to.alert)
+        board.switch_to.alert.send_keys("WO-2026-0001")
+        board.switch_to.alert.accept()
+        WebDriverWait(board, 10).until(lambda d: state_of(d) == "dispatched")
+        board.save_screenshot(str(shots / "board-desktop-dispatched.png"))
 
         # Marked handled without a note: the page asks for one and sends nothing.
         click(phone, "已处理")
@@ -167,6 +189,9 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         phone.find_element(By.ID, "note").send_keys("已放出被困人员，电梯停用待修")
         click(phone, "已处理")
         shown(phone, "已标记为处理完毕")
+        WebDriverWait(board, 10).until(lambda d: state_of(d) == "gone")
+        assert board.execute_script("return window.notReloaded") is True
+        board.quit()
         full_shot(phone, shots / "alert-page-phone-handled.png", PHONE, mobile=True)
 
         detail = httpx.get(f"{gateway.api_url}/alerts/{alert_id}", timeout=5).json()
@@ -174,6 +199,7 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         steps = [(h["action"], h["actor"], h["note"]) for h in detail["history"]]
         assert [a for a, _, _ in steps].count("resolved") == 1
         assert ("acknowledged", "王师傅 [链接 link: 芳松物业群]", "") in steps
+        assert steps[-2][:2] == ("dispatched", "值班员 duty officer")
         assert (
             "resolved",
             "王师傅 [链接 link: 芳松物业群]",
