@@ -166,11 +166,11 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         click(phone, "确认收到")
         shown(phone, "已确认收到")
         phone.save_screenshot(str(shots / "alert-page-phone-acknowledged.png"))
-        state_of = lambda d: (
-            d.find_element(By.CSS_SELECTOR, card).get_attribute("data-state")
-            if d.find_elements(By.CSS_SELECTOR, card)
-            else "gone"
-        )
+
+        def state_of(driver: WebDriver) -> str | None:
+            cards = driver.find_elements(By.CSS_SELECTOR, card)
+            return cards[0].get_attribute("data-state") if cards else "gone"
+
         WebDriverWait(board, 10).until(lambda d: state_of(d) == "acknowledged")
         # The board dispatches (its role allows it): a prompt asks for the work order id.
         click(board, "派单")
