@@ -112,8 +112,15 @@ def full_shot(driver: WebDriver, path: Path, size: tuple[int, int], mobile: bool
 
 
 def click(driver: WebDriver, text: str) -> None:
-    (button,) = [b for b in driver.find_elements(By.TAG_NAME, "button") if text in b.text]
-    button.click()
+    """Click the button labelled ``text``, again if the page redrew it meanwhile."""
+    for _ in range(5):
+        try:
+            (button,) = [b for b in driver.find_elements(By.TAG_NAME, "button") if text in b.text]
+            button.click()
+            return
+        except WebDriverException:
+            time.sleep(0.2)
+    raise AssertionError(f"could not click {text!r}")
 
 
 def shown(driver: WebDriver, text: str, timeout_s: float = 10) -> None:
@@ -167,9 +174,11 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         shown(phone, "已确认收到")
         phone.save_screenshot(str(shots / "alert-page-phone-acknowledged.png"))
 
-        def state_of(driver: WebDriver) -> str | None:
-            cards = driver.find_elements(By.CSS_SELECTOR, card)
-            return cards[0].get_attribute("data-state") if cards else "gone"
+        def state_of(driver: WebDriver) -> str:
+            # One read in the page: the board redraws its cards on every event.
+            script = "var c = document.querySelector(arguments[0]);"
+            script += " return c ? c.dataset.state : 'gone';"
+            return str(driver.execute_script(script, card))
 
         WebDriverWait(board, 10).until(lambda d: state_of(d) == "acknowledged")
         # The board dispatches (its role allows it): a prompt asks for the work order id.
