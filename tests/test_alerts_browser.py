@@ -23,12 +23,12 @@ import httpx
 import pytest
 from lift_readings import lift_reading
 from mqtt_publisher import PLACE, Publisher
-from robot_standins import StandIn
 from test_gateway import now_ms, query, wait_for
 
 from alerts.links import LinkSigner
 from gateway.service import Gateway
 from jiayuan.config import Config
+from simulators.robot_platforms import RobotPlatforms
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -73,14 +73,14 @@ def shots(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def standin() -> Iterator[StandIn]:
-    with StandIn() as server:
+def standin() -> Iterator[RobotPlatforms]:
+    with RobotPlatforms() as server:
         server.add("wecom", WECOM_KEY)
         yield server
 
 
 @pytest.fixture
-def page_config(config: Config, standin: StandIn, tmp_path: Path) -> Config:
+def page_config(config: Config, standin: RobotPlatforms, tmp_path: Path) -> Config:
     contacts = tmp_path / "contacts.yaml"
     # The readings' estate (tests/mqtt_publisher.py): its property managers' WeCom group.
     contacts.write_text(
@@ -136,7 +136,7 @@ def shown(driver: WebDriver, text: str, timeout_s: float = 10) -> None:
 
 
 def test_phone_page_from_the_robots_link_acknowledge_and_handle(
-    page_config: Config, standin: StandIn, publisher: Publisher, shots: Path
+    page_config: Config, standin: RobotPlatforms, publisher: Publisher, shots: Path
 ) -> None:
     start = now_ms() - 120_000
     trapped = [lift_reading(seq, start + seq * 5000, passenger_status=1) for seq in range(1, 7)]

@@ -1,6 +1,6 @@
 """Group robots (WeCom, DingTalk, Feishu): signing, error codes, the durable rate limits,
 and real delivery through the outbox to stand-ins of the three platforms (HTTP on
-127.0.0.1, tests/robot_standins.py), including a storm of 200 alerts across a restart."""
+127.0.0.1, simulators/robot_platforms.py), including a storm of 200 alerts across a restart."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from urllib.parse import quote_plus
 
 import pytest
 from alerts_dispatch_support import FakeClock, make_alert
-from robot_standins import StandIn
 
 from alerts.contacts import ContactBook, ContactsError
 from alerts.delivery import Deliverer, DeliverySettings, Dispatcher
@@ -33,6 +32,7 @@ from alerts.robots import (
     feishu_sign,
     fit_bytes,
 )
+from simulators.robot_platforms import RobotPlatforms
 
 WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
 DING_TOKEN = "ding0123456789abcdef"
@@ -230,7 +230,7 @@ def test_bad_robot_contacts_are_refused(tmp_path: Path, text: str, message: str)
 
 def make_dispatcher(
     state: Path,
-    standin: StandIn,
+    standin: RobotPlatforms,
     contacts: str = CONTACTS,
     scale: float = 1.0,
     clock: FakeClock | None = None,
@@ -263,7 +263,7 @@ def robots_only(dispatcher: Dispatcher, alert_number: int, **changes: object) ->
 def test_one_alert_reaches_each_robot_chinese_first_with_link_and_mention(
     tmp_path: Path,
 ) -> None:
-    with StandIn() as standin:
+    with RobotPlatforms() as standin:
         for platform, token, secret in (
             ("wecom", WECOM_KEY, ""),
             ("dingtalk", DING_TOKEN, DING_SECRET),
@@ -299,7 +299,7 @@ def test_one_alert_reaches_each_robot_chinese_first_with_link_and_mention(
 def test_wrong_secret_parks_with_the_platforms_reason_and_new_secret_requeues(
     tmp_path: Path,
 ) -> None:
-    with StandIn() as standin:
+    with RobotPlatforms() as standin:
         standin.add("dingtalk", DING_TOKEN, "SECthe-real-one")
         standin.add("feishu", FEISHU_TOKEN, "the-real-one")
         dispatcher = make_dispatcher(tmp_path, standin)  # wrong secrets in the contacts
@@ -328,7 +328,7 @@ def test_wrong_secret_parks_with_the_platforms_reason_and_new_secret_requeues(
 
 def test_throttled_robot_is_blocked_and_its_messages_wait(tmp_path: Path) -> None:
     clock = FakeClock()
-    with StandIn() as standin:
+    with RobotPlatforms() as standin:
         standin.add("dingtalk", DING_TOKEN, DING_SECRET)
         # Someone else used this robot: the platform blocks it for 10 minutes.
         standin.robots["dingtalk", DING_TOKEN].blocked_until = time.monotonic() + 600
@@ -377,7 +377,7 @@ def test_storm_of_200_alerts_in_a_minute_with_a_restart(tmp_path: Path) -> None:
     """200 alerts in one (scaled) minute to one estate's three robots: no platform limit
     is broken, every alert is named in some message of every robot, nothing is lost
     although the delivery side restarts in the middle."""
-    with StandIn(time_scale=SCALE) as standin:
+    with RobotPlatforms(time_scale=SCALE) as standin:
         standin.add("wecom", WECOM_KEY)
         standin.add("dingtalk", DING_TOKEN, DING_SECRET)
         standin.add("feishu", FEISHU_TOKEN, FEISHU_SECRET)
@@ -418,7 +418,7 @@ def test_a_restart_remembers_what_the_robot_sent(tmp_path: Path) -> None:
     """After a restart the new deliverer knows what the old one sent (the ledger on
     disk): with half the minute's slots used, eight new alerts go as one digest, where a
     deliverer that forgot would send eight messages at once."""
-    with StandIn(time_scale=SCALE) as standin:
+    with RobotPlatforms(time_scale=SCALE) as standin:
         standin.add("wecom", WECOM_KEY)
         contacts = "sj-fs-001:\n" + "\n".join(CONTACTS.splitlines()[2:5]) + "\n"
         first = make_dispatcher(tmp_path, standin, contacts=contacts, scale=SCALE)

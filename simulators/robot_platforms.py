@@ -1,4 +1,5 @@
-"""Stand-ins for the WeCom, DingTalk and Feishu group-robot webhooks, on 127.0.0.1.
+"""Stand-ins for the WeCom, DingTalk and Feishu group-robot webhooks, on 127.0.0.1, for
+the tests and ``jiayuan demo``.
 
 Written from the platforms' published rules, not from our sender:
 
@@ -48,6 +49,7 @@ class Received:
     robot: str
     at: float  # monotonic
     body: dict[str, Any]
+    wall_ms: int = 0  # when it arrived, epoch ms
 
     @property
     def text(self) -> str:
@@ -73,7 +75,7 @@ class Robot:
     blocked_until: float = 0.0
 
 
-class StandIn:
+class RobotPlatforms:
     """All three platforms on one server; ``robots`` maps (platform, token) → Robot."""
 
     def __init__(self, time_scale: float = 1.0) -> None:
@@ -102,13 +104,19 @@ class StandIn:
             "feishu": f"{self.base}/open-apis/bot/v2/hook",
         }
 
-    def __enter__(self) -> StandIn:
+    def start(self) -> None:
         self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> RobotPlatforms:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self.stop()
 
     def texts(self, platform: str) -> list[str]:
         with self.lock:
@@ -255,7 +263,7 @@ class StandIn:
         return {"code": 0, "msg": "success", "data": {}}
 
     def _accept(self, platform: str, robot: str, now: float, body: dict[str, Any]) -> None:
-        self.received.append(Received(platform, robot, now, body))
+        self.received.append(Received(platform, robot, now, body, time.time_ns() // 1_000_000))
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         standin = self
