@@ -20,6 +20,7 @@ from alerts.delivery import Deliverer, DeliverySettings, Dispatcher
 from alerts.links import LinkSigner
 from alerts.model import AlertAction
 from alerts.outbox import MessageState, Outbox
+from alerts.outbox_api import message_out
 from alerts.robot_delivery import RobotSettings, digest_text
 from alerts.robot_ledger import RobotLedger
 from alerts.robots import (
@@ -31,6 +32,7 @@ from alerts.robots import (
     dingtalk_sign,
     feishu_sign,
     fit_bytes,
+    robot_id,
 )
 from simulators.robot_platforms import RobotPlatforms
 
@@ -306,6 +308,10 @@ def test_wrong_secret_parks_with_the_platforms_reason_and_new_secret_requeues(
         robots_only(dispatcher, 1)
         dispatcher.deliverer.run_once()
         parked = {m.channel: m for m in dispatcher.outbox.messages(MessageState.PARKED)}
+        # Shown to people (API, CLI) without the credential.
+        shown = {message_out(m).destination for m in parked.values()}
+        assert not any(DING_TOKEN in d or WECOM_KEY in d or FEISHU_TOKEN in d for d in shown)
+        assert shown == {robot_id(m.channel, m.destination) for m in parked.values()}
         assert "310000" in parked["dingtalk"].last_error
         assert "19021" in parked["feishu"].last_error
         assert "93000" in parked["wecom"].last_error  # an unknown key
