@@ -24,8 +24,9 @@ DingTalk robot pages (每个机器人每分钟最多发送20条, 超过会限流
 too fast, exceed 20 times per minute"); WeCom's group-robot page (text 2,048 bytes,
 markdown 4,096 bytes, mentioned_mobile_list, 20 条/分钟; errcode 45009).
 
-Durations are divided by ``time_scale`` so a test's "minute" can be seconds; every limit
-broken is kept in ``violations`` (what the sender must never cause).
+Durations are divided by ``time_scale`` so a test's "minute" can be seconds, or the
+``clock`` is one the test moves; every limit broken is kept in ``violations`` (what the
+sender must never cause).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -78,8 +80,12 @@ class Robot:
 class RobotPlatforms:
     """All three platforms on one server; ``robots`` maps (platform, token) → Robot."""
 
-    def __init__(self, time_scale: float = 1.0) -> None:
+    def __init__(
+        self, time_scale: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``clock``: seconds, for the rate limits (a test may move it by hand)."""
         self.scale = time_scale
+        self.clock = clock
         self.robots: dict[tuple[str, str], Robot] = {}
         self.received: list[Received] = []
         self.refused: list[tuple[str, int, str]] = []  # platform, code, message
@@ -149,7 +155,7 @@ class RobotPlatforms:
         return None
 
     def handle(self, path: str, raw: bytes) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.clock()
         parts = urlsplit(path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if parts.path == "/cgi-bin/webhook/send":

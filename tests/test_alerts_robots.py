@@ -420,6 +420,36 @@ def test_storm_of_200_alerts_in_a_minute_with_a_restart(tmp_path: Path) -> None:
         assert ranks == sorted(ranks)
 
 
+def test_storm_at_the_real_limits_on_a_clock_moved_by_hand(tmp_path: Path) -> None:
+    """The real numbers (20 a minute, 100 a minute and 5 a second, DingTalk's 10-minute
+    block): 200 alerts over one minute, the deliverer and the platforms on one clock that
+    the test moves in 0.1 s steps."""
+    clock = FakeClock(time.time() + 10)  # ahead of the real clock the outbox queues on
+    with RobotPlatforms(clock=clock) as standin:
+        standin.add("wecom", WECOM_KEY)
+        standin.add("dingtalk", DING_TOKEN, DING_SECRET)
+        standin.add("feishu", FEISHU_TOKEN, FEISHU_SECRET)
+        dispatcher = make_dispatcher(tmp_path, standin, clock=clock)
+        start, queued, steps = clock.now, 0, 0
+        while dispatcher.outbox.counts()["pending"] or queued < 200:
+            while queued < 200 and clock.now >= start + queued * 0.3:
+                queued += 1
+                robots_only(dispatcher, queued, severity=("critical", "warning")[queued % 2])
+            dispatcher.deliverer.run_once()
+            clock.advance(0.1)
+            steps += 1
+            assert steps < 15 * 600, "not delivered within 15 minutes"
+        took_s = clock.now - start
+        dispatcher.stop()
+    assert standin.violations == [] and standin.refused == []
+    for platform in ("wecom", "dingtalk", "feishu"):
+        texts = "\n".join(standin.texts(platform))
+        assert {int(n) for n in re.findall(r"al-(\d{4})", texts)} == set(range(1, 201))
+    # WeCom and DingTalk: at most 20 in any minute, so the 200 alerts went as digests.
+    assert len(standin.texts("wecom")) <= 20 * (int(took_s / 60) + 1)
+    assert took_s < 180
+
+
 def test_a_restart_remembers_what_the_robot_sent(tmp_path: Path) -> None:
     """After a restart the new deliverer knows what the old one sent (the ledger on
     disk): with half the minute's slots used, eight new alerts go as one digest, where a
