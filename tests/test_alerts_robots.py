@@ -5,6 +5,8 @@ and real delivery through the outbox to stand-ins of the three platforms (HTTP o
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import hashlib
 import hmac
 import re
@@ -477,3 +479,31 @@ def test_a_restart_remembers_what_the_robot_sent(tmp_path: Path) -> None:
         assert second.outbox.counts()["delivered"] == 18
         second.stop()
     assert standin.violations == []
+
+
+def test_asking_the_street_reaches_the_street_robot_and_email_carries_the_link(
+    tmp_path: Path,
+) -> None:
+    contacts = (
+        "sj-fs-001:\n  - {name: 王经理, email: wang@example.com}\n"
+        f"street:fangsong:\n  - {{name: 街道群, dingtalk_token: {DING_TOKEN}}}\n"
+    )
+    with RobotPlatforms() as standin:
+        standin.add("dingtalk", DING_TOKEN)
+        dispatcher = make_dispatcher(tmp_path, standin, contacts=contacts)
+        alert = make_alert(1)
+        keys = dispatcher.dispatch(alert, AlertAction.RAISED, alert.created_ms, work_order=False)
+        mail = dispatcher.outbox.get(next(k for k in keys if ":email:" in k))
+        assert mail is not None
+        parsed = email.message_from_bytes(mail.body, policy=email.policy.default)
+        body = parsed.get_body(("plain",))
+        assert body is not None
+        link = "处理页面 Alert page: http://127.0.0.1:8000/m/alerts/al-0001?t="
+        assert link in body.get_content()
+        dispatcher.deliverer.run_once()
+        asked = dispatcher.ask_street(alert, alert.created_ms + 60_000, "需要消防支援")
+        assert [k.split(":")[3] for k in asked] == ["dingtalk"]  # the street's, not the estate's
+        dispatcher.deliverer.run_once()
+        (last, *_) = reversed(standin.texts("dingtalk"))
+        assert "需要消防支援" in last and "/m/alerts/al-0001?t=" in last
+        dispatcher.stop()
