@@ -88,10 +88,14 @@ def page_config(config: Config, standin: RobotPlatforms, tmp_path: Path) -> Conf
         f"  - name: 芳松物业群\n    wecom_key: {WECOM_KEY}\n    phone: '13800000000'\n",
         encoding="utf-8",
     )
+    # Unacknowledged for 3 s, a trapped passenger escalates to the street: the board shows it.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("codes:\n  lift.trapped: {ack_deadline_s: 3}\n", encoding="utf-8")
     return replace(
         config,
         alerts=replace(
             config.alerts,
+            policy_file=str(policy),
             contacts_file=str(contacts),
             wecom_url=standin.urls()["wecom"],
             page_url=f"http://127.0.0.1:{config.gateway.api_port}",
@@ -159,7 +163,11 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
         WebDriverWait(board, 10).until(lambda d: d.find_elements(By.CSS_SELECTOR, card))
         shown(board, "实时 live")
         board.execute_script("window.notReloaded = true")
+        shown(board, "已升级至街道")  # over the stream, 3 s unacknowledged
         board.save_screenshot(str(shots / "board-desktop.png"))
+        phone.get(f"{gateway.api_url}/board")
+        shown(phone, "已升级至街道")
+        phone.save_screenshot(str(shots / "board-phone.png"))
 
         phone.get(link.group(0))
         shown(phone, "困人")
