@@ -115,7 +115,8 @@ esc(a.id)+'">处理完毕 Resolve</button>';
 if(g)b+='<button class="grade" data-grade="'+esc(a.estate)+'">评级 '+esc(g.grade)+' '+
 esc(g.grade_en)+'</button>';var d=due(a);
 return '<div class="card '+esc(a.severity)+(e?' escalated':'')+(S.fresh.has(a.id)?' fresh':'')
-+'" data-alert="'+esc(a.id)+'" data-state="'+esc(a.state)+'"><div class="title">【'+s[0]+' '+s[1]+'】'
++'" data-alert="'+esc(a.id)+'" data-state="'+esc(a.state)+'"><div class="title">【'+s[0]+
+' '+s[1]+'】'
 +esc(a.title_zh)+' <span class="en">'+esc(a.title_en)+'</span></div><div class="meta">'+
 esc(a.estate)+' · '+esc(a.building)+' · '+esc(a.device)+' · <span class="state">'+st[0]+
 ' '+st[1]+'</span></div>'+(e?'<div class="esc">'+e[0]+' '+e[1]+'</div>':'')+
