@@ -495,6 +495,11 @@ class Dispatcher:
         links = None
         if alerts.page_url and alerts.link_secret:
             links = LinkSigner(alerts.link_secret, alerts.page_url, alerts.link_ttl_s)
+        elif alerts.page_url or alerts.link_secret:
+            log.warning(
+                "通知不带告警页面链接 notifications carry no alert-page links: [alerts] "
+                "page_url and link_secret are both needed"
+            )
         return cls(
             outbox,
             Deliverer(outbox, settings),
