@@ -81,8 +81,9 @@ function say(t){$('error').textContent=t||''}
 function status(live){var s=$('status');s.className=live?'live':'down';
 s.textContent=live?'● 实时 live':'● 连接中断，重连中 reconnecting'}
 async function start(){try{S.me=await api('/whoami')}catch(e){
-if(e.status===401||e.status===403){login();return}say('无法连接网关 cannot reach the gateway: '
-+e.message);setTimeout(start,3000);return}
+if(e.status===401||e.status===403){login();$('login-error').textContent=S.token?
+'令牌无效或已收回 token refused ('+e.status+')':'';return}
+say('无法连接网关 cannot reach the gateway: '+e.message);setTimeout(start,3000);return}
 $('login').hidden=true;$('board').hidden=false;
 $('who').textContent=S.me.name+' · '+S.me.role;await reload();loadGrades();stream()}
 function login(){$('login').hidden=false;$('board').hidden=true;$('token').value=S.token;
@@ -160,7 +161,8 @@ PAGE = f"""<!doctype html><html lang="zh-CN"><head><meta charset="utf-8">
 <label for="token">访问令牌 <span class="en">API token</span></label>
 <input id="token" type="password" autocomplete="off">
 <label for="actor">值班员姓名 <span class="en">Your name (recorded with each step)</span></label>
-<input id="actor" autocomplete="name"><button>进入 Enter</button></form>
+<input id="actor" autocomplete="name"><p id="login-error" class="due"></p>
+<button>进入 Enter</button></form>
 <div id="board" hidden><header><h1>运营中心告警看板 <span class="en">Operations board</span></h1>
 <span id="who" class="en"></span><span id="status"></span></header><p id="error"></p>
 <div id="streets"></div><p id="empty" hidden>暂无未处理告警 <span class="en">No open alerts</span>

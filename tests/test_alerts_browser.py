@@ -21,12 +21,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from lift_readings import lift_reading
 from mqtt_publisher import PLACE, Publisher
 from test_gateway import now_ms, query, wait_for
 
 from alerts.links import LinkSigner
 from gateway.service import Gateway
+from jiayuan.api_auth import token_hash
 from jiayuan.config import Config
 from simulators.robot_platforms import RobotPlatforms
 
@@ -251,3 +253,67 @@ def test_phone_page_from_the_robots_link_acknowledge_and_handle(
     assert by_action["acknowledged"]["actor"] == "王师傅 [链接 link: 芳松物业群]"
     assert by_action["resolved"]["actor"] == "王师傅 [链接 link: 芳松物业群]"
     assert by_action["acknowledged"]["time"] < by_action["resolved"]["time"]
+
+
+def test_board_with_tokens_shows_each_role_its_buttons(
+    page_config: Config, publisher: Publisher, tmp_path: Path, shots: Path
+) -> None:
+    """With the API's tokens on, the board asks for a token: a viewer's board has no
+    buttons and follows what an operations centre's board does."""
+    tokens = tmp_path / "api-tokens.yaml"
+    entries = [
+        {
+            "name": "大屏 wall screen",
+            "sha256": token_hash("viewer-token"),
+            "role": "viewer",
+            "streets": ["*"],
+        },
+        {
+            "name": "方松运营中心",
+            "sha256": token_hash("ops-token"),
+            "role": "ops_centre",
+            "streets": [PLACE[1]],
+        },
+    ]
+    tokens.write_text(yaml.safe_dump({"tokens": entries}, allow_unicode=True), encoding="utf-8")
+    tokens.chmod(0o600)
+    config = replace(page_config, api=replace(page_config.api, auth="on", tokens_file=str(tokens)))
+    start = now_ms() - 120_000
+    trapped = [lift_reading(seq, start + seq * 5000, passenger_status=1) for seq in range(1, 7)]
+    gateway = Gateway(config)
+    gateway.start()
+    assert gateway.wait_ready(10)
+    wall, desk = browser(DESKTOP, mobile=False), browser(PHONE, mobile=True)
+    try:
+        publisher.readings(trapped)
+        for driver, token, name in ((wall, "viewer-token", ""), (desk, "ops-token", "李值班")):
+            driver.get(f"{gateway.api_url}/board")
+            shown(driver, "访问令牌")  # the sign-in form: the page itself holds no data
+            if driver is wall:  # a mistyped token is refused in words
+                driver.find_element(By.ID, "token").send_keys("no-such-token")
+                click(driver, "进入")
+                shown(driver, "令牌无效")
+                driver.find_element(By.ID, "token").clear()
+            driver.find_element(By.ID, "token").send_keys(token)
+            driver.find_element(By.ID, "actor").send_keys(name)
+            click(driver, "进入")
+            WebDriverWait(driver, 15).until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-state='open']")
+            )
+        desk.save_screenshot(str(shots / "board-phone-signed-in.png"))
+        assert wall.find_elements(By.CSS_SELECTOR, ".card button[data-do]") == []
+        assert "viewer" in wall.find_element(By.ID, "who").text
+        click(desk, "确认")
+        WebDriverWait(wall, 10).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, ".card[data-state='acknowledged']")
+        )
+        wall.save_screenshot(str(shots / "board-desktop-viewer.png"))
+        headers = {"Authorization": "Bearer ops-token"}
+        (alert,) = httpx.get(f"{gateway.api_url}/alerts", headers=headers, timeout=5).json()
+        detail = httpx.get(f"{gateway.api_url}/alerts/{alert['id']}", headers=headers).json()
+        acks = [h for h in detail["history"] if h["action"] == "acknowledged"]
+        assert [h["actor"] for h in acks] == ["李值班 [方松运营中心]"]
+    finally:
+        wall.quit()
+        desk.quit()
+        gateway.stop()
