@@ -23,14 +23,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from alerts.contacts import ContactBook, ContactSource
+from alerts.contacts import COMPANY_PREFIX, STREET_PREFIX, Contact, ContactBook, ContactSource
 from alerts.destinations import (
     EMAIL,
     MANAGER_WEBHOOK,
@@ -39,9 +39,13 @@ from alerts.destinations import (
     channel_digest,
     check_destinations,
 )
+from alerts.links import LinkSigner
 from alerts.model import Alert, AlertAction
 from alerts.notify import notification_messages
 from alerts.outbox import MessageState, Outbox, OutboxMessage, StoredMessage
+from alerts.robot_delivery import RobotOutcome, RobotSender, RobotSettings
+from alerts.robot_ledger import RobotLedger
+from alerts.robots import DINGTALK, FEISHU, ROBOT_CHANNELS, WECOM, robot_id
 from alerts.signing import SIGNATURE_HEADER, sign
 from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
 from jiayuan.config import AlertsConfig
@@ -49,6 +53,8 @@ from jiayuan.config import AlertsConfig
 log = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.sqlite"
+# Beside the outbox: what each group robot sent when (its rate limits survive restarts).
+ROBOT_LEDGER_FILE = "robot_sends.sqlite"
 
 HTTP_CHANNELS = frozenset({WORKORDER, MANAGER_WEBHOOK})
 EMAIL_CHANNEL = EMAIL
@@ -67,6 +73,8 @@ class DeliverySettings:
     # Where work orders are sent now (also those queued before it was set or changed);
     # empty: to the URL each was queued with.
     workorder_url: str = ""
+    # Group robots (WeCom, DingTalk, Feishu): base URLs, signing secrets, rate limits.
+    robots: RobotSettings = field(default_factory=RobotSettings)
 
     def workorder_destination(self, queued_with: str) -> str:
         return self.workorder_url or queued_with
@@ -81,6 +89,12 @@ class DeliverySettings:
         if channel == EMAIL:
             mail = {"smtp_url": self.smtp_url, "smtp_from": self.smtp_from}
             return channel_digest(channel, destination, mail)
+        if channel in ROBOT_CHANNELS:
+            robot = {
+                "base_url": self.robots.base_url(channel),
+                "secret": self.robots.secret(channel, destination),
+            }
+            return channel_digest(channel, destination, robot)
         return channel_digest(channel, destination, {})
 
 
@@ -92,8 +106,28 @@ class _Park(Exception):
     """The receiver refused the message for good."""
 
 
-# What an attempt came to: delivered (None), to retry, or parked with the reason.
-_Outcome = _Retry | _Park | None
+class _Defer(Exception):
+    """Not tried now (a robot's rate limit): due again at ``until_ms``, no attempt counted."""
+
+    def __init__(self, reason: str, until_ms: int) -> None:
+        super().__init__(reason)
+        self.until_ms = until_ms
+
+
+# What an attempt came to: delivered (None), to retry, parked with the reason, or deferred.
+_Outcome = _Retry | _Park | _Defer | None
+
+
+def _robot_outcome(outcome: RobotOutcome) -> _Outcome:
+    if outcome.verb == "delivered":
+        return None
+    if outcome.verb == "retry":
+        return _Retry(outcome.reason)
+    if outcome.verb == "park":
+        return _Park(outcome.reason)
+    return _Defer(outcome.reason, outcome.until_ms)
+
+
 # While sending a round, the outcomes so far are recorded at least this often.
 RECORD_EVERY_S = 1.0
 
@@ -145,6 +179,10 @@ class Deliverer:
         self._jitter = jitter
         self._poll_s = poll_s
         self._http = httpx.Client(timeout=settings.timeout_s, follow_redirects=False)
+        self.robot_ledger = RobotLedger(outbox.path.parent / ROBOT_LEDGER_FILE)
+        self.robots = RobotSender(
+            outbox, self.robot_ledger, settings.robots, self._http, self.now_ms
+        )
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,7 +209,14 @@ class Deliverer:
                 if not batch:
                     break
                 since = time.monotonic()
+                robot_due = [m for m in batch if m.channel in ROBOT_CHANNELS]
+                for robot_outcome in self.robots.send_round(robot_due) if robot_due else []:
+                    outcomes.append((robot_outcome.message, _robot_outcome(robot_outcome)))
+                    tried.add(robot_outcome.message.id)
                 for message in batch:
+                    if message.channel in ROBOT_CHANNELS:
+                        tried.add(message.id)
+                        continue
                     outcomes.append((message, self._send(message)))
                     tried.add(message.id)
                     if time.monotonic() - since >= RECORD_EVERY_S:
@@ -204,6 +249,10 @@ class Deliverer:
 
     def attempt(self, message: StoredMessage) -> None:
         """Try to send one message now and record the outcome in the outbox."""
+        if message.channel in ROBOT_CHANNELS:
+            robot = self.robots.send_round([message])
+            self._record([(outcome.message, _robot_outcome(outcome)) for outcome in robot])
+            return
         self._record([(message, self._send(message))])
 
     def _send(self, message: StoredMessage) -> _Outcome:
@@ -237,6 +286,8 @@ class Deliverer:
                     self.stats.delivered += 1
                 elif isinstance(outcome, _Retry):
                     self._retry_later(message, outcome)
+                elif isinstance(outcome, _Defer):
+                    self.outbox.defer(message.id, outcome.until_ms, str(outcome))
                 else:
                     digest = self.settings.config_digest(message.channel, message.destination)
                     self.outbox.park(message.id, str(outcome), digest)
@@ -257,10 +308,17 @@ class Deliverer:
         self.stats.last_error = f"{message.key}: {error}"
         self._log(
             logging.WARNING,
-            f"to {message.destination or '(unset)'} failed, retried: {failure}",
+            f"to {self._where(message)} failed, retried: {failure}",
             message.key,
             f" (attempt {message.attempts + 1}, next in {delay:.1f} s)",
         )
+
+    @staticmethod
+    def _where(message: StoredMessage) -> str:
+        # A robot's destination is its credential: logs name the robot by a hash.
+        if message.channel in ROBOT_CHANNELS:
+            return robot_id(message.channel, message.destination)
+        return message.destination or "(unset)"
 
     def _log(self, level: int, outcome: str, key: str, detail: str) -> None:
         """Log a message's outcome; within a round only the first with that outcome."""
@@ -336,6 +394,7 @@ class Deliverer:
         if self._thread is not None:
             self._thread.join(timeout_s)
         self._http.close()
+        self.robot_ledger.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -387,8 +446,14 @@ class Dispatcher:
         *,
         opscentre_url: str,
         callback_url: str,
+        links: LinkSigner | None = None,
+        company_of: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``links``: signs each contact's link to the alert's page; ``company_of``: an
+        estate's property company (its contacts hear of the estate's alerts too)."""
         self.outbox = outbox
+        self.links = links
+        self.company_of = company_of
         self.deliverer = deliverer
         self.contacts = contacts
         self.opscentre_url = opscentre_url
@@ -399,6 +464,7 @@ class Dispatcher:
             webhook_secret=settings.webhook_secret,
             smtp_url=settings.smtp_url,
             contacts=contacts if isinstance(contacts, ContactBook) else None,
+            robot_urls={channel: settings.robots.base_url(channel) for channel in ROBOT_CHANNELS},
         )
 
     @classmethod
@@ -406,7 +472,17 @@ class Dispatcher:
         cls, alerts: AlertsConfig, state_dir: str | Path, default_callback_url: str
     ) -> Dispatcher:
         """Outbox at ``{state_dir}/outbox.sqlite``; contacts from ``alerts.contacts_file``."""
+        contacts = ContactBook.load(alerts.contacts_file) if alerts.contacts_file else None
+        robots = RobotSettings(
+            base_urls={
+                WECOM: alerts.wecom_url,
+                DINGTALK: alerts.dingtalk_url,
+                FEISHU: alerts.feishu_url,
+            },
+            secrets=contacts.robot_secrets() if contacts is not None else {},
+        )
         settings = DeliverySettings(
+            robots=robots,
             webhook_secret=alerts.webhook_secret,
             smtp_url=alerts.smtp_url,
             smtp_from=alerts.smtp_from,
@@ -415,15 +491,57 @@ class Dispatcher:
             timeout_s=alerts.delivery_timeout_s,
             workorder_url=alerts.opscentre_url,
         )
-        contacts = ContactBook.load(alerts.contacts_file) if alerts.contacts_file else None
         outbox = Outbox(Path(state_dir) / OUTBOX_FILE)
+        links = None
+        if alerts.page_url and alerts.link_secret:
+            links = LinkSigner(alerts.link_secret, alerts.page_url, alerts.link_ttl_s)
+        elif alerts.page_url or alerts.link_secret:
+            log.warning(
+                "通知不带告警页面链接 notifications carry no alert-page links: [alerts] "
+                "page_url and link_secret are both needed"
+            )
         return cls(
             outbox,
             Deliverer(outbox, settings),
             contacts,
             opscentre_url=alerts.opscentre_url,
             callback_url=alerts.callback_url or default_callback_url,
+            links=links,
         )
+
+    def contacts_for(self, alert: Alert, *, estate: bool = True) -> list[Contact]:
+        """Who hears of an alert: its estate's contacts, its street's and its estate's
+        property company's (``estate`` False: the street's only)."""
+        if self.contacts is None:
+            return []
+        people = self.contacts.for_estate(alert.estate) if estate else []
+        people += self.contacts.for_estate(STREET_PREFIX + alert.street)
+        company = self.company_of(alert.estate) if self.company_of and estate else None
+        if company:
+            people += self.contacts.for_estate(COMPANY_PREFIX + company)
+        return people
+
+    def link_maker(self, alert: Alert, at_ms: int) -> Callable[[Contact], str] | None:
+        if self.links is None:
+            return None
+        signer = self.links
+        return lambda contact: signer.link(alert.id, contact.name, at_ms / 1000)
+
+    def ask_street(self, alert: Alert, at_ms: int, note: str) -> list[str]:
+        """Tell the street's contacts that the estate asks for help; the keys queued."""
+        messages = notification_messages(
+            alert,
+            AlertAction.NOTIFIED,
+            self.contacts_for(alert, estate=False),
+            at_ms=at_ms,
+            sender=self.deliverer.settings.smtp_from,
+            note=note,
+            link=self.link_maker(alert, at_ms),
+        )
+        queued = [message.key for message in messages if self.outbox.put(message)]
+        if queued:
+            self.deliverer.wake()
+        return queued
 
     def messages_for(
         self,
@@ -450,10 +568,15 @@ class Dispatcher:
             if order is not None:
                 messages.append(order)
         if notify_manager and self.contacts is not None:
-            people = self.contacts.for_estate(alert.estate)
             sender = self.deliverer.settings.smtp_from
             messages += notification_messages(
-                alert, action, people, at_ms=at_ms, sender=sender, note=note
+                alert,
+                action,
+                self.contacts_for(alert),
+                at_ms=at_ms,
+                sender=sender,
+                note=note,
+                link=self.link_maker(alert, at_ms),
             )
         return messages
 

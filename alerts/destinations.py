@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -55,8 +56,10 @@ def check_destinations(
     webhook_secret: str,
     smtp_url: str,
     contacts: ContactBook | None,
+    robot_urls: Mapping[str, str] | None = None,
 ) -> list[DestinationCheck]:
-    """One check for work orders, and one per notification channel the contacts use."""
+    """One check for work orders, and one per notification channel the contacts use
+    (``robot_urls``: each group-robot channel's base URL)."""
     if not opscentre_url:
         problem = (
             "未配置工单接收地址，工单暂存不发送 no destination for work orders: "
@@ -89,6 +92,11 @@ def check_destinations(
             "property-manager webhooks cannot be signed and are parked"
         )
         checks.append(DestinationCheck(MANAGER_WEBHOOK, "(per contact)", problem))
+    used = sorted({channel for person in people for channel, _, _ in person.robots()})
+    for channel in used:
+        url = (robot_urls or {}).get(channel, "")
+        problem = _http_url_problem(url, f"[alerts] {channel}_url")
+        checks.append(DestinationCheck(channel, without_credentials(url), problem))
     return checks
 
 

@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS message (
     config_digest TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS message_due ON message (state, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS message_robot ON message (channel, destination, state);
 """
 # Columns added after the first release: an outbox file written before gets them on open.
 _ADDED_COLUMNS = {"config_digest": "TEXT NOT NULL DEFAULT ''"}
@@ -212,6 +213,19 @@ class Outbox:
             "attempts = attempts + 1, next_attempt_ms = ?, last_error = ?",
             (next_attempt_ms, error),
             message_id,
+        )
+
+    def defer(self, message_id: int, next_attempt_ms: int, reason: str) -> None:
+        """Not tried now (a robot's rate limit, a digest to come): due again at
+        ``next_attempt_ms``; no attempt is counted."""
+        self._update("next_attempt_ms = ?, last_error = ?", (next_attempt_ms, reason), message_id)
+
+    def pending_for(self, channel: str, destination: str) -> list[StoredMessage]:
+        """Every pending message of ``channel`` to ``destination``, due or not, in the
+        order queued (what a robot's digest may name)."""
+        return self._select(
+            "WHERE state = ? AND channel = ? AND destination = ? ORDER BY id",
+            (MessageState.PENDING.value, channel, destination),
         )
 
     def park(self, message_id: int, error: str, config_digest: str = "") -> None:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from alerts.delivery import Dispatcher
 from alerts.destinations import without_credentials
 from alerts.outbox import MessageState, NotParked, StoredMessage, UnknownMessage
+from alerts.robots import ROBOT_CHANNELS, robot_id
 from jiayuan.api_auth import Caller, Role, current_caller
 
 
@@ -51,7 +52,10 @@ def message_out(message: StoredMessage) -> OutboxMessageOut:
         id=message.id,
         key=message.key,
         channel=message.channel,
-        destination=without_credentials(message.destination),
+        # A robot's destination is its credential: shown as the robot's hash.
+        destination=robot_id(message.channel, message.destination)
+        if message.channel in ROBOT_CHANNELS
+        else without_credentials(message.destination),
         state=message.state,
         attempts=message.attempts,
         last_error=message.last_error,

@@ -17,11 +17,14 @@ from pathlib import Path
 from fastapi import APIRouter
 
 from alerts.api import create_alerts_router
+from alerts.board import create_board_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
 from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
 from alerts.grades import ALL
 from alerts.grouping import DeviceCount
+from alerts.links import LINKS_FILE, LinkLedger
+from alerts.mobile import create_mobile_router
 from alerts.outbox_api import create_outbox_router
 from alerts.outbox_metrics import OutboxCollector
 from alerts.points import PointBuffer, alert_open_lines
@@ -51,6 +54,7 @@ OPEN_GAUGE_EVERY_S = 10.0
 MAX_PENDING_POINTS = 100_000
 # The district and city rows of a split set count the estates scored in this many intervals.
 AGGREGATE_INTERVALS = 3
+COMPANIES_REFRESH_MS = 60_000
 
 
 class AlertService:
@@ -80,6 +84,10 @@ class AlertService:
         self.points = PointBuffer()
         self.stream: Broadcaster[AlertEvent] = Broadcaster()
         self.dispatcher = Dispatcher.from_config(settings, state_dir, "")
+        self.dispatcher.company_of = self._company_of
+        self.links = LinkLedger(state_dir / LINKS_FILE)
+        self._companies: dict[str, str] | None = None
+        self._companies_until_ms = 0
         self.engine = AlertEngine(
             self.store,
             policy or AlertPolicy(),
@@ -127,6 +135,14 @@ class AlertService:
                 self.registry, self.store, self.score_config, self.clock, self.streets
             ),
         ]
+        routers.append(create_board_router())
+        signer = self.dispatcher.links
+        if signer is not None:
+            routers.append(
+                create_mobile_router(
+                    self.engine, self.store, signer, self.links, self.dispatcher.ask_street
+                )
+            )
         # Callbacks must be authenticated: without a token and a secret there is no
         # callback endpoint (the operations centre cannot report, people still can).
         if settings.callback_token and settings.webhook_secret:
@@ -151,6 +167,15 @@ class AlertService:
     def outbox_collector(self) -> OutboxCollector:
         """For the gateway's Prometheus registry."""
         return OutboxCollector(self.dispatcher.outbox)
+
+    def _company_of(self, estate: str) -> str | None:
+        """The estate's property company in the registry (its contacts hear of it); the
+        registry is read again at most once a minute."""
+        now = self.clock()
+        if self._companies is None or now >= self._companies_until_ms:
+            self._companies = {e.id: e.company for e in self.registry.load().estates}
+            self._companies_until_ms = now + COMPANIES_REFRESH_MS
+        return self._companies.get(estate) or None
 
     def _route(self, event: AlertEvent) -> None:
         # Runs inside the engine's lock: it only queues (SQLite outbox), never sends.
@@ -188,6 +213,7 @@ class AlertService:
         self._flush_points(final=True)
         self.dispatcher.stop()
         self._ledger.close()
+        self.links.close()
         self.registry.close()
         self.store.close()
         self._influx.close()

@@ -43,9 +43,15 @@ log = logging.getLogger(__name__)
 EVERYWHERE = "*"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # Open without a token: liveness for probes, and the API's own description (no data).
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# The operations board's page is public too: it holds no data and reads the API with the
+# caller's token.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/board"}
+)
 # The operations centre's callback checks its own bearer token and HMAC signature.
 SEPARATELY_AUTHENTICATED = frozenset({CALLBACK_PATH})
+# Alert pages for phones: each request carries its own signed link (alerts/mobile.py).
+LINK_AUTHENTICATED_PREFIX = "/m/"
 
 
 class Role(StrEnum):
@@ -323,7 +329,11 @@ def current_caller(request: Request) -> Caller:
     if auth is None:
         return DEVELOPER
     path = request.url.path
-    if path in PUBLIC_PATHS or path in SEPARATELY_AUTHENTICATED:
+    if (
+        path in PUBLIC_PATHS
+        or path in SEPARATELY_AUTHENTICATED
+        or path.startswith(LINK_AUTHENTICATED_PREFIX)
+    ):
         return ANONYMOUS
     return auth.authenticate(request.headers.get("authorization"))
 

@@ -172,6 +172,16 @@ class AlertsConfig:
     # In a set of instances that split the streets, the one that also writes the district
     # and city grade rows from every instance's estate scores (--workers: worker 1).
     score_aggregate: bool = False
+    # Group robots' webhook bases (tests and private deployments point them elsewhere).
+    wecom_url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+    dingtalk_url: str = "https://oapi.dingtalk.com/robot/send"
+    feishu_url: str = "https://open.feishu.cn/open-apis/bot/v2/hook"
+    # Signed links to an alert's phone page (/m/alerts/{id}) in every notification:
+    # the gateway's address as people's phones reach it, the HMAC key (give it as
+    # link_secret_file) and how long a link works.  Empty page_url or link_secret: no links.
+    page_url: str = ""
+    link_secret: str = ""
+    link_ttl_s: float = 7 * 24 * 3600.0
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,11 @@ def run_demo(
     operations.start()
     config = replace(
         config,
-        alerts=operations.alerts_config(config.alerts, estate_registry),
+        alerts=operations.alerts_config(
+            config.alerts,
+            estate_registry,
+            page_url=f"http://{config.gateway.api_host}:{config.gateway.api_port}",
+        ),
         api=operations.api_config(config.api),
     )
     gateway = Gateways(config)

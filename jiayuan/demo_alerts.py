@@ -2,6 +2,8 @@
 
 The reference operations centre receives work orders and accepts then completes them
 through the callback; a mail catcher on loopback receives the property managers' e-mail;
+stand-ins of the WeCom, DingTalk and Feishu robot platforms receive the group messages
+(a WeCom group per estate, a DingTalk group per street, a Feishu group per company);
 a duty officer acknowledges open alerts, and the property manager resolves what has
 cleared and closes what the centre completed (verified).  At the end, ``alerts_report``
 measures what happened from the receiver's and InfluxDB's own records.
@@ -10,6 +12,7 @@ measures what happened from the receiver's and InfluxDB's own records.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import statistics
 import threading
@@ -24,6 +27,7 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from alerts.model import Alert
 from alerts.opscentre import ReferenceOpsCentre
 from alerts.store import AlertFilter, AlertStore
 from jiayuan.api_auth import token_hash
@@ -32,6 +36,7 @@ from jiayuan.config import AlertsConfig, ApiConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.model import Registry
 from jiayuan.services import free_port
+from simulators.robot_platforms import RobotPlatforms
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +52,9 @@ WORK_ORDER_WITHIN_S = 5.0
 # Deadlines scaled to a one-minute demo, as its heartbeats are: hours become seconds, so
 # an alert still unresolved after this escalates to the street while you watch.
 DEMO_RESOLVE_DEADLINE_S = 15.0
+# The issue's target for group robots: a critical alert is in the group within 2 s.
+ROBOT_MESSAGE_WITHIN_S = 2.0
+ALERT_ID = re.compile(r"al-[0-9a-f]{20}")
 
 
 class MailCatcher:
@@ -166,6 +174,8 @@ class DemoOperations:
             complete_after_s=COMPLETE_AFTER_S,
         )
         self.mail = MailCatcher()
+        self.robots = RobotPlatforms()
+        self.link_secret = secrets.token_hex(16)
         self.contacts_file = out_dir / "contacts.yaml"
         # The duty officer calls the API as the operations centre of every street.
         self.api_token = secrets.token_urlsafe(32)
@@ -176,6 +186,7 @@ class DemoOperations:
     def start(self) -> None:
         self.centre.start()
         self.mail.start()
+        self.robots.start()
 
     def start_operator(self, api_url: str) -> None:
         self.operator = Operator(api_url, self.api_token)
@@ -190,6 +201,7 @@ class DemoOperations:
         self.stop_operator()
         self.centre.close()
         self.mail.stop()
+        self.robots.stop()
 
     def api_config(self, base: ApiConfig) -> ApiConfig:
         """The gateway's [api] section: tokens on, one for the duty officer."""
@@ -205,11 +217,30 @@ class DemoOperations:
         self.tokens_file.chmod(0o600)
         return replace(base, auth="on", tokens_file=str(self.tokens_file))
 
-    def alerts_config(self, base: AlertsConfig, registry: Registry) -> AlertsConfig:
-        """The gateway's [alerts] section pointed at the stand-ins."""
+    def alerts_config(
+        self, base: AlertsConfig, registry: Registry, page_url: str = ""
+    ) -> AlertsConfig:
+        """The gateway's [alerts] section pointed at the stand-ins; ``page_url``: the
+        gateway's API, for the signed links to the alert pages."""
+        contacts = property_managers(registry)
+        for key, people in group_robots(registry).items():
+            contacts.setdefault(key, []).extend(people)
+            for person in people:
+                for channel, token, secret in (
+                    ("wecom", person.get("wecom_key", ""), ""),
+                    (
+                        "dingtalk",
+                        person.get("dingtalk_token", ""),
+                        person.get("dingtalk_secret", ""),
+                    ),
+                    ("feishu", person.get("feishu_token", ""), person.get("feishu_secret", "")),
+                ):
+                    if token:
+                        self.robots.add(channel, token, secret)
         self.contacts_file.write_text(
-            yaml.safe_dump(property_managers(registry), allow_unicode=True), encoding="utf-8"
+            yaml.safe_dump(contacts, allow_unicode=True), encoding="utf-8"
         )
+        urls = self.robots.urls()
         self.policy_file.write_text(yaml.safe_dump(demo_policy()), encoding="utf-8")
         return replace(
             base,
@@ -223,6 +254,11 @@ class DemoOperations:
             retry_initial_s=0.5,
             retry_max_s=5.0,
             score_interval_s=10.0,
+            wecom_url=urls["wecom"],
+            dingtalk_url=urls["dingtalk"],
+            feishu_url=urls["feishu"],
+            page_url=page_url,
+            link_secret=self.link_secret if page_url else "",
         )
 
 
@@ -248,6 +284,70 @@ def property_managers(registry: Registry) -> dict[str, list[dict[str, str]]]:
         ]
         for record in registry.records()
     }
+
+
+def group_robots(registry: Registry) -> dict[str, list[dict[str, str]]]:
+    """A WeCom group per estate, a DingTalk group per street and a Feishu group per
+    property company (signed, with made-up secrets)."""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for record in registry.records():
+        estate, company = record.estate, record.company
+        groups[estate.id] = [
+            {
+                "name": f"{estate.name_zh}物业群",
+                "wecom_key": f"wecom-{estate.id}",
+                "phone": "13800000000",
+            }
+        ]
+        groups[f"street:{estate.street}"] = [
+            {
+                "name": f"{estate.street}街道值班群",
+                "dingtalk_token": f"ding-{estate.street}",
+                "dingtalk_secret": f"SEC-demo-{estate.street}",
+            }
+        ]
+        groups[f"company:{company.id}"] = [
+            {
+                "name": f"{company.name_zh}总部群",
+                "feishu_token": f"feishu-{company.id}",
+                "feishu_secret": f"demo-{company.id}",
+            }
+        ]
+    return groups
+
+
+def robots_report(robots: RobotPlatforms, alerts: list[Alert]) -> dict[str, Any]:
+    """Per platform: messages received, alerts named, and for critical alerts the time
+    from detection (raised) to the first message naming them in a group of that platform."""
+    created = {a.id: a.created_ms for a in alerts}
+    critical = {a.id for a in alerts if a.severity == Severity.CRITICAL.value and not a.silenced}
+    report: dict[str, Any] = {}
+    with robots.lock:
+        received = list(robots.received)
+        violations = list(robots.violations)
+        refused = list(robots.refused)
+    for platform in ("wecom", "dingtalk", "feishu"):
+        first: dict[str, int] = {}
+        messages = [r for r in received if r.platform == platform]
+        for message in messages:
+            for alert_id in ALERT_ID.findall(message.text):
+                first.setdefault(alert_id, message.wall_ms)
+        delays = sorted(
+            (first[a] - created[a]) / 1000 for a in critical if a in first and a in created
+        )
+        report[platform] = {
+            "messages": len(messages),
+            "alerts_named": len(first),
+            "critical_delay_s": {
+                "count": len(delays),
+                "median": statistics.median(delays) if delays else None,
+                "max": max(delays) if delays else None,
+                "over_2_s": sum(1 for d in delays if d > ROBOT_MESSAGE_WITHIN_S),
+            },
+        }
+    report["limit_violations"] = violations
+    report["refused"] = len(refused)
+    return report
 
 
 def alerts_report(
@@ -290,11 +390,17 @@ def alerts_report(
             "over_5_s": len(late),
         },
         "emails_received": operations.mail.received,
+        "robots": robots_report(operations.robots, alerts),
         "operator": vars(operator),
         "time_to_acknowledge_s": tta,
         "time_to_resolve_s": ttr,
-        "ok": not missing and not late and duplicates == 0,
+        "ok": not missing and not late and duplicates == 0 and not robot_violations(operations),
     }
+
+
+def robot_violations(operations: DemoOperations) -> list[str]:
+    with operations.robots.lock:
+        return list(operations.robots.violations)
 
 
 def _influx_stats(influx: InfluxClient, field_name: str, where: str) -> dict[str, float | None]:
@@ -328,6 +434,23 @@ def format_alerts_summary(report: dict[str, Any]) -> str:
         f"{seconds(ttr['mean'])}, worst {seconds(ttr['max'])} (from InfluxDB)",
         f"物业通知 property-manager e-mails received: {report['emails_received']}",
     ]
+    robots = report["robots"]
+    for platform, name in (
+        ("wecom", "企业微信 WeCom"),
+        ("dingtalk", "钉钉 DingTalk"),
+        ("feishu", "飞书 Feishu"),
+    ):
+        got = robots[platform]
+        delay = got["critical_delay_s"]
+        lines.append(
+            f"群机器人 {name}: {got['messages']} messages naming {got['alerts_named']} alerts; "
+            f"critical detection → message median {seconds(delay['median'])}, worst "
+            f"{seconds(delay['max'])}, over {ROBOT_MESSAGE_WITHIN_S:g} s: {delay['over_2_s']}"
+        )
+    lines.append(
+        f"  rate limits broken: {len(robots['limit_violations'])}, refused by the platforms: "
+        f"{robots['refused']}"
+    )
     if report["critical_without_work_order"]:
         lines.append(f"  MISSING work orders for {report['critical_without_work_order']}")
     return "\n".join(lines)

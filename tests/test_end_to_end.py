@@ -79,6 +79,14 @@ def test_demo_stores_what_was_published_and_detects_every_fault(
     assert alerts["work_orders_created"] >= alerts["critical_alerts"]
     assert alerts["time_to_acknowledge_s"]["count"] >= alerts["critical_alerts"]
     assert alerts["emails_received"] >= alerts["critical_alerts"]
+    # The estate's, the street's and the company's group robots each named every critical
+    # alert, within the 2 s, without breaking a platform's rate limit.
+    robots = alerts["robots"]
+    assert robots["limit_violations"] == [] and robots["refused"] == 0
+    for platform in ("wecom", "dingtalk", "feishu"):
+        delay = robots[platform]["critical_delay_s"]
+        assert delay["count"] == alerts["critical_alerts"], platform
+        assert delay["over_2_s"] == 0, platform
     assert report["score"]["estates"] == 3
 
     # Same values, not only the same count: every sample is in InfluxDB as it was read.
