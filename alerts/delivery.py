@@ -45,10 +45,10 @@ from alerts.outbox import MessageState, Outbox, OutboxMessage, StoredMessage
 from alerts.signing import SIGNATURE_HEADER, sign
 from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
 from jiayuan.config import AlertsConfig
+from jiayuan.state import OUTBOX_FILE
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = "outbox.sqlite"
 
 HTTP_CHANNELS = frozenset({WORKORDER, MANAGER_WEBHOOK})
 EMAIL_CHANNEL = EMAIL

@@ -20,30 +20,29 @@ from alerts.api import create_alerts_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
 from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
-from alerts.grades import ALL
 from alerts.grouping import DeviceCount
 from alerts.outbox_api import create_outbox_router
 from alerts.outbox_metrics import OutboxCollector
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
-from alerts.score import score_report
-from alerts.score_aggregate import write_aggregate_rows
-from alerts.score_api import create_score_router
-from alerts.score_cli import ALERTS_FILE
-from alerts.score_config import load_score_config
-from alerts.score_points import write_score_points
 from alerts.store import AlertStore
 from alerts.stream import Broadcaster
-from gateway.anomalies import Anomaly
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import Config
 from jiayuan.contract import EdgeStatus, Topic
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
 from jiayuan.registry.store import RegistryStore, registry_path
+from jiayuan.state import ALERTS_FILE, CALLBACK_LEDGER_FILE
+from score.aggregate import write_aggregate_rows
+from score.api import create_score_router
+from score.config import load_score_config
+from score.estate import score_report
+from score.grades import ALL
+from score.points import write_score_points
 
 log = logging.getLogger(__name__)
 
-CALLBACK_LEDGER_FILE = "callbacks.sqlite"
 TICK_S = 1.0
 OPEN_GAUGE_EVERY_S = 10.0
 # Alert points waiting for InfluxDB while it is down; beyond this the oldest are dropped

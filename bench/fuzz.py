@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz.py --messages 100000 [--seed 7]
 
-Starts its own Mosquitto and InfluxDB on loopback ports (``jiayuan.services``), runs a
+Starts its own Mosquitto and InfluxDB on loopback ports (``tools.servers``), runs a
 ``Gateway`` against them, publishes a seeded mix of valid messages, duplicates and broken
 ones (bad topics, malformed and oversized payloads, NaN/Infinity literals, wrong types,
 missing and extra fields, deep nesting, timestamps outside the window, unknown kinds,
@@ -43,7 +43,7 @@ from jiayuan.contract import (
     edge_status_topic,
 )
 from jiayuan.influx import InfluxClient
-from jiayuan.services import free_port, start_servers
+from tools.servers import free_port, start_servers
 
 DAY_MS = 86_400_000
 DISTRICT, STREET = "songjiang", "fuzz"

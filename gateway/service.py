@@ -14,34 +14,34 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
 from gateway.census import DeviceCensus
 from gateway.collector import tune_collector
-from gateway.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
+from gateway.detection.resume import resume_detector
+from gateway.detection.snapshot import Restored, save, take_back
 from gateway.heap import HeapTrimmer
-from gateway.inbox import Inbox
-from gateway.ingest import ALL_STREETS, MqttIngest
 from gateway.leftover import Leftover
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
-from gateway.resume import resume_detector
-from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
+from gateway.storage.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
+from gateway.storage.writer import BatchWriter
 from gateway.throughput_log import ThroughputLog
-from gateway.writer import BatchWriter
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import ALL_STREETS, MqttIngest
 from jiayuan import compiled
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+from jiayuan.state import DEAD_LETTER_FILE, SNAPSHOT_FILE
 
 if TYPE_CHECKING:
     from alerts.service import AlertService
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_FILE = "dead_letters.sqlite"
 HEALTH_PING_TIMEOUT_S = 2.0
 
 
@@ -281,7 +281,8 @@ class Gateway:
 
     @property
     def mqtt_unstable(self) -> bool:
-        """The broker keeps closing the connection soon after making it (gateway.mqtt_flaps)."""
+        """The broker keeps closing the connection soon after making it
+        (gateway.transport.mqtt_flaps)."""
         return self.ingest.unstable
 
     @property

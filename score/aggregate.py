@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alerts.grades import ALL, Distribution, Grade, distributions
-from alerts.score_config import Targets
-from alerts.score_points import ESTATE_SCORE, grade_distribution_line
 from jiayuan.influx import InfluxClient, quote_identifier
+from score.config import Targets
+from score.grades import ALL, Distribution, Grade, distributions
+from score.points import ESTATE_SCORE, grade_distribution_line
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
-from alerts.companies import CompanyRanking
-from alerts.grades import ALL, Distribution, Grade
 from alerts.model import Alert
-from alerts.score import AlertSource, ScoreCard, ScoreLine, ScoreReport, score_estate, score_report
-from alerts.score_config import ScoreConfig, YearTargets
 from jiayuan.api_auth import Caller, Role, current_caller
 from jiayuan.registry.store import RegistryStore
+from score.companies import CompanyRanking
+from score.config import ScoreConfig, YearTargets
+from score.estate import AlertSource, ScoreCard, ScoreLine, ScoreReport, score_estate, score_report
+from score.grades import ALL, Distribution, Grade
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
 # Aggregates over many estates: for the operations centre and viewers, not for one

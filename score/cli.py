@@ -17,11 +17,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jiayuan.state import ALERTS_FILE
+
 if TYPE_CHECKING:
     from alerts.model import Alert
-    from alerts.score import ScoreCard, ScoreReport
-
-ALERTS_FILE = "alerts.sqlite"
+    from score.estate import ScoreCard, ScoreReport
 
 
 def add_parser(subparsers: Any) -> None:
@@ -76,12 +76,12 @@ class _NoAlerts:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from alerts.score import score_estate, score_report
-    from alerts.score_config import load_score_config
     from jiayuan.config import ConfigError, load
     from jiayuan.registry.sources import read_registry
     from jiayuan.registry.store import registry_path
-    from simulators.clock import parse_start
+    from jiayuan.timezone import parse_start
+    from score.config import load_score_config
+    from score.estate import score_estate, score_report
 
     try:
         config = load(getattr(args, "config", None))
@@ -128,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
     report = score_report(registry, source, now_ms, settings)
     print(render_report(report, args.format))
     if args.write_influx:
-        from alerts.score_points import write_score_points
         from jiayuan.influx import InfluxClient, InfluxError
+        from score.points import write_score_points
 
         try:
             with InfluxClient(config.influx) as client:
@@ -142,13 +142,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _when(ms: int) -> str:
-    from alerts.score import SHANGHAI
+    from score.estate import SHANGHAI
 
     return datetime.fromtimestamp(ms / 1000, SHANGHAI).strftime("%Y-%m-%d %H:%M")
 
 
 def explain_card(card: ScoreCard, fmt: str) -> str:
-    from alerts.score_api import breakdown_out
+    from score.api import breakdown_out
 
     out = breakdown_out(card)
     if fmt == "json":
@@ -201,8 +201,8 @@ def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
 def render_report(report: ScoreReport, fmt: str, list_estates: bool = True) -> str:
     """Scores, the distribution against the targets and the ranking (``list_estates=False``
     leaves the per-estate table out of the text form, for cities of hundreds)."""
-    from alerts.grades import ALL, Grade
-    from alerts.score_api import company_out, distribution_out, estate_out
+    from score.api import company_out, distribution_out, estate_out
+    from score.grades import ALL, Grade
 
     estates = [estate_out(c) for c in report.cards]
     dists = [distribution_out(d, report.targets) for d in report.distributions]

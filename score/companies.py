@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from alerts.grades import Grade
+from score.grades import Grade
 
 TOP = 10
 

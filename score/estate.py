@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Protocol
 
-from alerts.companies import CompanyRanking, rank_companies
-from alerts.grades import Distribution, Grade, capped, distributions, grade_for_score
 from alerts.model import Alert, AlertState
-from alerts.score_config import ScoreConfig, YearTargets
 from jiayuan.catalogue import Kind, Severity
-from jiayuan.registry.generate import years_after
-from jiayuan.registry.model import Device, EstateRecord, Registry
+from jiayuan.registry.model import Device, EstateRecord, Registry, years_after
+from score.companies import CompanyRanking, rank_companies
+from score.config import ScoreConfig, YearTargets
+from score.grades import Distribution, Grade, capped, distributions, grade_for_score
 
 SHANGHAI = timezone(timedelta(hours=8))
 _DAY_MS = 86_400_000

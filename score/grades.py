@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from alerts.score_config import ScoreConfig, Targets
+from score.config import ScoreConfig, Targets
 
 ALL = "all"  # district or street value meaning "every one" in a distribution
 

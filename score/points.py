@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from alerts.grades import Distribution, Grade
-from alerts.score import ScoreCard
 from jiayuan.influx import InfluxClient, format_line
+from score.estate import ScoreCard
+from score.grades import Distribution, Grade
 
 ESTATE_SCORE = "estate_score"
 GRADE_DISTRIBUTION = "grade_distribution"

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulators.clock import parse_start
+from jiayuan.timezone import parse_start
 
 if TYPE_CHECKING:
     from jiayuan.catalogue import Kind

@@ -10,7 +10,7 @@ from alerts.engine import AlertEngine, AlertEvent, Sink
 from alerts.grouping import DeviceCount
 from alerts.policy import AlertPolicy, NoisePolicy
 from alerts.store import AlertStore
-from gateway.anomalies import CLOSED, OPEN, Anomaly
+from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import family
 
 T0 = 1_700_000_000_000  # a wall-clock start, epoch ms

@@ -20,14 +20,14 @@ from jiayuan import compiled
 if sys.argv[1] == "source":  # before any hot module is imported
     compiled.import_sources_first()
 
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from jiayuan.contract import Envelope, Reading, batch_topic, encode
-from jiayuan.replay import as_gateway_input
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
+from tools.replay import as_gateway_input
 
 T0 = 1_750_000_000_000
 MINUTES = 15

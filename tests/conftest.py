@@ -21,7 +21,7 @@ from mqtt_publisher import Publisher
 from jiayuan import compiled
 from jiayuan.config import Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers, clear_retained, free_port, start_servers
+from tools.servers import RunningServers, clear_retained, free_port, start_servers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -22,12 +22,12 @@ from fastapi.responses import JSONResponse
 from alerts import signing
 from alerts.delivery import Deliverer, DeliverySettings, Dispatcher
 from alerts.model import AlertAction, AlertState, EscalationLevel
-from alerts.opscentre import ReferenceOpsCentre
 from alerts.outbox import MessageState, Outbox
 from alerts.workorder import WORKORDER_SCHEMA, WorkOrderType, build_workorder, workorder_message
 from gateway.api import ApiServer
 from jiayuan.config import AlertsConfig
-from jiayuan.services import free_port
+from tools.opscentre import ReferenceOpsCentre
+from tools.servers import free_port
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 CALLBACK = "http://127.0.0.1:9/opscentre/callback"

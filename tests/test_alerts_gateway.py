@@ -15,11 +15,11 @@ from test_gateway import lift_reading, now_ms, query, wait_for
 
 from alerts.grouping import ESTATE_UPLINK_DOWN
 from alerts.model import AlertState
-from alerts.opscentre import ReferenceOpsCentre
 from gateway.service import Gateway
-from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan.config import Config
 from jiayuan.contract import EdgeStatus, edge_status_topic, encode
+from jiayuan.state import SNAPSHOT_FILE
+from tools.opscentre import ReferenceOpsCentre
 
 SECRET, TOKEN = "shared-webhook-secret", "callback-token"
 

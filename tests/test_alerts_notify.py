@@ -23,7 +23,7 @@ from alerts.model import AlertAction, EscalationLevel
 from alerts.notify import compose, message_id, notification_messages
 from alerts.outbox import MessageState, Outbox
 from gateway.api import ApiServer
-from jiayuan.services import free_port
+from tools.servers import free_port
 
 WANG = Contact(name="王经理", email="wang@example.com")
 LI = Contact(name="李主任", email="li@example.com", webhook_url="http://127.0.0.1:9/hook")

@@ -18,13 +18,14 @@ import pytest
 from alerts_dispatch_support import SECRET, make_alert
 from alerts_lifecycle_support import anomaly
 
-from alerts.delivery import OUTBOX_FILE, Dispatcher
+from alerts.delivery import Dispatcher
 from alerts.model import AlertAction, EscalationLevel
-from alerts.opscentre import ReferenceOpsCentre
 from alerts.outbox import MessageState, Outbox
 from gateway.service import Gateway
 from jiayuan.config import AlertsConfig, Config
-from jiayuan.services import free_port
+from jiayuan.state import OUTBOX_FILE
+from tools.opscentre import ReferenceOpsCentre
+from tools.servers import free_port
 
 # Nine work orders of one estate; the first is the critical one the issue lost.
 CODES = (
@@ -266,7 +267,7 @@ def test_parked_messages_are_listed_and_retried_through_the_api(tmp_path: Path) 
 def test_parked_messages_are_listed_and_retried_by_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from jiayuan.cli import main
+    from tools.cli import main
 
     state = parked_state(tmp_path)
     config = tmp_path / "jiayuan.toml"

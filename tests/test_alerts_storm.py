@@ -18,7 +18,7 @@ from alerts.model import Alert, AlertAction, AlertState
 from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.store import AlertStore
 from alerts.workorder import WORKORDER_SCHEMA, WorkOrderType, build_workorder
-from gateway.anomalies import Anomaly
+from jiayuan.anomaly import Anomaly
 
 SECOND = 1000
 DISTRICT, STREET, ESTATE = "songjiang", "yongfeng", "songjiang-e01"

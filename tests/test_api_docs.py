@@ -13,13 +13,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from alerts.opscentre import OpsCentreStore, create_opscentre_app
-from gateway.anomalies import Anomaly
 from gateway.api import create_app
-from gateway.deadletters import StoredDeadLetter
 from gateway.metrics import GatewayMetrics, GatewayStats
+from gateway.storage.deadletters import StoredDeadLetter
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import ApiConfig
+from tools.opscentre import OpsCentreStore, create_opscentre_app
 
 DOC_PAGES = ("/docs", "/redoc")
 # src="…", href="…" and the URLs the Swagger UI / ReDoc set-up scripts load.

@@ -21,23 +21,23 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from alerts.api import create_alerts_router
-from alerts.callback import CALLBACK_PATH, create_callback_router
+from alerts.callback import create_callback_router
 from alerts.engine import AlertEngine, AlertEvent
-from alerts.score_api import create_score_router
 from alerts.store import AlertStore
 from alerts.stream import Broadcaster
-from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
-from gateway.deadletters import (
+from gateway.metrics import GatewayMetrics, GatewayStats
+from gateway.storage.deadletters import (
     DeadLetter,
     DeadLetterFilter,
     DeadLetterStore,
     Reason,
     StoredDeadLetter,
 )
-from gateway.metrics import GatewayMetrics, GatewayStats
 from jiayuan import config as config_module
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import (
+    CALLBACK_PATH,
     ApiAuth,
     AuthFileError,
     TokenBuckets,
@@ -46,9 +46,10 @@ from jiayuan.api_auth import (
 )
 from jiayuan.config import ApiConfig
 from jiayuan.registry.api import create_registry_router
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.store import RegistryStore
+from score.api import create_score_router
 from simulators.registry import build_registry
+from tools.registry_generate import generate_registry
 
 # The six generated estates: two on zhangjiang, one each on four other streets.
 MINE = "shuxiang-xiaoqu"  # zhangjiang, pudong: the property manager's estate

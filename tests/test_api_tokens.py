@@ -10,8 +10,8 @@ import pytest
 from test_api_security import FAR, MINE, NEIGHBOUR, build
 
 from jiayuan.api_auth import load_tokens, token_hash
-from jiayuan.cli import main
 from jiayuan.config import ApiConfig
+from tools.cli import main
 
 
 def create(tokens: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:

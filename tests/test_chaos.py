@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan.chaos import SHORT, ChaosProfile, UplinkProxy, readings_report, run_chaos
-from jiayuan.cli import build_parser
 from jiayuan.config import Config
-from jiayuan.services import RunningServers
+from tools.chaos import SHORT, ChaosProfile, UplinkProxy, readings_report, run_chaos
+from tools.cli import build_parser
+from tools.servers import RunningServers
 
 
 def test_short_run_loses_and_duplicates_nothing(

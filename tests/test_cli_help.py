@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from jiayuan.cli import main
+from tools.cli import main
 
 
 def help_of(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -24,7 +24,7 @@ def test_detect_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def registry_actions() -> dict[str, argparse.ArgumentParser]:
-    from jiayuan.registry.cli import add_parser
+    from tools.registry_cli import add_parser
 
     top = argparse.ArgumentParser(prog="jiayuan")
     add_parser(top.add_subparsers())

@@ -26,7 +26,7 @@ HEAVY = (
 
 _LOADED_AFTER = """
 import json, sys
-from jiayuan import cli
+from tools import cli
 try:
     cli.main({argv!r})
 except SystemExit:
@@ -66,5 +66,5 @@ def heavy_in(modules: set[str]) -> list[str]:
 )
 def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     loaded = modules_after(argv)
-    assert "jiayuan.cli" in loaded  # the probe did run the command
+    assert "tools.cli" in loaded  # the probe did run the command
     assert heavy_in(loaded) == []

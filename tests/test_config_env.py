@@ -78,7 +78,7 @@ def test_every_variable_the_code_and_docs_name_is_known() -> None:
 
 def test_a_command_prints_the_warning(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "jiayuan.cli", "registry", "show"],
+        [sys.executable, "-m", "tools.cli", "registry", "show"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", "JIAYUAN_ALERTS_REGISTRY_BD": "/tmp/r.sqlite"},

@@ -25,8 +25,8 @@ from dashboards.push import PushError, push
 from dashboards.reference import reference
 from dashboards.validate import DashboardInvalid, problems, validate
 from jiayuan.catalogue import EBIKE_CHARGER, FIRE, LIFT, WATER_TANK, WATERLOGGING
-from jiayuan.cli import main
 from jiayuan.config import InfluxConfig
+from tools.cli import main
 
 DASHBOARDS = all_dashboards()
 

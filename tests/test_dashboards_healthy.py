@@ -16,15 +16,15 @@ import pytest
 from dashboards.collection import all_dashboards
 from dashboards.emptiness import empty_is_healthy
 from dashboards.preview import PanelResult, TimeRange, choose_variables, run_panel
-from gateway.points import telemetry_line
+from gateway.storage.points import telemetry_line
 from jiayuan.catalogue import Kind
-from jiayuan.cli import main
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient, Series
-from jiayuan.replay import as_gateway_input
-from jiayuan.services import RunningServers
 from simulators.driver import generate
 from simulators.registry import build_registry
+from tools.cli import main
+from tools.replay import as_gateway_input
+from tools.servers import RunningServers
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 START_MS = int(dt.datetime(2026, 3, 16, 9, 0, tzinfo=SHANGHAI).timestamp() * 1000)

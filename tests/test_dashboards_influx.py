@@ -5,7 +5,7 @@ The database is filled once per module, in-process and deterministically: three 
 estates over ten minutes of a fixed morning, each with one fault of every chosen type
 and one waterlogging gauge gone silent → the gateway's detector → telemetry and anomaly
 lines; the anomalies → the real alert engine (alerts.points: ``alert``, ``alert_open``);
-the alert store → the real estate score (alerts.score_points: ``estate_score``,
+the alert store → the real estate score (score.points: ``estate_score``,
 ``grade_distribution``).
 """
 
@@ -23,29 +23,29 @@ import matplotlib.image
 import pytest
 
 from alerts.engine import AlertEngine
-from alerts.grades import distributions
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
-from alerts.score import score_registry
-from alerts.score_config import ScoreConfig
-from alerts.score_points import score_lines
 from alerts.store import AlertStore
 from dashboards.collection import all_dashboards
 from dashboards.preview import PanelResult, TimeRange, choose_variables, run_panel
 from dashboards.render import render_dashboard
-from gateway.anomalies import Anomaly
-from gateway.detection import Detector
-from gateway.points import anomaly_line, telemetry_line
+from gateway.detection.detector import Detector
+from gateway.storage.points import anomaly_line, telemetry_line
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import Kind
-from jiayuan.cli import main
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient
-from jiayuan.registry.generate import generate_registry
-from jiayuan.replay import as_gateway_input
-from jiayuan.services import RunningServers
+from score.config import ScoreConfig
+from score.estate import score_registry
+from score.grades import distributions
+from score.points import score_lines
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Registry, build_registry
+from tools.cli import main
+from tools.registry_generate import generate_registry
+from tools.replay import as_gateway_input
+from tools.servers import RunningServers
 
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 START = dt.datetime(2026, 3, 16, 9, 0, tzinfo=SHANGHAI)

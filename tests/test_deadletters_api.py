@@ -16,10 +16,10 @@ import msgspec
 import pytest
 from fastapi.testclient import TestClient
 
-from gateway.anomalies import Anomaly
 from gateway.api import create_app
-from gateway.deadletters import DeadLetter, DeadLetterStore, Reason, StoredDeadLetter
 from gateway.metrics import GatewayMetrics, GatewayStats
+from gateway.storage.deadletters import DeadLetter, DeadLetterStore, Reason, StoredDeadLetter
+from jiayuan.anomaly import Anomaly
 
 T0 = 1_780_000_000_000  # 2026-05-28 20:26:40 UTC
 MINUTE = 60_000

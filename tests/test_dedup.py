@@ -1,4 +1,4 @@
-"""The duplicate window (gateway.dedup): a reading is dropped only when it is the same
+"""The duplicate window (gateway.transport.dedup): a reading is dropped only when it is the same
 reading again (edge, device, seq and timestamp); no reading, however crafted, makes it
 drop a device's later readings."""
 
@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from gateway.dedup import DUPLICATE, JUMP, NEW, RESET, SeqWindow
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
+from gateway.transport.dedup import DUPLICATE, JUMP, NEW, RESET, SeqWindow
 from jiayuan.contract import Envelope, Reading, batch_topic, encode
 
 T0 = 1_700_000_000_000

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from gateway.detect_cli import parse_timestamp
-from jiayuan.cli import main
+from tools.cli import main
 
 
 def write(path: Path, rows: list[list[str]]) -> None:

@@ -32,7 +32,7 @@ from jiayuan.contract import (
     normalise_values,
     parse_topic,
 )
-from jiayuan.services import RunningServers
+from tools.servers import RunningServers
 
 T0 = 1_700_000_000_000
 

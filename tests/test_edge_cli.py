@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import add_parser
 from edge.spool import Spool
-from jiayuan.services import RunningServers
+from tools.edge_cli import add_parser
+from tools.servers import RunningServers
 
 registry_module = pytest.importorskip("simulators.registry")
 pytest.importorskip("simulators.driver")
@@ -56,7 +56,7 @@ def test_run_publishes_until_sigterm_then_drains(servers: RunningServers, tmp_pa
     spool = tmp_path / "spool.sqlite"
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
     env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
-    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--registry",
                str(tmp_path / "registry.json"), "--estate", estate, "--spool", str(spool),
                "--poll-interval", "0.2"]  # fmt: skip
     process = subprocess.Popen(

@@ -14,14 +14,14 @@ import pytest
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
 from gateway.service import Gateway
-from gateway.snapshot import SNAPSHOT_FILE
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
-from jiayuan.demo import CountingDriver, KindCounter, SimClock, run_demo
 from jiayuan.influx import InfluxClient, quote_identifier
+from jiayuan.state import SNAPSHOT_FILE
 from simulators.driver import SimulatedDriver
 from simulators.faults import plan_faults
 from simulators.registry import build_registry
+from tools.demo import CountingDriver, KindCounter, SimClock, run_demo
 
 pytestmark = pytest.mark.servers
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.anomalies import OPEN, Anomaly
+from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.catalogue import Kind
-from jiayuan.cli import main
-from jiayuan.evaluation import ALL, NO_FAULT, Row, Score, evaluate, score
 from simulators.faults import LOOK_ALIKE, Fault
 from simulators.scenarios import build
+from tools.cli import main
+from tools.evaluation import ALL, NO_FAULT, Row, Score, evaluate, score
 
 T0 = 1_750_000_000_000
 

@@ -20,9 +20,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.points import place_tags, telemetry_line
-from gateway.rules.base import Place, as_number, number
-from gateway.rules.ebike_charger import MIN_PEERS, _peer_excess
+from gateway.detection.rules.base import as_number, number
+from gateway.detection.rules.ebike_charger import MIN_PEERS, _peer_excess
+from gateway.storage.points import place_tags, telemetry_line
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, Kind, ValueType, family, port_field
 from jiayuan.contract import (
     BATCH,
@@ -40,6 +40,7 @@ from jiayuan.contract import (
     check_reading,
 )
 from jiayuan.influx import format_line
+from jiayuan.places import Place
 
 NOW = 1_764_000_000_000
 _SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
@@ -399,7 +400,7 @@ def test_telemetry_line_of_good_readings() -> None:
 
 
 def _peer_excess_reference(residual: dict[int, float]) -> dict[int, float]:
-    """gateway/rules/ebike_charger.py before the leave-one-out median was read off the
+    """gateway/detection/rules/ebike_charger.py before the leave-one-out median was read off the
     sorted list (issue 8), verbatim."""
     if len(residual) <= MIN_PEERS:
         return {port: math.nan for port in residual}
@@ -436,7 +437,7 @@ def test_peer_excess_matches_the_reference(residual: dict[int, float]) -> None:
 
 
 def _as_number_reference(value: object, default: float = math.nan) -> float:
-    """gateway/rules/base.py ``number`` before the type() fast path (issue 8), verbatim
+    """gateway/detection/rules/base.py ``number`` before the type() fast path (issue 8), verbatim
     but for the look-up."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)

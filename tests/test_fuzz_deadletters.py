@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
+from gateway.storage.deadletters import DeadLetter, DeadLetterStore, Reason
 
 
 def letter(reason: Reason, n: int) -> DeadLetter:

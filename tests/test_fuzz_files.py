@@ -11,10 +11,10 @@ import yaml
 
 from jiayuan.config import ConfigError, load
 from jiayuan.registry.files import export_csv, export_yaml, import_csv, import_yaml
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.model import Registry
 from jiayuan.registry.tables import RegistryInvalid
 from simulators.registry import build_registry
+from tools.registry_generate import generate_registry
 
 
 @pytest.fixture(scope="module")

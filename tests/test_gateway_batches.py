@@ -12,13 +12,13 @@ import pytest
 from lift_readings import lift_reading
 from mqtt_publisher import EDGE, PLACE
 
-from gateway.deadletters import DeadLetterStore
-from gateway.detection import Detector
-from gateway.inbox import Inbox
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from gateway.processor import Processor
-from gateway.writer import BatchWriter
+from gateway.storage.deadletters import DeadLetterStore
+from gateway.storage.writer import BatchWriter
+from gateway.transport.inbox import Inbox
 from jiayuan.config import Config
 from jiayuan.contract import Envelope, batch_topic, encode
 from jiayuan.influx import InfluxClient

@@ -13,14 +13,14 @@ from hypothesis import strategies as st
 
 from gateway import cli
 from gateway import pipeline as pipeline_module
-from gateway.anomalies import Anomaly
-from gateway.deadletters import Reason
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
-from gateway.rules import Place
+from gateway.storage.deadletters import Reason
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import MAX_PAYLOAD_BYTES, Envelope, Reading, Value, batch_topic, encode
+from jiayuan.places import Place
 
 NOW = 1_700_000_000_000
 TOPIC = batch_topic("songjiang", "fangsong", "e1", "edge1")

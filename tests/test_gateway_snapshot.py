@@ -1,4 +1,5 @@
-"""The detection state a clean stop saves and the next start takes back (gateway.snapshot)."""
+"""The detection state a clean stop saves and the next start takes back
+(gateway.detection.snapshot)."""
 
 from __future__ import annotations
 
@@ -14,19 +15,20 @@ import pytest
 from mqtt_publisher import Publisher
 from test_gateway import lift_reading, now_ms, query, wait_for
 
-from gateway.anomalies import Anomaly
-from gateway.dedup import DUPLICATE, NEW, SeqWindow
-from gateway.detection import Detector
-from gateway.rules.base import Place
+from gateway.detection.detector import Detector
+from gateway.detection.snapshot import fingerprint, save, take_back
 from gateway.service import Gateway
-from gateway.snapshot import SNAPSHOT_FILE, fingerprint, save, take_back
+from gateway.transport.dedup import DUPLICATE, NEW, SeqWindow
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import LIFT
 from jiayuan.config import Config
 from jiayuan.contract import Reading
-from jiayuan.replay import as_gateway_input
+from jiayuan.places import Place
+from jiayuan.state import SNAPSHOT_FILE
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import build_registry
+from tools.replay import as_gateway_input
 
 STREETS = ("+",)
 MINUTES = 40
@@ -128,7 +130,8 @@ def test_the_fingerprint_is_the_same_in_every_process() -> None:
     # String hashing, and with it a set's order, differs from process to process: a
     # restarted gateway must still recognise its own snapshot.
     code = (
-        "from gateway.detection import Detector; from gateway.snapshot import fingerprint; "
+        "from gateway.detection.detector import Detector; "
+        "from gateway.detection.snapshot import fingerprint; "
         "print(fingerprint(Detector(), ('s1', 's3')))"
     )
     printed = {
@@ -199,7 +202,7 @@ def test_a_snapshot_for_other_streets_or_damaged_is_refused_and_the_state_stays_
 def test_a_large_state_is_kept_in_parts(
     traffic: list[tuple[Place, Reading]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.snapshot.PART_BYTES", 10_000)
+    monkeypatch.setattr("gateway.detection.snapshot.PART_BYTES", 10_000)
     path = tmp_path / SNAPSHOT_FILE
     running = Detector()
     judge(running, traffic[:3000])

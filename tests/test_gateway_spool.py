@@ -18,15 +18,16 @@ import pytest
 from mqtt_publisher import Publisher
 from test_gateway import lift_reading, now_ms, query, sample_readings, wait_for
 
-from gateway.anomalies import Anomaly
-from gateway.influx_spool import SPOOL_FILE, InfluxSpool
 from gateway.pipeline import Pending
 from gateway.service import Gateway
+from gateway.storage.spool import InfluxSpool
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.contract import Reading
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers
+from jiayuan.state import SPOOL_FILE
+from tools.servers import RunningServers
 
 pytestmark = pytest.mark.servers
 

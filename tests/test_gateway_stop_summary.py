@@ -16,9 +16,9 @@ from pathlib import Path
 from mqtt_publisher import Publisher
 from test_gateway_spool import message_readings
 
-from gateway.influx_spool import SPOOL_FILE
 from jiayuan.config import Config
-from jiayuan.services import free_port
+from jiayuan.state import SPOOL_FILE
+from tools.servers import free_port
 
 
 def read_line_with(process: subprocess.Popen[str], text: str, timeout_s: float) -> str:
@@ -65,7 +65,7 @@ def test_the_stop_summary_names_what_is_still_spooled(
     if "PYTHONPATH" in os.environ:
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "jiayuan.cli", "gateway", "run", "--log-level", "WARNING"],
+        [sys.executable, "-m", "tools.cli", "gateway", "run", "--log-level", "WARNING"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 from test_scale_out import Publisher, anomaly_rows, now_ms, stored_count, trapped, wait_for, water
 
-from gateway.snapshot import SNAPSHOT_FILE
 from gateway.workers import deal_streets, plan_workers, worker_environment
 from jiayuan.config import AlertsConfig, Config, ConfigError, GatewayConfig, MqttConfig
-from jiayuan.services import RunningServers
+from jiayuan.state import SNAPSHOT_FILE
+from tools.servers import RunningServers
 
 READY = "网关已启动 gateway running"
 STOPPED = re.compile(r"已停止 stopped: (\d+) messages")
@@ -116,7 +116,7 @@ class Supervisor:
             JIAYUAN_GATEWAY_API_PORT=str(_two_free_ports()),
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "jiayuan.cli", "gateway", "run", "--workers", "2",
+            [sys.executable, "-m", "tools.cli", "gateway", "run", "--workers", "2",
              "--streets", "s1,s2,s3", "--client-id", self.client_id],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip

@@ -1,7 +1,7 @@
 """Facts that several texts state come from one place and stay true to the code.
 
 What a gateway restart remembers is said by ``gateway run --help``, ``demo --help`` and
-the README; all three take it from ``gateway.restart_memory``, whose statement the
+the README; all three take it from ``gateway.detection.restart_memory``, whose statement the
 snapshot tests (tests/test_gateway_snapshot.py) check against the code.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import restart_memory
-from jiayuan import cli
+from tools import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

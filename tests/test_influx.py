@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient, InfluxError, Series, format_line
-from jiayuan.services import find_binary, free_port
+from tools.servers import find_binary, free_port
 
 # --- format_line ----------------------------------------------------------------------------
 

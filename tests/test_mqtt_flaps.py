@@ -1,4 +1,4 @@
-"""Connections the broker keeps closing soon after making them (gateway/mqtt_flaps.py).
+"""Connections the broker keeps closing soon after making them (gateway/transport/mqtt_flaps.py).
 
 The counter on a clock the test moves; then two real gateways given one client id on the
 real Mosquitto, which closes the older connection without a reason under MQTT 5 and 3.1.1
@@ -16,10 +16,10 @@ import httpx
 import pytest
 from test_scale_out import wait_for
 
-from gateway.mqtt_flaps import ShortConnections
 from gateway.service import Gateway
+from gateway.transport.mqtt_flaps import ShortConnections
 from jiayuan.config import Config
-from jiayuan.services import free_port
+from tools.servers import free_port
 
 
 class Clock:
@@ -100,7 +100,7 @@ def test_two_gateways_sharing_a_client_id_each_report_it(
         gateway.start()
         return gateway
 
-    caplog.set_level(logging.WARNING, logger="gateway.ingest")
+    caplog.set_level(logging.WARNING, logger="gateway.transport.ingest")
     first = one_of_two("a", config.gateway.api_port)
     try:
         assert first.wait_ready(10)

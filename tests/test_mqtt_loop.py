@@ -1,4 +1,4 @@
-"""The gateway's own MQTT network loop (gateway/mqtt_loop.py) on the real Mosquitto.
+"""The gateway's own MQTT network loop (gateway/transport/mqtt_loop.py) on the real Mosquitto.
 
 A batch's acknowledgements are handed over in one call and sent by the loop thread: what
 was acknowledged is never delivered again and what was not is; an acknowledgement of a
@@ -20,13 +20,13 @@ import pytest
 from mqtt_publisher import Publisher
 from test_scale_out import wait_for
 
-from gateway import ingest as ingest_module
-from gateway import mqtt_loop
-from gateway.inbox import Inbox
-from gateway.ingest import MqttIngest
 from gateway.pipeline import Message
+from gateway.transport import ingest as ingest_module
+from gateway.transport import mqtt_loop
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import MqttIngest
 from jiayuan.config import MqttConfig
-from jiayuan.services import RunningServers, free_port
+from tools.servers import RunningServers, free_port
 
 WAIT_S = 15.0
 TOPIC = "jiayuan/v1/songjiang/fangsong/e1/lift/lift-{n}/telemetry"

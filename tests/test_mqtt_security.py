@@ -1,7 +1,7 @@
 """MQTT security against the real Mosquitto: accounts, per-estate ACL, TLS.
 
 One secured broker for the module (``start_servers(secure=...)``), with the gateway's real
-ingest (:class:`gateway.ingest.MqttIngest`) and the real edge agent as clients.  The TLS
+ingest (:class:`gateway.transport.ingest.MqttIngest`) and the real edge agent as clients.  The TLS
 certificates come from the openssl CLI (the ``cryptography`` package is not installed).
 """
 
@@ -28,9 +28,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
-from gateway.inbox import Inbox
-from gateway.ingest import MqttIngest
-from jiayuan import cli
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import MqttIngest
 from jiayuan import config as config_module
 from jiayuan.broker_auth import (
     ACL_FILE,
@@ -48,9 +47,10 @@ from jiayuan.broker_auth import (
 from jiayuan.catalogue import Kind
 from jiayuan.config import EdgeConfig, MqttConfig
 from jiayuan.contract import batch_topic, decode_envelope
-from jiayuan.services import RunningServers, SecureBroker, ServicesError, start_servers
 from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
 from simulators.registry import build_registry
+from tools import cli
+from tools.servers import RunningServers, SecureBroker, ServicesError, start_servers
 
 ESTATE_A = EstatePlace("songjiang", "S01", "E-A")
 ESTATE_B = EstatePlace("songjiang", "S02", "E-B")
@@ -485,11 +485,11 @@ def services_file() -> Path:
 
 @pytest.fixture
 def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    """``jiayuan.cli.main`` with only ``services`` registered, in an empty directory."""
+    """``tools.cli.main`` with only ``services`` registered, in an empty directory."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("jiayuan.services_cli",))
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("tools.servers_cli",))
     yield cli.main
     state = services_file()
     if state.exists():  # never leave servers behind, whatever the test did

@@ -18,20 +18,15 @@ from alerts_dispatch_support import SECRET, TOKEN, make_alert
 from fastapi import FastAPI
 
 from alerts import signing
-from alerts.callback import (
-    CALLBACK_PATH,
-    CallbackLedger,
-    CallbackReport,
-    CallbackStatus,
-    create_callback_router,
-)
+from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
 from alerts.delivery import Deliverer, DeliverySettings
 from alerts.model import AlertAction, AlertNotFound, AlertState, check_step
-from alerts.opscentre import AutoResponder, OpsCentreStore, ReferenceOpsCentre
 from alerts.outbox import Outbox
 from alerts.workorder import WorkOrderType, build_workorder, encode, workorder_message
 from gateway.api import ApiServer
-from jiayuan.services import free_port
+from jiayuan.api_auth import CALLBACK_PATH
+from tools.opscentre import AutoResponder, OpsCentreStore, ReferenceOpsCentre
+from tools.servers import free_port
 
 
 class FakeLifecycle:
@@ -333,7 +328,7 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
     secret_file.write_text(SECRET + "\n", encoding="utf-8")
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "jiayuan.cli", "opscentre", "--port", str(port),
+        [sys.executable, "-m", "tools.cli", "opscentre", "--port", str(port),
          "--secret-file", str(secret_file), "--db", str(tmp_path / "oc.sqlite")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -370,7 +365,7 @@ def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
 def test_cli_explains_bad_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
 ) -> None:
-    from jiayuan.cli import main
+    from tools.cli import main
 
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET, encoding="utf-8")
@@ -380,7 +375,7 @@ def test_cli_explains_bad_options(
 
 
 def test_cli_names_an_unreadable_secret_file(tmp_path: Path) -> None:
-    from jiayuan.cli import main
+    from tools.cli import main
 
     missing = tmp_path / "missing"
     with pytest.raises(SystemExit, match=f"--secret-file {missing}: cannot read"):

@@ -1,4 +1,5 @@
-"""The fast decoder of MQTT 5 PUBLISH packets without properties (gateway/paho_publish.py).
+"""The fast decoder of MQTT 5 PUBLISH packets without properties
+(gateway/transport/paho_publish.py).
 
 It sits in front of paho's own decoder for every paho client in the process, so it must
 decode exactly as paho does: compared here on generated packets, with and without
@@ -19,10 +20,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway import paho_publish
-from gateway.inbox import Inbox
-from gateway.ingest import MqttIngest
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import MqttIngest
 from jiayuan.config import MqttConfig
-from jiayuan.services import RunningServers
+from tools.servers import RunningServers
 
 assert paho_publish.install(), "the installed paho-mqtt is not one the fast path was checked on"
 _paho_decode = paho_publish._paho_decode

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from jiayuan.config import BUILT_IN, load
-from jiayuan.services import RunningServers, free_port
 from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
+from tools.servers import RunningServers, free_port
 
 
 def state_dir() -> Path:
@@ -64,7 +64,7 @@ def test_gateway_run_uses_the_recorded_servers_and_says_so(servers: RunningServe
     state_file = record(servers)
     env = jiayuan_env(JIAYUAN_GATEWAY_API_PORT=str(free_port()))
     process = subprocess.Popen(
-        [sys.executable, "-m", "jiayuan.cli", "gateway", "run", "--client-id", "rec-test"],
+        [sys.executable, "-m", "tools.cli", "gateway", "run", "--client-id", "rec-test"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -98,7 +98,7 @@ def test_gateway_run_uses_the_recorded_servers_and_says_so(servers: RunningServe
 def test_gateway_run_with_no_servers_configured_or_running_stops_at_once() -> None:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "jiayuan.cli", "gateway", "run"],
+        [sys.executable, "-m", "tools.cli", "gateway", "run"],
         env=jiayuan_env(JIAYUAN_GATEWAY_API_PORT=str(free_port())),
         capture_output=True,
         text=True,

@@ -14,11 +14,11 @@ import yaml
 
 from jiayuan.catalogue import Kind
 from jiayuan.registry.files import export_csv, export_yaml, import_csv, import_yaml
-from jiayuan.registry.generate import generate_registry, years_after
-from jiayuan.registry.model import FeeBand, HousingCategory, Registry
+from jiayuan.registry.model import FeeBand, HousingCategory, Registry, years_after
 from jiayuan.registry.store import RegistryStore
 from jiayuan.registry.tables import RegistryInvalid
 from simulators.registry import build_registry
+from tools.registry_generate import generate_registry
 
 AS_OF = date(2026, 6, 1)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jiayuan.cli import main
 from jiayuan.registry.files import export_csv, export_yaml, import_csv, import_yaml
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.model import Registry
 from jiayuan.registry.tables import Problem, RegistryInvalid
 from simulators.registry import build_registry
+from tools.cli import main
+from tools.registry_generate import generate_registry
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from edge.cli import add_parser
-from jiayuan import cli
 from jiayuan.catalogue import Kind
 from jiayuan.registry.files import export_csv, export_yaml
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.store import RegistryStore
-from jiayuan.services import RunningServers
 from jiayuan.state import ENV_STATE_DIR
 from simulators.product_registry import simulated_registry
 from simulators.registry import Registry, build_registry
+from tools import cli
+from tools.edge_cli import add_parser
+from tools.registry_generate import generate_registry
+from tools.servers import RunningServers
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -132,7 +132,7 @@ def test_edge_run_runs_an_estate_of_the_stored_registry(
     estate = build_registry(2, 5).estates[1].id
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
     env |= {ENV_STATE_DIR: os.environ[ENV_STATE_DIR], "JIAYUAN_MQTT_URL": servers.mqtt_url}
-    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--estate", estate,
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--estate", estate,
                "--poll-interval", "0.2"]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

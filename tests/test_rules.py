@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.rules import FamilyRules, all_rules
-from gateway.rules.base import Place
+from gateway.detection.rules import FamilyRules, all_rules
 from jiayuan.catalogue import EBIKE_CHARGER, FIRE, LIFT, WATER_TANK, Kind, port_field
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 T0 = 1_700_000_000_000
 Step = tuple[float, dict[str, Any]]

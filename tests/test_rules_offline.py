@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import random
 
-from gateway.anomalies import AnomalyBook
-from gateway.detection import Detector
-from gateway.rules import OfflineMonitor, Place
-from gateway.rules.base import AnomalyChange
+from gateway.detection.anomalies import AnomalyBook
+from gateway.detection.detector import Detector
+from gateway.detection.rules import OfflineMonitor
+from gateway.detection.rules.base import AnomalyChange
 from jiayuan.catalogue import LIFT, Kind
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 T0 = 1_700_000_000_000
 AFTER_MS = int(LIFT.offline_after_s * 1000)

@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from gateway.anomalies import Anomaly
-from gateway.detection import Detector
-from jiayuan.replay import as_gateway_input
-from simulators.clock import parse_start
+from gateway.detection.detector import Detector
+from jiayuan.anomaly import Anomaly
+from jiayuan.timezone import parse_start
 from simulators.driver import generate
 from simulators.faults import Fault, plan_faults
 from simulators.registry import Registry, build_registry
+from tools.replay import as_gateway_input
 
 SEED = 11
 TICK_MS = 1000

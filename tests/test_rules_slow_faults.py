@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.rules import all_rules
-from gateway.rules.base import Place
+from gateway.detection.rules import all_rules
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 HOT = "ebike_charger.port_hotter_than_peers"
 SAG = "fire.sprinkler_pressure_sagging"

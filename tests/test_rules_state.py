@@ -10,14 +10,15 @@ from typing import ClassVar
 
 import pytest
 
-from gateway.rules import Place, all_rules
-from gateway.rules.base import TableRules, estate_names
+from gateway.detection.rules import all_rules
+from gateway.detection.rules.base import TableRules
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
-from jiayuan.replay import as_gateway_input
+from jiayuan.places import Place, estate_names
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import build_registry
+from tools.replay import as_gateway_input
 
 T0 = 1_750_000_000_000
 

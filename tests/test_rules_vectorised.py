@@ -9,16 +9,17 @@ from collections.abc import Iterator, Sequence
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.anomalies import Anomaly
-from gateway.detection import Detector
-from gateway.rules import Place, all_rules
-from gateway.rules.base import AnomalyChange, FamilyRules
+from gateway.detection.detector import Detector
+from gateway.detection.rules import all_rules
+from gateway.detection.rules.base import AnomalyChange, FamilyRules
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
-from jiayuan.replay import as_gateway_input
+from jiayuan.places import Place
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import build_registry
+from tools.replay import as_gateway_input
 
 T0 = 1_750_000_000_000
 

@@ -21,13 +21,13 @@ from lift_readings import lift_reading
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import add_parser, with_overrides
-from gateway.ingest import owned_streets, street_subscriptions
 from gateway.service import Gateway
+from gateway.transport.ingest import owned_streets, street_subscriptions
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config, ConfigError
 from jiayuan.contract import Envelope, Reading, batch_topic, encode
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers
+from tools.servers import RunningServers
 
 DISTRICT = "songjiang"
 # Instance A owns two streets (one subscription each), instance B one.
@@ -135,7 +135,7 @@ def anomaly_rows(config: Config, code: str) -> list[tuple[str, str]]:
 
 
 def flagged(gateway: Gateway, code: str) -> list[tuple[str, str]]:
-    return sorted((a.street, a.device) for a in gateway.anomalies() if a.code == code)
+    return sorted((a.street, a.device) for a in gateway.detection.anomalies() if a.code == code)
 
 
 def test_two_instances_share_a_district_by_street(

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.grades import Grade
 from alerts.model import Alert, AlertState, EscalationLevel
-from alerts.score import ScoreCard, day_ms, score_estate
-from alerts.score_config import ScoreConfig, load_score_config
 from jiayuan.catalogue import Kind
 from jiayuan.registry.model import (
     Building,
@@ -26,6 +23,9 @@ from jiayuan.registry.model import (
     Registry,
 )
 from jiayuan.registry.model import Street as StreetRecord
+from score.config import ScoreConfig, load_score_config
+from score.estate import ScoreCard, day_ms, score_estate
+from score.grades import Grade
 
 TODAY = date(2026, 6, 1)
 NOW = day_ms(TODAY) + 12 * 3_600_000  # noon in Shanghai

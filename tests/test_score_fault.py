@@ -11,20 +11,20 @@ from pathlib import Path
 import pytest
 
 from alerts.engine import AlertEngine
-from alerts.grades import Grade
 from alerts.model import AlertState
 from alerts.policy import AlertPolicy
-from alerts.score import SHANGHAI, score_registry
-from alerts.score_config import ScoreConfig
 from alerts.store import AlertStore
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from jiayuan.catalogue import Kind
-from jiayuan.registry.generate import generate_registry
-from jiayuan.replay import as_gateway_input
-from simulators.clock import parse_start
+from jiayuan.timezone import parse_start
+from score.config import ScoreConfig
+from score.estate import SHANGHAI, score_registry
+from score.grades import Grade
 from simulators.driver import generate
 from simulators.faults import fault_spec, make_fault
 from simulators.registry import build_registry
+from tools.registry_generate import generate_registry
+from tools.replay import as_gateway_input
 
 SEED = 21
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from alerts.companies import rank_companies
-from alerts.grades import ALL, Grade, distributions, grade_for_score
-from alerts.score_config import ScoreConfig
+from score.companies import rank_companies
+from score.config import ScoreConfig
+from score.grades import ALL, Grade, distributions, grade_for_score
 
 
 @dataclass(frozen=True)

@@ -14,21 +14,21 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from alerts.grades import Distribution, Grade
 from alerts.model import Alert
-from alerts.score import ScoreReport, day_ms, score_report
-from alerts.score_api import create_score_router
-from alerts.score_config import ScoreConfig
-from alerts.score_points import write_score_points
 from alerts.service import AlertService
-from jiayuan.cli import main
 from jiayuan.config import Config, InfluxConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.model import Registry
 from jiayuan.registry.store import RegistryStore
+from score.api import create_score_router
+from score.config import ScoreConfig
+from score.estate import ScoreReport, day_ms, score_report
+from score.grades import Distribution, Grade
+from score.points import write_score_points
 from simulators.registry import build_registry
+from tools.cli import main
+from tools.registry_generate import generate_registry
 
 AS_OF = date(2026, 6, 1)
 NOW = day_ms(AS_OF) + 9 * 3_600_000

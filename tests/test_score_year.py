@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from alerts.model import Alert
-from alerts.score import day_ms, score_report
-from alerts.score_config import ScoreConfig, Targets, load_score_config
-from jiayuan.cli import main
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.store import RegistryStore
+from score.config import ScoreConfig, Targets, load_score_config
+from score.estate import day_ms, score_report
 from simulators.registry import build_registry
+from tools.cli import main
+from tools.registry_generate import generate_registry
 
 DECEMBER_2026 = date(2026, 12, 7)
 
@@ -113,7 +113,7 @@ def test_the_score_api_names_the_year_of_the_targets(tmp_path: Path) -> None:
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from alerts.score_api import create_score_router
+    from score.api import create_score_router
 
     store = RegistryStore(tmp_path / "registry.sqlite")
     store.replace(generate_registry(build_registry(6, seed=4), seed=4, as_of=DECEMBER_2026))

@@ -17,10 +17,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from jiayuan import cli, services
 from jiayuan.config import Config, InfluxConfig, load
 from jiayuan.influx import InfluxClient, format_line
-from jiayuan.services import (
+from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
+from tools import cli, servers
+from tools.servers import (
     RunningServers,
     ServicesError,
     clear_retained,
@@ -29,7 +30,6 @@ from jiayuan.services import (
     free_ports,
     start_servers,
 )
-from jiayuan.state import ENV_STATE_DIR, SERVICES_FILE
 
 pytestmark = pytest.mark.servers
 
@@ -119,7 +119,7 @@ def test_start_restart_and_stop(own_servers: RunningServers) -> None:
 
     pids, data_dir = (s.mosquitto_pid, s.influxd_pid), s.data_dir
     s.stop()
-    assert not services._pid_alive(pids[0]) and not services._pid_alive(pids[1])
+    assert not servers._pid_alive(pids[0]) and not servers._pid_alive(pids[1])
     assert not data_dir.exists()  # a temporary dir of its own is removed
     s.stop()  # idempotent
 
@@ -151,7 +151,7 @@ def test_failure_to_start_reports_the_server_log(tmp_path: Path) -> None:
         broken = RunningServers(
             data_dir=tmp_path, mqtt_port=taken, influx_port=free_port(), influx_rpc_port=0
         )
-        services._write_mosquitto_conf(broken)
+        servers._write_mosquitto_conf(broken)
         with pytest.raises(ServicesError, match=r"mosquitto exited with code \d+") as caught:
             broken.start_mosquitto()
     assert "Address already in use" in str(caught.value)
@@ -160,7 +160,7 @@ def test_failure_to_start_reports_the_server_log(tmp_path: Path) -> None:
 def test_ensure_installed_without_root_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(services, "find_binary", lambda name: None)
+    monkeypatch.setattr(servers, "find_binary", lambda name: None)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(
         ServicesError, match="sudo apt-get install mosquitto mosquitto-clients influxdb"
@@ -184,20 +184,20 @@ def test_ensure_installed_installs_the_clients_the_docs_use(
         present = installed["done"] or name in ("mosquitto", "influxd")
         return f"/usr/bin/{name}" if present else None
 
-    monkeypatch.setattr(services, "POLICY_RC_D", tmp_path / "policy-rc.d")
+    monkeypatch.setattr(servers, "POLICY_RC_D", tmp_path / "policy-rc.d")
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(services, "find_binary", find)
+    monkeypatch.setattr(servers, "find_binary", find)
     ensure_installed()
     assert calls[-1] == ["apt-get", "install", "-y", "mosquitto-clients"]
-    assert services.find_binary("mosquitto_pub") is not None
+    assert servers.find_binary("mosquitto_pub") is not None
 
 
 def test_missing_clients_alone_do_not_stop_a_user_without_root(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(
-        services, "find_binary", lambda name: None if name == "mosquitto_pub" else "/usr/bin/x"
+        servers, "find_binary", lambda name: None if name == "mosquitto_pub" else "/usr/bin/x"
     )
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     ensure_installed()  # the servers are there: say what is missing, start them anyway
@@ -222,11 +222,11 @@ def test_ensure_installed_as_root_blocks_daemons_during_apt(
             installed["done"] = True
         return subprocess.CompletedProcess(command, 0, b"", b"")
 
-    monkeypatch.setattr(services, "POLICY_RC_D", policy)
+    monkeypatch.setattr(servers, "POLICY_RC_D", policy)
     monkeypatch.setattr(subprocess, "run", fake_run)
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setattr(
-        services, "find_binary", lambda name: "/usr/bin/x" if installed["done"] else None
+        servers, "find_binary", lambda name: "/usr/bin/x" if installed["done"] else None
     )
     ensure_installed()
     assert [call[0] for call in calls] == [
@@ -252,13 +252,13 @@ def services_file() -> Path:
 
 @pytest.fixture
 def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
-    """``jiayuan.cli.main`` run in an empty working directory."""
+    """``tools.cli.main`` run in an empty working directory."""
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     # The real entry point with only this subcommand registered: these tests are about
     # `services`, and must not fail because another subcommand's module does not import.
-    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("jiayuan.services_cli",))
+    monkeypatch.setattr(cli, "SUBCOMMAND_MODULES", ("tools.servers_cli",))
     yield cli.main
     # Never leave servers behind, whatever the test did.
     state = services_file()
@@ -381,7 +381,7 @@ def test_servers_end_with_a_killed_owner(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             "import json, sys, time; from pathlib import Path; "
-            "from jiayuan.services import start_servers; "
+            "from tools.servers import start_servers; "
             "s = start_servers(Path(sys.argv[1]), install=False); "
             "print(json.dumps(s.to_dict()), flush=True); time.sleep(60)",
             str(tmp_path / "data"),

@@ -12,7 +12,8 @@ import pytest
 from edge.drivers import DriverSample
 from jiayuan.catalogue import Kind, family, port_field
 from jiayuan.contract import BATCH, Channel, Reading, Topic, check_reading, normalise_values
-from simulators.clock import HOUR_MS, SHANGHAI, local_hour, parse_start
+from jiayuan.timezone import parse_start
+from simulators.clock import HOUR_MS, SHANGHAI, local_hour
 from simulators.driver import SimulatedDriver, build_model, generate
 from simulators.faults import OFFLINE, Fault, plan_faults
 from simulators.registry import Estate, Registry, build_registry

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from jiayuan import cli
 from jiayuan.config import Config, load
 from jiayuan.state import ENV_STATE_DIR, default_state_dir
+from tools import cli
 
 
 @pytest.fixture

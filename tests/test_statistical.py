@@ -10,12 +10,19 @@ import numpy.typing as npt
 import pytest
 
 from gateway import statistical
-from gateway.detection import Detector
-from gateway.rules import Place
-from gateway.stat_params import ALL_BITS, BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
-from gateway.statistical import StatCore, StatParams
+from gateway.detection.detector import Detector
+from gateway.detection.statistics.detectors import StatCore, StatParams
+from gateway.detection.statistics.parameters import (
+    ALL_BITS,
+    BIT,
+    DRIFT,
+    LEVEL_SHIFT,
+    RATE_OF_CHANGE,
+    STUCK,
+)
 from jiayuan import compiled
 from jiayuan.contract import Reading, Value
+from jiayuan.places import Place
 
 PERIOD_MS = 10_000
 T0 = 1_750_000_000_000
@@ -290,7 +297,7 @@ def test_one_reading_at_a_time_gives_the_numpy_rounds_results_bit_for_bit(
 
 
 def test_the_compiled_core_judges_float32_state_one_reading_at_a_time() -> None:
-    compiled_here = "gateway.statistical" in compiled.compiled()
+    compiled_here = "gateway.detection.statistics.detectors" in compiled.compiled()
     assert statistical.ONE_AT_A_TIME is compiled_here
     with pytest.raises(ValueError, match="float32"):
         StatCore().update_each(np.array([0]), np.array([T0]), np.array([1.0]))

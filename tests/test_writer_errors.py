@@ -1,4 +1,4 @@
-"""How the gateway's writer reports a failed write (gateway/writer.py, jiayuan/influx.py).
+"""How the gateway's writer reports a failed write (gateway/storage/writer.py, jiayuan/influx.py).
 
 An operator reading the log must see that a *write* failed, with InfluxDB's status and
 its own words, not a query the writer happened to send first.
@@ -15,7 +15,7 @@ import pytest
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pending
-from gateway.writer import BatchWriter, Unreachable
+from gateway.storage.writer import BatchWriter, Unreachable
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient
 
@@ -40,11 +40,11 @@ def test_a_write_influx_refuses_for_now_is_logged_as_a_write_with_status_and_rea
 
     writer = writer_over(overloaded)
     with (
-        caplog.at_level(logging.WARNING, logger="gateway.writer"),
+        caplog.at_level(logging.WARNING, logger="gateway.storage.writer"),
         pytest.raises(Unreachable) as caught,
     ):
         writer.write(pending(3), retry_for_s=0.3)
-    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.writer"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.storage.writer"]
     assert logged, "no retry was logged"
     for message in [*logged, str(caught.value)]:
         assert "query" not in message, message
@@ -61,9 +61,12 @@ def test_an_unreachable_influx_is_logged_as_a_failed_write(
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
 
     writer = writer_over(refused)
-    with caplog.at_level(logging.WARNING, logger="gateway.writer"), pytest.raises(Unreachable):
+    with (
+        caplog.at_level(logging.WARNING, logger="gateway.storage.writer"),
+        pytest.raises(Unreachable),
+    ):
         writer.write(pending(), retry_for_s=0.2)
-    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.writer"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gateway.storage.writer"]
     assert logged and all("query" not in m and "unreachable (write" in m for m in logged), logged
 
 

@@ -1,4 +1,4 @@
-"""A batch larger than one request is written in parts (gateway/writer.py), against the
+"""A batch larger than one request is written in parts (gateway/storage/writer.py), against the
 real InfluxDB: everything stored, one request per part, a refused line still found."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Pending
-from gateway.writer import MAX_LINES_PER_WRITE, BatchWriter
+from gateway.storage.writer import MAX_LINES_PER_WRITE, BatchWriter
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
 

@@ -34,24 +34,23 @@ import httpx
 
 from alerts.grouping import GROUP_CODES, is_offline_code
 from alerts.model import Alert
-from alerts.score_cli import ALERTS_FILE
 from alerts.store import AlertFilter, AlertStore
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import Driver
-from gateway.deadletters import DeadLetterStore
-from gateway.service import DEAD_LETTER_FILE
+from gateway.storage.deadletters import DeadLetterStore
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.contract import MAX_FUTURE_MS
-from jiayuan.demo import CountingDriver, KindCounter, SimClock
-from jiayuan.demo_alerts import COMPLETE_AFTER_S, DemoOperations, alerts_report
 from jiayuan.influx import InfluxClient, quote_identifier
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.store import REGISTRY_FILE, RegistryStore
-from jiayuan.services import HOST, RunningServers, free_port
+from jiayuan.state import ALERTS_FILE, DEAD_LETTER_FILE
 from simulators.driver import SimulatedDriver
 from simulators.faults import Fault, plan_faults, write_labels
 from simulators.registry import Registry, build_registry
+from tools.demo import CountingDriver, KindCounter, SimClock
+from tools.demo_alerts import COMPLETE_AFTER_S, DemoOperations, alerts_report
+from tools.registry_generate import generate_registry
+from tools.servers import HOST, RunningServers, free_port
 
 GATEWAY_START_TIMEOUT_S = 60.0
 GATEWAY_STOP_TIMEOUT_S = 30.0
@@ -161,7 +160,7 @@ class GatewayProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "jiayuan.cli", "gateway", "run"],
+                [sys.executable, "-m", "tools.cli", "gateway", "run"],
                 env=self._env,
                 cwd=self._work_dir,  # no ./jiayuan.toml of the caller's is picked up
                 stdin=subprocess.DEVNULL,

@@ -44,8 +44,8 @@ def add_parser(subparsers: Any) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from jiayuan import config as config_module
-    from jiayuan.chaos import FULL, SHORT, ChaosError, format_report, run_chaos
-    from jiayuan.services import ServicesError, start_servers
+    from tools.chaos import FULL, SHORT, ChaosError, format_report, run_chaos
+    from tools.servers import ServicesError, start_servers
 
     try:
         base = config_module.load(args.config)

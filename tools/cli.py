@@ -17,20 +17,20 @@ from jiayuan.state import ENV_STATE_DIR
 # ``func`` (taking the parsed args, returning an exit code).  The modules keep their heavy
 # imports inside ``func`` so that building the parser stays fast.
 SUBCOMMAND_MODULES = (
-    "jiayuan.services_cli",
-    "jiayuan.demo_cli",
+    "tools.servers_cli",
+    "tools.demo_cli",
     "gateway.cli",
     "gateway.detect_cli",
-    "edge.cli",
+    "tools.edge_cli",
     "simulators.cli",
-    "jiayuan.evaluation_cli",
+    "tools.evaluation_cli",
     "dashboards.cli",
-    "jiayuan.registry.cli",
-    "alerts.score_cli",
-    "alerts.opscentre_cli",
+    "tools.registry_cli",
+    "score.cli",
+    "tools.opscentre_cli",
     "alerts.outbox_cli",
     "jiayuan.api_token_cli",
-    "jiayuan.chaos_cli",
+    "tools.chaos_cli",
 )
 
 

@@ -25,24 +25,32 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from alerts.delivery import OUTBOX_FILE
-from alerts.score_cli import ALERTS_FILE
-from alerts.service import CALLBACK_LEDGER_FILE
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import Driver, DriverSample
-from gateway.influx_spool import SPOOL_FILE
-from gateway.service import DEAD_LETTER_FILE, Gateway
-from gateway.snapshot import SNAPSHOT_FILE
+from gateway.service import Gateway
 from jiayuan import config as config_module
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
-from jiayuan.demo_alerts import (
+from jiayuan.influx import InfluxClient
+from jiayuan.registry.store import REGISTRY_FILE, RegistryStore
+from jiayuan.state import (
+    ALERTS_FILE,
+    CALLBACK_LEDGER_FILE,
+    DEAD_LETTER_FILE,
+    OUTBOX_FILE,
+    SNAPSHOT_FILE,
+    SPOOL_FILE,
+)
+from simulators.driver import SimulatedDriver
+from simulators.faults import Fault, plan_faults, write_labels
+from simulators.registry import Registry, build_registry
+from tools.demo_alerts import (
     COMPLETE_AFTER_S,
     DemoOperations,
     alerts_report,
     format_alerts_summary,
 )
-from jiayuan.demo_report import (
+from tools.demo_report import (
     FaultLabel,
     build_report,
     format_summary,
@@ -50,13 +58,8 @@ from jiayuan.demo_report import (
     stored_anomalies,
     stored_readings_by_kind,
 )
-from jiayuan.influx import InfluxClient
-from jiayuan.registry.generate import generate_registry
-from jiayuan.registry.store import REGISTRY_FILE, RegistryStore
-from jiayuan.services import RunningServers, ensure_installed, free_port, start_servers
-from simulators.driver import SimulatedDriver
-from simulators.faults import Fault, plan_faults, write_labels
-from simulators.registry import Registry, build_registry
+from tools.registry_generate import generate_registry
+from tools.servers import RunningServers, ensure_installed, free_port, start_servers
 
 PROGRESS_EVERY_S = 5.0
 # After the last reading, how long the gateway gets to store the backlog.
@@ -347,11 +350,11 @@ def _fresh_state(state_dir: Path) -> None:
 
 
 def _scores(state_dir: Path, estates: int) -> dict[str, Any]:
-    from alerts.grades import ALL
-    from alerts.score import score_report
-    from alerts.score_cli import explain_card, render_report
-    from alerts.score_config import ScoreConfig
     from alerts.store import AlertStore
+    from score.cli import explain_card, render_report
+    from score.config import ScoreConfig
+    from score.estate import score_report
+    from score.grades import ALL
 
     with RegistryStore(state_dir / REGISTRY_FILE) as registry_store:
         estate_registry = registry_store.load()
@@ -472,7 +475,7 @@ def _print_progress(
 ) -> None:
     acked = sum(agent.stats.readings_acked for agent in agents)
     stats = gateway.stats
-    by_kind = Counter(anomaly.kind for anomaly in gateway.anomalies())
+    by_kind = Counter(anomaly.kind for anomaly in gateway.detection.anomalies())
     anomalies = ", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items())) or "none"
     print(
         f"[{elapsed:5.0f}s] read {sum(counter.by_kind.values())}, published {acked}, "

@@ -24,14 +24,14 @@ import yaml
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from alerts.opscentre import ReferenceOpsCentre
 from alerts.store import AlertFilter, AlertStore
 from jiayuan.api_auth import token_hash
 from jiayuan.catalogue import FAMILIES, Severity
 from jiayuan.config import AlertsConfig, ApiConfig
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.model import Registry
-from jiayuan.services import free_port
+from tools.opscentre import ReferenceOpsCentre
+from tools.servers import free_port
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,11 @@
-"""``jiayuan demo``: its command line; the demo itself (jiayuan.demo) is imported to run."""
+"""``jiayuan demo``: its command line; the demo itself (tools.demo) is imported to run."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from gateway.restart_memory import CLEAN_STOP_KEEPS
+from gateway.detection.restart_memory import CLEAN_STOP_KEEPS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -67,6 +67,6 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jiayuan.demo import run_command
+    from tools.demo import run_command
 
     return run_command(args)

@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from edge.agent import EdgeAgent, EdgePlace
     from jiayuan.registry.store import registry_path
-    from simulators.clock import parse_start
+    from jiayuan.timezone import parse_start
     from simulators.driver import SimulatedDriver
     from simulators.faults import read_labels
     from simulators.product_registry import simulated_registry

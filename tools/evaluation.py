@@ -1,6 +1,6 @@
 """Measure the detection core on labelled simulator scenarios, without servers.
 
-``run(scenario)`` feeds every simulated sample through ``gateway.detection.Detector`` the
+``run(scenario)`` feeds every simulated sample through ``gateway.detection.detector.Detector`` the
 way the gateway does (a contract ``Reading`` and a rules ``Place`` per sample, the offline
 timer ticked every simulated second), so whatever detectors the ``Detector`` holds are
 measured.  ``score(labels, anomalies, ...)`` matches the anomalies that opened to the
@@ -31,15 +31,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gateway.anomalies import OPEN, Anomaly
-from gateway.detection import Detector
-from gateway.rules import Place
+from gateway.detection.detector import Detector
+from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.catalogue import STATISTICAL_EVENTS, Kind, family
 from jiayuan.contract import Reading
-from jiayuan.replay import as_gateway_input
+from jiayuan.places import Place
 from simulators.driver import generate
 from simulators.faults import LOOK_ALIKE, Fault
 from simulators.scenarios import Scenario
+from tools.replay import as_gateway_input
 
 TICK_MS = 1000  # the offline timer's period in simulated time, as in the gateway
 TOLERANCE_S = 10.0

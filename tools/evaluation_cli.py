@@ -40,8 +40,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jiayuan.evaluation import evaluate
     from simulators.scenarios import DEFAULT_SCENARIOS, build, describe
+    from tools.evaluation import evaluate
 
     names = args.scenario or list(DEFAULT_SCENARIOS)
     duration = None if args.hours is None else args.hours * 3600

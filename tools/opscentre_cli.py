@@ -66,7 +66,7 @@ def _read(path: Path, what: str) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from alerts.opscentre import ReferenceOpsCentre  # heavy imports only when running
+    from tools.opscentre import ReferenceOpsCentre  # heavy imports only when running
 
     setup_logging(args.log_level)
     if args.complete_after is not None and args.accept_after is None:

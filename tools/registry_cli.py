@@ -195,9 +195,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from jiayuan.registry.generate import generate_registry
     from jiayuan.registry.store import RegistryStore
     from simulators.registry import Registry, build_registry
+    from tools.registry_generate import generate_registry
 
     if args.source:
         simulated = Registry.from_json(Path(args.source).read_text(encoding="utf-8"))

@@ -30,6 +30,7 @@ from jiayuan.registry.model import (
     HousingCategory,
     Registry,
     Street,
+    years_after,
 )
 from simulators import registry as sim
 
@@ -74,7 +75,7 @@ MODELS: Mapping[Kind, tuple[str, ...]] = {
     Kind.WATERLOGGING: ("雷达水位计 RLG-1", "积水监测仪 JS-2"),
 }
 # How often each kind is inspected in practice: yearly, and secondary-water tanks cleaned
-# and tested twice a year (the score's defaults, alerts/score_config.py, use the same).
+# and tested twice a year (the score's defaults, score/config.py, use the same).
 INSPECTION_INTERVAL_DAYS: Mapping[Kind, int] = {
     Kind.LIFT: 365,
     Kind.FIRE: 365,
@@ -253,11 +254,3 @@ def _device(
         last_assessment=assessed,
         ports=ports,
     )
-
-
-def years_after(day: date, years: int) -> date:
-    """The same day ``years`` later (29 February becomes 28 February in other years)."""
-    try:
-        return day.replace(year=day.year + years)
-    except ValueError:
-        return day.replace(year=day.year + years, day=28)

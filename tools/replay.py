@@ -11,8 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from edge.drivers import DriverSample
-from gateway.rules import Place
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 from simulators.registry import Estate
 
 

@@ -569,7 +569,7 @@ def _write_mosquitto_conf(servers: RunningServers) -> None:
     persistence = servers.data_dir / "mosquitto"
     persistence.mkdir(parents=True, exist_ok=True)
     lines = [
-        "# Written by jiayuan.services: a private broker for one data directory.",
+        "# Written by tools.servers: a private broker for one data directory.",
         f"listener {servers.mqtt_port} {HOST}",
         # Secured mode: only the accounts in the password file may connect.
         f"allow_anonymous {'false' if servers.auth is not None else 'true'}",
@@ -617,7 +617,7 @@ def _write_influxdb_conf(servers: RunningServers) -> None:
     for sub in ("meta", "data", "wal"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     servers.influxdb_conf.write_text(
-        f"""# Written by jiayuan.services: a private InfluxDB for one data directory.
+        f"""# Written by tools.servers: a private InfluxDB for one data directory.
 reporting-disabled = true
 # The RPC service (backup/restore) binds its own port: keep it on loopback too.
 bind-address = "{HOST}:{servers.influx_rpc_port}"

@@ -24,9 +24,9 @@ from jiayuan.state import SERVICES_FILE
 
 if TYPE_CHECKING:
     from jiayuan.broker_auth import EstatePlace
-    from jiayuan.services import RunningServers, SecureBroker
+    from tools.servers import RunningServers, SecureBroker
 
-# jiayuan.services (httpx, paho) and jiayuan.broker_auth are imported by the actions that
+# tools.servers (httpx, paho) and jiayuan.broker_auth are imported by the actions that
 # use them, so that building the parser stays fast (tests/test_cli_startup.py).
 
 EXIT_NOT_RUNNING = 3
@@ -140,7 +140,7 @@ def _state_file(args: argparse.Namespace) -> Path:
 
 
 def _load_state(path: Path) -> RunningServers | None:
-    from jiayuan.services import RunningServers, ServicesError
+    from tools.servers import RunningServers, ServicesError
 
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -185,7 +185,7 @@ def _print_servers(servers: RunningServers, state: Path) -> None:
 def _security(args: argparse.Namespace) -> SecureBroker | None:
     """The broker security asked for on the command line (None without --secure)."""
     from jiayuan.broker_auth import EstatePlace
-    from jiayuan.services import SecureBroker, ServicesError
+    from tools.servers import SecureBroker, ServicesError
 
     if not args.secure:
         if args.registry or args.estate or args.tls_cert or args.tls_key:
@@ -204,8 +204,8 @@ def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
     # Imported here: the plain `services up` needs neither registry.
     from jiayuan.broker_auth import places_of
     from jiayuan.registry.tables import RegistryInvalid
-    from jiayuan.services import ServicesError
     from simulators.product_registry import simulated_registry
+    from tools.servers import ServicesError
 
     try:
         return places_of(simulated_registry(path).estates)
@@ -216,7 +216,7 @@ def _registry_places(path: Path) -> tuple[EstatePlace, ...]:
 
 
 def _install(args: argparse.Namespace) -> int:
-    from jiayuan.services import ServicesError, ensure_installed, find_binary
+    from tools.servers import ServicesError, ensure_installed, find_binary
 
     try:
         ensure_installed()
@@ -231,7 +231,7 @@ def _install(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     from jiayuan.broker_auth import BrokerAuthError
     from jiayuan.config import ConfigError
-    from jiayuan.services import ServicesError, start_servers
+    from tools.servers import ServicesError, start_servers
 
     try:
         state_path = _state_file(args)
@@ -260,7 +260,7 @@ def _up(args: argparse.Namespace) -> int:
 
 def _down(args: argparse.Namespace) -> int:
     from jiayuan.config import ConfigError
-    from jiayuan.services import ServicesError
+    from tools.servers import ServicesError
 
     try:
         state_path = _state_file(args)
@@ -280,7 +280,7 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from jiayuan.config import ConfigError
-    from jiayuan.services import ServicesError
+    from tools.servers import ServicesError
 
     try:
         state_path = _state_file(args)

@@ -11,43 +11,16 @@ import math
 import threading
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from gateway.rules.base import AnomalyChange, Place
-from gateway.state import Stateful
+from gateway.detection.rules.base import AnomalyChange
+from gateway.detection.state import Stateful
+from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import family
+from jiayuan.places import Place
 
-OPEN, CLOSED = "open", "closed"
 RECENT_CLOSED = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class Anomaly:
-    district: str
-    street: str
-    estate: str
-    building: str
-    device: str
-    kind: str
-    code: str
-    severity: str
-    title_zh: str
-    title_en: str
-    value: float  # the measured value when it opened
-    threshold: float
-    start_ms: int  # device time; also the InfluxDB point time, so closing overwrites it
-    end_ms: int  # 0 while open
-    state: str  # "open" or "closed"
-    detail: str = ""
-
-    @property
-    def active(self) -> bool:
-        return self.state == OPEN
-
-    @property
-    def title(self) -> str:
-        return f"{self.title_zh} {self.title_en}"
 
 
 class AnomalyBook(Stateful):

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.anomalies import Anomaly, AnomalyBook
-from gateway.rules import FamilyRules, OfflineMonitor, Place, all_rules
-from gateway.rules.base import AnomalyChange
-from gateway.stat_series import StatisticalDetectors
-from gateway.state import SnapshotMismatch
+from gateway.detection.anomalies import AnomalyBook
+from gateway.detection.rules import FamilyRules, OfflineMonitor, all_rules
+from gateway.detection.rules.base import AnomalyChange
+from gateway.detection.state import SnapshotMismatch
+from gateway.detection.statistics.series import StatisticalDetectors
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 
 class Detector:
@@ -83,7 +85,7 @@ class Detector:
             changed.append(anomaly)
 
     def export_state(self) -> dict[str, Any]:
-        """Every part's per-device state as plain data (``gateway.snapshot``)."""
+        """Every part's per-device state as plain data (``gateway.detection.snapshot``)."""
         return {
             "rules": {kind.value: rules.export_state() for kind, rules in self.rules.items()},
             "offline": self.offline.export_state(),

@@ -2,14 +2,12 @@
 
 ``gateway run --help``, ``demo --help`` and the README state it; tests/test_help_facts.py
 fails when one of them drifts from these, and tests/test_gateway_snapshot.py checks the
-statement against the code (``gateway.snapshot`` for a clean stop, ``gateway.resume``
-after a crash).  Kept free of imports so the help texts need nothing heavy.
+statement against the code (``gateway.detection.snapshot`` for a clean stop,
+``gateway.detection.resume`` after a crash).  Kept free of imports so the help texts need
+nothing heavy.
 """
 
 from __future__ import annotations
-
-# The detection snapshot a clean stop leaves in the state directory (gateway/snapshot.py).
-SNAPSHOT_FILE = "detector_state.sqlite"
 
 # Saved at a clean stop (SIGINT, SIGTERM) and taken back at the next start.
 CLEAN_STOP_KEEPS = "open anomalies, rule holds, statistical baselines and the duplicate window"

@@ -1,7 +1,8 @@
 """What a restarted gateway remembers, read back from InfluxDB before it takes traffic.
 
-A clean stop leaves a snapshot of the whole detection state (``gateway.snapshot``); this is
-for a start without one (after a crash, or a stop that gave up on InfluxDB).  Without
+A clean stop leaves a snapshot of the whole detection state
+(``gateway.detection.snapshot``); this is for a start without one (after a crash, or a
+stop that gave up on InfluxDB).  Without
 either, a gateway restarted while a device was already silent never learns that the device
 exists, so it is never reported offline; and an anomaly open at the restart stays "open"
 in InfluxDB for ever, because the new book does not know it.  InfluxDB already holds both
@@ -21,12 +22,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gateway.anomalies import OPEN, Anomaly
-from gateway.detection import Detector
-from gateway.points import NO_BUILDING
-from gateway.rules.base import Place
+from gateway.detection.detector import Detector
+from gateway.storage.points import NO_BUILDING
+from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.catalogue import Kind, offline_code
 from jiayuan.influx import InfluxClient, quote_identifier
+from jiayuan.places import Place
 
 log = logging.getLogger(__name__)
 

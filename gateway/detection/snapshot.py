@@ -9,7 +9,7 @@ and the statistical baselines learn again from nothing.
 A gateway that stops cleanly (every batch it took durable and acknowledged) saves its
 detector and its duplicate window; the next start takes the snapshot back and deletes it
 before any traffic.  So a gateway that later crashes starts from InfluxDB
-(``gateway.resume``), never from a snapshot older than what it acknowledged since.  A
+(``gateway.detection.resume``), never from a snapshot older than what it acknowledged since.  A
 gateway that gave up on InfluxDB at the stop saves nothing: the broker redelivers what it
 did not acknowledge, and a restored duplicate window would drop those readings.
 
@@ -31,10 +31,9 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.dedup import SeqWindow
-from gateway.detection import Detector
-from gateway.restart_memory import SNAPSHOT_FILE as SNAPSHOT_FILE
-from gateway.state import canonical
+from gateway.detection.detector import Detector
+from gateway.detection.state import canonical
+from gateway.transport.dedup import SeqWindow
 from jiayuan import __version__
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 
-from gateway.anomalies import Anomaly
-from gateway.rules.base import Place
+from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
 from jiayuan.contract import EdgeStatus, Reading, Topic, Value
 from jiayuan.influx import (
@@ -21,6 +20,7 @@ from jiayuan.influx import (
     format_line,
     tag_set,
 )
+from jiayuan.places import Place
 
 NO_BUILDING = "_"
 ANOMALY = "anomaly"

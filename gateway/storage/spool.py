@@ -26,7 +26,6 @@ from jiayuan.budget import BudgetWarning
 
 log = logging.getLogger(__name__)
 
-SPOOL_FILE = "influx_spool.sqlite"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (

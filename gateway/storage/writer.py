@@ -8,7 +8,7 @@ the refused lines are found; those come back to be dead-lettered and the rest is
 A write into a v1 database that does not exist creates it and is sent again.
 
 ``SpoolingWriter`` puts the disk spool behind that: a batch InfluxDB does not take within
-``gateway.spool_after_s`` goes to the spool (gateway/influx_spool.py), and so does every
+``gateway.spool_after_s`` goes to the spool (gateway/storage/spool.py), and so does every
 batch after it until the spool has been replayed, so batches reach InfluxDB in the order
 they were made.  When the spool is full the writer holds the batch (so the processor stops
 acknowledging and the broker keeps the rest) and keeps replaying until there is room.
@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from gateway.influx_spool import InfluxSpool
 from gateway.metrics import GatewayMetrics, SpoolMetrics
 from gateway.pipeline import Pending
+from gateway.storage.spool import InfluxSpool
 from jiayuan.influx import InfluxClient, InfluxError
 
 log = logging.getLogger(__name__)

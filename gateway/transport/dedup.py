@@ -30,7 +30,7 @@ ahead than milliseconds have passed: more than a reading a millisecond).
 The windows are the standard library's typed arrays, two items per device, not numpy's:
 they are read and written one item a reading, and an item of a numpy array costs several
 times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its dict
-entry.  A clean stop saves this state with the detector's (``gateway.snapshot``).  After a
+entry.  A clean stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
 gateway crash the broker redelivers what was not yet acknowledged and the gateway, with
 fresh state, stores it again.
 """
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from array import array
 
-from gateway.state import Stateful
+from gateway.detection.state import Stateful
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1

@@ -1,7 +1,7 @@
 """Messages on their way from the MQTT network thread to the processing thread.
 
 A queue that also knows how many payload bytes wait in it, so the network loop can stop
-reading while the processing thread is behind (``gateway.ingest.MAX_WAITING_BYTES``).  The
+reading while the processing thread is behind (``gateway.transport.ingest.MAX_WAITING_BYTES``).  The
 receive maximum bounds the messages in flight, not their size: a thousand edge batches of
 a hundred readings are 28 MB, which at 100,000 devices was 280 B a device of the gateway's
 peak memory (bench/README.md).

@@ -6,7 +6,7 @@ broker redelivers).  The session is persistent (fixed client id; v5: clean start
 long session expiry; 3.1.1: clean session off, expiry as the broker is configured), so the
 broker queues QoS 1 messages while the gateway is down.  ``on_message`` only enqueues: no
 work on the network thread.  The client runs on the gateway's own network loop
-(``gateway.mqtt_loop``), which reconnects and sends a batch's acknowledgements together;
+(``gateway.transport.mqtt_loop``), which reconnects and sends a batch's acknowledgements together;
 every (re)connect subscribes again.
 
 Scale-out (docs/scaling.md): an instance owns the streets in ``[mqtt] street_filter`` ("+"
@@ -15,8 +15,8 @@ one instance that holds its detector state.  Each instance needs its own
 ``gateway_client_id``: a second one connecting with the same id takes the session over;
 where the broker says so (MQTT v5 reason 0x8E: EMQX, HiveMQ; Mosquitto 2.0 just closes the
 connection) the first stops with an error instead of taking it back in a loop.  Where it
-does not, connections that keep ending within seconds of being made (``gateway.mqtt_flaps``)
-are reported as an error and make ``/health`` degraded.
+does not, connections that keep ending within seconds of being made
+(``gateway.transport.mqtt_flaps``) are reported as an error and make ``/health`` degraded.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.inbox import Inbox
-from gateway.mqtt_flaps import ShortConnections
-from gateway.mqtt_loop import NetworkLoop
-from gateway.paho_publish import install as install_fast_publish_decoding
 from gateway.pipeline import Message, wall_ms
+from gateway.transport.inbox import Inbox
+from gateway.transport.mqtt_flaps import ShortConnections
+from gateway.transport.mqtt_loop import NetworkLoop
+from gateway.transport.paho_publish import install as install_fast_publish_decoding
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import ConfigError, MqttConfig
 from jiayuan.contract import subscription
@@ -51,7 +51,7 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 # InfluxDB is down (the rest waits in the broker's queue).
 RECEIVE_MAXIMUM = 1000
 # And how many bytes of payload may wait for the processing thread before the network loop
-# stops reading (gateway.inbox): a few processor batches of edge messages (5,000 readings
+# stops reading (gateway.transport.inbox): a few processor batches of edge messages (5,000 readings
 # are about 1.4 MB), where a thousand of them would be 28 MB.
 MAX_WAITING_BYTES = 4 * 1024 * 1024
 KEEPALIVE_S = 30
@@ -154,7 +154,7 @@ class MqttIngest:
     @property
     def unstable(self) -> bool:
         """Connections keep ending within seconds of being made: another instance with
-        this client id, or a failing link (``gateway.mqtt_flaps``)."""
+        this client id, or a failing link (``gateway.transport.mqtt_flaps``)."""
         return self.short_connections.unstable
 
     @property

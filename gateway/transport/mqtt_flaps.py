@@ -2,7 +2,7 @@
 
 A broker lets one connection hold a client id: when a second client connects with it, the
 older connection is closed.  With MQTT v5 a broker may say why (DISCONNECT reason 0x8E,
-"session taken over", which ``gateway.ingest`` acts on), but Mosquitto closes it without a
+"session taken over", which ``gateway.transport.ingest`` acts on), but Mosquitto closes it without a
 reason, and MQTT 3.1.1 has no way to say it at all.  Two gateway instances given the same
 client id then replace each other at every reconnect (a second apart): each sees part of
 the traffic and judges part of each device's readings.  From inside one instance, this
@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 # A connection lost within this long of being made counts as short-lived.  Two instances
-# sharing an id replace each other within the reconnect delay (1 s, ``gateway.ingest``).
+# sharing an id replace each other within the reconnect delay (1 s, ``gateway.transport.ingest``).
 SHORT_S = 30.0
 # This many short-lived connections within the window make the connection unstable.
 LOSSES = 3

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from gateway.rules.base import AnomalyChange, FamilyRules, Place
-from gateway.rules.ebike_charger import EbikeChargerRules
-from gateway.rules.fire import FireRules
-from gateway.rules.lift import LiftRules
-from gateway.rules.offline import OfflineMonitor
-from gateway.rules.water_tank import WaterTankRules
-from gateway.rules.waterlogging import WaterloggingRules
+from gateway.detection.rules.base import AnomalyChange, FamilyRules
+from gateway.detection.rules.ebike_charger import EbikeChargerRules
+from gateway.detection.rules.fire import FireRules
+from gateway.detection.rules.lift import LiftRules
+from gateway.detection.rules.offline import OfflineMonitor
+from gateway.detection.rules.water_tank import WaterTankRules
+from gateway.detection.rules.waterlogging import WaterloggingRules
 from jiayuan.catalogue import Kind
+from jiayuan.places import Place
 
 RULES: Mapping[Kind, Callable[[Mapping[str, float] | None, bool | None], FamilyRules]] = {
     Kind.LIFT: LiftRules,

@@ -12,7 +12,7 @@ code is open while any of them is, because an alert is one per device and condit
 
 Plain thresholds (a signal above or below a limit, held, cleared with a margin), which most
 rules are, are declared as ``Threshold``s and judged for whole batches at once by a
-``ThresholdTable`` (``gateway.rules.thresholds``); the other checks run per reading here.
+``ThresholdTable`` (``gateway.detection.rules.thresholds``); the other checks run per reading here.
 ``TableRules(vectorised=False)`` runs the thresholds as per-reading checks instead: the
 reference the vectorised table is tested against; by default a family vectorises when it
 has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
@@ -21,22 +21,21 @@ has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from gateway.state import SnapshotMismatch, Stateful
+from gateway.detection.state import SnapshotMismatch, Stateful
 from jiayuan.catalogue import Family
 from jiayuan.contract import Reading, Value
+from jiayuan.places import DeviceKey, Place
 
 if TYPE_CHECKING:
-    from gateway.rules.thresholds import Threshold
+    from gateway.detection.rules.thresholds import Threshold
 
 Values = Mapping[str, Value]
-DeviceKey = tuple[str, str, str, str, str]
 # A device's check state as Python lists while a reading is judged: open, since, count.
 _Held = tuple[list[bool], list[int], list[int]]
 _Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
@@ -55,93 +54,6 @@ _GONE = object()  # a value the device has not reported
 VECTORISE_FROM = 8
 Predicate = Callable[[Values], bool]
 Measure = Callable[[Values], float]
-
-
-def _shared(name: str) -> str:
-    """The interned copy of a name that repeats across devices (an enum member such as a
-    ``Kind`` is one object already, and ``sys.intern`` takes plain strings only)."""
-    return sys.intern(name) if type(name) is str else name
-
-
-EstateNames = tuple[str, str, str]  # district, street, estate, interned
-
-
-def estate_names(district: str, street: str, estate: str) -> EstateNames:
-    """The names of an estate interned, for ``Place.within``."""
-    return (_shared(district), _shared(street), _shared(estate))
-
-
-class Place:
-    """Where a device is; ``key`` leaves out the building, which is a label, not identity.
-
-    Held as its key and building only: the offline check keeps a Place per device, and
-    the key tuple is the one every per-device table is keyed by (one tuple per device, not
-    a copy per table), so at 100,000 devices a Place costs a tuple and 48 bytes.  The names
-    that repeat across devices (district, street, estate, building, kind) are interned: a
-    Place made from each decoded message would otherwise keep its own copies of them."""
-
-    __slots__ = ("building", "key")
-    key: DeviceKey
-    building: str
-
-    def __init__(
-        self, district: str, street: str, estate: str, building: str, kind: str, device: str
-    ) -> None:
-        key = (_shared(district), _shared(street), _shared(estate), _shared(kind), device)
-        object.__setattr__(self, "key", key)
-        object.__setattr__(self, "building", _shared(building))
-
-    @classmethod
-    def within(cls, estate: EstateNames, building: str, kind: str, device: str) -> Place:
-        """A device's Place in an estate whose names ``estate_names`` interned already:
-        the pipeline makes a Place a reading and interns its message's topic names once."""
-        place = object.__new__(cls)
-        object.__setattr__(place, "key", (*estate, _shared(kind), device))
-        object.__setattr__(place, "building", _shared(building))
-        return place
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"Place is immutable: cannot set {name}")
-
-    @property
-    def district(self) -> str:
-        return self.key[0]
-
-    @property
-    def street(self) -> str:
-        return self.key[1]
-
-    @property
-    def estate(self) -> str:
-        return self.key[2]
-
-    @property
-    def kind(self) -> str:
-        return self.key[3]
-
-    @property
-    def device(self) -> str:
-        return self.key[4]
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Place):
-            return NotImplemented
-        return self.key == other.key and self.building == other.building
-
-    def __hash__(self) -> int:
-        return hash((self.key, self.building))
-
-    def __reduce__(self) -> tuple[type[Place], tuple[str, str, str, str, str, str]]:
-        # Through __init__ (which interns the names), not attribute by attribute.
-        district, street, estate, kind, device = self.key
-        return Place, (district, street, estate, self.building, kind, device)
-
-    def __repr__(self) -> str:
-        district, street, estate, kind, device = self.key
-        return (
-            f"Place(district={district!r}, street={street!r}, estate={estate!r}, "
-            f"building={self.building!r}, kind={kind!r}, device={device!r})"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +88,7 @@ class FamilyRules(Protocol):
         ...
 
     def export_state(self) -> dict[str, Any]:
-        """The per-device state as plain data (``gateway.state``)."""
+        """The per-device state as plain data (``gateway.detection.state``)."""
         ...
 
     def import_state(self, state: Mapping[str, Any]) -> None: ...
@@ -287,7 +199,7 @@ class TableRules(Stateful):
         overrides: Mapping[str, float] | None = None,
         vectorised: bool | None = None,
     ) -> None:
-        from gateway.rules.thresholds import ThresholdTable  # it builds on this module
+        from gateway.detection.rules.thresholds import ThresholdTable  # it builds on this module
 
         self.family = family
         self._overrides = dict(overrides or {})

@@ -22,7 +22,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import (
+from gateway.detection.rules.base import (
     Check,
     Predicate,
     TableRules,
@@ -32,7 +32,7 @@ from gateway.rules.base import (
     measure,
     number,
 )
-from gateway.rules.thresholds import Threshold
+from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
 from jiayuan.contract import Reading, Value
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from gateway.rules.base import (
+from gateway.detection.rules.base import (
     Check,
     Predicate,
     TableRules,
@@ -29,7 +29,7 @@ from gateway.rules.base import (
     negate,
     number,
 )
-from gateway.rules.thresholds import Threshold
+from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import FIRE
 from jiayuan.contract import Reading, Value
 

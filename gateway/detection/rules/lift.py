@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import Check, TableRules, Values, flag, measure, negate, number
+from gateway.detection.rules.base import Check, TableRules, Values, flag, measure, negate, number
 from jiayuan.catalogue import LIFT
 
 STOPPED, RUNNING = 0, 1

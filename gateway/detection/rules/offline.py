@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, DeviceKey, Place, grown, grown_rows
-from gateway.state import Stateful
+from gateway.detection.rules.base import AnomalyChange, grown, grown_rows
+from gateway.detection.state import Stateful
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
 from jiayuan.contract import Reading
+from jiayuan.places import DeviceKey, Place
 
 _INITIAL_CAPACITY = 1024
 

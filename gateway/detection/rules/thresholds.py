@@ -11,7 +11,7 @@ shorter than 49 days) is kept only while it is being held, in a dict by (row, ch
 is a fault in progress, rare, so a dense array of it would be almost all unused state (144
 bytes of a 12-port pile).
 
-The semantics are those of ``gateway.rules.base.step`` on the device's merged values
+The semantics are those of ``gateway.detection.rules.base.step`` on the device's merged values
 (``Threshold.check`` gives that reference form, which ``TableRules(vectorised=False)``
 uses): a check's condition is its opening predicate while closed and its clearing one
 while open; it flips once the condition has held for the hold time (``clear_hold_s`` when
@@ -31,10 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import (
+from gateway.detection.rules.base import (
     AnomalyChange,
     Check,
-    DeviceKey,
     above,
     as_number,
     below,
@@ -42,8 +41,9 @@ from gateway.rules.base import (
     grown_rows,
     measure,
 )
-from gateway.state import Stateful
+from gateway.detection.state import Stateful
 from jiayuan.contract import Reading
+from jiayuan.places import DeviceKey
 
 _WRAP = 1 << 32
 _HALF = 1 << 31
@@ -236,7 +236,7 @@ class ThresholdTable(Stateful):
         out: list[list[AnomalyChange]],
     ) -> None:
         """Step each busy check of each device through its readings in order (the
-        per-reading semantics of ``gateway.rules.base.step``), then turn the flips into
+        per-reading semantics of ``gateway.detection.rules.base.step``), then turn the flips into
         anomaly changes."""
         by_row: dict[int, list[int]] = {}
         for row, check in zip(busy_rows.tolist(), busy_checks.tolist(), strict=True):

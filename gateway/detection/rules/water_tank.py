@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.rules.base import Check, TableRules, Values, flag, measure, number
-from gateway.rules.thresholds import Threshold
+from gateway.detection.rules.base import Check, TableRules, Values, flag, measure, number
+from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import WATER_TANK
 
 

@@ -26,8 +26,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.stat_params import ALL_BITS, BIT, DRIFT, LEVEL_SHIFT, RATE_OF_CHANGE, STUCK
-from gateway.stat_params import StatParams as StatParams
+from gateway.detection.statistics.parameters import (
+    ALL_BITS,
+    BIT,
+    DRIFT,
+    LEVEL_SHIFT,
+    RATE_OF_CHANGE,
+    STUCK,
+)
+from gateway.detection.statistics.parameters import StatParams as StatParams
 from jiayuan.compiled import is_extension
 
 F64 = npt.NDArray[np.float64]
@@ -63,7 +70,8 @@ def _layout(detectors: int) -> list[tuple[str, str]]:
 
 
 class StatCore:
-    """The detectors over many series; see ``gateway.stat_params`` for parameters.
+    """The detectors over many series; their parameters are in
+    ``gateway.detection.statistics.parameters``.
 
     ``detectors`` (bits of ``BIT``) chooses which detectors this core can run and so which
     arrays it holds; ``dtype`` is that of the learned values (float32 in the gateway, where

@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from gateway.rules.base import AnomalyChange, Place, grown_rows
-from gateway.stat_params import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
-from gateway.state import Stateful
-from gateway.statistical import StatCore
+from gateway.detection.rules.base import AnomalyChange, grown_rows
+from gateway.detection.state import Stateful
+from gateway.detection.statistics.detectors import StatCore
+from gateway.detection.statistics.parameters import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
 from jiayuan.catalogue import Kind, ValueType, family, statistical_code
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 DeviceKey = tuple[str, str, str, str, str]
 STATE_DTYPE = np.float32
