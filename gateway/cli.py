@@ -154,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
                 else "网关等待 MQTT gateway waiting for the broker"
             )
             + f": MQTT {config.mqtt.url} ({config.origin_of('mqtt.url')}) as "
-            f"{config.mqtt.gateway_client_id!r} (filter {gateway.transport.ingest.topic_filter}), "
+            f"{config.mqtt.gateway_client_id!r} (filter {gateway.ingest.topic_filter}), "
             f"InfluxDB {config.influx.url} ({config.origin_of('influx.url')}), "
             f"API {gateway.api_url} (/health /anomalies /dead-letters /metrics /docs)",
             flush=True,

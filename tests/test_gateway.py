@@ -194,8 +194,8 @@ def test_anomaly_opens_and_closes_as_one_point(
     hold_ms = int(LIFT.threshold("trapped_in_zone_s") * 1000)
     trapped = [lift_reading(seq, start + seq * 5000, passenger_status=1) for seq in range(1, 7)]
     publisher.readings(trapped)
-    wait_for(lambda: bool(gateway.detection.anomalies(active=True)))
-    opened = gateway.detection.anomalies(active=True)[0]
+    wait_for(lambda: bool(gateway.anomalies(active=True)))
+    opened = gateway.anomalies(active=True)[0]
     assert (opened.code, opened.state, opened.start_ms) == (
         "lift.trapped",
         "open",
@@ -207,7 +207,7 @@ def test_anomaly_opens_and_closes_as_one_point(
     assert len(rows) == 1 and rows[0]["state"] == "open" and rows[0]["end"] == 0
     released = lift_reading(7, start + 40_000, passenger_status=1, door_status=1)
     publisher.readings([released])
-    wait_for(lambda: not gateway.detection.anomalies(active=True))
+    wait_for(lambda: not gateway.anomalies(active=True))
     gateway.wait_idle()
     rows = query(config, "SELECT * FROM anomaly GROUP BY *")
     assert len(rows) == 1
@@ -232,13 +232,13 @@ def test_offline_fires_from_the_timer_without_further_traffic(
     start = now_ms()
     publisher.readings([lift_reading(1, start, "L1"), lift_reading(1, start + 20_000, "L2")])
     wait_for(
-        lambda: any(a.code == "lift.offline" for a in gateway.detection.anomalies(active=True))
+        lambda: any(a.code == "lift.offline" for a in gateway.anomalies(active=True))
     )
-    offline = [a for a in gateway.detection.anomalies(active=True) if a.code == "lift.offline"]
+    offline = [a for a in gateway.anomalies(active=True) if a.code == "lift.offline"]
     assert [a.device for a in offline] == ["L1"]
     assert offline[0].start_ms == start + int(LIFT.offline_after_s * 1000)
     publisher.readings([lift_reading(2, start + 21_000, "L1")])
-    wait_for(lambda: not gateway.detection.anomalies(active=True, kind="lift"))
+    wait_for(lambda: not gateway.anomalies(active=True, kind="lift"))
     gateway.wait_idle()
     rows = query(config, "SELECT * FROM anomaly WHERE code = 'lift.offline'")
     assert [(r["state"], r["end"]) for r in rows] == [("closed", start + 21_000)]
@@ -440,7 +440,7 @@ def test_reconnects_and_resubscribes_after_a_broker_restart(
         assert gateway.wait_ready(10)
         # One connection lost soon after it was made is seen, and is not an unstable one
         # (gateway/transport/mqtt_flaps.py; tests/test_mqtt_flaps.py has the unstable case).
-        assert gateway.transport.ingest.short_connections.recent == 1
+        assert gateway.ingest.short_connections.recent == 1
         assert not gateway.mqtt_unstable
         assert b"jiayuan_gateway_mqtt_unstable 0.0" in gateway.metrics_exposition()
         publisher = Publisher(servers.mqtt_port)

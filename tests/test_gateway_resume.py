@@ -29,7 +29,7 @@ def test_a_device_silent_across_a_restart_is_still_reported_and_its_return_close
         publisher.readings(
             [lift_reading(1, start, "L1"), lift_reading(1, start + 3 * AFTER_MS, "L2")]
         )
-        wait_for(lambda: any(a.device == "L1" for a in gateway.detection.anomalies(active=True)))
+        wait_for(lambda: any(a.device == "L1" for a in gateway.anomalies(active=True)))
         publisher.readings([lift_reading(1, start + 4 * AFTER_MS, "L3")])
         gateway.wait_idle()
     finally:

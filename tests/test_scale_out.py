@@ -135,7 +135,7 @@ def anomaly_rows(config: Config, code: str) -> list[tuple[str, str]]:
 
 
 def flagged(gateway: Gateway, code: str) -> list[tuple[str, str]]:
-    return sorted((a.street, a.device) for a in gateway.detection.anomalies() if a.code == code)
+    return sorted((a.street, a.device) for a in gateway.anomalies() if a.code == code)
 
 
 def test_two_instances_share_a_district_by_street(

@@ -475,7 +475,7 @@ def _print_progress(
 ) -> None:
     acked = sum(agent.stats.readings_acked for agent in agents)
     stats = gateway.stats
-    by_kind = Counter(anomaly.kind for anomaly in gateway.detection.anomalies())
+    by_kind = Counter(anomaly.kind for anomaly in gateway.anomalies())
     anomalies = ", ".join(f"{kind} {count}" for kind, count in sorted(by_kind.items())) or "none"
     print(
         f"[{elapsed:5.0f}s] read {sum(counter.by_kind.values())}, published {acked}, "
