@@ -231,9 +231,7 @@ def test_offline_fires_from_the_timer_without_further_traffic(
     # later makes L1, silent since, offline without anything more arriving for L1.
     start = now_ms()
     publisher.readings([lift_reading(1, start, "L1"), lift_reading(1, start + 20_000, "L2")])
-    wait_for(
-        lambda: any(a.code == "lift.offline" for a in gateway.anomalies(active=True))
-    )
+    wait_for(lambda: any(a.code == "lift.offline" for a in gateway.anomalies(active=True)))
     offline = [a for a in gateway.anomalies(active=True) if a.code == "lift.offline"]
     assert [a.device for a in offline] == ["L1"]
     assert offline[0].start_ms == start + int(LIFT.offline_after_s * 1000)
