@@ -44,6 +44,7 @@ HOT_MODULES = (
     "gateway.detection.rules.fire",
     "gateway.detection.rules.lift",
     "gateway.detection.rules.offline",
+    "gateway.detection.rules.table",
     "gateway.detection.rules.thresholds",
     "gateway.detection.rules.water_tank",
     "gateway.detection.rules.waterlogging",

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 
 from gateway.detection.rules import all_rules
-from gateway.detection.rules.base import TableRules
+from gateway.detection.rules.table import TableRules
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place, estate_names

@@ -22,16 +22,8 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 
-from gateway.detection.rules.base import (
-    Check,
-    Predicate,
-    TableRules,
-    Values,
-    as_number,
-    flag,
-    measure,
-    number,
-)
+from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
+from gateway.detection.rules.table import TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
 from jiayuan.contract import Reading, Value

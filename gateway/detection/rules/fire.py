@@ -19,16 +19,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
-from gateway.detection.rules.base import (
-    Check,
-    Predicate,
-    TableRules,
-    Values,
-    flag,
-    measure,
-    negate,
-    number,
-)
+from gateway.detection.rules.base import Check, Predicate, Values, flag, measure, negate, number
+from gateway.detection.rules.table import TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import FIRE
 from jiayuan.contract import Reading, Value

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from gateway.detection.rules.base import Check, TableRules, Values, flag, measure, number
+from gateway.detection.rules.base import Check, Values, flag, measure, number
+from gateway.detection.rules.table import TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import WATER_TANK
 
