@@ -39,6 +39,7 @@ from jiayuan.state import DEAD_LETTER_FILE, SNAPSHOT_FILE
 
 if TYPE_CHECKING:
     from alerts.service import AlertService
+    from score.service import ScoreService
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,20 @@ class Gateway:
         # Imported here: the alert side pulls in the registry, score and dispatch modules,
         # which a gateway run with alerts disabled does not need.
         self.alerts: AlertService | None = None
+        self.score: ScoreService | None = None
         if config.alerts.enabled:
             from alerts.service import AlertService
+            from score.service import ScoreService
 
             streets = self.ingest.streets
+            owned = None if ALL_STREETS in streets else streets
             self.alerts = AlertService(
-                config,
-                streets=None if ALL_STREETS in streets else streets,
-                population=DeviceCensus(self.detector.offline.places),
+                config, streets=owned, population=DeviceCensus(self.detector.offline.places)
             )
+            self.score = ScoreService(
+                config, self.alerts.store, self.alerts.registry, self.alerts.clock, owned
+            )
+            self.alerts.timers.append(self.score.tick)
             self.metrics.registry.register(self.alerts.outbox_collector())
         self.processor = Processor(
             config.gateway,
@@ -94,6 +100,8 @@ class Gateway:
         self.api: ApiServer | None = None
         if serve_api:
             routers = self.alerts.routers() if self.alerts is not None else []
+            if self.score is not None:
+                routers.append(self.score.router())
             # Who may call what (docs/security_api.md); a broken tokens file stops the start.
             auth = ApiAuth.from_config(
                 config.api,
@@ -189,6 +197,8 @@ class Gateway:
         if self.alerts is not None:
             self._outbox_left = self._outbox_waiting(self.alerts)
             self.alerts.stop()
+        if self.score is not None:
+            self.score.close()
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()

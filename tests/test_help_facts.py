@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway import restart_memory
+from gateway.detection import restart_memory
 from tools import cli
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import paho_publish
+from gateway.transport import paho_publish
 from gateway.transport.inbox import Inbox
 from gateway.transport.ingest import MqttIngest
 from jiayuan.config import MqttConfig

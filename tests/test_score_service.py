@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -26,6 +27,7 @@ from score.config import ScoreConfig
 from score.estate import ScoreReport, day_ms, score_report
 from score.grades import Distribution, Grade
 from score.points import write_score_points
+from score.service import ScoreService
 from simulators.registry import build_registry
 from tools.cli import main
 from tools.registry_generate import generate_registry
@@ -47,6 +49,12 @@ def city() -> Registry:
 @pytest.fixture(scope="module")
 def report(city: Registry) -> ScoreReport:
     return score_report(city, NoAlerts(), NOW, ScoreConfig())
+
+
+def scoring(config: Config, streets: Sequence[str]) -> tuple[AlertService, ScoreService]:
+    """The alert service and the score service a gateway owning ``streets`` runs."""
+    alerts = AlertService(config, clock=lambda: NOW, streets=streets)
+    return alerts, ScoreService(config, alerts.store, alerts.registry, alerts.clock, streets)
 
 
 def test_200_generated_estates_spread_over_the_grades_plausibly(report: ScoreReport) -> None:
@@ -237,10 +245,11 @@ def test_an_instance_owning_some_streets_scores_only_their_estates(
     configured = replace(
         config, alerts=replace(config.alerts, registry_db=str(tmp_path / "shared-registry.sqlite"))
     )
-    service = AlertService(configured, clock=lambda: NOW, streets=mine)
+    service, scorer = scoring(configured, mine)
     try:
-        assert service.write_scores(NOW) == len(on_mine)
+        assert scorer.write_scores(NOW) == len(on_mine)
     finally:
+        scorer.close()
         service.stop()
     with InfluxClient(config.influx) as client_db:
         estates = {
@@ -266,12 +275,14 @@ def test_a_split_set_writes_the_rows_one_instance_owning_every_street_would(
     streets = sorted({e.street for e in city.estates})
     configured = replace(config, alerts=replace(config.alerts, registry_db=str(shared)))
     aggregating = replace(configured, alerts=replace(configured.alerts, score_aggregate=True))
-    others = AlertService(configured, clock=lambda: NOW, streets=streets[1::2])
-    aggregator = AlertService(aggregating, clock=lambda: NOW, streets=streets[::2])
+    others, others_scorer = scoring(configured, streets[1::2])
+    aggregator, aggregator_scorer = scoring(aggregating, streets[::2])
     try:
-        others.write_scores(NOW)
-        aggregator.write_scores(NOW)  # the others' estate points are in InfluxDB by now
+        others_scorer.write_scores(NOW)
+        aggregator_scorer.write_scores(NOW)  # the others' estate points are in InfluxDB by now
     finally:
+        others_scorer.close()
+        aggregator_scorer.close()
         others.stop()
         aggregator.stop()
 

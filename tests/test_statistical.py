@@ -9,8 +9,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from gateway import statistical
 from gateway.detection.detector import Detector
+from gateway.detection.statistics import detectors as statistical
 from gateway.detection.statistics.detectors import StatCore, StatParams
 from gateway.detection.statistics.parameters import (
     ALL_BITS,

@@ -248,8 +248,8 @@ def run_demo(
         published = sum(counter.by_kind.values())
         _wait_until_stored(config, published)
         _wait_for_offline_checks(gateway.current)
-        if gateway.current.alerts is not None:
-            gateway.current.alerts.write_scores()
+        if gateway.current.score is not None:
+            gateway.current.score.write_scores()
     finally:
         operations.stop_operator()
         gateway.stop()
