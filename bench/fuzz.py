@@ -10,7 +10,7 @@ bad device ids, invalid UTF-8), then accounts for each: readings stored (counted
 InfluxDB by query), dead letters by reason (counted in the dead-letter store), duplicates
 (the gateway's counter).  Every message's expected outcome comes from how it was made, not
 from the gateway's own checks.  Finally it checks the gateway is still healthy and still
-stores a fresh reading.  ``tests/test_fuzz_gateway.py`` runs a short version.
+stores a fresh reading.  ``tests/gateway/test_fuzz_gateway.py`` runs a short version.
 """
 
 from __future__ import annotations

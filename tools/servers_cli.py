@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from tools.servers import RunningServers, SecureBroker
 
 # tools.servers (httpx, paho) and jiayuan.broker_auth are imported by the actions that
-# use them, so that building the parser stays fast (tests/test_cli_startup.py).
+# use them, so that building the parser stays fast (tests/tools/test_cli_startup.py).
 
 EXIT_NOT_RUNNING = 3
 

@@ -1,7 +1,7 @@
 """What a gateway restart remembers, in the words every text about it uses.
 
-``gateway run --help``, ``demo --help`` and the README state it; tests/test_help_facts.py
-fails when one of them drifts from these, and tests/test_gateway_snapshot.py checks the
+``gateway run --help``, ``demo --help`` and the README state it; tests/tools/test_help_facts.py
+fails when one of them drifts from these, and tests/gateway/test_gateway_snapshot.py checks the
 statement against the code (``gateway.detection.snapshot`` for a clean stop,
 ``gateway.detection.resume`` after a crash).  Kept free of imports so the help texts need
 nothing heavy.

@@ -11,7 +11,7 @@ property section is empty it decodes itself, into the same ``PublishPacket`` fie
 field, with a fresh empty ``Properties`` copied from a pristine one (its tables, which
 paho only reads, are shared); every other packet, and anything malformed, goes to paho's
 decoder as before.  It is installed only on the paho versions it was checked against
-(``VERIFIED``): ``tests/test_paho_publish.py`` compares the two decoders on generated
+(``VERIFIED``): ``tests/gateway/test_paho_publish.py`` compares the two decoders on generated
 packets, so a paho release that changes what a PUBLISH decodes to fails there first.
 It affects every paho client in the process, which is why it must decode exactly as paho.
 """

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from alerts_lifecycle_support import MINUTE, T0, FakeClock, anomaly, make_engine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -20,6 +19,7 @@ from alerts.engine import AlertEngine, AlertEvent
 from alerts.store import AlertStore
 from alerts.stream import Broadcaster, Lost
 from gateway.api import ApiServer
+from tests.support.alerts_lifecycle_support import MINUTE, T0, FakeClock, anomaly, make_engine
 
 
 @pytest.fixture

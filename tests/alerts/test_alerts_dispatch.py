@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
-from alerts_dispatch_support import SECRET, FakeClock, make_alert
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -26,10 +25,11 @@ from alerts.outbox import MessageState, Outbox
 from alerts.workorder import WORKORDER_SCHEMA, WorkOrderType, build_workorder, workorder_message
 from gateway.api import ApiServer
 from jiayuan.config import AlertsConfig
+from tests.support.alerts_dispatch_support import SECRET, FakeClock, make_alert
 from tools.opscentre import ReferenceOpsCentre
 from tools.servers import free_port
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 CALLBACK = "http://127.0.0.1:9/opscentre/callback"
 VALIDATOR = jsonschema.Draft202012Validator(
     WORKORDER_SCHEMA, format_checker=jsonschema.FormatChecker()

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from alerts_lifecycle_support import MINUTE, T0, FakeClock, Recorder, anomaly, closed, make_engine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,15 @@ from alerts.store import AlertFilter, AlertStore
 from jiayuan.catalogue import Severity
 from jiayuan.config import InfluxConfig
 from jiayuan.influx import InfluxClient
+from tests.support.alerts_lifecycle_support import (
+    MINUTE,
+    T0,
+    FakeClock,
+    Recorder,
+    anomaly,
+    closed,
+    make_engine,
+)
 
 HOUR = 60 * MINUTE
 

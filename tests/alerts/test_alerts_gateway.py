@@ -10,8 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from mqtt_publisher import EDGE, PLACE, Publisher
-from test_gateway import lift_reading, now_ms, query, wait_for
 
 from alerts.grouping import ESTATE_UPLINK_DOWN
 from alerts.model import AlertState
@@ -19,6 +17,8 @@ from gateway.service import Gateway
 from jiayuan.config import Config
 from jiayuan.contract import EdgeStatus, edge_status_topic, encode
 from jiayuan.state import SNAPSHOT_FILE
+from tests.gateway.test_gateway import lift_reading, now_ms, query, wait_for
+from tests.support.mqtt_publisher import EDGE, PLACE, Publisher
 from tools.opscentre import ReferenceOpsCentre
 
 SECRET, TOKEN = "shared-webhook-secret", "callback-token"

@@ -8,8 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from alerts_dispatch_support import make_alert
-from alerts_lifecycle_support import MINUTE, T0, FakeClock, Recorder, anomaly, closed, make_engine
 
 from alerts.engine import AlertEngine
 from alerts.model import (
@@ -23,6 +21,16 @@ from alerts.model import (
 )
 from alerts.policy import AlertPolicy
 from alerts.store import AlertFilter, AlertStore
+from tests.support.alerts_dispatch_support import make_alert
+from tests.support.alerts_lifecycle_support import (
+    MINUTE,
+    T0,
+    FakeClock,
+    Recorder,
+    anomaly,
+    closed,
+    make_engine,
+)
 
 Step = Callable[[AlertEngine, str], Alert]
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from alerts_dispatch_support import SECRET, FakeClock, make_alert
 from fastapi import FastAPI, Request
 
 from alerts import signing
@@ -23,6 +22,7 @@ from alerts.model import AlertAction, EscalationLevel
 from alerts.notify import compose, message_id, notification_messages
 from alerts.outbox import MessageState, Outbox
 from gateway.api import ApiServer
+from tests.support.alerts_dispatch_support import SECRET, FakeClock, make_alert
 from tools.servers import free_port
 
 WANG = Contact(name="王经理", email="wang@example.com")

@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alerts_dispatch_support import SECRET, make_alert
-from alerts_lifecycle_support import anomaly
 
 from alerts.delivery import Dispatcher
 from alerts.model import AlertAction, EscalationLevel
@@ -24,6 +22,8 @@ from alerts.outbox import MessageState, Outbox
 from gateway.service import Gateway
 from jiayuan.config import AlertsConfig, Config
 from jiayuan.state import OUTBOX_FILE
+from tests.support.alerts_dispatch_support import SECRET, make_alert
+from tests.support.alerts_lifecycle_support import anomaly
 from tools.opscentre import ReferenceOpsCentre
 from tools.servers import free_port
 

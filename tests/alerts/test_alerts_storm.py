@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from alerts_lifecycle_support import T0, FakeClock, Recorder, anomaly, closed, make_engine
 
 from alerts.engine import AlertEngine, AlertEvent
 from alerts.grouping import BUILDING_DOWN, ESTATE_UPLINK_DOWN
@@ -19,6 +18,14 @@ from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.store import AlertStore
 from alerts.workorder import WORKORDER_SCHEMA, WorkOrderType, build_workorder
 from jiayuan.anomaly import Anomaly
+from tests.support.alerts_lifecycle_support import (
+    T0,
+    FakeClock,
+    Recorder,
+    anomaly,
+    closed,
+    make_engine,
+)
 
 SECOND = 1000
 DISTRICT, STREET, ESTATE = "songjiang", "yongfeng", "songjiang-e01"

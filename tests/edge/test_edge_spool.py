@@ -8,7 +8,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_edge_agent import (
+
+from edge.agent import envelope_payload
+from edge.drivers import DriverSample
+from edge.spool import Spool, SpoolError
+from jiayuan.catalogue import Kind
+from jiayuan.config import Config, MqttConfig
+from jiayuan.contract import SCHEMA_VERSION, Envelope, decode_envelope, encode
+from tests.edge.test_edge_agent import (
     CountingDriver,
     _closed_port,
     collecting,
@@ -17,13 +24,6 @@ from test_edge_agent import (
     make_place,
     until,
 )
-
-from edge.agent import envelope_payload
-from edge.drivers import DriverSample
-from edge.spool import Spool, SpoolError
-from jiayuan.catalogue import Kind
-from jiayuan.config import Config, MqttConfig
-from jiayuan.contract import SCHEMA_VERSION, Envelope, decode_envelope, encode
 
 
 def tank(device: str, ts: int, level: float | int = 50, pump: float | int = 1) -> DriverSample:

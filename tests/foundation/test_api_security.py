@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alerts_lifecycle_support import T0, FakeClock, anomaly, make_engine
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -49,6 +48,7 @@ from jiayuan.registry.api import create_registry_router
 from jiayuan.registry.store import RegistryStore
 from score.api import create_score_router
 from simulators.registry import build_registry
+from tests.support.alerts_lifecycle_support import T0, FakeClock, anomaly, make_engine
 from tools.registry_generate import generate_registry
 
 # The six generated estates: two on zhangjiang, one each on four other streets.

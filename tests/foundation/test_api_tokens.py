@@ -7,10 +7,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from test_api_security import FAR, MINE, NEIGHBOUR, build
 
 from jiayuan.api_auth import load_tokens, token_hash
 from jiayuan.config import ApiConfig
+from tests.foundation.test_api_security import FAR, MINE, NEIGHBOUR, build
 from tools.cli import main
 
 

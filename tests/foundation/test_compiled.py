@@ -18,7 +18,7 @@ import pytest
 
 from jiayuan import compiled
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXTENSION = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from jiayuan.config import load
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture, environ: dict[str, str]) -> list[str]:

@@ -146,7 +146,7 @@ def test_every_family_has_an_offline_code_and_bilingual_titles() -> None:
 
 
 def test_protocol_doc_tables_are_generated_from_the_catalogue() -> None:
-    document = Path(__file__).parents[1].joinpath("docs", "protocol.md").read_text("utf-8")
+    document = Path(__file__).parents[2].joinpath("docs", "protocol.md").read_text("utf-8")
     assert catalogue_doc.replace_section(document, catalogue_doc.render()) == document, (
         "docs/protocol.md is stale: run python -m jiayuan.catalogue_doc --write docs/protocol.md"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import grimp
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("jiayuan", "edge", "gateway", "alerts", "score", "dashboards")
 OUTSIDE = ("tools", "simulators")
 

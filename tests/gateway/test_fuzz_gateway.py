@@ -11,7 +11,7 @@ from types import ModuleType
 
 from jiayuan.config import Config
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "fuzz.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "fuzz.py"
 
 
 def _bench_fuzz() -> ModuleType:

@@ -9,8 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from lift_readings import lift_reading
-from mqtt_publisher import EDGE, PLACE, Publisher
 
 from gateway.service import Gateway
 from jiayuan.catalogue import LIFT, Kind, port_field
@@ -26,6 +24,8 @@ from jiayuan.contract import (
     encode,
 )
 from jiayuan.influx import InfluxClient, format_line
+from tests.support.lift_readings import lift_reading
+from tests.support.mqtt_publisher import EDGE, PLACE, Publisher
 from tools.servers import RunningServers
 
 
@@ -341,7 +341,7 @@ def test_messages_sent_while_stopped_arrive_after_restart(
 def test_influx_down_no_ack_then_stored_after_it_returns(
     config: Config, publisher: Publisher, servers: RunningServers, protocol: str
 ) -> None:
-    # Without the disk spool (tests/test_gateway_spool.py covers it): nothing is
+    # Without the disk spool (tests/gateway/test_gateway_spool.py covers it): nothing is
     # acknowledged and the broker holds the backlog.
     config = on_protocol(config, protocol)
     config = replace(config, gateway=replace(config.gateway, spool_after_s=3600.0))
@@ -437,7 +437,7 @@ def test_reconnects_and_resubscribes_after_a_broker_restart(
         wait_for(lambda: gateway.mqtt_connected, timeout_s=15)
         assert gateway.wait_ready(10)
         # One connection lost soon after it was made is seen, and is not an unstable one
-        # (gateway/transport/mqtt_flaps.py; tests/test_mqtt_flaps.py has the unstable case).
+        # (gateway/transport/mqtt_flaps.py; tests/gateway/test_mqtt_flaps.py has the unstable case).
         assert gateway.ingest.short_connections.recent == 1
         assert not gateway.mqtt_unstable
         assert b"jiayuan_gateway_mqtt_unstable 0.0" in gateway.metrics_exposition()

@@ -9,8 +9,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import pytest
-from lift_readings import lift_reading
-from mqtt_publisher import EDGE, PLACE
 
 from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
@@ -22,6 +20,8 @@ from gateway.transport.inbox import Inbox
 from jiayuan.config import Config
 from jiayuan.contract import Envelope, batch_topic, encode
 from jiayuan.influx import InfluxClient
+from tests.support.lift_readings import lift_reading
+from tests.support.mqtt_publisher import EDGE, PLACE
 
 WINDOW_S = 2.0  # far longer than any batch group commit cuts
 

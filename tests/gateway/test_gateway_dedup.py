@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from mqtt_publisher import Publisher
-from test_gateway import lift_reading, now_ms, query, wait_for
 
 from gateway.service import Gateway
 from jiayuan.config import Config
+from tests.gateway.test_gateway import lift_reading, now_ms, query, wait_for
+from tests.support.mqtt_publisher import Publisher
 
 STRAY_SEQ = 5_000_000
 

@@ -8,13 +8,13 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from mqtt_publisher import EDGE, PLACE, Publisher
-from test_gateway import lift_reading, now_ms, wait_for
 
 from gateway.service import Gateway
 from jiayuan import cli_support
 from jiayuan.config import Config
 from jiayuan.contract import batch_topic
+from tests.gateway.test_gateway import lift_reading, now_ms, wait_for
+from tests.support.mqtt_publisher import EDGE, PLACE, Publisher
 
 LIBRARIES = ("httpx", "httpcore", "urllib3", "uvicorn", "paho", "aiomqtt")
 

@@ -192,7 +192,7 @@ def test_every_message_is_accounted_for(traffic: list[tuple[str, bytes]]) -> Non
         for letter in new_dead:
             assert letter.reason is not Reason.INTERNAL_ERROR, letter.detail
             assert letter.detail and len(letter.payload) <= MAX_PAYLOAD_BYTES
-    # The processor counts messages and received readings per batch (tests/test_gateway.py).
+    # The processor counts messages and received readings per batch (tests/gateway/test_gateway.py).
     assert len(batch.messages) == len(traffic)
     assert pipe.metrics.snapshot().dead_letters == len(batch.dead)
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from mqtt_publisher import Publisher
-from test_gateway import lift_reading, now_ms, query, wait_for
-
 from gateway.detection.detector import Detector
 from gateway.detection.resume import resume_detector
 from gateway.service import Gateway
 from jiayuan.catalogue import LIFT
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+from tests.gateway.test_gateway import lift_reading, now_ms, query, wait_for
+from tests.support.mqtt_publisher import Publisher
 
 AFTER_MS = int(LIFT.offline_after_s * 1000)
 

@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mqtt_publisher import Publisher
-from test_gateway import lift_reading, now_ms, query, wait_for
 
 from gateway.detection.detector import Detector
 from gateway.detection.snapshot import fingerprint, save, take_back
@@ -28,6 +26,8 @@ from jiayuan.state import SNAPSHOT_FILE
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import build_registry
+from tests.gateway.test_gateway import lift_reading, now_ms, query, wait_for
+from tests.support.mqtt_publisher import Publisher
 from tools.replay import as_gateway_input
 
 STREETS = ("+",)

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from mqtt_publisher import Publisher
-from test_gateway import lift_reading, now_ms, query, sample_readings, wait_for
 
 from gateway.pipeline import Pending
 from gateway.service import Gateway
@@ -27,6 +25,8 @@ from jiayuan.config import Config
 from jiayuan.contract import Reading
 from jiayuan.influx import InfluxClient
 from jiayuan.state import SPOOL_FILE
+from tests.gateway.test_gateway import lift_reading, now_ms, query, sample_readings, wait_for
+from tests.support.mqtt_publisher import Publisher
 from tools.servers import RunningServers
 
 pytestmark = pytest.mark.servers

@@ -13,11 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from mqtt_publisher import Publisher
-from test_gateway_spool import message_readings
-
 from jiayuan.config import Config
 from jiayuan.state import SPOOL_FILE
+from tests.gateway.test_gateway_spool import message_readings
+from tests.support.mqtt_publisher import Publisher
 from tools.servers import free_port
 
 

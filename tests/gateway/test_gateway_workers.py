@@ -25,11 +25,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_scale_out import Publisher, anomaly_rows, now_ms, stored_count, trapped, wait_for, water
 
 from gateway.workers import deal_streets, plan_workers, worker_environment
 from jiayuan.config import AlertsConfig, Config, ConfigError, GatewayConfig, MqttConfig
 from jiayuan.state import SNAPSHOT_FILE
+from tests.gateway.test_scale_out import (
+    Publisher,
+    anomaly_rows,
+    now_ms,
+    stored_count,
+    trapped,
+    wait_for,
+    water,
+)
 from tools.servers import RunningServers
 
 READY = "网关已启动 gateway running"

@@ -3,7 +3,7 @@
 The counter on a clock the test moves; then two real gateways given one client id on the
 real Mosquitto, which closes the older connection without a reason under MQTT 5 and 3.1.1
 alike: each sees the other take its session, says so, and ``/health`` is degraded.  A
-gateway alone through a broker restart is not (tests/test_gateway.py).
+gateway alone through a broker restart is not (tests/gateway/test_gateway.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_scale_out import wait_for
 
 from gateway.service import Gateway
 from gateway.transport.mqtt_flaps import ShortConnections
 from jiayuan.config import Config
+from tests.gateway.test_scale_out import wait_for
 from tools.servers import free_port
 
 

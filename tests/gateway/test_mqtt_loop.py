@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from mqtt_publisher import Publisher
-from test_scale_out import wait_for
 
 from gateway.pipeline import Message
 from gateway.transport import ingest as ingest_module
@@ -26,6 +24,8 @@ from gateway.transport import mqtt_loop
 from gateway.transport.inbox import Inbox
 from gateway.transport.ingest import MqttIngest
 from jiayuan.config import MqttConfig
+from tests.gateway.test_scale_out import wait_for
+from tests.support.mqtt_publisher import Publisher
 from tools.servers import RunningServers, free_port
 
 WAIT_S = 15.0

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from lift_readings import lift_reading
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import add_parser, with_overrides
@@ -27,6 +26,7 @@ from jiayuan.catalogue import Kind
 from jiayuan.config import Config, ConfigError
 from jiayuan.contract import Envelope, Reading, batch_topic, encode
 from jiayuan.influx import InfluxClient
+from tests.support.lift_readings import lift_reading
 from tools.servers import RunningServers
 
 DISTRICT = "songjiang"

@@ -2,7 +2,7 @@
 
 What a gateway restart remembers is said by ``gateway run --help``, ``demo --help`` and
 the README; all three take it from ``gateway.detection.restart_memory``, whose statement the
-snapshot tests (tests/test_gateway_snapshot.py) check against the code.
+snapshot tests (tests/gateway/test_gateway_snapshot.py) check against the code.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from gateway.detection import restart_memory
 from tools import cli
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def flat(text: str) -> str:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from alerts_dispatch_support import SECRET, TOKEN, make_alert
 from fastapi import FastAPI
 
 from alerts import signing
@@ -25,6 +24,7 @@ from alerts.outbox import Outbox
 from alerts.workorder import WorkOrderType, build_workorder, encode, workorder_message
 from gateway.api import ApiServer
 from jiayuan.api_auth import CALLBACK_PATH
+from tests.support.alerts_dispatch_support import SECRET, TOKEN, make_alert
 from tools.opscentre import AutoResponder, OpsCentreStore, ReferenceOpsCentre
 from tools.servers import free_port
 

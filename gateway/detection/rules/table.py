@@ -404,7 +404,7 @@ def _check_readings(
         values = current[row]
         present = reading.values
         # Only the kept names are merged: no check or ``derive`` reads another
-        # (tests/test_rules_state.py holds the rules to that), so the reading's other
+        # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
         for name, value in present.items():
             if name in kept:
