@@ -24,7 +24,7 @@ EXTENSION = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 def digest(mode: str) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "compiled_digest.py"), mode],
+        [sys.executable, str(ROOT / "tests" / "support" / "compiled_digest.py"), mode],
         capture_output=True,
         text=True,
         check=True,

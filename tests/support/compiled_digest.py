@@ -1,6 +1,6 @@
 """Simulated traffic through the gateway's pipeline; prints what it would write, hashed.
 
-    python tests/compiled_digest.py compiled|source
+    python tests/support/compiled_digest.py compiled|source
 
 ``source`` imports every hot module from its ``.py`` file even where a compiled one sits
 beside it, so the two runs compare the compiled hot path with the interpreted one.  Prints
