@@ -49,12 +49,10 @@ from alerts.robots import DINGTALK, FEISHU, ROBOT_CHANNELS, WECOM, robot_id
 from alerts.signing import SIGNATURE_HEADER, sign
 from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
 from jiayuan.config import AlertsConfig
+from jiayuan.state import OUTBOX_FILE, ROBOT_LEDGER_FILE
 
 log = logging.getLogger(__name__)
 
-OUTBOX_FILE = "outbox.sqlite"
-# Beside the outbox: what each group robot sent when (its rate limits survive restarts).
-ROBOT_LEDGER_FILE = "robot_sends.sqlite"
 
 HTTP_CHANNELS = frozenset({WORKORDER, MANAGER_WEBHOOK})
 EMAIL_CHANNEL = EMAIL

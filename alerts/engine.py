@@ -45,7 +45,7 @@ from alerts.model import (
 from alerts.policy import AlertPolicy, CodePolicy
 from alerts.silences import Silence, SilenceScope, check_silence
 from alerts.store import AlertStore, Incident, OpenCount
-from gateway.anomalies import Anomaly
+from jiayuan.anomaly import Anomaly
 
 log = logging.getLogger(__name__)
 

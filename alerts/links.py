@@ -22,7 +22,8 @@ from enum import StrEnum
 from pathlib import Path
 from urllib.parse import quote
 
-LINKS_FILE = "links.sqlite"
+from jiayuan.state import LINKS_FILE as LINKS_FILE
+
 MAC_CHARS = 22  # 128 bits of base64url
 
 

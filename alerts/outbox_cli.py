@@ -56,8 +56,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _outbox_path(args: argparse.Namespace) -> Path | None:
-    from alerts.delivery import OUTBOX_FILE
     from jiayuan.config import ConfigError, load
+    from jiayuan.state import OUTBOX_FILE
 
     try:
         config = load(getattr(args, "config", None))

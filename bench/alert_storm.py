@@ -27,12 +27,12 @@ from pathlib import Path
 from alerts.engine import AlertEvent
 from alerts.policy import AlertPolicy, NoisePolicy
 from alerts.service import AlertService
-from gateway.anomalies import Anomaly
 from gateway.census import DeviceCensus
-from gateway.detection import Detector
-from gateway.rules import Place
+from gateway.detection.detector import Detector
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import Config
 from jiayuan.contract import Reading
+from jiayuan.places import Place
 
 LIFTS_PER_ESTATE = 50
 LIFTS_PER_BUILDING = 10

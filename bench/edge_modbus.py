@@ -27,7 +27,6 @@ import multiprocessing
 import struct
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -36,10 +35,10 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge.devices import ModbusDevice, parse_address
 from edge.modbus import ModbusDriver
-from edge.profile import Profile, load_profiles
+from edge.profile import SHIPPED_PROFILES, Profile, load_profiles
 from edge.readplan import Block, plan_reads
 
-PROFILES = Path(__file__).resolve().parent.parent / "edge" / "profiles"
+PROFILES = SHIPPED_PROFILES
 MIX = ("water-quality-transmitter", "lift-monitor-status-block", "ebike-pile-10-ports")
 
 

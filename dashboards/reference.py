@@ -1,6 +1,6 @@
 """The panel reference in docs/dashboards.md, generated from the dashboards themselves.
 
-``tests/test_dashboards.py`` checks that the document holds exactly this text, so the
+``tests/dashboards/test_dashboards.py`` checks that the document holds exactly this text, so the
 queries people read there are the ones Grafana runs.
 """
 

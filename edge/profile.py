@@ -19,6 +19,10 @@ from typing import Any, Literal
 
 from jiayuan.catalogue import MAX_PORTS, Family, Kind, ValueType, family, port_field
 
+# The example profiles shipped with the package (package data), and vendor JSON mappings in
+# its vendor/ folder.
+SHIPPED_PROFILES = Path(__file__).resolve().parent / "profiles"
+
 Order = Literal["big", "little"]
 
 # Registers each numeric type occupies; "string" takes its ``count``, "bits" one register

@@ -23,9 +23,9 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from gateway.anomalies import Anomaly
-from gateway.deadletters import REASON_TITLES, DeadLetterFilter, Reason, StoredDeadLetter
 from gateway.metrics import GatewayStats
+from gateway.storage.deadletters import REASON_TITLES, DeadLetterFilter, Reason, StoredDeadLetter
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth, BodyLimit, Caller, Role, current_caller
 from jiayuan.contract import BATCH, SEGMENT_PATTERN, TOPIC_KINDS, ContractError, parse_topic
 from jiayuan.loopback import is_loopback

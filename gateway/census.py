@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from gateway.rules.base import Place
+from jiayuan.places import Place
 
 REFRESH_S = 10.0
 

@@ -11,10 +11,10 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.restart_memory import CLEAN_STOP_KEEPS, CRASH_KEEPS, SNAPSHOT_FILE
+from gateway.detection.restart_memory import CLEAN_STOP_KEEPS, CRASH_KEEPS
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
 from jiayuan.config import BUILT_IN, Config, ConfigError, load
-from jiayuan.state import SERVICES_FILE
+from jiayuan.state import SERVICES_FILE, SNAPSHOT_FILE
 
 READY_WAIT_S = 10.0
 
@@ -66,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
 
 def with_overrides(config: Config, streets: str | None, client_id: str | None) -> Config:
     """The configuration with the command line's --streets and --client-id, checked."""
-    from gateway.ingest import owned_streets
+    from gateway.transport.ingest import owned_streets
 
     mqtt = config.mqtt
     if streets is not None:

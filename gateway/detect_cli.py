@@ -71,7 +71,7 @@ def parse_timestamp(text: str) -> int:
 def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     import numpy as np
 
-    from gateway.statistical import StatCore
+    from gateway.detection.statistics.detectors import StatCore
 
     # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
     with open(path, newline="", encoding="utf-8-sig") as handle:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.deadletters import Reason
-from gateway.dedup import FAULT_NAMES
+from gateway.storage.deadletters import Reason
+from gateway.transport.dedup import FAULT_NAMES
 
 # How many devices' sequence faults the stats name (a district-wide fault would otherwise
 # put every device into each /health answer).
@@ -36,7 +36,9 @@ class GatewayStats:
     acked: int = 0
     queued: int = 0
     detection_failures: int = 0
-    seq_faults: int = 0  # new readings that broke their device's numbering (gateway.dedup)
+    seq_faults: int = (
+        0  # new readings that broke their device's numbering (gateway.transport.dedup)
+    )
     # Per "edge/device", of the devices with the most (SEQ_FAULT_DEVICES_SHOWN).
     seq_faults_by_device: dict[str, int] = field(default_factory=dict)
 
@@ -209,7 +211,7 @@ class GatewayMetrics:
         return generate_latest(self.registry)
 
 
-# --- InfluxDB disk spool (gateway/influx_spool.py) --------------------------------------------
+# --- InfluxDB disk spool (gateway/storage/spool.py) --------------------------------------------
 # Kept apart from GatewayMetrics: the processor registers these on the gateway's registry.
 
 

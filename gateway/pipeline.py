@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from gateway.anomalies import OPEN, Anomaly
-from gateway.deadletters import DeadLetter, Reason
-from gateway.dedup import DUPLICATE, FAULT_MEANINGS, FAULT_NAMES, NEW, SeqWindow
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
-from gateway.points import anomaly_line, edge_status_line, telemetry_line
-from gateway.rules import Place
-from gateway.rules.base import EstateNames, estate_names
+from gateway.storage.deadletters import DeadLetter, Reason
+from gateway.storage.points import anomaly_line, edge_status_line, telemetry_line
+from gateway.transport.dedup import DUPLICATE, FAULT_MEANINGS, FAULT_NAMES, NEW, SeqWindow
+from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import (
     BATCH,
@@ -43,6 +41,7 @@ from jiayuan.contract import (
     decode_status,
     parse_topic,
 )
+from jiayuan.places import EstateNames, Place, estate_names
 
 log = logging.getLogger(__name__)
 

@@ -33,15 +33,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway.anomalies import Anomaly
-from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
-from gateway.inbox import Inbox
-from gateway.influx_spool import SPOOL_FILE, InfluxSpool
 from gateway.metrics import GatewayMetrics, SpoolMetrics
 from gateway.pipeline import Batch, Message, Pending, Pipeline
-from gateway.writer import BatchWriter, GaveUp, SpoolingWriter
+from gateway.storage.deadletters import DeadLetter, DeadLetterStore, Reason
+from gateway.storage.spool import InfluxSpool
+from gateway.storage.writer import BatchWriter, GaveUp, SpoolingWriter
+from gateway.transport.inbox import Inbox
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import EdgeStatus, Topic, parse_topic
+from jiayuan.state import SPOOL_FILE
 
 log = logging.getLogger(__name__)
 

@@ -14,34 +14,35 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
 from gateway.census import DeviceCensus
 from gateway.collector import tune_collector
-from gateway.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
+from gateway.detection.resume import resume_detector
+from gateway.detection.snapshot import Restored, save, take_back
 from gateway.heap import HeapTrimmer
-from gateway.inbox import Inbox
-from gateway.ingest import ALL_STREETS, MqttIngest
 from gateway.leftover import Leftover
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
-from gateway.resume import resume_detector
-from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
+from gateway.storage.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
+from gateway.storage.writer import BatchWriter
 from gateway.throughput_log import ThroughputLog
-from gateway.writer import BatchWriter
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import ALL_STREETS, MqttIngest
 from jiayuan import compiled
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+from jiayuan.state import DEAD_LETTER_FILE, SNAPSHOT_FILE
 
 if TYPE_CHECKING:
     from alerts.service import AlertService
+    from score.service import ScoreService
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_FILE = "dead_letters.sqlite"
 HEALTH_PING_TIMEOUT_S = 2.0
 
 
@@ -69,15 +70,20 @@ class Gateway:
         # Imported here: the alert side pulls in the registry, score and dispatch modules,
         # which a gateway run with alerts disabled does not need.
         self.alerts: AlertService | None = None
+        self.score: ScoreService | None = None
         if config.alerts.enabled:
             from alerts.service import AlertService
+            from score.service import ScoreService
 
             streets = self.ingest.streets
+            owned = None if ALL_STREETS in streets else streets
             self.alerts = AlertService(
-                config,
-                streets=None if ALL_STREETS in streets else streets,
-                population=DeviceCensus(self.detector.offline.places),
+                config, streets=owned, population=DeviceCensus(self.detector.offline.places)
             )
+            self.score = ScoreService(
+                config, self.alerts.store, self.alerts.registry, self.alerts.clock, owned
+            )
+            self.alerts.timers.append(self.score.tick)
             self.metrics.registry.register(self.alerts.outbox_collector())
         self.processor = Processor(
             config.gateway,
@@ -94,6 +100,8 @@ class Gateway:
         self.api: ApiServer | None = None
         if serve_api:
             routers = self.alerts.routers() if self.alerts is not None else []
+            if self.score is not None:
+                routers.append(self.score.router())
             # Who may call what (docs/security_api.md); a broken tokens file stops the start.
             auth = ApiAuth.from_config(
                 config.api,
@@ -189,6 +197,8 @@ class Gateway:
         if self.alerts is not None:
             self._outbox_left = self._outbox_waiting(self.alerts)
             self.alerts.stop()
+        if self.score is not None:
+            self.score.close()
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()
@@ -281,7 +291,8 @@ class Gateway:
 
     @property
     def mqtt_unstable(self) -> bool:
-        """The broker keeps closing the connection soon after making it (gateway.mqtt_flaps)."""
+        """The broker keeps closing the connection soon after making it
+        (gateway.transport.mqtt_flaps)."""
         return self.ingest.unstable
 
     @property

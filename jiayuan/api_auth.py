@@ -35,7 +35,6 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alerts.callback import CALLBACK_PATH
 from jiayuan.loopback import is_loopback
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,9 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 PUBLIC_PATHS = frozenset(
     {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/board"}
 )
-# The operations centre's callback checks its own bearer token and HMAC signature.
+# The operations centre's callback (alerts.callback) checks its own bearer token and HMAC
+# signature.
+CALLBACK_PATH = "/opscentre/callback"
 SEPARATELY_AUTHENTICATED = frozenset({CALLBACK_PATH})
 # Alert pages for phones: each request carries its own signed link (alerts/mobile.py).
 LINK_AUTHENTICATED_PREFIX = "/m/"

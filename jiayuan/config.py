@@ -36,6 +36,7 @@ OTHER_ENV_VARIABLES = frozenset(
         ENV_CONFIG_FILE,
         "JIAYUAN_NO_EXTENSIONS",  # setup.py, jiayuan/compiled.py
         "JIAYUAN_GRAFANA_TOKEN",  # dashboards/cli.py
+        "JIAYUAN_SCREENSHOTS",  # tests/alerts/test_alerts_browser.py: where its screenshots go
     }
 )
 

@@ -11,7 +11,7 @@ per-message overhead, not JSON decoding, is what limits MQTT throughput.
 
 A payload is UTF-8 JSON: ``{"v": 1, "edge": ..., "readings": [...]}``.  A reading is
 identified by ``(edge, device, seq)`` and its ``ts``; the gateway drops a reading it has
-already seen (``gateway.dedup``).
+already seen (``gateway.transport.dedup``).
 """
 
 from __future__ import annotations

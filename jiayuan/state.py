@@ -27,6 +27,18 @@ SERVICES_FILE = "services.json"
 GATEWAY_DIR = "gateway"
 EDGE_DIR = "edge"
 REGISTRY_FILE = "registry.sqlite"
+# The files in ``gateway/`` (``gateway.state_dir``); SNAPSHOT_FILE is the detection snapshot
+# a clean stop leaves (gateway/detection/snapshot.py).
+ALERTS_FILE = "alerts.sqlite"
+DEAD_LETTER_FILE = "dead_letters.sqlite"
+SNAPSHOT_FILE = "detector_state.sqlite"
+SPOOL_FILE = "influx_spool.sqlite"
+CALLBACK_LEDGER_FILE = "callbacks.sqlite"
+OUTBOX_FILE = "outbox.sqlite"
+# Beside the outbox: what each group robot sent when (its rate limits survive restarts), and
+# the signed alert-page links handed out.
+ROBOT_LEDGER_FILE = "robot_sends.sqlite"
+LINKS_FILE = "links.sqlite"
 
 
 def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:

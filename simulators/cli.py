@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from simulators.clock import parse_start
+from jiayuan.timezone import parse_start
 
 if TYPE_CHECKING:
     from jiayuan.catalogue import Kind
@@ -97,7 +97,7 @@ def parse_fault_types(text: str) -> dict[Kind, list[str]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here: `jiayuan --help` must not wait for numpy (tests/test_cli_startup.py).
+    # Imported here: `jiayuan --help` must not wait for numpy (tests/tools/test_cli_startup.py).
     import msgspec
 
     from simulators.driver import generate

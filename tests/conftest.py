@@ -16,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_publisher import Publisher
 
 from jiayuan import compiled
 from jiayuan.config import Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers, clear_retained, free_port, start_servers
+from tests.support.mqtt_publisher import Publisher
+from tools.servers import RunningServers, clear_retained, free_port, start_servers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
