@@ -61,9 +61,8 @@ class MqttConfig:
     street_filter: str = "+"
     # The MQTT version of the gateway's ingest.  "5": the client bounds its own in-flight
     # messages (receive maximum) and session lifetime (a week), and learns of a session
-    # takeover where the broker reports it.  "3.1.1": about half paho's CPU per message
-    # (paho parses v5 properties on every PUBLISH; bench/README.md), with the in-flight
-    # limit and session expiry left to the broker's settings (docs/scaling.md).
+    # takeover where the broker reports it.  "3.1.1": the same CPU per message, with the
+    # in-flight limit and session expiry left to the broker's settings (docs/scaling.md).
     gateway_protocol: Literal["5", "3.1.1"] = "5"
     # TLS to the broker (docs/security.md): on when the URL is mqtts:// or a CA file is
     # given.  tls_ca_file verifies the broker; cert and key are for client certificates.
@@ -117,7 +116,7 @@ class GatewayConfig:
     spool_warn_fraction: float = 0.8
     # Free C-heap pages are given back to the system this often (glibc malloc_trim; 0 =
     # never): without it the resident memory grows with the traffic's churn, not with the
-    # devices (gateway/heap.py, bench/README.md "Gateway memory").
+    # devices (bench/README.md, memory at 100,000 devices).
     heap_trim_interval_s: float = 1.0
 
 
