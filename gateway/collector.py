@@ -5,8 +5,8 @@ their value dicts, places, pending lines, batch tuples), so at CPython's default
 threshold (700 allocations) a generation-0 collection runs every few dozen readings and
 the older generations, which hold the per-device detection state, are swept far more often
 than anything in them could become garbage: a visible share of the pipeline's time at the
-default (``bench/pipeline.py`` shows it).  Reference counting still frees everything at once; only reference cycles wait a
-little longer.
+default (``bench/pipeline.py`` shows it).  Reference counting still frees everything at
+once; only reference cycles wait a little longer.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ def jiayuan_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction[
-    argparse.ArgumentParser
-] | None:
+def _subcommands(
+    parser: argparse.ArgumentParser,
+) -> argparse._SubParsersAction[argparse.ArgumentParser] | None:
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             return action
