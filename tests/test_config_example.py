@@ -11,7 +11,9 @@ import pytest
 
 from jiayuan import config, config_example
 
-ROOT = Path(__file__).parents[1]
+# The checkout: the folder above this file that holds pyproject.toml (tests may sit in
+# sub-folders).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 KEY_LINE = re.compile(r"^# (\w+ = .*)$", re.MULTILINE)
 
 

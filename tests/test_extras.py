@@ -14,7 +14,9 @@ import pytest
 
 from jiayuan import extras
 
-ROOT = Path(__file__).parents[1]
+# The checkout: the folder above this file that holds pyproject.toml (tests may sit in
+# sub-folders).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
 # Run first in a child interpreter: every optional package is missing from it.
 BLOCKER = textwrap.dedent(

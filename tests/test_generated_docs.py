@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).parents[1]
+# The checkout: the folder above this file that holds pyproject.toml (tests may sit in
+# sub-folders).
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
 
 def _generator() -> ModuleType:
