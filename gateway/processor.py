@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 QUIET_S = 0.02
 # Keeping up and with nothing being written, a batch closes once it is this old
-# (bench/README.md: group commit, measured).
+# (chosen on the latency at half the peak, bench/throughput.py).
 GROUP_COMMIT_MIN_S = 0.02
 TICK_S = 1.0
 # How often an idle commit thread looks whether the gateway gave up (the processing thread

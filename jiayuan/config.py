@@ -49,8 +49,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class MqttConfig:
+    """The MQTT broker the gateway reads from and the edge agents publish to."""
+
+    # mqtt:// or mqtts:// (TLS); unset: the broker `jiayuan services up` recorded, if any.
     url: str = "mqtt://127.0.0.1:1883"
+    # The broker account (docs/security.md); empty: connect without one.
     username: str = ""
+    # That account's password; better given as password_file.
     password: str = ""
     # The gateway's persistent-session client id: the broker keeps its QoS 1 messages while
     # it is down and hands them over when it returns.  Every gateway instance needs its own
@@ -62,14 +67,15 @@ class MqttConfig:
     street_filter: str = "+"
     # The MQTT version of the gateway's ingest.  "5": the client bounds its own in-flight
     # messages (receive maximum) and session lifetime (a week), and learns of a session
-    # takeover where the broker reports it.  "3.1.1": about half paho's CPU per message
-    # (paho parses v5 properties on every PUBLISH; bench/README.md), with the in-flight
-    # limit and session expiry left to the broker's settings (docs/scaling.md).
+    # takeover where the broker reports it.  "3.1.1": the same CPU per message, with the
+    # in-flight limit and session expiry left to the broker's settings (docs/scaling.md).
     gateway_protocol: Literal["5", "3.1.1"] = "5"
     # TLS to the broker (docs/security.md): on when the URL is mqtts:// or a CA file is
     # given.  tls_ca_file verifies the broker; cert and key are for client certificates.
     tls_ca_file: str = ""
+    # Client certificate (PEM) for brokers that ask for one.
     tls_cert_file: str = ""
+    # The client certificate's private key (PEM).
     tls_key_file: str = ""
 
     @property
@@ -83,31 +89,49 @@ class MqttConfig:
 
 @dataclass(frozen=True)
 class InfluxConfig:
+    """The InfluxDB the gateway writes telemetry, anomalies, alerts and scores to."""
+
+    # Unset: the InfluxDB `jiayuan services up` recorded, if any.
     url: str = "http://127.0.0.1:8086"
     # "v1": /write and /query with database (+ username/password) — InfluxDB 1.x, and the
     # v1-compatible API of 2.x and 3.x.  "v2": /api/v2/write with token, org and bucket.
     api: Literal["v1", "v2"] = "v1"
+    # v1: the database written to and queried.
     database: str = "jiayuan"
+    # v1: the retention policy written to; empty: the database's default.
     retention_policy: str = ""
+    # v1: the InfluxDB account; empty: none.
     username: str = ""
+    # v1: that account's password; better given as password_file.
     password: str = ""
+    # v2: the API token; better given as token_file.
     token: str = ""
+    # v2: the organisation.
     org: str = ""
+    # v2: the bucket written to.
     bucket: str = ""
+    # Per-request timeout of a write or query.
     timeout_s: float = 10.0
 
 
 @dataclass(frozen=True)
 class GatewayConfig:
+    """The gateway process: its HTTP API, state, batches and InfluxDB spool."""
+
+    # Address the HTTP API binds to; off loopback the API requires tokens (docs/security_api.md).
     api_host: str = "127.0.0.1"
+    # Port of the HTTP API.
     api_port: int = 8080
     # Default: <state directory>/gateway (jiayuan.state).
     state_dir: str = field(default_factory=lambda: _under_state_dir(state.GATEWAY_DIR))
+    # A processor batch (one detection call, one InfluxDB write) holds at most this many.
     batch_max_readings: int = 5000
+    # A batch is written at the latest this long after its first message.
     flush_interval_s: float = 0.2
     # A reading stamped further from the gateway's clock than this is dead-lettered: older
     # than an edge replay should ever be, or from a clock running ahead (docs/protocol.md).
     max_reading_age_s: float = 30 * 24 * 3600.0
+    # The limit for readings stamped ahead of the gateway's clock.
     max_reading_future_s: float = 300.0
     # InfluxDB unreachable: a batch is retried this long, then goes to the disk spool in
     # state_dir (its messages are acknowledged) and is replayed in order when InfluxDB returns.
@@ -115,23 +139,29 @@ class GatewayConfig:
     # Disk budget of that spool (bytes stored); a warning at spool_warn_fraction of it; when
     # full the gateway stops acknowledging and the broker keeps the rest (nothing dropped).
     spool_max_bytes: int = 2 * 1024**3
+    # Share of spool_max_bytes at which a warning is logged and shown on /metrics.
     spool_warn_fraction: float = 0.8
     # Free C-heap pages are given back to the system this often (glibc malloc_trim; 0 =
     # never): without it the resident memory grows with the traffic's churn, not with the
-    # devices (gateway/heap.py, bench/README.md "Gateway memory").
+    # devices (bench/README.md, memory at 100,000 devices).
     heap_trim_interval_s: float = 1.0
 
 
 @dataclass(frozen=True)
 class EdgeConfig:
+    """The estate's edge agent: its spool and how it publishes."""
+
     # Default: <state directory>/edge (jiayuan.state).
     spool_dir: str = field(default_factory=lambda: _under_state_dir(state.EDGE_DIR))
+    # Readings in one batch message.
     batch_max_readings: int = 500
+    # Batch messages published and not yet acknowledged by the broker (QoS 1).
     max_inflight_messages: int = 20
     # Disk budget of the edge spool (bytes of readings stored), for an uplink outage of any
     # length; a warning at spool_warn_fraction of it; when full the oldest readings are
     # dropped (newest matter most), counted and logged.  0 means no budget.
     spool_max_bytes: int = 512 * 1024**2
+    # Share of spool_max_bytes at which a warning is logged.
     spool_warn_fraction: float = 0.8
 
 
@@ -139,6 +169,7 @@ class EdgeConfig:
 class AlertsConfig:
     """Alert lifecycle and routing (state lives in SQLite under ``gateway.state_dir``)."""
 
+    # The alert service runs in the gateway process; false: anomalies are stored only.
     enabled: bool = True
     # The operations centre's work-order webhook; empty = work orders are kept in the
     # outbox, not delivered.
@@ -151,9 +182,11 @@ class AlertsConfig:
     contacts_file: str = ""
     # Outgoing mail for property-manager notifications, e.g. smtp://127.0.0.1:25.
     smtp_url: str = ""
+    # Sender address of that mail.
     smtp_from: str = "jiayuan@localhost"
     # Outbox delivery: first retry after retry_initial_s, doubling up to retry_max_s.
     retry_initial_s: float = 1.0
+    # The longest wait between two delivery attempts.
     retry_max_s: float = 300.0
     # Per-attempt timeout of a webhook POST or an SMTP session.
     delivery_timeout_s: float = 10.0
@@ -166,6 +199,7 @@ class AlertsConfig:
     # Estate safety scores: recomputed and written to InfluxDB every score_interval_s;
     # weights, bands and the target year from score_weights_file (TOML, docs/score.md).
     score_interval_s: float = 60.0
+    # Weights, bands and target year of the score (TOML); empty: the built-in ones.
     score_weights_file: str = ""
     # The estate registry (SQLite); empty = <gateway.state_dir>/registry.sqlite.  The
     # workers of `gateway run --workers` share their supervisor's.
@@ -173,15 +207,19 @@ class AlertsConfig:
     # In a set of instances that split the streets, the one that also writes the district
     # and city grade rows from every instance's estate scores (--workers: worker 1).
     score_aggregate: bool = False
-    # Group robots' webhook bases (tests and private deployments point them elsewhere).
+    # WeCom group robots' webhook base (docs/robots.md; a private deployment or a test
+    # points it elsewhere); each robot's key comes from the contacts file.
     wecom_url: str = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"
+    # DingTalk custom robots' webhook base; access token and signing secret per robot.
     dingtalk_url: str = "https://oapi.dingtalk.com/robot/send"
+    # Feishu/Lark custom bots' webhook base; hook id and signing secret per bot.
     feishu_url: str = "https://open.feishu.cn/open-apis/bot/v2/hook"
-    # Signed links to an alert's phone page (/m/alerts/{id}) in every notification:
-    # the gateway's address as people's phones reach it, the HMAC key (give it as
-    # link_secret_file) and how long a link works.  Empty page_url or link_secret: no links.
+    # Signed links to an alert's phone page (/m/alerts/{id}) in every notification: the
+    # gateway's address as people's phones reach it.  Empty page_url or link_secret: no links.
     page_url: str = ""
+    # The links' HMAC key (give it as link_secret_file).
     link_secret: str = ""
+    # How long a link works, in seconds.
     link_ttl_s: float = 7 * 24 * 3600.0
 
 
@@ -195,9 +233,11 @@ class ApiConfig:
     # YAML: tokens as SHA-256 hashes with role and streets/estates; also
     # $JIAYUAN_API_TOKENS_FILE.  With auth on and no tokens, only /health answers.
     tokens_file: str = ""
+    # A request body larger than this is refused (413).
     max_body_bytes: int = 64 * 1024
     # Per token: rate_per_s sustained, rate_burst at once; beyond that 429 + Retry-After.
     rate_per_s: float = 20.0
+    # The burst a token may spend at once before rate_per_s applies.
     rate_burst: int = 100
 
 
@@ -207,6 +247,7 @@ class StateConfig:
     ``$JIAYUAN_STATE_DIR`` and ``jiayuan --state-dir``.  Empty: per user,
     $XDG_STATE_HOME/jiayuan or ~/.local/state/jiayuan."""
 
+    # Holds services.json, gateway/ and edge/; empty: the per-user directory.
     dir: str = ""
 
     @property

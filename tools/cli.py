@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from jiayuan import __version__
+from jiayuan import __version__, extras
 from jiayuan.state import ENV_STATE_DIR
 
 # Each module exposes ``add_parser(subparsers)``, which registers its subcommand and sets
@@ -70,6 +70,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        # A package of an optional group (pyproject.toml) this install does not have.
+        message = extras.explain(error, f"jiayuan {args.command}")
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 1
     except BrokenPipeError:
         # The reader went away (`jiayuan score | head`): not an error worth a traceback.
         # Point stdout at devnull so the interpreter's final flush does not raise again.

@@ -20,23 +20,25 @@ from dataclasses import dataclass, field, replace
 from email import message_from_bytes
 from email.header import decode_header, make_header
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import yaml
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from alerts.model import Alert
 from alerts.store import AlertFilter, AlertStore
 from jiayuan.api_auth import token_hash
 from jiayuan.catalogue import FAMILIES, Severity
 from jiayuan.config import AlertsConfig, ApiConfig
+from jiayuan.extras import require
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.model import Registry
 from simulators.robot_platforms import RobotPlatforms
 from tools.opscentre import ReferenceOpsCentre
 from tools.servers import free_port
+
+if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP, Envelope, Session
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,9 @@ class MailCatcher:
         self.subjects: list[str] = []
         self.recipients: list[str] = []
         self._lock = threading.Lock()
-        self._controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        # The demo's extra: a production install has no mail catcher.
+        controller = require("aiosmtpd.controller", "the demo's mail catcher").Controller
+        self._controller = controller(self, hostname="127.0.0.1", port=free_port())
 
     @property
     def url(self) -> str:

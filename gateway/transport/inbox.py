@@ -3,8 +3,8 @@
 A queue that also knows how many payload bytes wait in it, so the network loop can stop
 reading while the processing thread is behind (``gateway.transport.ingest.MAX_WAITING_BYTES``).  The
 receive maximum bounds the messages in flight, not their size: a thousand edge batches of
-a hundred readings are 28 MB, which at 100,000 devices was 280 B a device of the gateway's
-peak memory (bench/README.md).
+a hundred readings are tens of megabytes, a visible share of the gateway's peak memory at
+100,000 devices (measured in bench/README.md).
 """
 
 from __future__ import annotations

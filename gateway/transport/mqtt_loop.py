@@ -8,7 +8,7 @@ messages), so that costs it a wake-up, a system call and a thread switch per mes
 This loop drives the same client through paho's external-loop API (``loop_read``,
 ``loop_write``, ``loop_misc``): each wake-up reads every packet already waiting on the
 socket, and a batch's acknowledgements are handed over in one call and sent from this
-thread, with one wake-up per batch (bench/README.md: the MQTT handling, measured).
+thread, with one wake-up per batch (bench/throughput.py's (a') measures this ingest).
 
 While the processing thread is behind (``held_back()``: the inbox holds more payload than
 its budget), it leaves the socket unread, so the broker keeps the rest (TCP's own flow

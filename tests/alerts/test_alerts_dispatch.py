@@ -534,6 +534,7 @@ def test_an_unsendable_message_is_parked_with_the_reason_not_retried_forever(
     outbox.close()
 
 
+@pytest.mark.slow
 def test_an_outage_of_messages_logs_the_first_and_a_count_not_each(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -299,6 +299,7 @@ CODES = ("lift.trapped", "lift.stuck", "fire.alarm", "lift.offline", "water_tank
 STEP_AT = st.integers(0, 60).map(lambda fives: T0 + fives * 5 * MINUTE)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None)
 @given(
     alerts=st.lists(

@@ -496,6 +496,7 @@ def jiayuan(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Any]:
         RunningServers.from_dict(json.loads(state.read_text())).stop()
 
 
+@pytest.mark.slow
 def test_services_up_secure_gives_accounts_per_registry_estate(
     jiayuan: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

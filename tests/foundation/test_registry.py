@@ -94,6 +94,7 @@ def open_together(path: Path, count: int) -> list[Exception]:
     return errors
 
 
+@pytest.mark.slow
 def test_stores_opened_together_on_a_new_file_all_open(small: Registry, tmp_path: Path) -> None:
     # Gateway instances sharing one registry ([alerts] registry_db, --workers) open it at
     # the same moment; SQLite refused one of them at once ("database is locked") while

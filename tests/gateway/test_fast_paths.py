@@ -17,6 +17,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -301,6 +302,7 @@ def _plausible(kind: str, name: str) -> Value:
 # --- the tests --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(readings())
 def test_check_reading_matches_the_reference(case: tuple[Reading, Topic, TimeWindow]) -> None:
@@ -321,6 +323,7 @@ def test_check_reading_accepts_good_readings_of_every_kind() -> None:
         assert check_reading(reading, topic, NOW) is None
 
 
+@pytest.mark.slow
 def test_every_known_name_with_every_edge_value() -> None:
     """Each signal of each kind with every catalogue bound, its neighbours and odd values,
     alone and after a good value (a refusal in the middle of a reading), and with a good
@@ -373,6 +376,7 @@ places_st = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(readings(), places_st)
 def test_telemetry_line_matches_format_line(
@@ -427,6 +431,7 @@ _RESIDUALS = st.lists(
 ).map(lambda values: {port: value for port, value in enumerate(values, start=1)})
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(_RESIDUALS)
 def test_peer_excess_matches_the_reference(residual: dict[int, float]) -> None:
@@ -465,6 +470,7 @@ _ANY_VALUE = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(_ANY_VALUE, st.sampled_from([math.nan, 0.0, -1.0]))
 def test_as_number_matches_the_reference(value: object, default: float) -> None:

@@ -34,6 +34,7 @@ def message(topic: str, payload: bytes, mid: int = 1) -> Message:
     return Message(topic, payload, mid, 1, NOW)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(
     topic=st.one_of(
@@ -167,6 +168,7 @@ _TOPICS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.tuples(_TOPICS, _PAYLOADS), min_size=1, max_size=8))
 def test_every_message_is_accounted_for(traffic: list[tuple[str, bytes]]) -> None:

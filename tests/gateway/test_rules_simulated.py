@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+import pytest
+
 from gateway.detection.detector import Detector
 from jiayuan.anomaly import Anomaly
 from jiayuan.timezone import parse_start
@@ -58,6 +60,7 @@ def test_every_injected_fault_type_is_caught_and_closes() -> None:
     assert by_device == {}, "anomalies on devices without a fault"
 
 
+@pytest.mark.slow
 def test_a_busy_normal_half_hour_raises_nothing() -> None:
     # Morning rush: lifts busy, parked with doors open, passengers lingering and leaving.
     registry = build_registry(3, seed=SEED + 1)

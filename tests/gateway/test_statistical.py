@@ -97,6 +97,7 @@ def test_slow_drift_over_hours_is_caught_and_level_shift_is_not_raised() -> None
     assert first(flags, BIT[LEVEL_SHIFT]) == -1
 
 
+@pytest.mark.slow
 def test_quiet_on_noisy_healthy_series() -> None:
     for seed in range(5):
         assert not run(noisy(3000, sigma=0.01, seed=seed)).any()

@@ -108,6 +108,7 @@ def test_points_are_written_to_influxdb_and_read_back(
         assert client.count("grade_distribution", "estates") == len(report.distributions)
 
 
+@pytest.mark.slow
 def test_score_and_registry_api(city: Registry, tmp_path: Path) -> None:
     store = RegistryStore(tmp_path / "registry.sqlite")
     store.replace(city)

@@ -126,6 +126,7 @@ def test_standard_scenario_catches_every_classic_rule_fault() -> None:
         assert worst is not None and worst <= 2.0
 
 
+@pytest.mark.slow
 def test_hard_scenario_catches_every_slow_fault_within_five_minutes() -> None:
     result = evaluate(build("hard", estates=2))
     by_type = rows(result.score)

@@ -323,6 +323,7 @@ def test_auto_accept_retries_while_the_gateway_is_down(
     store.close()
 
 
+@pytest.mark.slow
 def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET + "\n", encoding="utf-8")

@@ -40,10 +40,10 @@ _ABSENT, _INT, _FLOAT, _OTHER = 0, 1, 2, 3
 _EXACT_INT = 1 << 53
 _GONE = object()  # a value the device has not reported
 # A family with this many thresholds per reading or more runs them in a ThresholdTable by
-# default: a table call costs ~50 µs plus ~2 µs a reading, a per-reading threshold check
-# ~1.5 µs, and the gateway judges one MQTT message (~20 readings of a family) at a time,
-# so a pile's 36 per-port thresholds pay for the table (and leave 36 Python state objects
-# per pile for 360 bytes of arrays) and a fire panel's 3 do not.
+# default: a table call has a fixed cost that many thresholds a reading repay and a few do
+# not (bench/pipeline.py compares the paths), so a pile's 36 per-port thresholds use the
+# table (and keep arrays instead of 36 Python state objects per pile) and a fire panel's 3
+# do not.
 VECTORISE_FROM = 8
 
 
@@ -73,7 +73,7 @@ class TableRules(Stateful):
         shared = {t.code for t in self.thresholds} & {c.code for c in others}
         if shared:
             raise ValueError(f"{family.kind}: codes both thresholds and checks: {shared}")
-        if vectorised is None:  # measured (bench/README.md): where it pays
+        if vectorised is None:  # where it pays (bench/pipeline.py compares)
             vectorised = len(self.thresholds) >= VECTORISE_FROM
         # Device rows, shared with the threshold table so a device has one row number.
         self._rows: dict[tuple[str, str, str, str, str], int] = {}
