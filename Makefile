@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian machine (see README.md):
 #   make demo   — virtual environment, dependencies, Mosquitto + InfluxDB, then the demo
 #   make test   — the same set-up, then lint, type check and the whole test suite
+#   make check  — lint, type check and the tests that need no servers (fast, no set-up of servers)
 # Servers are installed from Debian packages when missing (as root) and started on free
 # loopback ports by the demo and by the test fixtures themselves.
 
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 ESTATES ?= 5
 DURATION ?= 60
 
-.PHONY: demo test lint servers build clean
+.PHONY: demo test lint check docs servers build clean
 
 # The hot modules run as Cython extension modules built beside their sources
 # (jiayuan/compiled.py); an edited source is rebuilt here, or its stale build would run.
@@ -40,6 +41,16 @@ lint: $(BUILT)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/mypy scripts/generate_docs.py
+
+# What needs no Mosquitto or InfluxDB, without the few tests over a second (marked slow).
+check: lint
+	$(BIN)/pytest -q -m 'not servers and not slow'
+
+# README's command table, protocol.md's tables and jiayuan.example.toml, from the code.
+docs: $(BUILT)
+	$(BIN)/python scripts/generate_docs.py
 
 test: servers lint
 	$(BIN)/pytest

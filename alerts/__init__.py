@@ -1,1 +1,1 @@
-"""Alert lifecycle, routing to the operations centre and property managers, safety score."""
+"""Alert lifecycle and routing to the operations centre and property managers."""

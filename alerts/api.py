@@ -73,6 +73,14 @@ class AlertOut(BaseModel):
     flapping: bool = Field(description="opened and cleared too often: notifications held back")
     created_ms: int
     updated_ms: int
+    parent_id: str = Field(
+        "",
+        description="the group alert (estate uplink down, building down) this one is held "
+        "under: recorded, not dispatched, ended with it; empty when it stands alone",
+    )
+    held_until_ms: int = Field(
+        0, description="waiting until then to see whether a storm forms; 0 = not waiting"
+    )
 
 
 class HistoryOut(BaseModel):
@@ -89,6 +97,9 @@ class HistoryOut(BaseModel):
 class AlertDetailOut(BaseModel):
     alert: AlertOut
     history: list[HistoryOut] = Field(description="every step, oldest first")
+    children: list[AlertOut] = Field(
+        default_factory=list, description="a group alert's held alerts (all, ended too)"
+    )
 
 
 class StepIn(BaseModel):
@@ -293,6 +304,7 @@ def create_alerts_router(
         return AlertDetailOut(
             alert=alert_out(alert),
             history=[HistoryOut.model_validate(h) for h in store.history(alert_id)],
+            children=[alert_out(a) for a in store.children(alert_id, live_only=False)],
         )
 
     def _step_route(name: str, step: Callable[[str, str, str], Alert], summary: str) -> None:

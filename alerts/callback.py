@@ -28,8 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 from alerts.model import AlertNotFound, TransitionRefused
 from alerts.signing import DEFAULT_TOLERANCE_S, SIGNATURE_HEADER, SignatureError, verify
-
-CALLBACK_PATH = "/opscentre/callback"
+from jiayuan.api_auth import CALLBACK_PATH
 
 
 class CallbackStatus(StrEnum):

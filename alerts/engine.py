@@ -21,6 +21,18 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
+from alerts.grouping import (
+    BUILDING_DOWN,
+    ESTATE_UPLINK_DOWN,
+    GROUP_KIND,
+    OFFLINE_SUFFIX,
+    DeviceCount,
+    building_threshold,
+    device_list,
+    estate_threshold,
+    group_title,
+    is_offline_code,
+)
 from alerts.model import (
     ALLOWED_STEPS,
     Alert,
@@ -33,7 +45,7 @@ from alerts.model import (
 from alerts.policy import AlertPolicy, CodePolicy
 from alerts.silences import Silence, SilenceScope, check_silence
 from alerts.store import AlertStore, Incident, OpenCount
-from gateway.anomalies import Anomaly
+from jiayuan.anomaly import Anomaly
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +65,17 @@ WORK_ORDER_ACTIONS = frozenset(
         AlertAction.ESCALATED,
         AlertAction.CANCELLED,
         AlertAction.AUTO_RESOLVED,
+        AlertAction.RELEASED,
     }
 )
 NOTIFY_ACTIONS = frozenset(
-    {AlertAction.RAISED, AlertAction.REOPENED, AlertAction.ESCALATED, AlertAction.AUTO_RESOLVED}
+    {
+        AlertAction.RAISED,
+        AlertAction.REOPENED,
+        AlertAction.ESCALATED,
+        AlertAction.AUTO_RESOLVED,
+        AlertAction.RELEASED,
+    }
 )
 # Events of the condition itself; they are held back while the alert flaps.
 CONDITION_ACTIONS = frozenset(
@@ -107,6 +126,11 @@ def condition_key(anomaly: Anomaly) -> str:
     return f"{place}/{anomaly.device}|{anomaly.code}|{anomaly.detail}"
 
 
+def group_key(district: str, street: str, estate: str, code: str, building: str = "") -> str:
+    """Identity of a group alert: one estate (or one building of it) and the cause."""
+    return f"{district}/{street}/{estate}/{GROUP_KIND}/|{code}|{building}"
+
+
 def alert_id_for(key: str, start_ms: int) -> str:
     # Derived from the condition and its first start: the same anomaly always names the
     # same alert, so a replay can never mint a second one.
@@ -136,10 +160,14 @@ class AlertEngine:
         clock: Clock = wall_clock_ms,
         sinks: Iterable[Sink] = (),
         sink_batch: Callable[[], AbstractContextManager[None]] = nullcontext,
+        population: DeviceCount | None = None,
     ) -> None:
         """``sink_batch``: what the sinks hear of one call's anomalies is wrapped in it (the
-        outbox's ``batch``: one commit for a batch's work orders)."""
+        outbox's ``batch``: one commit for a batch's work orders).  ``population``: how many
+        devices an estate or building has; without it silence alone never makes a group
+        alert (an edge's status still does)."""
         self.store = store
+        self.population = population
         self.policy = policy
         self.clock = clock
         self._sinks: list[Sink] = list(sinks)
@@ -167,7 +195,10 @@ class AlertEngine:
                 if not policy.raise_alert:
                     continue  # info: the anomaly itself is the record
                 if anomaly.active:
-                    events += self._opened(anomaly, policy)
+                    opened = self._opened(anomaly, policy)
+                    events += opened
+                    if opened and opened[0].action is AlertAction.RAISED:
+                        events += self._group_if_storm(opened[0].alert)
                 else:
                     events += self._closed(anomaly, policy)
             with self._sink_batch():
@@ -223,8 +254,17 @@ class AlertEngine:
                 now,
             )
         flapping = self._flapping(key, now)
-        ack_s = 0.0 if silence else policy.ack_deadline_s
-        resolve_s = 0.0 if silence else policy.resolve_deadline_s
+        parent = held_until = None
+        if silence is None and self._grouping and is_offline_code(anomaly.code):
+            parent = self._live_group(
+                anomaly.district, anomaly.street, anomaly.estate, anomaly.building
+            )
+            if parent is None:
+                held_until = now + self._window_ms
+        # Held or inhibited: deadlines start when it stands alone (if ever).
+        waiting = silence is not None or parent is not None or held_until is not None
+        ack_s = 0.0 if waiting else policy.ack_deadline_s
+        resolve_s = 0.0 if waiting else policy.resolve_deadline_s
         alert = Alert(
             id=alert_id,
             district=anomaly.district,
@@ -258,9 +298,18 @@ class AlertEngine:
             flapping=flapping,
             created_ms=now,
             updated_ms=now,
+            parent_id=parent.id if parent is not None else "",
+            held_until_ms=held_until or 0,
         )
         raised = f"{alert.title}: {alert.value:g} (阈值 threshold {alert.threshold:g})"
+        if held_until is not None:
+            raised += (
+                f"; 暂缓派单{_duration(self.policy.noise.storm_window_s)}，看是否成片离线 "
+                "held for the storm window before its work order"
+            )
         steps: list[Step] = [(alert, AlertAction.RAISED, raised)]
+        if parent is not None:
+            steps.append((alert, AlertAction.INHIBITED, _inhibited_note(parent)))
         if silence is not None:
             steps.append(
                 (
@@ -296,7 +345,12 @@ class AlertEngine:
             alert = replace(alert, state=AlertState.AUTO_RESOLVED, resolved_ms=now, closed_ms=now)
             ended = "条件消除后自动解除 ended when the condition cleared"
             steps.append((alert, AlertAction.AUTO_RESOLVED, ended))
-        return self._record(latest, steps, now, SYSTEM)
+        events = self._record(latest, steps, now, SYSTEM)
+        if alert.parent_id:
+            # A device behind the cause reports again: the cause has ended.
+            back = f"设备{alert.device}恢复上报 device {alert.device} reports again"
+            events += self._cause_ended(alert.parent_id, now, back)
+        return events
 
     def _reopened(self, alert: Alert, now: int) -> Alert:
         policy = self.policy.for_code(alert.code, alert.severity)
@@ -332,6 +386,295 @@ class AlertEngine:
             if silence.covers(anomaly.estate, anomaly.building, anomaly.device):
                 return silence
         return None
+
+    # --- alert storms (alerts.grouping) ---------------------------------------------------
+
+    @property
+    def _grouping(self) -> bool:
+        return self.policy.noise.storm_window_s > 0
+
+    @property
+    def _window_ms(self) -> int:
+        return int(self.policy.noise.storm_window_s * 1000)
+
+    def on_edge_status(
+        self, district: str, street: str, estate: str, edge: str, *, online: bool
+    ) -> list[AlertEvent]:
+        """An estate's edge agent reported its state (``offline``: its last will, published
+        by the broker when the connection broke).  Offline raises the estate's uplink alert
+        at once and holds its devices' offline alerts under it; online ends its cause."""
+        if not self._grouping:
+            return []
+        with self._lock, self.store.batch():
+            now = self.clock()
+            key = group_key(district, street, estate, ESTATE_UPLINK_DOWN)
+            live = self.store.live(key)
+            if online:
+                events = []
+                if live is not None and live.condition_active:
+                    back = f"边缘网关{edge}恢复在线 edge agent {edge} back online"
+                    events = self._cause_ended(live.id, now, back)
+            elif live is not None and live.condition_active:
+                return []  # heard already (a retained status after a restart)
+            else:
+                cause = f"边缘网关{edge}离线（遗嘱消息） edge agent {edge} offline (its last will)"
+                events = self._form_group(
+                    district, street, estate, "", ESTATE_UPLINK_DOWN, cause, edge, now
+                )
+            with self._sink_batch():
+                self._emit(events)
+        return events
+
+    def _live_group(self, district: str, street: str, estate: str, building: str) -> Alert | None:
+        """The group alert whose cause holds now and covers a device of this building."""
+        codes = [(ESTATE_UPLINK_DOWN, "")]
+        if building:
+            codes.append((BUILDING_DOWN, building))
+        for code, where in codes:
+            group = self.store.live(group_key(district, street, estate, code, where))
+            if group is not None and group.condition_active:
+                return group
+        return None
+
+    def _group_if_storm(self, raised: Alert) -> list[AlertEvent]:
+        """After a held offline alert: if enough of its estate's (or building's) devices
+        are held too, one group alert takes them all."""
+        if not raised.held_until_ms or raised.parent_id or self.population is None:
+            return []
+        noise, now = self.policy.noise, self.clock()
+        place = (raised.district, raised.street, raised.estate)
+        population = self.population(*place, "")
+        needed = estate_threshold(noise, population)
+        held = self.store.count_waiting(*place, "", OFFLINE_SUFFIX, BUILDING_DOWN)
+        if needed and held >= needed:
+            cause = (
+                f"{held}/{population}台设备在{_duration(noise.storm_window_s)}内相继离线 "
+                f"{held} of {population} devices fell silent within "
+                f"{_duration(noise.storm_window_s)}"
+            )
+            return self._form_group(*place, "", ESTATE_UPLINK_DOWN, cause, "", now)
+        if not raised.building:
+            return []
+        population = self.population(*place, raised.building)
+        needed = building_threshold(noise, population)
+        held = self.store.count_waiting(*place, raised.building, OFFLINE_SUFFIX)
+        if needed and held >= needed:
+            cause = (
+                f"{raised.building}楼{held}/{population}台设备同时离线 "
+                f"{held} of {population} devices of building {raised.building} "
+                "fell silent together"
+            )
+            return self._form_group(*place, raised.building, BUILDING_DOWN, cause, "", now)
+        return []
+
+    def _waiting(
+        self, district: str, street: str, estate: str, building: str
+    ) -> tuple[list[Alert], list[Alert]]:
+        """The offline alerts of the estate (or building) still waiting for their storm
+        window, and for the whole estate the building groups not yet sent (whose devices
+        count with the estate's)."""
+        held = self.store.held_in(district, street, estate, building, OFFLINE_SUFFIX)
+        if building:
+            return held, []
+        groups = self.store.held_in(district, street, estate, suffix=BUILDING_DOWN)
+        for building_group in groups:
+            held += self.store.children(building_group.id)
+        return held, groups
+
+    def _form_group(
+        self,
+        district: str,
+        street: str,
+        estate: str,
+        building: str,
+        code: str,
+        cause: str,
+        edge: str,
+        now: int,
+    ) -> list[AlertEvent]:
+        """Raise (or revive) the group alert and hold under it every offline alert of its
+        estate or building still waiting for its hold to end."""
+        key = group_key(district, street, estate, code, building)
+        events: list[AlertEvent] = []
+        group = self.store.live(key)
+        held, absorbed = self._waiting(district, street, estate, building)
+        if group is None:
+            zh, en = group_title(code, building)
+            policy = self.policy.for_code(code, "high")
+            # A maintenance silence on the estate (or the building) covers its outage.
+            silence = next(
+                (
+                    found
+                    for found in self.store.silences(active_at=now, estate=estate)
+                    if found.scope is not SilenceScope.DEVICE and found.covers(estate, building, "")
+                ),
+                None,
+            )
+            starts = [a.held_until_ms for a in held if a.held_until_ms]
+            group = Alert(
+                id=alert_id_for(key, now),
+                district=district,
+                street=street,
+                estate=estate,
+                building=building,
+                device=edge,
+                kind=GROUP_KIND,
+                code=code,
+                severity=policy.severity.value,
+                title_zh=zh,
+                title_en=en,
+                state=AlertState.OPEN,
+                value=float(len(held)),
+                threshold=float(self.population(district, street, estate, building))
+                if self.population is not None
+                else 0.0,
+                detail=building,
+                first_seen_ms=min([a.first_seen_ms for a in held], default=now),
+                last_seen_ms=now,
+                repeat_count=1,
+                condition_active=True,
+                incident_id="",
+                escalation=EscalationLevel.ESTATE,
+                ack_deadline_ms=0,
+                resolve_deadline_ms=0,
+                acknowledged_ms=0,
+                dispatched_ms=0,
+                resolved_ms=0,
+                closed_ms=0,
+                work_order_id="",
+                silenced=silence is not None,
+                flapping=False,
+                created_ms=now,
+                updated_ms=now,
+                # Sent when the first of its devices would have been: by then the rest
+                # of the storm has shown itself and the work order lists it.
+                held_until_ms=min(starts, default=now + self._window_ms),
+            )
+            steps: list[Step] = [(group, AlertAction.RAISED, f"{group.title}: {cause}")]
+            if silence is not None:
+                note = f"维护静默 maintenance silence {silence.id} ({silence.scope.value})"
+                steps.append((group, AlertAction.SILENCED, note))
+            events += self._record(None, steps, now, SYSTEM, key=key)
+        else:  # its cause had ended and came back before the group was settled
+            revived = replace(group, condition_active=True, last_seen_ms=now, updated_ms=now)
+            again = f"原因再次出现 the cause came back: {cause}"
+            events += self._record(group, [(revived, AlertAction.REPEATED, again)], now, SYSTEM)
+            group = revived
+        for child in held:
+            inhibited = replace(
+                child,
+                parent_id=group.id,
+                held_until_ms=0,
+                ack_deadline_ms=0,
+                resolve_deadline_ms=0,
+                updated_ms=now,
+            )
+            note = _inhibited_note(group)
+            events += self._record(child, [(inhibited, AlertAction.INHIBITED, note)], now, SYSTEM)
+        for building_group in absorbed:
+            merged = replace(
+                building_group,
+                state=AlertState.AUTO_RESOLVED,
+                condition_active=False,
+                resolved_ms=now,
+                closed_ms=now,
+                updated_ms=now,
+            )
+            note = f"并入{group.title_zh} merged into {group.title_en} {group.id}"
+            events += self._record(
+                building_group, [(merged, AlertAction.AUTO_RESOLVED, note)], now, SYSTEM
+            )
+        return events
+
+    def _cause_ended(self, group_id: str, now: int, why: str) -> list[AlertEvent]:
+        """The group's cause ended: its condition clears; the group settles one storm
+        window later (devices still silent then get their own alerts)."""
+        group = self.store.find(group_id)
+        if group is None or group.terminal or not group.condition_active:
+            return []
+        cleared = replace(group, condition_active=False, last_seen_ms=now, updated_ms=now)
+        note = f"原因已消除 the cause ended: {why}"
+        return self._record(group, [(cleared, AlertAction.CONDITION_CLEARED, note)], now, SYSTEM)
+
+    def _settle(self, group: Alert, now: int) -> list[AlertEvent]:
+        """One window after its cause ended: devices still silent stand alone; the group
+        ends (unless the operations centre owns it)."""
+        events: list[AlertEvent] = []
+        for child in self.store.children(group.id):
+            if child.condition_active:
+                note = (
+                    f"{group.title_zh}已恢复，设备仍离线，单独告警 still silent after "
+                    f"{group.title_en} ended ({group.id}): its own alert"
+                )
+                events += self._release(child, now, note)
+            else:
+                events += self._end_with(child, group, now)
+        policy = self.policy.for_code(group.code, group.severity)
+        if policy.auto_resolve and AlertState.AUTO_RESOLVED in ALLOWED_STEPS[group.state]:
+            ended = replace(
+                group,
+                state=AlertState.AUTO_RESOLVED,
+                resolved_ms=now,
+                closed_ms=now,
+                updated_ms=now,
+            )
+            note = "原因消除后自动解除 ended when its cause ended"
+            events += self._record(group, [(ended, AlertAction.AUTO_RESOLVED, note)], now, SYSTEM)
+        return events
+
+    def _end_with(self, child: Alert, group: Alert, now: int) -> list[AlertEvent]:
+        """End a held alert with its group (it was never sent anywhere)."""
+        wanted = (
+            AlertState.AUTO_RESOLVED
+            if AlertState.AUTO_RESOLVED in ALLOWED_STEPS[child.state]
+            else AlertState.CANCELLED
+        )
+        if wanted not in ALLOWED_STEPS[child.state]:
+            return []
+        action = AlertAction(wanted.value)
+        ended = replace(child, state=wanted, closed_ms=now, updated_ms=now)
+        if wanted is AlertState.AUTO_RESOLVED:
+            ended = replace(ended, resolved_ms=now)
+        note = f"随{group.title_zh}结束 ended with {group.title_en} {group.id}"
+        return self._record(child, [(ended, action, note)], now, SYSTEM)
+
+    def _release(self, alert: Alert, now: int, note: str) -> list[AlertEvent]:
+        """The alert stands alone from now: fresh deadlines, its work order goes out."""
+        policy = self.policy.for_code(alert.code, alert.severity)
+        ack_s = 0.0 if alert.silenced else policy.ack_deadline_s
+        resolve_s = 0.0 if alert.silenced else policy.resolve_deadline_s
+        released = replace(
+            alert,
+            parent_id="",
+            held_until_ms=0,
+            ack_deadline_ms=now + int(ack_s * 1000) if ack_s else 0,
+            resolve_deadline_ms=now + int(resolve_s * 1000) if resolve_s else 0,
+            updated_ms=now,
+        )
+        return self._record(alert, [(released, AlertAction.RELEASED, note)], now, SYSTEM)
+
+    def _storms(self, now: int) -> list[AlertEvent]:
+        """Settle the groups whose cause ended a window ago, then send what waited."""
+        events: list[AlertEvent] = []
+        if not self._grouping:
+            return events
+        for group in self.store.settling(GROUP_KIND, now - self._window_ms):
+            events += self._settle(group, now)
+        for alert in self.store.held_due(now):
+            if alert.kind == GROUP_KIND:
+                if not alert.condition_active:
+                    continue  # a blip: it ends at settling, never sent
+                children = self.store.children(alert.id)
+                cause = self.store.history(alert.id)[0].note.split(": ", 1)[-1]
+                listed = device_list(children)
+                note = f"{alert.title}: {cause}" + (f"; {listed}" if listed else "")
+                counted = replace(alert, value=float(len(children)))
+                events += self._release(counted, now, note)
+            else:
+                events += self._release(
+                    alert, now, "未成片离线，单独派单 no storm: its own work order"
+                )
+        return events
 
     # --- people's and systems' steps ------------------------------------------------------
 
@@ -405,20 +748,29 @@ class AlertEngine:
                 after = replace(after, resolved_ms=now)
             else:  # closed or cancelled: terminal
                 after = replace(after, closed_ms=now)
-            self._emit(self._record(before, [(after, action, note)], now, actor.strip()))
+            events = self._record(before, [(after, action, note)], now, actor.strip())
+            if after.terminal and after.kind == GROUP_KIND:
+                for child in self.store.children(after.id):
+                    events += self._end_with(child, after, now)
+            self._emit(events)
         return after
 
     # --- deadlines ------------------------------------------------------------------------
 
     def tick(self, now_ms: int | None = None) -> list[AlertEvent]:
-        """Escalate every live alert whose acknowledgement or resolution deadline passed:
-        one level per missed deadline (estate → street → district)."""
+        """Settle alert storms whose cause ended, send the alerts whose storm window passed
+        (alone or as their group), and escalate every live alert whose acknowledgement or
+        resolution deadline passed: one level per missed deadline (estate → street →
+        district)."""
         events: list[AlertEvent] = []
         with self._lock:
             now = self.clock() if now_ms is None else now_ms
+            with self.store.batch():
+                events += self._storms(now)
             for alert in self.store.escalation_candidates(now, LADDER[-1]):
                 events += self._escalate(alert, now)
-            self._emit(events)
+            with self._sink_batch():  # one outbox commit for a storm's released orders
+                self._emit(events)
         return events
 
     def _escalate(self, alert: Alert, now: int) -> list[AlertEvent]:
@@ -526,7 +878,9 @@ class AlertEngine:
     ) -> AlertEvent:
         policy = self.policy.for_code(alert.code, alert.severity)
         held_back = alert.flapping and action in CONDITION_ACTIONS
-        routed = not alert.silenced and not held_back and action not in _BOOKKEEPING
+        # Held for a storm window or under a group alert: recorded, never sent.
+        waiting = bool(alert.parent_id) or alert.held_until_ms > 0
+        routed = not alert.silenced and not held_back and not waiting and action not in _BOOKKEEPING
         return AlertEvent(
             alert,
             action,
@@ -559,5 +913,13 @@ _BOOKKEEPING = frozenset(
         AlertAction.SILENCED,
         AlertAction.FLAPPING,
         AlertAction.NOTED,
+        AlertAction.INHIBITED,
     }
 )
+
+
+def _inhibited_note(group: Alert) -> str:
+    return (
+        f"归入{group.title_zh}，不单独派单 held under {group.title_en} {group.id}: "
+        "no work order of its own"
+    )

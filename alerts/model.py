@@ -66,6 +66,8 @@ class AlertAction(StrEnum):
     SILENCED = "silenced"  # raised during a maintenance silence
     NOTIFIED = "notified"  # a notification or work order was queued for delivery
     NOTED = "noted"  # a remark with no change of state (e.g. the centre rejected an order)
+    INHIBITED = "inhibited"  # held under a group alert (an estate's uplink down): not routed
+    RELEASED = "released"  # its hold ended and it stands alone: its work order goes out
 
 
 class EscalationLevel(StrEnum):
@@ -110,6 +112,12 @@ class Alert:
     flapping: bool
     created_ms: int  # wall clock
     updated_ms: int
+    # The group alert this one is held under (inhibited: recorded, never routed, ended
+    # with it; alerts.grouping); empty for an alert on its own.
+    parent_id: str = ""
+    # Wall clock until which an offline or group alert waits for its storm to show itself
+    # before its work order goes out; 0 = not waiting.
+    held_until_ms: int = 0
 
     @property
     def title(self) -> str:

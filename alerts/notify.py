@@ -1,18 +1,20 @@
-"""Notifications to an estate's property managers: e-mail and webhook, Chinese first.
+"""Notifications to an estate's property managers: e-mail, webhook and group robots
+(WeCom, DingTalk, Feishu), Chinese first.
 
 Each says where (estate, building, device), what happened (title, value against the
 threshold), since when (Shanghai local time), how urgent (severity, deadlines) and what
 to do (guidance per event code).  ``notification_messages`` turns one lifecycle step into
 outbox messages, one per contact and channel, keyed ``pm:{alert_id}:{event}:email:
 {address}`` or ``pm:{alert_id}:{event}:manager_webhook:{url hash}`` so a replayed step
-never notifies anyone twice.
+never notifies anyone twice; robots' keys end ``:{channel}:{robot hash}``.  With a
+``link`` function each message carries a signed link to the alert's page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -22,6 +24,8 @@ from email.utils import format_datetime, formataddr
 from alerts.contacts import Contact
 from alerts.model import Alert, AlertAction
 from alerts.outbox import OutboxMessage
+from alerts.robot_delivery import RobotContent
+from alerts.robots import robot_id
 from alerts.signing import IDEMPOTENCY_HEADER
 from alerts.workorder import SHANGHAI
 
@@ -50,6 +54,9 @@ ACTION_WORDS: dict[AlertAction, tuple[str, str]] = {
     AlertAction.FLAPPING: ("告警频繁反复", "Alert flapping"),
     AlertAction.SILENCED: ("维护期间告警", "Alert during maintenance"),
     AlertAction.NOTIFIED: ("告警通知", "Alert notice"),
+    AlertAction.NOTED: ("备注", "Note"),
+    AlertAction.INHIBITED: ("告警归入上级告警", "Alert held under a group alert"),
+    AlertAction.RELEASED: ("新告警", "New alert"),
 }
 
 ESCALATION_WORDS = {
@@ -107,6 +114,15 @@ GUIDANCE: dict[str, tuple[str, str]] = {
     "water_tank.lid_open": (
         "立即派人到泵房检查水箱盖和门锁，排除人为投毒风险",
         "Send someone to the pump room to check the tank lid and locks now",
+    ),
+    "estate.uplink_down": (
+        "检查小区边缘网关的电源和上行网络（光猫、交换机）；恢复前小区设备均无法监测",
+        "Check the estate edge box's power and uplink (modem, switch); no device of the "
+        "estate is monitored until it is back",
+    ),
+    "estate.building_down": (
+        "检查该楼栋的供电和网络设备（配电箱、楼道交换机）",
+        "Check the building's power and network gear (distribution board, floor switch)",
     ),
     "waterlogging.depth_30": (
         "设置警示并组织排水，必要时转移地下车库车辆并通知居民",
@@ -254,6 +270,29 @@ def webhook_body(
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _short_time(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=SHANGHAI).strftime("%m-%d %H:%M")
+
+
+def robot_content(
+    alert: Alert, action: AlertAction, notification: Notification, link: str, mobiles: list[str]
+) -> RobotContent:
+    """The robot's message: the title line first (what a phone's preview shows), the page
+    link right after the Chinese part so that cutting to the size limit keeps it."""
+    sev_zh, _ = SEVERITY_WORDS.get(alert.severity, (alert.severity, alert.severity))
+    act_zh, act_en = ACTION_WORDS[action]
+    chinese, _, english = notification.text.partition("\n\n")
+    page = [f"处理页面 Alert page: {link}"] if link else []
+    text = "\n".join([notification.subject, *chinese.splitlines()[1:], *page, "", english])
+    where = " ".join(part for part in (alert.estate, alert.building, alert.device) if part)
+    shown = f"[{alert.title_zh}]({link})" if link else alert.title_zh
+    line = (
+        f"【{sev_zh}】{where} {shown} {alert.title_en} · {act_zh} {act_en}"
+        f" · {_short_time(alert.first_seen_ms)}起 · {alert.id}"
+    )
+    return RobotContent(alert.id, alert.severity, text, line, tuple(mobiles))
+
+
 def notification_messages(
     alert: Alert,
     action: AlertAction,
@@ -262,15 +301,27 @@ def notification_messages(
     at_ms: int,
     sender: str,
     note: str = "",
+    link: Callable[[Contact], str] | None = None,
 ) -> list[OutboxMessage]:
-    """One outbox message per contact and channel (e-mail, webhook) for this step."""
+    """One outbox message per contact and channel (e-mail, webhook, robots) for this
+    step; ``link`` gives a contact's signed link to the alert's page."""
     notification = compose(alert, action, at_ms, note)
     prefix = f"pm:{alert.id}:{notification.event}"
     messages = []
     for contact in contacts:
+        page = link(contact) if link is not None else ""
+        for channel, token, _secret in contact.robots():
+            mobiles = [contact.phone] if contact.phone else []
+            content = robot_content(alert, action, notification, page, mobiles)
+            key = f"{prefix}:{channel}:{robot_id(channel, token).split(':')[1]}"
+            messages.append(OutboxMessage(channel, key, token, content.encode(), {}))
         if contact.email:
             key = f"{prefix}:{EMAIL_CHANNEL}:{contact.email.lower()}"
-            raw = email_message(notification, key, contact, sender, at_ms)
+            mailed = notification
+            if page:
+                text = notification.text + f"\n处理页面 Alert page: {page}\n"
+                mailed = Notification(notification.subject, text, notification.event)
+            raw = email_message(mailed, key, contact, sender, at_ms)
             messages.append(OutboxMessage(EMAIL_CHANNEL, key, contact.email, raw, {}))
         if contact.webhook_url:
             # A hash, not the URL: URLs may carry tokens, and keys are logged and sent.

@@ -45,6 +45,8 @@ def alert_fields(event: AlertEvent) -> dict[str, float | int | str | bool]:
         "repeat_count": alert.repeat_count,
         "title_zh": alert.title_zh,
         "title_en": alert.title_en,
+        # Who took the step ("system" for the engine's own), as the SQLite history has it.
+        "actor": event.actor,
     }
     if event.action is AlertAction.ACKNOWLEDGED and alert.acknowledged_ms:
         fields["tta_s"] = (alert.acknowledged_ms - alert.created_ms) / 1000

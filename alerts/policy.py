@@ -62,6 +62,15 @@ class NoisePolicy:
     # More than flap_cycles open/clear cycles of one condition within flap_window_s: flapping.
     flap_cycles: int = 3
     flap_window_s: float = 30 * MINUTE_S
+    # Alert storms (docs/alerts.md): a device's offline alert waits storm_window_s before
+    # its work order goes out; if meanwhile storm_fraction of its estate's devices (at
+    # least storm_min_devices) fell silent, or building_fraction of its building's (at
+    # least building_min_devices), one group alert stands for them all.  0 = no grouping.
+    storm_window_s: float = 30.0
+    storm_fraction: float = 0.5
+    storm_min_devices: int = 3
+    building_fraction: float = 1.0
+    building_min_devices: int = 2
 
 
 # Per severity: (raise, work order, notify manager, ack deadline, resolve deadline, auto-resolve)
@@ -74,7 +83,9 @@ SEVERITY_DEFAULTS: Mapping[Severity, tuple[bool, bool, bool, float, float, bool]
 
 # High-severity codes whose clearing is itself the fix: the device is back, the water gone.
 AUTO_RESOLVING_HIGH_SUFFIXES = (".offline", ".power_loss")
-AUTO_RESOLVING_HIGH_CODES = frozenset({"waterlogging.depth_30"})
+AUTO_RESOLVING_HIGH_CODES = frozenset(
+    {"waterlogging.depth_30", "estate.uplink_down", "estate.building_down"}
+)
 
 _OVERRIDABLE = frozenset(f.name for f in fields(CodePolicy)) - {"code"}
 
@@ -178,10 +189,13 @@ def _noise(values: Any, where: str) -> NoisePolicy:
         )
     settings: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "flap_cycles":
+        if key in ("flap_cycles", "storm_min_devices", "building_min_devices"):
             settings[key] = _number(value, f"{where}: noise.{key}", integer=True)
         else:
             settings[key] = _number(value, f"{where}: noise.{key}")
+    for key in ("storm_fraction", "building_fraction"):
+        if key in settings and not 0 < settings[key] <= 1:
+            raise PolicyError(f"{where}: noise.{key}: {settings[key]!r} is not in (0, 1]")
     return NoisePolicy(**settings)
 
 

@@ -3,50 +3,50 @@
 Wires the lifecycle engine (SQLite state) to its sinks — the dispatch outbox (work orders,
 property-manager notifications), the ``alert`` points for InfluxDB and the live stream —
 and runs one timer thread that escalates overdue alerts, writes the alert points and the
-``alert_open`` gauge, and recomputes the estate safety scores.  It also provides the HTTP
-routers: alerts, the operations centre's callback, the registry and the score.
+``alert_open`` gauge, and then calls the ``timers`` added to it (the gateway adds the
+estate safety score's).  It also provides the HTTP routers: alerts, the operations
+centre's callback and the registry.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from fastapi import APIRouter
 
 from alerts.api import create_alerts_router
+from alerts.board import create_board_router
 from alerts.callback import CallbackLedger, CallbackReport, CallbackStatus, create_callback_router
-from alerts.delivery import Dispatcher
+from alerts.delivery import DeliveryHealth, Dispatcher
 from alerts.engine import AlertEngine, AlertEvent, Clock, wall_clock_ms
-from alerts.grades import ALL
+from alerts.grouping import DeviceCount
+from alerts.links import LINKS_FILE, LinkLedger
+from alerts.mobile import create_mobile_router
+from alerts.outbox_api import create_outbox_router
+from alerts.outbox_metrics import OutboxCollector
 from alerts.points import PointBuffer, alert_open_lines
 from alerts.policy import AlertPolicy
-from alerts.score import score_report
-from alerts.score_aggregate import write_aggregate_rows
-from alerts.score_api import create_score_router
-from alerts.score_cli import ALERTS_FILE
-from alerts.score_config import load_score_config
-from alerts.score_points import write_score_points
 from alerts.store import AlertStore
 from alerts.stream import Broadcaster
-from gateway.anomalies import Anomaly
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import Config
+from jiayuan.contract import EdgeStatus, Topic
 from jiayuan.influx import InfluxClient
 from jiayuan.registry.api import create_registry_router
 from jiayuan.registry.store import RegistryStore, registry_path
+from jiayuan.state import ALERTS_FILE, CALLBACK_LEDGER_FILE
 
 log = logging.getLogger(__name__)
 
-CALLBACK_LEDGER_FILE = "callbacks.sqlite"
 TICK_S = 1.0
 OPEN_GAUGE_EVERY_S = 10.0
 # Alert points waiting for InfluxDB while it is down; beyond this the oldest are dropped
 # (the SQLite history keeps every step, so the points can be rebuilt from it).
 MAX_PENDING_POINTS = 100_000
-# The district and city rows of a split set count the estates scored in this many intervals.
-AGGREGATE_INTERVALS = 3
+COMPANIES_REFRESH_MS = 60_000
 
 
 class AlertService:
@@ -55,11 +55,12 @@ class AlertService:
         config: Config,
         clock: Clock = wall_clock_ms,
         streets: Collection[str] | None = None,
+        population: DeviceCount | None = None,
     ) -> None:
         """``streets``: the streets whose devices this gateway receives (None: every one).
-        A gateway that owns some streets scores only their estates and writes only their
-        street rows of the grade distribution: district, city and company figures need
-        every street, and another instance scores the rest (docs/scaling.md)."""
+        A gateway that owns some streets scores only their estates (``score.service``).
+        ``population``: devices known per estate and building, which an alert storm is
+        weighed against (``alerts.grouping``)."""
         self.config = config
         self.clock = clock
         self.streets = frozenset(streets) if streets is not None else None
@@ -69,16 +70,20 @@ class AlertService:
         policy = AlertPolicy.from_file(settings.policy_file) if settings.policy_file else None
         self.store = AlertStore(state_dir / ALERTS_FILE)
         self.registry = RegistryStore(registry_path(config))
-        self.score_config = load_score_config(settings.score_weights_file or None)
         self.points = PointBuffer()
         self.stream: Broadcaster[AlertEvent] = Broadcaster()
         self.dispatcher = Dispatcher.from_config(settings, state_dir, "")
+        self.dispatcher.company_of = self._company_of
+        self.links = LinkLedger(state_dir / LINKS_FILE)
+        self._companies: dict[str, str] | None = None
+        self._companies_until_ms = 0
         self.engine = AlertEngine(
             self.store,
             policy or AlertPolicy(),
             clock=clock,
             sinks=(self.points, self.stream, self._route),
             sink_batch=self.dispatcher.outbox.batch,
+            population=population,
         )
         self._ledger = CallbackLedger(state_dir / CALLBACK_LEDGER_FILE)
         self._influx = InfluxClient(config.influx)
@@ -86,7 +91,8 @@ class AlertService:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts-timer", daemon=True)
         self._next_gauge_ms = 0
-        self._next_score_ms = 0
+        # Called with the time on every tick, after the alert points are written.
+        self.timers: list[Callable[[int], None]] = []
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -99,15 +105,31 @@ class AlertService:
     def on_anomalies(self, anomalies: Sequence[Anomaly]) -> None:
         self.engine.on_anomalies(anomalies)
 
+    def on_edge_status(self, statuses: Sequence[tuple[Topic, EdgeStatus]]) -> None:
+        for topic, status in statuses:
+            self.engine.on_edge_status(
+                topic.district,
+                topic.street,
+                topic.estate,
+                status.edge,
+                online=status.state == "online",
+            )
+
     def routers(self) -> list[APIRouter]:
         settings = self.config.alerts
         routers = [
             create_alerts_router(self.engine, self.store, self.stream),
+            create_outbox_router(self.dispatcher),
             create_registry_router(self.registry),
-            create_score_router(
-                self.registry, self.store, self.score_config, self.clock, self.streets
-            ),
         ]
+        routers.append(create_board_router())
+        signer = self.dispatcher.links
+        if signer is not None:
+            routers.append(
+                create_mobile_router(
+                    self.engine, self.store, signer, self.links, self.dispatcher.ask_street
+                )
+            )
         # Callbacks must be authenticated: without a token and a secret there is no
         # callback endpoint (the operations centre cannot report, people still can).
         if settings.callback_token and settings.webhook_secret:
@@ -125,6 +147,22 @@ class AlertService:
                 "the operations centre cannot call back"
             )
         return routers
+
+    def delivery_health(self) -> DeliveryHealth:
+        return self.dispatcher.health()
+
+    def outbox_collector(self) -> OutboxCollector:
+        """For the gateway's Prometheus registry."""
+        return OutboxCollector(self.dispatcher.outbox)
+
+    def _company_of(self, estate: str) -> str | None:
+        """The estate's property company in the registry (its contacts hear of it); the
+        registry is read again at most once a minute."""
+        now = self.clock()
+        if self._companies is None or now >= self._companies_until_ms:
+            self._companies = {e.id: e.company for e in self.registry.load().estates}
+            self._companies_until_ms = now + COMPANIES_REFRESH_MS
+        return self._companies.get(estate) or None
 
     def _route(self, event: AlertEvent) -> None:
         # Runs inside the engine's lock: it only queues (SQLite outbox), never sends.
@@ -162,6 +200,7 @@ class AlertService:
         self._flush_points(final=True)
         self.dispatcher.stop()
         self._ledger.close()
+        self.links.close()
         self.registry.close()
         self.store.close()
         self._influx.close()
@@ -171,7 +210,7 @@ class AlertService:
             self.tick_once()
 
     def tick_once(self) -> None:
-        """Escalate, write points, and now and then the gauge and the scores."""
+        """Escalate, write points, now and then the gauge, then the timers."""
         try:
             self.engine.tick()
         except Exception:
@@ -184,37 +223,8 @@ class AlertService:
             except Exception:
                 log.exception("counting open alerts failed")
         self._flush_points()
-        if now >= self._next_score_ms:
-            self._next_score_ms = now + int(self.config.alerts.score_interval_s * 1000)
-            self.write_scores(now)
-
-    def write_scores(self, now_ms: int | None = None) -> int:
-        """Score every registered estate on this gateway's streets and write the points;
-        the number scored."""
-        now = self.clock() if now_ms is None else now_ms
-        try:
-            registry = self.registry.load()
-            if self.streets is not None:
-                registry = registry.on_streets(self.streets)
-            scored = 0
-            if registry.estates:
-                report = score_report(registry, self.store, now, self.score_config)
-                distributions = report.distributions
-                if self.streets is not None:  # the district and city rows would be partial
-                    distributions = tuple(d for d in distributions if d.street != ALL)
-                write_score_points(self._influx, report.cards, distributions, now)
-                scored = len(report.cards)
-            if self.streets is not None and self.config.alerts.score_aggregate:
-                # Every instance's estates scored in the last few intervals (one that
-                # stopped scoring drops out of the district rows after that).
-                window_ms = int(AGGREGATE_INTERVALS * self.config.alerts.score_interval_s * 1000)
-                write_aggregate_rows(self._influx, self.score_config.target, now - window_ms, now)
-            return scored
-        except Exception:
-            log.exception(
-                "scoring the estates failed; next try in %s s", self.config.alerts.score_interval_s
-            )
-            return 0
+        for timer in self.timers:
+            timer(now)
 
     def _flush_points(self, final: bool = False) -> None:
         self._pending_lines += self.points.drain()

@@ -46,6 +46,9 @@ CREATE INDEX IF NOT EXISTS alerts_condition ON alerts (condition_key, created_ms
 CREATE INDEX IF NOT EXISTS alerts_created ON alerts (created_ms);
 CREATE INDEX IF NOT EXISTS alerts_estate ON alerts (estate, created_ms);
 CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state);
+CREATE INDEX IF NOT EXISTS alerts_parent ON alerts (parent_id) WHERE parent_id != '';
+CREATE INDEX IF NOT EXISTS alerts_held ON alerts (held_until_ms) WHERE held_until_ms > 0;
+CREATE INDEX IF NOT EXISTS alerts_settling ON alerts (kind, condition_active, last_seen_ms);
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     alert_id TEXT NOT NULL REFERENCES alerts (id),
@@ -204,7 +207,21 @@ class AlertStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
+            self._add_missing_columns()
             self._db.executescript(_SCHEMA)
+
+    def _add_missing_columns(self) -> None:
+        """A file written before the storm grouping lacks its columns: add them (every
+        existing alert stands alone and waits for nothing)."""
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(alerts)")}
+        if not have:
+            return  # a new file: the schema makes the table
+        for column, sql_type in (("parent_id", "TEXT"), ("held_until_ms", "INTEGER")):
+            if column not in have:
+                default = "''" if sql_type == "TEXT" else "0"
+                self._db.execute(
+                    f"ALTER TABLE alerts ADD COLUMN {column} {sql_type} NOT NULL DEFAULT {default}"
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -373,12 +390,89 @@ class AlertStore:
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM alerts WHERE state NOT IN {_TERMINAL_SQL} AND state != ?"
-                " AND silenced = 0 AND escalation != ?"
+                " AND silenced = 0 AND escalation != ? AND parent_id = '' AND held_until_ms = 0"
                 " AND ((ack_deadline_ms > 0 AND ack_deadline_ms <= ?)"
                 " OR (resolve_deadline_ms > 0 AND resolve_deadline_ms <= ?))"
                 " ORDER BY created_ms",
                 (AlertState.RESOLVED.value, top.value, now_ms, now_ms),
             ).fetchall()
+        return [_alert_from_row(row) for row in rows]
+
+    def held_due(self, now_ms: int) -> list[Alert]:
+        """Live alerts whose hold for a storm ended by ``now_ms``, oldest first."""
+        return self._select(
+            f"state NOT IN {_TERMINAL_SQL} AND held_until_ms > 0 AND held_until_ms <= ?"
+            " ORDER BY created_ms, id",
+            (now_ms,),
+        )
+
+    def held_in(
+        self, district: str, street: str, estate: str, building: str = "", suffix: str = ""
+    ) -> list[Alert]:
+        """Live alerts of the estate (or one of its buildings) still held for a storm and
+        under no group, whose code ends with ``suffix``, oldest first."""
+        sql = (
+            f"state NOT IN {_TERMINAL_SQL} AND held_until_ms > 0 AND parent_id = ''"
+            " AND estate = ? AND district = ? AND street = ? AND code LIKE ?"
+        )
+        params: list[Any] = [estate, district, street, "%" + suffix]
+        if building:
+            sql += " AND building = ?"
+            params.append(building)
+        return self._select(sql + " ORDER BY created_ms, id", params)
+
+    def count_waiting(
+        self,
+        district: str,
+        street: str,
+        estate: str,
+        building: str,
+        suffix: str,
+        held_group_code: str = "",
+    ) -> int:
+        """How many live alerts ending with ``suffix`` are held in the estate (or one of
+        its buildings): alone, or under a still-held group alert of ``held_group_code``
+        (``held_in`` counted without loading them)."""
+        live = f"state NOT IN {_TERMINAL_SQL}"
+        sql = (
+            f"SELECT count(*) FROM alerts WHERE {live} AND estate = ? AND district = ?"
+            " AND street = ? AND code LIKE ? AND ((held_until_ms > 0 AND parent_id = '')"
+        )
+        params: list[Any] = [estate, district, street, "%" + suffix]
+        if held_group_code:
+            sql += (
+                f" OR parent_id IN (SELECT id FROM alerts WHERE {live} AND estate = ?"
+                " AND district = ? AND street = ? AND code = ? AND held_until_ms > 0"
+                " AND parent_id = '')"
+            )
+            params += [estate, district, street, held_group_code]
+        sql += ")"
+        if building:
+            sql += " AND building = ?"
+            params.append(building)
+        with self._lock:
+            row = self._db.execute(sql, params).fetchone()
+        return int(row[0])
+
+    def children(self, parent_id: str, live_only: bool = True) -> list[Alert]:
+        """The alerts held under ``parent_id``, oldest first."""
+        sql = "parent_id = ?"
+        if live_only:
+            sql += f" AND state NOT IN {_TERMINAL_SQL}"
+        return self._select(sql + " ORDER BY created_ms, id", (parent_id,))
+
+    def settling(self, kind: str, cleared_before_ms: int) -> list[Alert]:
+        """Live alerts of ``kind`` whose condition cleared at or before the time given
+        (their last_seen_ms), oldest first: groups whose cause has ended."""
+        return self._select(
+            f"state NOT IN {_TERMINAL_SQL} AND kind = ? AND condition_active = 0"
+            " AND last_seen_ms <= ? ORDER BY created_ms, id",
+            (kind, cleared_before_ms),
+        )
+
+    def _select(self, where: str, params: Sequence[Any]) -> list[Alert]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM alerts WHERE {where}", params).fetchall()
         return [_alert_from_row(row) for row in rows]
 
     def clears_since(self, condition_key: str, since_ms: int) -> int:

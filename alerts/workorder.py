@@ -4,8 +4,12 @@ Four kinds of message, each complete on its own (a receiver that missed the firs
 has everything): ``create`` when an alert needs a crew, ``escalate`` when a deadline
 passed and the alert moves up to the street or the district, ``reopen`` when a resolved
 alert came back (a new order), ``cancel`` when the alert ended without work (false alarm,
-the condition cleared).  Each has an idempotency key that names the event, so the same
-event queued twice is one message: ``wo:{alert_id}``, ``wo:{alert_id}:esc:{level}``,
+the condition cleared).  An ``escalate`` or ``cancel`` queued while the receiver had not
+acknowledged the order it updates (the ``create`` or latest ``reopen``) carries that order
+whole in ``order``, so the receiver never depends on the earlier delivery.
+
+Each message has an idempotency key that names the event, so the same event queued twice
+is one message: ``wo:{alert_id}``, ``wo:{alert_id}:esc:{level}``,
 ``wo:{alert_id}:reopen:{event ms}``, ``wo:{alert_id}:cancel``.
 
 ``WORKORDER_SCHEMA`` is the contract; ``docs/schemas/workorder.schema.json`` is this
@@ -20,11 +24,15 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from alerts.grouping import GROUP_KIND
 from alerts.model import Alert, AlertAction
 from alerts.outbox import OutboxMessage
 from alerts.signing import IDEMPOTENCY_HEADER
+from jiayuan.catalogue import Kind
 
-SCHEMA_VERSION = 1
+# 2 added ``order``; a version-1 message is a version-2 message without it.
+SCHEMA_VERSION = 2
+SCHEMA_VERSIONS = (1, 2)
 CHANNEL = "workorder"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -39,6 +47,7 @@ class WorkOrderType(StrEnum):
 # Which lifecycle step sends which work-order message; other steps send none.
 ACTION_TYPES: dict[AlertAction, WorkOrderType] = {
     AlertAction.RAISED: WorkOrderType.CREATE,
+    AlertAction.RELEASED: WorkOrderType.CREATE,  # sent when its storm window passed
     AlertAction.ESCALATED: WorkOrderType.ESCALATE,
     AlertAction.REOPENED: WorkOrderType.REOPEN,
     AlertAction.CANCELLED: WorkOrderType.CANCEL,
@@ -61,11 +70,30 @@ def workorder_key(alert: Alert, kind: WorkOrderType, at_ms: int) -> str:
     return f"wo:{alert.id}:cancel"
 
 
+def opening_keys(alert_id: str) -> tuple[str, str]:
+    """The key of an alert's ``create`` and the prefix of its ``reopen`` keys: the
+    messages that open an order at the receiver."""
+    return f"wo:{alert_id}", f"wo:{alert_id}:reopen:"
+
+
+# The updates that refer to an order opened earlier, and may carry it.
+UPDATES = frozenset({WorkOrderType.ESCALATE, WorkOrderType.CANCEL})
+
+
 def build_workorder(
-    alert: Alert, kind: WorkOrderType, *, at_ms: int, callback_url: str, note: str = ""
+    alert: Alert,
+    kind: WorkOrderType,
+    *,
+    at_ms: int,
+    callback_url: str,
+    note: str = "",
+    order: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON body (as a dict) for one work-order message about ``alert``."""
-    return {
+    """The JSON body (as a dict) for one work-order message about ``alert``; ``order``:
+    the undelivered order an update carries (only for an ``escalate`` or ``cancel``)."""
+    if order is not None and kind not in UPDATES:
+        raise ValueError(f"a {kind.value} message opens an order; it carries none")
+    body: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "type": kind.value,
         "idempotency_key": workorder_key(alert, kind, at_ms),
@@ -103,6 +131,9 @@ def build_workorder(
         "note": note,
         "callback_url": callback_url,
     }
+    if order is not None:
+        body["order"] = order
+    return body
 
 
 def encode(body: dict[str, Any]) -> bytes:
@@ -118,12 +149,17 @@ def workorder_message(
     url: str,
     callback_url: str,
     note: str = "",
+    order: dict[str, Any] | None = None,
 ) -> OutboxMessage | None:
-    """The outbox message a lifecycle step sends to the operations centre, if any."""
+    """The outbox message a lifecycle step sends to the operations centre, if any;
+    ``order`` is carried by an update (escalate, cancel) and ignored otherwise."""
     kind = ACTION_TYPES.get(action)
     if kind is None:
         return None
-    body = build_workorder(alert, kind, at_ms=at_ms, callback_url=callback_url, note=note)
+    carried = order if kind in UPDATES else None
+    body = build_workorder(
+        alert, kind, at_ms=at_ms, callback_url=callback_url, note=note, order=carried
+    )
     return OutboxMessage(
         channel=CHANNEL,
         key=body["idempotency_key"],
@@ -174,7 +210,10 @@ WORKORDER_SCHEMA: dict[str, Any] = {
         "callback_url",
     ],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {
+            "enum": list(SCHEMA_VERSIONS),
+            "description": "2 added order; a version-1 message is valid without it",
+        },
         "type": {
             "enum": [t.value for t in WorkOrderType],
             "description": "create: a new order; escalate: moved up to street/district; "
@@ -202,10 +241,20 @@ WORKORDER_SCHEMA: dict[str, Any] = {
                 "street": _PLACE_ID,
                 "estate": _PLACE_ID,
                 "building": {"type": "string", "maxLength": 128},
-                "device": _PLACE_ID,
+                "device": {
+                    "type": "string",
+                    "maxLength": 128,
+                    "description": "the device; for a group alert (kind estate) its edge "
+                    "agent, or empty when the devices' silence alone raised it",
+                },
             },
         },
-        "kind": {"enum": ["lift", "fire", "water_tank", "ebike_charger", "waterlogging"]},
+        "kind": {
+            "enum": [*(kind.value for kind in Kind), GROUP_KIND],
+            "description": "the device's family; estate: a group alert standing for an "
+            "estate's or building's devices gone offline together (code "
+            "estate.uplink_down or estate.building_down, the devices listed in the note)",
+        },
         "code": {"type": "string", "pattern": "^[a-z_]+\\.[a-z0-9_]+$"},
         "severity": {"enum": ["critical", "high", "warning", "info"]},
         "title": {
@@ -253,6 +302,19 @@ WORKORDER_SCHEMA: dict[str, Any] = {
             "type": "string",
             "description": "where to POST acceptance/completion (callback.schema.json); "
             "empty when the gateway takes no callbacks",
+        },
+        "order": {
+            "description": "only in an escalate or cancel queued before the receiver "
+            "acknowledged the order it updates: that create or reopen message, whole. A "
+            "receiver without the order opens it from here (and answers its later "
+            "delivery as a duplicate of idempotency_key)",
+            "allOf": [
+                {"$ref": "#"},
+                {
+                    "properties": {"type": {"enum": ["create", "reopen"]}},
+                    "not": {"required": ["order"]},
+                },
+            ],
         },
     },
 }

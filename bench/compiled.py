@@ -41,7 +41,7 @@ def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
     from bench.pipeline import run_batches
     from bench.throughput import build_traffic
     from gateway.collector import tune_collector
-    from gateway.detection import Detector
+    from gateway.detection.detector import Detector
     from gateway.metrics import GatewayMetrics
     from gateway.pipeline import Message, Pipeline
     from jiayuan.config import GatewayConfig

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from gateway.stat_params import GATEWAY_MIN_PERIOD_S, StatParams
-from gateway.stat_series import STATE_DTYPE
-from gateway.statistical import StatCore
+from gateway.detection.statistics.detectors import StatCore
+from gateway.detection.statistics.parameters import GATEWAY_MIN_PERIOD_S, StatParams
+from gateway.detection.statistics.series import STATE_DTYPE
 from jiayuan.catalogue import STATISTICAL_EVENTS
 
 
@@ -75,9 +75,9 @@ def throughput(series: int, batch: int, batches: int, seed: int) -> None:
 
 def pile_readings(name: str) -> list[tuple[Any, Any, int]]:
     """Three readings of a 12-port pile, every port charging: (place, reading, received)."""
-    from gateway.rules import Place
     from jiayuan.catalogue import MAX_PORTS, port_field
     from jiayuan.contract import Reading, Value
+    from jiayuan.places import Place
 
     place = Place("d", "s", "e", "b", "ebike_charger", name)
     out = []
@@ -95,11 +95,11 @@ def pile_readings(name: str) -> list[tuple[Any, Any, int]]:
 def memory(estates: int, seed: int) -> None:
     import tracemalloc
 
-    from gateway.detection import Detector
-    from jiayuan.replay import as_gateway_input
-    from simulators.clock import parse_start
+    from gateway.detection.detector import Detector
+    from jiayuan.timezone import parse_start
     from simulators.driver import generate
     from simulators.registry import build_registry
+    from tools.replay import as_gateway_input
 
     registry = build_registry(estates, seed)
     start = parse_start("2025-07-01T09:30:00")
@@ -138,13 +138,13 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
 
     import msgspec
 
-    from gateway.detection import Detector
-    from gateway.rules import Place
+    from gateway.detection.detector import Detector
     from jiayuan.contract import Reading
-    from jiayuan.replay import as_gateway_input
-    from simulators.clock import parse_start
+    from jiayuan.places import Place
+    from jiayuan.timezone import parse_start
     from simulators.driver import generate
     from simulators.registry import build_registry
+    from tools.replay import as_gateway_input
 
     registry = build_registry(estates, seed)
     start = parse_start("2025-07-01T09:30:00")
@@ -188,11 +188,11 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
 
 
 def healthy(hours: float, estates: int, seed: int) -> None:
-    from gateway.detection import Detector
-    from jiayuan.replay import as_gateway_input
-    from simulators.clock import parse_start
+    from gateway.detection.detector import Detector
+    from jiayuan.timezone import parse_start
     from simulators.driver import generate
     from simulators.registry import build_registry
+    from tools.replay import as_gateway_input
 
     registry = build_registry(estates, seed)
     start = parse_start("2025-07-01T00:00:00")

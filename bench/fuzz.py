@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz.py --messages 100000 [--seed 7]
 
-Starts its own Mosquitto and InfluxDB on loopback ports (``jiayuan.services``), runs a
+Starts its own Mosquitto and InfluxDB on loopback ports (``tools.servers``), runs a
 ``Gateway`` against them, publishes a seeded mix of valid messages, duplicates and broken
 ones (bad topics, malformed and oversized payloads, NaN/Infinity literals, wrong types,
 missing and extra fields, deep nesting, timestamps outside the window, unknown kinds,
@@ -10,7 +10,7 @@ bad device ids, invalid UTF-8), then accounts for each: readings stored (counted
 InfluxDB by query), dead letters by reason (counted in the dead-letter store), duplicates
 (the gateway's counter).  Every message's expected outcome comes from how it was made, not
 from the gateway's own checks.  Finally it checks the gateway is still healthy and still
-stores a fresh reading.  ``tests/test_fuzz_gateway.py`` runs a short version.
+stores a fresh reading.  ``tests/gateway/test_fuzz_gateway.py`` runs a short version.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from jiayuan.contract import (
     edge_status_topic,
 )
 from jiayuan.influx import InfluxClient
-from jiayuan.services import free_port, start_servers
+from tools.servers import free_port, start_servers
 
 DAY_MS = 86_400_000
 DISTRICT, STREET = "songjiang", "fuzz"

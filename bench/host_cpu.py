@@ -20,7 +20,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (a server runs under jiayuan.services' watchdog,
+    """``pid`` and every process below it (a server runs under tools.servers' watchdog,
     as its child)."""
     found, pending = [], [pid]
     while pending:

@@ -15,7 +15,7 @@ in this process on the same messages, so the ratio is comparable across machines
 duplicate window, offline check, the line-protocol caches: everything a ``Pipeline`` keeps)
 by ``tracemalloc`` once N devices have each sent their first readings: the simulated
 estates cloned under new estate, edge and device names until there are N devices.  It
-also times the detection snapshot of that state (``gateway.snapshot``: what a clean stop
+also times the detection snapshot of that state (``gateway.detection.snapshot``: what a clean stop
 saves and the next start takes back), against writing and reading the same number of
 bytes as one SQLite blob.
 
@@ -38,18 +38,19 @@ from pathlib import Path
 import msgspec
 
 from gateway.collector import tune_collector
-from gateway.dedup import SeqWindow
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
+from gateway.detection.rules import all_rules
+from gateway.detection.snapshot import save, take_back
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
-from gateway.rules import all_rules
-from gateway.snapshot import SNAPSHOT_FILE, save, take_back
+from gateway.transport.dedup import SeqWindow
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import Envelope, Reading, batch_topic, decode_envelope, encode
-from jiayuan.replay import as_gateway_input
+from jiayuan.state import SNAPSHOT_FILE
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
+from tools.replay import as_gateway_input
 
 
 def build_messages(estates: int, minutes: float, batch: int) -> tuple[list[Message], int]:

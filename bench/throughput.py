@@ -1,6 +1,6 @@
 """End-to-end throughput against real Mosquitto and InfluxDB, with baselines in the same run.
 
-Starts its own Mosquitto and InfluxDB (``jiayuan.services.start_servers``, temporary
+Starts its own Mosquitto and InfluxDB (``tools.servers.start_servers``, temporary
 directory, stopped at the end) and measures on simulated traffic of many estates:
 
 (a) a bare paho-mqtt subscriber (VERSION2 callbacks, QoS 1) that only counts messages;
@@ -67,12 +67,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.host_cpu import CpuTimeline, Spent, tree_cpu_s
 from gateway.heap import trim_heap
-from gateway.inbox import Inbox
-from gateway.ingest import MqttIngest
 from gateway.pipeline import Message
-from gateway.points import telemetry_line
 from gateway.processor import QUIET_S
-from gateway.rules import Place
+from gateway.storage.points import telemetry_line
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import MqttIngest
 from jiayuan.catalogue import Kind
 from jiayuan.config import AlertsConfig, Config, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.contract import (
@@ -84,11 +83,12 @@ from jiayuan.contract import (
     encode,
 )
 from jiayuan.influx import InfluxClient
-from jiayuan.replay import as_gateway_input
-from jiayuan.services import RunningServers, start_servers
+from jiayuan.places import Place
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
+from tools.replay import as_gateway_input
+from tools.servers import RunningServers, start_servers
 
 INFLUX_BATCH = 5000
 MAX_INFLIGHT = 1000
@@ -242,8 +242,9 @@ def run_counter(
 
     With ``drain`` it subscribes in a persistent session, goes away while the traffic is
     published (the broker queues it), and is timed from reconnecting to the last message.
-    With ``gateway_window_s``: the gateway's own MQTT ingest (``gateway.ingest.MqttIngest``
-    with the MQTT version ``protocol``, its network loop and, for v5, its PUBLISH decoder),
+    With ``gateway_window_s``: the gateway's own MQTT ingest
+    (``gateway.transport.ingest.MqttIngest`` with the MQTT version ``protocol``, its network
+    loop and, for v5, its PUBLISH decoder),
     and its messages acknowledged in bursts as the gateway's commit thread does (a batch
     closes after ``QUIET_S`` without messages or at this batch window,
     ``flush_interval_s``; all its messages are acknowledged together); still no
@@ -716,7 +717,7 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     """cProfile of the gateway's in-process pipeline (bench/pipeline.py's path)."""
     from bench.pipeline import run_batches
     from gateway.collector import tune_collector
-    from gateway.detection import Detector
+    from gateway.detection.detector import Detector
     from gateway.metrics import GatewayMetrics
     from gateway.pipeline import Pipeline
 

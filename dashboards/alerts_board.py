@@ -75,12 +75,16 @@ EVENTS = (
 
 def dashboard() -> dict[str, Any]:
     panels = [
-        *(stat_panel(title, gauge_total(field), band=band) for field, title, band in GAUGES),
+        *(
+            stat_panel(title, gauge_total(field), band=band, empty_means="0")
+            for field, title, band in GAUGES
+        ),
         timeseries_panel(
             "未关闭告警趋势 Open alerts by severity",
             [OPEN_TREND],
             stacked=True,
             width=24,
+            empty_means="无未关闭告警 No open alerts",
         ),
         timeseries_panel(
             "确认用时 Time to acknowledge",
@@ -88,6 +92,7 @@ def dashboard() -> dict[str, Any]:
             unit="s",
             bars=True,
             description="Mean seconds from an alert's creation to its acknowledgement.",
+            empty_means="无已确认告警 Nothing acknowledged",
         ),
         timeseries_panel(
             "处置用时 Time to resolve",
@@ -95,9 +100,22 @@ def dashboard() -> dict[str, Any]:
             unit="s",
             bars=True,
             description="Mean seconds from an alert's creation to its resolution.",
+            empty_means="无已处置告警 Nothing resolved",
         ),
-        stat_panel("确认用时 P90 Time to acknowledge, 90th pct", TTA_P90, unit="s", width=12),
-        stat_panel("处置用时 P90 Time to resolve, 90th pct", TTR_P90, unit="s", width=12),
+        stat_panel(
+            "确认用时 P90 Time to acknowledge, 90th pct",
+            TTA_P90,
+            unit="s",
+            width=12,
+            empty_means="无已确认告警 Nothing acknowledged",
+        ),
+        stat_panel(
+            "处置用时 P90 Time to resolve, 90th pct",
+            TTR_P90,
+            unit="s",
+            width=12,
+            empty_means="无已处置告警 Nothing resolved",
+        ),
         timeseries_panel(
             "告警升级 Escalations",
             [ESCALATIONS],
@@ -105,11 +123,13 @@ def dashboard() -> dict[str, Any]:
             stacked=True,
             width=24,
             description="Alerts escalated per interval, by the level they reached.",
+            empty_means="无升级 No escalations",
         ),
         table_panel(
             "最近告警事件 Recent alert events",
             EVENTS,
             description="The latest lifecycle events of each device, action and severity.",
+            empty_means="无告警 No alerts",
         ),
     ]
     return new_dashboard(

@@ -22,6 +22,7 @@ from grafana_foundation_sdk.models import common, dashboard
 
 from dashboards.influxql import DATASOURCE, InfluxQL
 from dashboards.macros import ALL
+from dashboards.transform import ROW_SUM
 from jiayuan.catalogue import Kind
 
 TIMEZONE = "Asia/Shanghai"
@@ -107,6 +108,11 @@ def place_filter(levels: Sequence[str] = PLACE_LEVELS) -> str:
 
 
 # --- panels -------------------------------------------------------------------------------
+#
+# ``empty_means`` marks a panel of events (anomalies, alerts, escalations) for which nothing
+# happening is the healthy state: the words Grafana shows instead of "No data"
+# (fieldConfig.defaults.noValue), and what lets ``dashboards preview`` pass it when empty.
+# Panels without it (telemetry, scores) must have data.
 
 PanelBuilder = cogbuilder.Builder[dashboard.Panel]
 
@@ -131,6 +137,8 @@ def timeseries_panel(
     width: int = 12,
     height: int = 8,
     minimum: float | None = None,
+    empty_means: str = "",
+    transformations: Sequence[dashboard.DataTransformerConfig] = (),
 ) -> timeseries.Panel:
     """Lines (or bars) over time; a band's steps are drawn as threshold lines."""
     panel = (
@@ -147,6 +155,10 @@ def timeseries_panel(
     )
     if minimum is not None:
         panel = panel.min(minimum)
+    for transformation in transformations:
+        panel = panel.with_transformation(transformation)
+    if empty_means:
+        panel = panel.no_value(empty_means)
     if stacked:
         panel = panel.stacking(common_builders.StackingConfig().mode(common.StackingMode.NORMAL))
     if band is not None:
@@ -156,11 +168,32 @@ def timeseries_panel(
     return panel
 
 
+def row_sum(alias: str) -> dashboard.DataTransformerConfig:
+    """Grafana's "add field from calculation": each row's numeric fields summed into one
+    field named ``alias``, which replaces them (InfluxQL cannot add up fields that only
+    some series have: one missing field makes the sum null)."""
+    return dashboard.DataTransformerConfig(
+        id_val=ROW_SUM,
+        options={
+            "mode": "reduceRow",
+            "reduce": {"reducer": "sum"},
+            "alias": alias,
+            "replaceFields": True,
+        },
+    )
+
+
 def state_panel(
-    title: str, queries: Sequence[str], *, description: str = "", width: int = 12, height: int = 8
+    title: str,
+    queries: Sequence[str],
+    *,
+    description: str = "",
+    width: int = 12,
+    height: int = 8,
+    empty_means: str = "",
 ) -> statetimeline.Panel:
     """On/off states over time (fire panel bits, pumps): green 0, red 1."""
-    return (
+    panel = (
         statetimeline.Panel()
         .title(title)
         .description(description)
@@ -173,6 +206,7 @@ def state_panel(
         .fill_opacity(70)
         .color_scheme(dashboard_builders.FieldColor().mode(dashboard.FieldColorModeId.THRESHOLDS))
     )
+    return panel.no_value(empty_means) if empty_means else panel
 
 
 def stat_panel(
@@ -185,6 +219,7 @@ def stat_panel(
     description: str = "",
     width: int = 6,
     height: int = 5,
+    empty_means: str = "",
 ) -> stat.Panel:
     """One big number; ``mappings`` turn codes into words (value, text, colour)."""
     panel = (
@@ -203,13 +238,15 @@ def stat_panel(
         panel = panel.thresholds(band.build())
     if mappings:
         panel = panel.mappings([value_map(mappings)])
+    if empty_means:
+        panel = panel.no_value(empty_means)
     return panel
 
 
 def value_map(mappings: Sequence[tuple[int, str, str]]) -> dashboard.ValueMap:
     return dashboard.ValueMap(
         options={
-            str(value): dashboard.ValueMappingResult(text=text, color=color, index=index)
+            str(value): dashboard.ValueMappingResult(text=text, color=color or None, index=index)
             for index, (value, text, color) in enumerate(mappings)
         }
     )
@@ -226,6 +263,7 @@ def bargauge_panel(
     description: str = "",
     width: int = 12,
     height: int = 8,
+    empty_means: str = "",
 ) -> bargauge.Panel:
     """One bar per series (per severity, per family, per district)."""
     panel = (
@@ -244,14 +282,40 @@ def bargauge_panel(
         panel = panel.max(maximum)
     if band is not None:
         panel = panel.thresholds(band.build())
+    if empty_means:
+        panel = panel.no_value(empty_means)
     return panel
 
 
+@dataclass(frozen=True)
+class TimeColumn:
+    """A table column of epoch milliseconds, shown as a time in the dashboard's zone."""
+
+    name: str
+    zero: str = ""  # what 0 means instead (an anomaly's end while it is still open)
+
+    def properties(self) -> list[dashboard.DynamicConfigValue]:
+        found = [dashboard.DynamicConfigValue("unit", "dateTimeAsIso")]
+        if self.zero:
+            found.append(
+                dashboard.DynamicConfigValue("mappings", [value_map([(0, self.zero, "")])])
+            )
+        return found
+
+
 def table_panel(
-    title: str, query: str, *, description: str = "", width: int = 24, height: int = 8
+    title: str,
+    query: str,
+    *,
+    description: str = "",
+    width: int = 24,
+    height: int = 8,
+    empty_means: str = "",
+    time_columns: Sequence[TimeColumn] = (),
 ) -> table.Panel:
-    """Rows of a table-format query (tags become columns)."""
-    return (
+    """Rows of a table-format query (tags become columns); ``time`` and ``time_columns``
+    are shown as times in the dashboard's zone."""
+    panel = (
         table.Panel()
         .title(title)
         .description(description)
@@ -260,6 +324,13 @@ def table_panel(
         .span(width)
         .height(height)
     )
+    for column in time_columns:
+        panel = panel.override_by_name(column.name, column.properties())
+    if empty_means:
+        # Field defaults on a table are decoded with the table's own custom defaults:
+        # spell them out so the JSON survives Grafana's model unchanged.
+        panel = panel.no_value(empty_means).align(common.FieldTextAlignment.AUTO).inspect(False)
+    return panel
 
 
 def geomap_panel(

@@ -69,7 +69,9 @@ def add_parser(subparsers: Any) -> None:
         help="run every panel's queries against InfluxDB and draw one PNG per dashboard",
         description="Fill the template variables (first value, or --var), run every "
         "panel's InfluxQL against the configured InfluxDB and write OUT/<uid>.png. Exits "
-        "1 when any panel's queries return no series.",
+        "1 when a query fails or a panel that must have data (telemetry, scores) returns "
+        "none; panels of events (anomalies, alerts, escalations) may be empty, as they are "
+        "when nothing happens, and are listed as quiet.",
     )
     preview.add_argument("--out", required=True, type=Path, metavar="DIR")
     preview.add_argument("--from", dest="start", help="range start: ISO 8601 or epoch ms")
@@ -162,15 +164,21 @@ def _preview(args: argparse.Namespace) -> int:
         missing = set(args.dashboard) - {m["uid"] for m in models}
         if missing:
             raise PreviewError(f"unknown dashboard uid(s): {', '.join(sorted(missing))}")
+        print(f"InfluxDB {config.influx.url} ({config.origin_of('influx.url')})", flush=True)
         with InfluxClient(config.influx) as client:
             previews = preview_all(client, models, args.out, span, given)
     except (PreviewError, InfluxError) as error:
         print(f"预览失败 preview failed: {error}", file=sys.stderr)
         return 2
-    empty = 0
+    from dashboards.emptiness import empty_means
+
+    empty = quiet = 0
     for board in previews:
         chosen = ", ".join(f"{k}={v}" for k, v in board.variables.items())
         print(f"{board.png}  {board.title}  [{chosen}]  {len(board.panels)} panels")
+        for panel in board.quiet_panels:
+            quiet += 1
+            print(f"  无事件 quiet  {panel.title}: {empty_means(panel.panel)}")
         for panel in board.empty_panels:
             empty += 1
             why = panel.error or "no series"
@@ -179,7 +187,10 @@ def _preview(args: argparse.Namespace) -> int:
                 print(f"      {query}")
     panels = sum(len(b.panels) for b in previews)
     queries = sum(len(p.queries) for b in previews for p in b.panels)
-    print(f"{len(previews)} dashboards, {panels} panels, {queries} queries, {empty} empty")
+    print(
+        f"{len(previews)} dashboards, {panels} panels, {queries} queries, {empty} empty, "
+        f"{quiet} quiet (events panels with nothing to show)"
+    )
     return 1 if empty else 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dashboards.builder import at_most, grafana_unit, state_panel, timeseries_panel
+from dashboards.builder import at_most, grafana_unit, row_sum, state_panel, timeseries_panel
 from dashboards.family import DEVICE_FILTER, family_dashboard, port_fields, signal_panel
-from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, Kind, port_field
+from jiayuan.catalogue import EBIKE_CHARGER, Kind, port_field
 
 OVER_CURRENT = EBIKE_CHARGER.event("ebike_charger.over_current")
 
@@ -21,14 +21,12 @@ def _per_port(name: str) -> str:
 
 
 def ports_in_use() -> str:
-    # A pile has 8-12 ports: fill(0) lets the sum skip the ports a pile does not have.
-    plugged = " + ".join(
-        f'last("{port_field(port, "plugged")}")' for port in range(1, MAX_PORTS + 1)
-    )
+    # Each port's plugged flag (a pile has 8-12 ports, so only the ports it has), added up
+    # per row by the panel's row_sum transformation.
     return (
-        f'SELECT {plugged} AS "ports_in_use" FROM "ebike_charger" '
+        f'SELECT last({port_fields("plugged")}) FROM "ebike_charger" '
         f"WHERE {DEVICE_FILTER} AND $timeFilter "
-        'GROUP BY time($__interval), "device" fill(0)'
+        'GROUP BY time($__interval), "device" fill(none)'
     )
 
 
@@ -51,6 +49,7 @@ def dashboard() -> dict[str, Any]:
             "在用充电口 Ports in use",
             [ports_in_use()],
             description="Ports with a bike plugged in, per pile.",
+            transformations=[row_sum("ports_in_use")],
         ),
         timeseries_panel(
             "充电口温度 Port temperatures",
@@ -71,6 +70,7 @@ def dashboard() -> dict[str, Any]:
             [over_current],
             bars=True,
             description="Over-current anomalies per pile by the time they opened.",
+            empty_means="无过流事件 No over-current",
         ),
         signal_panel(EBIKE_CHARGER, "total_power", "总功率 Pile power"),
         state_panel("烟感 Smoke at the site", [smoke]),

@@ -72,13 +72,19 @@ def dashboard() -> dict[str, Any]:
             minimum=0,
             width=24,
         ),
-        table_panel("未关闭告警 Open alerts by severity", OPEN_ALERTS, width=12),
+        table_panel(
+            "未关闭告警 Open alerts by severity",
+            OPEN_ALERTS,
+            width=12,
+            empty_means="无未关闭告警 No open alerts",
+        ),
         timeseries_panel(
             "各类设施异常 Anomalies by family",
             [ANOMALIES],
             bars=True,
             stacked=True,
             description="Anomalies by the time they opened, per device family.",
+            empty_means="无异常 No anomalies",
         ),
         timeseries_panel(
             "设备上报 Readings by family",

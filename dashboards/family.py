@@ -78,6 +78,7 @@ def anomalies_panel(kind: Kind, *, width: int = 12) -> PanelBuilder:
         stacked=True,
         width=width,
         description="Anomalies (rules and statistical detectors) by the time they opened.",
+        empty_means="无异常 No anomalies",
     )
 
 

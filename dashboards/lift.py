@@ -63,6 +63,7 @@ def dashboard() -> dict[str, Any]:
             code_count(TRAPPED.code),
             band=Band(GREEN, ((1, RED),)),
             description="Trapped-passenger anomalies that opened in the time range.",
+            empty_means="0",
         ),
         timeseries_panel(
             "救援用时 Time to rescue",
@@ -72,6 +73,7 @@ def dashboard() -> dict[str, Any]:
             width=18,
             description="Seconds from a trapped-passenger anomaly opening to the car "
             "moving or the door opening again (its end), per closed event.",
+            empty_means="无困人事件 Nobody trapped",
         ),
     ]
     return family_dashboard(

@@ -11,6 +11,7 @@ from dashboards.builder import (
     GREEN,
     RED,
     Band,
+    TimeColumn,
     bargauge_panel,
     geomap_panel,
     new_dashboard,
@@ -98,6 +99,7 @@ def dashboard() -> dict[str, Any]:
             OPEN_BY_STREET,
             description="Alerts not yet closed, from the latest alert_open gauge of each "
             "estate, summed per street and severity.",
+            empty_means="无未处理告警 No open alerts",
         ),
         stat_panel(
             "离线设备 Devices offline",
@@ -105,18 +107,28 @@ def dashboard() -> dict[str, Any]:
             band=Band(GREEN, ((1, RED),)),
             description="Devices whose offline anomaly is still open (however long ago it "
             "began, so no time filter).",
+            empty_means="0",
         ),
         stat_panel(
             "今日严重告警 Critical alerts today",
             CRITICAL_ALERTS,
             band=Band(GREEN, ((1, RED),)),
             description="Critical alerts raised since midnight (Asia/Shanghai).",
+            empty_means="0",
         ).time_from(TODAY),
-        table_panel("离线设备清单 Offline devices", OFFLINE_LIST, width=12),
+        table_panel(
+            "离线设备清单 Offline devices",
+            OFFLINE_LIST,
+            width=12,
+            time_columns=[TimeColumn("start")],
+            empty_means="无离线设备 No device offline",
+        ),
         table_panel(
             "今日严重事件 Today's critical events",
             CRITICAL_EVENTS,
-            description="Critical anomalies that began today; end 0 means still open.",
+            description="Critical anomalies that began today, and when each ended.",
+            time_columns=[TimeColumn("end", zero="未结束 still open")],
+            empty_means="今日无严重事件 No critical event today",
         ).time_from(TODAY),
     ]
     return new_dashboard(

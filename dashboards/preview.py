@@ -5,7 +5,8 @@ variable's own query, run with the variables before it; the first value unless o
 given), each panel's queries are expanded (``$timeFilter``, ``$__interval``, variables) and
 run, and one PNG is drawn with the panels where the dashboard's grid puts them.  A panel
 whose queries return no series is reported, so "no empty panel" is something a command
-checks rather than something a reviewer eyeballs.
+checks rather than something a reviewer eyeballs; a panel of events that declares empty
+as its healthy state (no escalation) is reported as quiet instead.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from dashboards.emptiness import empty_is_healthy
 from dashboards.macros import ALL, expand, interval_ms
 from dashboards.render import render_dashboard
+from dashboards.transform import UnknownTransformation, transform
 from jiayuan.influx import InfluxClient, InfluxError, Series
 
 # What a user types for "every value" of a variable (Grafana's "All").
@@ -60,8 +63,24 @@ class PanelResult:
 
     @property
     def empty(self) -> bool:
-        """No series, or series without a single row: what Grafana shows as "No data"."""
-        return not any(s.values for s in self.series)
+        """No value but time in any row of any series: what Grafana shows as "No data"."""
+        return not any(
+            value is not None
+            for s in self.series
+            for row in s.values
+            for column, value in zip(s.columns, row, strict=True)
+            if column != "time"
+        )
+
+    @property
+    def quiet(self) -> bool:
+        """Empty, and the panel declares that as healthy (nothing happened)."""
+        return self.empty and not self.error and empty_is_healthy(self.panel)
+
+    @property
+    def failed(self) -> bool:
+        """A query error, or no data where the panel must have some."""
+        return bool(self.error) or (self.empty and not self.quiet)
 
 
 @dataclass
@@ -74,7 +93,13 @@ class DashboardPreview:
 
     @property
     def empty_panels(self) -> list[PanelResult]:
-        return [p for p in self.panels if p.empty or p.error]
+        """Panels that failed: an error, or no data where data must be."""
+        return [p for p in self.panels if p.failed]
+
+    @property
+    def quiet_panels(self) -> list[PanelResult]:
+        """Panels of events with nothing to show, as is healthy."""
+        return [p for p in self.panels if p.quiet]
 
 
 def parse_duration_ms(text: str) -> int:
@@ -162,6 +187,10 @@ def run_panel(
             result.series += client.query(query)
         except InfluxError as error:
             result.error = str(error)
+    try:
+        result.series = transform(panel, result.series)
+    except UnknownTransformation as error:
+        result.error = str(error)
     return result
 
 

@@ -1,6 +1,6 @@
 """The panel reference in docs/dashboards.md, generated from the dashboards themselves.
 
-``tests/test_dashboards.py`` checks that the document holds exactly this text, so the
+``tests/dashboards/test_dashboards.py`` checks that the document holds exactly this text, so the
 queries people read there are the ones Grafana runs.
 """
 
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+
+from dashboards.emptiness import empty_is_healthy, empty_means
+from dashboards.transform import ROW_SUM
 
 BEGIN = "<!-- BEGIN generated panel reference: python -m dashboards.reference -->"
 END = "<!-- END generated panel reference -->"
@@ -33,6 +36,11 @@ def reference(models: Sequence[dict[str, Any]]) -> str:
             kind = panel["type"] + _lines(panel)
             if panel.get("timeFrom"):
                 kind += f"; panel time `{panel['timeFrom']}`"
+            for step in panel.get("transformations") or []:
+                if step.get("id") == ROW_SUM:
+                    kind += f"; each row summed as `{step['options']['alias']}`"
+            if empty_is_healthy(panel):
+                kind += f"; empty: {empty_means(panel)}"
             for target in panel["targets"]:
                 query = target["query"].replace("|", "\\|")
                 out.append(f"| {panel['title']} | {kind} | `{query}` |")

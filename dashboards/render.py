@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
@@ -25,11 +26,16 @@ matplotlib.use("Agg")  # before pyplot is imported: no display here
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 from matplotlib import font_manager
+from matplotlib.transforms import Bbox
+
+from dashboards.emptiness import empty_means
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from dashboards.preview import PanelResult
+    from jiayuan.influx import Series
 
 # The WenQuanYi fonts have only a "Book"/medium weight: matplotlib logs a warning for
 # every text it draws in them, though it draws them correctly.
@@ -49,7 +55,9 @@ CJK_PACKAGE = "fonts-wqy-zenhei"
 ROW_INCHES = 0.32  # one Grafana grid row (30 px)
 WIDTH_INCHES = 22.0
 MAX_LEGEND = 10
-MAX_TABLE_ROWS = 12
+TABLE_FONT_PT = 7
+TABLE_ROW_PT = 11  # one table line: the font and some air
+DPI = 110  # table text (7 pt) legible
 _COLOURS = {"dark-green": "darkgreen", "dark-red": "darkred", "transparent": "none"}
 
 
@@ -93,24 +101,42 @@ def _mapping(panel: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
     return None
 
 
-def _label(series_tags: Mapping[str, str], column: str) -> str:
-    tags = " ".join(series_tags.values())
-    return f"{tags} {column}".strip()
+def series_labels(series: Sequence[Series]) -> list[str]:
+    """A label per value column of every series, in order, each one different.
+
+    The measurement is named when the series come from more than one (a query over every
+    family's measurement); then the group-by tags and the column.  Labels that would still
+    be equal are numbered.
+    """
+    several = len({one.name for one in series}) > 1
+    labels = [
+        " ".join([*([one.name] if several else []), *one.tags.values(), column]).strip()
+        for one in series
+        for column in one.columns
+        if column != "time"
+    ]
+    seen: Counter[str] = Counter()
+    unique = []
+    for label in labels:
+        seen[label] += 1
+        unique.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return unique
 
 
-def _numeric_columns(result: PanelResult) -> list[tuple[Mapping[str, str], str, list[Any]]]:
-    """(tags, column, rows) for every non-time column of every series."""
-    out: list[tuple[Mapping[str, str], str, list[Any]]] = []
-    for series in result.series:
-        for index, column in enumerate(series.columns):
-            if column == "time":
-                continue
-            out.append((series.tags, column, [row[index] for row in series.values]))
-    return out
+def _numeric_columns(result: PanelResult) -> list[tuple[str, list[Any]]]:
+    """(label, values) for every non-time column of every series."""
+    columns = [
+        [row[index] for row in series.values]
+        for series in result.series
+        for index, column in enumerate(series.columns)
+        if column != "time"
+    ]
+    return list(zip(series_labels(result.series), columns, strict=True))
 
 
 def _draw_timeseries(ax: Axes, result: PanelResult, step: bool, zone: dt.tzinfo) -> None:
     lines = 0
+    labels = iter(series_labels(result.series))
     for series in result.series:
         if "time" not in series.columns:
             continue
@@ -119,6 +145,7 @@ def _draw_timeseries(ax: Axes, result: PanelResult, step: bool, zone: dt.tzinfo)
         for index, column in enumerate(series.columns):
             if index == t_index:
                 continue
+            label = next(labels) if column != "time" else column
             points = [
                 (t, row[index])
                 for t, row in zip(times, series.values, strict=True)
@@ -131,7 +158,7 @@ def _draw_timeseries(ax: Axes, result: PanelResult, step: bool, zone: dt.tzinfo)
                 xs,
                 ys,
                 linewidth=1.2,
-                label=_label(series.tags, column),
+                label=label,
                 drawstyle="steps-post" if step else "default",
                 marker="." if len(xs) < 3 else "",
             )
@@ -147,7 +174,7 @@ def _draw_timeseries(ax: Axes, result: PanelResult, step: bool, zone: dt.tzinfo)
 
 def _draw_stat(ax: Axes, result: PanelResult) -> None:
     ax.axis("off")
-    values = [v for _, _, rows in _numeric_columns(result) for v in rows if v is not None]
+    values = [v for _, rows in _numeric_columns(result) for v in rows if v is not None]
     if not values:
         return
     value = values[-1]
@@ -165,11 +192,11 @@ def _draw_stat(ax: Axes, result: PanelResult) -> None:
 
 def _draw_bars(ax: Axes, result: PanelResult) -> None:
     labels, values, colours = [], [], []
-    for tags, column, rows in _numeric_columns(result):
+    for label, rows in _numeric_columns(result):
         last = next((v for v in reversed(rows) if isinstance(v, int | float)), None)
         if last is None:
             continue
-        labels.append(_label(tags, column))
+        labels.append(label)
         values.append(float(last))
         colours.append(_band_colour(result.panel, float(last)))
     if values:
@@ -178,7 +205,9 @@ def _draw_bars(ax: Axes, result: PanelResult) -> None:
     ax.tick_params(labelsize=7)
 
 
-def _draw_table(ax: Axes, result: PanelResult) -> None:
+def _draw_table(ax: Axes, result: PanelResult, zone: dt.tzinfo) -> None:
+    """As many rows as fit the panel at a readable size, from its top; below them, on a
+    line of its own, how many more there are."""
     ax.axis("off")
     rows: list[list[str]] = []
     header: list[str] = []
@@ -186,26 +215,65 @@ def _draw_table(ax: Axes, result: PanelResult) -> None:
         header = [*series.tags, *series.columns]
         for row in series.values:
             cells = [
-                _cell(column, value) for column, value in zip(series.columns, row, strict=True)
+                _cell(result.panel, column, value, zone)
+                for column, value in zip(series.columns, row, strict=True)
             ]
             rows.append([*series.tags.values(), *cells])
     if not rows:
         return
-    shown = rows[:MAX_TABLE_ROWS]
-    table = ax.table(cellText=shown, colLabels=header, loc="upper center", cellLoc="left")
+    figure = ax.get_figure()
+    assert figure is not None
+    height_pt = ax.bbox.height * 72 / figure.dpi
+    lines = max(2, int(height_pt // TABLE_ROW_PT))  # the header and at least one row
+    shown = rows if len(rows) < lines else rows[: lines - 2]  # a line left for the note
+    line = TABLE_ROW_PT / height_pt  # one line in axes coordinates
+    top = (len(shown) + 1) * line
+    table = ax.table(
+        cellText=shown, colLabels=header, cellLoc="left", bbox=Bbox.from_bounds(0, 1 - top, 1, top)
+    )
     table.auto_set_font_size(False)
-    table.set_fontsize(6)
-    if len(rows) > len(shown):
-        ax.text(0, 0, f"… {len(rows) - len(shown)} more rows", fontsize=7,
-                transform=ax.transAxes)  # fmt: skip
+    table.set_fontsize(TABLE_FONT_PT)
+    if len(shown) < len(rows):
+        ax.text(0, 1 - top - line / 2, f"… {len(rows) - len(shown)} more rows",
+                fontsize=TABLE_FONT_PT + 1, va="center", transform=ax.transAxes)  # fmt: skip
 
 
-def _cell(column: str, value: Any) -> str:
+def _field_config(panel: Mapping[str, Any], column: str) -> dict[str, Any]:
+    """The panel's field defaults with its overrides for ``column`` (matched by name)."""
+    config = dict(panel.get("fieldConfig", {}).get("defaults", {}))
+    for override in panel.get("fieldConfig", {}).get("overrides", []):
+        matcher = override.get("matcher", {})
+        if matcher.get("id") == "byName" and matcher.get("options") == column:
+            config.update({p["id"]: p.get("value") for p in override.get("properties", [])})
+    return config
+
+
+def _cell(panel: Mapping[str, Any], column: str, value: Any, zone: dt.tzinfo) -> str:
     if value is None:
         return ""
-    if column == "time" and isinstance(value, int):
-        return dt.datetime.fromtimestamp(value / 1000, dt.UTC).strftime("%m-%d %H:%M:%S UTC")
+    config = _field_config(panel, column)
+    for mapping in config.get("mappings") or []:
+        found = mapping.get("options", {}).get(str(value))
+        if found:
+            return str(found.get("text", value))
+    is_time = column == "time" or str(config.get("unit", "")).startswith("dateTime")
+    if is_time and isinstance(value, int | float) and not isinstance(value, bool):
+        return human_time(int(value), zone)
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def human_time(ms: int, zone: dt.tzinfo) -> str:
+    """Epoch milliseconds as people read them in ``zone``: 2026-03-16 09:04:42."""
+    return dt.datetime.fromtimestamp(ms / 1000, zone).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _span_text(span: tuple[dt.datetime, dt.datetime]) -> str:
+    """``2026-03-16 08:59 → 09:11 (Asia/Shanghai, +08:00)``: the day once if it is one."""
+    start, end = span
+    same_day = start.date() == end.date()
+    finish = end.strftime("%H:%M" if same_day else "%Y-%m-%d %H:%M")
+    offset = start.strftime("%z")
+    return f"{start:%Y-%m-%d %H:%M} → {finish} ({start.tzinfo}, {offset[:3]}:{offset[3:]})"
 
 
 def _draw_geomap(ax: Axes, result: PanelResult) -> None:
@@ -242,7 +310,7 @@ def _draw(ax: Axes, result: PanelResult, span: tuple[dt.datetime, dt.datetime]) 
     elif kind == "bargauge":
         _draw_bars(ax, result)
     elif kind == "table":
-        _draw_table(ax, result)
+        _draw_table(ax, result, span[0].tzinfo or dt.UTC)
     elif kind == "geomap":
         _draw_geomap(ax, result)
 
@@ -256,6 +324,25 @@ def render_dashboard(
     path: Path,
 ) -> None:
     """Write the PNG: every panel at its gridPos, empty ones marked 无数据 No data."""
+    figure = draw_dashboard(model, panels, variables, start_ms, end_ms)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            if cjk_font() is None:  # warned once already, as in draw_dashboard
+                warnings.filterwarnings("ignore", message="Glyph .* missing")
+            figure.savefig(path, dpi=DPI)
+    finally:
+        plt.close(figure)
+
+
+def draw_dashboard(
+    model: Mapping[str, Any],
+    panels: Sequence[PanelResult],
+    variables: Mapping[str, str],
+    start_ms: int,
+    end_ms: int,
+) -> Figure:
+    """The dashboard drawn on one matplotlib figure (the caller saves and closes it)."""
     font = cjk_font()
     zone = ZoneInfo(str(model.get("timezone") or "UTC"))
     span = (
@@ -269,10 +356,9 @@ def render_dashboard(
     with plt.rc_context({"font.family": families}), warnings.catch_warnings():
         if font is None:  # already warned once: not again for every missing glyph
             warnings.filterwarnings("ignore", message="Glyph .* missing")
-        figure = plt.figure(figsize=(WIDTH_INCHES, height))
-        start, end = (moment.isoformat(timespec="minutes") for moment in span)
+        figure = plt.figure(figsize=(WIDTH_INCHES, height), dpi=DPI)
         chosen = ", ".join(f"{k}={v}" for k, v in variables.items()) or "no variables"
-        figure.suptitle(f"{model.get('title')}    [{chosen}]    {start} → {end}", fontsize=13)
+        figure.suptitle(f"{model.get('title')}    [{chosen}]    {_span_text(span)}", fontsize=13)
         total = rows + header_rows
         for result in panels:
             grid = result.panel["gridPos"]
@@ -288,11 +374,14 @@ def render_dashboard(
             )
             ax.set_title(result.title, fontsize=9, loc="left")
             if result.error or result.empty:
+                # Quiet (nothing happened) in grey with the panel's own words; a failure in red.
+                text = result.error[:120] or empty_means(result.panel)
+                colour = "dimgrey" if result.quiet else "red"
                 ax.axis("off")
-                ax.text(0.5, 0.5, result.error[:120] or "无数据 No data", ha="center",
-                        va="center", color="red", transform=ax.transAxes)  # fmt: skip
+                ax.text(0.5, 0.5, text, ha="center", va="center", color=colour,
+                        transform=ax.transAxes)  # fmt: skip
                 continue
             _draw(ax, result, span)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=80)
-        plt.close(figure)
+        # Text is laid out (and fonts chosen) when drawn: draw now, inside the font context.
+        figure.canvas.draw()
+    return figure

@@ -8,7 +8,7 @@ reading leaves the spool only once the broker has acknowledged its message.
 
 When the connection fails, everything in flight is abandoned and the next connection
 starts again from the oldest spooled reading: messages the broker received but did not
-acknowledge are sent again (the gateway drops the duplicate (edge, device, seq)), and each
+acknowledge are sent again (the gateway drops the repeated readings), and each
 device's readings still reach the broker in order, because one TCP connection delivers in
 order and the replay restarts from the oldest.
 """
@@ -30,7 +30,7 @@ from typing import Literal
 import aiomqtt
 import msgspec
 
-from edge.drivers import Driver
+from edge.drivers import BackgroundDriver, Driver
 from edge.spool import Spool
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import EdgeConfig, MqttConfig
@@ -172,6 +172,8 @@ class EdgeAgent:
         self._started = True
         try:
             async with asyncio.TaskGroup() as tasks:
+                if isinstance(self._driver, BackgroundDriver):
+                    tasks.create_task(self._driver.run(stop))
                 tasks.create_task(self._poll_loop(stop))
                 tasks.create_task(self._uplink())
         finally:

@@ -10,7 +10,8 @@ ThingsBoard's IoT gateway).  What that protects against and what it does not:
   already acknowledged and removed may come back and be sent again (the gateway drops
   those duplicates).  Because the per-device sequence numbers are committed in the same
   transactions, they roll back with them, so after a power cut new readings may reuse the
-  seq of readings the gateway has already stored, and it would drop them as duplicates.
+  seq of readings the gateway has already stored; their newer timestamps tell the gateway
+  they are new (it stores them and counts a sequence fault of the device).
   ``synchronous=FULL`` closes that window at the cost of an fsync per transaction.
 * The database never corrupts in either case.
 

@@ -1,1 +1,2 @@
-"""Gateway: MQTT ingest, validation, detection, InfluxDB writer and the HTTP API."""
+"""Gateway: MQTT ingest (``transport``), validation and detection (``detection``), InfluxDB
+writer (``storage``) and the HTTP API."""

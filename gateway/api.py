@@ -11,19 +11,23 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
+import msgspec
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from gateway.anomalies import Anomaly
-from gateway.deadletters import REASON_TITLES, Reason, StoredDeadLetter
 from gateway.metrics import GatewayStats
+from gateway.storage.deadletters import REASON_TITLES, DeadLetterFilter, Reason, StoredDeadLetter
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth, BodyLimit, Caller, Role, current_caller
-from jiayuan.contract import ContractError, parse_topic
+from jiayuan.contract import BATCH, SEGMENT_PATTERN, TOPIC_KINDS, ContractError, parse_topic
 from jiayuan.loopback import is_loopback
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ class ApiSource(Protocol):
 
     def influx_reachable(self) -> bool: ...
 
+    def delivery_health(self) -> dict[str, Any] | None: ...
+
     def anomalies(
         self,
         active: bool | None = None,
@@ -57,7 +63,9 @@ class ApiSource(Protocol):
         limit: int = 100,
     ) -> list[Anomaly]: ...
 
-    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]: ...
+    def dead_letters(
+        self, limit: int = 100, where: DeadLetterFilter | None = None
+    ) -> list[StoredDeadLetter]: ...
 
     def metrics_exposition(self) -> bytes: ...
 
@@ -77,6 +85,31 @@ class StatsOut(BaseModel):
     write_retries: int
     acked: int = Field(description="MQTT messages acknowledged")
     queued: int = Field(description="messages waiting for the processing thread")
+    seq_faults: int = Field(
+        description="readings stored that broke their device's numbering: a sequence "
+        "number back with a newer timestamp (an edge box replaced) or far ahead"
+    )
+    seq_faults_by_device: dict[str, int] = Field(
+        description="sequence faults per 'edge/device', of the devices with the most"
+    )
+
+
+class DestinationOut(BaseModel):
+    channel: str = Field(description="workorder, email or manager_webhook")
+    destination: str = Field(description="URL or mail server, without credentials")
+    problem: str = Field(description="why it cannot deliver (中文在前); empty when it can")
+
+
+class DeliveryOut(BaseModel):
+    status: Literal["ok", "degraded"] = Field(
+        description="degraded while a channel cannot deliver (e.g. no [alerts] opscentre_url) "
+        "or messages are parked"
+    )
+    status_zh: str
+    problems: list[str] = Field(description="中文在前，英文在后 Chinese first, English beside it")
+    destinations: list[DestinationOut]
+    outbox: dict[str, int] = Field(description="messages per state: pending, delivered, parked")
+    parked_by_channel: dict[str, int]
 
 
 class HealthOut(BaseModel):
@@ -92,6 +125,11 @@ class HealthOut(BaseModel):
     influx_reachable: bool
     uptime_s: float
     counters: StatsOut
+    delivery: DeliveryOut | None = Field(
+        None,
+        description="alert messages (work orders, notifications): where they go, what is "
+        "parked; its own status, not part of the gateway's (null with alerts disabled)",
+    )
 
 
 class AnomalyOut(BaseModel):
@@ -184,6 +222,68 @@ def dead_letter_out(letter: StoredDeadLetter) -> DeadLetterOut:
     )
 
 
+def _epoch_ms(name: str, when: datetime | None) -> int | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        # Naive times are ambiguous here: the header says +08:00, the server runs in UTC.
+        raise _bad_value(name, "give a time zone, e.g. 2026-12-07T08:00:00+08:00 or ...Z")
+    return round(when.timestamp() * 1000)
+
+
+def _bad_value(name: str, message: str) -> HTTPException:
+    return HTTPException(
+        422,
+        detail=[{"loc": ["query", name], "msg": message, "type": "value_error"}],
+    )
+
+
+def _at(letter: StoredDeadLetter, kind: str | None, estate: str | None) -> bool:
+    """Whether the dead letter's topic names this kind and estate (None: any)."""
+    try:
+        topic = parse_topic(letter.topic)
+    except ContractError:
+        return False  # no place, so not at any
+    if estate is not None and topic.estate != estate:
+        return False
+    if kind is None:
+        return True
+    if topic.kind == BATCH:
+        # One bad reading from an edge's batch is stored on its own: its kind says more.
+        try:
+            reading = msgspec.json.decode(letter.payload)
+        except msgspec.DecodeError:
+            reading = None
+        if isinstance(reading, dict) and isinstance(reading.get("kind"), str):
+            return bool(reading["kind"] == kind)
+    return topic.kind == kind
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the route does not take is refused (400), not ignored: a misspelt
+    filter would otherwise answer with everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no query parameters"
+        raise HTTPException(
+            400,
+            detail=f"unknown query parameter(s) {', '.join(map(repr, unknown))}; "
+            f"{route.path} takes: {takes}",
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
 def _in_reach(caller: Caller, topic: str) -> bool:
     """A dead letter's place comes from its topic; one with no valid place is nobody's."""
     if caller.everywhere:
@@ -204,12 +304,15 @@ def create_app(
     and the operations centre's callback; None serves without tokens (loopback only).
     """
     policy = auth if auth is not None else ApiAuth.off()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from the app itself: operations-centre
+    # intranets reach no CDN.
+    app = FastAPIOffline(
         title="家园网关 Jiayuan gateway",
         description="物联网安全监测网关：健康状态、异常、死信与指标。"
         " IoT safety-monitoring gateway: health, anomalies, dead letters and metrics.",
-        # Every route, including the routers' below, needs a caller (see PUBLIC_PATHS).
-        dependencies=[Depends(current_caller)],
+        # Every route, including the routers' below, needs a caller (see PUBLIC_PATHS) and
+        # takes only the query parameters it declares.
+        dependencies=[Depends(current_caller), Depends(refuse_unknown_query)],
     )
     app.state.api_auth = policy
     app.add_middleware(BodyLimit, max_bytes=policy.max_body_bytes)
@@ -220,6 +323,7 @@ def create_app(
         unstable = source.mqtt_unstable
         ok = mqtt_ok and influx_ok and not unstable
         stats = source.stats
+        delivery = source.delivery_health()
         return HealthOut(
             status="ok" if ok else "degraded",
             status_zh="正常" if ok else "降级",
@@ -228,6 +332,7 @@ def create_app(
             influx_reachable=influx_ok,
             uptime_s=source.uptime_s,
             counters=StatsOut.model_validate(stats, from_attributes=True),
+            delivery=None if delivery is None else DeliveryOut.model_validate(delivery),
         )
 
     @app.get(
@@ -255,12 +360,46 @@ def create_app(
     )
     def dead_letters(
         caller: Annotated[Caller, Depends(current_caller)],
+        reason: Annotated[
+            list[Reason] | None, Query(description="only these reasons (repeat for several)")
+        ] = None,
+        kind: Annotated[
+            str | None,
+            Query(
+                description="family from the topic, e.g. lift; a bad reading from an edge's "
+                "batch counts under its own kind"
+            ),
+        ] = None,
+        estate: Annotated[
+            str | None,
+            Query(description="estate id from the topic", pattern=f"^{SEGMENT_PATTERN}$"),
+        ] = None,
+        since: Annotated[
+            datetime | None,
+            Query(description="received at or after: ISO 8601 with a time zone, or epoch ms"),
+        ] = None,
+        until: Annotated[
+            datetime | None,
+            Query(description="received at or before: ISO 8601 with a time zone, or epoch ms"),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[DeadLetterOut]:
         # Raw payloads of any estate: the operations centre's, for the streets it reaches.
         caller.require_role([Role.OPS_CENTRE], "dead letters")
-        scan = limit if caller.everywhere else REACH_SCAN_LIMIT
-        found = [d for d in source.dead_letters(scan) if _in_reach(caller, d.topic)]
+        if kind is not None and kind not in TOPIC_KINDS:
+            raise _bad_value("kind", f"{kind!r} is not one of {', '.join(sorted(TOPIC_KINDS))}")
+        where = DeadLetterFilter(
+            frozenset(r.value for r in reason or ()),
+            _epoch_ms("since", since),
+            _epoch_ms("until", until),
+        )
+        since_ms, until_ms = where.since_ms, where.until_ms
+        if since_ms is not None and until_ms is not None and until_ms < since_ms:
+            raise _bad_value("until", "is before since")
+        by_place = not caller.everywhere or kind is not None or estate is not None
+        found = source.dead_letters(REACH_SCAN_LIMIT if by_place else limit, where)
+        if by_place:
+            found = [d for d in found if _in_reach(caller, d.topic) and _at(d, kind, estate)]
         return [dead_letter_out(letter) for letter in found[:limit]]
 
     @app.get("/metrics", summary="Prometheus 指标 Prometheus metrics", response_class=Response)

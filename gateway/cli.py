@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import signal
+import socket
 import threading
 from dataclasses import replace
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit
 
+from gateway.detection.restart_memory import CLEAN_STOP_KEEPS, CRASH_KEEPS
 from jiayuan.cli_support import add_log_level, print_usage, setup_logging
-from jiayuan.config import Config, ConfigError, load
+from jiayuan.config import BUILT_IN, Config, ConfigError, load
+from jiayuan.state import SERVICES_FILE, SNAPSHOT_FILE
 
 READY_WAIT_S = 10.0
 
@@ -28,10 +32,10 @@ def add_parser(subparsers: Any) -> None:
         "run",
         help="run until interrupted (SIGINT or SIGTERM)",
         description="Run the gateway in the foreground until SIGINT or SIGTERM, then flush, "
-        "acknowledge and disconnect cleanly, and save the detection state (open anomalies, "
-        "rule holds, statistical baselines) to detector_state.sqlite in the state directory "
-        "for the next start; a start without one reads devices and open offline anomalies "
-        "back from InfluxDB (docs/architecture.md).",
+        "acknowledge and disconnect cleanly, and save the detection state "
+        f"({CLEAN_STOP_KEEPS}) to {SNAPSHOT_FILE} in the state directory for the next "
+        f"start; a start without one reads the {CRASH_KEEPS} back from InfluxDB "
+        "(docs/architecture.md).",
     )
     run.add_argument(
         "--streets",
@@ -62,7 +66,7 @@ def add_parser(subparsers: Any) -> None:
 
 def with_overrides(config: Config, streets: str | None, client_id: str | None) -> Config:
     """The configuration with the command line's --streets and --client-id, checked."""
-    from gateway.ingest import owned_streets
+    from gateway.transport.ingest import owned_streets
 
     mqtt = config.mqtt
     if streets is not None:
@@ -73,6 +77,34 @@ def with_overrides(config: Config, streets: str | None, client_id: str | None) -
         mqtt = replace(mqtt, gateway_client_id=client_id)
     owned_streets(mqtt.street_filter)  # a bad filter stops the start with its reason
     return replace(config, mqtt=mqtt)
+
+
+def unconfigured_and_silent(config: Config) -> list[str]:
+    """The URLs of the servers that nobody configured or started and that nothing answers
+    at their built-in address: waiting for those would be waiting for ever."""
+    influx = urlsplit(config.influx.url)
+    addresses = {
+        "mqtt.url": (config.mqtt.url, config.mqtt.host, config.mqtt.port),
+        "influx.url": (config.influx.url, influx.hostname or "127.0.0.1", influx.port or 8086),
+    }
+    silent = []
+    for key, (url, host, port) in addresses.items():
+        if config.origins.get(key) != BUILT_IN:
+            continue  # configured: if it is down, the gateway waits for it and says so
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+        except OSError:
+            silent.append(url)
+    return silent
+
+
+def no_servers_message(config: Config, silent: list[str]) -> str:
+    return (
+        f"没有服务器 no servers: nothing configured and nothing answers at {', '.join(silent)} "
+        f"(the built-in defaults). Start private ones with 'jiayuan services up' (every "
+        f"command finds them in {config.state.path / SERVICES_FILE}), or name yours: "
+        "[mqtt] url / $JIAYUAN_MQTT_URL, [influx] url / $JIAYUAN_INFLUX_URL."
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,6 +123,11 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"配置错误 configuration error: {error}")
         return 2
+    silent = unconfigured_and_silent(config)
+    if silent:
+        print(no_servers_message(config, silent), flush=True)
+        return 2
+    print(f"网关启动中 gateway starting: {config.servers_text()}", flush=True)
     if plan:
         return run_workers(plan, getattr(args, "config", None), args.log_level)
     stop = threading.Event()
@@ -116,9 +153,9 @@ def _run(args: argparse.Namespace) -> int:
                 if ready
                 else "网关等待 MQTT gateway waiting for the broker"
             )
-            + f": MQTT {config.mqtt.url} as "
+            + f": MQTT {config.mqtt.url} ({config.origin_of('mqtt.url')}) as "
             f"{config.mqtt.gateway_client_id!r} (filter {gateway.ingest.topic_filter}), "
-            f"InfluxDB {config.influx.url}, "
+            f"InfluxDB {config.influx.url} ({config.origin_of('influx.url')}), "
             f"API {gateway.api_url} (/health /anomalies /dead-letters /metrics /docs)",
             flush=True,
         )
@@ -134,4 +171,6 @@ def _run(args: argparse.Namespace) -> int:
         f"{stats.duplicates} duplicates, {stats.dead_letters} dead letters",
         flush=True,
     )
+    for line in gateway.leftover().describe():
+        print(line, flush=True)
     return 0

@@ -4,10 +4,9 @@ The hot path makes and drops several container objects per reading (decoded read
 their value dicts, places, pending lines, batch tuples), so at CPython's default first
 threshold (700 allocations) a generation-0 collection runs every few dozen readings and
 the older generations, which hold the per-device detection state, are swept far more often
-than anything in them could become garbage.  ``bench/README.md`` (fourth round,
-"Collector thresholds") measured the default costing about an eighth of the pipeline's
-time.  Reference counting still frees everything at once; only reference cycles wait a
-little longer.
+than anything in them could become garbage: a visible share of the pipeline's time at the
+default (``bench/pipeline.py`` shows it).  Reference counting still frees everything at
+once; only reference cycles wait a little longer.
 """
 
 from __future__ import annotations

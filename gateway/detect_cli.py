@@ -1,18 +1,5 @@
-"""``jiayuan detect``: score a CSV with the gateway's statistical detectors.
-
-By default the file is one univariate series (``timestamp,value``), scored as a stream
-(each row sees only the rows before it).  With ``--columns a,b,c`` the named columns are
-one site's signals, judged together by the site model (gateway/site_model.py), learned
-from ``--train FILE`` (healthy operation) or else from the file's first ``--learn-rows``
-rows; ``contributors`` names the signals behind each anomalous row.
-
-Every column passes through; ``anomaly_score`` in [0, 1] is appended, ≥ 0.5 exactly on
-the rows the gateway would hold an anomaly open for, and below that ordered by surprise;
-``explanation`` says, on those rows, what the value usually is (at that hour of a weekday
-or weekend day, where the series follows the clock).
-A row that cannot be read stops the command with its file, line and column: dropping it
-silently would shift every score after it.
-"""
+"""``jiayuan detect``: the statistical detectors on a CSV file; what it does is said once,
+in ``DESCRIPTION`` (its ``--help``)."""
 
 from __future__ import annotations
 
@@ -26,6 +13,21 @@ from typing import Any
 SCORE_COLUMN = "anomaly_score"
 CONTRIBUTORS_COLUMN = "contributors"
 EXPLANATION_COLUMN = "explanation"
+DESCRIPTION = f"""\
+jiayuan detect: score a CSV with the gateway's statistical detectors.
+
+By default the file is one univariate series (timestamp,value), scored as a stream (each
+row sees only the rows before it). With --columns a,b,c the named columns are one site's
+signals, judged together by the site model, learned from --train FILE (healthy operation)
+or else from the file's first --learn-rows rows; {CONTRIBUTORS_COLUMN} names the signals
+behind each anomalous row.
+
+Every column passes through; {SCORE_COLUMN} in [0, 1] is appended, at least 0.5 exactly on
+the rows the gateway would hold an anomaly open for, and below that ordered by surprise;
+{EXPLANATION_COLUMN} says, on those rows, what the value usually is (at that hour of a
+weekday or weekend day, where the series follows the clock). A row that cannot be read
+stops the command with its file, line and column: dropping it silently would shift every
+score after it."""
 # Width of the seasonal profile's slots of the day (gateway/seasonal.py).
 SLOT_MINUTES = 5
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
@@ -36,11 +38,21 @@ class CsvError(ValueError):
     pass
 
 
+def _check_header(path: str, header: list[str], rest: Any) -> None:
+    """An empty file is called empty, not a file without the expected columns."""
+    if any(name.strip() for name in header):
+        return
+    if not any(line.strip() for line in rest):
+        raise CsvError(f"{path}: empty file (no header line)")
+    raise CsvError(f"{path}: line 1: blank where the header belongs")
+
+
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "detect",
-        help="score a timestamp,value CSV with the statistical detectors",
-        description=__doc__,
+        help="score a timestamp,value CSV (or --columns of one site) with the statistical "
+        "detectors",
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--csv", required=True, metavar="IN.csv", help="input CSV with a header")
@@ -103,15 +115,17 @@ def parse_timestamp(text: str) -> int:
 def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     import numpy as np
 
-    from gateway import seasonal
-    from gateway.explain import explain
-    from gateway.stat_params import ALL_BITS, BIT, STUCK
-    from gateway.stat_series import STATE_DTYPE
-    from gateway.statistical import StatCore
+    from gateway.detection.statistics import seasonal
+    from gateway.detection.statistics.detectors import StatCore
+    from gateway.detection.statistics.explain import explain
+    from gateway.detection.statistics.parameters import ALL_BITS, BIT, STUCK
+    from gateway.detection.statistics.series import STATE_DTYPE
 
-    with open(path, newline="", encoding="utf-8") as handle:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
         header = next(reader, [])
+        _check_header(path, header, handle)
         for name in (ts_column, column):
             if name not in header:
                 raise CsvError(f"{path}: line 1: no column {name!r} (columns: {header})")
@@ -188,9 +202,10 @@ def read_columns(path: str, names: list[str]) -> tuple[list[str], list[dict[str,
     """Header, rows and the named columns as a rows × columns float array."""
     import numpy as np
 
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
+        _check_header(path, header, handle)
         missing = [name for name in names if name not in header]
         if missing:
             raise CsvError(f"{path}: line 1: no column {missing[0]!r} (columns: {header})")
@@ -219,7 +234,7 @@ def read_columns(path: str, names: list[str]) -> tuple[list[str], list[dict[str,
 def score_site_file(
     path: str, out: str, names: list[str], train: str | None, learn_rows: int
 ) -> int:
-    from gateway.site_model import SiteModel
+    from gateway.detection.statistics.site_model import SiteModel
 
     if len(names) < 2:
         raise CsvError("--columns needs at least two columns (one series: --column)")

@@ -4,12 +4,11 @@ Every batch allocates and frees many blocks too large for Python's small-object 
 message payloads, decoded readings, line-protocol text, HTTP bodies.  glibc's malloc keeps
 the freed pages inside its heaps, and between the long-lived per-device objects they are
 rarely at the top, where it would give them back on its own.  So a gateway's resident
-memory grows far past what it holds: ``bench/throughput.py --memory-devices 100000``
-measured 2,560-3,090 B a device resident against 1,081 B of live objects
-(bench/README.md, "Gateway memory").  ``malloc_trim(0)`` returns every whole free page;
-here it runs on a timer of its own thread.  ctypes releases the GIL for the call, and it
-took at most 15 ms on a 300 MiB heap.  Where the C library is not glibc, trimming is a
-no-op.
+memory grows far past what it holds, to more than twice its live objects without
+trimming (``bench/throughput.py --memory-devices 100000``; figures in bench/README.md).
+``malloc_trim(0)`` returns every whole free page; here it runs on a timer of its own
+thread.  ctypes releases the GIL for the call, which is short next to the interval.
+Where the C library is not glibc, trimming is a no-op.
 """
 
 from __future__ import annotations

@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from gateway.deadletters import Reason
+from gateway.storage.deadletters import Reason
+from gateway.transport.dedup import FAULT_NAMES
+
+# How many devices' sequence faults the stats name (a district-wide fault would otherwise
+# put every device into each /health answer).
+SEQ_FAULT_DEVICES_SHOWN = 100
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,11 @@ class GatewayStats:
     acked: int = 0
     queued: int = 0
     detection_failures: int = 0
+    seq_faults: int = (
+        0  # new readings that broke their device's numbering (gateway.transport.dedup)
+    )
+    # Per "edge/device", of the devices with the most (SEQ_FAULT_DEVICES_SHOWN).
+    seq_faults_by_device: dict[str, int] = field(default_factory=dict)
 
 
 class GatewayMetrics:
@@ -40,6 +50,7 @@ class GatewayMetrics:
         self._counts: Tally[str] = Tally()
         self._dead: Tally[str] = Tally()
         self._opened: Tally[str] = Tally()
+        self._seq_faults: Tally[str] = Tally()  # by "edge/device"
         r = self.registry
         self._messages = Counter("jiayuan_gateway_messages", "MQTT messages received", registry=r)
         self._received = Counter(
@@ -50,7 +61,7 @@ class GatewayMetrics:
         )
         self._duplicates = Counter(
             "jiayuan_gateway_duplicates",
-            "Readings dropped as already seen (edge, device, seq)",
+            "Readings dropped as already seen (edge, device, seq and timestamp)",
             registry=r,
         )
         self._dead_letters = Counter(
@@ -76,6 +87,18 @@ class GatewayMetrics:
             "Batches whose readings were stored but not judged: a detector bug (see the log)",
             registry=r,
         )
+        self._seq_fault_kinds = Counter(
+            "jiayuan_gateway_seq_faults",
+            "Readings stored that broke their device's numbering: reset (seq back with a "
+            "newer timestamp) or jump (seq further ahead than time has passed)",
+            ["kind"],
+            registry=r,
+        )
+        self._seq_fault_devices = Gauge(
+            "jiayuan_gateway_seq_fault_devices",
+            "Devices with at least one sequence fault since the start (/health names them)",
+            registry=r,
+        )
         self.open_anomalies = Gauge(
             "jiayuan_gateway_anomalies_open", "Anomalies open now", registry=r
         )
@@ -92,6 +115,8 @@ class GatewayMetrics:
         )
         for reason in Reason:
             self._dead_letters.labels(reason.value)
+        for fault in FAULT_NAMES.values():
+            self._seq_fault_kinds.labels(fault)
 
     def _add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -113,6 +138,19 @@ class GatewayMetrics:
     def duplicate(self) -> None:
         self._duplicates.inc()
         self._add("duplicates")
+
+    def seq_fault(self, edge: str, device: str, fault: str) -> bool:
+        """Count a device's sequence fault; True when it is the device's first."""
+        self._seq_fault_kinds.labels(fault).inc()
+        with self._lock:
+            key = f"{edge}/{device}"
+            first = key not in self._seq_faults
+            self._seq_faults[key] += 1
+            self._counts["seq_faults"] += 1
+            devices = len(self._seq_faults)
+        if first:
+            self._seq_fault_devices.set(devices)
+        return first
 
     def dead_letter(self, reason: Reason) -> None:
         self._dead_letters.labels(reason.value).inc()
@@ -165,13 +203,15 @@ class GatewayMetrics:
                 acked=counts.get("acked", 0),
                 queued=queued,
                 detection_failures=counts.get("detection_failures", 0),
+                seq_faults=counts.get("seq_faults", 0),
+                seq_faults_by_device=dict(self._seq_faults.most_common(SEQ_FAULT_DEVICES_SHOWN)),
             )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
 
-# --- InfluxDB disk spool (gateway/influx_spool.py) --------------------------------------------
+# --- InfluxDB disk spool (gateway/storage/spool.py) --------------------------------------------
 # Kept apart from GatewayMetrics: the processor registers these on the gateway's registry.
 
 

@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from gateway.anomalies import OPEN, Anomaly
-from gateway.deadletters import DeadLetter, Reason
-from gateway.dedup import SeqWindow
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
-from gateway.points import anomaly_line, edge_status_line, telemetry_line
-from gateway.rules import Place
-from gateway.rules.base import EstateNames, estate_names
+from gateway.storage.deadletters import DeadLetter, Reason
+from gateway.storage.points import anomaly_line, edge_status_line, telemetry_line
+from gateway.transport.dedup import DUPLICATE, FAULT_MEANINGS, FAULT_NAMES, NEW, SeqWindow
+from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.config import GatewayConfig
 from jiayuan.contract import (
     BATCH,
@@ -34,6 +32,7 @@ from jiayuan.contract import (
     STATUS_CHANNEL,
     Channel,
     ContractError,
+    EdgeStatus,
     Reading,
     TimeWindow,
     Topic,
@@ -42,6 +41,7 @@ from jiayuan.contract import (
     decode_status,
     parse_topic,
 )
+from jiayuan.places import EstateNames, Place, estate_names
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class Pending(msgspec.Struct, gc=False):
 
     line: str
     topic: str
-    origin: Reading | Anomaly | bytes  # encoded only if it must be dead-lettered
+    origin: Reading | Anomaly | EdgeStatus | bytes  # encoded only if it must be dead-lettered
     received_ms: int
     is_reading: bool
 
@@ -190,9 +190,12 @@ class Pipeline:
                     batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
                 )
                 continue
-            if not self.seen.first_time(envelope.edge, reading.device, reading.seq):
-                self.metrics.duplicate()
-                continue
+            verdict = self.seen.offer(envelope.edge, reading.device, reading.seq, reading.ts)
+            if verdict != NEW:
+                if verdict == DUPLICATE:
+                    self.metrics.duplicate()
+                    continue
+                self._seq_fault(envelope.edge, reading, verdict)
             place = places.get(reading.device)
             # key[3], not the property .kind: this runs once a reading.
             if place is None or place.building != reading.building or place.key[3] != reading.kind:
@@ -207,6 +210,22 @@ class Pipeline:
                 )
             )
             accepted.append((place, reading, message.received_ms))
+
+    def _seq_fault(self, edge: str, reading: Reading, verdict: int) -> None:
+        """Count a reading that breaks its device's numbering (it is stored all the same);
+        the device's first is logged, the rest only counted."""
+        fault = FAULT_NAMES[verdict]
+        if self.metrics.seq_fault(edge, reading.device, fault):
+            log.warning(
+                "设备序号异常 sequence fault of device %s on edge %s: %s (seq %d, ts %d); the "
+                "reading is stored, and the device's further faults are counted in /health "
+                "(counters.seq_faults_by_device) and /metrics, not logged",
+                reading.device,
+                edge,
+                FAULT_MEANINGS[fault],
+                reading.seq,
+                reading.ts,
+            )
 
     def _new_place(self, places: dict[str, Place], estate: EstateNames, reading: Reading) -> Place:
         """The reading's Place, remembered for the device's next readings (a device
@@ -252,7 +271,7 @@ class Pipeline:
             Pending(
                 edge_status_line(topic, status),
                 message.topic,
-                message.payload,
+                status,  # the alert engine hears of it (an estate's uplink down)
                 message.received_ms,
                 False,
             )

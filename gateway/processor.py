@@ -33,20 +33,22 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway.anomalies import Anomaly
-from gateway.deadletters import DeadLetter, DeadLetterStore, Reason
-from gateway.inbox import Inbox
-from gateway.influx_spool import SPOOL_FILE, InfluxSpool
 from gateway.metrics import GatewayMetrics, SpoolMetrics
 from gateway.pipeline import Batch, Message, Pending, Pipeline
-from gateway.writer import BatchWriter, GaveUp, SpoolingWriter
+from gateway.storage.deadletters import DeadLetter, DeadLetterStore, Reason
+from gateway.storage.spool import InfluxSpool
+from gateway.storage.writer import BatchWriter, GaveUp, SpoolingWriter
+from gateway.transport.inbox import Inbox
+from jiayuan.anomaly import Anomaly
 from jiayuan.config import GatewayConfig
+from jiayuan.contract import EdgeStatus, Topic, parse_topic
+from jiayuan.state import SPOOL_FILE
 
 log = logging.getLogger(__name__)
 
 QUIET_S = 0.02
 # Keeping up and with nothing being written, a batch closes once it is this old
-# (bench/README.md: group commit, measured).
+# (chosen on the latency at half the peak, bench/throughput.py).
 GROUP_COMMIT_MIN_S = 0.02
 TICK_S = 1.0
 # How often an idle commit thread looks whether the gateway gave up (the processing thread
@@ -67,9 +69,13 @@ class Processor:
         metrics: GatewayMetrics,
         give_up: threading.Event,
         on_anomalies: Callable[[Sequence[Anomaly]], None] | None = None,
+        on_edge_status: Callable[[Sequence[tuple[Topic, EdgeStatus]]], None] | None = None,
     ) -> None:
+        """``on_anomalies`` / ``on_edge_status``: the alert side, told of each batch's
+        anomalies and edge agents' status messages before the batch is acknowledged."""
         self.config = config
         self._on_anomalies = on_anomalies
+        self._on_edge_status = on_edge_status
         self.inbox = inbox
         self.pipeline = pipeline
         self.writer = writer
@@ -273,6 +279,18 @@ class Processor:
         anomaly as the same alert), never an anomaly that no alert heard of.  A failing
         listener is logged, not retried: the anomaly is already durable (InfluxDB or spool).
         """
+        if self._on_edge_status is not None:
+            # First: the devices' offline alerts of a batch join their edge's estate alert.
+            statuses = [
+                (parse_topic(p.topic), p.origin)
+                for p in batch.lines
+                if isinstance(p.origin, EdgeStatus)
+            ]
+            if statuses:
+                try:
+                    self._on_edge_status(statuses)
+                except Exception:
+                    log.exception("the alert engine failed on %d edge statuses", len(statuses))
         if self._on_anomalies is None:
             return
         anomalies = [p.origin for p in batch.lines if isinstance(p.origin, Anomaly)]

@@ -12,33 +12,37 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from gateway.anomalies import Anomaly
 from gateway.api import ApiServer, create_app
+from gateway.census import DeviceCensus
 from gateway.collector import tune_collector
-from gateway.deadletters import DeadLetterStore, StoredDeadLetter
-from gateway.detection import Detector
+from gateway.detection.detector import Detector
+from gateway.detection.resume import resume_detector
+from gateway.detection.snapshot import Restored, save, take_back
 from gateway.heap import HeapTrimmer
-from gateway.inbox import Inbox
-from gateway.ingest import ALL_STREETS, MqttIngest
+from gateway.leftover import Leftover
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Pipeline, wall_ms
 from gateway.processor import Processor
-from gateway.resume import resume_detector
-from gateway.snapshot import SNAPSHOT_FILE, Restored, save, take_back
-from gateway.writer import BatchWriter
+from gateway.storage.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
+from gateway.storage.writer import BatchWriter
+from gateway.throughput_log import ThroughputLog
+from gateway.transport.inbox import Inbox
+from gateway.transport.ingest import ALL_STREETS, MqttIngest
 from jiayuan import compiled
+from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+from jiayuan.state import DEAD_LETTER_FILE, SNAPSHOT_FILE
 
 if TYPE_CHECKING:
     from alerts.service import AlertService
+    from score.service import ScoreService
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_FILE = "dead_letters.sqlite"
 HEALTH_PING_TIMEOUT_S = 2.0
 
 
@@ -66,11 +70,21 @@ class Gateway:
         # Imported here: the alert side pulls in the registry, score and dispatch modules,
         # which a gateway run with alerts disabled does not need.
         self.alerts: AlertService | None = None
+        self.score: ScoreService | None = None
         if config.alerts.enabled:
             from alerts.service import AlertService
+            from score.service import ScoreService
 
             streets = self.ingest.streets
-            self.alerts = AlertService(config, streets=None if ALL_STREETS in streets else streets)
+            owned = None if ALL_STREETS in streets else streets
+            self.alerts = AlertService(
+                config, streets=owned, population=DeviceCensus(self.detector.offline.places)
+            )
+            self.score = ScoreService(
+                config, self.alerts.store, self.alerts.registry, self.alerts.clock, owned
+            )
+            self.alerts.timers.append(self.score.tick)
+            self.metrics.registry.register(self.alerts.outbox_collector())
         self.processor = Processor(
             config.gateway,
             self._inbox,
@@ -81,10 +95,13 @@ class Gateway:
             self.metrics,
             self._give_up,
             on_anomalies=self.alerts.on_anomalies if self.alerts is not None else None,
+            on_edge_status=self.alerts.on_edge_status if self.alerts is not None else None,
         )
         self.api: ApiServer | None = None
         if serve_api:
             routers = self.alerts.routers() if self.alerts is not None else []
+            if self.score is not None:
+                routers.append(self.score.router())
             # Who may call what (docs/security_api.md); a broken tokens file stops the start.
             auth = ApiAuth.from_config(
                 config.api,
@@ -94,8 +111,10 @@ class Gateway:
             self.api = ApiServer(
                 create_app(self, routers, auth), config.gateway.api_host, config.gateway.api_port
             )
+        self.throughput_log = ThroughputLog(lambda: self.stats)
         self._started_at: float | None = None
         self._stopped = False
+        self._outbox_left: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -117,7 +136,7 @@ class Gateway:
             self._influx.ensure_database()
             if restored is None:
                 resume_detector(self.detector, self._influx, wall_ms(), self.ingest.streets)
-        except Exception as error:  # retried before the first write
+        except Exception as error:  # the writer creates the database if still missing
             log.warning(
                 "InfluxDB not ready at start (%s); will retry%s",
                 error,
@@ -134,6 +153,7 @@ class Gateway:
         self.ingest.start()
         if self.heap_trimmer is not None:
             self.heap_trimmer.start()
+        self.throughput_log.start()
 
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         """Until the broker connection is up and the subscription is in place."""
@@ -163,6 +183,7 @@ class Gateway:
             return
         self._stopped = True
         if self._started_at is not None:
+            self.throughput_log.stop()
             self.processor.stop(timeout_s)
             self.ingest.stop()
             if self.processor.settled:
@@ -174,10 +195,40 @@ class Gateway:
             if self.heap_trimmer is not None:
                 self.heap_trimmer.stop()
         if self.alerts is not None:
+            self._outbox_left = self._outbox_waiting(self.alerts)
             self.alerts.stop()
+        if self.score is not None:
+            self.score.close()
         self._influx.close()
         self._influx_health.close()
         self.dead_letter_store.close()
+
+    def leftover(self) -> Leftover:
+        """What waits for the next start (after ``stop``): spooled batches, messages the
+        broker keeps, alert messages not delivered."""
+        spool = self.processor.handoff.spool
+        stats = self.stats
+        return Leftover(
+            spool_path=spool.path,
+            spooled_batches=spool.batches,
+            spooled_lines=spool.lines,
+            spooled_bytes=spool.bytes_stored,
+            # Received but never acknowledged, and never taken from the inbox at all.
+            unacknowledged=max(0, stats.messages - stats.acked) + stats.queued,
+            outbox=dict(self._outbox_left),
+            outbox_path=self.alerts.dispatcher.outbox.path if self.alerts is not None else None,
+        )
+
+    @staticmethod
+    def _outbox_waiting(alerts: AlertService) -> dict[str, int]:
+        from alerts.outbox import MessageState
+
+        try:
+            counts = alerts.dispatcher.outbox.counts()
+        except sqlite3.Error as error:
+            log.warning("cannot count the alert outbox at stop: %s", error)
+            return {}
+        return {s: n for s, n in counts.items() if s != MessageState.DELIVERED.value}
 
     def _take_back_snapshot(self) -> Restored | None:
         path, seen, streets = self._snapshot_path, self.pipeline.seen, self.ingest.streets
@@ -240,7 +291,8 @@ class Gateway:
 
     @property
     def mqtt_unstable(self) -> bool:
-        """The broker keeps closing the connection soon after making it (gateway.mqtt_flaps)."""
+        """The broker keeps closing the connection soon after making it
+        (gateway.transport.mqtt_flaps)."""
         return self.ingest.unstable
 
     @property
@@ -249,6 +301,10 @@ class Gateway:
 
     def influx_reachable(self) -> bool:
         return self._influx_health.ping()
+
+    def delivery_health(self) -> dict[str, Any] | None:
+        """Where alert messages go and what is stuck; None with alerts disabled."""
+        return self.alerts.delivery_health().as_dict() if self.alerts is not None else None
 
     def anomalies(
         self,
@@ -260,8 +316,10 @@ class Gateway:
         """Open anomalies and recently closed ones, newest first."""
         return self.detector.book.list(active, kind, estate, limit)
 
-    def dead_letters(self, limit: int = 100) -> list[StoredDeadLetter]:
-        return self.dead_letter_store.recent(limit)
+    def dead_letters(
+        self, limit: int = 100, where: DeadLetterFilter | None = None
+    ) -> list[StoredDeadLetter]:
+        return self.dead_letter_store.recent(limit, where)
 
     def metrics_exposition(self) -> bytes:
         self.metrics.queue_depth.set(self._inbox.qsize())

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from gateway.ingest import ALL_STREETS, owned_streets
+from gateway.transport.ingest import ALL_STREETS, owned_streets
 from jiayuan.config import Config, ConfigError
 from jiayuan.registry.store import registry_path
 
@@ -97,7 +97,7 @@ def plan_workers(config: Config, workers: int) -> list[Worker]:
 def worker_command(
     worker: Worker, config_file: str | None, log_level: str, supervisor_pid: int
 ) -> list[str]:
-    command = [sys.executable, "-m", "jiayuan.cli"]
+    command = [sys.executable, "-m", "tools.cli"]
     if config_file:
         command += ["--config", config_file]
     streets, client_id = worker.street_filter, worker.client_id

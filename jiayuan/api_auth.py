@@ -35,7 +35,6 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from alerts.callback import CALLBACK_PATH
 from jiayuan.loopback import is_loopback
 
 log = logging.getLogger(__name__)
@@ -43,9 +42,17 @@ log = logging.getLogger(__name__)
 EVERYWHERE = "*"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 # Open without a token: liveness for probes, and the API's own description (no data).
-PUBLIC_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-# The operations centre's callback checks its own bearer token and HMAC signature.
+# The operations board's page is public too: it holds no data and reads the API with the
+# caller's token.
+PUBLIC_PATHS = frozenset(
+    {"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/board"}
+)
+# The operations centre's callback (alerts.callback) checks its own bearer token and HMAC
+# signature.
+CALLBACK_PATH = "/opscentre/callback"
 SEPARATELY_AUTHENTICATED = frozenset({CALLBACK_PATH})
+# Alert pages for phones: each request carries its own signed link (alerts/mobile.py).
+LINK_AUTHENTICATED_PREFIX = "/m/"
 
 
 class Role(StrEnum):
@@ -150,6 +157,11 @@ def load_tokens(path: str | Path) -> dict[str, Caller]:
         raise AuthFileError(f"{where}: not UTF-8 text: {error.reason}") from None
     except yaml.YAMLError as error:
         raise AuthFileError(f"{where}: not valid YAML: {error}") from None
+    return parse_tokens(data, where)
+
+
+def parse_tokens(data: Any, where: str) -> dict[str, Caller]:
+    """Callers by token hash from a tokens file's parsed YAML; ``where`` names it in errors."""
     try:
         parsed = _TokensFile.model_validate(data)
     except ValidationError as error:
@@ -318,7 +330,11 @@ def current_caller(request: Request) -> Caller:
     if auth is None:
         return DEVELOPER
     path = request.url.path
-    if path in PUBLIC_PATHS or path in SEPARATELY_AUTHENTICATED:
+    if (
+        path in PUBLIC_PATHS
+        or path in SEPARATELY_AUTHENTICATED
+        or path.startswith(LINK_AUTHENTICATED_PREFIX)
+    ):
         return ANONYMOUS
     return auth.authenticate(request.headers.get("authorization"))
 

@@ -4,7 +4,8 @@ They are the gateway's per-reading path: decoding and checking readings, line pr
 the rules, the statistical detectors and the offline check.  They stay plain Python (no
 Cython syntax; annotations are not used as C types), so the same files run interpreted
 where no C compiler is found or ``JIAYUAN_NO_EXTENSIONS=1`` was set at install: compiled,
-its per-reading pipeline takes about 0.6 of the interpreted CPU (bench/README.md).  A few
+its per-reading pipeline takes markedly less CPU (the ratio is in bench/README.md,
+``bench/compiled.py``).  A few
 have a ``.pxd`` beside them that gives Cython the C types of some module-level functions'
 locals and globals (dicts, lists, indices): the loops that run for every value of every
 reading.
@@ -28,24 +29,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HOT_MODULES = (
+    "jiayuan.anomaly",
     "jiayuan.contract",
     "jiayuan.influx",
-    "gateway.anomalies",
-    "gateway.dedup",
-    "gateway.detection",
+    "jiayuan.places",
+    "gateway.detection.anomalies",
+    "gateway.transport.dedup",
+    "gateway.detection.detector",
     "gateway.pipeline",
-    "gateway.points",
-    "gateway.seasonal",
-    "gateway.stat_series",
-    "gateway.statistical",
-    "gateway.rules.base",
-    "gateway.rules.ebike_charger",
-    "gateway.rules.fire",
-    "gateway.rules.lift",
-    "gateway.rules.offline",
-    "gateway.rules.thresholds",
-    "gateway.rules.water_tank",
-    "gateway.rules.waterlogging",
+    "gateway.storage.points",
+    "gateway.detection.statistics.seasonal",
+    "gateway.detection.statistics.series",
+    "gateway.detection.statistics.detectors",
+    "gateway.detection.rules.base",
+    "gateway.detection.rules.ebike_charger",
+    "gateway.detection.rules.fire",
+    "gateway.detection.rules.lift",
+    "gateway.detection.rules.offline",
+    "gateway.detection.rules.table",
+    "gateway.detection.rules.thresholds",
+    "gateway.detection.rules.water_tank",
+    "gateway.detection.rules.waterlogging",
 )
 
 
@@ -133,8 +137,8 @@ def log_state(log: logging.Logger, modules: Sequence[str] = HOT_MODULES) -> None
         )
     if interpreted:
         log.warning(
-            "hot path interpreted, its pipeline about 1.7 times the CPU a reading: %s "
-            "(not compiled at install: no C compiler, or JIAYUAN_NO_EXTENSIONS)",
+            "hot path interpreted, its pipeline taking more CPU a reading (bench/README.md): "
+            "%s (not compiled at install: no C compiler, or JIAYUAN_NO_EXTENSIONS)",
             ", ".join(interpreted),
         )
     elif not old:

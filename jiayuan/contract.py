@@ -10,7 +10,8 @@ many devices into one message publishes on ``kind = batch`` and ``device = <edge
 per-message overhead, not JSON decoding, is what limits MQTT throughput.
 
 A payload is UTF-8 JSON: ``{"v": 1, "edge": ..., "readings": [...]}``.  A reading is
-identified by ``(edge, device, seq)``; the gateway drops a reading it has already seen.
+identified by ``(edge, device, seq)`` and its ``ts``; the gateway drops a reading it has
+already seen (``gateway.transport.dedup``).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ MAX_FUTURE_MS = 5 * 60 * 1000
 # How much of a sender's text an error message repeats.
 _SHOWN_CHARS = 80
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+# A topic segment: district, street, estate or device id.
+SEGMENT_PATTERN = r"[A-Za-z0-9_.\-]{1,64}"
+_SEGMENT = re.compile(SEGMENT_PATTERN)
 _VALUE_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _EVENT = re.compile(r"[a-z_]{1,32}\.[a-z0-9_]{1,64}")
 # msgspec names the offset of a malformed token as "(byte N)".
@@ -166,7 +169,8 @@ def subscription(street_filter: str = "+") -> str:
     return f"{TOPIC_PREFIX}/+/{street_filter}/#"
 
 
-_TOPIC_KINDS = frozenset({k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND})
+# The kind segment of a topic: a device family, an edge's batch, or an edge's status.
+TOPIC_KINDS = frozenset({k.value for k in Kind} | {BATCH, EDGE_STATUS_KIND})
 
 
 # A device publishes on the same few topics for ever: remember the parsed ones (bounded;
@@ -194,7 +198,7 @@ def parse_topic(topic: str) -> Topic:
         parsed_channel = Channel(channel)
     except ValueError:
         raise ContractError(f"unknown channel {_shown(channel)}") from None
-    if kind not in _TOPIC_KINDS:
+    if kind not in TOPIC_KINDS:
         raise ContractError(f"unknown kind {_shown(kind)} in topic")
     return Topic(district, street, estate, kind, device, parsed_channel)
 

@@ -306,8 +306,8 @@ class InfluxClient:
         if response.status_code >= 300:
             status = response.status_code
             raise InfluxError(
-                f"InfluxDB at {self.url} refused the {what} (HTTP {status}): "
-                f"{_error_text(response)}",
+                f"InfluxDB at {self.url} refused the {what} "
+                f"(HTTP {status} {response.reason_phrase}): {_error_text(response)}",
                 retryable=status not in _BAD_REQUEST_STATUSES,
                 status=status,
             )
@@ -332,7 +332,10 @@ class InfluxClient:
         if self.config.api != "v1":
             return
         try:
-            self.query(f"CREATE DATABASE {quote_identifier(self.database)}")
+            self.query(
+                f"CREATE DATABASE {quote_identifier(self.database)}",
+                what=f"creation of database {self.database!r}",
+            )
         except InfluxError as error:
             if error.status in (401, 403):
                 raise InfluxError(str(error), retryable=False, status=error.status) from error
@@ -351,25 +354,30 @@ class InfluxClient:
             body = "\n".join(lines).encode("utf-8")
         if not body:
             return
-        self._request("POST", self._write_path, "write", params=self._write_params, content=body)
+        what = f"write to database {self.database!r}"
+        self._request("POST", self._write_path, what, params=self._write_params, content=body)
 
-    def query(self, influxql: str) -> list[Series]:
-        """Run InfluxQL (one or more statements) and return every series, epoch ms times."""
+    def query(self, influxql: str, what: str = "query") -> list[Series]:
+        """Run InfluxQL (one or more statements) and return every series, epoch ms times.
+
+        ``what`` names the request in error messages (a database creation is no query to
+        the operator reading them).
+        """
         # POST: 1.x accepts only POST for statements that change anything (CREATE, DROP).
         response = self._request(
-            "POST", "/query", "query", params=self._query_params, data={"q": influxql}
+            "POST", "/query", what, params=self._query_params, data={"q": influxql}
         )
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InfluxError(
-                f"InfluxDB at {self.url} sent a query answer that is not JSON: {error}",
+                f"InfluxDB at {self.url} answered the {what} with no JSON: {error}",
                 retryable=True,
                 status=response.status_code,
             ) from None
         if isinstance(body, dict) and isinstance(body.get("error"), str):
             raise InfluxError(
-                f"InfluxDB at {self.url} refused the query: {body['error']}",
+                f"InfluxDB at {self.url} refused the {what}: {body['error']}",
                 retryable=False,
                 status=response.status_code,
             )
@@ -377,7 +385,7 @@ class InfluxClient:
         for result in body.get("results", []) if isinstance(body, dict) else []:
             if "error" in result:
                 raise InfluxError(
-                    f"InfluxDB at {self.url} refused the query: {result['error']}",
+                    f"InfluxDB at {self.url} refused the {what}: {result['error']}",
                     retryable=False,
                     status=response.status_code,
                 )

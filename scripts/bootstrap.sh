@@ -44,3 +44,16 @@ if ! command -v victoria-metrics >/dev/null; then
         echo "no victoria-metrics: 'sudo apt-get install victoria-metrics' for the v2 write test" >&2
     fi
 fi
+
+# The alert page's real-browser tests drive Debian's chromium through its chromium-driver
+# (no browser is downloaded). Without them those tests are skipped with the reason.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+            || echo "could not install chromium; the browser tests will be skipped" >&2
+    else
+        echo "no chromium: 'sudo apt-get install chromium chromium-driver' for the browser tests" >&2
+    fi
+fi

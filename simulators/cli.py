@@ -11,15 +11,13 @@ import argparse
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+from jiayuan.timezone import parse_start
 
-from jiayuan.catalogue import Kind
-from simulators.clock import parse_start
-from simulators.driver import generate
-from simulators.faults import FAULT_SPECS, FaultPlan, plan_faults, write_labels
-from simulators.registry import build_registry
+if TYPE_CHECKING:
+    from jiayuan.catalogue import Kind
+    from simulators.faults import FaultPlan
 
 
 def add_parser(subparsers: Any) -> None:
@@ -77,6 +75,9 @@ def add_parser(subparsers: Any) -> None:
 
 def parse_fault_types(text: str) -> dict[Kind, list[str]] | None:
     """``all`` → None (every type), ``none`` → {}, else ``kind:type,…``."""
+    from jiayuan.catalogue import Kind
+    from simulators.faults import FAULT_SPECS
+
     if text == "all":
         return None
     wanted: dict[Kind, list[str]] = {}
@@ -96,6 +97,13 @@ def parse_fault_types(text: str) -> dict[Kind, list[str]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: `jiayuan --help` must not wait for numpy (tests/tools/test_cli_startup.py).
+    import msgspec
+
+    from simulators.driver import generate
+    from simulators.faults import plan_faults, write_labels
+    from simulators.registry import build_registry
+
     try:
         start_ms = parse_start(args.start)
         types = parse_fault_types(args.faults)
@@ -135,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
 def _print_summary(
     devices: Any, samples: Counter[Kind], plan: FaultPlan, seconds: float, out: Path
 ) -> None:
+    from jiayuan.catalogue import Kind
+
     device_counts = Counter(d.kind for d in devices)
     fault_counts = Counter(f.kind for f in plan.faults)
     print(f"{'kind':<15}{'devices':>9}{'samples':>10}{'faults':>8}")

@@ -7,15 +7,14 @@ and a start time fix every sample.  Only the command line turns "now" into a sta
 from __future__ import annotations
 
 import math
-import time
-from datetime import datetime, timedelta, timezone
+
+from jiayuan.timezone import SHANGHAI as SHANGHAI
+from jiayuan.timezone import parse_start as parse_start
 
 SECOND_MS = 1000
 MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
-# Shanghai keeps UTC+8 all year (no daylight saving), so a fixed offset is exact.
-SHANGHAI = timezone(timedelta(hours=8), "Asia/Shanghai")
 _OFFSET_MS = 8 * HOUR_MS
 
 
@@ -27,23 +26,3 @@ def local_hour(ts_ms: int) -> float:
 def daily_wave(ts_ms: int, peak_hour: float) -> float:
     """A cosine over the day in [-1, 1] that peaks at ``peak_hour`` local time."""
     return math.cos(2.0 * math.pi * (local_hour(ts_ms) - peak_hour) / 24.0)
-
-
-def parse_start(text: str) -> int:
-    """A run's start as epoch ms: ``now``, epoch milliseconds, or ISO 8601.
-
-    ISO times without a zone are read as Shanghai time.
-    """
-    if text == "now":
-        return (int(time.time() * 1000) // SECOND_MS) * SECOND_MS
-    if text.isdigit():
-        return int(text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"start {text!r} is not 'now', epoch milliseconds or an ISO 8601 time"
-        ) from None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=SHANGHAI)
-    return int(parsed.timestamp() * 1000)

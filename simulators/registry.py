@@ -297,12 +297,17 @@ def _build_estate(
         name_zh=name_zh,
         district=district,
         street=street,
-        edge_id=f"edge-{estate_id}",
+        edge_id=edge_id_of(estate_id),
         buildings=buildings,
         devices=tuple(devices),
         district_zh=district_zh,
         street_zh=street_zh,
     )
+
+
+def edge_id_of(estate_id: str) -> str:
+    """The id of an estate's edge agent (its MQTT topics and client id carry it)."""
+    return f"edge-{estate_id}"
 
 
 def _floors(rng: random.Random, old: bool) -> int:

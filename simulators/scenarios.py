@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from jiayuan.catalogue import Kind
-from simulators.clock import parse_start
+from jiayuan.timezone import parse_start
 from simulators.faults import (
     EARLIEST_START_S,
     HARD_SPECS,

@@ -5,6 +5,8 @@
 configuration pointed at them with per-test directories, API port and MQTT client id.
 Every test that uses ``servers`` (directly or through the other two) is marked
 ``servers`` automatically, so ``pytest -m 'not servers'`` runs the rest.
+``_private_state_dir`` (every test) points the state directory (``$JIAYUAN_STATE_DIR``,
+``$XDG_STATE_HOME``) at a temporary one: no test reads or writes the user's real state.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mqtt_publisher import Publisher
 
 from jiayuan import compiled
 from jiayuan.config import Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
 from jiayuan.influx import InfluxClient
-from jiayuan.services import RunningServers, clear_retained, free_port, start_servers
+from tests.support.mqtt_publisher import Publisher
+from tools.servers import RunningServers, clear_retained, free_port, start_servers
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -47,6 +49,17 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServers
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _private_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A state directory of this test's own (subprocesses inherit it)."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("JIAYUAN_STATE_DIR", str(state))
+    monkeypatch.setenv("XDG_STATE_HOME", str(state / "xdg"))
+    return state
 
 
 @pytest.fixture(autouse=True)

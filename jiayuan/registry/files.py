@@ -55,43 +55,54 @@ def import_csv(directory: str | Path) -> Registry:
     problems: list[Problem] = []
     for name in COLUMNS:
         path = folder / f"{name}.csv"
-        reader = None
-        try:
-            raw = path.read_bytes()
-            # Decoded whole first, so a bad byte is reported with its line.
-            text = raw.decode("utf-8-sig")
-            with io.StringIO(text, newline="") as handle:
-                reader = csv.reader(handle)
-                header = [column.strip() for column in next(reader, [])]
-                rows: list[tuple[int, Mapping[str, Any]]] = []
-                for record in reader:
-                    if not any(cell.strip() for cell in record):
-                        continue  # blank lines
-                    line = reader.line_num
-                    if len(record) != len(header):
-                        problems.append(
-                            Problem(
-                                str(path),
-                                line,
-                                "-",
-                                f"{len(record)} values for {len(header)} columns",
-                            )
+        table = _read_csv(path, problems)
+        # A file that could not be read is an empty table that is not whole: its rows'
+        # problems are known, and what refers to it is not reported as well.
+        tables[name] = table if table is not None else RawTable(str(path), [], whole=False)
+    return from_rows(tables, problems)
+
+
+def _read_csv(path: Path, problems: list[Problem]) -> RawTable | None:
+    """One table's file, or None after adding why it cannot be read to ``problems``."""
+    reader = None
+    try:
+        raw = path.read_bytes()
+        # Decoded whole first, so a bad byte is reported with its line.
+        text = raw.decode("utf-8-sig")
+        with io.StringIO(text, newline="") as handle:
+            reader = csv.reader(handle)
+            header = next((r for r in reader if any(cell.strip() for cell in r)), None)
+            if header is None:
+                problems.append(Problem(str(path), 0, "-", "empty file (no header line)"))
+                return None
+            header = [column.strip() for column in header]
+            rows: list[tuple[int, Mapping[str, Any]]] = []
+            whole = True
+            for record in reader:
+                if not any(cell.strip() for cell in record):
+                    continue  # blank lines
+                line = reader.line_num
+                if len(record) != len(header):
+                    problems.append(
+                        Problem(
+                            str(path), line, "-", f"{len(record)} values for {len(header)} columns"
                         )
-                        continue
-                    rows.append((line, dict(zip(header, record, strict=True))))
-        except FileNotFoundError:
-            problems.append(Problem(str(path), 0, "-", "file not found"))
-            continue
-        except UnicodeDecodeError as error:
-            line = raw[: error.start].count(b"\n") + 1
-            problems.append(Problem(str(path), line, "-", f"not UTF-8 text: {error.reason}"))
-            continue
-        except csv.Error as error:
-            line = reader.line_num if reader is not None else 0
-            problems.append(Problem(str(path), line, "-", f"not CSV: {error}"))
-            continue
-        tables[name] = RawTable(str(path), rows, header)
-    return _build(tables, problems)
+                    )
+                    whole = False
+                    continue
+                rows.append((line, dict(zip(header, record, strict=True))))
+    except FileNotFoundError:
+        problems.append(Problem(str(path), 0, "-", "file not found"))
+        return None
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        problems.append(Problem(str(path), line, "-", f"not UTF-8 text: {error.reason}"))
+        return None
+    except csv.Error as error:
+        line = reader.line_num if reader is not None else 0
+        problems.append(Problem(str(path), line, "-", f"not CSV: {error}"))
+        return None
+    return RawTable(str(path), rows, header, whole=whole)
 
 
 def export_yaml(registry: Registry, path: str | Path) -> Path:
@@ -139,6 +150,7 @@ def import_yaml(path: str | Path) -> Registry:
         label = f"{where} [{name}]"
         if not isinstance(items, list):
             problems.append(Problem(label, 0, "-", "is not a list of rows"))
+            tables[str(name)] = RawTable(label, [], whole=False)
             continue
         rows: list[tuple[int, Mapping[str, Any]]] = []
         lines = item_lines.get(str(name), {})
@@ -149,11 +161,12 @@ def import_yaml(path: str | Path) -> Registry:
                 problems.append(
                     Problem(label, number, "-", "is not a mapping of fields", lines.get(number, 0))
                 )
-        tables[str(name)] = RawTable(label, rows, lines=lines)
+        tables[str(name)] = RawTable(label, rows, lines=lines, whole=len(rows) == len(items))
     for name in COLUMNS:
         if name not in document:
             problems.append(Problem(where, 0, name, "table is missing"))
-    return _build(tables, problems)
+            tables[name] = RawTable(where, [], whole=False)
+    return from_rows(tables, problems)
 
 
 def _item_lines(text: str) -> dict[str, dict[int, int]]:
@@ -169,12 +182,3 @@ def _item_lines(text: str) -> dict[str, dict[int, int]]:
                 number: item.start_mark.line + 1 for number, item in enumerate(value.value, 1)
             }
     return found
-
-
-def _build(tables: Mapping[str, RawTable], problems: list[Problem]) -> Registry:
-    # Structural problems (a missing file, a row with the wrong number of values) are
-    # reported on their own: checking references against a half-read registry would bury
-    # them under problems that are only their consequences.
-    if problems:
-        raise RegistryInvalid(problems)
-    return from_rows(tables)

@@ -187,3 +187,11 @@ class Registry:
             buildings=tuple(b for b in self.buildings if b.estate in kept),
             devices=tuple(d for d in self.devices if d.estate in kept),
         )
+
+
+def years_after(day: date, years: int) -> date:
+    """The same day ``years`` later (29 February becomes 28 February in other years)."""
+    try:
+        return day.replace(year=day.year + years)
+    except ValueError:
+        return day.replace(year=day.year + years, day=28)

@@ -20,8 +20,8 @@ from jiayuan.config import Config
 from jiayuan.registry.model import Registry
 from jiayuan.registry.tables import COLUMNS, OPTIONAL, RawTable, from_rows, to_rows
 
-# Kept in the state directory (``gateway.state_dir``) under this name by default.
-REGISTRY_FILE = "registry.sqlite"
+# Kept in the gateway's state directory (``gateway.state_dir``) under this name by default.
+from jiayuan.state import REGISTRY_FILE as REGISTRY_FILE
 
 
 def registry_path(config: Config) -> Path:

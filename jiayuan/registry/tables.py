@@ -98,6 +98,9 @@ class RawTable:
     header: Sequence[str] | None = None  # the CSV header, checked for unknown columns
     # Row number → line in the file, where it differs from the row number (YAML).
     lines: Mapping[int, int] = field(default_factory=dict)
+    # False when the file or some rows could not be read (their problems already found):
+    # references into the table are then not checked, as a missing row may be the one.
+    whole: bool = True
 
 
 def to_rows(registry: Registry) -> dict[str, list[Row]]:
@@ -147,7 +150,13 @@ class _Checker:
     """Reads one row's fields, noting each problem instead of stopping at the first."""
 
     def __init__(
-        self, file: str, row: int, values: Mapping[str, Any], out: list[Problem], line: int = 0
+        self,
+        file: str,
+        row: int,
+        values: Mapping[str, Any],
+        out: list[Problem],
+        line: int = 0,
+        absent: frozenset[str] = frozenset(),
     ):
         self.file = file
         self.row = row
@@ -155,9 +164,11 @@ class _Checker:
         self.values = values
         self.out = out
         self.ok = True
+        self.absent = absent  # missing columns, reported once for the file, not each row
 
     def problem(self, field: str, message: str) -> None:
-        self.out.append(Problem(self.file, self.row, field, message, self.line))
+        if field not in self.absent:
+            self.out.append(Problem(self.file, self.row, field, message, self.line))
         self.ok = False
 
     def raw(self, field: str) -> Any:
@@ -254,37 +265,59 @@ def _fee_band(text: str) -> FeeBand:
     raise ValueError(text)
 
 
-def from_rows(tables: Mapping[str, RawTable]) -> Registry:
+def from_rows(tables: Mapping[str, RawTable], found: Sequence[Problem] = ()) -> Registry:
     """Validate every row of every table and build the registry, or raise RegistryInvalid
-    listing all problems (bad values, duplicate ids, references to nothing)."""
-    problems: list[Problem] = []
+    listing all problems (bad values, duplicate ids, references to nothing) together with
+    ``found``, those found while reading the files.
+
+    Every row is checked even when a table or a column has a problem, so one run lists
+    everything to fix; what is only a consequence (a missing column's empty fields, a
+    reference into a table that could not be read whole) is not reported again.
+    """
+    problems = list(found)
+    unchecked: set[str] = set()  # tables whose references cannot be checked
+    absent: dict[str, frozenset[str]] = {}
     for name in COLUMNS:
         if name not in tables:
             problems.append(Problem(f"{name} table", 0, "-", "is missing"))
+            unchecked.add(name)
     for name, table in tables.items():
         if name not in COLUMNS:
             problems.append(
                 Problem(table.file, 0, "-", f"unknown table {name!r}; known: {', '.join(COLUMNS)}")
             )
             continue
+        if not table.whole:
+            unchecked.add(name)
         if table.header is not None:
             known = set(COLUMNS[name])
             for column in table.header:
                 if column not in known:
                     problems.append(Problem(table.file, 1, column, "unknown column"))
+            missing = {
+                column
+                for column in COLUMNS[name]
+                if column not in table.header and (name, column) not in OPTIONAL
+            }
             for column in COLUMNS[name]:
-                if column not in table.header and (name, column) not in OPTIONAL:
+                if column in missing:
                     problems.append(Problem(table.file, 1, column, "column is missing"))
-    if problems:
-        raise RegistryInvalid(problems)
-    builder = _Builder(problems)
+            absent[name] = frozenset(missing)
+    builder = _Builder(problems, unchecked)
     for name in COLUMNS:
-        table = tables[name]
-        for row_number, values in table.rows:
+        if name not in tables:
+            continue
+        read = tables[name]
+        for row_number, values in read.rows:
             check = _Checker(
-                table.file, row_number, values, problems, table.lines.get(row_number, 0)
+                read.file,
+                row_number,
+                values,
+                problems,
+                read.lines.get(row_number, 0),
+                absent.get(name, frozenset()),
             )
-            if table.header is None:
+            if read.header is None:
                 for column in values:
                     if column not in COLUMNS[name]:
                         check.problem(str(column), "unknown field")
@@ -305,18 +338,24 @@ class _Builder:
     """One method per table, in reading order; each checks one row against what came before.
 
     A row with a bad field is still remembered under its id, so rows referring to it are
-    not reported as well: only the first cause is named.  No registry is built from rows
-    with problems (``from_rows`` raises first).
+    not reported as well: only the first cause is named.  For the same reason references
+    into an ``unchecked`` table (missing, or not read whole) are not checked.  No registry
+    is built from rows with problems (``from_rows`` raises first).
     """
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], unchecked: set[str] | None = None) -> None:
         self.problems = problems
+        self.unchecked = unchecked or set()
         self.districts_seen: dict[str, District] = {}
         self.streets_seen: dict[tuple[str, str], Street] = {}
         self.companies_seen: dict[str, Company] = {}
         self.estates_seen: dict[str, Estate] = {}
         self.buildings_seen: dict[tuple[str, str], Building] = {}
         self.devices_seen: dict[str, Device] = {}
+
+    def _unknown(self, table: str, key: object, seen: Mapping[Any, object]) -> bool:
+        """Whether ``key`` is known to be missing from ``table``."""
+        return table not in self.unchecked and key not in seen
 
     def districts(self, c: _Checker) -> None:
         district = District(c.ident("id"), c.text("name_zh"))
@@ -327,7 +366,7 @@ class _Builder:
 
     def streets(self, c: _Checker) -> None:
         street = Street(c.ident("id"), c.ident("district"), c.text("name_zh"))
-        if street.district and street.district not in self.districts_seen:
+        if street.district and self._unknown("districts", street.district, self.districts_seen):
             c.problem("district", f"no district {street.district!r} in districts")
         if (street.district, street.id) in self.streets_seen:
             c.problem("id", f"street {street.id!r} appears twice in {street.district!r}")
@@ -354,11 +393,11 @@ class _Builder:
         duplicate = estate_id in self.estates_seen
         if duplicate:
             c.problem("id", f"estate {estate_id!r} appears twice")
-        if district and district not in self.districts_seen:
+        if district and self._unknown("districts", district, self.districts_seen):
             c.problem("district", f"no district {district!r} in districts")
-        elif street and (district, street) not in self.streets_seen:
+        elif street and self._unknown("streets", (district, street), self.streets_seen):
             c.problem("street", f"no street {street!r} in district {district!r}")
-        if company and company not in self.companies_seen:
+        if company and self._unknown("companies", company, self.companies_seen):
             c.problem("company", f"no company {company!r} in companies")
         if not duplicate:
             self.estates_seen[estate_id] = Estate(
@@ -370,7 +409,7 @@ class _Builder:
         building = Building(
             estate, c.ident("id"), c.integer("floors", 0, 200), c.integer("households", 0, 10_000)
         )
-        if estate and estate not in self.estates_seen:
+        if estate and self._unknown("estates", estate, self.estates_seen):
             c.problem("estate", f"no estate {estate!r} in estates")
         if (estate, building.id) in self.buildings_seen:
             c.problem("id", f"building {building.id!r} appears twice in estate {estate!r}")
@@ -390,9 +429,9 @@ class _Builder:
         duplicate = device_id in self.devices_seen
         if duplicate:
             c.problem("id", f"device {device_id!r} appears twice")
-        if estate and estate not in self.estates_seen:
+        if estate and self._unknown("estates", estate, self.estates_seen):
             c.problem("estate", f"no estate {estate!r} in estates")
-        elif building and (estate, building) not in self.buildings_seen:
+        elif building and self._unknown("buildings", (estate, building), self.buildings_seen):
             c.problem("building", f"no building {building!r} in estate {estate!r}")
         if installed and inspected and inspected < installed:
             c.problem("last_inspection", f"{inspected} is before the install date {installed}")

@@ -1,0 +1,2 @@
+"""The gateway's detection stage: family rules, statistical detectors, the offline check,
+the anomaly book, and the detection state kept across restarts (snapshot, resume)."""

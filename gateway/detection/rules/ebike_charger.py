@@ -1,0 +1,205 @@
+"""E-bike charging rules: per-port over-temperature, over-current, over-power, site smoke,
+and a port hotter than its peers.
+
+Each port has its own checks; the anomaly is one per pile and condition (open while any
+port is over), its ``detail`` names the port that opened it.
+
+A port hotter than its peers: a pile reports all its ports in one reading, so each port's
+temperature is compared with the median of the pile's other ports, after taking out the
+heat their power explains (``port_temp_rise_per_w`` × the port's power passed through a
+first-order lag of ``port_thermal_tau_s``, as a port warms and cools over minutes).  What
+is left is the ambient temperature plus whatever a port's power does not explain, such as
+a bad contact; a charging port whose excess over the median is ≥ ``port_peer_excess_c``
+for ``port_peer_hold_s`` opens the check, which clears 3 °C below.  Idle ports count as
+peers (they read the ambient temperature), so a pile with one bike charging is judged too;
+at least three other ports must report.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
+from gateway.detection.rules.table import TableRules
+from gateway.detection.rules.thresholds import Threshold
+from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
+from jiayuan.contract import Reading, Value
+
+MIN_PEERS = 3  # other ports needed for a median worth comparing with
+_LAG_TS = "_lag_ts"
+
+
+def lag_field(port: int) -> str:
+    """Derived value: the port's power through the thermal lag, W."""
+    return f"_p{port:02d}_power_lag"
+
+
+def excess_field(port: int) -> str:
+    """Derived value: how much hotter than its peers the port runs, °C."""
+    return f"_p{port:02d}_peer_excess"
+
+
+class EbikeChargerRules(TableRules):
+    def __init__(
+        self, overrides: Mapping[str, float] | None = None, vectorised: bool | None = None
+    ) -> None:
+        super().__init__(EBIKE_CHARGER, overrides, vectorised)
+        self._rise_per_w = self.threshold("port_temp_rise_per_w")
+        self._tau_ms = self.threshold("port_thermal_tau_s") * 1000.0
+
+    def build_thresholds(self) -> Sequence[Threshold]:
+        hold_s = self.threshold("over_hold_s")
+        limits = (
+            (
+                "over_temperature",
+                "temp",
+                self.threshold("port_temp_max"),
+                self.threshold("temp_clear_margin_c"),
+            ),
+            (
+                "over_current",
+                "current",
+                self.threshold("port_current_max"),
+                self.threshold("current_clear_margin_a"),
+            ),
+            (
+                "over_power",
+                "power",
+                self.threshold("port_power_max"),
+                self.threshold("power_clear_margin_w"),
+            ),
+        )
+        return [
+            Threshold(
+                f"ebike_charger.{code}",
+                port_field(port, signal),
+                True,
+                limit,
+                margin,
+                hold_s,
+                detail=f"p{port:02d}",
+            )
+            for code, signal, limit, margin in limits
+            for port in range(1, MAX_PORTS + 1)
+        ]
+
+    def build_checks(self) -> Sequence[Check]:
+        checks = [Check("ebike_charger.smoke", *flag("smoke"), measure("smoke"), 1.0)]
+        peer_excess = self.threshold("port_peer_excess_c")
+        peer_margin = self.threshold("port_peer_clear_margin_c")
+        for port in range(1, MAX_PORTS + 1):
+            opens, clears = _hotter_than_peers(port, peer_excess, peer_margin)
+            checks.append(
+                Check(
+                    "ebike_charger.port_hotter_than_peers",
+                    opens,
+                    clears,
+                    measure(excess_field(port)),
+                    peer_excess,
+                    hold_s=self.threshold("port_peer_hold_s"),
+                    detail=f"p{port:02d}",
+                    signal=port_field(port, "temp"),
+                )
+            )
+        return checks
+
+    def reads(self) -> Sequence[str]:
+        per_port = [
+            name
+            for port in range(1, MAX_PORTS + 1)
+            for name in (
+                port_field(port, "temp"),
+                port_field(port, "power"),
+                lag_field(port),
+                excess_field(port),
+            )
+        ]
+        return ("smoke", _LAG_TS, *per_port)
+
+    def recomputes(self) -> Sequence[str]:
+        # Every port with a temperature and a power gets its excess afresh on each reading
+        # (NaN without enough peers): 12 values a pile not worth keeping.
+        return [excess_field(port) for port in range(1, MAX_PORTS + 1)]
+
+    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+        last = number(values, _LAG_TS)
+        if math.isnan(last):
+            gain, values[_LAG_TS] = 1.0, reading.ts
+        else:
+            gain = 1.0 - math.exp(-max(0.0, reading.ts - last) / self._tau_ms)
+            values[_LAG_TS] = max(float(reading.ts), last)
+        residual = _lagged_residuals(values, gain, self._rise_per_w)
+        for port, excess in _peer_excess(residual).items():
+            values[_EXCESS_NAMES[port]] = excess
+
+
+def _lagged_residuals(values: dict[str, Value], gain: float, rise_per_w: float) -> dict[int, float]:
+    """Each reported port's temperature less the heat its lagged power explains; updates
+    the ports' lags in ``values``.  A function, not a method, so that the compiled build
+    can type its locals (ebike_charger.pxd): it runs for every port of every pile reading."""
+    residual: dict[int, float] = {}
+    for port, power_name, temp_name, lag_name in _PORT_NAMES:
+        power = _real(values.get(power_name))
+        temp = _real(values.get(temp_name))
+        if power != power or temp != temp:  # NaN: not reported, or not a number
+            continue
+        lag = _real(values.get(lag_name))
+        lag = power if lag != lag else lag + (power - lag) * gain
+        values[lag_name] = lag
+        residual[port] = temp - rise_per_w * lag
+    return residual
+
+
+def _real(value: object) -> float:
+    """``as_number``, with its commonest case first."""
+    return value if type(value) is float else as_number(value)
+
+
+def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
+    """Each port's residual less the median of the other ports' (NaN with too few)."""
+    if len(residual) <= MIN_PEERS:
+        return {port: math.nan for port in residual}
+    ordered = sorted(residual.values())
+    if not all(math.isfinite(r) for r in ordered):  # no total order: as statistics does
+        return {
+            port: own - statistics.median([r for p, r in residual.items() if p != port])
+            for port, own in residual.items()
+        }
+    # The median of the others read off the sorted list with one's own value left out (the
+    # first equal one: the same median either way), as statistics.median computes it.
+    count = len(ordered) - 1
+    half = count // 2
+    excess: dict[int, float] = {}
+    for port, own in residual.items():
+        at = bisect.bisect_left(ordered, own)
+        upper = ordered[half] if half < at else ordered[half + 1]
+        if count % 2:
+            excess[port] = own - upper
+        else:
+            lower = ordered[half - 1] if half - 1 < at else ordered[half]
+            excess[port] = own - (lower + upper) / 2
+    return excess
+
+
+_PORT_NAMES = tuple(
+    (port, port_field(port, "power"), port_field(port, "temp"), lag_field(port))
+    for port in range(1, MAX_PORTS + 1)
+)
+_EXCESS_NAMES = {port: excess_field(port) for port in range(1, MAX_PORTS + 1)}
+
+
+def _hotter_than_peers(port: int, excess: float, margin: float) -> tuple[Predicate, Predicate]:
+    power, name = port_field(port, "power"), excess_field(port)
+
+    def opens(values: Values) -> bool:
+        return number(values, power, 0.0) > 0.0 and number(values, name) >= excess
+
+    def clears(values: Values) -> bool:
+        # Cut off, unplugged or back among its peers; no peers to compare with clears too.
+        value = number(values, name)
+        return number(values, power, 0.0) <= 0.0 or not value >= excess - margin
+
+    return opens, clears

@@ -1,0 +1,435 @@
+"""``TableRules``: a family's checks held per device in arrays, the plain thresholds judged
+for whole batches in a ``ThresholdTable`` (``gateway.detection.rules.thresholds``).
+
+``TableRules(vectorised=False)`` runs the thresholds as per-reading checks instead: the
+reference the vectorised table is tested against; by default a family vectorises when it
+has ``VECTORISE_FROM`` thresholds or more (where the table measured faster).
+
+Both build on ``gateway.detection.rules.base``; this module is kept apart from it so the
+threshold table and the rules import downward only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from gateway.detection.rules.base import (
+    NO_TIME,
+    AnomalyChange,
+    Check,
+    Held,
+    Values,
+    grown,
+    grown_rows,
+    never,
+    step,
+)
+from gateway.detection.rules.thresholds import Threshold, ThresholdTable
+from gateway.detection.state import SnapshotMismatch, Stateful
+from jiayuan.catalogue import Family
+from jiayuan.contract import Reading, Value
+from jiayuan.places import DeviceKey, Place
+
+_INITIAL_ROWS = 64
+# What a stored value cell holds; ints beyond 2^53 are not exact in float64.
+_ABSENT, _INT, _FLOAT, _OTHER = 0, 1, 2, 3
+_EXACT_INT = 1 << 53
+_GONE = object()  # a value the device has not reported
+# A family with this many thresholds per reading or more runs them in a ThresholdTable by
+# default: a table call has a fixed cost that many thresholds a reading repay and a few do
+# not (bench/pipeline.py compares the paths), so a pile's 36 per-port thresholds use the
+# table (and keep arrays instead of 36 Python state objects per pile) and a fire panel's 3
+# do not.
+VECTORISE_FROM = 8
+
+
+class TableRules(Stateful):
+    """Rules given as a table of checks per device; each family module builds its table.
+
+    Per-device state lives in arrays with a row per device (no Python object per device):
+    the merged latest value of each signal the rules read (float64, with a byte saying
+    whether it is absent, an int or a float; any other value, such as a string, in a small
+    side table), and per check whether it is open.  Since when a check's condition has held
+    (int64 ms) is kept only for devices holding one (a fault in progress: rare), as a list
+    by row, not a dense array.  Derived values that ``derive`` recomputes on every reading
+    (``recomputed``) are not kept.  A batch loads each device's row into a dict once, the
+    checks run on that reading by reading, and the cells that changed are stored back."""
+
+    def __init__(
+        self,
+        family: Family,
+        overrides: Mapping[str, float] | None = None,
+        vectorised: bool | None = None,
+    ) -> None:
+
+        self.family = family
+        self._overrides = dict(overrides or {})
+        self.thresholds: Sequence[Threshold] = self.build_thresholds()
+        others = self.build_checks()
+        shared = {t.code for t in self.thresholds} & {c.code for c in others}
+        if shared:
+            raise ValueError(f"{family.kind}: codes both thresholds and checks: {shared}")
+        if vectorised is None:  # where it pays (bench/pipeline.py compares)
+            vectorised = len(self.thresholds) >= VECTORISE_FROM
+        # Device rows, shared with the threshold table so a device has one row number.
+        self._rows: dict[tuple[str, str, str, str, str], int] = {}
+        tabled = vectorised and bool(self.thresholds)
+        threshold_checks = [] if tabled else [t.check() for t in self.thresholds]
+        self.checks: Sequence[Check] = [*threshold_checks, *others]
+        self._members: dict[str, list[int]] = {}
+        for index, check in enumerate(self.checks):
+            self._members.setdefault(check.code, []).append(index)
+        codes = set(self._members) | {t.code for t in self.thresholds}
+        unknown = codes - {e.code for e in family.events}
+        if unknown:
+            raise KeyError(f"{family.kind}: checks use codes not in the catalogue: {unknown}")
+        read = [*(c.signal for c in threshold_checks), *self.reads()]
+        self.recomputed: frozenset[str] = frozenset(self.recomputes())
+        self.columns: tuple[str, ...] = tuple(
+            name for name in dict.fromkeys(read) if name not in self.recomputed
+        )
+        self._column_of = {name: k for k, name in enumerate(self.columns)}
+        self._derived = tuple(name for name in self.columns if name.startswith("_"))
+        # The table reads the signals kept here (a port's temperature and power) from these
+        # arrays rather than keeping a second copy of them.
+        self.table = (
+            ThresholdTable(
+                self.thresholds,
+                rows=self._rows,
+                kept=lambda: self._values,
+                kept_columns=self._column_of,
+            )
+            if tabled
+            else None
+        )
+        self._counted = [k for k, c in enumerate(self.checks) if c.min_count is not None]
+        # What a device at rest needs to know of each check (no ``suppressed`` call when a
+        # check cannot be suppressed).
+        self._openers = [
+            (c.signal, c.opens, None if c.suppressed is never else c.suppressed)
+            for c in self.checks
+        ]
+        rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
+        self._values = np.full((rows, width), np.nan, dtype=np.float64)
+        self._types = np.zeros((rows, width), dtype=np.uint8)
+        self._others: dict[tuple[int, int], Value] = {}  # (row, column): not a number
+        self._active = np.zeros((rows, checks), dtype=np.bool_)
+        # Row → each check's since (NO_TIME: not held), only rows holding a condition.
+        self._since: dict[int, list[int]] = {}
+        self._at_rest = [NO_TIME] * checks
+        self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
+        # The mapping the checks see (a test swaps in one that records what they read).
+        self.mapping: Callable[[], dict[str, Value]] = dict
+
+    STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
+
+    def export_state(self) -> dict[str, Any]:
+        table = self.table.export_state() if self.table is not None else None
+        return {**super().export_state(), "table": table}
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        if (state.get("table") is None) != (self.table is None):
+            raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
+        super().import_state(state)
+        if self.table is not None:
+            # One row numbering for the family: the table shares the restored dict.
+            self.table.import_state({**state["table"], "_rows": self._rows})
+
+    def layout(self) -> object:
+        return (
+            super().layout(),
+            self.columns,
+            tuple(check.code for check in self.checks),
+            tuple((t.code, t.signal) for t in self.thresholds),
+            self.table is not None,
+        )
+
+    def threshold(self, name: str) -> float:
+        """A threshold from the catalogue unless this deployment overrides it."""
+        return self._overrides.get(name, self.family.threshold(name))
+
+    def setting(self, name: str, default: float) -> float:
+        """A value the catalogue does not hold because its default is another threshold
+        (a tank's level hold is its quality hold unless a deployment sets it)."""
+        if name in self._overrides:
+            return self._overrides[name]
+        try:
+            return self.family.threshold(name)
+        except KeyError:
+            return default
+
+    def build_checks(self) -> Sequence[Check]:
+        """The family's checks other than plain thresholds, the same for every device."""
+        raise NotImplementedError
+
+    def build_thresholds(self) -> Sequence[Threshold]:
+        """The family's plain thresholds (vectorised); by default none."""
+        return ()
+
+    def reads(self) -> Sequence[str]:
+        """Every value the checks and ``derive`` read, derived ones included: only these
+        are kept per device (the thresholds' signals are added when they run as checks)."""
+        raise NotImplementedError
+
+    def recomputes(self) -> Sequence[str]:
+        """Derived names of ``reads`` that ``derive`` sets afresh from the other values on
+        every reading (so a stored copy would never be read): not kept per device."""
+        return ()
+
+    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+        """Add values computed from the device's history to its merged ``values`` before
+        the checks run (a port's lagged power, the peak since a pump last ran); by default
+        none.  Derived names start with ``_`` so they cannot collide with a reported
+        signal, and each is in ``reads`` (kept) or ``recomputes`` (dropped after the
+        reading)."""
+
+    @property
+    def bytes_per_device(self) -> int:
+        """The arrays' bytes per device row (the side table of non-numbers aside)."""
+        arrays = (self._values, self._types, self._active, self._count)
+        own = sum(a.itemsize * a.shape[1] for a in arrays)
+        return own + (self.table.bytes_per_device if self.table is not None else 0)
+
+    @property
+    def device_rows(self) -> dict[DeviceKey, int]:
+        return self._rows
+
+    def forget(self, place: Place) -> None:
+        # The device keeps its row number, cleared: rows are numbered by how many there
+        # are, and the statistical detectors share the numbering.
+        row = self._rows.get(place.key)
+        if self.table is not None:
+            self.table.forget(place.key)
+        if row is not None and row < len(self._values):
+            self._values[row] = np.nan
+            self._types[row] = _ABSENT
+            self._active[row] = False
+            self._since.pop(row, None)
+            self._count[row] = 0
+            for cell in [c for c in self._others if c[0] == row]:
+                del self._others[cell]
+
+    def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
+        return self.evaluate_many([(place, reading)])[0]
+
+    def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
+        """Per reading: the thresholds' changes (one vectorised call for the batch), then
+        the other checks'."""
+        if self.table is None:
+            out: list[list[AnomalyChange]] = [[] for _ in items]
+        else:
+            for place, _ in items:  # rows (and arrays) first: the table reads the kept values
+                self._row(place.key)
+            out = self.table.evaluate([(place.key, reading) for place, reading in items])
+        if self.checks or self.columns:
+            self._evaluate_checks(items, out)
+        return out
+
+    def _row(self, key: tuple[str, str, str, str, str]) -> int:
+        row = self._rows.get(key)
+        if row is None:
+            row = self._rows[key] = len(self._rows)
+        if row >= len(self._values):
+            self._grow(grown_rows(len(self._values), row))
+        return row
+
+    def _grow(self, rows: int) -> None:
+        self._values = grown(self._values, rows, np.nan)
+        self._types = grown(self._types, rows, _ABSENT)
+        self._active = grown(self._active, rows, False)
+        self._count = grown(self._count, rows, 0)
+
+    def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
+        """The devices' kept values as a dict each (one array read for the batch)."""
+        at = np.array(rows, dtype=np.int64)
+        kinds_of, numbers_of = self._types[at].tolist(), self._values[at].tolist()
+        loaded: dict[int, dict[str, Value]] = {}
+        columns, others = self.columns, self._others
+        for row, kinds, numbers in zip(rows, kinds_of, numbers_of, strict=True):
+            values = loaded[row] = self.mapping()
+            for column, (name, kind, value) in enumerate(zip(columns, kinds, numbers, strict=True)):
+                if kind == _INT:
+                    values[name] = int(value)
+                elif kind == _FLOAT:
+                    values[name] = value
+                elif kind == _OTHER:
+                    values[name] = others[(row, column)]
+        return loaded
+
+    def _store(self, row: int, values: Mapping[str, Value], before: Mapping[str, Value]) -> None:
+        """Write back the cells the batch changed (a value is the same only if it is the
+        same type too)."""
+        for column, name in enumerate(self.columns):
+            new = values.get(name, _GONE)
+            old = before.get(name, _GONE)
+            if new is old or (type(new) is type(old) and new == old):
+                continue
+            self._set(row, column, new)
+
+    def _set(self, row: int, column: int, value: object) -> None:
+        if type(value) is float:
+            number, kind = value, _FLOAT
+        elif type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
+            number, kind = float(value), _INT
+        elif value is _GONE:
+            number, kind = math.nan, _ABSENT
+        else:  # a string, a bool, a huge int: kept as it is, in the side table
+            self._others[(row, column)] = value  # type: ignore[assignment]
+            number, kind = math.nan, _OTHER
+        if kind != _OTHER and self._others:
+            self._others.pop((row, column), None)
+        self._values[row, column] = number
+        self._types[row, column] = kind
+
+    def _evaluate_checks(
+        self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
+    ) -> None:
+        """The checks on each reading, in order, adding their changes to ``out``.
+
+        A device's merged values are loaded once for the batch and carried from reading to
+        reading (trimmed to the kept names, as a store and reload would), and stored back
+        once at the end.  A device at rest (no check open or holding) is only stepped when
+        one of its checks' opening conditions holds: otherwise no check can move."""
+        rows = [self._row(place.key) for place, _ in items]
+        devices = list(dict.fromkeys(rows))
+        current = self._load(devices)
+        before = {row: values.copy() for row, values in current.items()}
+        open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
+        _check_readings(self, rows, items, current, open_rows, out)
+        for row, values in current.items():
+            self._store(row, values, before[row])
+
+    def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
+        """Step every check of a device that is not at rest by one reading."""
+        active = self._active[row].tolist()
+        held_before = self._since.get(row)
+        since = (self._at_rest if held_before is None else held_before).copy()
+        count = [0] * len(self.checks)
+        counted = self._counted
+        if counted:
+            for slot, value in zip(counted, self._count[row].tolist(), strict=True):
+                count[slot] = value
+        held: Held = (active, since, count)
+        checks, ts = self.checks, reading.ts
+        present = reading.values
+        changed: list[int] = []
+        for index, check in enumerate(checks):
+            if (
+                check.signal
+                and check.signal not in present
+                and not active[index]
+                and since[index] == NO_TIME
+            ):
+                continue
+            if step(check, held, index, values, ts):
+                changed.append(index)
+        # Most readings leave a device's checks at rest: write back only what moved.
+        if changed:
+            self._active[row] = active
+        if since != (self._at_rest if held_before is None else held_before):
+            if since == self._at_rest:
+                del self._since[row]
+            else:
+                self._since[row] = since
+        if counted:
+            self._count[row] = [count[slot] for slot in counted]
+        if not changed:
+            return []
+        return self._code_changes(changed, active, values, ts)
+
+    def _code_changes(
+        self, changed: list[int], active: list[bool], values: Values, ts: int
+    ) -> list[AnomalyChange]:
+        """Turn check transitions into anomaly transitions: a code shared by several
+        checks opens with the first of them and closes with the last."""
+        changes: list[AnomalyChange] = []
+        done: set[str] = set()
+        for index in changed:
+            check = self.checks[index]
+            if check.code in done:
+                continue
+            done.add(check.code)
+            members = self._members[check.code]
+            now_open = any(active[j] for j in members)
+            was_open = any(active[j] != (j in changed) for j in members)
+            if now_open and not was_open:
+                first = next(
+                    self.checks[j]
+                    for j in changed
+                    if self.checks[j].code == check.code and active[j]
+                )
+                changes.append(
+                    AnomalyChange(
+                        check.code,
+                        True,
+                        ts,
+                        first.value(values),
+                        first.threshold_for(values),
+                        first.detail,
+                    )
+                )
+            elif was_open and not now_open:
+                changes.append(
+                    AnomalyChange(
+                        check.code,
+                        False,
+                        ts,
+                        check.value(values),
+                        check.threshold_for(values),
+                        check.detail,
+                    )
+                )
+        return changes
+
+
+def _check_readings(
+    rules: TableRules,
+    rows: list[int],
+    items: Sequence[tuple[Place, Reading]],
+    current: dict[int, dict[str, Value]],
+    open_rows: set[int],
+    out: list[list[AnomalyChange]],
+) -> None:
+    """``TableRules._evaluate_checks``' loop over the readings, each on its device's merged
+    ``current`` values.  A function, not a method, so that the compiled build can type its
+    locals (base.pxd): it runs once for every reading."""
+    held_rows, kept, recomputed = rules._since, rules._column_of, rules.recomputed
+    openers = rules._openers
+    derives = type(rules).derive is not TableRules.derive  # most families derive nothing
+    for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
+        values = current[row]
+        present = reading.values
+        # Only the kept names are merged: no check or ``derive`` reads another
+        # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
+        # values need neither merging nor removing afterwards.
+        for name, value in present.items():
+            if name in kept:
+                values[name] = value
+        if derives:
+            rules.derive(values, reading)
+        if row in open_rows or row in held_rows:
+            busy = True
+        else:
+            busy = False
+            for signal, opens, suppressed in openers:
+                if signal and signal not in present:
+                    continue
+                if opens(values) and (suppressed is None or not suppressed(values)):
+                    busy = True
+                    break
+        if busy:
+            changes = rules._step_all(row, values, reading)
+            if changes:
+                out[index] += changes
+            if rules._active[row].any():
+                open_rows.add(row)
+            else:
+                open_rows.discard(row)
+        # Not kept, so gone by the next reading: what ``derive`` recomputes (it writes
+        # only kept and recomputed names).
+        for name in recomputed:
+            values.pop(name, None)

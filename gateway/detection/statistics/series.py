@@ -1,0 +1,306 @@
+"""The statistical detectors in the gateway: readings in, anomaly changes out.
+
+Each (device, float signal of the catalogue) gets a slot in a ``StatCore``; integer and
+enumerated signals, and the signals in ``StatParams.untracked``, are never judged.  Series
+with the same detectors share one core holding only the arrays those detectors need, in
+float32.  Finding a slot is one dictionary look-up per device (its row in its kind's
+table) and one per field name per kind (its column), so the index grows by one small
+int32 row per device, not by a Python object per series.
+
+An anomaly is one per device and detector code, so several signals of a device share it:
+it opens with the first signal flagged (its detail names that signal) and closes when the
+last one clears.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.detection.rules.base import AnomalyChange, grown_rows
+from gateway.detection.state import Stateful
+from gateway.detection.statistics.detectors import StatCore
+from gateway.detection.statistics.parameters import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
+from jiayuan.catalogue import Kind, ValueType, family, statistical_code
+from jiayuan.contract import Reading
+from jiayuan.places import Place
+
+DeviceKey = tuple[str, str, str, str, str]
+STATE_DTYPE = np.float32
+_NONE = -1
+_UNSEEN: Any = object()  # a field name not looked up yet (None: looked up, not judged)
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One field name of a kind: which core judges it, with what floor and minimum."""
+
+    index: int
+    core: int  # detector bits of the core (its key in ``StatisticalDetectors.cores``)
+    floor: float
+    minimum: float
+
+
+@dataclass
+class _KindTable:
+    """Per kind: field name → column, and per device a row of slots (−1: none yet).
+
+    The rows may be shared with the kind's rules (``share_rows``), which number a device
+    first: one dictionary entry a device for both, not one each."""
+
+    columns: dict[str, _Column | None] = field(default_factory=dict)
+    rows: dict[DeviceKey, int] = field(default_factory=dict)
+    slots: npt.NDArray[np.int32] = field(
+        default_factory=lambda: np.full((16, 4), _NONE, dtype=np.int32)
+    )
+
+    def row(self, device: DeviceKey) -> int:
+        row = self.rows.get(device)
+        if row is None:
+            row = self.rows[device] = len(self.rows)
+        if row >= self.slots.shape[0]:
+            self._resize(grown_rows(self.slots.shape[0], row), self.slots.shape[1])
+        return row
+
+    def ensure_width(self, width: int) -> None:
+        if width > self.slots.shape[1]:  # columns appear with a kind's first devices
+            self._resize(self.slots.shape[0], width)
+
+    def _resize(self, rows: int, width: int) -> None:
+        grown = np.full((rows, width), _NONE, dtype=np.int32)
+        grown[: self.slots.shape[0], : self.slots.shape[1]] = self.slots
+        self.slots = grown
+
+
+class StatisticalDetectors(Stateful):
+    STATE = ("cores", "_tables", "_open")
+
+    def __init__(self, params: StatParams | None = None) -> None:
+        self.params = (
+            params if params is not None else StatParams(min_period_s=GATEWAY_MIN_PERIOD_S)
+        )
+        self.cores: dict[int, StatCore] = {}
+        self._tables: dict[str, _KindTable] = {}
+        # Open anomalies: (device, detector) → the signals flagging it, in flag order.
+        self._open: dict[tuple[DeviceKey, str], list[str]] = {}
+
+    def share_rows(self, kind: str, rows: dict[DeviceKey, int]) -> None:
+        """Number the kind's devices in ``rows`` (its rules' numbering), before any of
+        them is judged."""
+        table = self._tables.setdefault(kind, _KindTable())
+        if table.rows:
+            raise ValueError(f"the {kind} table numbers {len(table.rows)} devices already")
+        table.rows = rows
+
+    def _column(self, table: _KindTable, kind: str, name: str) -> _Column | None:
+        if name in table.columns:
+            return table.columns[name]
+        signal = family(kind).signal(name)
+        column: _Column | None = None
+        signal_key = f"{kind}.{signal.name}" if signal is not None else ""
+        if (
+            signal is not None
+            and signal.type is ValueType.FLOAT
+            and signal_key not in self.params.untracked
+        ):
+            low = signal.minimum if signal.minimum is not None else -math.inf
+            span = (signal.maximum or 0.0) - (signal.minimum or 0.0)
+            floor = self.params.floors.get(signal_key, self.params.floor_share * span)
+            bits = self.params.enabled_bits(signal_key)
+            if bits:
+                index = sum(1 for c in table.columns.values() if c is not None)
+                column = _Column(index, bits, floor, low)
+                table.ensure_width(index + 1)
+        table.columns[name] = column
+        return column
+
+    def _slot(self, table: _KindTable, row: int, column: _Column) -> tuple[int, int]:
+        slot = int(table.slots[row, column.index])
+        if slot == _NONE:
+            core = self.cores.get(column.core)
+            if core is None:
+                core = self.cores[column.core] = StatCore(
+                    self.params, detectors=column.core, dtype=STATE_DTYPE
+                )
+            slot = core.add_series(column.floor, column.minimum, column.core)
+            table.slots[row, column.index] = slot
+        return column.core, slot
+
+    def state_bytes(self) -> dict[str, tuple[int, int]]:
+        """Per kind: (devices, bytes of array state), counting each series' bytes in its
+        core and each device's row of the slot table (its used columns, int32)."""
+        out: dict[str, tuple[int, int]] = {}
+        for kind, table in self._tables.items():
+            devices = len(table.rows)
+            used = table.slots[:devices]
+            total = 0
+            for column in table.columns.values():
+                if column is not None:
+                    series = int(np.count_nonzero(used[:, column.index] != _NONE))
+                    per = self.cores[column.core].bytes_per_series if series else 0
+                    total += series * per + devices * used.itemsize
+            out[kind] = (devices, total)
+        return out
+
+    def layout(self) -> object:
+        # The cores carry their parameters: a snapshot learned under others is refused.
+        return (super().layout(), self.params, STATE_DTYPE.__name__)
+
+    def evaluate(self, place: Place, reading: Reading) -> list[AnomalyChange]:
+        return [change for _, change in self.evaluate_many([(place, reading)])]
+
+    def evaluate_many(
+        self, items: Sequence[tuple[Place, Reading]]
+    ) -> list[tuple[Place, AnomalyChange]]:
+        """Judge many readings with one call per core (the per-call numpy overhead is what
+        costs, not the arithmetic); changes come out in reading order."""
+        owners, names, cores, slots, stamps, values = _gather(self, items)
+        if not slots:
+            return []
+        slot_array = np.array(slots, dtype=np.int64)
+        core_array = np.array(cores, dtype=np.int64)
+        stamp_array = np.array(stamps, dtype=np.int64)
+        value_array = np.array(values, dtype=np.float64)
+        before = np.empty(len(slots), dtype=np.uint8)
+        after = np.empty(len(slots), dtype=np.uint8)
+        for bits in np.unique(core_array).tolist():
+            mine = np.flatnonzero(core_array == bits)
+            before[mine], after[mine] = _judge(
+                self.cores[bits], slot_array[mine], stamp_array[mine], value_array[mine]
+            )
+        changes: list[tuple[Place, AnomalyChange]] = []
+        for entry in np.flatnonzero(before != after).tolist():
+            place, reading = items[owners[entry]]
+            for detector in DETECTORS:
+                bit = BIT[detector]
+                if (before[entry] ^ after[entry]) & bit:
+                    change = self._flip(
+                        place, reading, detector, names[entry], cores[entry], slots[entry],
+                        values[entry], bool(after[entry] & bit),
+                    )  # fmt: skip
+                    if change is not None:
+                        changes.append((place, change))
+        return changes
+
+    def _flip(
+        self,
+        place: Place,
+        reading: Reading,
+        detector: str,
+        name: str,
+        core: int,
+        slot: int,
+        value: float,
+        now_on: bool,
+    ) -> AnomalyChange | None:
+        key = (place.key, detector)
+        flagged = self._open.get(key, [])
+        if now_on:
+            self._open[key] = [*flagged, name]
+            if flagged:
+                return None
+        else:
+            if name not in flagged:
+                return None
+            flagged = [n for n in flagged if n != name]
+            if flagged:
+                self._open[key] = flagged
+                return None
+            del self._open[key]
+        code = statistical_code(Kind(reading.kind), detector)
+        baseline = self.cores[core].baseline(slot, detector)
+        # The detail is the field name as sent (p03_temp names its port as well).
+        return AnomalyChange(code, now_on, reading.ts, value, baseline, name)
+
+
+_Gathered = tuple[list[int], list[str], list[int], list[int], list[int], list[float]]
+
+
+def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Reading]]) -> _Gathered:
+    """Each judged value of the readings, in order: its reading's index, its name, its
+    core and slot, its time and its value.  A function, not a method, so that the compiled
+    build can type its locals (stat_series.pxd): it runs once for every value of every
+    reading."""
+    owners: list[int] = []
+    names: list[str] = []
+    cores: list[int] = []
+    slots: list[int] = []
+    stamps: list[int] = []
+    values: list[float] = []
+    tables = detectors._tables
+    for index, (place, reading) in enumerate(items):
+        kind = reading.kind
+        table = tables.get(kind)
+        if table is None:
+            table = tables[kind] = _KindTable()
+        columns = table.columns
+        row = -1
+        row_slots: list[int] = []  # the device's slots, read once per reading
+        ts = reading.ts
+        for name, value in reading.values.items():
+            # The column first: most of a reading's values are never judged (a lift
+            # sends 13, one of them judged), and their None is one look-up.
+            column = columns.get(name, _UNSEEN)
+            if column is None:
+                continue
+            # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
+            # only for a finite number.
+            kind_of_value = type(value)
+            if kind_of_value is not float and kind_of_value is not int:
+                continue
+            number = float(value)
+            if number - number != 0.0:
+                continue
+            if column is _UNSEEN:
+                column = detectors._column(table, kind, name)
+                if column is None:
+                    continue
+            if row < 0:
+                # The rules numbered the device already (shared rows): one look-up, and
+                # the table's method only when its slots must grow first.
+                slots_of = table.slots
+                row = table.rows.get(place.key, -1)
+                if row < 0 or row >= len(slots_of):
+                    row = table.row(place.key)
+                    slots_of = table.slots
+                row_slots = slots_of[row].tolist()
+            at = column.index
+            slot = row_slots[at] if at < len(row_slots) else _NONE
+            core = column.core
+            if slot == _NONE:
+                core, slot = detectors._slot(table, row, column)
+            owners.append(index)
+            names.append(name)
+            cores.append(core)
+            slots.append(slot)
+            stamps.append(ts)
+            values.append(number)
+    return owners, names, cores, slots, stamps, values
+
+
+def _judge(
+    core: StatCore,
+    slots: npt.NDArray[np.int64],
+    stamps: npt.NDArray[np.int64],
+    values: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+    """Each entry's detector bits before and after it.  A slot may appear several times in
+    one call: an entry's "before" is the bits after the slot's previous entry, or the state
+    before the call for its first one."""
+    before_batch = core.active[slots].copy()
+    after = core.update(slots, stamps, values)
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    repeat = np.concatenate(([False], sorted_slots[1:] == sorted_slots[:-1]))
+    after_sorted = after[order]
+    previous_sorted = np.where(
+        repeat, np.concatenate(([0], after_sorted[:-1])), before_batch[order]
+    )
+    before = np.empty_like(after)
+    before[order] = previous_sorted
+    return before, after

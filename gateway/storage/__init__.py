@@ -1,0 +1,2 @@
+"""The gateway's storage stage: InfluxDB points, the writer, its disk spool and the dead
+letters."""

@@ -1,0 +1,245 @@
+"""The InfluxDB points the gateway writes: telemetry, anomalies, edge status.
+
+Each measurement keeps one fixed tag set forever (InfluxDB 3.x refuses a change), so a
+missing building is written as ``_`` rather than left out; values, ids and free text are
+fields, never tags, to keep cardinality bounded.
+"""
+
+from __future__ import annotations
+
+import math
+
+from jiayuan.anomaly import Anomaly
+from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
+from jiayuan.contract import EdgeStatus, Reading, Topic, Value
+from jiayuan.influx import (
+    cached_tag_set,
+    escaped_field_key,
+    escaped_measurement,
+    escaped_string,
+    format_line,
+    tag_set,
+)
+from jiayuan.places import Place
+
+NO_BUILDING = "_"
+ANOMALY = "anomaly"
+EDGE_STATUS = "edge_status"
+
+
+def _float_fields() -> dict[str, frozenset[str]]:
+    """Per kind, the payload fields declared float (per-port ones for every port)."""
+    fields: dict[str, frozenset[str]] = {}
+    for kind, fam in FAMILIES.items():
+        names: set[str] = set()
+        for signal in fam.signals:
+            if signal.type is not ValueType.FLOAT:
+                continue
+            if signal.per_port:
+                names.update(port_field(port, signal.name) for port in range(1, MAX_PORTS + 1))
+            else:
+                names.add(signal.name)
+        fields[kind.value] = frozenset(names)
+    return fields
+
+
+_FLOAT_FIELDS = _float_fields()
+# The fields telemetry_line adds after the values; a value of the same name (never a
+# signal) takes the slow path.
+_SEQ, _EVENT = "seq", "event"
+
+
+# Per field name of a kind: its escaped ``,name=``, whether it is a float signal (an int
+# value is then written as a float), and the finished ``,name=value`` texts of the int
+# values seen before (int signals have small ranges).  The leading comma lets a line's
+# fields be joined as they come (the first one's comma is dropped once).  Formatting a
+# float costs more than the rest of its field, and sensor values repeat (a few decimals,
+# bounded ranges), so the texts of floats are remembered too, in one table for all fields.
+_Field = tuple[str, bool, dict[int, str]]
+_INT_TEXTS_LIMIT = 1024  # per field; cleared when full
+_FLOAT_TEXTS_LIMIT = 65_536
+_float_texts: dict[float, str] = {}
+
+
+def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
+    """Per kind: its escaped measurement, and its payload fields (per-port ones for
+    every port)."""
+    table: dict[str, tuple[str, dict[str, _Field]]] = {}
+    for kind, fam in FAMILIES.items():
+        fields: dict[str, _Field] = {}
+        for signal in fam.signals:
+            ports = range(1, MAX_PORTS + 1) if signal.per_port else (0,)
+            for port in ports:
+                name = port_field(port, signal.name) if signal.per_port else signal.name
+                is_float = name in _FLOAT_FIELDS[kind.value]
+                fields[name] = ("," + escaped_field_key(name) + "=", is_float, {})
+        fields.pop(_SEQ, None)
+        fields.pop(_EVENT, None)
+        table[kind.value] = (escaped_measurement(kind.value), fields)
+    return table
+
+
+_FIELDS = _fields_by_kind()
+_SEQ_PREFIX = "," + escaped_field_key(_SEQ) + "="
+_EVENT_PREFIX = "," + escaped_field_key(_EVENT) + "="
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# float(int) raises OverflowError beyond this; such values take the slow path to raise it.
+_FLOAT_INT_LIMIT = 2**1023
+
+
+def _remember_float(value: float, text: str) -> None:
+    if len(_float_texts) >= _FLOAT_TEXTS_LIMIT:
+        _float_texts.clear()
+    _float_texts[value] = text
+
+
+def _remember_int(texts: dict[int, str], value: int, text: str) -> None:
+    if len(texts) >= _INT_TEXTS_LIMIT:
+        texts.clear()
+    texts[value] = text
+
+
+def place_tags(place: Place) -> dict[str, str]:
+    return {
+        "district": place.district,
+        "street": place.street,
+        "estate": place.estate,
+        "building": place.building or NO_BUILDING,
+        "device": place.device,
+    }
+
+
+def telemetry_line(place: Place, reading: Reading) -> str:
+    """The reading's values, its seq, and its event code when it has one.
+
+    A float signal sent as a whole number (``"speed": 1``) is written as a float: InfluxDB
+    refuses a field whose type changes.  (The reading has passed ``check_reading``, so int
+    signals are ints already.)
+
+    Written for speed (once per reading on the gateway's hot path): one pass over the
+    values with each kind's field names escaped once.  Anything unusual (an unknown kind
+    or field, a value line protocol cannot carry, a type other than float, int, str or
+    bool) goes to :func:`_telemetry_line_slow`, which also raises the errors.
+    """
+    per_kind = _FIELDS.get(reading.kind)
+    if per_kind is None:
+        return _telemetry_line_slow(place, reading)
+    measurement, known = per_kind
+    # Each field's ``,name=`` and value text as separate parts: a concatenation per field
+    # cost more than the list growing.
+    parts: list[str] = []
+    append = parts.append
+    float_texts = _float_texts
+    for name, value in reading.values.items():
+        field = known.get(name)
+        if field is None:
+            return _telemetry_line_slow(place, reading)
+        if type(value) is float:
+            if value:
+                text = float_texts.get(value)
+                if text is None:
+                    # value - value == 0.0 is False for NaN and ±inf.
+                    if value - value != 0.0:
+                        return _telemetry_line_slow(place, reading)
+                    text = repr(value)
+                    _remember_float(value, text)
+            else:
+                # Not cached (0.0 and -0.0 are one dict key but two texts), and not
+                # repr'd: a stopped lift's speed and an idle port's power and current
+                # make a third of the floats.
+                text = "-0.0" if math.copysign(1.0, value) < 0.0 else "0.0"
+            append(field[0])
+            append(text)
+        elif type(value) is int:
+            int_texts = field[2]
+            text = int_texts.get(value)
+            if text is None:
+                if not field[1]:
+                    if not _INT64_MIN <= value <= _INT64_MAX:
+                        return _telemetry_line_slow(place, reading)
+                    text = field[0] + int.__repr__(value) + "i"
+                elif -_FLOAT_INT_LIMIT <= value <= _FLOAT_INT_LIMIT:
+                    text = field[0] + repr(float(value))
+                else:
+                    return _telemetry_line_slow(place, reading)  # float() overflows
+                _remember_int(int_texts, value, text)
+            append(text)
+        elif type(value) is str:
+            append(field[0])
+            append(escaped_string(value))
+        elif type(value) is bool:
+            append(field[0])
+            append("true" if value else "false")
+        else:
+            return _telemetry_line_slow(place, reading)
+    seq = reading.seq
+    if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
+        return _telemetry_line_slow(place, reading)
+    append(_SEQ_PREFIX)
+    append(int.__repr__(seq))
+    append("i")
+    event = reading.event
+    if event is not None:
+        if type(event) is not str:
+            return _telemetry_line_slow(place, reading)
+        append(_EVENT_PREFIX)
+        append(escaped_string(event))
+    ts = reading.ts
+    if type(ts) is not int:
+        return _telemetry_line_slow(place, reading)
+    # The tags follow from the place; its key tuple never looks like format_line's own
+    # cache keys (tuples of (key, value) pairs).
+    key = (place.key, place.building)
+    tags = cached_tag_set(key)
+    if tags is None:
+        tags = tag_set(place_tags(place), key)
+    parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
+    return f"{measurement}{tags} {''.join(parts)} {ts}"
+
+
+def _telemetry_line_slow(place: Place, reading: Reading) -> str:
+    """telemetry_line through format_line: the reference, and every unusual case."""
+    floats = _FLOAT_FIELDS[reading.kind]
+    fields: dict[str, Value] = {
+        name: float(value) if type(value) is int and name in floats else value
+        for name, value in reading.values.items()
+    }
+    fields[_SEQ] = reading.seq
+    if reading.event is not None:
+        fields[_EVENT] = reading.event
+    return format_line(reading.kind, place_tags(place), fields, reading.ts)
+
+
+def anomaly_line(anomaly: Anomaly) -> str:
+    """One point per anomaly, stamped with its start: the closing write overwrites it."""
+    tags = {
+        "district": anomaly.district,
+        "street": anomaly.street,
+        "estate": anomaly.estate,
+        "building": anomaly.building or NO_BUILDING,
+        "device": anomaly.device,
+        "kind": anomaly.kind,
+        "code": anomaly.code,
+        "severity": anomaly.severity,
+    }
+    fields: dict[str, Value] = {
+        "value": float(anomaly.value),
+        "threshold": float(anomaly.threshold),
+        "start": anomaly.start_ms,
+        "end": anomaly.end_ms,
+        "state": anomaly.state,
+        "title_zh": anomaly.title_zh,
+        "title_en": anomaly.title_en,
+        "detail": anomaly.detail,
+    }
+    return format_line(ANOMALY, tags, fields, anomaly.start_ms)
+
+
+def edge_status_line(topic: Topic, status: EdgeStatus) -> str:
+    tags = {
+        "district": topic.district,
+        "street": topic.street,
+        "estate": topic.estate,
+        "edge": status.edge,
+    }
+    return format_line(EDGE_STATUS, tags, {"state": status.state}, status.ts)

@@ -1,0 +1,166 @@
+"""Dropping readings the gateway has already seen: the same (edge, device, seq) with the
+same timestamp.
+
+A device's readings come numbered 1, 2, 3, … by its edge, in order.  The same reading
+comes again when the broker redelivers a QoS 1 message or the edge replays its spool after
+reconnecting (several messages a device, so up to hundreds of readings behind its newest).
+Numbering also breaks: an edge box replaced starts again from 1, an edge spool rolled back
+by a power cut reuses seqs, and anyone who can publish can send a seq far ahead.  Storing a
+reading twice costs nothing (InfluxDB overwrites a point with the same measurement, tag set
+and timestamp); dropping a new one loses data.  So a reading is dropped only when it is the
+same reading again, and no reading, however numbered, makes later ones look like repeats.
+
+Per (edge, device), two windows, each a highest seq, the timestamp of the reading with that
+seq, a 64-bit bitmap of which of the 64 seqs at and below it were seen (bit k stands for
+``high - k``) and the lowest seq it took.  The first window is the device's current
+numbering; the second is the one before a reset or jump, or a stray reading's.  A reading
+is a duplicate when a window has its seq marked and its timestamp is that window's newest
+(the highest seq) or not newer (a seq below it); or when its seq lies within a window's
+span but more than 64 below its highest, and it is no newer than that window's newest (a
+replay).  Everything else is stored: the next seqs of the nearest window below advance
+it; a seq marked with a newer timestamp, or far from both windows, opens a window in
+place of the one that spans fewer seqs.  A stray reading's window spans one seq, so it
+never displaces a device's own numbering, and it holds only its own seq: the device's
+readings below it are not in its span.
+
+``offer`` says which: ``NEW``, ``DUPLICATE``, or a new reading that shows a fault,
+``RESET`` (the numbering went back with a newer timestamp) or ``JUMP`` (a seq further
+ahead than milliseconds have passed: more than a reading a millisecond).
+
+The windows are the standard library's typed arrays, two items per device, not numpy's:
+they are read and written one item a reading, and an item of a numpy array costs several
+times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its dict
+entry.  A clean stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
+gateway crash the broker redelivers what was not yet acknowledged and the gateway, with
+fresh state, stores it again.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from gateway.detection.state import Stateful
+
+WINDOW = 64
+_MASK = (1 << WINDOW) - 1
+
+# What ``offer`` says of a reading.
+DUPLICATE = 0
+NEW = 1
+RESET = 2
+JUMP = 3
+
+FAULT_NAMES = {RESET: "reset", JUMP: "jump"}
+FAULT_MEANINGS = {
+    "reset": "its numbering went back with a newer timestamp (an edge box replaced or reset)",
+    "jump": "its seq jumped further ahead than time has passed (a stray or crafted reading)",
+}
+
+
+def _next(
+    highs: array[int], newest: array[int], seen: array[int], slot: int, seq: int, ts: int
+) -> bool:
+    """Nearly every reading: the next seq of the current window, above both windows.
+    Advances the window then; False for any other reading.  A function, not a method, so
+    that the compiled build can type it (dedup.pxd)."""
+    high = highs[slot]
+    if seq <= high or seq - high >= WINDOW or highs[slot + 1] > high:
+        return False
+    seen[slot] = ((seen[slot] << (seq - high)) | 1) & _MASK
+    highs[slot] = seq
+    newest[slot] = ts
+    return True
+
+
+class SeqWindow(Stateful):
+    STATE = ("_index", "_high", "_newest", "_seen", "_low")
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[str, str], int] = {}
+        # Device i's windows are items 2i (current) and 2i + 1; high 0 is an empty window
+        # (a seq is at least 1).
+        self._high = array("q")  # int64
+        self._newest = array("q")  # int64: the timestamp of the reading with seq high
+        self._seen = array("Q")  # uint64
+        self._low = array("q")  # int64: the lowest seq the window took
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def offer(self, edge: str, device: str, seq: int, ts: int) -> int:
+        """``DUPLICATE`` for a reading seen before, else the reading is recorded as seen:
+        ``NEW``, or ``RESET`` or ``JUMP`` for a new reading that breaks the numbering."""
+        index = self._index.get((edge, device))
+        if index is None:
+            self._index[edge, device] = len(self._index)
+            self._high.extend((seq, 0))
+            self._newest.extend((ts, 0))
+            self._seen.extend((1, 0))
+            self._low.extend((seq, 0))
+            return NEW
+        slot = 2 * index
+        if _next(self._high, self._newest, self._seen, slot, seq, ts):
+            return NEW
+        return self._judge(slot, seq, ts)
+
+    def _judge(self, slot: int, seq: int, ts: int) -> int:
+        highs, newest, seen, lows = self._high, self._newest, self._seen, self._low
+        windows = (slot, slot + 1) if highs[slot + 1] else (slot,)
+        # The same reading again.
+        for w in windows:
+            offset = highs[w] - seq
+            if not (0 <= offset < WINDOW and seen[w] >> offset & 1):
+                continue
+            if ts == newest[w] if offset == 0 else ts <= newest[w]:
+                return DUPLICATE
+        # The next seqs of the nearest window below.
+        below = -1
+        for w in windows:
+            if highs[w] < seq and (below < 0 or highs[w] > highs[below]):
+                below = w
+        if below >= 0 and seq - highs[below] < WINDOW:
+            seen[below] = ((seen[below] << (seq - highs[below])) | 1) & _MASK
+            highs[below] = seq
+            newest[below] = ts
+            if below != slot:
+                self._swap(slot)
+            return NEW
+        # A seq within a window not seen yet: a late reading.
+        for w in windows:
+            offset = highs[w] - seq
+            if 0 < offset < WINDOW and not seen[w] >> offset & 1:
+                seen[w] |= 1 << offset
+                lows[w] = min(lows[w], seq)
+                return NEW
+        # A window's own seq that has left its bitmap, no newer than its newest: a replay.
+        for w in windows:
+            if lows[w] <= seq <= highs[w] - WINDOW and ts <= newest[w]:
+                return DUPLICATE
+        # A seq seen with another timestamp: the numbering went back.
+        for w in windows:
+            offset = highs[w] - seq
+            if 0 <= offset < WINDOW:
+                if offset == 0:
+                    newest[w] = ts
+                    return RESET
+                return self._open(slot, seq, ts, RESET)
+        if below < 0:  # behind every window
+            return self._open(slot, seq, ts, RESET)
+        far = seq - highs[below] > ts - newest[below]
+        return self._open(slot, seq, ts, JUMP if far else NEW)
+
+    def _open(self, slot: int, seq: int, ts: int, verdict: int) -> int:
+        """A new current window at ``seq``, in place of the one that spans fewer seqs
+        (the older one when as many): a stray reading's window spans none."""
+        other = slot + 1
+        highs, newest, seen, lows = self._high, self._newest, self._seen, self._low
+        if not highs[other] or highs[slot] - lows[slot] >= highs[other] - lows[other]:
+            highs[other], newest[other] = highs[slot], newest[slot]
+            seen[other], lows[other] = seen[slot], lows[slot]
+        highs[slot], newest[slot], seen[slot], lows[slot] = seq, ts, 1, seq
+        return verdict
+
+    def _swap(self, slot: int) -> None:
+        other = slot + 1
+        for values in (self._high, self._newest, self._seen, self._low):
+            values[slot], values[other] = values[other], values[slot]

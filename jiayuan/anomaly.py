@@ -1,0 +1,39 @@
+"""An anomaly: one per device and condition, from its start to its end.
+
+The gateway's detection opens and closes them; the alert engine, the API and the points
+written to InfluxDB all read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+OPEN, CLOSED = "open", "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    district: str
+    street: str
+    estate: str
+    building: str
+    device: str
+    kind: str
+    code: str
+    severity: str
+    title_zh: str
+    title_en: str
+    value: float  # the measured value when it opened
+    threshold: float
+    start_ms: int  # device time; also the InfluxDB point time, so closing overwrites it
+    end_ms: int  # 0 while open
+    state: str  # "open" or "closed"
+    detail: str = ""
+
+    @property
+    def active(self) -> bool:
+        return self.state == OPEN
+
+    @property
+    def title(self) -> str:
+        return f"{self.title_zh} {self.title_en}"

@@ -1,0 +1,156 @@
+"""One registry, in whatever form it was written, readable by every command.
+
+``registry generate`` stores SQLite and exports CSV or YAML, ``simulate`` writes
+registry.json; ``edge run`` runs an estate of any of them, by default the stored one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from jiayuan.catalogue import Kind
+from jiayuan.registry.files import export_csv, export_yaml
+from jiayuan.registry.store import RegistryStore
+from jiayuan.state import ENV_STATE_DIR
+from simulators.product_registry import simulated_registry
+from simulators.registry import Registry, build_registry
+from tools import cli
+from tools.edge_cli import add_parser
+from tools.registry_generate import generate_registry
+from tools.servers import RunningServers
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jiayuan")
+    parser.add_argument("--config")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+@pytest.fixture
+def simulated() -> Registry:
+    return build_registry(3, 7)
+
+
+def forms(simulated: Registry, folder: Path) -> dict[str, Path]:
+    """The same registry written every way the commands write it."""
+    product = generate_registry(simulated, 7, date(2026, 12, 1))
+    paths = {
+        "sqlite": folder / "registry.sqlite",
+        "csv": folder / "csv",
+        "yaml": folder / "registry.yaml",
+        "json": folder / "registry.json",
+    }
+    with RegistryStore(paths["sqlite"]) as store:
+        store.replace(product)
+    export_csv(product, paths["csv"])
+    export_yaml(product, paths["yaml"])
+    paths["json"].write_text(simulated.to_json(), encoding="utf-8")
+    return paths
+
+
+@pytest.mark.parametrize("form", ["sqlite", "csv", "yaml", "json"])
+def test_every_form_gives_the_same_estates_and_devices(
+    simulated: Registry, tmp_path: Path, form: str
+) -> None:
+    read = simulated_registry(forms(simulated, tmp_path)[form])
+    assert [e.id for e in read.estates] == [e.id for e in simulated.estates]
+    for mine, theirs in zip(read.estates, simulated.estates, strict=True):
+        assert (mine.district, mine.street, mine.edge_id) == (
+            theirs.district,
+            theirs.street,
+            theirs.edge_id,
+        )
+        assert {(d.id, d.kind, d.building) for d in mine.devices} == {
+            (d.id, d.kind, d.building) for d in theirs.devices
+        }
+        # What the simulated devices need from the registry comes back: lift shafts,
+        # the fire panels' floors and the charging ports.
+        for device in mine.devices:
+            original = theirs.devices[[d.id for d in theirs.devices].index(device.id)]
+            for key in ("top_floor", "floors", "ports"):
+                if key in original.params:
+                    assert device.params[key] == original.params[key], (device.id, key)
+        assert any(d.kind is Kind.LIFT for d in mine.devices)
+
+
+def test_something_else_is_named_for_what_it_is(tmp_path: Path) -> None:
+    junk = tmp_path / "photo.png"
+    junk.write_bytes(b"\x89PNG\r\n\x1a\n\x9f\x00")
+    with pytest.raises(ValueError, match=r"photo.png: not a registry"):
+        simulated_registry(junk)
+    with pytest.raises(ValueError, match=r"missing: no such file or directory"):
+        simulated_registry(tmp_path / "missing")
+    other = tmp_path / "other.sqlite"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE notes (text TEXT)")
+    with pytest.raises(ValueError, match=r"other.sqlite: a SQLite database without the regis"):
+        simulated_registry(other)
+    with closing(sqlite3.connect(other)) as db:  # and left as it was
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["notes"]
+
+
+@pytest.mark.parametrize("form", ["sqlite", "csv", "yaml"])
+def test_edge_run_takes_the_registry_files_registry_generate_writes(
+    simulated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    path = forms(simulated, tmp_path)[form]
+    args = parse(["edge", "run", "--registry", str(path), "--estate", "no-such-estate"])
+    assert args.func(args) == 2
+    out = capsys.readouterr().out
+    # The registry was read: only the estate is unknown (not "Is a directory", not a
+    # UTF-8 error from reading SQLite as JSON).
+    assert "no estate 'no-such-estate' in the registry" in out
+
+
+def test_edge_run_without_a_registry_says_how_to_make_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = parse(["edge", "run", "--estate", "x"])
+    assert args.func(args) == 2
+    out = capsys.readouterr().out
+    assert os.environ[ENV_STATE_DIR] in out and "jiayuan registry generate" in out
+
+
+@pytest.mark.servers
+def test_edge_run_runs_an_estate_of_the_stored_registry(
+    servers: RunningServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["registry", "generate", "--estates", "2", "--seed", "5"]) == 0
+    estate = build_registry(2, 5).estates[1].id
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
+    env |= {ENV_STATE_DIR: os.environ[ENV_STATE_DIR], "JIAYUAN_MQTT_URL": servers.mqtt_url}
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--estate", estate,
+               "--poll-interval", "0.2"]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    time.sleep(2.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, output
+    assert f"estate {estate}" in output and "$JIAYUAN_MQTT_URL" in output
+    stopped = re.search(r"stopped: (\d+) read, (\d+) published", output)
+    assert stopped is not None, output
+    assert int(stopped.group(1)) > 0 and stopped.group(1) == stopped.group(2)
+
+
+@pytest.mark.parametrize("form", ["csv", "yaml"])
+def test_score_takes_an_exported_registry(
+    simulated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str], form: str
+) -> None:
+    path = forms(simulated, tmp_path)[form]
+    assert cli.main(["score", "--registry", str(path), "--estate", simulated.estates[0].id]) == 0
+    assert simulated.estates[0].id in capsys.readouterr().out

@@ -1,0 +1,1 @@
+"""Helpers the tests share: an MQTT publisher, lift readings, alert fixtures' builders."""
