@@ -22,13 +22,13 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from test_gateway import now_ms, query, wait_for
 
 from alerts.links import LinkSigner
 from gateway.service import Gateway
 from jiayuan.api_auth import token_hash
 from jiayuan.config import Config
 from simulators.robot_platforms import RobotPlatforms
+from tests.gateway.test_gateway import now_ms, query, wait_for
 from tests.support.lift_readings import lift_reading
 from tests.support.mqtt_publisher import PLACE, Publisher
 

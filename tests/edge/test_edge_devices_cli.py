@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_edge_cli import parse, registry_module
-from test_edge_gb26875 import SOURCE, frame, system_state
-from test_edge_profiles import wire_words
 
 from edge.profile import SHIPPED_PROFILES
+from tests.edge.test_edge_cli import parse, registry_module
+from tests.edge.test_edge_gb26875 import SOURCE, frame, system_state
+from tests.edge.test_edge_profiles import wire_words
 from tests.support.modbus_support import FakeUnit, Mangler, start_server
 from tools.servers import RunningServers, free_port
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from pymodbus.framer import FramerType
-from test_edge_profiles import wire_words
 
 from edge.devices import Endpoint, ModbusDevice, parse_address
 from edge.drivers import DriverSample
 from edge.modbus import DeviceHealth, ModbusDriver
 from edge.profile import SHIPPED_PROFILES, Profile, load_profiles
+from tests.edge.test_edge_profiles import wire_words
 from tests.support.modbus_support import (
     FakeUnit,
     Mangler,
