@@ -252,7 +252,9 @@ def test_import_names_file_row_and_field_of_a_bad_connect(
     tmp_path: Path, connect: object, field: str, message: str
 ) -> None:
     registry = _product_registry()
-    _, device = _tank(registry)
+    fire_link = isinstance(connect, dict) and connect.get("protocol") == "gb26875"
+    kind = Kind.FIRE if fire_link else Kind.WATER_TANK
+    device = next(d.id for d in registry.devices if d.kind is kind)
     _write_csv(tmp_path / "csv", registry, device, connect)
     path = tmp_path / "csv" / "devices.csv"
     with pytest.raises(RegistryInvalid) as raised:
