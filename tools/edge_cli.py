@@ -134,7 +134,12 @@ def _add_probe(commands: Any) -> None:
         "when the device cannot be read, with the reason.",
     )
     which = probe.add_argument_group("the device, from the registry")
-    which.add_argument("--registry", metavar="FILE", help="registry JSON holding the device")
+    which.add_argument(
+        "--registry",
+        metavar="PATH",
+        help="the registry holding the device: the SQLite store, a CSV directory, a .yaml "
+        "file or a registry.json",
+    )
     which.add_argument("--device", metavar="ID", help="device id with a 'connect' entry")
     direct = probe.add_argument_group("or the device given directly")
     direct.add_argument(
@@ -263,17 +268,17 @@ def _profiles_dir(args: argparse.Namespace) -> Path:
 
 
 def _registry_device(path: Path, device_id: str, profiles_dir: Path) -> ModbusDevice:
-    """The device of the registry with its ``connect`` entry, checked."""
-    from edge.devices import connected_devices, read_estates
+    """The device of the registry (any form) with its ``connect`` entry, checked."""
+    from edge.devices import RegistryEstate, connected_devices, registry_entries
     from edge.profile import load_profiles
 
-    for estate in read_estates(path):
-        for entry in estate.devices:
+    for estate_id, entries in registry_entries(path).items():
+        for entry in entries:
             if entry.get("id") != device_id:
                 continue
             if "connect" not in entry:
                 raise ValueError(f"device {device_id} has no 'connect' entry in {path}")
-            alone = dataclasses.replace(estate, devices=(entry,))
+            alone = RegistryEstate(estate_id, "", "", "", (entry,))
             found = connected_devices(alone, load_profiles(profiles_dir))
             if not found:
                 raise ValueError(
@@ -291,16 +296,15 @@ def _run(args: argparse.Namespace) -> int:
         DeviceConfigError,
         RegistryEstate,
         connected_devices,
+        device_entries,
         fire_link_devices,
         json_devices,
-        read_estate,
     )
     from edge.drivers import Driver, Drivers
     from edge.gb26875 import FireLinkListener
     from edge.modbus import ModbusDriver
     from edge.profile import ProfileError, load_profiles
     from edge.vendor_json import DeadLetters, VendorJson, load_json_profiles
-    from jiayuan.registry.sources import form_of
     from jiayuan.registry.store import registry_path
     from jiayuan.timezone import parse_start
     from simulators.driver import SimulatedDriver
@@ -322,12 +326,12 @@ def _run(args: argparse.Namespace) -> int:
         estate = registry.estate(args.estate)
         faults = read_labels(args.labels) if args.labels else []
         start_ms = parse_start(args.start)
-        # Connection entries ('connect') are kept in the registry JSON only so far; the
-        # other forms hold no real devices, and every device of theirs is simulated.
-        connected = (
-            read_estate(path, estate.id)
-            if form_of(path) == "json"
-            else RegistryEstate(estate.id, estate.district, estate.street, estate.edge_id, ())
+        connected = RegistryEstate(
+            estate.id,
+            estate.district,
+            estate.street,
+            estate.edge_id,
+            device_entries(path, estate.id),
         )
         needs_profiles = any("connect" in d for d in connected.devices)
         profiles = load_profiles(_profiles_dir(args)) if needs_profiles else {}

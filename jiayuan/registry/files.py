@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -29,6 +30,8 @@ def _csv_text(value: object) -> str:
         return ""
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, dict):  # a connect entry: its JSON, as an installer types it
+        return json.dumps(value, ensure_ascii=False)
     return str(value)
 
 

@@ -8,6 +8,7 @@ from datetime import date
 from enum import StrEnum
 
 from jiayuan.catalogue import Kind
+from jiayuan.registry.connect import Connect
 
 
 class HousingCategory(StrEnum):
@@ -105,6 +106,7 @@ class Device:
     last_inspection: date | None  # last annual (periodic) inspection; None = never
     last_assessment: date | None = None  # lifts: last 15-year safety assessment
     ports: int = 0  # e-bike chargers: charging ports
+    connect: Connect | None = None  # how the edge reads it; None = not wired up (simulated)
 
 
 @dataclass(frozen=True)

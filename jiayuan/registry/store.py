@@ -7,6 +7,7 @@ files, so a database edited by hand cannot smuggle in a broken reference.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -67,12 +68,30 @@ def _prepare(db: sqlite3.Connection) -> None:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_schema())
+            _add_new_columns(db)
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or time.monotonic() + wait_s > deadline:
                 raise
         time.sleep(wait_s)
         wait_s = min(wait_s * 2, 0.5)
+
+
+def _add_new_columns(db: sqlite3.Connection) -> None:
+    """Give a store written before an optional column existed (``devices.connect``) that
+    column, empty; its rows stay as they are."""
+    for name, columns in COLUMNS.items():
+        present = {row[1] for row in db.execute(f"PRAGMA table_info({name})")}
+        for column in columns:
+            if column not in present and (name, column) in OPTIONAL:
+                try:
+                    db.execute(
+                        f"ALTER TABLE {name} ADD COLUMN {column} {_TYPES.get(column, 'TEXT')}"
+                    )
+                except sqlite3.OperationalError as error:
+                    # Another instance opening the same old store added it first.
+                    if "duplicate column" not in str(error):
+                        raise
 
 
 class RegistryStore:
@@ -143,4 +162,6 @@ class RegistryStore:
 
 
 def _sql_value(value: Any) -> Any:
+    if isinstance(value, dict):  # a connect entry, kept as its JSON text
+        return json.dumps(value, ensure_ascii=False)
     return value.isoformat() if isinstance(value, date) else value

@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any
 
 from jiayuan.catalogue import Kind
+from jiayuan.registry.connect import Connect, ConnectInvalid, parse_connect
 from jiayuan.registry.model import (
     Building,
     Company,
@@ -56,14 +57,21 @@ COLUMNS: Mapping[str, tuple[str, ...]] = {
         "last_inspection",
         "last_assessment",
         "ports",
+        "connect",
     ),
 }
 # Columns that may be left empty.
 OPTIONAL: frozenset[tuple[str, str]] = frozenset(
-    {("devices", "last_inspection"), ("devices", "last_assessment"), ("devices", "ports")}
+    {
+        ("devices", "last_inspection"),
+        ("devices", "last_assessment"),
+        ("devices", "ports"),
+        ("devices", "connect"),
+    }
 )
 
-Value = str | int | float | date | None
+# ``connect`` is a JSON object: a mapping in YAML, JSON text in CSV and SQLite.
+Value = str | int | float | date | dict[str, Any] | None
 Row = dict[str, Value]
 
 
@@ -140,6 +148,7 @@ def to_rows(registry: Registry) -> dict[str, list[Row]]:
                 "last_inspection": d.last_inspection,
                 "last_assessment": d.last_assessment,
                 "ports": d.ports if d.kind is Kind.EBIKE_CHARGER else None,
+                "connect": None if d.connect is None else d.connect.as_json(),
             }
             for d in registry.devices
         ],
@@ -238,6 +247,16 @@ class _Checker:
             return date.fromisoformat(str(value))
         except ValueError:
             self.problem(field, f"{value!r} is not a date (YYYY-MM-DD)")
+            return None
+
+    def connect(self, field: str, kind: Kind | None) -> Connect | None:
+        value = self.raw(field)
+        if value is None:
+            return None
+        try:
+            return parse_connect(value, kind)
+        except ConnectInvalid as error:
+            self.problem(error.field, error.message)
             return None
 
     def choice(self, field: str, parse: Callable[[str], Any], allowed: Iterable[str]) -> Any:
@@ -426,6 +445,7 @@ class _Builder:
         inspected = c.day("last_inspection", optional=True)
         assessed = c.day("last_assessment", optional=True)
         ports = c.integer("ports", 0, 1000) if c.raw("ports") is not None else 0
+        connect = c.connect("connect", kind)
         duplicate = device_id in self.devices_seen
         if duplicate:
             c.problem("id", f"device {device_id!r} appears twice")
@@ -454,4 +474,5 @@ class _Builder:
                 inspected,
                 assessed,
                 ports,
+                connect,
             )

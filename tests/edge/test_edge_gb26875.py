@@ -323,7 +323,7 @@ def test_registry_entries_name_the_transmission_device() -> None:
         "e1", "d", "s", "edge1",
         ({"id": "F9", "kind": "fire", "connect": {"protocol": "gb26875", "source": "12"}},),
     )  # fmt: skip
-    with pytest.raises(ValueError, match=r"device F9: connect\.source must be"):
+    with pytest.raises(ValueError, match=r"device F9: connect\.source: must be"):
         fire_link_devices(bad)
 
 
