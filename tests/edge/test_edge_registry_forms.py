@@ -21,23 +21,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from modbus_support import FakeUnit
-from test_edge_cli import parse, registry_module
-from test_edge_devices_cli import ServerThread
-from test_edge_profiles import wire_words
 
-from edge.cli import SHIPPED_PROFILES
 from edge.devices import RegistryEstate, connected_devices, device_entries
 from edge.probe import probe_device
-from edge.profile import load_profiles
+from edge.profile import SHIPPED_PROFILES, load_profiles
 from jiayuan.catalogue import Kind
 from jiayuan.registry.connect import parse_connect
 from jiayuan.registry.files import export_csv, export_yaml, import_csv, import_yaml
-from jiayuan.registry.generate import generate_registry
 from jiayuan.registry.model import Registry
 from jiayuan.registry.store import RegistryStore
 from jiayuan.registry.tables import RegistryInvalid
-from jiayuan.services import RunningServers
+from tests.edge.test_edge_cli import parse, registry_module
+from tests.edge.test_edge_devices_cli import ServerThread
+from tests.edge.test_edge_profiles import wire_words
+from tests.support.modbus_support import FakeUnit
+from tools.registry_generate import generate_registry
+from tools.servers import RunningServers
 
 AS_OF = date(2026, 6, 1)
 FORMS = ("sqlite", "csv", "yaml")
@@ -155,7 +154,7 @@ def test_run_reads_a_device_of_every_form_over_modbus(
     path = _write(form, tmp_path, registry, device, _connect(tank_server.port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
     env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
-    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry", str(path),
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--registry", str(path),
                "--estate", estate, "--no-simulated", "--spool", str(tmp_path / "spool.sqlite"),
                "--poll-interval", "0.2"]  # fmt: skip
     process = subprocess.Popen(
