@@ -28,7 +28,7 @@ the rows the gateway would hold an anomaly open for, and below that ordered by s
 weekday or weekend day, where the series follows the clock). A row that cannot be read
 stops the command with its file, line and column: dropping it silently would shift every
 score after it."""
-# Width of the seasonal profile's slots of the day (gateway/seasonal.py).
+# Width of the seasonal profile's slots of the day (gateway/detection/statistics/seasonal.py).
 SLOT_MINUTES = 5
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
@@ -162,7 +162,7 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     raw = np.array(values)
     # Where a daily or weekly cycle explains the series, the level, rate and drift
     # detectors judge the deviation from what is usual at that hour, at the series' level
-    # (gateway/seasonal.py); they start afresh whenever the profile comes into or out of
+    # (gateway/detection/statistics/seasonal.py); they start afresh whenever the profile comes into or out of
     # use.  Stuck judges the values as sent (a frozen sensor repeats them exactly).
     cycle = seasonal.profile(times, raw, seasonal.SeasonalParams(slot_minutes=SLOT_MINUTES))
     floor = 1e-6 * max(1.0, abs(values[0]) if values else 1.0)

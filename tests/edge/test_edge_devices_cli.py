@@ -178,7 +178,7 @@ def test_run_reads_a_registry_device_over_modbus_and_publishes_it(
     estate, device = _registry_with_connect(tmp_path / "registry.json", water_quality.port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
     env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
-    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--registry",
                str(tmp_path / "registry.json"), "--estate", estate, "--no-simulated",
                "--spool", str(tmp_path / "spool.sqlite"), "--poll-interval", "0.2"]  # fmt: skip
     process = subprocess.Popen(
@@ -211,7 +211,7 @@ def test_run_takes_a_fire_link_and_vendor_pushes(servers: RunningServers, tmp_pa
     env = {k: v for k, v in os.environ.items() if not k.startswith("JIAYUAN_")}
     env["JIAYUAN_MQTT_URL"] = servers.mqtt_url
     env["NB_SMOKE_PUSH_TOKEN"] = "t0ken"
-    command = [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+    command = [sys.executable, "-m", "tools.cli", "edge", "run", "--registry",
                str(tmp_path / "registry.json"), "--estate", str(estate["id"]),
                "--no-simulated", "--spool", str(tmp_path / "spool.sqlite"),
                "--fire-listen", f"127.0.0.1:{fire_port}",
@@ -282,7 +282,7 @@ def test_run_says_when_the_fire_listeners_port_is_taken(
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-m", "jiayuan.cli", "edge", "run", "--registry",
+            [sys.executable, "-m", "tools.cli", "edge", "run", "--registry",
              str(tmp_path / "registry.json"), "--estate", str(estate["id"]), "--no-simulated",
              "--spool", str(tmp_path / "spool.sqlite"), "--fire-listen", f"127.0.0.1:{port}"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
