@@ -162,8 +162,9 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
     raw = np.array(values)
     # Where a daily or weekly cycle explains the series, the level, rate and drift
     # detectors judge the deviation from what is usual at that hour, at the series' level
-    # (gateway/detection/statistics/seasonal.py); they start afresh whenever the profile comes into or out of
-    # use.  Stuck judges the values as sent (a frozen sensor repeats them exactly).
+    # (gateway/detection/statistics/seasonal.py); they start afresh whenever the profile
+    # comes into or out of use.  Stuck judges the values as sent (a frozen sensor repeats
+    # them exactly).
     cycle = seasonal.profile(times, raw, seasonal.SeasonalParams(slot_minutes=SLOT_MINUTES))
     floor = 1e-6 * max(1.0, abs(values[0]) if values else 1.0)
     level = StatCore(capacity=1, detectors=ALL_BITS & ~BIT[STUCK], dtype=STATE_DTYPE)
