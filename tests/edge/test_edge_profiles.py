@@ -293,7 +293,7 @@ def test_reads_are_split_at_the_profiles_limit() -> None:
 def test_docs_devices_tables_are_current() -> None:
     from edge import devices_doc
 
-    path = Path(__file__).resolve().parent.parent / "docs" / "devices.md"
+    path = Path(__file__).resolve().parents[2] / "docs" / "devices.md"
     document = path.read_text(encoding="utf-8")
     assert devices_doc.replace_section(document, devices_doc.render()) == document, (
         "docs/devices.md is stale: run python -m edge.devices_doc --write docs/devices.md"

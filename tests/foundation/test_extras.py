@@ -118,7 +118,7 @@ def test_a_command_whose_group_is_missing_names_the_group(tmp_path: Path) -> Non
 def test_the_mail_catcher_without_aiosmtpd_names_the_demo_group(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from jiayuan.demo_alerts import MailCatcher
+    from tools.demo_alerts import MailCatcher
 
     monkeypatch.setitem(sys.modules, "aiosmtpd.controller", None)
     with pytest.raises(extras.MissingExtra, match=r"pip install 'jiayuan\[demo\]'"):

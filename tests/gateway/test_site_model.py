@@ -14,7 +14,7 @@ from gateway.detection.statistics.site_model import SiteModel
 from tools import realdata
 
 NAMES = ["outlet_pressure", "flow", "current", "vibration"]
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def pump_room(rows: int, seed: int) -> npt.NDArray[np.float64]:
