@@ -337,6 +337,17 @@ class EdgeAgent:
             lost = client._disconnected
             if lost.done() and not lost.cancelled():
                 lost.exception()
+            # A connect cut short (a stop, or a driver failing at start) can leave paho's
+            # socket open, or open it later from aiomqtt's connect thread; paho closes it
+            # when the client is collected, after the loop is gone, and aiomqtt's socket
+            # callbacks then fail on the closed loop.  Close it now, while the loop runs,
+            # and detach the callbacks from this discarded client.
+            paho = client._client
+            paho._reset_sockets()
+            paho.on_socket_open = None
+            paho.on_socket_close = None
+            paho.on_socket_register_write = None
+            paho.on_socket_unregister_write = None
 
     async def _connected_session(self, client: aiomqtt.Client) -> None:
         async with contextlib.AsyncExitStack() as stack:
