@@ -9,10 +9,12 @@ import email
 import email.policy
 import hashlib
 import hmac
+import multiprocessing
 import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -199,6 +201,34 @@ def test_a_shared_ledger_grants_each_slot_once_to_concurrent_senders(tmp_path: P
     )
     for ledger in ledgers:
         ledger.close()
+
+
+def _reserve_in_a_process(path: Path, now: int, start: Any) -> None:
+    ledger = RobotLedger(path)
+    start.wait(10)
+    for _ in range(20):
+        ledger.reserve("dingtalk:shared", LIMITS["dingtalk"], now)
+    ledger.close()
+
+
+def test_a_shared_ledger_grants_each_slot_once_across_processes(tmp_path: Path) -> None:
+    """Three processes (three workers) reserve on one new file at once: 20 slots in all."""
+    path = tmp_path / "supervisor" / "robot_sends.sqlite"
+    now = 1_700_000_000_000
+    fork = multiprocessing.get_context("fork")
+    start = fork.Event()
+    workers = [
+        fork.Process(target=_reserve_in_a_process, args=(path, now, start)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(30)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    ledger = RobotLedger(path)
+    assert len(ledger.sends_since("dingtalk:shared", now - 1)) == 20
+    ledger.close()
 
 
 def test_a_dingtalk_block_is_kept(tmp_path: Path) -> None:
