@@ -44,7 +44,7 @@ from alerts.model import Alert, AlertAction
 from alerts.notify import notification_messages
 from alerts.outbox import MessageState, Outbox, OutboxMessage, StoredMessage
 from alerts.robot_delivery import RobotOutcome, RobotSender, RobotSettings
-from alerts.robot_ledger import RobotLedger
+from alerts.robot_ledger import RobotLedger, robot_ledger_path
 from alerts.robots import DINGTALK, FEISHU, ROBOT_CHANNELS, WECOM, robot_id
 from alerts.signing import SIGNATURE_HEADER, sign
 from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
@@ -73,6 +73,9 @@ class DeliverySettings:
     workorder_url: str = ""
     # Group robots (WeCom, DingTalk, Feishu): base URLs, signing secrets, rate limits.
     robots: RobotSettings = field(default_factory=RobotSettings)
+    # The robots' rate ledger (``alerts.robot_ledger``); empty: beside the outbox.  Every
+    # instance that sends to the same robots names the same file (``--workers``).
+    robot_ledger_db: str = ""
 
     def workorder_destination(self, queued_with: str) -> str:
         return self.workorder_url or queued_with
@@ -177,7 +180,8 @@ class Deliverer:
         self._jitter = jitter
         self._poll_s = poll_s
         self._http = httpx.Client(timeout=settings.timeout_s, follow_redirects=False)
-        self.robot_ledger = RobotLedger(outbox.path.parent / ROBOT_LEDGER_FILE)
+        ledger_path = settings.robot_ledger_db or outbox.path.parent / ROBOT_LEDGER_FILE
+        self.robot_ledger = RobotLedger(ledger_path)
         self.robots = RobotSender(
             outbox, self.robot_ledger, settings.robots, self._http, self.now_ms
         )
@@ -488,6 +492,7 @@ class Dispatcher:
             retry_max_s=alerts.retry_max_s,
             timeout_s=alerts.delivery_timeout_s,
             workorder_url=alerts.opscentre_url,
+            robot_ledger_db=str(robot_ledger_path(alerts, state_dir)),
         )
         outbox = Outbox(Path(state_dir) / OUTBOX_FILE)
         links = None

@@ -5,8 +5,9 @@ each message goes out on its own.  Beyond that the robot is in a storm: one dige
 time, paced so that the spare half lasts the window, naming as many waiting alerts as
 fit in one message, critical first; the others wait for the next digest.  Nothing is
 dropped: a message leaves the outbox only when a message naming it was delivered.
-Every request is noted in the ``RobotLedger`` before it leaves, so limits hold across a
-restart.  Answers are read by meaning (``alerts.robots.classify``): throttled blocks the
+Every request takes its slot in the ``RobotLedger`` before it leaves (counted and noted
+in one transaction), so limits hold across a restart and across processes sharing the
+ledger.  Answers are read by meaning (``alerts.robots.classify``): throttled blocks the
 robot for the platform's penalty and defers its messages, refused parks them with the
 reason, anything else retries them with backoff.
 """
@@ -175,18 +176,17 @@ class RobotSender:
         if len(waiting) <= slots.window_free - reserve:
             # Quiet times: each alert on its own, as long as slots stay free.
             for index, (message, content) in enumerate(readable):
-                now = self._now_ms()
-                free, next_ms = self.ledger.free_slots(robot, limits, now)
-                if free <= 0:
+                send_id, next_ms = self.ledger.reserve(robot, limits, self._now_ms())
+                if not send_id:
                     rest = readable[index:]
                     return outcomes + self._defer(rest, next_ms, "rate limit: waiting")
-                outcomes += self._send(channel, token, robot, limits, [(message, content)])
+                outcomes += self._send(channel, token, robot, limits, [(message, content)], send_id)
             return outcomes
         # A storm: digests, paced so the spare half of the limit lasts the window.
         pace_ms = int(limits.window_s * 1000 / reserve)
-        last = self.ledger.last_ms(robot)
-        if last and now < last + pace_ms:
-            return outcomes + self._defer(readable, last + pace_ms, "digest: paced")
+        send_id, next_ms = self.ledger.reserve(robot, limits, self._now_ms(), gap_ms=pace_ms)
+        if not send_id:
+            return outcomes + self._defer(readable, next_ms, "digest: paced")
         everyone: list[tuple[StoredMessage, RobotContent]] = []
         for message in waiting:
             try:
@@ -194,7 +194,7 @@ class RobotSender:
             except (ValueError, KeyError, TypeError):
                 continue  # parked above when it comes due
         everyone.sort(key=lambda pair: _order(*pair))
-        named = self._send(channel, token, robot, limits, everyone)
+        named = self._send(channel, token, robot, limits, everyone, send_id)
         sent_ids = {outcome.message.id for outcome in named}
         later = [pair for pair in readable if pair[0].id not in sent_ids]
         return outcomes + named + self._defer(later, now + pace_ms, "digest: in the next one")
@@ -212,9 +212,11 @@ class RobotSender:
         robot: str,
         limits: RobotLimits,
         pairs: list[tuple[StoredMessage, RobotContent]],
+        send_id: int,
     ) -> list[RobotOutcome]:
-        """One request: a single message when ``pairs`` has one, else a digest naming
-        as many as fit (those are the outcomes returned)."""
+        """One request, in the slot ``send_id`` reserved in the ledger: a single message
+        when ``pairs`` has one, else a digest naming as many as fit (those are the
+        outcomes returned)."""
         now = self._now_ms()
         secret = self.settings.secret(channel, token)
         if len(pairs) == 1:
@@ -229,7 +231,6 @@ class RobotSender:
             mobiles = sorted({m for _, c in named if c.severity == "critical" for m in c.mobiles})
         body = payload(channel, text, markdown=markdown, mobiles=mobiles, secret=secret, now_ms=now)
         url = robot_url(channel, self.settings.base_url(channel), token, secret, now)
-        send_id = self.ledger.begin(robot, now)
         try:
             response = self._http.post(
                 url, content=body, headers={"Content-Type": "application/json; charset=utf-8"}

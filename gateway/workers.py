@@ -5,7 +5,9 @@ with more cores runs several.  Each worker is an ordinary ``jiayuan gateway run`
 with the settings docs/scaling.md asks of every instance: its own streets (the named
 streets dealt out in turn, so the same list always gives the same split), client id
 ``<id>-w<k>``, state directory ``<state_dir>/w<k>`` and API port ``api_port + k - 1``; the
-estate registry is the supervisor's, shared (each worker scores its own streets' estates).
+estate registry is the supervisor's, shared (each worker scores its own streets' estates),
+and so is the group robots' rate ledger: a company's robot hears from the workers of all
+its estates' streets, and its limit is per robot, not per worker (docs/robots.md).
 
 The supervisor passes SIGINT and SIGTERM on to the workers and waits for them to flush and
 acknowledge.  When a worker ends on its own it stops the others and exits non-zero: a
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from alerts.robot_ledger import robot_ledger_path
 from gateway.transport.ingest import ALL_STREETS, owned_streets
 from jiayuan.config import Config, ConfigError
 from jiayuan.registry.store import registry_path
@@ -51,6 +54,7 @@ class Worker:
     state_dir: str
     api_port: int
     registry_db: str  # shared: the supervisor's registry, not one per worker
+    robot_ledger_db: str  # shared: what every robot sent, from whichever worker
     score_aggregate: bool  # writes the district and city grade rows (worker 1)
 
     @property
@@ -88,6 +92,7 @@ def plan_workers(config: Config, workers: int) -> list[Worker]:
             # Port 0 (any free port) stays 0 for every worker.
             api_port=base.api_port + number - 1 if base.api_port else 0,
             registry_db=str(registry_path(config)),
+            robot_ledger_db=str(robot_ledger_path(config.alerts, base.state_dir)),
             score_aggregate=number == 1,
         )
         for number, group in enumerate(deal_streets(streets, workers), start=1)
@@ -125,6 +130,7 @@ def worker_environment(worker: Worker) -> dict[str, str]:
     env["JIAYUAN_GATEWAY_STATE_DIR"] = worker.state_dir
     env["JIAYUAN_GATEWAY_API_PORT"] = str(worker.api_port)
     env["JIAYUAN_ALERTS_REGISTRY_DB"] = worker.registry_db
+    env["JIAYUAN_ALERTS_ROBOT_LEDGER_DB"] = worker.robot_ledger_db
     env["JIAYUAN_ALERTS_SCORE_AGGREGATE"] = "true" if worker.score_aggregate else "false"
     return env
 

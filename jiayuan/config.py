@@ -204,6 +204,10 @@ class AlertsConfig:
     # The estate registry (SQLite); empty = <gateway.state_dir>/registry.sqlite.  The
     # workers of `gateway run --workers` share their supervisor's.
     registry_db: str = ""
+    # The group robots' rate ledger (SQLite, docs/robots.md); empty =
+    # <gateway.state_dir>/robot_sends.sqlite.  Instances that send to the same robots share
+    # one: the workers of `gateway run --workers` use their supervisor's.
+    robot_ledger_db: str = ""
     # In a set of instances that split the streets, the one that also writes the district
     # and city grade rows from every instance's estate scores (--workers: worker 1).
     score_aggregate: bool = False

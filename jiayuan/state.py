@@ -35,8 +35,9 @@ SNAPSHOT_FILE = "detector_state.sqlite"
 SPOOL_FILE = "influx_spool.sqlite"
 CALLBACK_LEDGER_FILE = "callbacks.sqlite"
 OUTBOX_FILE = "outbox.sqlite"
-# Beside the outbox: what each group robot sent when (its rate limits survive restarts), and
-# the signed alert-page links handed out.
+# Beside the outbox: what each group robot sent when (its rate limits survive restarts;
+# unless [alerts] robot_ledger_db names one shared by several instances), and the signed
+# alert-page links handed out.
 ROBOT_LEDGER_FILE = "robot_sends.sqlite"
 LINKS_FILE = "links.sqlite"
 

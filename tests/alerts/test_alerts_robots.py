@@ -9,9 +9,12 @@ import email
 import email.policy
 import hashlib
 import hmac
+import multiprocessing
 import re
+import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote_plus
 
 import pytest
@@ -168,6 +171,66 @@ def test_feishu_five_a_second_and_a_hundred_a_minute(tmp_path: Path) -> None:
     assert ledger.free_slots("feishu:x", limits, start + 2000 + 95 * 300)[0] == 0
 
 
+def test_a_shared_ledger_grants_each_slot_once_to_concurrent_senders(tmp_path: Path) -> None:
+    """Two ledgers on one file (two workers), 40 reservations each at the same moment
+    from four threads: the robot's 20 slots are granted exactly 20 times."""
+    path = tmp_path / "robot_sends.sqlite"
+    ledgers = [RobotLedger(path), RobotLedger(path)]
+    now = 1_700_000_000_000
+    granted: list[int] = []
+
+    def reserve(ledger: RobotLedger) -> None:
+        for _ in range(20):
+            send_id, _ = ledger.reserve("wecom:shared", LIMITS["wecom"], now)
+            if send_id:
+                granted.append(send_id)
+
+    threads = [threading.Thread(target=reserve, args=(ledgers[i % 2],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(granted) == 20 and len(set(granted)) == 20
+    send_id, next_ms = ledgers[0].reserve("wecom:shared", LIMITS["wecom"], now + 1000)
+    assert send_id == 0 and next_ms == now + 61_000 + 1
+    # A digest's pace: no slot within the gap after the last send, even with slots free.
+    assert ledgers[1].reserve("wecom:other", LIMITS["wecom"], now)[0]
+    assert ledgers[1].reserve("wecom:other", LIMITS["wecom"], now + 100, gap_ms=3000) == (
+        0,
+        now + 3000,
+    )
+    for ledger in ledgers:
+        ledger.close()
+
+
+def _reserve_in_a_process(path: Path, now: int, start: Any) -> None:
+    ledger = RobotLedger(path)
+    start.wait(10)
+    for _ in range(20):
+        ledger.reserve("dingtalk:shared", LIMITS["dingtalk"], now)
+    ledger.close()
+
+
+def test_a_shared_ledger_grants_each_slot_once_across_processes(tmp_path: Path) -> None:
+    """Three processes (three workers) reserve on one new file at once: 20 slots in all."""
+    path = tmp_path / "supervisor" / "robot_sends.sqlite"
+    now = 1_700_000_000_000
+    fork = multiprocessing.get_context("fork")
+    start = fork.Event()
+    workers = [
+        fork.Process(target=_reserve_in_a_process, args=(path, now, start)) for _ in range(3)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(30)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    ledger = RobotLedger(path)
+    assert len(ledger.sends_since("dingtalk:shared", now - 1)) == 20
+    ledger.close()
+
+
 def test_a_dingtalk_block_is_kept(tmp_path: Path) -> None:
     ledger = RobotLedger(tmp_path / "l.sqlite")
     ledger.block("dingtalk:x", 9_000_000, "130101")
@@ -239,7 +302,9 @@ def make_dispatcher(
     scale: float = 1.0,
     clock: FakeClock | None = None,
     links: bool = True,
+    robot_ledger: Path | None = None,
 ) -> Dispatcher:
+    state.mkdir(parents=True, exist_ok=True)
     path = state / "contacts.yaml"
     path.write_text(contacts, encoding="utf-8")
     book = ContactBook.load(path)
@@ -248,7 +313,12 @@ def make_dispatcher(
         secrets=book.robot_secrets(),
         limits={channel: limit.scaled(scale) for channel, limit in LIMITS.items()},
     )
-    settings = DeliverySettings(webhook_secret="s", robots=robots, retry_initial_s=0.05)
+    settings = DeliverySettings(
+        webhook_secret="s",
+        robots=robots,
+        retry_initial_s=0.05,
+        robot_ledger_db=str(robot_ledger or ""),
+    )
     outbox = Outbox(state / "outbox.sqlite")
     deliverer = (
         Deliverer(outbox, settings, clock=clock, poll_s=0.05)
@@ -450,6 +520,53 @@ def test_storm_at_the_real_limits_on_a_clock_moved_by_hand(tmp_path: Path) -> No
     # WeCom and DingTalk: at most 20 in any minute, so the 200 alerts went as digests.
     assert len(standin.texts("wecom")) <= 20 * (int(took_s / 60) + 1)
     assert took_s < 180
+
+
+def test_two_workers_sharing_the_ledger_keep_a_company_robots_limit(tmp_path: Path) -> None:
+    """Two workers (`gateway run --workers 2`: each its own state directory and outbox)
+    send to one company's robot at once, 100 alerts each in one (scaled) minute: with the
+    supervisor's shared ledger the robot never carries more than its 20 a minute, and
+    every alert is named."""
+    shared = tmp_path / "supervisor" / "robot_sends.sqlite"
+    contacts = "company:wuye-01:\n" + "\n".join(CONTACTS.splitlines()[2:5]) + "\n"
+    with RobotPlatforms(time_scale=SCALE) as standin:
+        standin.add("wecom", WECOM_KEY)
+        workers = [
+            make_dispatcher(
+                tmp_path / f"w{k}", standin, contacts=contacts, scale=SCALE, robot_ledger=shared
+            )
+            for k in (1, 2)
+        ]
+        for worker in workers:
+            worker.company_of = lambda estate: "wuye-01"
+            worker.start()
+        minute = 60.0 / SCALE
+        started = time.monotonic()
+
+        def storm(worker: Dispatcher, first: int) -> None:
+            for index in range(100):
+                robots_only(worker, first + index, severity=("critical", "warning")[index % 2])
+                time.sleep(max(0.0, started + (index + 1) * minute / 100 - time.monotonic()))
+
+        threads = [
+            threading.Thread(target=storm, args=(worker, first))
+            for worker, first in zip(workers, (1, 101), strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        deadline = time.monotonic() + 15 * minute
+        while time.monotonic() < deadline and any(w.outbox.counts()["pending"] for w in workers):
+            time.sleep(0.2)
+        counts = [worker.outbox.counts() for worker in workers]
+        for worker in workers:
+            worker.stop()
+    assert standin.violations == []
+    assert standin.refused == []
+    assert counts == [{"pending": 0, "delivered": 100, "parked": 0}] * 2
+    texts = "\n".join(standin.texts("wecom"))
+    assert {int(n) for n in re.findall(r"al-(\d{4})", texts)} == set(range(1, 201))
 
 
 def test_a_restart_remembers_what_the_robot_sent(tmp_path: Path) -> None:

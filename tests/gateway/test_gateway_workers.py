@@ -71,6 +71,9 @@ def test_each_worker_gets_its_own_id_state_and_port_and_they_share_the_registry(
         "true",
         "false",
     ]
+    # And the group robots' rate ledger: a company's robot hears from several workers.
+    ledger = "/var/lib/jiayuan/gw/robot_sends.sqlite"
+    assert [worker_environment(w)["JIAYUAN_ALERTS_ROBOT_LEDGER_DB"] for w in plan] == [ledger] * 2
     named = replace(config, alerts=AlertsConfig(registry_db="/srv/registry.sqlite"))
     assert {w.registry_db for w in plan_workers(named, 2)} == {"/srv/registry.sqlite"}
 
