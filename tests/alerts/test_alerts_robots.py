@@ -451,6 +451,7 @@ def test_digest_names_critical_first_and_fits_the_limit() -> None:
 SCALE = 10.0  # a "minute" of the stand-ins and of the limits lasts 6 s
 
 
+@pytest.mark.slow
 def test_storm_of_200_alerts_in_a_minute_with_a_restart(tmp_path: Path) -> None:
     """200 alerts in one (scaled) minute to one estate's three robots: no platform limit
     is broken, every alert is named in some message of every robot, nothing is lost
@@ -492,6 +493,7 @@ def test_storm_of_200_alerts_in_a_minute_with_a_restart(tmp_path: Path) -> None:
         assert ranks == sorted(ranks)
 
 
+@pytest.mark.slow
 def test_storm_at_the_real_limits_on_a_clock_moved_by_hand(tmp_path: Path) -> None:
     """The real numbers (20 a minute, 100 a minute and 5 a second, DingTalk's 10-minute
     block): 200 alerts over one minute, the deliverer and the platforms on one clock that
@@ -522,6 +524,7 @@ def test_storm_at_the_real_limits_on_a_clock_moved_by_hand(tmp_path: Path) -> No
     assert took_s < 180
 
 
+@pytest.mark.slow
 def test_two_workers_sharing_the_ledger_keep_a_company_robots_limit(tmp_path: Path) -> None:
     """Two workers (`gateway run --workers 2`: each its own state directory and outbox)
     send to one company's robot at once, 100 alerts each in one (scaled) minute: with the
@@ -569,6 +572,7 @@ def test_two_workers_sharing_the_ledger_keep_a_company_robots_limit(tmp_path: Pa
     assert {int(n) for n in re.findall(r"al-(\d{4})", texts)} == set(range(1, 201))
 
 
+@pytest.mark.slow
 def test_a_restart_remembers_what_the_robot_sent(tmp_path: Path) -> None:
     """After a restart the new deliverer knows what the old one sent (the ledger on
     disk): with half the minute's slots used, eight new alerts go as one digest, where a

@@ -91,6 +91,7 @@ def _expected_polls(seconds: float) -> int:
 # ---- Modbus TCP ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @in_loop
 async def test_tcp_many_units_on_one_connection_and_bad_ones_do_not_disturb_them() -> None:
     quality = FakeUnit(2)
@@ -143,6 +144,7 @@ async def test_tcp_many_units_on_one_connection_and_bad_ones_do_not_disturb_them
     assert driver.lines[0].stats.connects == 1
 
 
+@pytest.mark.slow
 @in_loop
 async def test_contiguous_registers_cost_one_request_per_poll() -> None:
     pile = FakeUnit(1)
@@ -168,6 +170,7 @@ async def test_contiguous_registers_cost_one_request_per_poll() -> None:
     assert values["smoke"] == 0
 
 
+@pytest.mark.slow
 @in_loop
 async def test_a_status_bit_raises_its_event_once_when_it_sets() -> None:
     lift = FakeUnit(1)
@@ -191,6 +194,7 @@ async def test_a_status_bit_raises_its_event_once_when_it_sets() -> None:
     assert samples[0].values["car_position"] == 3
 
 
+@pytest.mark.slow
 @in_loop
 async def test_the_line_reconnects_with_back_off_and_the_device_comes_back() -> None:
     unit = ph_unit(1, 7.5)
@@ -273,6 +277,7 @@ def _check_rtu(
     assert "13 37 ca fe" in health["bad4"].last_error  # the bytes, in hex
 
 
+@pytest.mark.slow
 @in_loop
 async def test_rtu_over_tcp_counts_each_bad_answer_with_its_reason() -> None:
     units = [ph_unit(u, 6.85) for u in (1, *FAULTY)]
@@ -290,6 +295,7 @@ async def test_rtu_over_tcp_counts_each_bad_answer_with_its_reason() -> None:
     _check_rtu(samples, health, seconds)
 
 
+@pytest.mark.slow
 @in_loop
 async def test_rtu_on_a_serial_line_counts_each_bad_answer_with_its_reason() -> None:
     line = PtyLine()
@@ -308,6 +314,7 @@ async def test_rtu_on_a_serial_line_counts_each_bad_answer_with_its_reason() -> 
     _check_rtu(samples, health, seconds)
 
 
+@pytest.mark.slow
 @in_loop
 async def test_tcp_answer_from_the_wrong_unit_and_garbage_are_named() -> None:
     server, server_port = await start_server([ph_unit(u, 7.0) for u in (1, 2, 4, 5)])
@@ -346,6 +353,7 @@ def test_addresses_parse_and_bad_ones_say_why() -> None:
             parse_address(bad)
 
 
+@pytest.mark.slow
 @in_loop
 async def test_a_line_where_nobody_answers_reconnects() -> None:
     server, server_port = await start_server([ph_unit(1, 7.0), ph_unit(2, 7.0)])
@@ -368,6 +376,7 @@ async def test_a_line_where_nobody_answers_reconnects() -> None:
     assert all(set(h.errors) == {"timeout"} for h in health.values())
 
 
+@pytest.mark.slow
 @in_loop
 async def test_polls_a_slow_neighbour_delays_are_overruns() -> None:
     server, server_port = await start_server([ph_unit(1, 7.0), ph_unit(2, 7.0)])

@@ -38,6 +38,7 @@ def digest(mode: str) -> dict[str, Any]:
 @pytest.mark.skipif(
     bool(os.environ.get("JIAYUAN_NO_EXTENSIONS")), reason="installed without extensions"
 )
+@pytest.mark.slow
 def test_the_hot_path_runs_compiled_and_writes_what_the_interpreted_one_writes() -> None:
     built, interpreted = digest("compiled"), digest("source")
     # What CI installs from a clean clone: every hot module compiled, none stale.

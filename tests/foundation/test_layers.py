@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("jiayuan", "edge", "gateway", "alerts", "score", "dashboards")
@@ -39,6 +40,7 @@ def production_modules() -> list[str]:
     return modules
 
 
+@pytest.mark.slow
 def test_importing_every_production_module_loads_no_tool_or_simulator() -> None:
     probe = (
         "import importlib, json, sys\n"

@@ -451,6 +451,7 @@ def test_a_tls_client_that_does_not_trust_the_ca_is_refused(
         client.connect("127.0.0.1", secure.mqtt_tls_port)
 
 
+@pytest.mark.slow
 def test_the_secured_broker_restarts_with_its_accounts(secure: RunningServers) -> None:
     auth = auth_of(secure)
     retained = Client(secure, auth.edge(ESTATE_A))
