@@ -115,3 +115,19 @@ class CpuTimeline:
         t0, cpu0, busy0, ticks0 = self._samples[first]
         t1, cpu1, busy1, ticks1 = self._samples[last]
         return Spent(t1 - t0, cpu1 - cpu0, (busy1 - busy0) / max(1, ticks1 - ticks0))
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """This process's CPU seconds by thread name (Python's names, matched to the kernel's
+    thread ids; threads not started by ``threading`` are summed as "other").  Threads of
+    the same name are summed; a thread that has ended is no longer counted."""
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    spent: dict[str, float] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            cpu_s = _process_cpu_s((task / "stat").read_bytes())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = names.get(int(task.name), "other")
+        spent[name] = spent.get(name, 0.0) + cpu_s
+    return spent
