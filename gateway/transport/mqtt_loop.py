@@ -71,6 +71,7 @@ class NetworkLoop:
         name: str = "gateway-mqtt",
     ) -> None:
         self._client = client
+        self._buffered: Callable[[], int] | None = getattr(client, "buffered", None)
         self._current_connection = current_connection
         self._held_back = held_back
         self._max_hold_s = MAX_HOLD_S if max_hold_s is None else max_hold_s
@@ -162,12 +163,19 @@ class NetworkLoop:
                 continue
             self._turn(sock)
 
+    def _read_ahead(self, sock: Any) -> int:
+        """Bytes already read from the socket, waiting in a TLS socket (``pending()``) or
+        in the client's chunk (``ChunkedReadClient.buffered()``): ``select`` does not see
+        them."""
+        pending = getattr(sock, "pending", None)
+        ahead = pending() if pending is not None else 0
+        return ahead + (self._buffered() if self._buffered is not None else 0)
+
     def _turn(self, sock: Any) -> None:
         """One wake-up: read what is waiting, send acknowledgements and what is queued."""
         client = self._client
-        pending = getattr(sock, "pending", None)  # bytes a TLS socket holds already read
         holding = self._holding()
-        buffered = not holding and pending is not None and pending() > 0
+        buffered = not holding and self._read_ahead(sock) > 0
         reads = [self._wake_r] if holding else [sock, self._wake_r]
         writes = [sock] if client.want_write() else []
         wait = HOLD_POLL_S if holding else 0.0 if buffered else IDLE_S
@@ -176,7 +184,7 @@ class NetworkLoop:
         except (OSError, ValueError):  # closed under us: paho notices on the next call
             readable = [] if holding else [sock]
         if sock in readable or buffered:
-            self._read(sock, pending)
+            self._read(sock)
         if self._wake_r in readable:
             with contextlib.suppress(BlockingIOError):
                 self._wake_r.recv(4096)
@@ -185,7 +193,7 @@ class NetworkLoop:
             client.loop_write()
         client.loop_misc()
 
-    def _read(self, sock: Any, pending: Callable[[], int] | None) -> None:
+    def _read(self, sock: Any) -> None:
         """Every packet already waiting, up to ``READS_PER_WAKE``."""
         client = self._client
         for _ in range(READS_PER_WAKE):
@@ -194,7 +202,7 @@ class NetworkLoop:
                 return
             if self._held_back():
                 return
-            if pending is not None and pending() > 0:
+            if self._read_ahead(sock) > 0:
                 continue
             try:
                 if not select.select([sock], [], [], 0.0)[0]:
