@@ -37,8 +37,8 @@ from gateway.pipeline import Message, wall_ms
 from gateway.transport.inbox import Inbox
 from gateway.transport.mqtt_flaps import ShortConnections
 from gateway.transport.mqtt_loop import NetworkLoop
+from gateway.transport.paho_client import GatewayClient
 from gateway.transport.paho_publish import install as install_fast_publish_decoding
-from gateway.transport.paho_reads import ChunkedReadClient
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import ConfigError, MqttConfig
 from jiayuan.contract import subscription
@@ -111,7 +111,7 @@ class MqttIngest:
         self._v5 = config.gateway_protocol == "5"
         if self._v5:
             install_fast_publish_decoding()
-        client = ChunkedReadClient(
+        client = GatewayClient(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=config.gateway_client_id,
             protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,

@@ -8,13 +8,16 @@ messages), so that costs it a wake-up, a system call and a thread switch per mes
 This loop drives the same client through paho's external-loop API (``loop_read``,
 ``loop_write``, ``loop_misc``): each wake-up reads every packet already waiting on the
 socket, and a batch's acknowledgements are handed over in one call and sent from this
-thread, with one wake-up per batch (bench/throughput.py's (a') measures this ingest).
+thread, with one wake-up per batch (bench/throughput.py's (a') measures this ingest).  The
+client (``gateway.transport.paho_client``) reads the socket in chunks and writes a
+batch's acknowledgements in one call.
 
 While the processing thread is behind (``held_back()``: the inbox holds more payload than
-its budget), it leaves the socket unread, so the broker keeps the rest (TCP's own flow
-control) and the gateway's memory is bounded by bytes, not only by the receive maximum's
-count of messages; for at most ``max_hold_s`` at a time, because the broker's answer to
-the keep-alive goes unread too.
+its budget), it leaves the socket unread (and the client's chunk, at most a few hundred
+KB, unparsed), so the broker keeps the rest (TCP's own flow control) and the gateway's
+memory is bounded by bytes, not only by the receive maximum's count of messages; for at
+most ``max_hold_s`` at a time, because the broker's answer to the keep-alive goes unread
+too.
 
 It reconnects as ``loop_forever`` does: after a lost connection it waits, doubling the
 wait from ``min_delay_s`` to ``max_delay_s``, and starts again from ``min_delay_s`` once a
@@ -34,6 +37,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+
+from gateway.transport.paho_client import GatewayClient
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class NetworkLoop:
 
     def __init__(
         self,
-        client: mqtt.Client,
+        client: GatewayClient,
         current_connection: Callable[[], int],
         *,
         held_back: Callable[[], bool] = lambda: False,
@@ -71,7 +76,6 @@ class NetworkLoop:
         name: str = "gateway-mqtt",
     ) -> None:
         self._client = client
-        self._buffered: Callable[[], int] | None = getattr(client, "buffered", None)
         self._current_connection = current_connection
         self._held_back = held_back
         self._max_hold_s = MAX_HOLD_S if max_hold_s is None else max_hold_s
@@ -165,11 +169,10 @@ class NetworkLoop:
 
     def _read_ahead(self, sock: Any) -> int:
         """Bytes already read from the socket, waiting in a TLS socket (``pending()``) or
-        in the client's chunk (``ChunkedReadClient.buffered()``): ``select`` does not see
+        in the client's chunk (``GatewayClient.buffered()``): ``select`` does not see
         them."""
         pending = getattr(sock, "pending", None)
-        ahead = pending() if pending is not None else 0
-        return ahead + (self._buffered() if self._buffered is not None else 0)
+        return self._client.buffered() + (pending() if pending is not None else 0)
 
     def _turn(self, sock: Any) -> None:
         """One wake-up: read what is waiting, send acknowledgements and what is queued."""
@@ -221,12 +224,14 @@ class NetworkLoop:
         return now - self._held_since < self._max_hold_s
 
     def _send_acks(self) -> None:
-        acks, client = self._acks, self._client
+        acks, mids = self._acks, []
         connection = self._current_connection()
         while acks:
             delivered_on, mid = acks.popleft()
             if delivered_on == connection:
-                client.ack(mid, 1)
+                mids.append(mid)
+        if mids:
+            self._client.ack_many(mids)
 
     def _reconnect(self) -> None:
         """Wait (unless this is the first attempt), then connect again."""

@@ -1,9 +1,10 @@
-"""paho's client reading its socket in chunks (gateway/transport/paho_reads.py).
+"""paho's client with fewer system calls a message (gateway/transport/paho_client.py).
 
 paho's small reads are served from one large read of the socket, in order and byte for
-byte; a new connection never gets what was read from the old one; and through the real
-Mosquitto, messages larger than a chunk and many small ones in one chunk arrive whole,
-in order, and once.
+byte; a new connection never gets what was read from the old one; a batch's PUBACKs are
+the bytes paho writes for each, written in one call; and through the real Mosquitto,
+messages larger than a chunk and many small ones in one chunk arrive whole, in order,
+and once.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.transport import paho_reads
-from gateway.transport.paho_reads import ChunkedReadClient
+from gateway.transport import paho_client
+from gateway.transport.paho_client import GatewayClient
 from tests.gateway.test_mqtt_loop import (
     TOPIC,
     mqtt_config,
@@ -35,10 +36,15 @@ class CountedSocket:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.reads = 0
+        self.writes = 0
 
     def recv(self, size: int) -> bytes:
         self.reads += 1
         return self.sock.recv(size)
+
+    def send(self, data: bytes) -> int:
+        self.writes += 1
+        return self.sock.send(data)
 
     def close(self) -> None:  # paho closes its socket when the client is collected
         self.sock.close()
@@ -53,8 +59,8 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     theirs.close()
 
 
-def client_on(sock: Any) -> ChunkedReadClient:
-    client = ChunkedReadClient(CallbackAPIVersion.VERSION2)
+def client_on(sock: Any) -> GatewayClient:
+    client = GatewayClient(CallbackAPIVersion.VERSION2, manual_ack=True)
     client._sock = sock
     return client
 
@@ -105,11 +111,30 @@ def test_a_closed_connection_reads_as_closed(pair: tuple[socket.socket, socket.s
     assert client._sock_recv(2) == b""  # paho: the connection was lost
 
 
+def test_a_batch_of_acknowledgements_is_the_bytes_paho_writes_for_each_in_one_write(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    mids = [1, 2, 300, 65535]
+    ours, theirs = pair
+    counted = CountedSocket(ours)
+    client = client_on(counted)
+    client.ack_many(mids)
+    client.loop_write()
+    together = theirs.recv(1000)
+    assert counted.writes == 1
+    for mid in mids:  # paho's own, one at a time
+        client.ack(mid, 1)
+    client.loop_write()
+    assert counted.writes == 1 + len(mids)
+    assert theirs.recv(1000) == together
+    assert together == bytes.fromhex("40020001400200024002012c4002ffff")
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_messages_larger_than_a_chunk_and_many_in_one_arrive_whole_in_order_and_once(
     servers: RunningServers, protocol: str
 ) -> None:
-    big = paho_reads.CHUNK_BYTES
+    big = paho_client.CHUNK_BYTES
     sizes = [10, big * 2 + 7, *([40] * 300), big - 3, 1, big + 1, *([200] * 300)]
     payloads = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
     config = mqtt_config(servers.mqtt_port, f"reads-{uuid.uuid4().hex[:8]}", protocol)
