@@ -118,16 +118,16 @@ class CpuTimeline:
 
 
 def thread_cpu_s() -> dict[str, float]:
-    """This process's CPU seconds by thread name (Python's names, matched to the kernel's
-    thread ids; threads not started by ``threading`` are summed as "other").  Threads of
-    the same name are summed; a thread that has ended is no longer counted."""
-    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    """This process's CPU seconds by thread name, from each thread's own CPU clock
+    (nanoseconds, where ``/proc``'s figures come in clock ticks).  Threads of the same
+    name are summed; a thread that has ended is no longer counted."""
     spent: dict[str, float] = {}
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            cpu_s = _process_cpu_s((task / "stat").read_bytes())
-        except (FileNotFoundError, ProcessLookupError):
+    for thread in threading.enumerate():
+        if thread.ident is None:
             continue
-        name = names.get(int(task.name), "other")
-        spent[name] = spent.get(name, 0.0) + cpu_s
+        try:
+            cpu_s = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):  # ended meanwhile
+            continue
+        spent[thread.name] = spent.get(thread.name, 0.0) + cpu_s
     return spent

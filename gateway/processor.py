@@ -279,12 +279,14 @@ class Processor:
         anomaly as the same alert), never an anomaly that no alert heard of.  A failing
         listener is logged, not retried: the anomaly is already durable (InfluxDB or spool).
         """
+        if self._on_edge_status is None and self._on_anomalies is None:
+            return
+        # Nearly every line is a reading: one pass to set those aside.
+        others = [p for p in batch.lines if not p.is_reading]
         if self._on_edge_status is not None:
             # First: the devices' offline alerts of a batch join their edge's estate alert.
             statuses = [
-                (parse_topic(p.topic), p.origin)
-                for p in batch.lines
-                if isinstance(p.origin, EdgeStatus)
+                (parse_topic(p.topic), p.origin) for p in others if isinstance(p.origin, EdgeStatus)
             ]
             if statuses:
                 try:
@@ -293,7 +295,7 @@ class Processor:
                     log.exception("the alert engine failed on %d edge statuses", len(statuses))
         if self._on_anomalies is None:
             return
-        anomalies = [p.origin for p in batch.lines if isinstance(p.origin, Anomaly)]
+        anomalies = [p.origin for p in others if isinstance(p.origin, Anomaly)]
         if not anomalies:
             return
         try:
