@@ -9,14 +9,6 @@ trimming (``bench/throughput.py --memory-devices 100000``; figures in bench/READ
 ``malloc_trim(0)`` returns every whole free page; here it runs on a timer of its own
 thread.  ctypes releases the GIL for the call, which is short next to the interval.
 Where the C library is not glibc, trimming is a no-op.
-
-With the timer running, glibc's own give-backs are turned off (``keep_freed_memory``):
-by default a block over 128 KB gets a mapping of its own, and freeing memory at the top of
-a heap gives it back at once.  Every batch's large buffers (the InfluxDB request body, as
-text and as bytes, and the network loop's socket reads) were then mapped, faulted in page
-by page and given back again, batch after batch: most of what joining and encoding a
-request body cost.  Kept, they are reused by the next batch, and the timer still gives
-back whatever stays free.
 """
 
 from __future__ import annotations
@@ -30,28 +22,18 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
-# glibc's mallopt parameters (malloc.h), and the values set while the timer trims.
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-# Blocks up to this size come from the heap: a request body of 10,000 lines is a few MB.
-MMAP_THRESHOLD_BYTES = 16 * 1024 * 1024
-# Free memory at the top of a heap stays until the timer trims it.
-TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
-
-
-def _glibc(function: str) -> Callable[[int], int] | Callable[[int, int], int] | None:
+def _glibc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        found: Callable[..., int] = getattr(ctypes.CDLL(name), function)
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS)
         return None
-    return found
+    return trim
 
 
-_TRIM: Callable[[int], int] | None = _glibc("malloc_trim")  # type: ignore[assignment]
-_MALLOPT: Callable[[int, int], int] | None = _glibc("mallopt")  # type: ignore[assignment]
+_TRIM = _glibc_trim()
 
 
 def can_trim() -> bool:
@@ -66,16 +48,6 @@ def trim_heap() -> bool:
         return False
     _TRIM(0)
     return True
-
-
-def keep_freed_memory() -> bool:
-    """Leave freed memory for reuse until the next ``trim_heap`` (see the module's
-    docstring); False where the C library has no such settings (nothing changed)."""
-    if _MALLOPT is None or _TRIM is None:
-        return False
-    return bool(_MALLOPT(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        _MALLOPT(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
 
 
 class HeapTrimmer:
@@ -93,7 +65,6 @@ class HeapTrimmer:
         if not can_trim():
             log.info("this C library cannot give free heap memory back; not trimming")
             return
-        keep_freed_memory()
         self._thread.start()
 
     def stop(self) -> None:

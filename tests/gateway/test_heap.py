@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from dataclasses import replace
 
@@ -44,42 +42,6 @@ def test_freed_blocks_between_live_ones_go_back_only_when_trimmed() -> None:
     after = resident_bytes()
     assert before - after > 60 * MIB, (start / MIB, before / MIB, after / MIB)
     assert all(len(block) == 4096 for block in kept)  # the live ones are untouched
-
-
-# In a fresh interpreter: the malloc settings are the whole process's.
-FREE_A_LARGE_BLOCK = """
-import sys
-from gateway.heap import keep_freed_memory, trim_heap
-from tests.gateway.test_heap import MIB, resident_bytes
-if sys.argv[1] == "keep":
-    assert keep_freed_memory()
-block = b"x" * (8 * MIB)
-held = resident_bytes()
-del block
-freed = resident_bytes()
-trim_heap()
-print((held - freed) // MIB, (freed - resident_bytes()) // MIB)
-"""
-
-
-def given_back_on_free_and_on_trim(keep: str) -> tuple[int, int]:
-    """MiB of a freed 8 MiB block given back at once, and by the next trim."""
-    result = subprocess.run(
-        [sys.executable, "-c", FREE_A_LARGE_BLOCK, keep],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    at_free, at_trim = result.stdout.split()
-    return int(at_free), int(at_trim)
-
-
-def test_with_the_trimmer_a_freed_large_block_is_kept_for_reuse_until_trimmed() -> None:
-    at_free, at_trim = given_back_on_free_and_on_trim("glibc's own")
-    assert at_free >= 7, "by default glibc unmaps a large block as it is freed"
-    at_free, at_trim = given_back_on_free_and_on_trim("keep")
-    assert at_free < 2, "kept for the next batch"
-    assert at_trim >= 7, "and given back by the timer's trim"
 
 
 def test_the_trimmer_runs_on_its_own_thread_until_stopped() -> None:
