@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
         description="Run the edge agent of one estate of the registry (the stored one, or "
         "--registry), "
         "printing progress every few seconds, until SIGINT or SIGTERM; then poll once more, "
-        "drain the spool for a few seconds, announce 'offline' and disconnect. Readings left "
+        "drain the spool for a few seconds, announce 'stopped' and disconnect. Readings left "
         "in the spool are sent at the next start. A device whose registry entry has a "
         "'connect' object (profile, address, unit) is read over Modbus through its profile "
         "(docs/devices.md); the others are simulated.",
