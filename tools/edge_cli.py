@@ -296,7 +296,6 @@ def _run(args: argparse.Namespace) -> int:
         DeviceConfigError,
         RegistryEstate,
         connected_devices,
-        device_entries,
         fire_link_devices,
         json_devices,
     )
@@ -322,6 +321,7 @@ def _run(args: argparse.Namespace) -> int:
                 "(or 'registry import'), or name one with --registry"
             )
             return 2
+        # One read serves both the real devices (their connect entries) and the simulated.
         registry = simulated_registry(path)
         estate = registry.estate(args.estate)
         faults = read_labels(args.labels) if args.labels else []
@@ -331,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
             estate.district,
             estate.street,
             estate.edge_id,
-            device_entries(path, estate.id),
+            tuple(device.edge_entry() for device in estate.devices),
         )
         needs_profiles = any("connect" in d for d in connected.devices)
         profiles = load_profiles(_profiles_dir(args)) if needs_profiles else {}

@@ -25,6 +25,7 @@ import pytest
 from edge.devices import registry_entries
 from jiayuan.catalogue import Kind
 from jiayuan.registry.files import export_csv, export_yaml
+from jiayuan.registry.sources import read_registry
 from jiayuan.registry.store import RegistryStore
 from jiayuan.state import ENV_STATE_DIR
 from simulators.product_registry import simulated_registry
@@ -228,3 +229,29 @@ def test_registry_generate_refuses_a_bad_connect_entry_and_stores_nothing(
     assert f"device {device['id']}" in err and "connect.unit" in err
     assert not store.exists()
 
+
+def test_edge_run_reads_the_registry_once(
+    simulated: Registry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = with_connects(simulated)
+    source = tmp_path / "registry.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    store = tmp_path / "registry.sqlite"
+    assert cli.main(["registry", "generate", "--from", str(source), "--db", str(store)]) == 0
+    reads: list[Path] = []
+
+    def counted(path: Path) -> Any:
+        reads.append(path)
+        return read_registry(path)
+
+    monkeypatch.setattr("jiayuan.registry.sources.read_registry", counted)
+    monkeypatch.setattr("simulators.product_registry.read_registry", counted)
+    args = parse(["edge", "run", "--registry", str(store), "--estate", simulated.estates[0].id])
+    # Its fire panel is wired to GB/T 26875.3, so it stops short of running: after reading
+    # the registry for both its real and its simulated devices.
+    assert args.func(args) == 2
+    assert "give --fire-listen" in capsys.readouterr().out
+    assert reads == [store]
