@@ -342,8 +342,13 @@ class EdgeAgent:
             # A connect cut short (a stop, or a driver failing at start) can leave paho's
             # socket open, or open it later from aiomqtt's connect thread; paho closes it
             # when the client is collected, after the loop is gone, and aiomqtt's socket
-            # callbacks then fail on the closed loop.  Close it now, while the loop runs,
-            # and detach the callbacks from this discarded client.
+            # callbacks then fail on the closed loop (aiomqtt issue 377).  Close it now,
+            # while the loop runs, and detach the callbacks from this discarded client.
+            # paho-mqtt 2.2 has no public call that only closes the socket: disconnect()
+            # sends DISCONNECT and leaves the socket to the network loop, and
+            # reinitialise() (undocumented since 2.0) also re-runs __init__, racing that
+            # connect thread.  Closing the socket without __del__ was asked for as a public
+            # API in paho issue 453 (closed unresolved); hence its private _reset_sockets().
             paho = client._client
             paho._reset_sockets()
             paho.on_socket_open = None
