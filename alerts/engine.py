@@ -23,8 +23,11 @@ from typing import Any
 
 from alerts.grouping import (
     BUILDING_DOWN,
+    EDGE_STATE_CAUSES,
+    ESTATE_EDGE_STOPPED,
     ESTATE_UPLINK_DOWN,
     GROUP_KIND,
+    GROUP_SEVERITY,
     OFFLINE_SUFFIX,
     DeviceCount,
     building_threshold,
@@ -46,6 +49,7 @@ from alerts.policy import AlertPolicy, CodePolicy
 from alerts.silences import Silence, SilenceScope, check_silence
 from alerts.store import AlertStore, Incident, OpenCount
 from jiayuan.anomaly import Anomaly
+from jiayuan.contract import EdgeState
 
 log = logging.getLogger(__name__)
 
@@ -277,23 +281,14 @@ class AlertEngine:
             severity=policy.severity.value,
             title_zh=anomaly.title_zh,
             title_en=anomaly.title_en,
-            state=AlertState.OPEN,
             value=anomaly.value,
             threshold=anomaly.threshold,
             detail=anomaly.detail,
             first_seen_ms=anomaly.start_ms,
             last_seen_ms=anomaly.start_ms,
-            repeat_count=1,
-            condition_active=True,
             incident_id=incident.id,
-            escalation=EscalationLevel.ESTATE,
             ack_deadline_ms=now + int(ack_s * 1000) if ack_s else 0,
             resolve_deadline_ms=now + int(resolve_s * 1000) if resolve_s else 0,
-            acknowledged_ms=0,
-            dispatched_ms=0,
-            resolved_ms=0,
-            closed_ms=0,
-            work_order_id="",
             silenced=silence is not None,
             flapping=flapping,
             created_ms=now,
@@ -398,36 +393,40 @@ class AlertEngine:
         return int(self.policy.noise.storm_window_s * 1000)
 
     def on_edge_status(
-        self, district: str, street: str, estate: str, edge: str, *, online: bool
+        self, district: str, street: str, estate: str, edge: str, state: EdgeState
     ) -> list[AlertEvent]:
-        """An estate's edge agent reported its state (``offline``: its last will, published
-        by the broker when the connection broke).  Offline raises the estate's uplink alert
-        at once and holds its devices' offline alerts under it; online ends its cause."""
+        """An estate's edge agent reported its state.  ``offline`` (its last will, published
+        by the broker when the connection broke) raises the estate's uplink alert at once;
+        ``stopped`` (someone stopped it cleanly) raises the estate's edge-stopped alert,
+        which is information only: no work order, no deadlines.  Either holds the estate's
+        device offline alerts under it; ``online``, or the other state, ends its cause."""
         if not self._grouping:
             return []
         with self._lock, self.store.batch():
             now = self.clock()
-            key = group_key(district, street, estate, ESTATE_UPLINK_DOWN)
-            live = self.store.live(key)
-            if online:
-                events = []
-                if live is not None and live.condition_active:
-                    back = f"边缘网关{edge}恢复在线 edge agent {edge} back online"
-                    events = self._cause_ended(live.id, now, back)
-            elif live is not None and live.condition_active:
+            wanted = EDGE_STATE_CAUSES.get(state)
+            if wanted and self._live_cause(district, street, estate, wanted) is not None:
                 return []  # heard already (a retained status after a restart)
-            else:
-                cause = f"边缘网关{edge}离线（遗嘱消息） edge agent {edge} offline (its last will)"
-                events = self._form_group(
-                    district, street, estate, "", ESTATE_UPLINK_DOWN, cause, edge, now
-                )
+            note = _edge_state_note(edge, state)
+            events: list[AlertEvent] = []
+            for code in EDGE_STATE_CAUSES.values():
+                live = self._live_cause(district, street, estate, code)
+                if live is not None:
+                    events += self._cause_ended(live.id, now, note)
+            if wanted is not None:
+                events += self._form_group(district, street, estate, "", wanted, note, edge, now)
             with self._sink_batch():
                 self._emit(events)
         return events
 
+    def _live_cause(self, district: str, street: str, estate: str, code: str) -> Alert | None:
+        """The estate's group alert of ``code`` whose cause holds now."""
+        group = self.store.live(group_key(district, street, estate, code))
+        return group if group is not None and group.condition_active else None
+
     def _live_group(self, district: str, street: str, estate: str, building: str) -> Alert | None:
         """The group alert whose cause holds now and covers a device of this building."""
-        codes = [(ESTATE_UPLINK_DOWN, "")]
+        codes = [(ESTATE_UPLINK_DOWN, ""), (ESTATE_EDGE_STOPPED, "")]
         if building:
             codes.append((BUILDING_DOWN, building))
         for code, where in codes:
@@ -500,7 +499,7 @@ class AlertEngine:
         held, absorbed = self._waiting(district, street, estate, building)
         if group is None:
             zh, en = group_title(code, building)
-            policy = self.policy.for_code(code, "high")
+            policy = self.policy.for_code(code, GROUP_SEVERITY[code])
             # A maintenance silence on the estate (or the building) covers its outage.
             silence = next(
                 (
@@ -523,7 +522,6 @@ class AlertEngine:
                 severity=policy.severity.value,
                 title_zh=zh,
                 title_en=en,
-                state=AlertState.OPEN,
                 value=float(len(held)),
                 threshold=float(self.population(district, street, estate, building))
                 if self.population is not None
@@ -531,24 +529,15 @@ class AlertEngine:
                 detail=building,
                 first_seen_ms=min([a.first_seen_ms for a in held], default=now),
                 last_seen_ms=now,
-                repeat_count=1,
-                condition_active=True,
-                incident_id="",
-                escalation=EscalationLevel.ESTATE,
-                ack_deadline_ms=0,
-                resolve_deadline_ms=0,
-                acknowledged_ms=0,
-                dispatched_ms=0,
-                resolved_ms=0,
-                closed_ms=0,
-                work_order_id="",
                 silenced=silence is not None,
-                flapping=False,
                 created_ms=now,
                 updated_ms=now,
                 # Sent when the first of its devices would have been: by then the rest
-                # of the storm has shown itself and the work order lists it.
-                held_until_ms=min(starts, default=now + self._window_ms),
+                # of the storm has shown itself and the work order lists it.  A stopped
+                # edge sends no work order: nothing to wait for.
+                held_until_ms=0
+                if code == ESTATE_EDGE_STOPPED
+                else min(starts, default=now + self._window_ms),
             )
             steps: list[Step] = [(group, AlertAction.RAISED, f"{group.title}: {cause}")]
             if silence is not None:
@@ -561,16 +550,7 @@ class AlertEngine:
             events += self._record(group, [(revived, AlertAction.REPEATED, again)], now, SYSTEM)
             group = revived
         for child in held:
-            inhibited = replace(
-                child,
-                parent_id=group.id,
-                held_until_ms=0,
-                ack_deadline_ms=0,
-                resolve_deadline_ms=0,
-                updated_ms=now,
-            )
-            note = _inhibited_note(group)
-            events += self._record(child, [(inhibited, AlertAction.INHIBITED, note)], now, SYSTEM)
+            events += self._hold_under(child, group, now)
         for building_group in absorbed:
             merged = replace(
                 building_group,
@@ -586,6 +566,19 @@ class AlertEngine:
             )
         return events
 
+    def _hold_under(self, child: Alert, group: Alert, now: int) -> list[AlertEvent]:
+        """Hold a device's offline alert under a group alert: recorded, never routed."""
+        inhibited = replace(
+            child,
+            parent_id=group.id,
+            held_until_ms=0,
+            ack_deadline_ms=0,
+            resolve_deadline_ms=0,
+            updated_ms=now,
+        )
+        note = _inhibited_note(group)
+        return self._record(child, [(inhibited, AlertAction.INHIBITED, note)], now, SYSTEM)
+
     def _cause_ended(self, group_id: str, now: int, why: str) -> list[AlertEvent]:
         """The group's cause ended: its condition clears; the group settles one storm
         window later (devices still silent then get their own alerts)."""
@@ -597,18 +590,24 @@ class AlertEngine:
         return self._record(group, [(cleared, AlertAction.CONDITION_CLEARED, note)], now, SYSTEM)
 
     def _settle(self, group: Alert, now: int) -> list[AlertEvent]:
-        """One window after its cause ended: devices still silent stand alone; the group
+        """One window after its cause ended: devices still silent pass to the cause that
+        holds now (an uplink down, then the edge stopped) or else stand alone; the group
         ends (unless the operations centre owns it)."""
         events: list[AlertEvent] = []
         for child in self.store.children(group.id):
-            if child.condition_active:
+            if not child.condition_active:
+                events += self._end_with(child, group, now)
+                continue
+            place = (child.district, child.street, child.estate, child.building)
+            successor = self._live_group(*place)
+            if successor is not None:
+                events += self._hold_under(child, successor, now)
+            else:
                 note = (
                     f"{group.title_zh}已恢复，设备仍离线，单独告警 still silent after "
                     f"{group.title_en} ended ({group.id}): its own alert"
                 )
                 events += self._release(child, now, note)
-            else:
-                events += self._end_with(child, group, now)
         policy = self.policy.for_code(group.code, group.severity)
         if policy.auto_resolve and AlertState.AUTO_RESOLVED in ALLOWED_STEPS[group.state]:
             ended = replace(
@@ -916,6 +915,17 @@ _BOOKKEEPING = frozenset(
         AlertAction.INHIBITED,
     }
 )
+
+
+def _edge_state_note(edge: str, state: EdgeState) -> str:
+    if state == "offline":
+        return f"边缘网关{edge}离线（遗嘱消息） edge agent {edge} offline (its last will)"
+    if state == "stopped":
+        return (
+            f"边缘网关{edge}已停止，小区设备暂停监测 edge agent {edge} stopped: no device "
+            "of the estate is monitored until it runs again"
+        )
+    return f"边缘网关{edge}恢复在线 edge agent {edge} back online"
 
 
 def _inhibited_note(group: Alert) -> str:

@@ -19,11 +19,19 @@ from alerts.policy import NoisePolicy
 GROUP_KIND = "estate"
 ESTATE_UPLINK_DOWN = "estate.uplink_down"
 BUILDING_DOWN = "estate.building_down"
-GROUP_CODES = frozenset({ESTATE_UPLINK_DOWN, BUILDING_DOWN})
+# Someone stopped the estate's edge agent (its status "stopped"): no outage to dispatch,
+# but nothing of the estate is monitored until it runs again.
+ESTATE_EDGE_STOPPED = "estate.edge_stopped"
+GROUP_CODES = frozenset({ESTATE_UPLINK_DOWN, BUILDING_DOWN, ESTATE_EDGE_STOPPED})
 GROUP_TITLES = {
     ESTATE_UPLINK_DOWN: ("小区上行中断", "Estate uplink down"),
     BUILDING_DOWN: ("楼栋设备全部离线", "Building devices all offline"),
+    ESTATE_EDGE_STOPPED: ("边缘网关已停止", "Edge stopped"),
 }
+# A stopped edge is information (no work order, no deadlines); an outage is urgent.
+GROUP_SEVERITY = {ESTATE_UPLINK_DOWN: "high", BUILDING_DOWN: "high", ESTATE_EDGE_STOPPED: "info"}
+# The group alert an edge agent's status raises for its estate (``online`` raises none).
+EDGE_STATE_CAUSES = {"offline": ESTATE_UPLINK_DOWN, "stopped": ESTATE_EDGE_STOPPED}
 OFFLINE_SUFFIX = ".offline"
 # How many devices a work order's note names; the rest are counted (the API lists all).
 LISTED_DEVICES = 200

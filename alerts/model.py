@@ -78,8 +78,12 @@ class EscalationLevel(StrEnum):
     DISTRICT = "district"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Alert:
+    """One alert.  The lifecycle fields default to a newly raised alert's, so whoever
+    raises one names only what the anomaly or the group gives it.  Keyword-only: the
+    fields keep their order (the store's columns follow it) while any may have a default."""
+
     id: str  # stable: one per device and condition for the life of the alert
     district: str
     street: str
@@ -91,25 +95,25 @@ class Alert:
     severity: str  # jiayuan.catalogue.Severity value
     title_zh: str
     title_en: str
-    state: AlertState
+    state: AlertState = AlertState.OPEN
     value: float  # measured value when first raised
     threshold: float
     detail: str  # which part of the device, e.g. port "p03"; may be empty
     first_seen_ms: int  # device time of the first anomaly
     last_seen_ms: int  # device time of the latest anomaly or clearing
-    repeat_count: int  # anomalies merged into this alert (1 when raised)
-    condition_active: bool  # the underlying anomaly is still open
-    incident_id: str  # alerts of one building and event group share it
-    escalation: EscalationLevel
-    ack_deadline_ms: int  # wall-clock deadlines from the severity policy; 0 = none
-    resolve_deadline_ms: int
-    acknowledged_ms: int  # wall-clock time of each step; 0 = not yet
-    dispatched_ms: int
-    resolved_ms: int
-    closed_ms: int
-    work_order_id: str  # the operations centre's id once accepted; empty before
-    silenced: bool  # raised inside a maintenance silence: recorded, not routed
-    flapping: bool
+    repeat_count: int = 1  # anomalies merged into this alert
+    condition_active: bool = True  # the underlying anomaly is still open
+    incident_id: str = ""  # alerts of one building and event group share it
+    escalation: EscalationLevel = EscalationLevel.ESTATE
+    ack_deadline_ms: int = 0  # wall-clock deadlines from the severity policy; 0 = none
+    resolve_deadline_ms: int = 0
+    acknowledged_ms: int = 0  # wall-clock time of each step; 0 = not yet
+    dispatched_ms: int = 0
+    resolved_ms: int = 0
+    closed_ms: int = 0
+    work_order_id: str = ""  # the operations centre's id once accepted; empty before
+    silenced: bool = False  # raised inside a maintenance silence: recorded, not routed
+    flapping: bool = False
     created_ms: int  # wall clock
     updated_ms: int
     # The group alert this one is held under (inhibited: recorded, never routed, ended

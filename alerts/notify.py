@@ -120,6 +120,11 @@ GUIDANCE: dict[str, tuple[str, str]] = {
         "Check the estate edge box's power and uplink (modem, switch); no device of the "
         "estate is monitored until it is back",
     ),
+    "estate.edge_stopped": (
+        "边缘网关已被停止；维护完成后重新启动，恢复前小区设备均无法监测",
+        "The edge box was stopped; start it again after the maintenance: until then no "
+        "device of the estate is monitored",
+    ),
     "estate.building_down": (
         "检查该楼栋的供电和网络设备（配电箱、楼道交换机）",
         "Check the building's power and network gear (distribution board, floor switch)",

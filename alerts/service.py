@@ -112,7 +112,7 @@ class AlertService:
                 topic.street,
                 topic.estate,
                 status.edge,
-                online=status.state == "online",
+                status.state,
             )
 
     def routers(self) -> list[APIRouter]:

@@ -103,7 +103,7 @@ def district_cut(devices: int, batch: int, state_dir: Path, cause: str) -> dict[
     started = time.perf_counter()
     if cause == "will":
         for estate in sorted({(a.district, a.street, a.estate) for a in anomalies}):
-            service.engine.on_edge_status(*estate, f"edge-{estate[2]}", online=False)
+            service.engine.on_edge_status(*estate, f"edge-{estate[2]}", "offline")
     for first in range(0, len(anomalies), batch):
         service.on_anomalies(anomalies[first : first + batch])
     now[0] += int(service.engine.policy.noise.storm_window_s * 1000) + 1000

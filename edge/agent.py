@@ -4,7 +4,9 @@ Two tasks share the spool.  The poller reads the driver every ``poll_interval_s`
 appends what it returns; it never waits for the network.  The uplink connects (with a
 retained last will ``offline``), announces ``online`` (retained), and publishes the spool
 oldest first as batched envelopes with QoS 1, several messages awaiting PUBACK at once.  A
-reading leaves the spool only once the broker has acknowledged its message.
+reading leaves the spool only once the broker has acknowledged its message.  A clean stop
+announces ``stopped`` (retained) before disconnecting, so the gateway tells planned
+maintenance from an outage.
 
 When the connection fails, everything in flight is abandoned and the next connection
 starts again from the oldest spooled reading: messages the broker received but did not
@@ -25,7 +27,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import aiomqtt
 import msgspec
@@ -38,6 +39,7 @@ from jiayuan.contract import (
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     SCHEMA_VERSION,
+    EdgeState,
     EdgeStatus,
     batch_topic,
     edge_status_topic,
@@ -166,7 +168,7 @@ class EdgeAgent:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll, spool and publish until ``stop`` is set; then poll once more, drain the
-        spool for at most ``drain_timeout_s``, announce ``offline`` and disconnect."""
+        spool for at most ``drain_timeout_s``, announce ``stopped`` and disconnect."""
         if self._started:
             raise RuntimeError("an EdgeAgent runs once; make a new one on the same spool")
         self._started = True
@@ -298,7 +300,7 @@ class EdgeAgent:
                     await asyncio.wait_for(self._draining.wait(), delay)
             backoff = min(backoff * 2, self._backoff_max)
 
-    def _status(self, state: Literal["online", "offline"]) -> bytes:
+    def _status(self, state: EdgeState) -> bytes:
         return encode(EdgeStatus(SCHEMA_VERSION, self.place.edge_id, state, self._clock()))
 
     def _new_client(self) -> aiomqtt.Client:
@@ -340,8 +342,13 @@ class EdgeAgent:
             # A connect cut short (a stop, or a driver failing at start) can leave paho's
             # socket open, or open it later from aiomqtt's connect thread; paho closes it
             # when the client is collected, after the loop is gone, and aiomqtt's socket
-            # callbacks then fail on the closed loop.  Close it now, while the loop runs,
-            # and detach the callbacks from this discarded client.
+            # callbacks then fail on the closed loop (aiomqtt issue 377).  Close it now,
+            # while the loop runs, and detach the callbacks from this discarded client.
+            # paho-mqtt 2.2 has no public call that only closes the socket: disconnect()
+            # sends DISCONNECT and leaves the socket to the network loop, and
+            # reinitialise() (undocumented since 2.0) also re-runs __init__, racing that
+            # connect thread.  Closing the socket without __del__ was asked for as a public
+            # API in paho issue 453 (closed unresolved); hence its private _reset_sockets().
             paho = client._client
             paho._reset_sockets()
             paho.on_socket_open = None
@@ -379,8 +386,10 @@ class EdgeAgent:
                     self.place.edge_id,
                     self._spool.pending(),
                 )
+            # A clean stop is not an outage: the gateway tells "stopped" from the will's
+            # "offline" and sends no work order for it.
             await client.publish(
-                self._status_topic, self._status("offline"), qos=1, retain=True, timeout=2.0
+                self._status_topic, self._status("stopped"), qos=1, retain=True, timeout=2.0
             )
             # Leaving the stack sends DISCONNECT: the broker discards the last will.
 

@@ -34,6 +34,9 @@ TOPIC_PREFIX = "jiayuan/v1"
 BATCH = "batch"
 # The status topic of an edge agent (retained, with a last will "offline").
 EDGE_STATUS_KIND = "edge"
+# An edge agent's states: "online" after connecting, "stopped" before a clean disconnect
+# (someone stopped it), "offline" its last will (the connection broke).
+EdgeState = Literal["online", "offline", "stopped"]
 
 # Limits on what one message may carry: a broken or hostile sender cannot make the gateway
 # hold, parse or store more than this per message (docs/protocol.md, "Limits").
@@ -228,7 +231,7 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True):
 class EdgeStatus(msgspec.Struct, forbid_unknown_fields=True):
     v: int
     edge: str
-    state: Literal["online", "offline"]
+    state: EdgeState
     ts: int
 
 

@@ -4,7 +4,8 @@ The product registry (SQLite, CSV or YAML) holds estates, buildings and devices 
 the simulated devices' physics; what they need of it is taken from the registry (a
 lift's top floor and a fire panel's floors from its building, a charger's ports) and
 the rest is left to each model's defaults.  The simulators' own registry.json is read
-as it is.
+as it is.  Either way each device keeps its ``connect`` entry, so the edge reads the
+registry once for its real and its simulated devices.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _estate(record: EstateRecord) -> Estate:
                 estate.id,
                 d.building,
                 _params(d.kind, floors.get(d.building, 0), d.ports, d.building),
+                connect=None if d.connect is None else d.connect.as_json(),
             )
             for d in record.devices
         ),

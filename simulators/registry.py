@@ -44,6 +44,16 @@ class Device:
     # Static configuration of the device (floors, rated speed, ports…); a dict is not
     # hashable, so hashing a Device uses the other fields only.
     params: Mapping[str, ParamValue] = field(default_factory=dict, hash=False)
+    # Where the edge reads the real device, as the registry holds it (``docs/devices.md``,
+    # checked by ``jiayuan.registry.connect``); None: simulated.
+    connect: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def edge_entry(self) -> dict[str, Any]:
+        """The device as the edge reads the registry (``edge.devices``)."""
+        entry: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "building": self.building}
+        if self.connect is not None:
+            entry["connect"] = self.connect
+        return entry
 
 
 @dataclass(frozen=True)
@@ -138,10 +148,7 @@ def _estate_json(estate: Estate) -> dict[str, Any]:
         "street_zh": estate.street_zh,
         "edge_id": estate.edge_id,
         "buildings": list(estate.buildings),
-        "devices": [
-            {"id": d.id, "kind": d.kind.value, "building": d.building, "params": dict(d.params)}
-            for d in estate.devices
-        ],
+        "devices": [{**d.edge_entry(), "params": dict(d.params)} for d in estate.devices],
     }
 
 
@@ -161,6 +168,7 @@ def _estate_from_json(data: Mapping[str, Any]) -> Estate:
                 estate=estate_id,
                 building=str(d["building"]),
                 params=dict(d.get("params", {})),
+                connect=d.get("connect"),
             )
             for d in data["devices"]
         ),

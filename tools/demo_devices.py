@@ -22,7 +22,6 @@ from typing import Any
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
 from edge.devices import ModbusDevice, parse_address
 from edge.drivers import Driver, DriverSample
@@ -39,6 +38,7 @@ from edge.profile import SHIPPED_PROFILES, Profile, load_profile
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Value
 from simulators.registry import Estate
+from tools.modbus_units import ServedUnit
 from tools.servers import free_port
 
 log = logging.getLogger(__name__)
@@ -92,37 +92,6 @@ def encode_registers(profile: Profile, values: Mapping[str, Value], words: list[
             on = bool(values[mapping.field]) != mapping.invert
             word = word | (1 << mapping.bit) if on else word & ~(1 << mapping.bit)
         words[status.address] = word
-
-
-class _Registers:
-    """One unit's holding registers on the server, as the simulator last left them."""
-
-    def __init__(self, unit: int, profile: Profile) -> None:
-        self.unit = unit
-        self.profile = profile
-        self.words = [0] * REGISTERS
-        self.ready = False  # nothing simulated yet: answer "device busy" rather than zeros
-
-    def sim(self) -> SimDevice:
-        return SimDevice(
-            self.unit,
-            simdata=[SimData(0, values=[0] * REGISTERS, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
-
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        if not self.ready:
-            return ExcCodes.DEVICE_BUSY
-        registers[:REGISTERS] = self.words
-        return None
 
 
 class _TransmissionDevice:
@@ -259,9 +228,13 @@ class ProtocolHops:
         endpoint = parse_address(f"tcp://127.0.0.1:{self._port}")
         served = [d for d in estate.devices if d.id in fine and d.kind in profiles]
         served = served[:MODBUS_DEVICES] if modbus else []
+        # Until the simulators have filled its registers a unit answers "device busy", as
+        # a device does before its first measurement, rather than zeros.
         self._units = {
-            d.id: _Registers(unit, profiles[d.kind]) for unit, d in enumerate(served, start=1)
+            d.id: ServedUnit(unit, [0] * REGISTERS, exception=ExcCodes.DEVICE_BUSY)
+            for unit, d in enumerate(served, start=1)
         }
+        self._profiles = {d.id: profiles[d.kind] for d in served}
         self._modbus = ModbusDriver(
             [
                 ModbusDevice(
@@ -307,8 +280,8 @@ class ProtocolHops:
         for sample in self._inner.poll(now_ms):
             registers = self._units.get(sample.device)
             if registers is not None:
-                encode_registers(registers.profile, sample.values, registers.words)
-                registers.ready = True
+                encode_registers(self._profiles[sample.device], sample.values, registers.words)
+                registers.exception = None  # measured: it answers from now on
             elif sample.device == self._panel and self._transmitter is not None:
                 self._transmitter.frames_for(sample)
             else:
@@ -337,7 +310,9 @@ class ProtocolHops:
                     tasks.create_task(transmitter.run(stop))
                 # Poll once the simulators have filled every unit's registers, as a
                 # device answers once it has measured.
-                while not stop.is_set() and not all(r.ready for r in self._units.values()):
+                while not stop.is_set() and any(
+                    r.exception is not None for r in self._units.values()
+                ):
                     await asyncio.sleep(0.05)
                 tasks.create_task(self._modbus.run(stop))
         finally:

@@ -37,7 +37,7 @@ def add_parser(subparsers: Any) -> None:
         description="Run the edge agent of one estate of the registry (the stored one, or "
         "--registry), "
         "printing progress every few seconds, until SIGINT or SIGTERM; then poll once more, "
-        "drain the spool for a few seconds, announce 'offline' and disconnect. Readings left "
+        "drain the spool for a few seconds, announce 'stopped' and disconnect. Readings left "
         "in the spool are sent at the next start. A device whose registry entry has a "
         "'connect' object (profile, address, unit) is read over Modbus through its profile "
         "(docs/devices.md); the others are simulated.",
@@ -296,7 +296,6 @@ def _run(args: argparse.Namespace) -> int:
         DeviceConfigError,
         RegistryEstate,
         connected_devices,
-        device_entries,
         fire_link_devices,
         json_devices,
     )
@@ -322,6 +321,7 @@ def _run(args: argparse.Namespace) -> int:
                 "(or 'registry import'), or name one with --registry"
             )
             return 2
+        # One read serves both the real devices (their connect entries) and the simulated.
         registry = simulated_registry(path)
         estate = registry.estate(args.estate)
         faults = read_labels(args.labels) if args.labels else []
@@ -331,7 +331,7 @@ def _run(args: argparse.Namespace) -> int:
             estate.district,
             estate.street,
             estate.edge_id,
-            device_entries(path, estate.id),
+            tuple(device.edge_entry() for device in estate.devices),
         )
         needs_profiles = any("connect" in d for d in connected.devices)
         profiles = load_profiles(_profiles_dir(args)) if needs_profiles else {}

@@ -211,7 +211,11 @@ def run_generate(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"--as-of {args.as_of!r} is not a date (YYYY-MM-DD)", file=sys.stderr)
         return 2
-    registry = generate_registry(simulated, args.seed, as_of)
+    try:
+        registry = generate_registry(simulated, args.seed, as_of)
+    except ValueError as invalid:
+        print(f"登记簿无效 registry not generated: {invalid}", file=sys.stderr)
+        return 1
     target = db_path(args)
     with RegistryStore(target) as store:
         store.replace(registry)

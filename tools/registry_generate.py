@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from datetime import date, timedelta
 
 from jiayuan.catalogue import Kind
+from jiayuan.registry.connect import Connect, ConnectInvalid, parse_connect
 from jiayuan.registry.model import (
     Building,
     Company,
@@ -93,7 +94,11 @@ _QUALITY_BY_CATEGORY: Mapping[HousingCategory, float] = {
 
 
 def generate_registry(simulated: sim.Registry, seed: int, as_of: date) -> Registry:
-    """The product registry for ``simulated``'s estates, dates relative to ``as_of``."""
+    """The product registry for ``simulated``'s estates, dates relative to ``as_of``; the
+    devices keep their ``connect`` entries.
+
+    Raises ValueError naming the device whose ``connect`` entry is invalid.
+    """
     rng = random.Random(f"jiayuan/product-registry/{seed}")
     districts: dict[str, District] = {}
     streets: dict[tuple[str, str], Street] = {}
@@ -253,4 +258,14 @@ def _device(
         last_inspection=inspected,
         last_assessment=assessed,
         ports=ports,
+        connect=_connect(device),
     )
+
+
+def _connect(device: sim.Device) -> Connect | None:
+    if device.connect is None:
+        return None
+    try:
+        return parse_connect(device.connect, device.kind)
+    except ConnectInvalid as error:
+        raise ValueError(f"device {device.id}: {error}") from None

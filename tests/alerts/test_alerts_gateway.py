@@ -3,6 +3,9 @@ centre on loopback, and the gateway restarted on the same state directory."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -11,13 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from alerts.grouping import ESTATE_UPLINK_DOWN
+from alerts.grouping import ESTATE_EDGE_STOPPED, ESTATE_UPLINK_DOWN
 from alerts.model import AlertState
+from edge.agent import EdgeAgent, EdgePlace
+from edge.drivers import DriverSample
 from gateway.service import Gateway
+from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.contract import EdgeStatus, edge_status_topic, encode
 from jiayuan.state import SNAPSHOT_FILE
 from tests.gateway.test_gateway import lift_reading, now_ms, query, wait_for
+from tests.support.lift_readings import AT_REST
 from tests.support.mqtt_publisher import EDGE, PLACE, Publisher
 from tools.opscentre import ReferenceOpsCentre
 
@@ -149,5 +156,73 @@ def test_an_edge_agents_last_will_raises_its_estates_uplink_alert(
         assert alert["title_zh"] == "小区上行中断"
         publisher.send(topic, encode(EdgeStatus(v=1, edge=EDGE, state="online", ts=now_ms())))
         wait_for(lambda: not uplink_alerts()[0]["condition_active"])
+    finally:
+        gateway.stop()
+
+
+class ThreeLifts:
+    """Three lifts of the estate at rest, one sample each per poll."""
+
+    def poll(self, now_ms: int) -> list[DriverSample]:
+        return [DriverSample(f"L{n}", Kind.LIFT, "b2", now_ms, dict(AT_REST)) for n in (1, 2, 3)]
+
+
+def test_a_clean_edge_stop_is_no_outage_and_a_killed_edge_is_one(
+    alert_config: Config, centre: ReferenceOpsCentre, tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("noise: {storm_window_s: 2}\n", encoding="utf-8")
+    config = replace(alert_config, alerts=replace(alert_config.alerts, policy_file=str(policy)))
+    spool = tmp_path / "spool.sqlite"
+
+    def agent() -> EdgeAgent:
+        place = EdgePlace(*PLACE, EDGE)
+        return EdgeAgent(config.mqtt, config.edge, place, ThreeLifts(), spool, poll_interval_s=0.2)
+
+    async def run_then_stop() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent().run(stop))
+        await asyncio.sleep(2)
+        stop.set()  # an operator stops the edge box for maintenance
+        await task
+
+    async def run_then_crash() -> None:
+        task = asyncio.create_task((edge := agent()).run(asyncio.Event()))
+        await asyncio.sleep(2)
+        edge.abort_connection()  # no clean disconnect: the broker publishes the last will
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def of_code(code: str) -> list[dict[str, Any]]:
+        return [a for a in alerts_of(gateway) if a["code"] == code]
+
+    def offline_opened() -> int:
+        return gateway.stats.anomalies_opened.get("lift.offline", 0)
+
+    gateway = started(config)
+    try:
+        asyncio.run(run_then_stop())
+        # The lifts fall silent (15 s); their alerts are held under the stopped edge's.
+        wait_for(lambda: offline_opened() == 3, 30)
+        time.sleep(4)  # two storm windows and the ticks between
+        assert of_code(ESTATE_UPLINK_DOWN) == []
+        (stopped,) = of_code(ESTATE_EDGE_STOPPED)
+        assert stopped["title_zh"] == "边缘网关已停止" and stopped["device"] == EDGE
+        assert stopped["severity"] == "info" and stopped["condition_active"]
+        held = [a for a in alerts_of(gateway) if a["code"] == "lift.offline"]
+        assert len(held) == 3 and {a["parent_id"] for a in held} == {stopped["id"]}
+        assert centre.store.workorders(kind="create") == []
+
+        # Started again, then killed: its last will is an outage, with one work order.
+        asyncio.run(run_then_crash())
+        wait_for(lambda: len(of_code(ESTATE_UPLINK_DOWN)) == 1, 10)
+        assert not of_code(ESTATE_EDGE_STOPPED)[0]["condition_active"]
+        wait_for(lambda: len(centre.store.workorders(kind="create")) == 1, 10)
+        wait_for(lambda: offline_opened() == 6, 30)
+        time.sleep(4)
+        (order,) = centre.store.workorders(kind="create")
+        (uplink,) = of_code(ESTATE_UPLINK_DOWN)
+        assert order["alert_id"] == uplink["id"]
     finally:
         gateway.stop()

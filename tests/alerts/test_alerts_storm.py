@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from alerts.engine import AlertEngine, AlertEvent
-from alerts.grouping import BUILDING_DOWN, ESTATE_UPLINK_DOWN
+from alerts.grouping import BUILDING_DOWN, ESTATE_EDGE_STOPPED, ESTATE_UPLINK_DOWN
 from alerts.model import Alert, AlertAction, AlertState
 from alerts.policy import AlertPolicy, NoisePolicy, PolicyError
 from alerts.store import AlertStore
@@ -104,7 +104,7 @@ def test_the_edge_status_offline_raises_the_estate_alert_and_holds_the_devices(
     engine, store, recorder = engine_with(tmp_path, clock)
     # The broker publishes the edge's last will: the cause is known before any device
     # has been silent long enough.
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
     (group,) = store.list_alerts()
     assert group.code == ESTATE_UPLINK_DOWN and group.held_until_ms > 0
     clock.advance(15 * SECOND)
@@ -120,13 +120,13 @@ def test_the_edge_status_offline_raises_the_estate_alert_and_holds_the_devices(
     assert len(work_orders(recorder.events)) == 1
     assert len(children_of(store, group)) == 36
     # The edge's status repeated (retained, after a gateway restart) changes nothing.
-    assert engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False) == []
+    assert engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline") == []
 
 
 def test_after_the_edge_returns_a_device_still_silent_gets_its_own_alert(tmp_path: Path) -> None:
     clock = FakeClock()
     engine, store, recorder = engine_with(tmp_path, clock)
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
     opened = [offline(b, d, T0 + 15 * SECOND) for b, d in DEVICES]
     engine.on_anomalies(opened)
     clock.advance(31 * SECOND)
@@ -134,7 +134,7 @@ def test_after_the_edge_returns_a_device_still_silent_gets_its_own_alert(tmp_pat
     (group_order,) = work_orders(recorder.events)
     group = group_order.alert
     clock.advance(10 * 60 * SECOND)
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=True)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "online")
     # Every device but one reports again (the edge replays its spool).
     back = clock.now_ms
     engine.on_anomalies([closed(a, back) for a in opened if a.device != "L7"])
@@ -159,14 +159,89 @@ def test_after_the_edge_returns_a_device_still_silent_gets_its_own_alert(tmp_pat
 def test_a_short_edge_blip_sends_no_work_order(tmp_path: Path) -> None:
     clock = FakeClock()
     engine, store, recorder = engine_with(tmp_path, clock)
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
     clock.advance(5 * SECOND)
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=True)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "online")
     clock.advance(60 * SECOND)
     engine.tick()
     assert work_orders(recorder.events) == []
     (group,) = store.list_alerts()
     assert group.state is AlertState.AUTO_RESOLVED
+
+
+def test_a_clean_edge_stop_is_shown_but_dispatches_nothing(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, store, recorder = engine_with(tmp_path, clock)
+    # Stopped for maintenance: its status says "stopped", not the last will's "offline".
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "stopped")
+    (group,) = store.list_alerts()
+    assert group.code == ESTATE_EDGE_STOPPED and group.device == "edge-e01"
+    assert group.title == "边缘网关已停止 Edge stopped" and group.severity == "info"
+    # Operations staff see it at once (the board, the stream), with nothing to do.
+    (raised,) = recorder.events
+    assert raised.routed and not raised.work_order and not raised.notify_manager
+    assert "暂停监测" in raised.note and "no device of the estate is monitored" in raised.note
+    # Its devices fall silent one by one: held under it, none dispatched on its own.
+    for i, (b, d) in enumerate(DEVICES):
+        engine.on_anomalies([offline(b, d, T0 + 15 * SECOND + i * 5 * SECOND)])
+        clock.advance(5 * SECOND)
+        engine.tick()
+    clock.advance(8 * 3600 * SECOND)
+    engine.tick()
+    assert [e for e in recorder.events if e.work_order or e.notify_manager] == []
+    assert [e for e in recorder.events if e.action is AlertAction.ESCALATED] == []
+    assert len(children_of(store, group)) == 36
+    assert ESTATE_UPLINK_DOWN not in {a.code for a in store.list_alerts()}
+    # The retained status heard again after a gateway restart changes nothing.
+    assert engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "stopped") == []
+
+
+def test_after_a_stopped_edge_runs_again_a_device_still_silent_gets_its_own_alert(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    engine, store, recorder = engine_with(tmp_path, clock)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "stopped")
+    opened = [offline(b, d, T0 + 15 * SECOND) for b, d in DEVICES]
+    engine.on_anomalies(opened)
+    clock.advance(3600 * SECOND)
+    engine.tick()
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "online")
+    engine.on_anomalies([closed(a, clock.now_ms) for a in opened if a.device != "L7"])
+    clock.advance(31 * SECOND)
+    engine.tick()
+    (alone,) = work_orders(recorder.events)
+    assert (alone.action, alone.alert.device, alone.alert.parent_id) == (
+        AlertAction.RELEASED,
+        "L7",
+        "",
+    )
+    group = next(a for a in store.list_alerts() if a.code == ESTATE_EDGE_STOPPED)
+    assert group.state is AlertState.AUTO_RESOLVED
+
+
+def test_an_outage_then_a_clean_stop_hands_the_silent_devices_over(tmp_path: Path) -> None:
+    clock = FakeClock()
+    engine, store, recorder = engine_with(tmp_path, clock)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
+    engine.on_anomalies([offline(b, d, T0 + 15 * SECOND) for b, d in DEVICES])
+    clock.advance(31 * SECOND)
+    engine.tick()
+    (outage,) = work_orders(recorder.events)
+    # The uplink comes back only for the edge to be stopped for its repair.
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "online")
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "stopped")
+    clock.advance(31 * SECOND)
+    engine.tick()
+    # The outage ended (its work order is cancelled); the silent devices stay held, now
+    # under the stopped edge, and none is dispatched on its own.
+    orders = work_orders(recorder.events)
+    assert [(e.action, e.alert.id) for e in orders] == [
+        (AlertAction.RELEASED, outage.alert.id),
+        (AlertAction.AUTO_RESOLVED, outage.alert.id),
+    ]
+    stopped = next(a for a in store.list_alerts() if a.code == ESTATE_EDGE_STOPPED)
+    assert len(children_of(store, stopped)) == 36
 
 
 def test_a_building_whose_devices_all_fail_together_is_one_alert(tmp_path: Path) -> None:
@@ -231,7 +306,7 @@ def test_the_storm_settings_come_from_the_policy_file(tmp_path: Path) -> None:
 def test_group_work_orders_match_the_published_schema(tmp_path: Path) -> None:
     clock = FakeClock()
     engine, _, recorder = engine_with(tmp_path, clock)
-    engine.on_edge_status(DISTRICT, STREET, "songjiang-e02", "edge-e02", online=False)
+    engine.on_edge_status(DISTRICT, STREET, "songjiang-e02", "edge-e02", "offline")
     engine.on_anomalies([offline(b, d, T0 + i * 100) for i, (b, d) in enumerate(DEVICES)])
     clock.advance(31 * SECOND)
     engine.tick()
@@ -253,7 +328,7 @@ def test_an_estate_under_maintenance_sends_no_outage_work_order(tmp_path: Path) 
     clock = FakeClock()
     engine, store, recorder = engine_with(tmp_path, clock)
     engine.silence("estate", ESTATE, T0 + 3600 * SECOND, "王工", "edge box replaced")
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
     clock.advance(31 * SECOND)
     engine.tick()
     assert work_orders(recorder.events) == []
@@ -264,7 +339,7 @@ def test_an_estate_under_maintenance_sends_no_outage_work_order(tmp_path: Path) 
 def test_held_alerts_end_with_their_group_when_a_person_ends_it(tmp_path: Path) -> None:
     clock = FakeClock()
     engine, store, recorder = engine_with(tmp_path, clock)
-    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", online=False)
+    engine.on_edge_status(DISTRICT, STREET, ESTATE, "edge-e01", "offline")
     engine.on_anomalies([offline(b, d, T0 + 15 * SECOND) for b, d in DEVICES[:10]])
     clock.advance(31 * SECOND)
     engine.tick()

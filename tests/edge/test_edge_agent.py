@@ -225,13 +225,14 @@ async def test_everything_arrives_once_in_order_with_values_unchanged(config: Co
         await until(lambda: len(sub.readings) == 900, 5, "all readings arrived")
         stop.set()
         await asyncio.wait_for(task, 5)
-        await until(lambda: sub.states()[-1:] == ["offline"], 5, "offline announced")
+        await until(lambda: sub.states()[-1:] == ["stopped"], 5, "stopped announced")
 
     assert sub.readings == driver.expected()
     assert sub.duplicates == 0
     sub.assert_in_device_order()
     assert max(sub.batch_sizes) <= 7 and len(sub.batch_sizes) >= 900 // 7
-    assert sub.states() == ["online", "offline"]
+    # A clean stop says so: "offline" is the last will's, for a broken connection.
+    assert sub.states() == ["online", "stopped"]
     stats = agent.stats
     assert (stats.samples_read, stats.readings_spooled, stats.readings_acked) == (900, 900, 900)
     assert stats.messages_acked == len(sub.batch_sizes)
@@ -345,9 +346,9 @@ async def test_cut_connection_sends_the_will_and_resends_what_was_in_flight(
         await until(lambda: len(sub.readings) == 180, 5, "all readings arrived")
         stop.set()
         await asyncio.wait_for(task, 5)
-        await until(lambda: len(sub.statuses) == 4, 5, "offline on stop")
+        await until(lambda: len(sub.statuses) == 4, 5, "stopped on stop")
     assert cuts == 1
-    assert sub.states() == ["online", "offline", "online", "offline"]
+    assert sub.states() == ["online", "offline", "online", "stopped"]
     assert all(status.edge == place.edge_id for status, _ in sub.statuses)
     assert sub.readings == driver.expected()
     sub.assert_in_device_order()
@@ -357,7 +358,7 @@ async def test_cut_connection_sends_the_will_and_resends_what_was_in_flight(
     async with collecting(config.mqtt, place.estate) as late:
         await until(lambda: len(late.statuses) == 1, 5, "retained status")
     [(status, retained)] = late.statuses
-    assert status.state == "offline" and retained
+    assert status.state == "stopped" and retained
 
 
 def _closed_port() -> int:

@@ -7,6 +7,7 @@ registry.json; ``edge run`` runs an estate of any of them, by default the stored
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -17,11 +18,14 @@ import time
 from contextlib import closing
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge.devices import registry_entries
 from jiayuan.catalogue import Kind
 from jiayuan.registry.files import export_csv, export_yaml
+from jiayuan.registry.sources import read_registry
 from jiayuan.registry.store import RegistryStore
 from jiayuan.state import ENV_STATE_DIR
 from simulators.product_registry import simulated_registry
@@ -154,3 +158,100 @@ def test_score_takes_an_exported_registry(
     path = forms(simulated, tmp_path)[form]
     assert cli.main(["score", "--registry", str(path), "--estate", simulated.estates[0].id]) == 0
     assert simulated.estates[0].id in capsys.readouterr().out
+
+
+# One device of each connector, as an installer writes them into registry.json.
+CONNECTS: dict[Kind, dict[str, Any]] = {
+    Kind.WATER_TANK: {"profile": "water-tank-station", "address": "rtu+tcp://10.2.0.17:4196",
+                      "unit": 3, "poll_s": 2.5},
+    Kind.FIRE: {"protocol": "gb26875", "source": "0A0B0C0D0E0F", "system": 1,
+                "analog": {"7": "sprinkler_pressure"}, "pump_components": [17]},
+    Kind.EBIKE_CHARGER: {"protocol": "json", "mapping": "nb-smoke-detector-http",
+                         "vendor_id": "868120123456789"},
+}  # fmt: skip
+
+
+def with_connects(simulated: Registry) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """registry.json of ``simulated`` with the first estate's first device of each kind of
+    CONNECTS wired up, and device id → its connect entry."""
+    data = json.loads(simulated.to_json())
+    wired: dict[str, dict[str, Any]] = {}
+    for device in data["estates"][0]["devices"]:
+        kind = Kind(device["kind"])
+        if kind in CONNECTS and kind not in {Kind(w["kind"]) for w in wired.values()}:
+            device["connect"] = CONNECTS[kind]
+            wired[device["id"]] = {**CONNECTS[kind], "kind": kind.value}
+    return data, {
+        device: {k: v for k, v in c.items() if k != "kind"} for device, c in wired.items()
+    }
+
+
+def test_registry_generate_from_registry_json_keeps_the_connect_entries(
+    simulated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, wired = with_connects(simulated)
+    assert len(wired) == len(CONNECTS)
+    source = tmp_path / "registry.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    # registry.json itself keeps them when read and written again.
+    assert json.loads(Registry.from_json(source.read_text()).to_json()) == data
+    store = tmp_path / "registry.sqlite"
+    assert cli.main(["registry", "generate", "--from", str(source), "--db", str(store)]) == 0
+    stored = {
+        entry["id"]: entry["connect"]
+        for entries in registry_entries(store).values()
+        for entry in entries
+        if "connect" in entry
+    }
+    # The same entries, as the registry writes them (the address in lower case).
+    fire = next(d for d, c in wired.items() if c.get("protocol") == "gb26875")
+    wired[fire] = {**wired[fire], "source": "0a0b0c0d0e0f"}
+    assert stored == wired
+    # And the edge runs the estate from the store with them.
+    estate = simulated.estates[0]
+    assert {
+        d.id: d.connect for d in simulated_registry(store).estate(estate.id).devices if d.connect
+    } == wired
+
+
+def test_registry_generate_refuses_a_bad_connect_entry_and_stores_nothing(
+    simulated: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, wired = with_connects(simulated)
+    device = next(d for d in data["estates"][0]["devices"] if d["id"] in wired)
+    device["connect"] = {"profile": "water-tank-station", "address": "tcp://10.2.0.17:502",
+                         "unit": 300}  # fmt: skip
+    source = tmp_path / "registry.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    store = tmp_path / "registry.sqlite"
+    assert cli.main(["registry", "generate", "--from", str(source), "--db", str(store)]) == 1
+    err = capsys.readouterr().err
+    assert f"device {device['id']}" in err and "connect.unit" in err
+    assert not store.exists()
+
+
+def test_edge_run_reads_the_registry_once(
+    simulated: Registry,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = with_connects(simulated)
+    source = tmp_path / "registry.json"
+    source.write_text(json.dumps(data), encoding="utf-8")
+    store = tmp_path / "registry.sqlite"
+    assert cli.main(["registry", "generate", "--from", str(source), "--db", str(store)]) == 0
+    reads: list[Path] = []
+
+    def counted(path: Path) -> Any:
+        reads.append(path)
+        return read_registry(path)
+
+    monkeypatch.setattr("jiayuan.registry.sources.read_registry", counted)
+    monkeypatch.setattr("simulators.product_registry.read_registry", counted)
+    args = parse(["edge", "run", "--registry", str(store), "--estate", simulated.estates[0].id])
+    # Its fire panel is wired to GB/T 26875.3, so it stops short of running: after reading
+    # the registry for both its real and its simulated devices.
+    assert args.func(args) == 2
+    assert "give --fire-listen" in capsys.readouterr().out
+    assert reads == [store]

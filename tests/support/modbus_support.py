@@ -1,7 +1,8 @@
 """Modbus devices for tests: pymodbus's own server, and lines that spoil chosen answers.
 
-``FakeUnit`` is one unit id's registers on a pymodbus server; a test changes its words, or
-makes it answer with an exception code, while the server runs.  ``Mangler`` (TCP) and
+``FakeUnit`` (``tools.modbus_units.ServedUnit``, the demo's too) is one unit id's
+registers on a pymodbus server; a test changes its words, or makes it answer with an
+exception code, while the server runs.  ``Mangler`` (TCP) and
 ``PtyLine`` (a serial line made of two pseudo-terminal pairs) carry the bytes between the
 client and the server and, for chosen unit ids, answer with the wrong unit id, a broken
 CRC, garbage, or nothing.
@@ -14,49 +15,14 @@ import contextlib
 import os
 import tty
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerRTU, FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
 
+from tools.modbus_units import ServedUnit as FakeUnit
 from tools.servers import free_port
 
-REGISTERS = 64
 GARBAGE = bytes.fromhex("13 37 ca fe ba be 00 ff 42")
-
-
-@dataclass
-class FakeUnit:
-    unit: int
-    words: list[int] = field(default_factory=lambda: [0] * REGISTERS)
-    exception: int | None = None  # answer every request with this exception code
-    requests: int = 0
-
-    def set(self, address: int, words: Iterable[int]) -> None:
-        for offset, word in enumerate(words):
-            self.words[address + offset] = word
-
-    def sim(self) -> SimDevice:
-        return SimDevice(
-            self.unit,
-            simdata=[SimData(0, values=[0] * REGISTERS, datatype=DataType.REGISTERS)],
-            action=self._action,
-        )
-
-    async def _action(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        self.requests += 1
-        registers[: len(self.words)] = self.words
-        return ExcCodes(self.exception) if self.exception is not None else None
 
 
 async def start_server(
