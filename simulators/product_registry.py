@@ -48,6 +48,7 @@ def _estate(record: EstateRecord) -> Estate:
                 estate.id,
                 d.building,
                 _params(d.kind, floors.get(d.building, 0), d.ports, d.building),
+                d.site or "",
             )
             for d in record.devices
         ),

@@ -44,6 +44,7 @@ class Device:
     # Static configuration of the device (floors, rated speed, ports…); a dict is not
     # hashable, so hashing a Device uses the other fields only.
     params: Mapping[str, ParamValue] = field(default_factory=dict, hash=False)
+    site: str = ""  # the site whose devices are judged together ("": none)
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ def _estate_json(estate: Estate) -> dict[str, Any]:
         "buildings": list(estate.buildings),
         "devices": [
             {"id": d.id, "kind": d.kind.value, "building": d.building, "params": dict(d.params)}
+            | ({"site": d.site} if d.site else {})
             for d in estate.devices
         ],
     }
@@ -161,6 +163,7 @@ def _estate_from_json(data: Mapping[str, Any]) -> Estate:
                 estate=estate_id,
                 building=str(d["building"]),
                 params=dict(d.get("params", {})),
+                site=str(d.get("site", "")),
             )
             for d in data["devices"]
         ),

@@ -146,6 +146,13 @@ class SiteModel:
         self._pca = _Pca(lagged, p.variance)
 
     @property
+    def projection(self) -> tuple[F64, F64, F64, F64]:
+        """Mean and spread of the lagged columns, loadings and eigenvalues: what judging a
+        row needs (the gateway keeps them in float32 and judges row by row)."""
+        pca = self._pca
+        return pca.mean, pca.spread, pca.loadings, pca.eigenvalues
+
+    @property
     def components(self) -> int:
         return int(self._pca.loadings.shape[1])
 
