@@ -69,7 +69,9 @@ def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() ->
     faulty = pressure[(times >= broken[0]) & (times < broken[1])]
     assert healthy.min() <= faulty.min() and faulty.max() <= healthy.max()
 
-    changed = site_anomalies(judge(detector, readings))
+    judged = judge(detector, readings)
+    changed = site_anomalies(judged)
+    assert changed == judged  # no single signal left its own band
     assert [a.state for a in changed] == [OPEN, CLOSED]
     opened, closed = changed
     assert (opened.device, opened.kind, opened.estate) == (PLACES[0].device, "water_tank", ESTATE)

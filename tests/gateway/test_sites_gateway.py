@@ -1,0 +1,118 @@
+"""A registry site through the real gateway (Mosquitto, InfluxDB, the alert engine): the
+pump room's broken relation is stored in InfluxDB as one anomaly and becomes one alert."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.service import Gateway
+from jiayuan.catalogue import Kind
+from jiayuan.config import Config
+from jiayuan.places import Place
+from jiayuan.registry.model import (
+    Building,
+    Company,
+    Device,
+    District,
+    Estate,
+    FeeBand,
+    HousingCategory,
+    Registry,
+    Street,
+)
+from jiayuan.registry.store import RegistryStore, registry_path
+from tests.gateway.test_gateway import now_ms, query, wait_for
+from tests.support.mqtt_publisher import PLACE, Publisher
+from tests.support.pump_room import CYCLE_S, PERIOD_S, pump_room, tank_id
+
+pytestmark = pytest.mark.servers
+
+DISTRICT, STREET, ESTATE = PLACE
+CODE = "water_tank.relation_broken"
+
+
+def pump_room_registry() -> Registry:
+    tanks = tuple(
+        Device(
+            tank_id(ESTATE, tank),
+            ESTATE,
+            "pumproom",
+            Kind.WATER_TANK,
+            "二次供水监测终端 WQ-5",
+            date(2024, 1, 1),
+            None,
+            site="pumproom",
+        )
+        for tank in ("W01", "W02")
+    )
+    return Registry(
+        districts=(District(DISTRICT, "松江区"),),
+        streets=(Street(STREET, DISTRICT, "方松街道"),),
+        companies=(Company("c1", "测试物业"),),
+        estates=(
+            Estate(
+                ESTATE,
+                "测试花园",
+                DISTRICT,
+                STREET,
+                "c1",
+                HousingCategory.COMMERCIAL,
+                FeeBand.CLOSED_FROM_2_5,
+                31.03,
+                121.23,
+            ),
+        ),
+        buildings=(Building(ESTATE, "pumproom", 0, 0),),
+        devices=tanks,
+    )
+
+
+def test_a_broken_relation_is_stored_once_and_becomes_one_alert(
+    config: Config, publisher: Publisher
+) -> None:
+    with RegistryStore(registry_path(config)) as store:
+        store.replace(pump_room_registry())
+    places = tuple(
+        Place(DISTRICT, STREET, ESTATE, "pumproom", "water_tank", tank_id(ESTATE, tank))
+        for tank in ("W01", "W02")
+    )
+    learnt_s = 240 * PERIOD_S + 60
+    broken = (learnt_s + 600, learnt_s + 600 + CYCLE_S)
+    seconds = broken[1] + 900
+    start = now_ms() - seconds * 1000 - 60_000
+    readings = list(pump_room(places, seconds, seed=4, broken=broken, start_ms=start))
+    gateway = Gateway(config)
+    gateway.start()
+    try:
+        assert gateway.wait_ready(10), "gateway did not subscribe"
+        assert gateway.detector.sites is not None and len(gateway.detector.sites.specs) == 1
+        for first in range(0, len(readings), 200):
+            publisher.readings(readings[first : first + 200])
+        # One anomaly: its point, opened and then closed in place (same time and tags).
+        wait_for(lambda: [row["state"] for row in stored(config)] == ["closed"], timeout_s=30)
+        gateway.wait_idle()
+        (row,) = stored(config)
+        assert row["device"] == places[0].device
+        assert start + broken[0] * 1000 <= row["time"] <= start + broken[0] * 1000 + 300_000
+        assert row["detail"].startswith("站点 site pumproom"), row["detail"]
+        assert "W01 出水压力 supply_pressure" in row["detail"]
+        wait_for(lambda: len(site_alerts(gateway)) == 1)
+        (alert,) = site_alerts(gateway)
+        assert alert["severity"] == "warning" and alert["device"] == places[0].device
+    finally:
+        gateway.stop()
+
+
+def stored(config: Config) -> list[dict[str, Any]]:
+    return query(config, f"SELECT * FROM anomaly WHERE code = '{CODE}'")
+
+
+def site_alerts(gateway: Gateway) -> list[dict[str, Any]]:
+    response = httpx.get(f"{gateway.api_url}/alerts", timeout=5)
+    response.raise_for_status()
+    return [a for a in response.json() if a["code"] == CODE]
