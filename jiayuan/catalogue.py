@@ -462,7 +462,9 @@ def _with_statistical_events(fam: Family) -> Family:
         for name, zh, en in STATISTICAL_EVENTS
     )
     name, zh, en = SITE_EVENT
-    site = EventCode(f"{fam.kind.value}.{name}", W, zh, en, "INF: site model of the registry's site")
+    site = EventCode(
+        f"{fam.kind.value}.{name}", W, zh, en, "INF: site model of the registry's site"
+    )
     return replace(fam, events=(*fam.events, *extra, site))
 
 

@@ -62,7 +62,7 @@ class SiteSignal:
     unit: str
 
     def title(self, estate: str) -> str:
-        """"W01 出水压力 supply_pressure": the device without its estate's prefix."""
+        """ "W01 出水压力 supply_pressure": the device without its estate's prefix."""
         short = self.device.removeprefix(f"{estate}-")
         return f"{short} {signal_title(self.kind, self.field)}"
 
@@ -150,6 +150,7 @@ class _SiteState:
     levels: list[float] = field(default_factory=list)  # each chart's EWMA
     open: bool = False
     streak: int = 0  # rows in a row on the other side of the limit than ``open`` says
+    since_ms: int = 0  # the time of the streak's first row
     failed: bool = False  # the learning rows gave no model (logged once)
 
 
@@ -183,7 +184,9 @@ class SiteDetectors(Stateful):
     def __bool__(self) -> bool:
         return bool(self.specs)
 
-    def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[tuple[Place, AnomalyChange]]:
+    def evaluate_many(
+        self, items: Sequence[tuple[Place, Reading]]
+    ) -> list[tuple[Place, AnomalyChange]]:
         """The site anomalies these readings (in arrival order) opened or closed."""
         changes: list[tuple[Place, AnomalyChange]] = []
         members = self._members
@@ -250,13 +253,18 @@ class SiteDetectors(Stateful):
         # A healthy site has a row over the 99 % limits one time in a hundred: only a
         # relation broken for ``hold_rows`` rows in a row opens (or, whole, closes).
         anomalous = ratio >= 1.0
-        state.streak = state.streak + 1 if anomalous != state.open else 0
+        if anomalous == state.open:
+            state.streak = 0
+            return None
+        if state.streak == 0:
+            state.since_ms = ts_ms  # the anomaly starts (or ends) with the streak's first row
+        state.streak += 1
         if state.streak < self.hold_rows:
             return None
         state.open, state.streak = anomalous, 0
         code = spec.code
         if not anomalous:
-            return AnomalyChange(code, False, ts_ms, 0.0, 0.0)
+            return AnomalyChange(code, False, state.since_ms, 0.0, 0.0)
         signals = len(spec.signals)
         parts = 0.5 * (t2_parts / learnt.t2_limit + q_parts / learnt.q_limit)
         shares = np.maximum(parts.reshape(-1, signals).sum(axis=0), 0.0)
@@ -265,7 +273,8 @@ class SiteDetectors(Stateful):
         order = [int(j) for j in np.argsort(shares)[::-1][:TOP_SIGNALS] if shares[j] >= 0.05]
         detail = _detail(spec, order, shares, row, expected, ratio / (1.0 + ratio))
         top = order[0] if order else 0
-        return AnomalyChange(code, True, ts_ms, float(row[top]), float(expected[top]), detail)
+        value, predicted = float(row[top]), float(expected[top])
+        return AnomalyChange(code, True, state.since_ms, value, predicted, detail)
 
     def _learn(self, spec: SiteSpec, state: _SiteState) -> None:
         if state.rows is None:
@@ -293,7 +302,9 @@ class SiteDetectors(Stateful):
             model = SiteModel(rows, names, self.params)
         except (ValueError, np.linalg.LinAlgError) as error:
             state.failed = True
-            log.warning("站点 %s/%s 模型无法学习 site model not learnt: %s", spec.estate, spec.name, error)
+            log.warning(
+                "站点 %s/%s 模型无法学习 site model not learnt: %s", spec.estate, spec.name, error
+            )
             return
         state.learnt = _Learnt.of(model)
         lags = self.params.lags
@@ -310,7 +321,13 @@ class SiteDetectors(Stateful):
             self.learn_rows,
             self.hold_rows,
             tuple(
-                (s.estate, s.name, s.anchor.key, tuple((g.device, g.field) for g in s.signals), s.slot_ms)
+                (
+                    s.estate,
+                    s.name,
+                    s.anchor.key,
+                    tuple((g.device, g.field) for g in s.signals),
+                    s.slot_ms,
+                )
                 for s in self.specs
             ),
         )
@@ -323,9 +340,9 @@ class SiteDetectors(Stateful):
 def _detail(
     spec: SiteSpec,
     order: Sequence[int],
-    shares: npt.NDArray[np.float32],
+    shares: npt.NDArray[np.floating[Any]],
     row: F32,
-    expected: F32,
+    expected: npt.NDArray[np.floating[Any]],
     score: float,
 ) -> str:
     """Chinese first: the site and, per signal, its value and what the healthy relations

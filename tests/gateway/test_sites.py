@@ -63,7 +63,9 @@ def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() ->
     broken = (LEARNT_S + 1800, LEARNT_S + 1800 + CYCLE_S)
     readings = list(pump_room(PLACES, LEARNT_S + 3 * HOUR_S, seed=4, broken=broken))
     # Every value of the broken signal stays inside the range it had while learning.
-    pressure = np.array([r.values["supply_pressure"] for r in readings if r.device == PLACES[0].device])
+    pressure = np.array(
+        [r.values["supply_pressure"] for r in readings if r.device == PLACES[0].device]
+    )
     times = np.array([(r.ts - T0) // 1000 for r in readings if r.device == PLACES[0].device])
     healthy = pressure[times < LEARNT_S]
     faulty = pressure[(times >= broken[0]) & (times < broken[1])]
@@ -131,9 +133,10 @@ def test_the_registry_names_the_sites_and_their_first_device() -> None:
         for d in registry.devices
         if d.estate == estate
     )
-    one_pile = tuple(d for d in devices if d.kind is not Kind.EBIKE_CHARGER) + tuple(
-        d for d in devices if d.kind is Kind.EBIKE_CHARGER
-    )[:1]
+    one_pile = (
+        tuple(d for d in devices if d.kind is not Kind.EBIKE_CHARGER)
+        + tuple(d for d in devices if d.kind is Kind.EBIKE_CHARGER)[:1]
+    )
     assert site_specs(replace(registry, devices=one_pile)) == []
     two_piles = tuple(d for d in devices if d.kind is Kind.EBIKE_CHARGER)
     if len(two_piles) >= 2:

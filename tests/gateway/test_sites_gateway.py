@@ -4,7 +4,6 @@ pump room's broken relation is stored in InfluxDB as one anomaly and becomes one
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
