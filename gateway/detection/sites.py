@@ -48,9 +48,12 @@ F32 = npt.NDArray[np.float32]
 # The gateway's site model: dynamic PCA with one previous row (two would make the model
 # half as large again for the same signals; see docs/detection.md), otherwise as ``jiayuan
 # detect`` learns it.
-GATEWAY_SITE_PARAMS = SiteParams(lags=1)
-LEARN_ROWS = 240  # healthy rows learnt before judging: 40 min at a 10 s slot
-HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 2 min at 10 s
+GATEWAY_SITE_PARAMS = SiteParams(lags=1, t2_weight=0.0, ewma_clip=4.0)
+# A row a minute at least: 240 rows then span 4 h of a pump room's operation (its pumps
+# switching, a chlorine dose), which 240 rows at a 10 s heartbeat (40 min) miss.
+MIN_SLOT_S = 60.0
+LEARN_ROWS = 240  # healthy rows learnt before judging: 4 h at a 60 s slot
+HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 12 min at 60 s
 TOP_SIGNALS = 3  # signals named in an anomaly
 
 
@@ -85,8 +88,9 @@ class SiteSpec:
         return site_code(Kind(self.anchor.kind))
 
 
-def site_specs(registry: Registry) -> list[SiteSpec]:
-    """Every site of the registry with at least two numeric signals."""
+def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteSpec]:
+    """Every site of the registry with at least two numeric signals; its slot is its
+    slowest member's heartbeat, ``min_slot_s`` at least."""
     specs = []
     for record in registry.records():
         estate = record.estate
@@ -103,7 +107,7 @@ def site_specs(registry: Registry) -> list[SiteSpec]:
             anchor = Place(
                 estate.district, estate.street, estate.id, first.building, first.kind, first.id
             )
-            slot_s = max(family(d.kind).heartbeat_s for d in devices)
+            slot_s = max(min_slot_s, *(family(d.kind).heartbeat_s for d in devices))
             specs.append(SiteSpec(name, anchor, signals, int(slot_s * 1000)))
     return specs
 
@@ -239,14 +243,16 @@ class SiteDetectors(Stateful):
         projected = scores @ learnt.loadings.T
         t2_parts = standard * ((scores * learnt.inverse_eigenvalues) @ learnt.loadings.T)
         q_parts = (standard - projected) ** 2
-        index = 0.5 * (
-            float(t2_parts.sum()) / learnt.t2_limit + float(q_parts.sum()) / learnt.q_limit
-        )
+        w = self.params.t2_weight
+        parts = w * t2_parts / learnt.t2_limit + (1.0 - w) * q_parts / learnt.q_limit
+        index = float(parts.sum())
         ratio = 0.0
         for k, (weight, limit) in enumerate(
             zip(self.params.smoothing, learnt.chart_limits, strict=True)
         ):
-            state.levels[k] += weight * (index - state.levels[k])
+            clip = self.params.ewma_clip
+            added = index if clip is None or weight >= 1.0 else min(index, clip)
+            state.levels[k] += weight * (added - state.levels[k])
             ratio = max(ratio, state.levels[k] / limit)
         if len(state.history):
             state.history = np.vstack((row[None, :], state.history[:-1]))
@@ -266,7 +272,6 @@ class SiteDetectors(Stateful):
         if not anomalous:
             return AnomalyChange(code, False, state.since_ms, 0.0, 0.0)
         signals = len(spec.signals)
-        parts = 0.5 * (t2_parts / learnt.t2_limit + q_parts / learnt.q_limit)
         shares = np.maximum(parts.reshape(-1, signals).sum(axis=0), 0.0)
         shares = shares / max(float(shares.sum()), 1e-30)
         expected = learnt.mean[:signals] + learnt.spread[:signals] * projected[:signals]
