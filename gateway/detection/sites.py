@@ -48,12 +48,14 @@ F32 = npt.NDArray[np.float32]
 # The gateway's site model: dynamic PCA with one previous row (two would make the model
 # half as large again for the same signals; see docs/detection.md), otherwise as ``jiayuan
 # detect`` learns it.
-GATEWAY_SITE_PARAMS = SiteParams(lags=1, t2_weight=0.0, ewma_clip=4.0)
-# A row a minute at least: 240 rows then span 4 h of a pump room's operation (its pumps
-# switching, a chlorine dose), which 240 rows at a 10 s heartbeat (40 min) miss.
-MIN_SLOT_S = 60.0
-LEARN_ROWS = 240  # healthy rows learnt before judging: 4 h at a 60 s slot
-HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 12 min at 60 s
+GATEWAY_SITE_PARAMS = SiteParams(lags=1, t2_weight=0.0, ewma_clip=2.0)
+# A row every 3 min at least: 240 rows then span 12 h of a pump room's operation (its
+# tanks refilling, chlorine doses), which 240 rows at a 10 s heartbeat (40 min) or at
+# 60 s (4 h) miss: on the simulators' healthy pump rooms those slots opened 260 and 54
+# anomalies per 1,000 device-hours (bench/sites.py --healthy-hours).
+MIN_SLOT_S = 180.0
+LEARN_ROWS = 240  # healthy rows learnt before judging: 12 h at a 180 s slot
+HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 36 min at 180 s
 TOP_SIGNALS = 3  # signals named in an anomaly
 
 
@@ -114,12 +116,14 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
 
 @dataclass(slots=True, eq=False)
 class _Learnt:
-    """A learnt ``SiteModel`` as the gateway keeps it: float32, no training rows."""
+    """A learnt ``SiteModel`` as the gateway keeps it: one float32 array (an array costs
+    some 110 bytes besides its values, a site four of them otherwise), no training rows.
+    ``packed`` holds the lagged columns' means and spreads, the inverse eigenvalues, the
+    loadings (columns × components) and the limits."""
 
-    mean: F32
-    spread: F32
-    loadings: F32  # lagged columns × components
-    inverse_eigenvalues: F32
+    packed: F32
+    columns: int
+    components: int
     t2_limit: float
     q_limit: float
     typical: float
@@ -128,16 +132,33 @@ class _Learnt:
     @classmethod
     def of(cls, model: SiteModel) -> _Learnt:
         mean, spread, loadings, eigenvalues = model.projection
+        packed = np.concatenate((mean, spread, 1.0 / eigenvalues, loadings.ravel()))
         return cls(
-            mean.astype(np.float32),
-            spread.astype(np.float32),
-            loadings.astype(np.float32),
-            (1.0 / eigenvalues).astype(np.float32),
+            packed.astype(np.float32),
+            len(mean),
+            len(eigenvalues),
             model.t2_limit,
             model.q_limit,
             model.typical,
             tuple(model.chart_limits),
         )
+
+    @property
+    def mean(self) -> F32:
+        return self.packed[: self.columns]
+
+    @property
+    def spread(self) -> F32:
+        return self.packed[self.columns : 2 * self.columns]
+
+    @property
+    def inverse_eigenvalues(self) -> F32:
+        return self.packed[2 * self.columns : 2 * self.columns + self.components]
+
+    @property
+    def loadings(self) -> F32:
+        start = 2 * self.columns + self.components
+        return self.packed[start:].reshape(self.columns, self.components)
 
 
 @dataclass(slots=True, eq=False)

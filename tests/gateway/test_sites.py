@@ -124,7 +124,7 @@ def test_the_registry_names_the_sites_and_their_first_device() -> None:
         assert spec_.name == "pumproom" and spec_.anchor.device == tanks[0].id
         assert spec_.anchor.street == record.estate.street
         assert len(spec_.signals) == 5 * len(tanks)
-        assert spec_.slot_ms == 60_000 and spec_.code == "water_tank.relation_broken"
+        assert spec_.slot_ms == 180_000 and spec_.code == "water_tank.relation_broken"
     # The slot is the slowest member's heartbeat where that is longer.
     assert {s.slot_ms for s in site_specs(registry, min_slot_s=0.0)} == {10_000}
     # A charging pile has one numeric signal of its own (per-port ones are not judged

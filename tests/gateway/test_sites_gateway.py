@@ -81,12 +81,12 @@ def test_a_broken_relation_is_stored_once_and_becomes_one_alert(
         Place(DISTRICT, STREET, ESTATE, "pumproom", "water_tank", tank_id(ESTATE, tank))
         for tank in ("W01", "W02")
     )
-    # The registry's site has a slot of a minute: four hours to learn.
-    learnt_s = LEARN_ROWS * int(MIN_SLOT_S) + 120
-    broken = (learnt_s + 600, learnt_s + 600 + 2 * CYCLE_S)
-    seconds = broken[1] + 3600
+    # The registry's site has a slot of 3 min: 12 h to learn (readings every minute).
+    learnt_s = LEARN_ROWS * int(MIN_SLOT_S) + 600
+    broken = (learnt_s + 1800, learnt_s + 1800 + 6 * CYCLE_S)
+    seconds = broken[1] + 3 * 3600
     start = now_ms() - seconds * 1000 - 60_000
-    readings = list(pump_room(places, seconds, seed=4, broken=broken, start_ms=start))
+    readings = list(pump_room(places, seconds, seed=4, broken=broken, start_ms=start, period_s=60))
     gateway = Gateway(config)
     gateway.start()
     try:
@@ -99,7 +99,7 @@ def test_a_broken_relation_is_stored_once_and_becomes_one_alert(
         gateway.wait_idle()
         (row,) = stored(config)
         assert row["device"] == places[0].device
-        assert start + broken[0] * 1000 <= row["time"] <= start + broken[0] * 1000 + 900_000
+        assert start + broken[0] * 1000 <= row["time"] <= start + broken[0] * 1000 + 3_600_000
         assert row["detail"].startswith("站点 site pumproom"), row["detail"]
         assert "W01 出水压力 supply_pressure" in row["detail"]
         wait_for(lambda: len(site_alerts(gateway)) == 1)

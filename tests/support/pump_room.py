@@ -44,13 +44,14 @@ def pump_room(
     broken: tuple[int, int] = (0, 0),
     start_ms: int = T0,
     skip: frozenset[int] = frozenset(),
+    period_s: int = PERIOD_S,
 ) -> Iterator[Reading]:
-    """Both tanks' readings, every ``PERIOD_S`` with a few seconds between the tanks and
+    """Both tanks' readings, every ``period_s`` with a few seconds between the tanks and
     some jitter; ``broken`` is a (from, to) span of seconds; tank 2 is silent in the
     periods numbered in ``skip``."""
     rng = np.random.default_rng(seed)
-    for k in range(seconds // PERIOD_S):
-        t_s = k * PERIOD_S
+    for k in range(seconds // period_s):
+        t_s = k * period_s
         for tank, place in enumerate(places):
             if tank == 1 and k in skip:
                 continue
