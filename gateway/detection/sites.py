@@ -1,21 +1,21 @@
 """Site models in the gateway: the signals of several devices of one site judged together.
 
 Which devices form a site comes from the registry (``Device.site``: a pump room, a
-fire-pump room).  A site's signals are the numeric (float) signals of its devices' kinds.
-Their readings arrive at different times, so they are aligned on a grid of slots as long as
-the slowest member's heartbeat: a slot's row holds each signal's latest value in it, and a
-slot in which some signal did not report is skipped (neither learnt nor judged: a missing
-reading is not an anomaly).  A row is complete when the first reading of a later slot
-arrives.
+fire-pump room).  A site's signals are the numeric (float, not per-port) signals of its
+devices' kinds.  Their readings arrive at different times, so they are aligned on a grid
+of slots as long as the slowest member's heartbeat, ``MIN_SLOT_S`` at least: a slot's row
+holds each signal's latest value in it, and a slot in which some signal did not report is
+skipped (neither learnt nor judged: a missing reading is not an anomaly).  A row is
+complete when the first reading of a later slot arrives.
 
 Each site learns from its first ``learn_rows`` complete rows, taken as healthy operation,
 the ``SiteModel`` of ``jiayuan detect`` without ``--train`` (dynamic PCA, out-of-fold
-limits); the rows are then freed and the model kept in float32.  Every later row is
-judged as ``SiteModel.score`` judges it: T² and Q of the row with its previous rows,
-watched raw and as an EWMA.  A row over either limit opens one anomaly for the site
-(``<kind>.relation_broken``) on the site's first device in registry order, naming the
-signals that contributed most with their values and what the healthy relations with the
-others predict; the first row under both limits closes it.
+limits) with the gateway's settings (``GATEWAY_SITE_PARAMS``); the rows are then freed and
+the model kept in float32.  Every later row is judged as ``SiteModel.score`` judges it,
+watched raw and as an EWMA.  Rows over either limit for ``hold_rows`` rows in a row open
+one anomaly for the site (``<kind>.relation_broken``) on the site's first device in
+registry order, naming the signals that contributed most with their values and what the
+healthy relations with the others predict; as many rows under both close it.
 
 Devices outside every site cost one dictionary miss a reading.
 """
@@ -46,8 +46,9 @@ log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 # The gateway's site model: dynamic PCA with one previous row (two would make the model
-# half as large again for the same signals; see docs/detection.md), otherwise as ``jiayuan
-# detect`` learns it.
+# half as large again for the same signals); Q only (the gateway's own detectors judge
+# each value against its baseline: the site model judges the relations between them); one
+# spike adds at most 2 to the EWMA chart.  docs/detection.md says why.
 GATEWAY_SITE_PARAMS = SiteParams(lags=1, t2_weight=0.0, ewma_clip=2.0)
 # A row every 3 min at least: 240 rows then span 12 h of a pump room's operation (its
 # tanks refilling, chlorine doses), which 240 rows at a 10 s heartbeat (40 min) or at
@@ -312,14 +313,15 @@ class SiteDetectors(Stateful):
             state.origin = state.latest.copy()
             if not self._told_learning:
                 self._told_learning = True
+                learning = sum(1 for st in self._states if st.learnt is None and not st.failed)
                 log.warning(
                     "站点模型从数据流学习 %d 个站点的健康关系，各取前 %d 行（正常运行）"
                     " site models learn the healthy relations of %d sites from the stream, "
                     "the first %d aligned rows of each taken as healthy operation: a fault "
                     "present now is learnt as normal",
-                    len(self.specs),
+                    learning,
                     self.learn_rows,
-                    len(self.specs),
+                    learning,
                     self.learn_rows,
                 )
         assert state.origin is not None
