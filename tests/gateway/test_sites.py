@@ -6,15 +6,18 @@ from __future__ import annotations
 import pickle
 from dataclasses import replace
 from datetime import date
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gateway.detection.detector import Detector
-from gateway.detection.sites import SiteDetectors, SiteSignal, SiteSpec, site_specs
+from gateway.detection.sites import SiteDetectors, SiteSignal, SiteSpec, load_sites, site_specs
 from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import Kind, Severity, family
 from jiayuan.contract import Reading
 from jiayuan.places import Place
+from jiayuan.registry.store import RegistryStore
 from simulators.registry import build_registry
 from tests.support.pump_room import CYCLE_S, PERIOD_S, T0, pump_room, tank_id
 from tools.registry_generate import generate_registry
@@ -167,3 +170,22 @@ def test_a_snapshot_keeps_the_learnt_model_and_a_different_site_refuses_it() -> 
     smaller = SiteSpec(other.name, other.anchor, other.signals[:5], other.slot_ms)
     assert Detector(sites=SiteDetectors([smaller])).layout() != first.layout()
     assert Detector().layout() != first.layout()
+
+
+def test_the_gateway_takes_its_streets_sites_from_the_stored_registry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = generate_registry(build_registry(6, seed=2), seed=2, as_of=date(2026, 6, 1))
+    path = tmp_path / "registry.sqlite"
+    assert not load_sites(path)  # no registry: no site models
+    with RegistryStore(path) as store:
+        store.replace(registry)
+    assert len(load_sites(path).specs) == len(registry.estates)
+    street = registry.estates[0].street
+    owned = load_sites(path, (street,))
+    assert {s.anchor.street for s in owned.specs} == {street}
+    assert len(owned.specs) == sum(1 for e in registry.estates if e.street == street)
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not a registry", encoding="utf-8")
+    assert not load_sites(junk)
+    assert "no site models" in caplog.text and "not a registry" in caplog.text
