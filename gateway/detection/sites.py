@@ -206,6 +206,10 @@ class SiteDetectors(Stateful):
             for column, signal in enumerate(spec.signals):
                 _, columns = self._members.setdefault(signal.device, (index, {}))
                 columns[signal.field] = column
+        # Sites of the same make-up map their devices' fields alike: one mapping for all.
+        shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+        for device, (index, columns) in self._members.items():
+            self._members[device] = (index, shared.setdefault(tuple(columns.items()), columns))
         self._states = [
             _SiteState(np.zeros(len(spec.signals), dtype=np.float32)) for spec in self.specs
         ]
