@@ -73,13 +73,14 @@ def synthetic_rows(specs: list[SiteSpec], rows: int, sites: SiteDetectors, first
 def memory(devices: int) -> None:
     per_estate = len(build_registry(50, seed=1).devices()) / 50
     simulated = build_registry(int(devices / per_estate) + 1, seed=1)
-    specs = sites_of(simulated)
+    registry = generate_registry(simulated, seed=1, as_of=AS_OF)
     counted = len(simulated.devices())
-    signals = [len(s.signals) for s in specs]
     # One site learnt first: what numpy and the imports allocate once is not a site's.
-    synthetic_rows(specs[:1], LEARN_ROWS + 2, SiteDetectors(specs[:1]), 0)
+    first = site_specs(registry)[:1]
+    synthetic_rows(first, LEARN_ROWS + 2, SiteDetectors(first), 0)
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
+    specs = site_specs(registry)  # the sites' definitions count too
     sites = SiteDetectors(specs)
     defined = tracemalloc.get_traced_memory()[0] - base
     synthetic_rows(specs, LEARN_ROWS, sites, 0)  # the last row completes with the next slot
@@ -88,6 +89,7 @@ def memory(devices: int) -> None:
     learnt = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
     assert sites.learnt() == len(specs), (sites.learnt(), len(specs))
+    signals = [len(s.signals) for s in specs]
     print(
         f"{counted:,} devices in {len(simulated.estates):,} estates, {len(specs):,} sites "
         f"({sum(signals):,} signals, {min(signals)}-{max(signals)} a site)"

@@ -60,7 +60,7 @@ HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 36 min a
 TOP_SIGNALS = 3  # signals named in an anomaly
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SiteSignal:
     device: str
     field: str
@@ -73,7 +73,7 @@ class SiteSignal:
         return f"{short} {signal_title(self.kind, self.field)}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SiteSpec:
     """One site: where its anomaly hangs, its signals (columns) and its slot."""
 
