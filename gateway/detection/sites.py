@@ -56,7 +56,7 @@ GATEWAY_SITE_PARAMS = SiteParams(lags=1, t2_weight=0.0, ewma_clip=2.0)
 # anomalies per 1,000 device-hours (bench/sites.py --healthy-hours).
 MIN_SLOT_S = 180.0
 LEARN_ROWS = 240  # healthy rows learnt before judging: 12 h at a 180 s slot
-HOLD_ROWS = 12  # rows over the limits before the site's anomaly opens: 36 min at 180 s
+HOLD_ROWS = 20  # rows over the limits before the site's anomaly opens: 1 h at 180 s
 TOP_SIGNALS = 3  # signals named in an anomaly
 
 
@@ -276,7 +276,7 @@ class SiteDetectors(Stateful):
         w = self.params.t2_weight
         parts = w * t2_parts / learnt.t2_limit + (1.0 - w) * q_parts / learnt.q_limit
         index = float(parts.sum())
-        ratio = 0.0
+        ratio, smoothed = 0.0, None
         for k, (weight, limit) in enumerate(
             zip(self.params.smoothing, learnt.chart_limits, strict=True)
         ):
@@ -284,11 +284,16 @@ class SiteDetectors(Stateful):
             added = index if clip is None or weight >= 1.0 else min(index, clip)
             state.levels[k] += weight * (added - state.levels[k])
             ratio = max(ratio, state.levels[k] / limit)
+            if weight < 1.0:
+                smoothed = max(smoothed or 0.0, state.levels[k] / limit)
         if len(state.history):
             state.history = np.vstack((row[None, :], state.history[:-1]))
         # A healthy site has a row over the 99 % limits one time in a hundred: only a
-        # relation broken for ``hold_rows`` rows in a row opens (or, whole, closes).
-        anomalous = ratio >= 1.0
+        # relation broken for ``hold_rows`` rows in a row opens the anomaly, and only the
+        # smoothed charts under their limits for as long close it (a healthy row over the
+        # raw limit must not start the wait again).
+        held = ratio if smoothed is None or not state.open else smoothed
+        anomalous = held >= 1.0
         if anomalous == state.open:
             state.streak = 0
             return None
