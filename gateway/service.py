@@ -19,6 +19,7 @@ from gateway.census import DeviceCensus
 from gateway.collector import tune_collector
 from gateway.detection.detector import Detector
 from gateway.detection.resume import resume_detector
+from gateway.detection.sites import load_sites
 from gateway.detection.snapshot import Restored, save, take_back
 from gateway.heap import HeapTrimmer
 from gateway.leftover import Leftover
@@ -29,12 +30,13 @@ from gateway.storage.deadletters import DeadLetterFilter, DeadLetterStore, Store
 from gateway.storage.writer import BatchWriter
 from gateway.throughput_log import ThroughputLog
 from gateway.transport.inbox import Inbox
-from gateway.transport.ingest import ALL_STREETS, MqttIngest
+from gateway.transport.ingest import ALL_STREETS, MqttIngest, owned_streets
 from jiayuan import compiled
 from jiayuan.anomaly import Anomaly
 from jiayuan.api_auth import ApiAuth
 from jiayuan.config import Config
 from jiayuan.influx import InfluxClient
+from jiayuan.registry.store import registry_path
 from jiayuan.state import DEAD_LETTER_FILE, SNAPSHOT_FILE
 
 if TYPE_CHECKING:
@@ -53,7 +55,11 @@ class Gateway:
         trim_s = config.gateway.heap_trim_interval_s
         self.heap_trimmer = HeapTrimmer(trim_s) if trim_s != 0 else None
         self.metrics = GatewayMetrics()
-        self.detector = Detector()
+        # The registry's sites are judged together (read at start: a registry import takes
+        # effect at the next start).
+        self.detector = Detector(
+            sites=load_sites(registry_path(config), owned_streets(config.mqtt.street_filter))
+        )
         state_dir = Path(config.gateway.state_dir)
         self._snapshot_path = state_dir / SNAPSHOT_FILE
         self.dead_letter_store = DeadLetterStore(state_dir / DEAD_LETTER_FILE)

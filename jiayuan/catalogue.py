@@ -451,12 +451,21 @@ STATISTICAL_EVENTS = (
 )
 
 
+# A site model judges the signals of several devices of one site (the registry says which)
+# together; its anomaly hangs on the site's first device, so it carries that device's kind.
+SITE_EVENT = ("relation_broken", "多信号关系异常", "Broken relation between a site's signals")
+
+
 def _with_statistical_events(fam: Family) -> Family:
     extra = tuple(
         EventCode(f"{fam.kind.value}.{name}", W, zh, en, "INF: statistical detector")
         for name, zh, en in STATISTICAL_EVENTS
     )
-    return replace(fam, events=fam.events + extra)
+    name, zh, en = SITE_EVENT
+    site = EventCode(
+        f"{fam.kind.value}.{name}", W, zh, en, "INF: site model of the registry's site"
+    )
+    return replace(fam, events=(*fam.events, *extra, site))
 
 
 FAMILIES: Mapping[Kind, Family] = {
@@ -485,8 +494,39 @@ _STATISTICAL_CODES = {
 }
 
 
+_SITE_CODES = {kind: f"{kind.value}.{SITE_EVENT[0]}" for kind in Kind}
+# The Chinese names of the numeric signals, as the staff of a pump room or a control room
+# call them.
+SIGNAL_TITLES_ZH: Mapping[tuple[Kind, str], str] = {
+    (Kind.LIFT, "speed"): "轿厢速度",
+    (Kind.LIFT, "rated_speed"): "额定速度",
+    (Kind.FIRE, "sprinkler_pressure"): "喷淋管网压力",
+    (Kind.FIRE, "hydrant_pressure"): "消火栓管网压力",
+    (Kind.FIRE, "tank_level"): "消防水箱水位",
+    (Kind.WATER_TANK, "free_chlorine"): "余氯",
+    (Kind.WATER_TANK, "turbidity"): "浑浊度",
+    (Kind.WATER_TANK, "ph"): "pH值",
+    (Kind.WATER_TANK, "level_pct"): "水箱水位",
+    (Kind.WATER_TANK, "supply_pressure"): "出水压力",
+    (Kind.EBIKE_CHARGER, "total_power"): "总功率",
+    (Kind.WATERLOGGING, "depth"): "积水深度",
+    (Kind.WATERLOGGING, "rain_rate"): "降雨强度",
+}
+
+
 def offline_code(kind: Kind) -> str:
     return _OFFLINE_CODES[kind]
+
+
+def site_code(kind: Kind) -> str:
+    """``water_tank.relation_broken`` and the like: a site model's anomaly."""
+    return _SITE_CODES[kind]
+
+
+def signal_title(kind: Kind, field_name: str) -> str:
+    """A signal as operators read it, Chinese first: "出水压力 supply_pressure"."""
+    zh = SIGNAL_TITLES_ZH.get((kind, field_name))
+    return f"{zh} {field_name}" if zh else field_name
 
 
 def statistical_code(kind: Kind, detector: str) -> str:

@@ -49,6 +49,7 @@ def _estate(record: EstateRecord) -> Estate:
                 estate.id,
                 d.building,
                 _params(d.kind, floors.get(d.building, 0), d.ports, d.building),
+                site=d.site or "",
                 connect=None if d.connect is None else d.connect.as_json(),
             )
             for d in record.devices

@@ -44,6 +44,7 @@ class Device:
     # Static configuration of the device (floors, rated speed, ports…); a dict is not
     # hashable, so hashing a Device uses the other fields only.
     params: Mapping[str, ParamValue] = field(default_factory=dict, hash=False)
+    site: str = ""  # the site whose devices are judged together ("": none)
     # Where the edge reads the real device, as the registry holds it (``docs/devices.md``,
     # checked by ``jiayuan.registry.connect``); None: simulated.
     connect: Mapping[str, Any] | None = field(default=None, hash=False)
@@ -148,7 +149,10 @@ def _estate_json(estate: Estate) -> dict[str, Any]:
         "street_zh": estate.street_zh,
         "edge_id": estate.edge_id,
         "buildings": list(estate.buildings),
-        "devices": [{**d.edge_entry(), "params": dict(d.params)} for d in estate.devices],
+        "devices": [
+            {**d.edge_entry(), "params": dict(d.params)} | ({"site": d.site} if d.site else {})
+            for d in estate.devices
+        ],
     }
 
 
@@ -169,6 +173,7 @@ def _estate_from_json(data: Mapping[str, Any]) -> Estate:
                 building=str(d["building"]),
                 params=dict(d.get("params", {})),
                 connect=d.get("connect"),
+                site=str(d.get("site", "")),
             )
             for d in data["devices"]
         ),

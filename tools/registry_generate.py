@@ -8,7 +8,7 @@ public housing), location, households, device models and dates.  How well an est
 equipment is kept depends on its company and category, so some lifts are past 15 years
 without their safety assessment, some inspections are overdue and some estates have too
 few charging ports: the scores spread.  The same simulators registry, seed and ``as_of``
-give the same result.
+give the same result.  Each estate's water tanks form one site, its pump room (``SITES``).
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ INSPECTION_INTERVAL_DAYS: Mapping[Kind, int] = {
     Kind.EBIKE_CHARGER: 365,
     Kind.WATERLOGGING: 365,
 }
+# The site each kind's devices form in every estate (unless the simulators' registry names
+# one): the secondary water-supply plant (二次供水泵房), whose tanks' level, quality and
+# outlet pressure are judged together.
+SITES: Mapping[Kind, str] = {Kind.WATER_TANK: "pumproom"}
 _QUALITY_BY_CATEGORY: Mapping[HousingCategory, float] = {
     HousingCategory.COMMERCIAL: 0.1,
     HousingCategory.AFFORDABLE: 0.0,
@@ -259,6 +263,7 @@ def _device(
         last_assessment=assessed,
         ports=ports,
         connect=_connect(device),
+        site=device.site or SITES.get(device.kind),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from gateway.detection.anomalies import AnomalyBook
 from gateway.detection.rules import FamilyRules, OfflineMonitor, all_rules
 from gateway.detection.rules.base import AnomalyChange
+from gateway.detection.sites import SiteDetectors
 from gateway.detection.state import SnapshotMismatch
 from gateway.detection.statistics.series import StatisticalDetectors
 from jiayuan.anomaly import Anomaly
@@ -26,11 +27,14 @@ class Detector:
         offline: OfflineMonitor | None = None,
         book: AnomalyBook | None = None,
         statistical: StatisticalDetectors | None = None,
+        sites: SiteDetectors | None = None,
     ) -> None:
         self.rules = dict(rules) if rules is not None else all_rules()
         self.offline = offline if offline is not None else OfflineMonitor()
         self.book = book if book is not None else AnomalyBook()
         self.statistical = statistical if statistical is not None else StatisticalDetectors()
+        # The registry's sites (gateway.detection.sites); None when it names none.
+        self.sites = sites if sites else None
         # One row number a device for its rules, statistics and offline check: one
         # dictionary entry, not three.
         for kind, family_rules in self.rules.items():
@@ -62,6 +66,9 @@ class Detector:
                 judged.append((place, reading))
         for place, change in self.statistical.evaluate_many(judged):
             self._apply(place, change, changed)
+        if self.sites is not None:
+            for place, change in self.sites.evaluate_many(judged):
+                self._apply(place, change, changed)
         return changed
 
     def _rule_changes(
@@ -91,6 +98,7 @@ class Detector:
             "offline": self.offline.export_state(),
             "book": self.book.export_state(),
             "statistical": self.statistical.export_state(),
+            "sites": None if self.sites is None else self.sites.export_state(),
         }
 
     def import_state(self, state: Mapping[str, Any]) -> None:
@@ -102,6 +110,8 @@ class Detector:
         self.offline.import_state(state["offline"])
         self.book.import_state(state["book"])
         self.statistical.import_state(state["statistical"])
+        if self.sites is not None:  # the layout says whether the snapshot has them
+            self.sites.import_state(state["sites"])
 
     def layout(self) -> object:
         """What the state's shape depends on: two detectors of equal layout can take each
@@ -110,6 +120,7 @@ class Detector:
             tuple((kind.value, rules.layout()) for kind, rules in self.rules.items()),
             self.offline.layout(),
             self.statistical.layout(),
+            None if self.sites is None else self.sites.layout(),
         )
 
     def tick(self, wall_ms: int, most: int | None = None) -> list[Anomaly]:

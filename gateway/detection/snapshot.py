@@ -39,8 +39,9 @@ from jiayuan import __version__
 log = logging.getLogger(__name__)
 
 # Bump when the state's attributes change meaning (2: the dedup window in arrays; 3: two
-# windows a device, with timestamps).
-FORMAT = 3
+# windows a device, with timestamps; 4: the registry's site models).  A snapshot of another
+# format is refused, and the gateway resumes from InfluxDB instead.
+FORMAT = 4
 # SQLite refuses a value over a billion bytes by default: a large state is kept in parts.
 PART_BYTES = 32 << 20
 
@@ -135,7 +136,8 @@ def _restore(
     taken_ms, taken_for, digest, size = row
     if taken_for != fingerprint(detector, streets):
         log.warning(
-            "the detection snapshot was taken by other code or for other streets; "
+            "the detection snapshot was taken by other code, for other streets or other "
+            "registry sites; "
             "starting from InfluxDB instead"
         )
         return None

@@ -107,6 +107,9 @@ class Device:
     last_assessment: date | None = None  # lifts: last 15-year safety assessment
     ports: int = 0  # e-bike chargers: charging ports
     connect: Connect | None = None  # how the edge reads it; None = not wired up (simulated)
+    # The site (a pump room, a fire-pump room…) whose devices are judged together, named
+    # within the estate; None = judged alone.
+    site: str | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,14 @@ class EstateRecord:
 
     def of_kind(self, kind: Kind) -> tuple[Device, ...]:
         return tuple(d for d in self.devices if d.kind is kind)
+
+    def sites(self) -> dict[str, tuple[Device, ...]]:
+        """The estate's sites by name, each with its devices in registry order."""
+        found: dict[str, list[Device]] = {}
+        for device in self.devices:
+            if device.site is not None:
+                found.setdefault(device.site, []).append(device)
+        return {site: tuple(devices) for site, devices in found.items()}
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ COLUMNS: Mapping[str, tuple[str, ...]] = {
         "last_assessment",
         "ports",
         "connect",
+        "site",
     ),
 }
 # Columns that may be left empty.
@@ -67,6 +68,7 @@ OPTIONAL: frozenset[tuple[str, str]] = frozenset(
         ("devices", "last_assessment"),
         ("devices", "ports"),
         ("devices", "connect"),
+        ("devices", "site"),
     }
 )
 
@@ -149,6 +151,7 @@ def to_rows(registry: Registry) -> dict[str, list[Row]]:
                 "last_assessment": d.last_assessment,
                 "ports": d.ports if d.kind is Kind.EBIKE_CHARGER else None,
                 "connect": None if d.connect is None else d.connect.as_json(),
+                "site": d.site,
             }
             for d in registry.devices
         ],
@@ -446,6 +449,7 @@ class _Builder:
         assessed = c.day("last_assessment", optional=True)
         ports = c.integer("ports", 0, 1000) if c.raw("ports") is not None else 0
         connect = c.connect("connect", kind)
+        site = c.ident("site") if c.raw("site") is not None else None
         duplicate = device_id in self.devices_seen
         if duplicate:
             c.problem("id", f"device {device_id!r} appears twice")
@@ -475,4 +479,5 @@ class _Builder:
                 assessed,
                 ports,
                 connect,
+                site,
             )

@@ -213,3 +213,38 @@ def test_generated_registry_matches_the_simulators_and_is_realistic() -> None:
     assert all(30.5 < e.lat < 31.6 and 120.8 < e.lon < 122.0 for e in registry.estates)
     households = [registry.record(e.id).households for e in registry.estates]
     assert min(households) > 0
+
+
+def test_each_estates_water_tanks_form_its_pump_room_site(small: Registry) -> None:
+    for record in small.records():
+        tanks = record.of_kind(Kind.WATER_TANK)
+        assert record.sites() == {"pumproom": tanks}
+        assert all(d.site is None for d in record.devices if d.kind is not Kind.WATER_TANK)
+
+
+def test_a_site_is_optional_and_must_be_an_id(small: Registry, tmp_path: Path) -> None:
+    folder = tmp_path / "csv"
+    export_csv(small, folder)
+    devices = folder / "devices.csv"
+    with devices.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    tank = next(i for i, row in enumerate(rows) if row["kind"] == "water_tank")
+    lift = next(i for i, row in enumerate(rows) if row["kind"] == "lift")
+    _rewrite(devices, {(tank, "site"): "", (lift, "site"): "机房 1"})
+    with pytest.raises(RegistryInvalid) as raised:
+        import_csv(folder)
+    assert [(p.row, p.field) for p in raised.value.problems] == [(lift + 2, "site")]
+    assert "'机房 1' is not an id" in str(raised.value)
+    _rewrite(devices, {(lift, "site"): "machine-room"})
+    registry = import_csv(folder)
+    assert registry.devices[tank].site is None
+    assert registry.devices[lift].site == "machine-room"
+    # A CSV written before sites existed (no site column) reads as devices without one.
+    with devices.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with devices.open("w", encoding="utf-8-sig", newline="") as handle:
+        columns = [c for c in rows[0] if c != "site"]
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    assert all(d.site is None for d in import_csv(folder).devices)

@@ -255,3 +255,20 @@ def test_edge_run_reads_the_registry_once(
     assert args.func(args) == 2
     assert "give --fire-listen" in capsys.readouterr().out
     assert reads == [store]
+
+
+@pytest.mark.parametrize("form", ["sqlite", "csv", "yaml", "json"])
+def test_every_form_keeps_the_sites(simulated: Registry, tmp_path: Path, form: str) -> None:
+    paths = forms(simulated, tmp_path)
+    # registry.json as a product registry turned back into the simulators' one writes it.
+    paths["json"].write_text(simulated_registry(paths["sqlite"]).to_json(), encoding="utf-8")
+    read = simulated_registry(paths[form])
+    sites = {d.id: d.site for d in read.devices()}
+    assert {d for d, site in sites.items() if site} == {
+        d.id for d in simulated.devices() if d.kind is Kind.WATER_TANK
+    }
+    assert set(sites.values()) == {"", "pumproom"}
+    # And back into a product registry: the sites are the ones it was generated with.
+    again = generate_registry(read, 7, date(2026, 12, 1))
+    product = generate_registry(simulated, 7, date(2026, 12, 1))
+    assert [(d.id, d.site) for d in again.devices] == [(d.id, d.site) for d in product.devices]

@@ -38,6 +38,13 @@ class SiteParams:
     quantile: float = 0.99  # of the out-of-fold healthy index, per chart
     folds: int = 5
     smoothing: tuple[float, ...] = (1.0, 0.1)  # EWMA weights of the charts (1.0: raw)
+    # T²'s weight in the index (Q has the rest); 0: broken relations only, as the gateway
+    # judges a site whose single values its own detectors already judge.
+    t2_weight: float = 0.5
+    # What one row adds to a smoothed chart at most (None: all of it): a single large break
+    # is the raw chart's; the EWMA watches small persistent ones, and one spike must not
+    # hold it over its limit for dozens of rows.
+    ewma_clip: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,16 +148,29 @@ class SiteModel:
         # Where the charts start, and what the first rows (no history to lag) count as.
         self.typical = float(np.median(held_index))
         self.chart_limits = [
-            float(np.quantile(ewma(held_index, w, self.typical), p.quantile)) for w in p.smoothing
+            float(np.quantile(ewma(self._clipped(held_index, w), w, self.typical), p.quantile))
+            for w in p.smoothing
         ]
         self._pca = _Pca(lagged, p.variance)
+
+    @property
+    def projection(self) -> tuple[F64, F64, F64, F64]:
+        """Mean and spread of the lagged columns, loadings and eigenvalues: what judging a
+        row needs (the gateway keeps them in float32 and judges row by row)."""
+        pca = self._pca
+        return pca.mean, pca.spread, pca.loadings, pca.eigenvalues
 
     @property
     def components(self) -> int:
         return int(self._pca.loadings.shape[1])
 
+    def _clipped(self, index: F64, weight: float) -> F64:
+        clip = self.params.ewma_clip
+        return index if clip is None or weight >= 1.0 else np.minimum(index, clip)
+
     def _index(self, t2: F64, q: F64) -> F64:
-        return 0.5 * (t2 / self.t2_limit + q / self.q_limit)
+        w = self.params.t2_weight
+        return w * t2 / self.t2_limit + (1.0 - w) * q / self.q_limit
 
     def score(self, rows: F64) -> SiteScores:
         """Judge rows (in time order, each after the ones before it)."""
@@ -160,9 +180,10 @@ class SiteModel:
         index[: self.params.lags] = self.typical  # rows without the history to lag
         ratio = np.zeros(len(rows))
         for weight, limit in zip(self.params.smoothing, self.chart_limits, strict=True):
-            ratio = np.maximum(ratio, ewma(index, weight, self.typical) / limit)
+            smoothed = ewma(self._clipped(index, weight), weight, self.typical)
+            ratio = np.maximum(ratio, smoothed / limit)
         signals = len(self.names)
-        parts = 0.5 * (t2_parts / self.t2_limit + q_parts / self.q_limit)
+        parts = self._index(t2_parts, q_parts)
         per_signal = parts.reshape(len(rows), self.params.lags + 1, signals).sum(axis=1)
         positive = np.maximum(per_signal, 0.0)
         shares = positive / np.maximum(positive.sum(axis=1, keepdims=True), 1e-300)

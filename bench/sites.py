@@ -1,0 +1,200 @@
+"""What the registry's site models cost the gateway, and what they raise on healthy traffic.
+
+Sites are those ``jiayuan registry generate`` assigns (each estate's water tanks form its
+pump room), at the simulated estates' mix of devices.
+
+* Memory (``--devices``, 100,000 by default): the registry of as many simulated estates as
+  hold that many devices, its sites' ``SiteDetectors`` fed synthetic rows until every site
+  has its learning buffer full but one row (the peak: every site learning at once), then
+  until every site has learnt; ``tracemalloc`` figures per site and per registry device.
+* CPU: ``Detector.readings`` over the simulators' healthy traffic of ``--estates`` estates
+  (``--minutes``, in batches of ``--batch``), with and without the sites (at 10 s slots,
+  learning from their first ``--learn-rows`` rows, so most rows are judged: 18 times the
+  rows of the gateway's 3-min slot), timed in the same run; and the site detectors alone
+  per reading.  ``--devices 0`` skips the memory part.
+* ``--healthy-hours H``: site anomalies opened on H hours of the simulators' healthy
+  traffic (no faults), per 1,000 device-hours of the sites' devices.
+
+    .venv/bin/python bench/sites.py [--devices 100000] [--estates 20] [--minutes 60]
+    .venv/bin/python bench/sites.py --healthy-hours 24 --estates 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import tracemalloc
+from datetime import date
+
+import numpy as np
+
+from gateway.detection.detector import Detector
+from gateway.detection.sites import LEARN_ROWS, MIN_SLOT_S, SiteDetectors, SiteSpec, site_specs
+from jiayuan.contract import Reading
+from jiayuan.places import Place
+from simulators.driver import generate
+from simulators.registry import Registry as SimRegistry
+from simulators.registry import build_registry
+from tools.registry_generate import generate_registry
+from tools.replay import as_gateway_input
+
+AS_OF = date(2026, 12, 1)
+T0 = 1_750_000_000_000
+
+
+def sites_of(simulated: SimRegistry) -> list[SiteSpec]:
+    return site_specs(generate_registry(simulated, seed=1, as_of=AS_OF))
+
+
+def synthetic_rows(specs: list[SiteSpec], rows: int, sites: SiteDetectors, first: int) -> None:
+    """``rows`` slots of every site: each member device one reading a slot."""
+    rng = np.random.default_rng(first)
+    for k in range(first, first + rows):
+        items = []
+        for spec in specs:
+            devices: dict[str, dict[str, float | int | str]] = {}
+            for signal in spec.signals:
+                devices.setdefault(signal.device, {})[signal.field] = float(rng.normal(1.0, 0.1))
+            for device, values in devices.items():
+                place = Place(
+                    spec.anchor.district,
+                    spec.anchor.street,
+                    spec.estate,
+                    "pumproom",
+                    "water_tank",
+                    device,
+                )
+                items.append(
+                    (place, Reading(device, "water_tank", k + 1, T0 + k * spec.slot_ms, values))
+                )
+        sites.evaluate_many(items)
+
+
+def memory(devices: int) -> None:
+    per_estate = len(build_registry(50, seed=1).devices()) / 50
+    simulated = build_registry(int(devices / per_estate) + 1, seed=1)
+    registry = generate_registry(simulated, seed=1, as_of=AS_OF)
+    counted = len(simulated.devices())
+    # One site learnt first: what numpy and the imports allocate once is not a site's.
+    first = site_specs(registry)[:1]
+    synthetic_rows(first, LEARN_ROWS + 2, SiteDetectors(first), 0)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    specs = site_specs(registry)  # the sites' definitions count too
+    sites = SiteDetectors(specs)
+    defined = tracemalloc.get_traced_memory()[0] - base
+    synthetic_rows(specs, LEARN_ROWS, sites, 0)  # the last row completes with the next slot
+    learning = tracemalloc.get_traced_memory()[0] - base
+    synthetic_rows(specs, 2, sites, LEARN_ROWS)
+    learnt = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert sites.learnt() == len(specs), (sites.learnt(), len(specs))
+    signals = [len(s.signals) for s in specs]
+    print(
+        f"{counted:,} devices in {len(simulated.estates):,} estates, {len(specs):,} sites "
+        f"({sum(signals):,} signals, {min(signals)}-{max(signals)} a site)"
+    )
+    for label, held in (("defined", defined), ("learning (peak)", learning), ("learnt", learnt)):
+        print(
+            f"  {label:<16} {held / len(specs):>8,.0f} B a site  "
+            f"{held / counted:>6,.1f} B a registry device"
+        )
+
+
+def traffic(
+    estates: int, minutes: float
+) -> tuple[list[SiteSpec], list[tuple[Place, Reading, int]]]:
+    simulated = build_registry(estates, seed=7)
+    end = T0 + int(minutes * 60_000)
+    items = [
+        (place, reading, reading.ts)
+        for _, place, reading in as_gateway_input(generate(simulated, [], T0, end, 7))
+    ]
+    return sites_of(simulated), items
+
+
+def cpu(estates: int, minutes: float, batch: int, learn_rows: int) -> None:
+    specs, items = traffic(estates, minutes)
+    members = {s.device for spec in specs for s in spec.signals}
+    in_sites = sum(1 for _, reading, _ in items if reading.device in members)
+    timings: dict[str, float] = {}
+    for label, sites in (
+        ("without sites", None),
+        ("with sites", SiteDetectors(specs, learn_rows=learn_rows)),
+    ):
+        detector = Detector(sites=sites)
+        start = time.process_time()
+        for first in range(0, len(items), batch):
+            detector.readings(items[first : first + batch])
+        timings[label] = time.process_time() - start
+    print(
+        f"Detector.readings, {len(items):,} readings of {estates} estates ({in_sites:,} of "
+        f"site devices), {minutes:g} min, batches of {batch}:"
+    )
+    for label, seconds in timings.items():
+        print(f"  {label:<14} {len(items) / seconds:>10,.0f} readings/s")
+    cost = (timings["with sites"] - timings["without sites"]) / timings["without sites"]
+    print(f"  the sites' share: {cost:+.1%} CPU")
+
+    sites = SiteDetectors(specs, learn_rows=learn_rows)
+    judged = [(place, reading) for place, reading, _ in items]
+    start = time.process_time()
+    for first in range(0, len(judged), batch):
+        sites.evaluate_many(judged[first : first + batch])
+    alone = time.process_time() - start
+    outside = [pair for pair in judged if pair[1].device not in members] * 5
+    start = time.process_time()
+    for first in range(0, len(outside), batch):
+        sites.evaluate_many(outside[first : first + batch])
+    miss = time.process_time() - start
+    rows = sum(state.count for state in sites.export_state()["_states"])
+    print(
+        f"SiteDetectors alone: {alone / max(in_sites, 1) * 1e6:.2f} µs a site device's reading "
+        f"(rows included), {miss / len(outside) * 1e9:.0f} ns a reading of a device outside "
+        f"every site; {rows:,} rows learnt"
+    )
+
+
+def healthy(estates: int, hours: float, slot_s: float) -> None:
+    simulated = build_registry(estates, seed=11)
+    specs = site_specs(generate_registry(simulated, seed=1, as_of=AS_OF), slot_s)
+    sites = SiteDetectors(specs)
+    opened: list[str] = []
+    step_ms = 3_600_000
+    for hour in range(int(np.ceil(hours))):
+        start = T0 + hour * step_ms
+        end = start + min(step_ms, int((hours - hour) * step_ms))
+        samples = generate(simulated, [], start, end, 11)
+        pairs = [(place, reading) for _, place, reading in as_gateway_input(samples)]
+        for place, change in sites.evaluate_many(pairs):
+            if change.opened:
+                opened.append(f"{place.device} {change.detail[:120]}")
+    device_hours = sum(len({s.device for s in spec.signals}) for spec in specs) * hours
+    print(
+        f"{len(opened)} site anomalies opened in {hours:g} h of {len(specs)} sites' healthy "
+        f"traffic: {1000 * len(opened) / device_hours:.2f} per 1,000 device-hours"
+    )
+    for line in opened[:10]:
+        print("  " + line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--estates", type=int, default=20)
+    parser.add_argument("--minutes", type=float, default=60.0)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--learn-rows", type=int, default=60)
+    parser.add_argument("--healthy-hours", type=float, default=0.0)
+    parser.add_argument("--slot-s", type=float, default=MIN_SLOT_S, help="sites' minimum slot")
+    args = parser.parse_args()
+    if args.healthy_hours:
+        healthy(args.estates, args.healthy_hours, args.slot_s)
+        return
+    if args.devices:
+        memory(args.devices)
+    cpu(args.estates, args.minutes, args.batch, args.learn_rows)
+
+
+if __name__ == "__main__":
+    main()

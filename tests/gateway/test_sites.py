@@ -1,0 +1,191 @@
+"""Site models in the gateway (gateway.detection.sites): the registry's sites, signals
+aligned on a slot grid, learnt from the first rows, one anomaly per broken relation."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.detection.detector import Detector
+from gateway.detection.sites import SiteDetectors, SiteSignal, SiteSpec, load_sites, site_specs
+from jiayuan.anomaly import CLOSED, OPEN, Anomaly
+from jiayuan.catalogue import Kind, Severity, family
+from jiayuan.contract import Reading
+from jiayuan.places import Place
+from jiayuan.registry.store import RegistryStore
+from simulators.registry import build_registry
+from tests.support.pump_room import CYCLE_S, PERIOD_S, T0, pump_room, tank_id
+from tools.registry_generate import generate_registry
+
+ESTATE = "kangle-huayuan"
+PLACES = (
+    Place("songjiang", "yongfeng", ESTATE, "pumproom", "water_tank", tank_id(ESTATE, "W01")),
+    Place("songjiang", "yongfeng", ESTATE, "pumproom", "water_tank", tank_id(ESTATE, "W02")),
+)
+LEARNT_S = 240 * PERIOD_S + 60  # the learning rows and a little more
+HOUR_S = 3600
+
+
+def spec() -> SiteSpec:
+    signals = tuple(
+        SiteSignal(place.device, s.name, Kind.WATER_TANK, s.unit)
+        for place in PLACES
+        for s in family(Kind.WATER_TANK).signals
+        if s.type.value == "float"
+    )
+    return SiteSpec("pumproom", PLACES[0], signals, PERIOD_S * 1000)
+
+
+def judge(detector: Detector, readings: list[Reading]) -> list[Anomaly]:
+    places = {p.device: p for p in PLACES}
+    changed: list[Anomaly] = []
+    for first in range(0, len(readings), 50):  # batches, as the gateway's
+        chunk = readings[first : first + 50]
+        changed += detector.readings([(places[r.device], r, r.ts) for r in chunk])
+    return changed
+
+
+def site_anomalies(changed: list[Anomaly]) -> list[Anomaly]:
+    return [a for a in changed if a.code == "water_tank.relation_broken"]
+
+
+def test_a_site_keeping_its_healthy_relations_raises_nothing() -> None:
+    detector = Detector(sites=SiteDetectors([spec()]))
+    changed = judge(detector, list(pump_room(PLACES, 6 * HOUR_S, seed=3)))
+    assert detector.sites is not None and detector.sites.learnt() == 1
+    assert site_anomalies(changed) == []
+
+
+def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() -> None:
+    detector = Detector(sites=SiteDetectors([spec()]))
+    broken = (LEARNT_S + 1800, LEARNT_S + 1800 + CYCLE_S)
+    readings = list(pump_room(PLACES, LEARNT_S + 3 * HOUR_S, seed=4, broken=broken))
+    # Every value of the broken signal stays inside the range it had while learning.
+    pressure = np.array(
+        [r.values["supply_pressure"] for r in readings if r.device == PLACES[0].device]
+    )
+    times = np.array([(r.ts - T0) // 1000 for r in readings if r.device == PLACES[0].device])
+    healthy = pressure[times < LEARNT_S]
+    faulty = pressure[(times >= broken[0]) & (times < broken[1])]
+    assert healthy.min() <= faulty.min() and faulty.max() <= healthy.max()
+
+    judged = judge(detector, readings)
+    changed = site_anomalies(judged)
+    assert changed == judged  # no single signal left its own band
+    assert [a.state for a in changed] == [OPEN, CLOSED]
+    opened, closed = changed
+    assert (opened.device, opened.kind, opened.estate) == (PLACES[0].device, "water_tank", ESTATE)
+    assert opened.severity == Severity.WARNING.value
+    assert (opened.title_zh, opened.title_en) == (
+        "多信号关系异常",
+        "Broken relation between a site's signals",
+    )
+    assert broken[0] * 1000 <= opened.start_ms - T0 <= broken[0] * 1000 + 300_000
+    assert broken[1] * 1000 <= closed.end_ms - T0 <= broken[1] * 1000 + 600_000
+    # The first signal named is the one whose relation broke, Chinese first.
+    assert opened.detail.startswith("站点 site pumproom"), opened.detail
+    first_named = opened.detail.split(": ", 1)[1]
+    assert first_named.startswith("W01 出水压力 supply_pressure"), opened.detail
+    assert "健康关系推算" in first_named and "healthy relations predict" in first_named
+    assert 0.22 < opened.value < 0.28 and 0.22 < opened.threshold < 0.28
+
+
+def test_a_slot_without_every_signal_is_neither_learnt_nor_judged() -> None:
+    sites = SiteDetectors([spec()])
+    detector = Detector(sites=sites)
+    # Tank 2 misses every third slot for the whole run.
+    skip = frozenset(range(0, 6 * HOUR_S // PERIOD_S, 3))
+    changed = judge(detector, list(pump_room(PLACES, 6 * HOUR_S, seed=5, skip=skip)))
+    assert site_anomalies(changed) == []
+    # Learnt from complete rows only: 240 of them took 360 slots.
+    state = sites.export_state()["_states"][0]
+    assert state.learnt is not None
+
+
+def test_devices_outside_every_site_are_not_looked_at() -> None:
+    assert Detector().sites is None
+    assert Detector(sites=SiteDetectors([])).sites is None
+    sites = SiteDetectors([spec()])
+    lift = Place("songjiang", "yongfeng", ESTATE, "b01", "lift", f"{ESTATE}-L01")
+    reading = Reading(lift.device, "lift", 1, T0, {"speed": 1.0})
+    assert sites.evaluate_many([(lift, reading)]) == []
+    assert sites.export_state()["_states"][0].slot == -1
+
+
+def test_the_registry_names_the_sites_and_their_first_device() -> None:
+    registry = generate_registry(build_registry(6, seed=2), seed=2, as_of=date(2026, 6, 1))
+    specs = site_specs(registry)
+    assert len(specs) == len(registry.estates)
+    for spec_ in specs:
+        record = registry.record(spec_.estate)
+        tanks = record.of_kind(Kind.WATER_TANK)
+        assert spec_.name == "pumproom" and spec_.anchor.device == tanks[0].id
+        assert spec_.anchor.street == record.estate.street
+        assert len(spec_.signals) == 5 * len(tanks)
+        assert spec_.slot_ms == 180_000 and spec_.code == "water_tank.relation_broken"
+    # The slot is the slowest member's heartbeat where that is longer.
+    assert {s.slot_ms for s in site_specs(registry, min_slot_s=0.0)} == {10_000}
+    # A charging pile has one numeric signal of its own (per-port ones are not judged
+    # together): a site of one pile has nothing to relate and gets no model.
+    estate = registry.estates[0].id
+    devices = tuple(
+        replace(d, site="bikeshed") if d.kind is Kind.EBIKE_CHARGER else replace(d, site=None)
+        for d in registry.devices
+        if d.estate == estate
+    )
+    one_pile = (
+        tuple(d for d in devices if d.kind is not Kind.EBIKE_CHARGER)
+        + tuple(d for d in devices if d.kind is Kind.EBIKE_CHARGER)[:1]
+    )
+    assert site_specs(replace(registry, devices=one_pile)) == []
+    two_piles = tuple(d for d in devices if d.kind is Kind.EBIKE_CHARGER)
+    if len(two_piles) >= 2:
+        assert [len(s.signals) for s in site_specs(replace(registry, devices=two_piles))] == [
+            len(two_piles)
+        ]
+
+
+def test_a_snapshot_keeps_the_learnt_model_and_a_different_site_refuses_it() -> None:
+    readings = list(pump_room(PLACES, LEARNT_S + HOUR_S, seed=6, broken=(LEARNT_S + 1800, 10**9)))
+    cut = next(i for i, r in enumerate(readings) if r.ts - T0 >= (LEARNT_S + 600) * 1000)
+    straight = Detector(sites=SiteDetectors([spec()]))
+    expected = site_anomalies(judge(straight, readings))
+    assert [a.state for a in expected] == [OPEN]
+
+    first = Detector(sites=SiteDetectors([spec()]))
+    assert site_anomalies(judge(first, readings[:cut])) == []
+    state = pickle.loads(pickle.dumps(first.export_state()))
+    second = Detector(sites=SiteDetectors([spec()]))
+    assert second.layout() == first.layout()
+    second.import_state(state)
+    assert second.sites is not None and second.sites.learnt() == 1  # not learning again
+    assert site_anomalies(judge(second, readings[cut:])) == expected
+
+    other = spec()
+    smaller = SiteSpec(other.name, other.anchor, other.signals[:5], other.slot_ms)
+    assert Detector(sites=SiteDetectors([smaller])).layout() != first.layout()
+    assert Detector().layout() != first.layout()
+
+
+def test_the_gateway_takes_its_streets_sites_from_the_stored_registry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = generate_registry(build_registry(6, seed=2), seed=2, as_of=date(2026, 6, 1))
+    path = tmp_path / "registry.sqlite"
+    assert not load_sites(path)  # no registry: no site models
+    with RegistryStore(path) as store:
+        store.replace(registry)
+    assert len(load_sites(path).specs) == len(registry.estates)
+    street = registry.estates[0].street
+    owned = load_sites(path, (street,))
+    assert {s.anchor.street for s in owned.specs} == {street}
+    assert len(owned.specs) == sum(1 for e in registry.estates if e.street == street)
+    junk = tmp_path / "junk.txt"
+    junk.write_text("not a registry", encoding="utf-8")
+    assert not load_sites(junk)
+    assert "no site models" in caplog.text and "not a registry" in caplog.text
