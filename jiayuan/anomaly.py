@@ -29,6 +29,8 @@ class Anomaly:
     end_ms: int  # 0 while open
     state: str  # "open" or "closed"
     detail: str = ""
+    # The value and what is usual for it, Chinese first (statistical anomalies; else empty).
+    explanation: str = ""
 
     @property
     def active(self) -> bool:

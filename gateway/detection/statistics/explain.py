@@ -1,10 +1,13 @@
 """Explanations of statistical anomalies that an operator can act on: the value, what is
-usual, and when it is usual ("出水压力 outlet pressure 0.28 MPa，工作日 14:00 通常 0.34 ±
-0.01 MPa / usually 0.34 ± 0.01 MPa at 14:00 on weekdays"), Chinese first."""
+usual, and when it is usual ("出水压力 outlet supply pressure 0.28 MPa，工作日 14:00 通常
+0.34 ± 0.01 MPa / usually 0.34 ± 0.01 MPa at 14:00 on weekdays"), Chinese first.  Signal
+names and units come from the catalogue."""
 
 from __future__ import annotations
 
 import math
+
+from jiayuan.catalogue import PORT_FIELD, family
 
 
 def _decimals(spread: float) -> int:
@@ -12,6 +15,21 @@ def _decimals(spread: float) -> int:
     if not math.isfinite(spread) or spread <= 0.0:
         return 2
     return min(6, max(0, -math.floor(math.log10(spread))))
+
+
+def signal_label(kind: str, field: str) -> tuple[str, str]:
+    """A payload field as operators know it, and its unit: ("出水压力 outlet supply
+    pressure", "MPa"), ("p03 充电口温度 port temperature", "°C"); the field name itself
+    where the catalogue does not know it."""
+    try:
+        signal = family(kind).signal(field)
+    except KeyError:
+        signal = None
+    if signal is None:
+        return field, ""
+    name = f"{signal.name_zh} {signal.description}" if signal.name_zh else signal.description
+    port = PORT_FIELD.fullmatch(field) if signal.per_port else None
+    return (f"p{port.group(1)} {name}" if port is not None else name), signal.unit
 
 
 def explain(
@@ -23,7 +41,7 @@ def explain(
     when: tuple[str, str] | None = None,
 ) -> str:
     """``name`` is the signal as operators know it (Chinese first where known); ``when`` the
-    (Chinese, English) time the usual value is for, from ``seasonal.describe_bin``."""
+    (Chinese, English) time the usual value is for, from ``seasonal.describe_slot``."""
     digits = _decimals(spread)
     unit_text = f" {unit}" if unit else ""
     now = f"{value:.{digits}f}{unit_text}"
@@ -32,3 +50,12 @@ def explain(
         return f"{name} {now}，通常 {usual_text} / usually {usual_text}"
     when_zh, when_en = when
     return f"{name} {now}，{when_zh} 通常 {usual_text} / usually {usual_text} at {when_en}"
+
+
+def explain_repeat(name: str, value: float, readings: int, unit: str = "") -> str:
+    """A value that stopped changing: how long it has repeated."""
+    unit_text = f" {unit}" if unit else ""
+    return (
+        f"{name} {value:g}{unit_text}，已连续 {readings} 次读数不变 / "
+        f"the same value for {readings} readings"
+    )

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.detection.statistics.seasonal import SeasonalParams
+
 LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT = "level_shift", "rate_of_change", "stuck", "drift"
 # Bit of each detector in the flag bytes returned by the core (order = STATISTICAL_EVENTS).
 DETECTORS = (LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT)
@@ -118,6 +120,18 @@ NO_DRIFT = BURSTY | {"ebike_charger.temp"}
 UNTRACKED = frozenset({"ebike_charger.current", "ebike_charger.power", "lift.rated_speed"})
 
 
+# Signals that follow the clock in a healthy estate, and so may get a seasonal profile
+# (``seasonal.py``): a tank's outlet pressure falls with the draw at the morning and evening
+# peaks, its level follows the draw and the refills, a pile's total power is highest at
+# night.  Only these hold a gate (32 bytes a series), and a profile (736 bytes) only once
+# the gate sees a daily cycle: the others, and most devices, pay nothing.  Lift traffic is
+# left out: a car's speed is 0 or its rated speed, whose hourly mean is no usual value.
+SEASONAL = frozenset(
+    {"water_tank.supply_pressure", "water_tank.level_pct", "ebike_charger.total_power"}
+)
+# Shanghai local time (UTC+8 all year): the slots of the day are the estate's hours.
+SHANGHAI_OFFSET_S = 8 * 3600
+
 # The shortest period the catalogue's devices report at when nothing happens (piles: 5 s).
 GATEWAY_MIN_PERIOD_S = 5.0
 
@@ -144,6 +158,15 @@ class StatParams:
     # Per-detector opt-outs by "kind.signal"; stuck runs on every float signal (its own
     # rules keep discrete and resting signals out).
     untracked: frozenset[str] = UNTRACKED
+    # Signals that may get a seasonal profile; while it is in use, level shift and rate of
+    # change (and drift, where not opted out) judge the deviation from what is usual at
+    # that hour instead of the value, whatever the signal's opt-outs (a profile that
+    # explains the series is what makes a cyclic signal judgeable); stuck judges the value.
+    # Drift judges them only so: a daily cycle leaves any frozen reference every day.
+    seasonal: frozenset[str] = SEASONAL
+    seasonal_params: SeasonalParams = field(
+        default_factory=lambda: SeasonalParams(offset_s=SHANGHAI_OFFSET_S)
+    )
     opt_out: dict[str, frozenset[str]] = field(
         default_factory=lambda: {
             LEVEL_SHIFT: BURSTY,

@@ -300,8 +300,10 @@ def _steps(
             dev = float(gate_state[g, _G_DEV])
             c = float(gate_state[g, _G_COS])
             s = float(gate_state[g, _G_SIN])
-            if seen_s >= gate_min_s and dev > 0.0 and 2.0 * math.sqrt(c * c + s * s) >= (
-                gate_share * dev
+            if (
+                seen_s >= gate_min_s
+                and dev > 0.0
+                and 2.0 * math.sqrt(c * c + s * s) >= (gate_share * dev)
             ):
                 return j
             mean = float(gate_state[g, _G_MEAN])
@@ -422,8 +424,8 @@ def _steps(
             # those the times ``tolerance`` minutes before and after the reading fall in.
             if abs(x - expected) > 3.0 * varies:
                 position = (within[j] + 0.5) * slot_minutes
-                lowest = int(math.floor((position - tolerance) / slot_minutes))
-                highest = int(math.floor((position + tolerance) / slot_minutes))
+                lowest = math.floor((position - tolerance) / slot_minutes)
+                highest = math.floor((position + tolerance) / slot_minutes)
                 for shift in range(lowest, highest + 1):
                     near = base + (b - base + shift) % per_day
                     if seen[k, near] > 0 and abs(x - float(usual[k, near])) < abs(x - nearest):
