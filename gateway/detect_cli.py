@@ -189,7 +189,7 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
                 cyclic = bool(cycle.in_use[k])
                 when = seasonal.describe_slot(int(cycle.slots[k]), SLOT_MINUTES)
                 text = explain(
-                    column,
+                    (column, column),
                     values[k],
                     float(cycle.usual[k] if cyclic else cycle.level[k]),
                     float(cycle.spread[k]),

@@ -81,8 +81,9 @@ def test_the_booster_running_at_two_in_the_morning_opens_one_explained_anomaly()
     assert anomaly.start_ms <= START_MS + (NIGHT_RUN.start + 5) * PERIOD_MS
     assert abs(anomaly.threshold - 0.30) < 0.005  # the usual value at 02:00
     text = anomaly.explanation
-    assert text.startswith("出水压力 outlet supply pressure 0.36"), text
-    assert "工作日 02:00 通常 0.30" in text and "usually 0.30" in text, text
+    assert text.startswith("出水压力 0.36"), text
+    assert "MPa，工作日 02:00 通常 0.30" in text, text
+    assert "/ outlet supply pressure 0.36" in text and "usually 0.30" in text, text
     assert text.endswith("MPa at 02:00 on weekdays"), text
 
 

@@ -408,7 +408,8 @@ class StatisticalDetectors(Stateful):
         baseline = stat.baseline(slot, detector)
         text = ""
         if now_on:
-            label, unit = signal_label(reading.kind, name)
+            name_zh, name_en, unit = signal_label(reading.kind, name)
+            label = (name_zh, name_en)
             if context is not None:
                 baseline, text = _seasonal_text(
                     self.seasonal.params.slot_minutes, label, unit, value, context
@@ -425,7 +426,7 @@ class StatisticalDetectors(Stateful):
 
 
 def _seasonal_text(
-    slot_minutes: int, label: str, unit: str, value: float, context: _Context
+    slot_minutes: int, label: tuple[str, str], unit: str, value: float, context: _Context
 ) -> tuple[float, str]:
     """(usual value, explanation) of a reading judged against its seasonal profile."""
     usual, spread, slot, level = context
