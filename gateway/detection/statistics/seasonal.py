@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -51,6 +52,7 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 U8 = npt.NDArray[np.uint8]
+_Array = TypeVar("_Array", bound=np.ndarray[Any, Any])
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
 # The profile must beat an EWMA of this weight (the level-shift baseline's) to be used.
@@ -229,10 +231,11 @@ class SeasonalBank:
         return Stepped(flags, residual, usual, spread, level, slots, profiles)
 
 
-def _grown(array: npt.NDArray[np.generic], rows: int, fill: float) -> npt.NDArray[np.generic]:
+def _grown(array: _Array, rows: int, fill: float) -> _Array:
+    """``array`` with ``rows`` rows, the new ones ``fill``."""
     grown = np.full((rows, *array.shape[1:]), fill, dtype=array.dtype)
     grown[: len(array)] = array
-    return grown
+    return cast(_Array, grown)
 
 
 def profile(ts_ms: I64, values: F64, params: SeasonalParams | None = None) -> Profiled:
