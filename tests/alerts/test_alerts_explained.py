@@ -4,6 +4,8 @@ at that hour, Chinese first; a rule's alert still shows its threshold."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import jsonschema
@@ -59,3 +61,15 @@ def test_a_rule_alert_keeps_its_threshold(tmp_path: Path) -> None:
         build_workorder(raised.alert, WorkOrderType.CREATE, at_ms=1, callback_url="https://x")
     )
     store.close()
+
+
+def test_an_alert_file_from_before_the_explanations_opens_with_none(tmp_path: Path) -> None:
+    path = tmp_path / "alerts.db"
+    engine, store = make_engine(path, FakeClock())
+    [raised, *_] = engine.on_anomalies([anomaly("lift.trapped")])
+    store.close()
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE alerts DROP COLUMN explanation")
+        db.commit()
+    with AlertStore(path) as reopened:
+        assert reopened.get(raised.alert.id) == raised.alert
