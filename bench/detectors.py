@@ -244,6 +244,10 @@ def healthy(hours: float, estates: int, seed: int) -> None:
     print(f"healthy traffic: {len(devices)} devices × {hours:g} h = {device_hours:g} device-hours")
     print(f"statistical anomalies opened: {len(opened)}")
     print(f"per 1,000 device-hours: {1000 * len(opened) / device_hours:.2f}")
+    bank = detector.statistical.seasonal
+    print(
+        f"seasonal: {bank.gates} gates, {bank.profiles} profiles, {bank.in_use} in use at the end"
+    )
     for line in opened[:20]:
         print("  ", line)
 

@@ -175,6 +175,11 @@ class SeasonalBank:
         """Bytes of the gates and profiles handed out."""
         return self.gates * self.gate_bytes + self.profiles * self.profile_bytes
 
+    @property
+    def in_use(self) -> int:
+        """Profiles in use now."""
+        return int(np.count_nonzero(self.state[: self.profiles, _USING]))
+
     def add_gate(self) -> int:
         if self.gates == len(self.gate_last_t):
             grown = len(self.gate_last_t) + max(16, len(self.gate_last_t) // 8)
