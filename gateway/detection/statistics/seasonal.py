@@ -36,8 +36,9 @@ next day's usual variations look small.
 
 **Memory.**  A gate is 5 float32, an int64 time and an int32 profile index (32 bytes).  A
 profile is ``2 × 1440 / slot_minutes`` slots of a float32 usual value, a float32 spread and
-two uint16 counts (hourly slots: 48 × 12 = 576 bytes) and ``_STATE`` float64 numbers of its
-own (160 bytes): 736 bytes.  At 5-minute slots it would be 576 × 12 + 160 = 7,072 bytes.
+two uint8 counts (days seen, readings in the spread; both horizons are below 255) — hourly
+slots: 48 × 10 = 480 bytes — and ``_STATE`` float64 numbers of its own (160 bytes): 640
+bytes.  At 5-minute slots it would be 576 × 10 + 160 = 5,920 bytes.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ RECENT_ALPHA = 0.05
 _EPOCH_WEEKDAY = 3
 _DAY_MS = DAY_MS  # typed by seasonal.pxd: the loop's arithmetic in C
 _NEVER = -(1 << 63)  # a gate's last time before its first reading
-_COUNT_CAP = 65_535  # uint16 slot counts saturate (every horizon is far shorter)
+_COUNT_CAP = 255  # uint8 slot counts saturate (the day and spread horizons are shorter)
 # A gate's numbers (float32): seconds seen, level, mean |deviation|, cos and sin parts.
 _G_SEEN, _G_MEAN, _G_DEV, _G_COS, _G_SIN = 0, 1, 2, 3, 4
 _GATE = 5
@@ -92,6 +93,9 @@ class SeasonalParams:
             raise ValueError(
                 f"slot_minutes must divide a day's 1,440 minutes, not {self.slot_minutes}"
             )
+        for name in ("horizon", "spread_horizon"):  # a slot's counts are uint8
+            if not 0 < getattr(self, name) < _COUNT_CAP:
+                raise ValueError(f"{name} must be 1 to {_COUNT_CAP - 1}, not {getattr(self, name)}")
 
     @property
     def per_day(self) -> int:
@@ -158,8 +162,8 @@ class SeasonalBank:
         self.state = np.zeros((0, _STATE))
         self.usual = np.zeros((0, slots), dtype=np.float32)
         self.spread = np.zeros((0, slots), dtype=np.float32)
-        self.seen = np.zeros((0, slots), dtype=np.uint16)
-        self.spread_n = np.zeros((0, slots), dtype=np.uint16)
+        self.seen = np.zeros((0, slots), dtype=np.uint8)
+        self.spread_n = np.zeros((0, slots), dtype=np.uint8)
 
     @property
     def gate_bytes(self) -> int:
@@ -282,8 +286,8 @@ def _steps(
     state: F64,
     usual: npt.NDArray[np.float32],
     spread: npt.NDArray[np.float32],
-    seen: npt.NDArray[np.uint16],
-    spread_n: npt.NDArray[np.uint16],
+    seen: npt.NDArray[np.uint8],
+    spread_n: npt.NDArray[np.uint8],
     flags: U8,
     residual: F64,
     usual_out: F64,
