@@ -56,6 +56,10 @@ class AlertOut(BaseModel):
     value: float = Field(description="measured value when first raised")
     threshold: float
     detail: str = Field(description="which part of the device, e.g. charger port p03")
+    explanation: str = Field(
+        description="statistical alerts: the value and what is usual for it, Chinese first "
+        "(' / ' before the English); empty for the rules' alerts"
+    )
     first_seen_ms: int = Field(description="device time of the first anomaly, epoch ms")
     last_seen_ms: int
     repeat_count: int = Field(description="anomalies merged into this alert")

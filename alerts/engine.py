@@ -295,8 +295,11 @@ class AlertEngine:
             updated_ms=now,
             parent_id=parent.id if parent is not None else "",
             held_until_ms=held_until or 0,
+            explanation=anomaly.explanation,
         )
-        raised = f"{alert.title}: {alert.value:g} (阈值 threshold {alert.threshold:g})"
+        raised = f"{alert.title}: " + (
+            anomaly.explanation or f"{alert.value:g} (阈值 threshold {alert.threshold:g})"
+        )
         if held_until is not None:
             raised += (
                 f"; 暂缓派单{_duration(self.policy.noise.storm_window_s)}，看是否成片离线 "

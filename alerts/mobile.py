@@ -37,6 +37,7 @@ from alerts.links import (
 from alerts.model import Alert, AlertNotFound, AlertState, TransitionRefused
 from alerts.notify import ACTION_WORDS, SEVERITY_WORDS, guidance, local_time
 from alerts.store import AlertStore
+from jiayuan.anomaly import explanation_halves
 from jiayuan.api_auth import Caller, Role, current_caller
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,8 @@ def alert_page(
     where = " · ".join(part for part in (alert.estate, alert.building, device) if part)
     measured = f"测量值 {alert.value:g}，阈值 {alert.threshold:g}"
     measured_en = f"measured {alert.value:g}, threshold {alert.threshold:g}"
+    if alert.explanation:  # a statistical alert: what is usual, not a threshold
+        measured, measured_en = explanation_halves(alert.explanation)
     valid_until = html.escape(local_time(grant.expires_s * 1000))
     notices = ""
     if flash:

@@ -122,6 +122,9 @@ class Alert:
     # Wall clock until which an offline or group alert waits for its storm to show itself
     # before its work order goes out; 0 = not waiting.
     held_until_ms: int = 0
+    # A statistical alert's value and what is usual for it when first raised, Chinese
+    # first (jiayuan.anomaly.HALVES between the languages); empty for the rules'.
+    explanation: str = ""
 
     @property
     def title(self) -> str:

@@ -28,6 +28,7 @@ from alerts.robot_delivery import RobotContent
 from alerts.robots import robot_id
 from alerts.signing import IDEMPOTENCY_HEADER
 from alerts.workorder import SHANGHAI
+from jiayuan.anomaly import explanation_halves
 
 EMAIL_CHANNEL = "email"
 WEBHOOK_CHANNEL = "manager_webhook"
@@ -196,6 +197,12 @@ def compose(alert: Alert, action: AlertAction, at_ms: int, note: str = "") -> No
     ack_by = local_time(alert.ack_deadline_ms) if alert.ack_deadline_ms else "-"
     resolve_by = local_time(alert.resolve_deadline_ms) if alert.resolve_deadline_ms else "-"
     value, threshold = _number(alert.value), _number(alert.threshold)
+    reading_zh, reading_en = (
+        f"测量值 {value}，阈值 {threshold}",
+        (f"measured {value} against threshold {threshold}"),
+    )
+    if alert.explanation:  # a statistical alert: what is usual, not a threshold
+        reading_zh, reading_en = explanation_halves(alert.explanation)
     subject = (
         f"【{sev_zh} {sev_en}】{act_zh} {act_en}：{alert.title_zh} {alert.title_en}"
         f" — {alert.estate} {building} {alert.device}"
@@ -205,7 +212,7 @@ def compose(alert: Alert, action: AlertAction, at_ms: int, note: str = "") -> No
     lines = [
         f"{act_zh}：{alert.title_zh}",
         f"小区：{alert.estate}　楼栋：{building}　设备：{device}",
-        f"情况：{alert.title_zh}，测量值 {value}，阈值 {threshold}",
+        f"情况：{alert.title_zh}，{reading_zh}",
         f"开始时间：{since}（上海时间），已发生 {alert.repeat_count} 次",
         f"级别：{sev_zh}；确认期限：{ack_by}；处理期限：{resolve_by}",
         f"处置建议：{todo_zh}",
@@ -214,7 +221,7 @@ def compose(alert: Alert, action: AlertAction, at_ms: int, note: str = "") -> No
         "",
         f"{act_en}: {alert.title_en}",
         f"Estate: {alert.estate}  Building: {building}  Device: {device}",
-        f"What happened: {alert.title_en}, measured {value} against threshold {threshold}",
+        f"What happened: {alert.title_en}, {reading_en}",
         f"Since: {since} (Shanghai time), {alert.repeat_count} occurrence(s)",
         f"Severity: {sev_en}; acknowledge by {ack_by}; resolve by {resolve_by}",
         f"What to do: {todo_en}",
@@ -267,6 +274,7 @@ def webhook_body(
         },
         "value": alert.value,
         "threshold": alert.threshold,
+        "explanation": alert.explanation,
         "since_ms": alert.first_seen_ms,
         "guidance": {"zh": todo_zh, "en": todo_en},
         "subject": notification.subject,

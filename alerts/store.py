@@ -211,12 +211,14 @@ class AlertStore:
             self._db.executescript(_SCHEMA)
 
     def _add_missing_columns(self) -> None:
-        """A file written before the storm grouping lacks its columns: add them (every
-        existing alert stands alone and waits for nothing)."""
+        """A file written before the storm grouping or the explanations lacks their
+        columns: add them (every existing alert stands alone, waits for nothing and has
+        no explanation)."""
         have = {row["name"] for row in self._db.execute("PRAGMA table_info(alerts)")}
         if not have:
             return  # a new file: the schema makes the table
-        for column, sql_type in (("parent_id", "TEXT"), ("held_until_ms", "INTEGER")):
+        added = (("parent_id", "TEXT"), ("held_until_ms", "INTEGER"), ("explanation", "TEXT"))
+        for column, sql_type in added:
             if column not in have:
                 default = "''" if sql_type == "TEXT" else "0"
                 self._db.execute(

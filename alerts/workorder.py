@@ -30,9 +30,10 @@ from alerts.outbox import OutboxMessage
 from alerts.signing import IDEMPOTENCY_HEADER
 from jiayuan.catalogue import Kind
 
-# 2 added ``order``; a version-1 message is a version-2 message without it.
-SCHEMA_VERSION = 2
-SCHEMA_VERSIONS = (1, 2)
+# 2 added ``order``, 3 ``explanation``; a message of an earlier version is one of a later
+# version without them.
+SCHEMA_VERSION = 3
+SCHEMA_VERSIONS = (1, 2, 3)
 CHANNEL = "workorder"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -115,6 +116,7 @@ def build_workorder(
         "detail": alert.detail,
         "value": alert.value,
         "threshold": alert.threshold,
+        "explanation": alert.explanation,
         "first_seen": shanghai_iso(alert.first_seen_ms),
         "first_seen_ms": alert.first_seen_ms,
         "repeat_count": alert.repeat_count,
@@ -212,7 +214,8 @@ WORKORDER_SCHEMA: dict[str, Any] = {
     "properties": {
         "schema_version": {
             "enum": list(SCHEMA_VERSIONS),
-            "description": "2 added order; a version-1 message is valid without it",
+            "description": "2 added order, 3 explanation; a message of an earlier version is "
+            "valid without them",
         },
         "type": {
             "enum": [t.value for t in WorkOrderType],
@@ -270,6 +273,12 @@ WORKORDER_SCHEMA: dict[str, Any] = {
         "detail": {"type": "string", "description": "which part, e.g. port p03; may be empty"},
         "value": {"type": "number", "description": "measured value when first raised"},
         "threshold": {"type": "number"},
+        "explanation": {
+            "type": "string",
+            "description": "statistical alerts: the value and what is usual for it (at that "
+            "hour where the signal follows the clock), Chinese first, ' / ', then English; "
+            "empty for the rules' alerts, whose threshold says it",
+        },
         "first_seen": _ISO,
         "first_seen_ms": _MS,
         "repeat_count": {"type": "integer", "minimum": 1},

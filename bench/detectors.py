@@ -10,6 +10,7 @@ gateway's ``Detector`` and reports statistical anomalies per 1,000 device-hours.
     .venv/bin/python bench/detectors.py [--series 100000] [--batch 50000] [--batches 40]
     .venv/bin/python bench/detectors.py --healthy-hours 4 [--estates 6] [--seed 7]
     .venv/bin/python bench/detectors.py --memory [--estates 6] [--seed 7]
+    .venv/bin/python bench/detectors.py --seasonal [--series 10000] [--seed 7]
 
 ``--memory`` feeds 10 simulated minutes of ``--estates`` estates and one synthetic 12-port
 pile through the gateway's ``Detector`` and prints the statistical state per device and
@@ -19,6 +20,10 @@ per device as ``tracemalloc`` sees it.  It then does the same at scale (``--devi
 and as many 12-port piles, each fed its first readings (every signal it reports, every
 check's state allocated); the figure is what the ``Detector`` holds, by ``tracemalloc``,
 divided by the devices.
+
+``--seasonal`` times the seasonal profiles (``SeasonalBank.step``) over ``--series`` series
+with a daily cycle at 10-minute readings: a day with gates only, then a week once every
+series holds a profile; and prints the bytes of a gate and of a profile.
 """
 
 from __future__ import annotations
@@ -187,6 +192,35 @@ def memory_at_scale(devices: int, estates: int, seed: int) -> None:
     print(f"whole Detector, tracemalloc, {devices:,} 12-port piles: {piles:,.0f} B/device")
 
 
+def seasonal(series: int, seed: int) -> None:
+    from gateway.detection.statistics.parameters import SHANGHAI_OFFSET_S
+    from gateway.detection.statistics.seasonal import SeasonalBank, SeasonalParams
+
+    bank = SeasonalBank(SeasonalParams(offset_s=SHANGHAI_OFFSET_S), capacity=series)
+    gates = np.array([bank.add_gate() for _ in range(series)], dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0.0, 2 * np.pi, series)
+    t0, step_ms, per_day = 1_795_968_000_000, 600_000, 144
+
+    def run(first: int, steps: int) -> float:
+        spent = 0.0
+        for k in range(first, first + steps):
+            ts = np.full(series, t0 + k * step_ms, dtype=np.int64)
+            hour = 2 * np.pi * (k % per_day) / per_day
+            values = 10.0 + 3.0 * np.sin(hour + phase) + rng.normal(0.0, 0.3, series)
+            start = time.perf_counter()
+            bank.step(gates, ts, values)
+            spent += time.perf_counter() - start
+        return series * steps / spent
+
+    gated = run(0, per_day)
+    profiled = run(per_day, 7 * per_day)
+    print(f"seasonal, {series:,} series with a daily cycle, 10-minute readings:")
+    print(f"  first day, gates only       {gated:>14,.0f} readings/s")
+    print(f"  next week, profiles ({bank.profiles:,})  {profiled:>14,.0f} readings/s")
+    print(f"  a gate {bank.gate_bytes} B, a profile {bank.profile_bytes} B")
+
+
 def healthy(hours: float, estates: int, seed: int) -> None:
     from gateway.detection.detector import Detector
     from jiayuan.timezone import parse_start
@@ -210,6 +244,10 @@ def healthy(hours: float, estates: int, seed: int) -> None:
     print(f"healthy traffic: {len(devices)} devices × {hours:g} h = {device_hours:g} device-hours")
     print(f"statistical anomalies opened: {len(opened)}")
     print(f"per 1,000 device-hours: {1000 * len(opened) / device_hours:.2f}")
+    bank = detector.statistical.seasonal
+    print(
+        f"seasonal: {bank.gates} gates, {bank.profiles} profiles, {bank.in_use} in use at the end"
+    )
     for line in opened[:20]:
         print("  ", line)
 
@@ -224,8 +262,11 @@ def main() -> None:
     parser.add_argument("--estates", type=int, default=6)
     parser.add_argument("--memory", action="store_true")
     parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--seasonal", action="store_true")
     args = parser.parse_args()
-    if args.memory:
+    if args.seasonal:
+        seasonal(args.series, args.seed)
+    elif args.memory:
         memory(args.estates, args.seed)
         memory_at_scale(args.devices, args.estates, args.seed)
     elif args.healthy_hours > 0:

@@ -149,6 +149,10 @@ class AnomalyOut(BaseModel):
     building: str
     device: str
     detail: str = Field(description="which part of the device, e.g. charging port p03")
+    explanation: str = Field(
+        description="statistical anomalies: the value and what is usual for it, Chinese "
+        "first (' / ' before the English); empty for the rules'"
+    )
     value: float = Field(description="measured value when it opened")
     threshold: float
     start_ms: int = Field(description="device time, epoch ms")
@@ -194,6 +198,7 @@ def anomaly_out(anomaly: Anomaly) -> AnomalyOut:
         building=anomaly.building,
         device=anomaly.device,
         detail=anomaly.detail,
+        explanation=anomaly.explanation,
         value=anomaly.value,
         threshold=anomaly.threshold,
         start_ms=anomaly.start_ms,

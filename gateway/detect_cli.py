@@ -29,7 +29,7 @@ weekday or weekend day, where the series follows the clock). A row that cannot b
 stops the command with its file, line and column: dropping it silently would shift every
 score after it."""
 # Width of the seasonal profile's slots of the day (gateway/detection/statistics/seasonal.py).
-SLOT_MINUTES = 5
+SLOT_MINUTES = 60
 # Epoch numbers below this are seconds, above it milliseconds (1e11 s is the year 5138).
 MS_THRESHOLD = 1e11
 
@@ -189,7 +189,7 @@ def score_file(path: str, out: str, column: str, ts_column: str) -> int:
                 cyclic = bool(cycle.in_use[k])
                 when = seasonal.describe_slot(int(cycle.slots[k]), SLOT_MINUTES)
                 text = explain(
-                    column,
+                    (column, column),
                     values[k],
                     float(cycle.usual[k] if cyclic else cycle.level[k]),
                     float(cycle.spread[k]),

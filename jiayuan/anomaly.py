@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OPEN, CLOSED = "open", "closed"
+# Between the Chinese and the English half of an anomaly's explanation.
+HALVES = " / "
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,8 @@ class Anomaly:
     end_ms: int  # 0 while open
     state: str  # "open" or "closed"
     detail: str = ""
+    # The value and what is usual for it, Chinese first (statistical anomalies; else empty).
+    explanation: str = ""
 
     @property
     def active(self) -> bool:
@@ -37,3 +41,10 @@ class Anomaly:
     @property
     def title(self) -> str:
         return f"{self.title_zh} {self.title_en}"
+
+
+def explanation_halves(explanation: str) -> tuple[str, str]:
+    """An explanation's Chinese and English halves (the whole text for both where it has
+    no ``HALVES``)."""
+    zh, mark, en = explanation.partition(HALVES)
+    return (zh, en) if mark else (explanation, explanation)

@@ -49,6 +49,8 @@ class Signal:
     description: str
     # Per-port signals of a charging pile travel as ``p01_<name>`` … ``p12_<name>``.
     per_port: bool = False
+    # What operations staff call it, for texts they read (measurements only).
+    name_zh: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ LIFT = Family(
         Signal("up_limit", "", I, 0, 1, "1 = top limit switch hit"),
         Signal("down_limit", "", I, 0, 1, "1 = bottom limit switch hit"),
         Signal("power_status", "", I, 1, 2, "1 mains normal, 2 mains cut"),
-        Signal("speed", "m/s", F, 0.0, 12.0, "car speed"),
+        Signal("speed", "m/s", F, 0.0, 12.0, "car speed", name_zh="轿厢速度"),
         Signal("rated_speed", "m/s", F, 0.1, 12.0, "the lift's rated speed"),
         Signal("fault_code", "", I, 0, 99, "controller fault code, GB/T 24476-2017; 0 none"),
     ),
@@ -220,9 +222,25 @@ FIRE = Family(
         Signal("fault", "", I, 0, 1, "panel state bit 故障 fault"),
         Signal("supervisory", "", I, 0, 1, "panel state bit 监管 supervisory"),
         Signal("isolated", "", I, 0, 1, "panel state bit 屏蔽 isolated"),
-        Signal("sprinkler_pressure", "MPa", F, 0.0, 2.5, "sprinkler pipe static pressure"),
-        Signal("hydrant_pressure", "MPa", F, 0.0, 2.5, "hydrant pipe pressure"),
-        Signal("tank_level", "m", F, 0.0, 20.0, "fire water tank level"),
+        Signal(
+            "sprinkler_pressure",
+            "MPa",
+            F,
+            0.0,
+            2.5,
+            "sprinkler pipe static pressure",
+            name_zh="喷淋管网压力",
+        ),
+        Signal(
+            "hydrant_pressure",
+            "MPa",
+            F,
+            0.0,
+            2.5,
+            "hydrant pipe pressure",
+            name_zh="消火栓管网压力",
+        ),
+        Signal("tank_level", "m", F, 0.0, 20.0, "fire water tank level", name_zh="消防水箱液位"),
         Signal("pump_commanded", "", I, 0, 1, "1 = pump start commanded"),
         Signal("pump_running", "", I, 0, 1, "1 = pump running (feedback)"),
     ),
@@ -301,11 +319,11 @@ WATER_TANK = Family(
     title_zh="二次供水",
     title_en="Secondary water supply",
     signals=(
-        Signal("free_chlorine", "mg/L", F, 0.0, 10.0, "residual free chlorine"),
-        Signal("turbidity", "NTU", F, 0.0, 100.0, "turbidity"),
-        Signal("ph", "pH", F, 0.0, 14.0, "pH"),
-        Signal("level_pct", "%", F, 0.0, 100.0, "tank level, percent of full"),
-        Signal("supply_pressure", "MPa", F, 0.0, 2.0, "outlet supply pressure"),
+        Signal("free_chlorine", "mg/L", F, 0.0, 10.0, "residual free chlorine", name_zh="余氯"),
+        Signal("turbidity", "NTU", F, 0.0, 100.0, "turbidity", name_zh="浊度"),
+        Signal("ph", "pH", F, 0.0, 14.0, "pH", name_zh="pH值"),
+        Signal("level_pct", "%", F, 0.0, 100.0, "tank level, percent of full", name_zh="水箱液位"),
+        Signal("supply_pressure", "MPa", F, 0.0, 2.0, "outlet supply pressure", name_zh="出水压力"),
         Signal("pump_running", "", I, 0, 1, "1 = supply pump running"),
         Signal("lid_open", "", I, 0, 1, "1 = tank lid or pump-room door open"),
     ),
@@ -357,11 +375,13 @@ EBIKE_CHARGER = Family(
     signals=(
         Signal("port_count", "", I, 1, MAX_PORTS, "number of ports on this pile"),
         Signal("smoke", "", I, 0, 1, "1 = smoke detector at the site in alarm"),
-        Signal("total_power", "W", F, 0.0, 30000.0, "whole-pile power"),
+        Signal("total_power", "W", F, 0.0, 30000.0, "whole-pile power", name_zh="充电桩总功率"),
         Signal("plugged", "", I, 0, 1, "1 = a bike is plugged into the port", per_port=True),
-        Signal("current", "A", F, 0.0, 40.0, "port current", per_port=True),
-        Signal("power", "W", F, 0.0, 5000.0, "port power", per_port=True),
-        Signal("temp", "°C", F, -30.0, 200.0, "port temperature", per_port=True),
+        Signal("current", "A", F, 0.0, 40.0, "port current", per_port=True, name_zh="充电口电流"),
+        Signal("power", "W", F, 0.0, 5000.0, "port power", per_port=True, name_zh="充电口功率"),
+        Signal(
+            "temp", "°C", F, -30.0, 200.0, "port temperature", per_port=True, name_zh="充电口温度"
+        ),
     ),
     events=(
         EventCode(
@@ -410,8 +430,12 @@ WATERLOGGING = Family(
     title_zh="积水",
     title_en="Waterlogging",
     signals=(
-        Signal("depth", "cm", F, 0.0, 500.0, "water depth above the road or floor"),
-        Signal("rain_rate", "mm/h", F, 0.0, 300.0, "rain intensity at the gauge"),
+        Signal(
+            "depth", "cm", F, 0.0, 500.0, "water depth above the road or floor", name_zh="积水深度"
+        ),
+        Signal(
+            "rain_rate", "mm/h", F, 0.0, 300.0, "rain intensity at the gauge", name_zh="降雨强度"
+        ),
     ),
     events=(
         EventCode(

@@ -57,6 +57,7 @@ class AnomalyBook(Stateful):
                     0,
                     OPEN,
                     change.detail,
+                    change.explanation,
                 )
                 self._open[key] = opened
                 return opened

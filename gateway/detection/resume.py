@@ -112,4 +112,5 @@ def _anomaly(row: dict[str, object]) -> Anomaly:
         end_ms=0,
         state=OPEN,
         detail=str(row.get("detail") or ""),
+        explanation=str(row.get("explanation") or ""),
     )

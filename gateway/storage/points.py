@@ -232,6 +232,8 @@ def anomaly_line(anomaly: Anomaly) -> str:
         "title_en": anomaly.title_en,
         "detail": anomaly.detail,
     }
+    if anomaly.explanation:  # statistical anomalies only: the rules' lines are unchanged
+        fields["explanation"] = anomaly.explanation
     return format_line(ANOMALY, tags, fields, anomaly.start_ms)
 
 

@@ -19,6 +19,7 @@ import pytest
 from alerts.delivery import Dispatcher
 from alerts.model import AlertAction, EscalationLevel
 from alerts.outbox import MessageState, Outbox
+from alerts.workorder import SCHEMA_VERSION
 from gateway.service import Gateway
 from jiayuan.config import AlertsConfig, Config
 from jiayuan.state import OUTBOX_FILE
@@ -206,7 +207,7 @@ def test_an_escalation_for_an_undelivered_order_carries_the_order(
 
     [escalation] = centre.store.workorders(kind="escalate")
     assert escalation["body"]["order"] == json.loads(create.body)
-    assert escalation["body"]["schema_version"] == 2
+    assert escalation["body"]["schema_version"] == SCHEMA_VERSION
     # The receiver holds the order from the escalation alone: one ticket, the create known.
     assert deliveries(centre) == {"wo:al-0001": 0, "wo:al-0001:esc:street": 1}
     assert [t.alert_id for t in centre.store.tickets()] == ["al-0001"]

@@ -47,6 +47,8 @@ class AnomalyChange:
     value: float
     threshold: float
     detail: str = ""  # which part of the device, e.g. the port "p03"
+    # What operators read: the value and what is usual (statistical detectors; else empty).
+    explanation: str = ""
 
 
 class FamilyRules(Protocol):

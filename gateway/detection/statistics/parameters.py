@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.detection.statistics.seasonal import SeasonalParams
+
 LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT = "level_shift", "rate_of_change", "stuck", "drift"
 # Bit of each detector in the flag bytes returned by the core (order = STATISTICAL_EVENTS).
 DETECTORS = (LEVEL_SHIFT, RATE_OF_CHANGE, STUCK, DRIFT)
@@ -118,6 +120,22 @@ NO_DRIFT = BURSTY | {"ebike_charger.temp"}
 UNTRACKED = frozenset({"ebike_charger.current", "ebike_charger.power", "lift.rated_speed"})
 
 
+# Signals that follow the clock in a healthy estate, and so may get a seasonal profile
+# (``seasonal.py``): a tank's outlet pressure falls with the draw at the morning and evening
+# peaks (and many booster sets lower it at night), its level follows the draw and the
+# refills.  Only these hold a gate (32 bytes a series and an int32 cell), and a profile
+# (640 bytes, and 58 for its slot in a seasonal core once in use) only once the gate sees a
+# daily cycle: the others, and most devices, pay nothing.  Water tanks are few (9 of the 121
+# devices of the estate mix), so even with every tank's two series profiled the gateway
+# holds ~110 bytes a device more.  Left out: a pile's total power (highest at night, but
+# piles are the gateway's largest devices, 13 of the 121: a profile on each would add ~80
+# bytes a device at the mix and ~730 bytes a pile, beyond 2 KB for a gateway of piles; it
+# keeps the stuck detector) and lift traffic (a car's speed is 0 or its rated speed, whose
+# hourly mean is no usual value).
+SEASONAL = frozenset({"water_tank.supply_pressure", "water_tank.level_pct"})
+# Shanghai local time (UTC+8 all year): the slots of the day are the estate's hours.
+SHANGHAI_OFFSET_S = 8 * 3600
+
 # The shortest period the catalogue's devices report at when nothing happens (piles: 5 s).
 GATEWAY_MIN_PERIOD_S = 5.0
 
@@ -144,6 +162,15 @@ class StatParams:
     # Per-detector opt-outs by "kind.signal"; stuck runs on every float signal (its own
     # rules keep discrete and resting signals out).
     untracked: frozenset[str] = UNTRACKED
+    # Signals that may get a seasonal profile; while it is in use, level shift and rate of
+    # change (and drift, where not opted out) judge the deviation from what is usual at
+    # that hour instead of the value, whatever the signal's opt-outs (a profile that
+    # explains the series is what makes a cyclic signal judgeable); stuck judges the value.
+    # Drift judges them only so: a daily cycle leaves any frozen reference every day.
+    seasonal: frozenset[str] = SEASONAL
+    seasonal_params: SeasonalParams = field(
+        default_factory=lambda: SeasonalParams(offset_s=SHANGHAI_OFFSET_S)
+    )
     opt_out: dict[str, frozenset[str]] = field(
         default_factory=lambda: {
             LEVEL_SHIFT: BURSTY,

@@ -8,8 +8,16 @@ table) and one per field name per kind (its column), so the index grows by one s
 int32 row per device, not by a Python object per series.
 
 An anomaly is one per device and detector code, so several signals of a device share it:
-it opens with the first signal flagged (its detail names that signal) and closes when the
-last one clears.
+it opens with the first signal flagged (its detail names that signal, its explanation says
+the value and what is usual) and closes when the last one clears.
+
+**Seasonal signals** (``StatParams.seasonal``) also hold a gate in a ``SeasonalBank``
+(``seasonal.py``; a further int32 cell of the device's row), and a profile once the gate
+sees a daily cycle.  While the profile is in use, level shift, rate of change and drift
+judge the deviation from what is usual at that hour, in a core of their own keyed
+``SEASONAL_CORE | bits`` (one slot a profile, taken when it first comes into use, started
+afresh each time), and the series' own slot keeps only its stuck detector; anomalies the
+detectors that stop judging held open are closed at the switch (either way).
 """
 
 from __future__ import annotations
@@ -25,7 +33,18 @@ import numpy.typing as npt
 from gateway.detection.rules.base import AnomalyChange, grown_rows
 from gateway.detection.state import Stateful
 from gateway.detection.statistics.detectors import StatCore
-from gateway.detection.statistics.parameters import BIT, DETECTORS, GATEWAY_MIN_PERIOD_S, StatParams
+from gateway.detection.statistics.explain import explain, explain_repeat, signal_label
+from gateway.detection.statistics.parameters import (
+    BIT,
+    DETECTORS,
+    DRIFT,
+    GATEWAY_MIN_PERIOD_S,
+    LEVEL_SHIFT,
+    RATE_OF_CHANGE,
+    STUCK,
+    StatParams,
+)
+from gateway.detection.statistics.seasonal import IN_USE, WAS_IN_USE, SeasonalBank, describe_slot
 from jiayuan.catalogue import Kind, ValueType, family, statistical_code
 from jiayuan.contract import Reading
 from jiayuan.places import Place
@@ -34,6 +53,11 @@ DeviceKey = tuple[str, str, str, str, str]
 STATE_DTYPE = np.float32
 _NONE = -1
 _UNSEEN: Any = object()  # a field name not looked up yet (None: looked up, not judged)
+# Key bit of the cores that judge seasonal series' deviations from their usual values.
+SEASONAL_CORE = 1 << 8
+# An entry's seasonal context for its explanation: usual value, spread, slot of the day,
+# and the profile's level (for a slot not seen yet).
+_Context = tuple[float, float, int, float]
 
 
 @dataclass(frozen=True)
@@ -44,6 +68,8 @@ class _Column:
     core: int  # detector bits of the core (its key in ``StatisticalDetectors.cores``)
     floor: float
     minimum: float
+    gate: int = _NONE  # a seasonal signal: the table column of its seasonal gate
+    seasonal_bits: int = 0  # ... and the detectors that judge its profile's deviations
 
 
 @dataclass
@@ -78,7 +104,7 @@ class _KindTable:
 
 
 class StatisticalDetectors(Stateful):
-    STATE = ("cores", "_tables", "_open")
+    STATE = ("cores", "_tables", "_open", "seasonal", "_seasonal_slots", "_own_specs")
 
     def __init__(self, params: StatParams | None = None) -> None:
         self.params = (
@@ -88,6 +114,11 @@ class StatisticalDetectors(Stateful):
         self._tables: dict[str, _KindTable] = {}
         # Open anomalies: (device, detector) → the signals flagging it, in flag order.
         self._open: dict[tuple[DeviceKey, str], list[str]] = {}
+        self.seasonal = SeasonalBank(self.params.seasonal_params)
+        # Per profile: its slot in its seasonal core (−1: never in use yet).
+        self._seasonal_slots = np.zeros(0, dtype=np.int32)
+        # (core, slot) of a series whose profile is in use → its own spec, to restore.
+        self._own_specs: dict[tuple[int, int], int] = {}
 
     def share_rows(self, kind: str, rows: dict[DeviceKey, int]) -> None:
         """Number the kind's devices in ``rows`` (its rules' numbering), before any of
@@ -113,9 +144,16 @@ class StatisticalDetectors(Stateful):
             floor = self.params.floors.get(signal_key, self.params.floor_share * span)
             bits = self.params.enabled_bits(signal_key)
             if bits:
-                index = sum(1 for c in table.columns.values() if c is not None)
-                column = _Column(index, bits, floor, low)
-                table.ensure_width(index + 1)
+                index = sum(1 + (c.gate >= 0) for c in table.columns.values() if c is not None)
+                if signal_key in self.params.seasonal:
+                    # A signal that follows the clock leaves any frozen reference daily:
+                    # it drifts only from what is usual at the hour (its profile in use).
+                    judged = BIT[LEVEL_SHIFT] | BIT[RATE_OF_CHANGE] | bits & BIT[DRIFT]
+                    bits &= ~BIT[DRIFT]
+                    column = _Column(index, bits, floor, low, index + 1, judged)
+                else:
+                    column = _Column(index, bits, floor, low)
+                table.ensure_width(index + 1 + (column.gate >= 0))
         table.columns[name] = column
         return column
 
@@ -131,10 +169,17 @@ class StatisticalDetectors(Stateful):
             table.slots[row, column.index] = slot
         return column.core, slot
 
+    def _gate(self, table: _KindTable, row: int, column: _Column) -> int:
+        gate = self.seasonal.add_gate()
+        table.slots[row, column.gate] = gate
+        return gate
+
     def state_bytes(self) -> dict[str, tuple[int, int]]:
         """Per kind: (devices, bytes of array state), counting each series' bytes in its
-        core and each device's row of the slot table (its used columns, int32)."""
+        core, each device's row of the slot table (its used columns, int32), and seasonal
+        series' gates, profiles and slots in the seasonal cores."""
         out: dict[str, tuple[int, int]] = {}
+        bank = self.seasonal
         for kind, table in self._tables.items():
             devices = len(table.rows)
             used = table.slots[:devices]
@@ -144,6 +189,16 @@ class StatisticalDetectors(Stateful):
                     series = int(np.count_nonzero(used[:, column.index] != _NONE))
                     per = self.cores[column.core].bytes_per_series if series else 0
                     total += series * per + devices * used.itemsize
+                    if column.gate >= 0:
+                        gates = used[:, column.gate]
+                        gates = gates[gates != _NONE]
+                        profiles = bank.gate_profile[gates]
+                        profiles = profiles[profiles >= 0]
+                        judged = int(np.count_nonzero(self._seasonal_slots[profiles] >= 0))
+                        core = self.cores.get(SEASONAL_CORE | column.seasonal_bits)
+                        total += devices * used.itemsize + len(gates) * bank.gate_bytes
+                        total += len(profiles) * bank.profile_bytes
+                        total += judged * (core.bytes_per_series if core is not None else 0)
             out[kind] = (devices, total)
         return out
 
@@ -159,13 +214,23 @@ class StatisticalDetectors(Stateful):
     ) -> list[tuple[Place, AnomalyChange]]:
         """Judge many readings with one call per core (the per-call numpy overhead is what
         costs, not the arithmetic); changes come out in reading order."""
-        owners, names, cores, slots, stamps, values = _gather(self, items)
+        owners, names, cores, slots, stamps, values, seasonal_at, gates = _gather(self, items)
         if not slots:
             return []
+        switched: list[tuple[int, AnomalyChange]] = []
+        contexts: dict[int, _Context] = {}
+        residuals: list[float] = []
+        if seasonal_at:
+            residuals = self._seasonal(
+                items, owners, names, cores, slots, stamps, values, seasonal_at, gates,
+                switched, contexts,
+            )  # fmt: skip
         slot_array = np.array(slots, dtype=np.int64)
         core_array = np.array(cores, dtype=np.int64)
         stamp_array = np.array(stamps, dtype=np.int64)
         value_array = np.array(values, dtype=np.float64)
+        if residuals:  # the entries added for seasonal cores judge the deviation
+            value_array[len(values) - len(residuals) :] = residuals
         before = np.empty(len(slots), dtype=np.uint8)
         after = np.empty(len(slots), dtype=np.uint8)
         for bits in np.unique(core_array).tolist():
@@ -173,7 +238,7 @@ class StatisticalDetectors(Stateful):
             before[mine], after[mine] = _judge(
                 self.cores[bits], slot_array[mine], stamp_array[mine], value_array[mine]
             )
-        changes: list[tuple[Place, AnomalyChange]] = []
+        changes: list[tuple[int, AnomalyChange]] = list(switched)
         for entry in np.flatnonzero(before != after).tolist():
             place, reading = items[owners[entry]]
             for detector in DETECTORS:
@@ -181,11 +246,136 @@ class StatisticalDetectors(Stateful):
                 if (before[entry] ^ after[entry]) & bit:
                     change = self._flip(
                         place, reading, detector, names[entry], cores[entry], slots[entry],
-                        values[entry], bool(after[entry] & bit),
+                        values[entry], bool(after[entry] & bit), contexts.get(entry),
                     )  # fmt: skip
                     if change is not None:
-                        changes.append((place, change))
-        return changes
+                        changes.append((owners[entry], change))
+        if seasonal_at:
+            changes.sort(key=lambda owned: owned[0])  # stable: each reading's in order
+        return [(items[owner][0], change) for owner, change in changes]
+
+    def _seasonal(
+        self,
+        items: Sequence[tuple[Place, Reading]],
+        owners: list[int],
+        names: list[str],
+        cores: list[int],
+        slots: list[int],
+        stamps: list[int],
+        values: list[float],
+        seasonal_at: list[int],
+        gates: list[int],
+        switched: list[tuple[int, AnomalyChange]],
+        contexts: dict[int, _Context],
+    ) -> list[float]:
+        """Step the seasonal series' gates and profiles.  Each reading whose profile is in
+        use gets an entry appended for its seasonal core (its residual returned, in order);
+        a profile coming into or out of use switches which detectors judge the series,
+        closing the anomalies the others held (into ``switched``)."""
+        bank = self.seasonal
+        stepped = bank.step(
+            np.array(gates, dtype=np.int64),
+            np.array([stamps[e] for e in seasonal_at], dtype=np.int64),
+            np.array([values[e] for e in seasonal_at], dtype=np.float64),
+        )
+        residuals: list[float] = []
+        if len(self._seasonal_slots) < bank.profiles:
+            grown = np.full(len(bank.state), _NONE, dtype=np.int32)
+            grown[: len(self._seasonal_slots)] = self._seasonal_slots
+            self._seasonal_slots = grown
+        busy = np.flatnonzero(stepped.flags).tolist()  # a profile in use before or after
+        if not busy:
+            return residuals
+        for at in busy:
+            entry = seasonal_at[at]
+            flags = int(stepped.flags[at])
+            profile = int(stepped.profiles[at])
+            column = self._column_of(items[owners[entry]][1].kind, names[entry])
+            key = SEASONAL_CORE | column.seasonal_bits
+            core = self.cores.get(key)
+            if core is None:
+                core = self.cores[key] = StatCore(
+                    self.params, detectors=column.seasonal_bits, dtype=STATE_DTYPE
+                )
+            own = (cores[entry], slots[entry])
+            place, reading = items[owners[entry]]
+            if flags == IN_USE:  # into use: the seasonal core takes over, started afresh
+                slot = int(self._seasonal_slots[profile])
+                if slot == _NONE:
+                    slot = core.add_series(column.floor, column.minimum, column.seasonal_bits)
+                    self._seasonal_slots[profile] = slot
+                else:
+                    core.reset(slot)
+                switched += self._close(
+                    owners[entry], place, reading, names[entry], *own, ~BIT[STUCK] & 0xFF
+                )
+                self._set_spec(own, BIT[STUCK])
+            elif flags == WAS_IN_USE:  # out of use: the series' own detectors again
+                slot = int(self._seasonal_slots[profile])
+                switched += self._close(
+                    owners[entry], place, reading, names[entry], key, slot, 0xFF
+                )
+                core.active[slot] = 0
+                self._set_spec(own, None)
+                continue
+            slot = int(self._seasonal_slots[profile])
+            contexts[len(slots)] = (
+                float(stepped.usual[at]),
+                float(stepped.spread[at]),
+                int(stepped.slots[at]),
+                float(stepped.level[at]),
+            )
+            owners.append(owners[entry])
+            names.append(names[entry])
+            cores.append(key)
+            slots.append(slot)
+            stamps.append(stamps[entry])
+            values.append(values[entry])
+            residuals.append(float(stepped.residual[at]))
+        return residuals
+
+    def _column_of(self, kind: str, name: str) -> _Column:
+        column = self._tables[kind].columns[name]
+        assert column is not None  # a seasonal entry's column judges
+        return column
+
+    def _set_spec(self, own: tuple[int, int], enabled: int | None) -> None:
+        """Keep only ``enabled`` of a series' own detectors (saving its spec), or restore
+        its spec (``None``)."""
+        core, slot = self.cores[own[0]], own[1]
+        if enabled is None:
+            saved = self._own_specs.pop(own, None)
+            if saved is not None:
+                core.spec[slot] = saved
+            return
+        spec = int(core.spec[slot])
+        self._own_specs.setdefault(own, spec)
+        bits = int(core.enabled_specs[spec]) & enabled
+        core.spec[slot] = core._spec(float(core.floors[spec]), float(core.minimums[spec]), bits)
+
+    def _close(
+        self,
+        owner: int,
+        place: Place,
+        reading: Reading,
+        name: str,
+        core: int,
+        slot: int,
+        mask: int,
+    ) -> list[tuple[int, AnomalyChange]]:
+        """Close what the series holds open in ``core``'s detectors of ``mask``."""
+        stat = self.cores[core]
+        open_bits = int(stat.active[slot]) & mask
+        stat.active[slot] &= ~open_bits & 0xFF
+        closed: list[tuple[int, AnomalyChange]] = []
+        for detector in DETECTORS:
+            if open_bits & BIT[detector]:
+                change = self._flip(
+                    place, reading, detector, name, core, slot, math.nan, False, None
+                )
+                if change is not None:
+                    closed.append((owner, change))
+        return closed
 
     def _flip(
         self,
@@ -197,6 +387,7 @@ class StatisticalDetectors(Stateful):
         slot: int,
         value: float,
         now_on: bool,
+        context: _Context | None,
     ) -> AnomalyChange | None:
         key = (place.key, detector)
         flagged = self._open.get(key, [])
@@ -213,17 +404,47 @@ class StatisticalDetectors(Stateful):
                 return None
             del self._open[key]
         code = statistical_code(Kind(reading.kind), detector)
-        baseline = self.cores[core].baseline(slot, detector)
+        stat = self.cores[core]
+        baseline = stat.baseline(slot, detector)
+        text = ""
+        if now_on:
+            name_zh, name_en, unit = signal_label(reading.kind, name)
+            label = (name_zh, name_en)
+            if context is not None:
+                baseline, text = _seasonal_text(
+                    self.seasonal.params.slot_minutes, label, unit, value, context
+                )
+            elif detector == STUCK and hasattr(stat, "run"):
+                text = explain_repeat(label, value, int(stat.run[slot]) + 1, unit)
+            else:
+                spread = float(stat.scale[slot])
+                if detector == DRIFT and math.isfinite(float(stat.ref_scale[slot])):
+                    spread = float(stat.ref_scale[slot])
+                text = explain(label, value, baseline, spread, unit)
         # The detail is the field name as sent (p03_temp names its port as well).
-        return AnomalyChange(code, now_on, reading.ts, value, baseline, name)
+        return AnomalyChange(code, now_on, reading.ts, value, baseline, name, text)
 
 
-_Gathered = tuple[list[int], list[str], list[int], list[int], list[int], list[float]]
+def _seasonal_text(
+    slot_minutes: int, label: tuple[str, str], unit: str, value: float, context: _Context
+) -> tuple[float, str]:
+    """(usual value, explanation) of a reading judged against its seasonal profile."""
+    usual, spread, slot, level = context
+    if not math.isfinite(usual):  # its slot not seen yet: the series' level
+        return level, explain(label, value, level, spread, unit)
+    when = describe_slot(slot, slot_minutes)
+    return usual, explain(label, value, usual, spread, unit, when=when)
+
+
+_Gathered = tuple[
+    list[int], list[str], list[int], list[int], list[int], list[float], list[int], list[int]
+]
 
 
 def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Reading]]) -> _Gathered:
     """Each judged value of the readings, in order: its reading's index, its name, its
-    core and slot, its time and its value.  A function, not a method, so that the compiled
+    core and slot, its time and its value; and for those of seasonal signals, their
+    positions in these lists and their gates.  A function, not a method, so that the compiled
     build can type its locals (stat_series.pxd): it runs once for every value of every
     reading."""
     owners: list[int] = []
@@ -232,6 +453,8 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
     slots: list[int] = []
     stamps: list[int] = []
     values: list[float] = []
+    seasonal_at: list[int] = []
+    gates: list[int] = []
     tables = detectors._tables
     for index, (place, reading) in enumerate(items):
         kind = reading.kind
@@ -274,13 +497,20 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
             core = column.core
             if slot == _NONE:
                 core, slot = detectors._slot(table, row, column)
+            if column.gate >= 0:
+                at = column.gate
+                gate = row_slots[at] if at < len(row_slots) else _NONE
+                if gate == _NONE:
+                    gate = detectors._gate(table, row, column)
+                seasonal_at.append(len(slots))
+                gates.append(gate)
             owners.append(index)
             names.append(name)
             cores.append(core)
             slots.append(slot)
             stamps.append(ts)
             values.append(number)
-    return owners, names, cores, slots, stamps, values
+    return owners, names, cores, slots, stamps, values, seasonal_at, gates
 
 
 def _judge(
