@@ -12,8 +12,9 @@ bench/pipeline.py's processor-like batches.
     .venv/bin/python bench/compiled.py --instructions --devices 100000
 
 ``--devices N`` runs bench/pipeline.py's district traffic instead (N distinct devices,
-one reading per device per batch) and counts only the rounds after the first (every
-device already known): the child with repeats 0 runs the first round, with 1 all of them.
+one reading per device per batch) and counts only its second round (every device
+already known): valgrind starts the child uninstrumented and the child switches
+instrumentation on (``callgrind_control -i on``) once the first round is through.
 
 ``--instructions`` counts each kind's instructions once under ``valgrind --tool=callgrind``
 (the same count run after run, whatever else the host is doing), less those of a child
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -34,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("source", "compiled")
+# Set for a --devices child under callgrind: instrumentation starts after the first round.
+_COLLECT_LATER = "BENCH_COLLECT_LATER"
 
 
 def district_child(mode: str, devices: int, repeats: int) -> None:
@@ -55,6 +59,8 @@ def district_child(mode: str, devices: int, repeats: int) -> None:
     pipeline = Pipeline(Detector(), GatewayMetrics())
     size = GatewayConfig().batch_max_readings
     stream_batches(pipeline, traffic.rounds[0], size)
+    if os.environ.get(_COLLECT_LATER):  # under callgrind: count from here on only
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
     started = time.perf_counter()
     if repeats:
         stream_batches(pipeline, traffic.rounds[1], size)
@@ -104,7 +110,11 @@ def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
 
 
 def _run(
-    mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]
+    mode: str,
+    args: argparse.Namespace,
+    repeats: int,
+    prefix: list[str],
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], str]:
     """The child's figures, and what it (or valgrind around it) wrote to stderr."""
     command = [
@@ -117,7 +127,7 @@ def _run(
         str(args.minutes),
         str(repeats),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result, done.stderr
 
@@ -145,7 +155,32 @@ def _traffic(args: argparse.Namespace) -> str:
     return f"{args.estates} estates, {args.minutes:g} simulated minutes"
 
 
+def district_instructions(args: argparse.Namespace) -> None:
+    """One child a kind, instrumented only once the first round is through."""
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = args.keep or Path(temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for mode in args.modes:
+            out = Path(workdir) / f"callgrind.{mode}.devices"
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}",
+            ]
+            result, stderr = _run(mode, args, 1, command, {**os.environ, _COLLECT_LATER: "1"})
+            found = re.search(r"Collected : (\d+)", stderr)
+            if found is None:
+                raise SystemExit(f"no instruction count from valgrind:\n{stderr}")
+            readings = int(result["readings"])
+            print(f"{readings:,} readings ({_traffic(args)})")
+            print(f"{mode:9}: {int(found.group(1)) / readings:,.0f} instructions a reading")
+
+
 def instructions(args: argparse.Namespace) -> None:
+    if args.devices:
+        district_instructions(args)
+        return
     counts: dict[str, int] = {}
     readings = 0
     with tempfile.TemporaryDirectory() as temporary:
