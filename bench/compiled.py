@@ -9,6 +9,12 @@ bench/pipeline.py's processor-like batches.
 
     .venv/bin/python bench/compiled.py [--rounds 3] [--estates 20] [--minutes 20]
     .venv/bin/python bench/compiled.py --instructions   # valgrind: repeatable counts
+    .venv/bin/python bench/compiled.py --instructions --devices 100000
+
+``--devices N`` runs bench/pipeline.py's district traffic instead (N distinct devices,
+one reading per device per batch) and counts only its second round (every device
+already known): valgrind starts the child uninstrumented and the child switches
+instrumentation on (``callgrind_control -i on``) once the first round is through.
 
 ``--instructions`` counts each kind's instructions once under ``valgrind --tool=callgrind``
 (the same count run after run, whatever else the host is doing), less those of a child
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -29,10 +36,45 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("source", "compiled")
+# Set for a --devices child under callgrind: instrumentation starts after the first round.
+_COLLECT_LATER = "BENCH_COLLECT_LATER"
+
+
+def district_child(mode: str, devices: int, repeats: int) -> None:
+    """The district traffic's first round, then (repeats 1) the later ones, timed."""
+    sys.path.insert(0, str(ROOT))
+    from jiayuan import compiled
+
+    if mode == "source":  # before any hot module is imported
+        compiled.import_sources_first()
+    from bench.pipeline import DistrictTraffic, stream_batches
+    from gateway.collector import tune_collector
+    from gateway.detection.detector import Detector
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Pipeline
+    from jiayuan.config import GatewayConfig
+
+    tune_collector()
+    traffic = DistrictTraffic(devices, 2, int(time.time() * 1000) - 60_000)
+    pipeline = Pipeline(Detector(), GatewayMetrics())
+    size = GatewayConfig().batch_max_readings
+    stream_batches(pipeline, traffic.rounds[0], size)
+    if os.environ.get(_COLLECT_LATER):  # under callgrind: count from here on only
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+    started = time.perf_counter()
+    if repeats:
+        stream_batches(pipeline, traffic.rounds[1], size)
+    elapsed = time.perf_counter() - started
+    readings = traffic.readings[1]
+    result = {"compiled": len(compiled.compiled()), "readings": readings}
+    print(json.dumps({**result, "us": elapsed / readings * 1e6}))
 
 
 def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
     """One measurement: µs per reading, best of ``repeats`` (0: build the traffic only)."""
+    if estates < 0:  # --devices: the district traffic
+        district_child(mode, -estates, repeats)
+        return
     sys.path.insert(0, str(ROOT))
     from jiayuan import compiled
 
@@ -68,7 +110,11 @@ def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
 
 
 def _run(
-    mode: str, args: argparse.Namespace, repeats: int, prefix: list[str]
+    mode: str,
+    args: argparse.Namespace,
+    repeats: int,
+    prefix: list[str],
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, float], str]:
     """The child's figures, and what it (or valgrind around it) wrote to stderr."""
     command = [
@@ -77,11 +123,11 @@ def _run(
         __file__,
         "--child",
         mode,
-        str(args.estates),
+        str(-args.devices if args.devices else args.estates),
         str(args.minutes),
         str(repeats),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT)
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result, done.stderr
 
@@ -96,18 +142,53 @@ def timed(args: argparse.Namespace) -> None:
             per_mode[mode].append(result["us"])
             print(f"  round {round_ + 1} {mode:9}: {result['us']:.2f} µs a reading", flush=True)
     readings = int(result["readings"])
-    print(f"{readings:,} readings ({args.estates} estates, {args.minutes:g} simulated minutes)")
+    print(f"{readings:,} readings ({_traffic(args)})")
     medians = {mode: statistics.median(values) for mode, values in per_mode.items()}
     for mode in MODES:
         print(f"{mode:9}: median {medians[mode]:.2f} µs a reading, {1e6 / medians[mode]:,.0f}/s")
     print(f"compiled / interpreted time: {medians['compiled'] / medians['source']:.3f}")
 
 
+def _traffic(args: argparse.Namespace) -> str:
+    if args.devices:
+        return f"{args.devices:,} devices, one reading each, every device known"
+    return f"{args.estates} estates, {args.minutes:g} simulated minutes"
+
+
+def district_instructions(args: argparse.Namespace) -> None:
+    """One child a kind, instrumented only once the first round is through."""
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = args.keep or Path(temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for mode in args.modes:
+            out = Path(workdir) / f"callgrind.{mode}.devices"
+            command = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={out}",
+            ]
+            result, stderr = _run(mode, args, 1, command, {**os.environ, _COLLECT_LATER: "1"})
+            found = re.search(r"Collected : (\d+)", stderr)
+            if found is None:
+                raise SystemExit(f"no instruction count from valgrind:\n{stderr}")
+            readings = int(result["readings"])
+            print(f"{readings:,} readings ({_traffic(args)})")
+            print(f"{mode:9}: {int(found.group(1)) / readings:,.0f} instructions a reading")
+
+
 def instructions(args: argparse.Namespace) -> None:
+    if args.devices:
+        district_instructions(args)
+        return
     counts: dict[str, int] = {}
     readings = 0
-    with tempfile.TemporaryDirectory() as workdir:
+    with tempfile.TemporaryDirectory() as temporary:
+        workdir = args.keep or Path(temporary)
+        workdir.mkdir(parents=True, exist_ok=True)
         for mode, repeats in (("source", 0), ("source", 1), ("compiled", 0), ("compiled", 1)):
+            if mode not in args.modes:
+                continue
             out = Path(workdir) / f"callgrind.{mode}.{repeats}"
             result, stderr = _run(
                 mode,
@@ -123,10 +204,14 @@ def instructions(args: argparse.Namespace) -> None:
             print(
                 f"  {mode:9} {'pipeline' if repeats else 'traffic only'}: {int(found.group(1)):,}"
             )
-    per_reading = {mode: (counts[f"{mode}.1"] - counts[f"{mode}.0"]) / readings for mode in MODES}
-    print(f"{readings:,} readings ({args.estates} estates, {args.minutes:g} simulated minutes)")
-    for mode in MODES:
+    per_reading = {
+        mode: (counts[f"{mode}.1"] - counts[f"{mode}.0"]) / readings for mode in args.modes
+    }
+    print(f"{readings:,} readings ({_traffic(args)})")
+    for mode in args.modes:
         print(f"{mode:9}: {per_reading[mode]:,.0f} instructions a reading")
+    if len(args.modes) < len(MODES):
+        return
     ratio = per_reading["compiled"] / per_reading["source"]
     print(f"compiled / interpreted instructions: {ratio:.3f}")
 
@@ -141,8 +226,18 @@ def main() -> None:
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under valgrind instead"
     )
+    parser.add_argument(
+        "--only", dest="modes", choices=MODES, action="append", help="one kind (--instructions)"
+    )
+    parser.add_argument(
+        "--devices", type=int, metavar="N", help="N distinct devices, one reading per batch"
+    )
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="keep the callgrind files here (--instructions)"
+    )
     parser.add_argument("--child", nargs=4, metavar=("MODE", "ESTATES", "MINUTES", "REPEATS"))
     args = parser.parse_args()
+    args.modes = tuple(args.modes or MODES)
     if args.child:
         mode, estates, minutes, repeats = args.child
         child(mode, int(estates), float(minutes), int(repeats))

@@ -10,6 +10,15 @@ in this process on the same messages, so the ratio is comparable across machines
 
     .venv/bin/python bench/pipeline.py [--estates 20] [--minutes 10] [--batch 100]
         [--batch-readings 5000]
+    .venv/bin/python bench/pipeline.py --devices 100000 [--rounds 4] [--profile]
+
+``--devices N`` measures the per-reading cost at a district's cardinality instead: N
+distinct devices (the simulated estates cloned under new estate, edge and device names),
+each sending its readings in rounds, every round one reading of every device, so a
+processor batch holds about one reading per device (as a district of 100,000 devices
+reporting every 5-60 s does).  The first round (every device new) is timed apart from
+the rest; beside it, in the same run, the default traffic (few devices, each many times
+in a batch).  ``--profile`` prints a cProfile of the rounds after the first instead.
 
 ``--memory-devices N`` measures instead what the whole pipeline holds per device (detector,
 duplicate window, offline check, the line-protocol caches: everything a ``Pipeline`` keeps)
@@ -125,6 +134,113 @@ class DeviceClones:
         return out
 
 
+class DistrictTraffic:
+    """The first ``rounds`` readings of each simulated device, cloned under new estate,
+    edge and device names until there are at least ``devices`` devices, as batch
+    messages in rounds: round k holds every device's k-th reading (one message per
+    estate), so a device appears about once in a processor batch."""
+
+    def __init__(self, devices: int, rounds: int, end_ms: int) -> None:
+        registry = build_registry(6, seed=1)
+        start_ms = end_ms - 20 * 60_000
+        by_device: dict[str, list[Reading]] = defaultdict(list)
+        estate_of: dict[str, Estate] = {}
+        for estate, _, reading in as_gateway_input(generate(registry, [], start_ms, end_ms, 1)):
+            if len(by_device[reading.device]) < rounds:
+                by_device[reading.device].append(reading)
+                estate_of[reading.device] = estate
+        self.devices_per_clone = len(by_device)
+        self.clones = -(-devices // self.devices_per_clone)
+        self.devices = self.clones * self.devices_per_clone
+        self.rounds: list[list[Message]] = []
+        self.readings: list[int] = []
+        for k in range(rounds):
+            per_estate: dict[str, list[Reading]] = defaultdict(list)
+            for device, readings in by_device.items():
+                if k < len(readings):
+                    per_estate[estate_of[device].id].append(readings[k])
+            messages: list[Message] = []
+            count = 0
+            for clone in range(self.clones):
+                for estate_id, readings in per_estate.items():
+                    estate = estate_of[readings[0].device]
+                    edge = f"{estate.edge_id}.c{clone}"
+                    topic = batch_topic(
+                        estate.district, estate.street, f"{estate_id}.c{clone}", edge
+                    )
+                    renamed = [
+                        msgspec.structs.replace(reading, device=f"{reading.device}.c{clone}")
+                        for reading in readings
+                    ]
+                    payload = encode(Envelope(v=1, edge=edge, readings=renamed))
+                    messages.append(Message(topic, payload, len(messages) + 1, 1, end_ms))
+                    count += len(renamed)
+            self.rounds.append(messages)
+            self.readings.append(count)
+
+
+def stream_batches(pipeline: Pipeline, messages: list[Message], max_readings: int) -> int:
+    """``run_batches`` without keeping the batches (what is written is not state);
+    returns the readings dead-lettered."""
+    dead = 0
+    batch = Batch()
+    for message in messages:
+        pipeline.add(message, batch)
+        if batch.readings >= max_readings:
+            pipeline.detect(batch)
+            dead += len(batch.dead)
+            batch = Batch()
+    pipeline.detect(batch)
+    return dead + len(batch.dead)
+
+
+def district(devices: int, rounds: int, batch_readings: int, profile: bool) -> None:
+    """The per-reading cost with one reading per device per batch, beside the default
+    traffic's (few devices, many readings each in a batch)."""
+    end_ms = int(time.time() * 1000) - 60_000
+    traffic = DistrictTraffic(devices, rounds, end_ms)
+    messages, readings = build_messages(20, 10.0, 100)
+    print(
+        f"district: {traffic.devices:,} devices, readings per round "
+        f"{', '.join(f'{n:,}' for n in traffic.readings)}; beside it {readings:,} readings "
+        f"of the default traffic (20 estates, 10 simulated minutes)"
+    )
+
+    def per_reading(pipeline: Pipeline, messages: list[Message], count: int) -> float:
+        started = time.perf_counter()
+        dead = stream_batches(pipeline, messages, batch_readings)
+        elapsed = time.perf_counter() - started
+        if dead:
+            raise SystemExit(f"{dead} readings dead-lettered")
+        return elapsed / count * 1e6
+
+    pipeline = Pipeline(Detector(), GatewayMetrics())
+    first = per_reading(pipeline, traffic.rounds[0], traffic.readings[0])
+    later = traffic.rounds[1:]
+    later_count = sum(traffic.readings[1:])
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for messages_k in later:
+            stream_batches(pipeline, messages_k, batch_readings)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
+        return
+    started = time.perf_counter()
+    for messages_k in later:
+        stream_batches(pipeline, messages_k, batch_readings)
+    steady = (time.perf_counter() - started) / later_count * 1e6
+    default_pipeline = Pipeline(Detector(), GatewayMetrics())
+    default = per_reading(default_pipeline, messages, readings)
+    print(f"district, first round (every device new): {first:6.2f} µs a reading")
+    print(f"district, later rounds ({later_count:,} readings): {steady:6.2f} µs a reading")
+    print(f"default traffic ({readings:,} readings):        {default:6.2f} µs a reading")
+    print(f"district / default, per reading: {steady / default:.2f}")
+
+
 def memory_per_device(devices: int, batch_readings: int) -> tuple[Pipeline, int, float]:
     """(the pipeline, devices measured, bytes it holds per device) by tracemalloc."""
     import tracemalloc
@@ -192,8 +308,19 @@ def main() -> None:
         metavar="N",
         help="measure the memory held per device with N devices instead of the speed",
     )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="time N distinct devices, one reading per device per batch, instead",
+    )
+    parser.add_argument("--rounds", type=int, default=4, help="readings per device (--devices)")
+    parser.add_argument("--profile", action="store_true", help="cProfile instead (--devices)")
     args = parser.parse_args()
     tune_collector()  # as the gateway runs (gateway/collector.py)
+    if args.devices:
+        district(args.devices, args.rounds, args.batch_readings, args.profile)
+        return
     if args.memory_devices:
         pipeline, measured, per_device = memory_per_device(args.memory_devices, args.batch_readings)
         print(

@@ -202,7 +202,7 @@ class Pipeline:
                 place = self._new_place(places, estate, reading)
             batch.lines.append(
                 Pending(
-                    telemetry_line(place, reading),
+                    telemetry_line(place, reading, plain_ids=True),
                     message.topic,
                     reading,
                     message.received_ms,

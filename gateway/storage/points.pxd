@@ -1,8 +1,9 @@
 import cython
 
-cdef dict _FLOAT_FIELDS, _FIELDS, _float_texts
+cdef dict _FLOAT_FIELDS, _FIELDS, _float_texts, _estate_tags
 
 @cython.locals(
-    per_kind=tuple, known=dict, parts=list, float_texts=dict, field=tuple, int_texts=dict
+    per_kind=tuple, known=tuple, fields=dict, parts=list, float_texts=dict, field=tuple,
+    int_texts=dict, key=tuple,
 )
-cpdef telemetry_line(place, reading)
+cpdef telemetry_line(place, reading, bint plain_ids=*)

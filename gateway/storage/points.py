@@ -8,10 +8,11 @@ fields, never tags, to keep cardinality bounded.
 from __future__ import annotations
 
 import math
+import re
 
 from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
-from jiayuan.contract import EdgeStatus, Reading, Topic, Value
+from jiayuan.contract import SEGMENT_PATTERN, EdgeStatus, Reading, Topic, Value
 from jiayuan.influx import (
     cached_tag_set,
     escaped_field_key,
@@ -99,6 +100,27 @@ def _remember_int(texts: dict[int, str], value: int, text: str) -> None:
     texts[value] = text
 
 
+# A telemetry line's tags, in line protocol's sorted order, are building, device, then the
+# estate's district, estate and street: the estate's part is formatted once per estate and
+# the device's two names, ids the contract allows only in characters line protocol needs
+# no escape for, are written as they are.  No tag set a device is kept: at a district's
+# 100,000 devices a cache of them would be either state a device or cleared and refilled.
+_PLAIN = re.compile(SEGMENT_PATTERN)
+# Estate name → (district, street, its ",district=…,estate=…,street=…"; None: a name that
+# needs escaping or is refused, which the general path handles).
+_estate_tags: dict[str, tuple[str, str, str | None]] = {}
+_ESTATE_TAGS_LIMIT = 65_536
+
+
+def _estate_part(district: str, street: str, estate: str) -> tuple[str, str, str | None]:
+    plain = _PLAIN.fullmatch(district) and _PLAIN.fullmatch(street) and _PLAIN.fullmatch(estate)
+    part = f",district={district},estate={estate},street={street}" if plain else None
+    if len(_estate_tags) >= _ESTATE_TAGS_LIMIT:
+        _estate_tags.clear()
+    known = _estate_tags[estate] = (district, street, part)
+    return known
+
+
 def place_tags(place: Place) -> dict[str, str]:
     return {
         "district": place.district,
@@ -109,8 +131,11 @@ def place_tags(place: Place) -> dict[str, str]:
     }
 
 
-def telemetry_line(place: Place, reading: Reading) -> str:
+def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> str:
     """The reading's values, its seq, and its event code when it has one.
+
+    ``plain_ids``: the place's device and building are known to be ids the contract
+    allows (``check_reading`` passed), so they are written without a check.
 
     A float signal sent as a whole number (``"speed": 1``) is written as a float: InfluxDB
     refuses a field whose type changes.  (The reading has passed ``check_reading``, so int
@@ -124,14 +149,14 @@ def telemetry_line(place: Place, reading: Reading) -> str:
     per_kind = _FIELDS.get(reading.kind)
     if per_kind is None:
         return _telemetry_line_slow(place, reading)
-    measurement, known = per_kind
+    measurement, fields = per_kind
     # Each field's ``,name=`` and value text as separate parts: a concatenation per field
     # cost more than the list growing.
     parts: list[str] = []
     append = parts.append
     float_texts = _float_texts
     for name, value in reading.values.items():
-        field = known.get(name)
+        field = fields.get(name)
         if field is None:
             return _telemetry_line_slow(place, reading)
         if type(value) is float:
@@ -187,13 +212,25 @@ def telemetry_line(place: Place, reading: Reading) -> str:
     ts = reading.ts
     if type(ts) is not int:
         return _telemetry_line_slow(place, reading)
-    # The tags follow from the place; its key tuple never looks like format_line's own
-    # cache keys (tuples of (key, value) pairs).
-    key = (place.key, place.building)
-    tags = cached_tag_set(key)
-    if tags is None:
-        tags = tag_set(place_tags(place), key)
     parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
+    key = place.key
+    district, street, estate, device = key[0], key[1], key[2], key[4]
+    known = _estate_tags.get(estate)
+    if known is None or known[0] != district or known[1] != street:
+        known = _estate_part(district, street, estate)
+    building = place.building
+    if known[2] is not None and (
+        plain_ids or (_PLAIN.fullmatch(device) and (not building or _PLAIN.fullmatch(building)))
+    ):
+        if not building:
+            building = NO_BUILDING
+        return f"{measurement},building={building},device={device}{known[2]} {''.join(parts)} {ts}"
+    # Names that need escaping: the tag set formatted in full (and cached; its key never
+    # looks like format_line's own cache keys, tuples of (key, value) pairs).
+    tag_key = (key, building)
+    tags = cached_tag_set(tag_key)
+    if tags is None:
+        tags = tag_set(place_tags(place), tag_key)
     return f"{measurement}{tags} {''.join(parts)} {ts}"
 
 

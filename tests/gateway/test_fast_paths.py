@@ -389,6 +389,20 @@ def test_telemetry_line_matches_format_line(
     assert outcome(telemetry_line, place, reading) == expected
 
 
+def test_telemetry_line_escapes_what_the_estate_or_ids_need() -> None:
+    """The tags are composed per estate and device: names needing escape still get it,
+    and two estates of one name in different districts keep their own tags."""
+    reading = Reading("d1", "lift", 1, NOW, {"speed": 1.0})
+    for place in (
+        Place("songjiang", "yongfeng", "e 1", "B1", "lift", "d1"),
+        Place("a,b", "yongfeng", "sj-0001", "", "lift", "d1"),
+        Place("songjiang", "yongfeng", "sj-0001", "楼 1", "lift", "d,2"),
+        Place("songjiang", "yongfeng", "sj-0001", "B1", "lift", "d1"),
+        Place("minhang", "yongfeng", "sj-0001", "B1", "lift", "d1"),
+    ):
+        assert telemetry_line(place, reading) == reference_line(place, reading)
+
+
 def test_telemetry_line_of_good_readings() -> None:
     place = Place("songjiang", "yongfeng", "sj-0001", "", "ebike_charger", "pile-1")
     for kind in Kind:
@@ -399,6 +413,8 @@ def test_telemetry_line_of_good_readings() -> None:
         reading = Reading("pile-1", kind.value, 3, NOW, values, event=f"{kind.value}.offline")
         line = telemetry_line(place, reading)
         assert line == reference_line(place, reading)
+        # As the pipeline calls it, the ids checked by check_reading: the same line.
+        assert telemetry_line(place, reading, plain_ids=True) == line
         assert line.startswith(f"{kind.value},building=_,device=pile-1,")
         assert line.endswith(f',seq=3i,event="{kind.value}.offline" {NOW}')
 

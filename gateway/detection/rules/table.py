@@ -262,13 +262,15 @@ class TableRules(Stateful):
 
     def _store(self, row: int, values: Mapping[str, Value], before: Mapping[str, Value]) -> None:
         """Write back the cells the batch changed (a value is the same only if it is the
-        same type too)."""
-        for column, name in enumerate(self.columns):
-            new = values.get(name, _GONE)
+        same type too).  Only the names the device has: a batch adds and changes kept
+        values but never removes one (what ``derive`` recomputes is gone after each
+        reading), so a column absent now was absent before."""
+        column_of = self._column_of
+        for name, new in values.items():
             old = before.get(name, _GONE)
             if new is old or (type(new) is type(old) and new == old):
                 continue
-            self._set(row, column, new)
+            self._set(row, column_of[name], new)
 
     def _set(self, row: int, column: int, value: object) -> None:
         if type(value) is float:
