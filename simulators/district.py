@@ -17,7 +17,8 @@ periods, and its jitter, seq and values follow from (seed, device, k).  So a tim
 yields the readings of a longer window that fall in it, and seqs continue from one window
 to the next (an hour of backlog, then live traffic, numbered as one edge numbers them).
 A reading is spliced from bytes made once per device (its identity and a few snapshots of
-its values), so a district's traffic is built at about a million readings a second.
+its values): no Python object per reading but its bytes, so a district's minutes of traffic
+take seconds to build.
 
 Public API (the benchmarks build on it; it stays small and stable):
 
