@@ -1,7 +1,19 @@
 """End-to-end throughput against real Mosquitto and InfluxDB, with baselines in the same run.
 
 Starts its own Mosquitto and InfluxDB (``tools.servers.start_servers``, temporary
-directory, stopped at the end) and measures on simulated traffic of many estates:
+directory, stopped at the end) and measures two cardinalities in one run, each with its
+own baselines, then prints a summary table of the figures the targets are about:
+
+- the replay: simulated estates with planned faults (``--estates``, ``--minutes``; 20
+  estates, 357 devices, each in a 100-reading batch many times over);
+- a district (``--devices``, default 100,000; ``simulators/district.py``): a registry's
+  family mix, each device at its catalogue period, each estate's second of readings in one
+  message as its edge publishes live.  ``--warm-s`` of it come first and only warm the
+  gateway up (every device heard from once); (c) and the latency markers start after
+  them, so they measure a gateway that knows the district, and ``--district-s`` more are
+  measured (a 5,000-reading batch of the gateway then holds each device at most once).
+
+On each:
 
 (a) a bare paho-mqtt subscriber (VERSION2 callbacks, QoS 1) that only counts messages;
 (a') the gateway's own MQTT ingest (its network loop, MQTT version and acks in bursts from
@@ -23,19 +35,22 @@ and (c) drain the whole traffic queued at the broker in their persistent session
 is readings / (last one received or stored − reconnect).  ``--live`` times them from the
 first publish instead, while publishing.
 Latency: at half the batched peak, fire-alarm readings stamped at publish time are mixed
-into the traffic; each opens an anomaly, and InfluxDB is polled for it.
+into the traffic; each opens an anomaly, and InfluxDB is polled for it.  After the
+district's latency phase, ``district_scenarios`` runs on the same servers.
 
-    .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--single 30000] [--live]
+    .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--devices 100000]
+        [--district-s 20] [--warm-s 10] [--single 30000] [--live]
     .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
 
-``--memory-devices N``: one gateway process drains the first readings of N devices (the
-simulated estates cloned under new names) from the broker, then another N/2; their
-resident memory when the last reading was stored and at the peak, less their memory once
-subscribed, and what a device adds between the two.  With ``--alerts`` the gateway runs its
-alert service too (SQLite alert store and outbox, no operations-centre URL: work orders
-are parked), as in production: the devices send three readings and fall silent, so every
-device whose silence outlasts its family's limit before the end raises an offline alert.
+``--memory-devices N``: one gateway process drains a district's first readings
+(``simulators/district.py``, N devices of a registry's family mix, each reporting two to
+six times) from the broker, then another one N/2 devices'; their resident memory when the
+last reading was stored and at the peak, less their memory once subscribed, and what a
+device adds between the two.  With ``--alerts`` the gateway runs its alert service too
+(SQLite alert store and outbox, no operations-centre URL: work orders are parked), as in
+production: the devices fall silent after their readings, so every device whose silence
+outlasts its family's limit before the end raises an offline alert.
 """
 
 from __future__ import annotations
@@ -112,6 +127,10 @@ MARK_EVERY_S = 0.02  # ~50 markers a second: a p99 over hundreds, not the worst 
 DISTRICT_DEVICES = 100_000
 DISTRICT_S = 20.0
 WARM_S = 10.0
+# --memory-devices: every device reports two to six times (a lift every 5 s, the others
+# every 10 s), so every signal is seen and every check's state allocated; then they fall
+# silent.
+MEMORY_WINDOW_S = 30.0
 
 # One message: (topic, payload, readings in it).
 Wire = tuple[str, bytes, int]
@@ -833,14 +852,13 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
 
 
 def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: bool) -> None:
-    """One gateway process taking the first readings of ``devices`` devices (the simulated
-    estates cloned, ``bench.pipeline.DeviceClones``) from the broker, then a fresh one
-    taking half as many: their resident memory when the last reading was stored and at
-    the peak, less their memory once subscribed.  The difference between the two runs over
-    the difference in devices is the memory a device adds, apart from what the process
-    holds whatever the number of devices (the in-flight messages, buffers, caches)."""
-    from bench.pipeline import DeviceClones
-
+    """One gateway process taking a district's first readings (``simulators.district``:
+    ``devices`` devices of a registry's family mix, ``MEMORY_WINDOW_S`` of their live
+    traffic) from the broker, then a fresh one taking half as many devices: their resident
+    memory when the last reading was stored and at the peak, less their memory once
+    subscribed.  The difference between the two runs over the difference in devices is the
+    memory a device adds, apart from what the process holds whatever the number of
+    devices (the in-flight messages, buffers, caches)."""
     print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
     print(f"alert service {'on' if alerts else 'off'} (--alerts)")
     started = time.perf_counter()
@@ -849,12 +867,13 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
     held: dict[int, float] = {}
     try:
         for count in (devices, devices // 2):
-            cloned = DeviceClones(count, int(time.time() * 1000) - 5_000)
-            wires = [wire for clone in range(cloned.clones) for wire in cloned.wires(clone)]
-            measured = cloned.clones * cloned.devices_per_clone
+            district = build_district(count, seed=1)
+            end_ms = int(time.time() * 1000) - 5_000
+            wires = district.traffic(end_ms - int(MEMORY_WINDOW_S * 1000), end_ms).wires
+            measured = district.devices
             print(
-                f"{measured:,} devices ({cloned.clones:,} clones of the "
-                f"{cloned.devices_per_clone} devices of 6 simulated estates): "
+                f"{measured:,} devices of {len(district.estates):,} estates "
+                f"(simulators/district.py), {MEMORY_WINDOW_S:g} s of their traffic: "
                 f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
             )
             run = gateway_end_to_end(
