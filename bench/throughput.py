@@ -852,7 +852,8 @@ def _where_the_cores_went(run: GatewayRun) -> None:
         return
     print(
         f"    meanwhile InfluxDB CPU {run.spent.process_cpu_s / run.stored * 1e6:.1f} µs a "
-        f"reading; the host's cores {run.spent.host_busy:.0%} busy"
+        f"reading; the host's cores {run.spent.host_busy:.0%} busy; {run.open_anomalies:,} "
+        "anomalies open at the end"
     )
 
 
