@@ -45,8 +45,8 @@ district's latency phase, ``district_scenarios`` runs on the same servers.
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
 
 ``--memory-devices N``: one gateway process drains a district's first readings
-(``simulators/district.py``, N devices of a registry's family mix, each reporting two to
-six times) from the broker, then another one N/2 devices'; their resident memory when the
+(``simulators/district.py``, N devices of a registry's family mix, each reporting one to
+four times) from the broker, then another one N/2 devices'; their resident memory when the
 last reading was stored and at the peak, less their memory once subscribed, and what a
 device adds between the two.  With ``--alerts`` the gateway runs its alert service too
 (SQLite alert store and outbox, no operations-centre URL: work orders are parked), as in
@@ -132,10 +132,10 @@ MARK_EVERY_S = 0.02  # ~50 markers a second: a p99 over hundreds, not the worst 
 DISTRICT_DEVICES = 100_000
 DISTRICT_S = 10.0
 WARM_S = 10.0
-# --memory-devices: every device reports two to six times (a lift every 5 s, the others
+# --memory-devices: every device reports one to four times (a lift every 5 s, the others
 # every 10 s), so every signal is seen and every check's state allocated; then they fall
 # silent.
-MEMORY_WINDOW_S = 30.0
+MEMORY_WINDOW_S = 20.0
 
 # One message: (topic, payload, readings in it).
 Wire = tuple[str, bytes, int]
