@@ -101,7 +101,7 @@ from jiayuan.contract import (
     encode,
     parse_topic,
 )
-from jiayuan.influx import InfluxClient
+from jiayuan.influx import InfluxClient, InfluxError
 from jiayuan.places import Place
 from simulators.district import District, build_district
 from simulators.driver import generate
@@ -594,7 +594,9 @@ def influx_ingest(
         "\n".join(lines[first : first + INFLUX_BATCH]).encode()
         for first in range(0, len(lines), INFLUX_BATCH)
     ]
-    with InfluxClient(InfluxConfig(url=servers.influx_url, database=database)) as client:
+    # A long timeout: at a district's cardinality a batch or a count can take InfluxDB seconds.
+    config = InfluxConfig(url=servers.influx_url, database=database, timeout_s=120.0)
+    with InfluxClient(config) as client:
         client.ensure_database()
         for first in range(0, len(warm_lines), INFLUX_BATCH):
             client.write("\n".join(warm_lines[first : first + INFLUX_BATCH]).encode())
@@ -607,7 +609,19 @@ def influx_ingest(
         stored = _stored(client)
         if stored != len(lines) + len(warm_lines):
             print(f"  ! InfluxDB holds {stored} of {len(lines) + len(warm_lines)} points")
+    _drop(servers, database)
     return InfluxRun(len(lines) / elapsed, cpu_s)
+
+
+def _drop(servers: RunningServers, database: str) -> None:
+    """Drop a measured database: InfluxDB keeps every database's series index in memory,
+    and a district's 100,000 series in each database of a run slowed every later phase."""
+    config = InfluxConfig(url=servers.influx_url, database=database, timeout_s=120.0)
+    try:
+        with InfluxClient(config) as client:
+            client.drop_database()
+    except InfluxError as error:
+        print(f"  ! could not drop {database}: {error}")
 
 
 def _stored(client: InfluxClient, where: str = "") -> int:
@@ -780,6 +794,7 @@ def gateway_end_to_end(
     with InfluxClient(dataclasses.replace(influx, timeout_s=120.0)) as client:
         # The markers are stored as fire readings too: not part of the traffic.
         stored = _stored(client, '"device" !~ /^mark-/' if mark else "")
+    _drop(servers, database)
     # Timed to the last write that stored any of it.
     done_at = max(float(end["stored_at"]) for end in ends)
     if stored != expected:
