@@ -67,7 +67,7 @@ def test_replay_rate_limit_from_file_and_environment(tmp_path: Path) -> None:
     assert isinstance(config.edge.replay_rate_limit, float)
     env = {"JIAYUAN_EDGE_REPLAY_RATE_LIMIT": "0"}
     assert cfg.load(path, environ=env).edge.replay_rate_limit == 0.0
-    with pytest.raises(ConfigError, match="JIAYUAN_EDGE_REPLAY_RATE_LIMIT.*not a number"):
+    with pytest.raises(ConfigError, match=r"JIAYUAN_EDGE_REPLAY_RATE_LIMIT.*not a number"):
         cfg.load(path, environ={"JIAYUAN_EDGE_REPLAY_RATE_LIMIT": "fast"})
 
 
