@@ -28,6 +28,11 @@ into the traffic; each opens an anomaly, and InfluxDB is polled for it.
     .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--single 30000] [--live]
     .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
+    .venv/bin/python bench/throughput.py --replay-only  # (r) only: bench/replay_scenario.py
+
+(r), last in the default run: live-reading latency while a tenth of the estates replay an
+hour of backlog, with and without the edge's replay pacing and the gateway's fair share
+(bench/replay_scenario.py).
 
 ``--memory-devices N``: one gateway process drains the first readings of N devices (the
 simulated estates cloned under new names) from the broker, then another N/2; their
@@ -65,6 +70,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import replay_scenario
 from bench.host_cpu import CpuTimeline, Spent, tree_cpu_s
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
@@ -799,6 +805,9 @@ def measure(args: argparse.Namespace) -> None:
             args.memory_devices, args.gateway_protocol, args.heap_trim_interval, args.alerts
         )
         return
+    if args.replay_only:
+        replay_only()
+        return
     started = time.perf_counter()
     traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
     print(
@@ -933,7 +942,19 @@ def measure(args: argparse.Namespace) -> None:
                 f"{run.baseline_kb / 1024:6.1f} MiB, grown {grown / 1024:6.1f} MiB "
                 f"({grown * 1024 / traffic.devices:,.0f} B per device at {traffic.devices} devices)"
             )
+        replay_scenario.measure(servers, workdir)
         print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
+    finally:
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def replay_only() -> None:
+    """(r) alone: bench/replay_scenario.py on servers of its own."""
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
+    servers = start_servers(workdir / "servers")
+    try:
+        replay_scenario.measure(servers, workdir)
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -992,6 +1013,12 @@ def main() -> None:
         action="store_true",
         help="with --memory-devices: the gateway runs its alert service (as in production); "
         "otherwise it is off in every measurement",
+    )
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only (r): live latency while a tenth of the estates replay "
+        "(bench/replay_scenario.py)",
     )
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")

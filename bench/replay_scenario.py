@@ -1,0 +1,502 @@
+"""Live readings while a tenth of a district's estates replay an hour of backlog, against
+real Mosquitto and InfluxDB: their latency with the edge's replay pacing and the gateway's
+fair share, and without (the baseline), in one run.
+
+A scaled district (``--estates``, ``--devices`` each, every device reporting every
+``PERIOD_S``) publishes live: one batch message per estate a second, like its edge.  A
+tenth of the estates come back from an uplink outage: real edge agents
+(``edge.agent.EdgeAgent``) on spools holding an hour of their devices' readings, reporting
+live at the same time.  Fire-alarm markers stamped when they are read go out from both
+kinds of estates (``mark-live-*`` from the live publisher, ``mark-edge-*`` through the
+replaying edges' spools); InfluxDB is polled for each marker's reading and its anomaly, so
+a latency is publish (or driver read) → stored, and → anomaly stored.
+
+Two runs, each on a fresh gateway (a child process, alerts off, as bench/throughput.py's
+latency run) and database:
+
+- ``fair``: the edges as shipped (live first, backlog at ``[edge] replay_rate_limit``,
+  marked as a replay), the gateway's two lanes (gateway/transport/inbox.py);
+- ``baseline``: the same edges sending their spool oldest first, unpaced and unmarked
+  (what an edge without live-first does), so the gateway sees one lane.
+
+Each run measures the markers published in the first ``--window-s`` seconds after the
+edges connect, then waits up to ``SETTLE_S`` for the last of them.
+
+    .venv/bin/python bench/replay_scenario.py [--estates 40] [--devices 100] [--window-s 30]
+    .venv/bin/python bench/throughput.py --replay-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.agent import EdgeAgent, EdgePlace
+from edge.drivers import DriverSample
+from edge.spool import Spool
+from jiayuan.catalogue import Kind
+from jiayuan.config import AlertsConfig, Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
+from jiayuan.contract import Envelope, Reading, Value, batch_topic, encode
+from jiayuan.influx import InfluxClient
+from tools.servers import RunningServers, start_servers
+
+DISTRICT, STREET = "songjiang", "replay"
+PERIOD_S = 10  # every device reports every 10 s
+BACKLOG_S = 3600  # an hour of outage
+REPLAYING_SHARE = 0.1
+MARK_EVERY_S = 0.1  # live publisher's markers
+EDGE_POLL_S = 0.5  # the replaying edges poll (and mark) this often
+POLL_S = 0.05  # InfluxDB polled for markers
+SETTLE_S = 30.0
+TARGET_P99_S = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def estate_id(index: int) -> str:
+    return f"e{index:03d}"
+
+
+def tank_values(device: int, tick: int) -> dict[str, Value]:
+    return {"level_pct": 40 + (device + tick) % 50, "ph": 7.2, "pump_running": tick % 2}
+
+
+def mark_reading(name: str, ts: int) -> Reading:
+    return Reading(name, "fire", 1, ts, {"fire_alarm": 1}, building="B1", event="fire.alarm")
+
+
+# --- child processes ------------------------------------------------------------------------
+
+
+def _say(stream: IO[str], **fields: Any) -> None:
+    stream.write(json.dumps(fields) + "\n")
+    stream.flush()
+
+
+def _child(mode: str, settings: dict[str, Any]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, f"--{mode}", json.dumps(settings)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _expect(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the {what} process ended early (exit {process.wait()})")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def _tell(process: subprocess.Popen[str], word: str) -> None:
+    assert process.stdin is not None
+    process.stdin.write(word + "\n")
+    process.stdin.flush()
+
+
+def run_gateway(settings: dict[str, Any]) -> None:
+    """A gateway until stdin says stop; reports its counters."""
+    from gateway.service import Gateway
+
+    config = Config(
+        mqtt=MqttConfig(url=settings["mqtt"], gateway_client_id=settings["client_id"]),
+        influx=InfluxConfig(url=settings["influx"], database=settings["database"]),
+        gateway=GatewayConfig(state_dir=settings["state_dir"]),
+        alerts=AlertsConfig(enabled=False),
+        source="bench",
+    )
+    with InfluxClient(config.influx) as client:
+        client.ensure_database()
+    gateway = Gateway(config, serve_api=False)
+    gateway.start()
+    if not gateway.wait_ready(30):
+        raise RuntimeError("the gateway did not subscribe within 30 s")
+    cpu = time.process_time()
+    _say(sys.stdout, ready=True)
+    sys.stdin.readline()
+    stats = gateway.stats
+    gateway.stop()
+    _say(
+        sys.stdout,
+        cpu_s=time.process_time() - cpu,
+        stored=stats.readings_stored,
+        messages=stats.messages,
+        messages_backlog=stats.messages_backlog,
+        replayed_unjudged=stats.replayed_unjudged,
+        duplicates=stats.duplicates,
+        seq_faults=stats.seq_faults,
+    )
+
+
+def run_live_publisher(settings: dict[str, Any]) -> None:
+    """The estates that stayed online: a batch a second each, and markers, until stop."""
+    estates: list[str] = settings["estates"]
+    devices: int = settings["devices"]
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bench-live-{uuid.uuid4().hex[:6]}"
+    )
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", settings["port"])
+    client.loop_start()
+    _say(sys.stdout, ready=True)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+    marks: list[tuple[str, int]] = []
+    mark_topic = batch_topic(DISTRICT, STREET, "mark", "bench-mark")
+    seqs = [0] * devices
+    started = time.monotonic()
+    tick = 0
+    next_mark = started
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= started + tick:
+            ts = now_ms()
+            due = [d for d in range(devices) if d % PERIOD_S == tick % PERIOD_S]
+            for d in due:
+                seqs[d] += 1
+            for estate in estates:
+                readings = [
+                    Reading(f"{estate}-T{d}", "water_tank", seqs[d], ts, tank_values(d, tick), "B1")
+                    for d in due
+                ]
+                edge = f"{estate}-edge"
+                topic = batch_topic(DISTRICT, STREET, estate, edge)
+                client.publish(topic, encode(Envelope(1, edge, readings)), qos=1)
+            tick += 1
+        if now >= next_mark:
+            name = f"mark-live-{len(marks)}"
+            ts = now_ms()
+            client.publish(
+                mark_topic, encode(Envelope(1, "bench-mark", [mark_reading(name, ts)])), qos=1
+            )
+            marks.append((name, ts))
+            next_mark += MARK_EVERY_S
+        time.sleep(max(0.0, min(next_mark, started + tick) - time.monotonic()))
+    client.loop_stop()
+    client.disconnect()
+    _say(sys.stdout, marks=marks)
+
+
+class EstateDriver:
+    """A replaying estate's devices, live: those due at each poll, and a marker."""
+
+    def __init__(self, estate: str, devices: int, marks: list[tuple[str, int]]) -> None:
+        self.estate = estate
+        self.devices = devices
+        self.marks = marks
+        self.polls = 0
+        self.next_ts = [0] * devices
+
+    def poll(self, now: int) -> list[DriverSample]:
+        ts = now_ms()
+        samples = []
+        for d in range(self.devices):
+            if ts >= self.next_ts[d]:
+                if self.next_ts[d]:
+                    samples.append(
+                        DriverSample(
+                            f"{self.estate}-T{d}",
+                            Kind.WATER_TANK,
+                            "B1",
+                            ts,
+                            tank_values(d, self.polls),
+                            None,
+                        )
+                    )
+                    self.next_ts[d] += PERIOD_S * 1000
+                else:  # the first reading after the backlog's last, on the period's grid
+                    self.next_ts[d] = ts + (d % PERIOD_S) * 1000
+        name = f"mark-edge-{self.estate}-{self.polls}"
+        samples.append(DriverSample(name, Kind.FIRE, "B1", ts, {"fire_alarm": 1}, "fire.alarm"))
+        self.marks.append((name, ts))
+        self.polls += 1
+        return samples
+
+
+class OldestFirstAgent(EdgeAgent):
+    """The baseline: everything spooled is sent oldest first, unpaced and unmarked."""
+
+    def _backlog_at_connect(self) -> int:
+        return 0
+
+
+def fill_spool(path: Path, estate: str, devices: int) -> int:
+    """An hour of the estate's readings, spooled while its uplink was down."""
+    start = now_ms() - BACKLOG_S * 1000
+    spool = Spool(path)
+    samples = [
+        DriverSample(
+            f"{estate}-T{d}",
+            Kind.WATER_TANK,
+            "B1",
+            start + step * PERIOD_S * 1000 + d,
+            tank_values(d, step),
+            None,
+        )
+        for step in range(BACKLOG_S // PERIOD_S)
+        for d in range(devices)
+    ]
+    for chunk in range(0, len(samples), 5000):
+        spool.append(f"{estate}-edge", samples[chunk : chunk + 5000])
+    spool.close()
+    return len(samples)
+
+
+def run_edges(settings: dict[str, Any]) -> None:
+    """The replaying estates' edge agents: spools filled, then connected on "go"."""
+    estates: list[str] = settings["estates"]
+    devices: int = settings["devices"]
+    workdir = Path(settings["workdir"])
+    backlog = sum(fill_spool(workdir / f"{e}.sqlite", e, devices) for e in estates)
+    mqtt_config = MqttConfig(url=settings["mqtt"])
+    edge_config = EdgeConfig(spool_dir=str(workdir))
+    agent_class = EdgeAgent if settings["fair"] else OldestFirstAgent
+    marks: list[tuple[str, int]] = []
+    agents = [
+        agent_class(
+            mqtt_config,
+            edge_config,
+            EdgePlace(DISTRICT, STREET, e, f"{e}-edge"),
+            EstateDriver(e, devices, marks),
+            workdir / f"{e}.sqlite",
+            poll_interval_s=EDGE_POLL_S,
+            drain_timeout_s=1.0,
+        )
+        for e in estates
+    ]
+    _say(sys.stdout, ready=True, backlog=backlog, rate_limit=edge_config.replay_rate_limit)
+    sys.stdin.readline()  # "go"
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(agent.run(stop)) for agent in agents]
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(run())
+    _say(
+        sys.stdout,
+        marks=marks,
+        replayed=sum(a.stats.readings_replayed for a in agents),
+        acked=sum(a.stats.readings_acked for a in agents),
+        pending=sum(a.stats.pending for a in agents),
+    )
+
+
+# --- the measurement ------------------------------------------------------------------------
+
+
+class Latencies(msgspec.Struct):
+    count: int
+    seen: int
+    p50_s: float
+    p99_s: float
+    max_s: float
+
+
+class RunResult(msgspec.Struct):
+    name: str
+    stored: dict[str, Latencies]  # by marker source: live, edge
+    anomaly: dict[str, Latencies]
+    backlog: int
+    replayed: int
+    pending_at_end: int
+    gateway: dict[str, Any]
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else 0.0
+
+
+def _latencies(marks: list[tuple[str, int]], seen: dict[str, float]) -> Latencies:
+    """Latency of each marker; one never seen counts as the whole wait (a floor)."""
+    values = []
+    for name, ts in marks:
+        at = seen.get(name)
+        values.append((at * 1000 - ts) / 1000 if at is not None else SETTLE_S + POLL_S)
+    return Latencies(
+        count=len(marks),
+        seen=sum(1 for name, _ in marks if name in seen),
+        p50_s=_percentile(values, 0.5),
+        p99_s=_percentile(values, 0.99),
+        max_s=max(values, default=0.0),
+    )
+
+
+def run_once(
+    servers: RunningServers, workdir: Path, fair: bool, estates: int, devices: int, window_s: float
+) -> RunResult:
+    name = "fair" if fair else "baseline"
+    database = f"bench_replay_{name}_{uuid.uuid4().hex[:6]}"
+    names = [estate_id(i) for i in range(estates)]
+    replaying = names[: max(1, round(estates * REPLAYING_SHARE))]
+    online = names[len(replaying) :]
+    run_dir = workdir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    gateway = _child(
+        "gateway",
+        {
+            "mqtt": servers.mqtt_url,
+            "influx": servers.influx_url,
+            "database": database,
+            "client_id": f"bench-replay-{uuid.uuid4().hex[:6]}",
+            "state_dir": str(run_dir / "gateway"),
+        },
+    )
+    edges = _child(
+        "edges",
+        {
+            "mqtt": servers.mqtt_url,
+            "estates": replaying,
+            "devices": devices,
+            "workdir": str(run_dir / "edges"),
+            "fair": fair,
+        },
+    )
+    live = _child("live", {"port": servers.mqtt_port, "estates": online, "devices": devices})
+    _expect(gateway, "gateway")
+    prepared = _expect(edges, "edges")
+    _expect(live, "live publisher")
+    seen_stored: dict[str, float] = {}
+    seen_anomaly: dict[str, float] = {}
+    stop_polling = threading.Event()
+    influx = InfluxConfig(url=servers.influx_url, database=database)
+
+    def poll() -> None:
+        with InfluxClient(influx) as client:
+            while not stop_polling.wait(POLL_S):
+                for measurement, seen in (("fire", seen_stored), ("anomaly", seen_anomaly)):
+                    series_list = client.query(
+                        f'SELECT "device" FROM "{measurement}" WHERE "device" =~ /^mark-/'
+                    )
+                    now = time.time()
+                    for series in series_list:
+                        at = series.columns.index("device")
+                        for row in series.values:
+                            seen.setdefault(str(row[at]), now)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    _tell(live, "go")  # the district's live traffic runs on its own...
+    time.sleep(3.0)  # ...for a moment before the replaying edges reconnect
+    _tell(edges, "go")
+    time.sleep(window_s)
+    _tell(live, "stop")
+    _tell(edges, "stop")
+    live_marks = [tuple(m) for m in _expect(live, "live publisher")["marks"]]
+    edge_end = _expect(edges, "edges")
+    edge_marks = [tuple(m) for m in edge_end["marks"]]
+    deadline = time.time() + SETTLE_S
+    wanted = {str(m[0]) for m in live_marks + edge_marks}
+    while time.time() < deadline and not wanted <= (seen_stored.keys() & seen_anomaly.keys()):
+        time.sleep(POLL_S)
+    stop_polling.set()
+    poller.join()
+    _tell(gateway, "stop")
+    gateway_end = _expect(gateway, "gateway")
+    for process in (gateway, edges, live):
+        process.wait()
+    by_source = {"live": live_marks, "edge": edge_marks}
+    return RunResult(
+        name=name,
+        stored={k: _latencies(v, seen_stored) for k, v in by_source.items()},  # type: ignore[arg-type]
+        anomaly={k: _latencies(v, seen_anomaly) for k, v in by_source.items()},  # type: ignore[arg-type]
+        backlog=int(prepared["backlog"]),
+        replayed=int(edge_end["acked"]),
+        pending_at_end=int(edge_end["pending"]),
+        gateway=gateway_end,
+    )
+
+
+def _print_run(run: RunResult, window_s: float) -> None:
+    g = run.gateway
+    print(
+        f"  {run.name}: the replaying edges sent {run.replayed:,} of {run.backlog:,} backlog "
+        f"readings (and their live ones) in {window_s:g} s, {run.pending_at_end:,} still "
+        f"spooled; gateway {g['stored']:,} readings stored, {g['messages_backlog']:,} "
+        f"messages in the backlog lane, CPU {g['cpu_s']:.1f} s"
+    )
+    for what, table in (("publish → stored", run.stored), ("publish → anomaly", run.anomaly)):
+        for source, lat in table.items():
+            where = "online estates" if source == "live" else "replaying estates"
+            verdict = "ok" if lat.p99_s <= TARGET_P99_S and lat.seen == lat.count else "MISSED"
+            print(
+                f"    {what:18} {where:18} p50 {lat.p50_s * 1000:7.0f} ms  p99 "
+                f"{lat.p99_s * 1000:7.0f} ms  max {lat.max_s * 1000:7.0f} ms  "
+                f"({lat.seen}/{lat.count} markers)  {verdict}"
+            )
+
+
+def measure(
+    servers: RunningServers,
+    workdir: Path,
+    estates: int = 40,
+    devices: int = 100,
+    window_s: float = 30.0,
+) -> list[RunResult]:
+    """Both runs, printed; the hook bench/throughput.py calls in its default run."""
+    replaying = max(1, round(estates * REPLAYING_SHARE))
+    print(
+        f"\n(r) live readings while {replaying} of {estates} estates ({devices} devices each, "
+        f"a reading every {PERIOD_S} s) replay {BACKLOG_S // 60} minutes of backlog; target "
+        f"p99 ≤ {TARGET_P99_S:g} s"
+    )
+    print(f"    edge replay_rate_limit {EdgeConfig().replay_rate_limit:g} readings/s")
+    results = []
+    for fair in (False, True):
+        run = run_once(servers, workdir, fair, estates, devices, window_s)
+        _print_run(run, window_s)
+        results.append(run)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--estates", type=int, default=40)
+    parser.add_argument("--devices", type=int, default=100, help="devices per estate")
+    parser.add_argument("--window-s", type=float, default=30.0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--gateway", help=argparse.SUPPRESS)
+    parser.add_argument("--edges", help=argparse.SUPPRESS)
+    parser.add_argument("--live", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    for mode, run in (("gateway", run_gateway), ("edges", run_edges), ("live", run_live_publisher)):
+        if getattr(args, mode):
+            run(json.loads(getattr(args, mode)))
+            return
+    servers = start_servers()
+    try:
+        with tempfile.TemporaryDirectory(prefix="jiayuan-replay-") as workdir:
+            results = measure(servers, Path(workdir), args.estates, args.devices, args.window_s)
+        if args.json:
+            args.json.write_bytes(msgspec.json.encode(results))
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()
