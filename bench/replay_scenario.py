@@ -159,6 +159,7 @@ def run_live_publisher(settings: dict[str, Any]) -> None:
     client.connect("127.0.0.1", settings["port"])
     client.loop_start()
     _say(sys.stdout, ready=True)
+    sys.stdin.readline()  # "go"
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     marks: list[tuple[str, int]] = []
@@ -387,9 +388,14 @@ def run_once(
     def poll() -> None:
         with InfluxClient(influx) as client:
             while not stop_polling.wait(POLL_S):
-                for measurement, seen in (("fire", seen_stored), ("anomaly", seen_anomaly)):
+                for measurement, field, seen in (
+                    ("fire", "fire_alarm", seen_stored),
+                    ("anomaly", "start", seen_anomaly),
+                ):
+                    # A field with the tag: InfluxQL returns no rows for tags alone.
                     series_list = client.query(
-                        f'SELECT "device" FROM "{measurement}" WHERE "device" =~ /^mark-/'
+                        f'SELECT "{field}", "device" FROM "{measurement}" '
+                        'WHERE "device" =~ /^mark-/'
                     )
                     now = time.time()
                     for series in series_list:
@@ -433,10 +439,11 @@ def run_once(
 def _print_run(run: RunResult, window_s: float) -> None:
     g = run.gateway
     print(
-        f"  {run.name}: the replaying edges sent {run.replayed:,} of {run.backlog:,} backlog "
-        f"readings (and their live ones) in {window_s:g} s, {run.pending_at_end:,} still "
-        f"spooled; gateway {g['stored']:,} readings stored, {g['messages_backlog']:,} "
-        f"messages in the backlog lane, CPU {g['cpu_s']:.1f} s"
+        f"  {run.name}: backlog {run.backlog:,} readings; in {window_s:g} s the replaying "
+        f"edges had {run.replayed:,} readings acknowledged (backlog and live), "
+        f"{run.pending_at_end:,} still spooled at the end; the gateway stored "
+        f"{g['stored']:,} readings ({g['messages_backlog']:,} messages in its backlog lane, "
+        f"{g['replayed_unjudged']:,} replayed readings not judged), CPU {g['cpu_s']:.1f} s"
     )
     for what, table in (("publish → stored", run.stored), ("publish → anomaly", run.anomaly)):
         for source, lat in table.items():
