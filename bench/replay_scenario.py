@@ -11,13 +11,16 @@ kinds of estates (``mark-live-*`` from the live publisher, ``mark-edge-*`` throu
 replaying edges' spools); InfluxDB is polled for each marker's reading and its anomaly, so
 a latency is publish (or driver read) → stored, and → anomaly stored.
 
-Two runs, each on a fresh gateway (a child process, alerts off, as bench/throughput.py's
+Three runs, each on a fresh gateway (a child process, alerts off, as bench/throughput.py's
 latency run) and database:
 
-- ``fair``: the edges as shipped (live first, backlog at ``[edge] replay_rate_limit``,
-  marked as a replay), the gateway's two lanes (gateway/transport/inbox.py);
-- ``baseline``: the same edges sending their spool oldest first, unpaced and unmarked
-  (what an edge without live-first does), so the gateway sees one lane.
+- ``baseline``: the edges send their spool oldest first, unpaced and unmarked (an edge
+  without live-first), so the gateway sees one lane;
+- ``lanes``: the edges send live readings first and their backlog marked but unpaced
+  (``replay_rate_limit = 0``): the gateway's two lanes (gateway/transport/inbox.py) alone
+  against the flood;
+- ``fair``: the edges as shipped (live first, backlog marked and paced at the default
+  ``[edge] replay_rate_limit``) and the gateway's two lanes.
 
 Each run measures the markers published in the first ``--window-s`` seconds after the
 edges connect, then waits up to ``SETTLE_S`` for the last of them.
@@ -37,6 +40,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -161,7 +165,12 @@ def run_live_publisher(settings: dict[str, Any]) -> None:
     _say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+
+    def until_stop() -> None:
+        sys.stdin.readline()
+        stop.set()
+
+    threading.Thread(target=until_stop, daemon=True).start()
     marks: list[tuple[str, int]] = []
     mark_topic = batch_topic(DISTRICT, STREET, "mark", "bench-mark")
     seqs = [0] * devices
@@ -271,7 +280,10 @@ def run_edges(settings: dict[str, Any]) -> None:
     backlog = sum(fill_spool(workdir / f"{e}.sqlite", e, devices) for e in estates)
     mqtt_config = MqttConfig(url=settings["mqtt"])
     edge_config = EdgeConfig(spool_dir=str(workdir))
-    agent_class = EdgeAgent if settings["fair"] else OldestFirstAgent
+    mode = settings["mode"]
+    agent_class = OldestFirstAgent if mode == "baseline" else EdgeAgent
+    if mode == "lanes":
+        edge_config = replace(edge_config, replay_rate_limit=0.0)
     marks: list[tuple[str, int]] = []
     agents = [
         agent_class(
@@ -346,10 +358,12 @@ def _latencies(marks: list[tuple[str, int]], seen: dict[str, float]) -> Latencie
     )
 
 
+MODES = ("baseline", "lanes", "fair")
+
+
 def run_once(
-    servers: RunningServers, workdir: Path, fair: bool, estates: int, devices: int, window_s: float
+    servers: RunningServers, workdir: Path, name: str, estates: int, devices: int, window_s: float
 ) -> RunResult:
-    name = "fair" if fair else "baseline"
     database = f"bench_replay_{name}_{uuid.uuid4().hex[:6]}"
     names = [estate_id(i) for i in range(estates)]
     replaying = names[: max(1, round(estates * REPLAYING_SHARE))]
@@ -373,7 +387,7 @@ def run_once(
             "estates": replaying,
             "devices": devices,
             "workdir": str(run_dir / "edges"),
-            "fair": fair,
+            "mode": name,
         },
     )
     live = _child("live", {"port": servers.mqtt_port, "estates": online, "devices": devices})
@@ -427,8 +441,8 @@ def run_once(
     by_source = {"live": live_marks, "edge": edge_marks}
     return RunResult(
         name=name,
-        stored={k: _latencies(v, seen_stored) for k, v in by_source.items()},  # type: ignore[arg-type]
-        anomaly={k: _latencies(v, seen_anomaly) for k, v in by_source.items()},  # type: ignore[arg-type]
+        stored={k: _latencies(v, seen_stored) for k, v in by_source.items()},
+        anomaly={k: _latencies(v, seen_anomaly) for k, v in by_source.items()},
         backlog=int(prepared["backlog"]),
         replayed=int(edge_end["acked"]),
         pending_at_end=int(edge_end["pending"]),
@@ -472,8 +486,8 @@ def measure(
     )
     print(f"    edge replay_rate_limit {EdgeConfig().replay_rate_limit:g} readings/s")
     results = []
-    for fair in (False, True):
-        run = run_once(servers, workdir, fair, estates, devices, window_s)
+    for mode in MODES:
+        run = run_once(servers, workdir, mode, estates, devices, window_s)
         _print_run(run, window_s)
         results.append(run)
     return results
