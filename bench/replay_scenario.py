@@ -2,14 +2,16 @@
 real Mosquitto and InfluxDB: their latency with the edge's replay pacing and the gateway's
 fair share, and without (the baseline), in one run.
 
-A scaled district (``--estates``, ``--devices`` each, every device reporting every
-``PERIOD_S``) publishes live: one batch message per estate a second, like its edge.  A
-tenth of the estates come back from an uplink outage: real edge agents
-(``edge.agent.EdgeAgent``) on spools holding an hour of their devices' readings, reporting
-live at the same time.  Fire-alarm markers stamped when they are read go out from both
-kinds of estates (``mark-live-*`` from the live publisher, ``mark-edge-*`` through the
-replaying edges' spools); InfluxDB is polled for each marker's reading and its anomaly, so
-a latency is publish (or driver read) → stored, and → anomaly stored.
+A district's traffic (``simulators/district.py``: ``--devices`` distinct devices in a
+registry's family mix, each at its family's period, batched per estate as its edge
+publishes) flows live from the estates that stayed online.  A tenth of the estates come
+back from an uplink outage: real edge agents (``edge.agent.EdgeAgent``) on spools holding
+the hour of their devices' readings the district's schedule made, reading their devices'
+live readings from the same schedule at the same time.  Fire-alarm markers stamped when
+they are read go out from both kinds of estates (``mark-live-*`` from the live publisher,
+``mark-edge-*`` through the replaying edges' spools); InfluxDB is polled for each
+marker's reading and its anomaly, so a latency is publish (or driver read) → stored, and
+→ anomaly stored.
 
 Three runs, each on a fresh gateway (a child process, alerts off, as bench/throughput.py's
 latency run) and database:
@@ -25,8 +27,12 @@ latency run) and database:
 Each run measures the markers published in the first ``--window-s`` seconds after the
 edges connect, then waits up to ``SETTLE_S`` for the last of them.
 
-    .venv/bin/python bench/replay_scenario.py [--estates 40] [--devices 100] [--window-s 30]
+    .venv/bin/python bench/replay_scenario.py [--devices 10000] [--window-s 30]
     .venv/bin/python bench/throughput.py --replay-only
+
+The default is a tenth of a 100,000-device district, whose 565 estates' 56 replaying
+edges run as real agents in one process: on a 2-core host shared with the broker,
+InfluxDB and the gateway, the whole district's 565 agents would measure the host.
 """
 
 from __future__ import annotations
@@ -55,13 +61,14 @@ from edge.drivers import DriverSample
 from edge.spool import Spool
 from jiayuan.catalogue import Kind
 from jiayuan.config import AlertsConfig, Config, EdgeConfig, GatewayConfig, InfluxConfig, MqttConfig
-from jiayuan.contract import Envelope, Reading, Value, batch_topic, encode
+from jiayuan.contract import Envelope, Reading, batch_topic, decode_envelope, encode, parse_topic
 from jiayuan.influx import InfluxClient
+from simulators.district import District, build_district
 from tools.servers import RunningServers, start_servers
 
-DISTRICT, STREET = "songjiang", "replay"
-PERIOD_S = 10  # every device reports every 10 s
+MARK_PLACE = ("songjiang", "replay", "mark")  # where the live publisher's markers come from
 BACKLOG_S = 3600  # an hour of outage
+LEAD_S = 120  # live traffic made for the window and this much more
 REPLAYING_SHARE = 0.1
 MARK_EVERY_S = 0.1  # live publisher's markers
 EDGE_POLL_S = 0.5  # the replaying edges poll (and mark) this often
@@ -72,14 +79,6 @@ TARGET_P99_S = 1.0
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def estate_id(index: int) -> str:
-    return f"e{index:03d}"
-
-
-def tank_values(device: int, tick: int) -> dict[str, Value]:
-    return {"level_pct": 40 + (device + tick) % 50, "ph": 7.2, "pump_running": tick % 2}
 
 
 def mark_reading(name: str, ts: int) -> Reading:
@@ -153,9 +152,11 @@ def run_gateway(settings: dict[str, Any]) -> None:
 
 
 def run_live_publisher(settings: dict[str, Any]) -> None:
-    """The estates that stayed online: a batch a second each, and markers, until stop."""
-    estates: list[str] = settings["estates"]
-    devices: int = settings["devices"]
+    """The estates that stayed online: each message at its offset after "go", and
+    markers, until stop."""
+    timed = msgspec.msgpack.decode(
+        Path(settings["traffic_file"]).read_bytes(), type=list[tuple[str, bytes, int]]
+    )
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"bench-live-{uuid.uuid4().hex[:6]}"
     )
@@ -172,70 +173,66 @@ def run_live_publisher(settings: dict[str, Any]) -> None:
 
     threading.Thread(target=until_stop, daemon=True).start()
     marks: list[tuple[str, int]] = []
-    mark_topic = batch_topic(DISTRICT, STREET, "mark", "bench-mark")
-    seqs = [0] * devices
+    mark_topic = batch_topic(*MARK_PLACE, "bench-mark")
     started = time.monotonic()
-    tick = 0
     next_mark = started
+    sent = 0
     while not stop.is_set():
         now = time.monotonic()
-        if now >= started + tick:
-            ts = now_ms()
-            due = [d for d in range(devices) if d % PERIOD_S == tick % PERIOD_S]
-            for d in due:
-                seqs[d] += 1
-            for estate in estates:
-                readings = [
-                    Reading(f"{estate}-T{d}", "water_tank", seqs[d], ts, tank_values(d, tick), "B1")
-                    for d in due
-                ]
-                edge = f"{estate}-edge"
-                topic = batch_topic(DISTRICT, STREET, estate, edge)
-                client.publish(topic, encode(Envelope(1, edge, readings)), qos=1)
-            tick += 1
+        while sent < len(timed) and started + timed[sent][2] / 1000 <= now:
+            topic, payload, _ = timed[sent]
+            client.publish(topic, payload, qos=1)
+            sent += 1
         if now >= next_mark:
             name = f"mark-live-{len(marks)}"
             ts = now_ms()
-            client.publish(
-                mark_topic, encode(Envelope(1, "bench-mark", [mark_reading(name, ts)])), qos=1
-            )
+            marker = encode(Envelope(1, "bench-mark", [mark_reading(name, ts)]))
+            client.publish(mark_topic, marker, qos=1)
             marks.append((name, ts))
             next_mark += MARK_EVERY_S
-        time.sleep(max(0.0, min(next_mark, started + tick) - time.monotonic()))
+        due = next_mark if sent >= len(timed) else min(next_mark, started + timed[sent][2] / 1000)
+        time.sleep(max(0.0, min(0.05, due - time.monotonic())))
     client.loop_stop()
     client.disconnect()
-    _say(sys.stdout, marks=marks)
+    _say(sys.stdout, marks=marks, published=sent)
+
+
+def samples_of(payloads: list[bytes]) -> list[DriverSample]:
+    """The readings of an edge's messages as its driver read them."""
+    return [
+        DriverSample(r.device, Kind(r.kind), r.building, r.ts, r.values, r.event)
+        for payload in payloads
+        for r in decode_envelope(payload).readings
+    ]
 
 
 class EstateDriver:
-    """A replaying estate's devices, live: those due at each poll, and a marker."""
+    """A replaying estate's devices, live: each reading once its time after "go" has come
+    (stamped then), and a marker at every poll."""
 
-    def __init__(self, estate: str, devices: int, marks: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, estate: str, live: list[DriverSample], start_ms: int, marks: list[tuple[str, int]]
+    ) -> None:
         self.estate = estate
-        self.devices = devices
+        self.live = sorted(live, key=lambda sample: sample.ts)
+        self.start_ms = start_ms
         self.marks = marks
+        self.go_ms = 0
+        self.taken = 0
         self.polls = 0
-        self.next_ts = [0] * devices
 
     def poll(self, now: int) -> list[DriverSample]:
         ts = now_ms()
+        if not self.go_ms:
+            self.go_ms = ts
         samples = []
-        for d in range(self.devices):
-            if ts >= self.next_ts[d]:
-                if self.next_ts[d]:
-                    samples.append(
-                        DriverSample(
-                            f"{self.estate}-T{d}",
-                            Kind.WATER_TANK,
-                            "B1",
-                            ts,
-                            tank_values(d, self.polls),
-                            None,
-                        )
-                    )
-                    self.next_ts[d] += PERIOD_S * 1000
-                else:  # the first reading after the backlog's last, on the period's grid
-                    self.next_ts[d] = ts + (d % PERIOD_S) * 1000
+        while self.taken < len(self.live):
+            sample = self.live[self.taken]
+            at = self.go_ms + sample.ts - self.start_ms
+            if at > ts:
+                break
+            samples.append(replace(sample, ts=at))
+            self.taken += 1
         name = f"mark-edge-{self.estate}-{self.polls}"
         samples.append(DriverSample(name, Kind.FIRE, "B1", ts, {"fire_alarm": 1}, "fire.alarm"))
         self.marks.append((name, ts))
@@ -250,34 +247,14 @@ class OldestFirstAgent(EdgeAgent):
         return 0
 
 
-def fill_spool(path: Path, estate: str, devices: int) -> int:
-    """An hour of the estate's readings, spooled while its uplink was down."""
-    start = now_ms() - BACKLOG_S * 1000
-    spool = Spool(path)
-    samples = [
-        DriverSample(
-            f"{estate}-T{d}",
-            Kind.WATER_TANK,
-            "B1",
-            start + step * PERIOD_S * 1000 + d,
-            tank_values(d, step),
-            None,
-        )
-        for step in range(BACKLOG_S // PERIOD_S)
-        for d in range(devices)
-    ]
-    for chunk in range(0, len(samples), 5000):
-        spool.append(f"{estate}-edge", samples[chunk : chunk + 5000])
-    spool.close()
-    return len(samples)
-
-
 def run_edges(settings: dict[str, Any]) -> None:
-    """The replaying estates' edge agents: spools filled, then connected on "go"."""
-    estates: list[str] = settings["estates"]
-    devices: int = settings["devices"]
+    """The replaying estates' edge agents: spools filled with their hour of backlog, then
+    connected on "go", their drivers reading the estates' live readings."""
+    plan = msgspec.msgpack.decode(
+        Path(settings["plan_file"]).read_bytes(), type=list[tuple[str, list[bytes], list[bytes]]]
+    )
     workdir = Path(settings["workdir"])
-    backlog = sum(fill_spool(workdir / f"{e}.sqlite", e, devices) for e in estates)
+    workdir.mkdir(parents=True, exist_ok=True)
     mqtt_config = MqttConfig(url=settings["mqtt"])
     edge_config = EdgeConfig(spool_dir=str(workdir))
     mode = settings["mode"]
@@ -285,19 +262,30 @@ def run_edges(settings: dict[str, Any]) -> None:
     if mode == "lanes":
         edge_config = replace(edge_config, replay_rate_limit=0.0)
     marks: list[tuple[str, int]] = []
-    agents = [
-        agent_class(
-            mqtt_config,
-            edge_config,
-            EdgePlace(DISTRICT, STREET, e, f"{e}-edge"),
-            EstateDriver(e, devices, marks),
-            workdir / f"{e}.sqlite",
-            poll_interval_s=EDGE_POLL_S,
-            drain_timeout_s=1.0,
+    agents = []
+    backlog = 0
+    for topic, spooled, live in plan:
+        place = parse_topic(topic)
+        path = workdir / f"{place.device}.sqlite"
+        spool = Spool(path)
+        samples = samples_of(spooled)
+        for chunk in range(0, len(samples), 5000):
+            spool.append(place.device, samples[chunk : chunk + 5000])
+        spool.close()
+        backlog += len(samples)
+        driver = EstateDriver(place.estate, samples_of(live), settings["live_start_ms"], marks)
+        agents.append(
+            agent_class(
+                mqtt_config,
+                edge_config,
+                EdgePlace(place.district, place.street, place.estate, place.device),
+                driver,
+                path,
+                poll_interval_s=EDGE_POLL_S,
+                drain_timeout_s=1.0,
+            )
         )
-        for e in estates
-    ]
-    _say(sys.stdout, ready=True, backlog=backlog, rate_limit=edge_config.replay_rate_limit)
+    _say(sys.stdout, ready=True, backlog=backlog)
     sys.stdin.readline()  # "go"
 
     async def run() -> None:
@@ -361,15 +349,49 @@ def _latencies(marks: list[tuple[str, int]], seen: dict[str, float]) -> Latencie
 MODES = ("baseline", "lanes", "fair")
 
 
+def replaying_estates(district: District) -> list[int]:
+    """A tenth of the estates, spread over the district's streets."""
+    every = round(1 / REPLAYING_SHARE)
+    return list(range(0, len(district.estates), every))
+
+
+def plan_traffic(district: District, run_dir: Path, window_s: float) -> tuple[Path, Path, int]:
+    """The online estates' live messages (with their offsets after "go") and, per
+    replaying edge, its hour of backlog and its live messages; files for the children."""
+    start = now_ms()
+    end = start + int((window_s + LEAD_S) * 1000)
+    replaying = replaying_estates(district)
+    online = sorted(set(range(len(district.estates))) - set(replaying))
+    live = district.traffic(start, end, estates=online)
+    timed = [
+        (topic, payload, at - start)
+        for (topic, payload, _), at in zip(live.wires, live.publish_ms, strict=True)
+    ]
+    per_edge: dict[str, tuple[list[bytes], list[bytes]]] = {}
+    # One window as long as the outage: the whole spool, as the edge batches a backlog.
+    backlog = district.traffic(
+        start - BACKLOG_S * 1000, start, flush_ms=BACKLOG_S * 1000, estates=replaying
+    )
+    for topic, payload, _ in backlog.wires:
+        per_edge.setdefault(topic, ([], []))[0].append(payload)
+    for topic, payload, _ in district.traffic(start, end, estates=replaying).wires:
+        per_edge.setdefault(topic, ([], []))[1].append(payload)
+    traffic_file = run_dir / "live.msgpack"
+    traffic_file.write_bytes(msgspec.msgpack.encode(timed))
+    plan_file = run_dir / "edges.msgpack"
+    plan_file.write_bytes(
+        msgspec.msgpack.encode([(topic, old, new) for topic, (old, new) in per_edge.items()])
+    )
+    return traffic_file, plan_file, start
+
+
 def run_once(
-    servers: RunningServers, workdir: Path, name: str, estates: int, devices: int, window_s: float
+    servers: RunningServers, workdir: Path, name: str, district: District, window_s: float
 ) -> RunResult:
     database = f"bench_replay_{name}_{uuid.uuid4().hex[:6]}"
-    names = [estate_id(i) for i in range(estates)]
-    replaying = names[: max(1, round(estates * REPLAYING_SHARE))]
-    online = names[len(replaying) :]
     run_dir = workdir / name
     run_dir.mkdir(parents=True, exist_ok=True)
+    traffic_file, plan_file, live_start = plan_traffic(district, run_dir, window_s)
     gateway = _child(
         "gateway",
         {
@@ -384,13 +406,13 @@ def run_once(
         "edges",
         {
             "mqtt": servers.mqtt_url,
-            "estates": replaying,
-            "devices": devices,
+            "plan_file": str(plan_file),
+            "live_start_ms": live_start,
             "workdir": str(run_dir / "edges"),
             "mode": name,
         },
     )
-    live = _child("live", {"port": servers.mqtt_port, "estates": online, "devices": devices})
+    live = _child("live", {"port": servers.mqtt_port, "traffic_file": str(traffic_file)})
     _expect(gateway, "gateway")
     prepared = _expect(edges, "edges")
     _expect(live, "live publisher")
@@ -473,21 +495,23 @@ def _print_run(run: RunResult, window_s: float) -> None:
 def measure(
     servers: RunningServers,
     workdir: Path,
-    estates: int = 40,
-    devices: int = 100,
+    devices: int = 10_000,
     window_s: float = 30.0,
+    district: District | None = None,
 ) -> list[RunResult]:
-    """Both runs, printed; the hook bench/throughput.py calls in its default run."""
-    replaying = max(1, round(estates * REPLAYING_SHARE))
+    """The three runs, printed; the hook bench/throughput.py calls in its default run."""
+    if district is None:
+        district = build_district(devices, seed=1)
+    replaying = len(replaying_estates(district))
     print(
-        f"\n(r) live readings while {replaying} of {estates} estates ({devices} devices each, "
-        f"a reading every {PERIOD_S} s) replay {BACKLOG_S // 60} minutes of backlog; target "
-        f"p99 ≤ {TARGET_P99_S:g} s"
+        f"\n(r) live readings while {replaying} of {len(district.estates)} estates "
+        f"({district.devices:,} devices, simulators/district.py) replay "
+        f"{BACKLOG_S // 60} minutes of backlog; target p99 ≤ {TARGET_P99_S:g} s; edge "
+        f"replay_rate_limit {EdgeConfig().replay_rate_limit:g} readings/s"
     )
-    print(f"    edge replay_rate_limit {EdgeConfig().replay_rate_limit:g} readings/s")
     results = []
     for mode in MODES:
-        run = run_once(servers, workdir, mode, estates, devices, window_s)
+        run = run_once(servers, workdir, mode, district, window_s)
         _print_run(run, window_s)
         results.append(run)
     return results
@@ -497,8 +521,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--estates", type=int, default=40)
-    parser.add_argument("--devices", type=int, default=100, help="devices per estate")
+    parser.add_argument("--devices", type=int, default=10_000, help="devices in the district")
     parser.add_argument("--window-s", type=float, default=30.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--gateway", help=argparse.SUPPRESS)
@@ -512,7 +535,7 @@ def main() -> None:
     servers = start_servers()
     try:
         with tempfile.TemporaryDirectory(prefix="jiayuan-replay-") as workdir:
-            results = measure(servers, Path(workdir), args.estates, args.devices, args.window_s)
+            results = measure(servers, Path(workdir), args.devices, args.window_s)
         if args.json:
             args.json.write_bytes(msgspec.json.encode(results))
     finally:

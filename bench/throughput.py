@@ -1,7 +1,19 @@
 """End-to-end throughput against real Mosquitto and InfluxDB, with baselines in the same run.
 
 Starts its own Mosquitto and InfluxDB (``tools.servers.start_servers``, temporary
-directory, stopped at the end) and measures on simulated traffic of many estates:
+directory, stopped at the end) and measures two cardinalities in one run, each with its
+own baselines, then prints a summary table of the figures the targets are about:
+
+- the replay: simulated estates with planned faults (``--estates``, ``--minutes``; 20
+  estates, 357 devices, each in a 100-reading batch many times over);
+- a district (``--devices``, default 100,000; ``simulators/district.py``): a registry's
+  family mix, each device at its catalogue period, each estate's second of readings in one
+  message as its edge publishes live.  ``--warm-s`` of it come first and only warm the
+  gateway up (every device heard from once); (c) and the latency markers start after
+  them, so they measure a gateway that knows the district, and ``--district-s`` more are
+  measured (a 5,000-reading batch of the gateway then holds each device at most once).
+
+On each:
 
 (a) a bare paho-mqtt subscriber (VERSION2 callbacks, QoS 1) that only counts messages;
 (a') the gateway's own MQTT ingest (its network loop, MQTT version and acks in bursts from
@@ -23,9 +35,11 @@ and (c) drain the whole traffic queued at the broker in their persistent session
 is readings / (last one received or stored − reconnect).  ``--live`` times them from the
 first publish instead, while publishing.
 Latency: at half the batched peak, fire-alarm readings stamped at publish time are mixed
-into the traffic; each opens an anomaly, and InfluxDB is polled for it.
+into the traffic; each opens an anomaly, and InfluxDB is polled for it.  After the
+district's latency phase, ``district_scenarios`` runs on the same servers.
 
-    .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--single 30000] [--live]
+    .venv/bin/python bench/throughput.py [--estates 20] [--minutes 20] [--devices 100000]
+        [--district-s 20] [--warm-s 10] [--single 30000] [--live]
     .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
     .venv/bin/python bench/throughput.py --replay-only  # (r) only: bench/replay_scenario.py
@@ -34,13 +48,14 @@ into the traffic; each opens an anomaly, and InfluxDB is polled for it.
 hour of backlog, with and without the edge's replay pacing and the gateway's fair share
 (bench/replay_scenario.py).
 
-``--memory-devices N``: one gateway process drains the first readings of N devices (the
-simulated estates cloned under new names) from the broker, then another N/2; their
-resident memory when the last reading was stored and at the peak, less their memory once
-subscribed, and what a device adds between the two.  With ``--alerts`` the gateway runs its
-alert service too (SQLite alert store and outbox, no operations-centre URL: work orders
-are parked), as in production: the devices send three readings and fall silent, so every
-device whose silence outlasts its family's limit before the end raises an offline alert.
+``--memory-devices N``: one gateway process drains a district's first readings
+(``simulators/district.py``, N devices of a registry's family mix, each reporting two to
+six times) from the broker, then another one N/2 devices'; their resident memory when the
+last reading was stored and at the peak, less their memory once subscribed, and what a
+device adds between the two.  With ``--alerts`` the gateway runs its alert service too
+(SQLite alert store and outbox, no operations-centre URL: work orders are parked), as in
+production: the devices fall silent after their readings, so every device whose silence
+outlasts its family's limit before the end raises an offline alert.
 """
 
 from __future__ import annotations
@@ -85,11 +100,14 @@ from jiayuan.contract import (
     Envelope,
     Reading,
     batch_topic,
+    decode_envelope,
     device_topic,
     encode,
+    parse_topic,
 )
 from jiayuan.influx import InfluxClient
 from jiayuan.places import Place
+from simulators.district import District, build_district
 from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
@@ -108,6 +126,17 @@ LATENCY_POLL_S = 0.05
 STALL_S = 30.0  # no progress for this long: report what arrived and move on
 MARK_EDGE = "bench-mark"
 MARK_EVERY_S = 0.02  # ~50 markers a second: a p99 over hundreds, not the worst of a few dozen
+# The district in the default run: 100,000 devices report about 14,500 readings a second,
+# so 20 s make about 290,000 readings (in about 100,000 messages, an estate's second
+# each), and a 5,000-reading batch of the gateway holds each device at most once.  The
+# 10 s before (the period of every family but lifts) introduce every device first.
+DISTRICT_DEVICES = 100_000
+DISTRICT_S = 20.0
+WARM_S = 10.0
+# --memory-devices: every device reports two to six times (a lift every 5 s, the others
+# every 10 s), so every signal is seen and every check's state allocated; then they fall
+# silent.
+MEMORY_WINDOW_S = 30.0
 
 # One message: (topic, payload, readings in it).
 Wire = tuple[str, bytes, int]
@@ -122,6 +151,10 @@ class Traffic(msgspec.Struct):
     lines: list[str]  # the same readings as the gateway's telemetry lines
     devices: int
     mark_place: tuple[str, str, str]  # district, street, estate for the marker readings
+    # The first batched messages that only warm the gateway up (every device heard from
+    # once) and are left out of (c)'s timing; their lines are not in ``lines``.
+    warm_wires: int = 0
+    label: str = ""
 
 
 def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> Traffic:
@@ -164,6 +197,45 @@ def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> 
         lines=lines,
         devices=len(devices),
         mark_place=(marked.district, marked.street, marked.id),
+        label=f"replay of {estates} estates ({len(devices)} devices)",
+    )
+
+
+def build_district_traffic(
+    district: District, seconds: float, warm_s: float, single_max: int
+) -> Traffic:
+    """``simulators.district``: the district's live traffic, each estate's second in one
+    message as its edge publishes it, over ``warm_s`` + ``seconds`` ending a minute ago.
+    The first ``warm_s`` (a period of the slowest family) only warm the gateway up, so (c)
+    times devices it already knows, as in a district running for hours."""
+    end_ms = int(time.time() * 1000) - 60_000
+    start_ms = end_ms - int(seconds * 1000)
+    warm_ms = start_ms - int(warm_s * 1000)
+    warm = district.traffic(warm_ms, start_ms).wires if warm_s > 0 else []
+    measured = district.traffic(start_ms, end_ms)
+    single = district.traffic(start_ms, end_ms, single=True).wires[:single_max]
+    lines: list[str] = []
+    for topic_text, payload, _ in measured.wires:
+        topic = parse_topic(topic_text)
+        for reading in decode_envelope(payload).readings:
+            place = Place(
+                topic.district,
+                topic.street,
+                topic.estate,
+                reading.building,
+                reading.kind,
+                reading.device,
+            )
+            lines.append(telemetry_line(place, reading))
+    marked = district.estates[0]
+    return Traffic(
+        single=single,
+        batched=warm + measured.wires,
+        lines=lines,
+        devices=district.devices,
+        mark_place=(marked.district, marked.street, marked.id),
+        warm_wires=len(warm),
+        label=f"district of {district.devices:,} devices",
     )
 
 
@@ -194,8 +266,9 @@ def _say(stream: IO[str], **fields: Any) -> None:
     stream.flush()
 
 
-def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
-    """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report."""
+def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: int = 0) -> None:
+    """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report;
+    markers only once the first ``warm`` messages are out."""
     wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -214,12 +287,12 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str) -> None:
     started = time.time()
     sent_readings = 0
     published = 0
-    for topic, payload, readings in wires:
+    for index, (topic, payload, readings) in enumerate(wires):
         if rate > 0:
             due = started + sent_readings / rate
             while (now := time.time()) < due:
                 time.sleep(min(due - now, 0.005))
-            if mark and now >= next_mark:
+            if mark and index >= warm and now >= next_mark:
                 ts = int(time.time() * 1000)
                 alarm = Reading(
                     f"mark-{len(marks)}", "fire", 1, ts, {"fire_alarm": 1}, event="fire.alarm"
@@ -389,6 +462,9 @@ def run_gateway(settings: str, drain: bool) -> None:
         _say(sys.stdout, started=started)
     cpu_before = time.process_time()
     stored = {"count": 0, "at": 0.0, "rss_kb": 0}
+    # (time, readings stored, CPU seconds since cpu_before) at each change: what the
+    # gateway had done when its warm-up readings were in.
+    progress: list[tuple[float, int, float]] = []
     stop_sampling = threading.Event()
 
     def sample_stored() -> None:
@@ -399,6 +475,7 @@ def run_gateway(settings: str, drain: bool) -> None:
             if count != stored["count"]:
                 stored["count"], stored["at"] = count, time.time()
                 stored["rss_kb"] = _status_kb("VmRSS")
+                progress.append((stored["at"], count, time.process_time() - cpu_before))
 
     sampler = threading.Thread(target=sample_stored, daemon=True)
     sampler.start()
@@ -419,6 +496,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         stored_rss_kb=stored["rss_kb"],
         trimmed_rss_kb=trimmed_rss_kb,
         open_anomalies=open_anomalies,
+        progress=progress,
     )
 
 
@@ -426,11 +504,18 @@ def run_gateway(settings: str, drain: bool) -> None:
 
 
 def _publish(
-    servers: RunningServers, wires: list[Wire], workdir: Path, rate: float = 0.0, mark: str = ""
+    servers: RunningServers,
+    wires: list[Wire],
+    workdir: Path,
+    rate: float = 0.0,
+    mark: str = "",
+    warm: int = 0,
 ) -> subprocess.Popen[str]:
     traffic_file = workdir / f"traffic-{uuid.uuid4().hex[:6]}.msgpack"
     traffic_file.write_bytes(msgspec.msgpack.encode(wires))
-    publisher = _child("publish", str(servers.mqtt_port), str(traffic_file), str(rate), mark)
+    publisher = _child(
+        "publish", str(servers.mqtt_port), str(traffic_file), str(rate), mark, str(warm)
+    )
     _expect(publisher, "publisher")
     return publisher
 
@@ -583,9 +668,12 @@ def gateway_end_to_end(
     protocol: str = "5",
     heap_trim_s: float = GatewayConfig().heap_trim_interval_s,
     alerts: bool = False,
+    warm: int = 0,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all counted in InfluxDB, through
-    ``instances`` gateway processes that split the streets."""
+    ``instances`` gateway processes that split the streets.  The first ``warm`` messages
+    only warm the gateways up: the rate, CPU and cores are measured from the moment every
+    instance has stored its share of them (markers start after them too)."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
     streets = split_streets(wires, instances)
     if mark and instances > 1:  # the markers' street must be owned too
@@ -608,7 +696,7 @@ def gateway_end_to_end(
     ]
     baseline = sum(_expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
-    publisher = _publish(servers, wires, workdir, rate, mark)
+    publisher = _publish(servers, wires, workdir, rate, mark, warm)
     seen: dict[str, float] = {}
     stop_polling = threading.Event()
     influx = InfluxConfig(url=servers.influx_url, database=database)
@@ -673,18 +761,50 @@ def gateway_end_to_end(
     done_at = max(float(end["stored_at"]) for end in ends)
     if stored != expected:
         print(f"  ! InfluxDB holds {stored} of {expected} readings (stalled {STALL_S:g} s)")
+    measured, cpu_s = stored, sum(float(end["cpu_s"]) for end in ends)
+    if warm:
+        warmed, after, after_cpu_s = _after_warm_up(wires[:warm], streets, ends, began)
+        if warmed < done_at and after > 0:
+            began, measured, cpu_s = warmed, after, after_cpu_s
+        else:  # too little traffic to tell the warm-up apart: the whole run
+            print("  ! the warm-up and the measured readings were stored together")
     return GatewayRun(
-        rate=stored / (done_at - began),
-        stored=stored,
+        rate=measured / (done_at - began),
+        stored=measured,
         baseline_kb=baseline,
         hwm_kb=sum(int(end["hwm_kb"]) for end in ends),
-        cpu_s=sum(float(end["cpu_s"]) for end in ends),
+        cpu_s=cpu_s,
         latencies_ms=latencies,
         spent=timeline.between(began, done_at) if drain else None,
         stored_rss_kb=sum(int(end["stored_rss_kb"]) for end in ends),
         trimmed_rss_kb=sum(int(end["trimmed_rss_kb"]) for end in ends),
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
     )
+
+
+def _after_warm_up(
+    warm: list[Wire], streets: list[str], ends: list[dict[str, Any]], began: float
+) -> tuple[float, int, float]:
+    """(when every instance had stored its share of the warm-up, readings each stored
+    after that, their CPU seconds after that), from each instance's progress."""
+    shares = []
+    for group in streets:
+        owned = set(group.split(","))
+        shares.append(
+            sum(n for topic, _, n in warm if group == "+" or topic.split("/")[3] in owned)
+        )
+    warmed = began
+    for share, end in zip(shares, ends, strict=True):
+        reached = [t for t, count, _ in end["progress"] if count >= share]
+        warmed = max(warmed, reached[0] if reached else float(end["stored_at"]))
+    readings, cpu_s = 0, 0.0
+    for end in ends:
+        before = [(count, cpu) for t, count, cpu in end["progress"] if t <= warmed]
+        count_then, cpu_then = before[-1] if before else (0, 0.0)
+        final = end["progress"][-1][1] if end["progress"] else 0
+        readings += final - count_then
+        cpu_s += float(end["cpu_s"]) - cpu_then
+    return warmed, readings, cpu_s
 
 
 def _cpu(rate: float, cpu_s: float, readings: int, who: str) -> None:
@@ -738,14 +858,13 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
 
 
 def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: bool) -> None:
-    """One gateway process taking the first readings of ``devices`` devices (the simulated
-    estates cloned, ``bench.pipeline.DeviceClones``) from the broker, then a fresh one
-    taking half as many: their resident memory when the last reading was stored and at
-    the peak, less their memory once subscribed.  The difference between the two runs over
-    the difference in devices is the memory a device adds, apart from what the process
-    holds whatever the number of devices (the in-flight messages, buffers, caches)."""
-    from bench.pipeline import DeviceClones
-
+    """One gateway process taking a district's first readings (``simulators.district``:
+    ``devices`` devices of a registry's family mix, ``MEMORY_WINDOW_S`` of their live
+    traffic) from the broker, then a fresh one taking half as many devices: their resident
+    memory when the last reading was stored and at the peak, less their memory once
+    subscribed.  The difference between the two runs over the difference in devices is the
+    memory a device adds, apart from what the process holds whatever the number of
+    devices (the in-flight messages, buffers, caches)."""
     print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
     print(f"alert service {'on' if alerts else 'off'} (--alerts)")
     started = time.perf_counter()
@@ -754,12 +873,13 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
     held: dict[int, float] = {}
     try:
         for count in (devices, devices // 2):
-            cloned = DeviceClones(count, int(time.time() * 1000) - 5_000)
-            wires = [wire for clone in range(cloned.clones) for wire in cloned.wires(clone)]
-            measured = cloned.clones * cloned.devices_per_clone
+            district = build_district(count, seed=1)
+            end_ms = int(time.time() * 1000) - 5_000
+            wires = district.traffic(end_ms - int(MEMORY_WINDOW_S * 1000), end_ms).wires
+            measured = district.devices
             print(
-                f"{measured:,} devices ({cloned.clones:,} clones of the "
-                f"{cloned.devices_per_clone} devices of 6 simulated estates): "
+                f"{measured:,} devices of {len(district.estates):,} estates "
+                f"(simulators/district.py), {MEMORY_WINDOW_S:g} s of their traffic: "
                 f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
             )
             run = gateway_end_to_end(
@@ -798,6 +918,33 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class Summary(msgspec.Struct):
+    """One cardinality's figures for the table at the end of a default run."""
+
+    label: str
+    gateway_us: float  # gateway CPU a reading, (c) batched with one process
+    influx_us: float  # InfluxDB's CPU a point meanwhile
+    c_over_b: dict[int, float]  # batched, by number of gateway processes
+    p99_ms: float | None  # publish → anomaly stored at half the batched peak
+
+
+def district_scenarios(
+    servers: RunningServers,
+    district: District,
+    traffic: Traffic,
+    args: argparse.Namespace,
+    workdir: Path,
+) -> None:
+    """Scenarios on the district's traffic, run after its latency phase on the same
+    servers: the place for the replay scenario (a share of ``district.estates`` replaying a
+    backlog, ``district.traffic(..., flush_ms=<the outage>, estates=[...])``, while live
+    traffic flows; ``gateway_end_to_end`` runs gateways on any wires and measures the live
+    markers' latency).  ``traffic`` is what the other phases measured."""
+    # (r): a tenth of a district of its own (10,000 devices) replays, its replaying edges
+    # real agents in one process; the docstring of bench/replay_scenario.py says why.
+    replay_scenario.measure(servers, workdir)
+
+
 def measure(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
     if args.memory_devices:
@@ -809,14 +956,29 @@ def measure(args: argparse.Namespace) -> None:
         replay_only()
         return
     started = time.perf_counter()
-    traffic = build_traffic(args.estates, args.minutes, args.batch, args.single)
-    print(
-        f"traffic: {len(traffic.lines):,} simulated readings from {traffic.devices:,} devices "
-        f"({args.estates} estates, {args.minutes:g} min); single: {len(traffic.single):,} "
-        f"messages; batched: {len(traffic.batched):,} messages of ≤{args.batch} readings "
-        f"(built in {time.perf_counter() - started:.1f} s)"
-    )
+    traffics: list[Traffic] = []
+    district: District | None = None
+    if args.estates:
+        traffics.append(build_traffic(args.estates, args.minutes, args.batch, args.single))
+    if args.devices:
+        district = build_district(args.devices, seed=1)
+        traffics.append(build_district_traffic(district, args.district_s, args.warm_s, args.single))
+    for traffic in traffics:
+        print(
+            f"traffic, {traffic.label}: {len(traffic.lines):,} readings measured; single: "
+            f"{len(traffic.single):,} messages; batched: "
+            f"{len(traffic.batched) - traffic.warm_wires:,} messages of "
+            f"{len(traffic.lines) / max(1, len(traffic.batched) - traffic.warm_wires):.1f} "
+            f"readings on average"
+            + (
+                f", after {traffic.warm_wires:,} warming the gateway up"
+                if traffic.warm_wires
+                else ""
+            )
+        )
+    print(f"(built in {time.perf_counter() - started:.1f} s; load average {_load()})")
     if args.profile:
+        traffic = traffics[-1]
         profiled = traffic.single if args.profile == "single" else traffic.batched
         profile_pipeline(profiled, args.profile_top, args.profile_sort)
         return
@@ -836,114 +998,17 @@ def measure(args: argparse.Namespace) -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
+    summaries: list[Summary] = []
     try:
-        print("(a) bare paho subscriber, one reading per message")
-        a_single = bare_subscriber(servers, traffic.single, workdir, drain)
-        _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
+        for traffic in traffics:
+            print(f"=== {traffic.label}")
+            summaries.append(measure_traffic(servers, traffic, args, workdir, drain))
+            if traffic.warm_wires and district is not None:
+                district_scenarios(servers, district, traffic, args, workdir)
+        print_summary(summaries, args.instances)
         print(
-            f"(a') the gateway's own MQTT ingest (MQTT {args.gateway_protocol}, its network "
-            "loop), a batch's acks together from a second thread, no processing"
+            f"total {time.perf_counter() - started:.0f} s; load average {_load()}; servers stopped"
         )
-        a_manual = bare_subscriber(
-            servers,
-            traffic.single,
-            workdir,
-            drain,
-            gateway_window_s=args.flush_interval,
-            protocol=args.gateway_protocol,
-        )
-        _cpu(a_manual.rate, a_manual.cpu_s, len(traffic.single), "subscriber")
-        print(f"(a) bare paho subscriber, {args.batch} readings per message")
-        a_batched = bare_subscriber(servers, traffic.batched, workdir, drain)
-        _cpu(a_batched.rate, a_batched.cpu_s, len(traffic.lines), "subscriber")
-        b_runs: list[InfluxRun] = []
-
-        def influx_alone(when: str) -> None:
-            print(f"(b) InfluxDB ingest, batches of {INFLUX_BATCH:,} telemetry lines ({when})")
-            b_run = influx_ingest(servers, traffic.lines)
-            b_runs.append(b_run)
-            print(
-                f"    {b_run.rate:12,.0f} points/s; InfluxDB CPU {b_run.cpu_s:.1f} s, "
-                f"{b_run.cpu_s / len(traffic.lines) * 1e6:.1f} µs a point"
-            )
-
-        influx_alone("before the gateway runs")
-        runs: dict[tuple[str, int], GatewayRun] = {}
-
-        def gateways(
-            wires: list[Wire], count: int, rate: float = 0.0, mark: str = ""
-        ) -> GatewayRun:
-            """(c) on these messages: timed on the backlog unless paced at ``rate``."""
-            return gateway_end_to_end(
-                servers,
-                wires,
-                workdir,
-                rate=rate,
-                mark=mark,
-                drain=drain and not rate,
-                instances=count,
-                flush_interval_s=args.flush_interval,
-                protocol=args.gateway_protocol,
-                heap_trim_s=args.heap_trim_interval,
-            )
-
-        counts = sorted({1, args.instances})
-        for count in counts:
-            label = "1 process" if count == 1 else f"{count} processes, streets split"
-            print(f"(c) gateway end to end ({label}), one reading per message")
-            run = gateways(traffic.single, count)
-            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
-            _where_the_cores_went(run)
-            print(
-                f"    c/a = {run.rate / a_single.rate:.3f}; c/a' = {run.rate / a_manual.rate:.3f}"
-            )
-            runs["single", count] = run
-            print(f"(c) gateway end to end ({label}), {args.batch} readings per message")
-            run = gateways(traffic.batched, count)
-            _cpu(run.rate, run.cpu_s, run.stored, "gateway")
-            _where_the_cores_went(run)
-            print(f"    c/a = {run.rate / a_batched.rate:.3f}")
-            runs["batched", count] = run
-            influx_alone(f"after {label}")
-        b = statistics.median(b_run.rate for b_run in b_runs)
-        measured_b = ", ".join(f"{b_run.rate:,.0f}" for b_run in b_runs)
-        print(f"(b) median {b:,.0f} points/s of {measured_b}")
-        for count in counts:
-            print(f"    c/b = {runs['batched', count].rate / b:.3f} batched, {count} process(es)")
-        peak_count = max(counts, key=lambda n: runs["batched", n].rate)
-        c_batched = runs["batched", peak_count]
-        half = c_batched.rate / 2
-        print(
-            f"latency at half the batched peak ({half:,.0f} readings/s, {peak_count} "
-            "gateway process(es)), fire-alarm markers"
-        )
-        slice_readings = int(half * args.latency_s)
-        wires: list[Wire] = []
-        total = 0
-        for wire in traffic.batched:
-            if total >= slice_readings:
-                break
-            wires.append(wire)
-            total += wire[2]
-        paced = gateways(wires, peak_count, rate=half, mark="/".join(traffic.mark_place))
-        if paced.latencies_ms:
-            print(
-                f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "
-                f"p99 {_percentile(paced.latencies_ms, 0.99):.0f} ms, max "
-                f"{max(paced.latencies_ms):.0f} ms over {len(paced.latencies_ms)} markers "
-                f"(polled every {LATENCY_POLL_S * 1000:.0f} ms)"
-            )
-        print("gateway memory (child process VmHWM; baseline = VmRSS once subscribed)")
-        measured = [(f"{kind} ×{count}", run) for (kind, count), run in runs.items()]
-        for label, run in [*measured, ("paced", paced)]:
-            grown = run.hwm_kb - run.baseline_kb
-            print(
-                f"    {label:<11} peak {run.hwm_kb / 1024:7.1f} MiB, baseline "
-                f"{run.baseline_kb / 1024:6.1f} MiB, grown {grown / 1024:6.1f} MiB "
-                f"({grown * 1024 / traffic.devices:,.0f} B per device at {traffic.devices} devices)"
-            )
-        replay_scenario.measure(servers, workdir)
-        print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -960,12 +1025,202 @@ def replay_only() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _load() -> str:
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def print_summary(summaries: list[Summary], instances: int) -> None:
+    """The figures the targets are about, one row per cardinality."""
+    many = max(1, instances)
+    print("summary (targets: ratio ≤ 0.5, c/b ≥ 0.8 with one process, p99 ≤ 250 ms)")
+    header = (
+        f"  {'traffic':<38} {'gateway µs/reading':>18} {'InfluxDB µs/point':>17} "
+        f"{'ratio':>6} {'c/b ×1':>7}"
+        + (f" {f'c/b ×{many}':>7}" if many > 1 else "")
+        + f" {'p99 ms':>7}"
+    )
+    print(header)
+    for row in summaries:
+        ratio = row.gateway_us / row.influx_us if row.influx_us else float("nan")
+        p99 = f"{row.p99_ms:7.0f}" if row.p99_ms is not None else f"{'—':>7}"
+        print(
+            f"  {row.label:<38} {row.gateway_us:18.1f} {row.influx_us:17.1f} {ratio:6.2f} "
+            f"{row.c_over_b.get(1, float('nan')):7.3f}"
+            + (f" {row.c_over_b.get(many, float('nan')):7.3f}" if many > 1 else "")
+            + f" {p99}"
+        )
+
+
+def measure_traffic(
+    servers: RunningServers,
+    traffic: Traffic,
+    args: argparse.Namespace,
+    workdir: Path,
+    drain: bool,
+) -> Summary:
+    """(a), (a'), (b), (c) with 1 and --instances processes, and the latency, on one
+    traffic; its row of the summary."""
+    print("(a) bare paho subscriber, one reading per message")
+    a_single = bare_subscriber(servers, traffic.single, workdir, drain)
+    _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
+    print(
+        f"(a') the gateway's own MQTT ingest (MQTT {args.gateway_protocol}, its network "
+        "loop), a batch's acks together from a second thread, no processing"
+    )
+    a_manual = bare_subscriber(
+        servers,
+        traffic.single,
+        workdir,
+        drain,
+        gateway_window_s=args.flush_interval,
+        protocol=args.gateway_protocol,
+    )
+    _cpu(a_manual.rate, a_manual.cpu_s, len(traffic.single), "subscriber")
+    measured_batched = traffic.batched[traffic.warm_wires :]
+    print(
+        f"(a) bare paho subscriber, batched "
+        f"({len(traffic.lines) / max(1, len(measured_batched)):.1f} readings a message)"
+    )
+    a_batched = bare_subscriber(servers, measured_batched, workdir, drain)
+    _cpu(a_batched.rate, a_batched.cpu_s, len(traffic.lines), "subscriber")
+    b_runs: list[InfluxRun] = []
+
+    def influx_alone(when: str) -> None:
+        print(f"(b) InfluxDB ingest, batches of {INFLUX_BATCH:,} telemetry lines ({when})")
+        b_run = influx_ingest(servers, traffic.lines)
+        b_runs.append(b_run)
+        print(
+            f"    {b_run.rate:12,.0f} points/s; InfluxDB CPU {b_run.cpu_s:.1f} s, "
+            f"{b_run.cpu_s / len(traffic.lines) * 1e6:.1f} µs a point"
+        )
+
+    influx_alone("before the gateway runs")
+    runs: dict[tuple[str, int], GatewayRun] = {}
+
+    def gateways(
+        wires: list[Wire], count: int, rate: float = 0.0, mark: str = "", warm: int = 0
+    ) -> GatewayRun:
+        """(c) on these messages: timed on the backlog unless paced at ``rate``."""
+        return gateway_end_to_end(
+            servers,
+            wires,
+            workdir,
+            rate=rate,
+            mark=mark,
+            drain=drain and not rate,
+            instances=count,
+            flush_interval_s=args.flush_interval,
+            protocol=args.gateway_protocol,
+            heap_trim_s=args.heap_trim_interval,
+            warm=warm,
+        )
+
+    counts = sorted({1, args.instances})
+    for count in counts:
+        label = "1 process" if count == 1 else f"{count} processes, streets split"
+        print(f"(c) gateway end to end ({label}), one reading per message")
+        run = gateways(traffic.single, count)
+        _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+        _where_the_cores_went(run)
+        print(f"    c/a = {run.rate / a_single.rate:.3f}; c/a' = {run.rate / a_manual.rate:.3f}")
+        runs["single", count] = run
+        print(
+            f"(c) gateway end to end ({label}), batched"
+            + (", timed after the warm-up messages" if traffic.warm_wires else "")
+        )
+        run = gateways(traffic.batched, count, warm=traffic.warm_wires)
+        _cpu(run.rate, run.cpu_s, run.stored, "gateway")
+        _where_the_cores_went(run)
+        print(f"    c/a = {run.rate / a_batched.rate:.3f}")
+        runs["batched", count] = run
+        influx_alone(f"after {label}")
+    b = statistics.median(b_run.rate for b_run in b_runs)
+    measured_b = ", ".join(f"{b_run.rate:,.0f}" for b_run in b_runs)
+    print(f"(b) median {b:,.0f} points/s of {measured_b}")
+    c_over_b = {count: runs["batched", count].rate / b for count in counts}
+    for count in counts:
+        print(f"    c/b = {c_over_b[count]:.3f} batched, {count} process(es)")
+    peak_count = max(counts, key=lambda n: runs["batched", n].rate)
+    c_batched = runs["batched", peak_count]
+    half = c_batched.rate / 2
+    print(
+        f"latency at half the batched peak ({half:,.0f} readings/s, {peak_count} "
+        "gateway process(es)), fire-alarm markers"
+        + (" after the warm-up messages" if traffic.warm_wires else "")
+    )
+    slice_readings = int(half * args.latency_s)
+    wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
+    total = 0
+    for wire in measured_batched:
+        if total >= slice_readings:
+            break
+        wires.append(wire)
+        total += wire[2]
+    paced = gateways(
+        wires, peak_count, rate=half, mark="/".join(traffic.mark_place), warm=traffic.warm_wires
+    )
+    p99: float | None = None
+    if paced.latencies_ms:
+        p99 = _percentile(paced.latencies_ms, 0.99)
+        print(
+            f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "
+            f"p99 {p99:.0f} ms, max "
+            f"{max(paced.latencies_ms):.0f} ms over {len(paced.latencies_ms)} markers "
+            f"(polled every {LATENCY_POLL_S * 1000:.0f} ms)"
+        )
+    print("gateway memory (child process VmHWM; baseline = VmRSS once subscribed)")
+    measured = [(f"{kind} ×{count}", run) for (kind, count), run in runs.items()]
+    for label, run in [*measured, ("paced", paced)]:
+        grown = run.hwm_kb - run.baseline_kb
+        print(
+            f"    {label:<11} peak {run.hwm_kb / 1024:7.1f} MiB, baseline "
+            f"{run.baseline_kb / 1024:6.1f} MiB, grown {grown / 1024:6.1f} MiB "
+            f"({grown * 1024 / traffic.devices:,.0f} B per device at {traffic.devices:,} devices)"
+        )
+    one = runs["batched", 1]
+    influx_us = one.spent.process_cpu_s / one.stored * 1e6 if one.spent and one.stored else 0.0
+    return Summary(
+        label=traffic.label,
+        gateway_us=one.cpu_s / one.stored * 1e6 if one.stored else 0.0,
+        influx_us=influx_us,
+        c_over_b=c_over_b,
+        p99_ms=p99,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--estates", type=int, default=20)
-    parser.add_argument("--minutes", type=float, default=20.0, help="simulated minutes")
+    parser.add_argument(
+        "--estates",
+        type=int,
+        default=20,
+        help="the replay: this many simulated estates with planned faults (0: none)",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=20.0, help="the replay's simulated minutes"
+    )
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=DISTRICT_DEVICES,
+        help="also a district's live traffic of this many devices (simulators/district.py; "
+        "default %(default)s; 0: none)",
+    )
+    parser.add_argument(
+        "--district-s",
+        type=float,
+        default=DISTRICT_S,
+        help="simulated seconds of the district's traffic measured (default %(default)s)",
+    )
+    parser.add_argument(
+        "--warm-s",
+        type=float,
+        default=WARM_S,
+        help="simulated seconds of district traffic before them that only warm the gateway "
+        "up, every device heard from once (default %(default)s)",
+    )
     parser.add_argument("--batch", type=int, default=100, help="readings per batch message")
     parser.add_argument(
         "--single", type=int, default=30_000, help="messages in the one-reading run"
@@ -1023,15 +1278,15 @@ def main() -> None:
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
-    parser.add_argument("--publish", nargs=4, metavar=("PORT", "FILE", "RATE", "MARK"))
+    parser.add_argument("--publish", nargs=5, metavar=("PORT", "FILE", "RATE", "MARK", "WARM"))
     parser.add_argument(
         "--count", nargs=5, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW", "PROTOCOL")
     )
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
-        port, traffic_file, rate, mark = args.publish
-        run_publisher(int(port), traffic_file, float(rate), mark)
+        port, traffic_file, rate, mark, warm = args.publish
+        run_publisher(int(port), traffic_file, float(rate), mark, int(warm))
     elif args.count:
         port, expected, drain, window, protocol = args.count
         run_counter(
