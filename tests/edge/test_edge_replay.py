@@ -59,7 +59,7 @@ def test_the_spool_bounds_a_peek_by_id(tmp_path: Path) -> None:
 
 
 def test_replay_rate_limit_from_file_and_environment(tmp_path: Path) -> None:
-    assert cfg.load(environ={}).edge.replay_rate_limit == 500.0
+    assert cfg.load(environ={}).edge.replay_rate_limit == 50.0
     path = tmp_path / "c.toml"
     path.write_text("[edge]\nreplay_rate_limit = 250\n", encoding="utf-8")
     config = cfg.load(path, environ={})
