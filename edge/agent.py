@@ -511,12 +511,13 @@ class EdgeAgent:
 
 
 def replay_batch_size(batch_max: int, rate: float) -> int:
-    """Readings in one backlog message: a fifth of a second's worth at the rate limit, so
-    the backlog goes out in small steps rather than one burst a second (at most
-    ``batch_max``, at least one)."""
+    """Readings in one backlog message: a second's worth at the rate limit (at most
+    ``batch_max``, at least one).  Not less: the gateway's cost is largely per message,
+    and a district's replaying edges in messages of a few readings cost it several times
+    what the same readings in full messages do (bench/replay_scenario.py)."""
     if rate <= 0:
         return batch_max
-    return max(1, min(batch_max, int(rate / 5)))
+    return max(1, min(batch_max, int(rate)))
 
 
 class ReplayPace:
