@@ -44,9 +44,9 @@ district's latency phase, ``district_scenarios`` runs on the same servers.
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
     .venv/bin/python bench/throughput.py --replay-only  # (r) only: bench/replay_scenario.py
 
-(r), after the district's latency phase (``district_scenarios``): live-reading latency while a tenth of the estates replay an
-hour of backlog, with and without the edge's replay pacing and the gateway's fair share
-(bench/replay_scenario.py).
+(r), after the district's latency phase (``district_scenarios``): live-reading latency
+while a tenth of the estates replay an hour of backlog, with and without the edge's replay
+pacing and the gateway's fair share (bench/replay_scenario.py).
 
 ``--memory-devices N``: one gateway process drains a district's first readings
 (``simulators/district.py``, N devices of a registry's family mix, each reporting two to
