@@ -43,6 +43,11 @@ district's latency phase, ``district_scenarios`` runs on the same servers.
         [--district-s 10] [--warm-s 10] [--single 30000] [--live]
     .venv/bin/python bench/throughput.py --profile batched  # cProfile of the pipeline only
     .venv/bin/python bench/throughput.py --memory-devices 100000  # one gateway's memory only
+    .venv/bin/python bench/throughput.py --replay-only  # (r) only: bench/replay_scenario.py
+
+(r), after the district's latency phase (``district_scenarios``): live-reading latency
+while a tenth of the estates replay an hour of backlog, with and without the edge's replay
+pacing and the gateway's fair share (bench/replay_scenario.py).
 
 ``--memory-devices N``: one gateway process drains a district's first readings
 (``simulators/district.py``, N devices of a registry's family mix, each reporting one to
@@ -82,6 +87,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import replay_scenario
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
@@ -1014,11 +1020,11 @@ def district_scenarios(
     args: argparse.Namespace,
     workdir: Path,
 ) -> None:
-    """Scenarios on the district's traffic, run after its latency phase on the same
-    servers: the place for the replay scenario (a share of ``district.estates`` replaying a
-    backlog, ``district.traffic(..., flush_ms=<the outage>, estates=[...])``, while live
-    traffic flows; ``gateway_end_to_end`` runs gateways on any wires and measures the live
-    markers' latency).  ``traffic`` is what the other phases measured."""
+    """(r), after the district's latency phase on the same servers: live readings' latency
+    while a tenth of a district replays an hour's backlog (``bench/replay_scenario.py``,
+    on a district of its own of 10,000 devices whose replaying edges are real agents in
+    one process; its docstring says why not this one's 100,000)."""
+    replay_scenario.measure(servers, workdir)
 
 
 def measure(args: argparse.Namespace) -> None:
@@ -1027,6 +1033,9 @@ def measure(args: argparse.Namespace) -> None:
         memory_at_scale(
             args.memory_devices, args.gateway_protocol, args.heap_trim_interval, args.alerts
         )
+        return
+    if args.replay_only:
+        replay_only()
         return
     started = time.perf_counter()
     traffics: list[Traffic] = []
@@ -1082,6 +1091,17 @@ def measure(args: argparse.Namespace) -> None:
         print(
             f"total {time.perf_counter() - started:.0f} s; load average {_load()}; servers stopped"
         )
+    finally:
+        servers.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def replay_only() -> None:
+    """(r) alone: bench/replay_scenario.py on servers of its own."""
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
+    servers = start_servers(workdir / "servers")
+    try:
+        replay_scenario.measure(servers, workdir)
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1339,6 +1359,12 @@ def main() -> None:
         action="store_true",
         help="with --memory-devices: the gateway runs its alert service (as in production); "
         "otherwise it is off in every measurement",
+    )
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only (r): live latency while a tenth of the estates replay "
+        "(bench/replay_scenario.py)",
     )
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")

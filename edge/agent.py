@@ -3,16 +3,25 @@
 Two tasks share the spool.  The poller reads the driver every ``poll_interval_s`` and
 appends what it returns; it never waits for the network.  The uplink connects (with a
 retained last will ``offline``), announces ``online`` (retained), and publishes the spool
-oldest first as batched envelopes with QoS 1, several messages awaiting PUBACK at once.  A
-reading leaves the spool only once the broker has acknowledged its message.  A clean stop
+as batched envelopes with QoS 1, several messages awaiting PUBACK at once.  A reading
+leaves the spool only once the broker has acknowledged its message.  A clean stop
 announces ``stopped`` (retained) before disconnecting, so the gateway tells planned
 maintenance from an outage.
 
+Live first, backlog paced.  What was spooled while the uplink was down (or by an earlier
+run) is the connection's backlog; what is spooled once it is up is live.  Live readings go
+out as soon as they are spooled, oldest first; the backlog, oldest first, at most
+``[edge] replay_rate_limit`` readings a second, with one in-flight slot kept for live
+messages, and marked ``"replay": true`` so the gateway queues it behind live traffic
+(docs/protocol.md).  A fire alarm during the replay of an hour's backlog is therefore
+sent at once, and a district's edges reconnecting together do not bury the gateway.
+
 When the connection fails, everything in flight is abandoned and the next connection
-starts again from the oldest spooled reading: messages the broker received but did not
-acknowledge are sent again (the gateway drops the repeated readings), and each
-device's readings still reach the broker in order, because one TCP connection delivers in
-order and the replay restarts from the oldest.
+starts again with everything still spooled as its backlog: messages the broker received
+but did not acknowledge are sent again (the gateway drops the repeated readings).  Within
+the backlog and within the live readings each device's readings reach the broker in
+order; a device's live readings overtake its backlog, and the gateway's duplicate windows
+and detection expect that (docs/detection.md, "Replayed readings").
 """
 
 from __future__ import annotations
@@ -71,6 +80,7 @@ class EdgeStats:
     samples_read: int = 0  # samples returned by the driver
     readings_spooled: int = 0  # readings appended to the spool by this agent
     readings_acked: int = 0  # readings whose message the broker acknowledged
+    readings_replayed: int = 0  # of those, readings sent as a connection's backlog
     messages_acked: int = 0
     connects: int = 0  # successful connections, the first included
     reconnects: int = 0  # successful connections after the first
@@ -82,15 +92,19 @@ class EdgeStats:
     connected: bool = False
 
 
-def envelope_payload(edge_id: str, bodies: Sequence[bytes]) -> bytes:
-    """The JSON of ``Envelope(v, edge, readings)`` built from readings already encoded.
+def envelope_payload(edge_id: str, bodies: Sequence[bytes], *, replay: bool = False) -> bytes:
+    """The JSON of ``Envelope(v, edge, readings, replay)`` built from readings already
+    encoded.
 
     Spooled readings are stored encoded, so a batch is spliced, not decoded and re-encoded.
+    The replay marker comes before the readings, where the gateway's network thread looks
+    for it without decoding the message (gateway.transport.inbox).
     """
     return b"".join(
         (
             b'{"v":',
             str(SCHEMA_VERSION).encode(),
+            b',"replay":true' if replay else b"",
             b',"edge":',
             msgspec.json.encode(edge_id),
             b',"readings":[',
@@ -125,6 +139,15 @@ class EdgeAgent:
         self._tls = client_tls_context(mqtt)
         self._batch_max = max(1, min(edge.batch_max_readings, MAX_READINGS_PER_MESSAGE))
         self._max_inflight = max(1, edge.max_inflight_messages)
+        if edge.replay_rate_limit < 0:
+            raise ValueError(
+                "edge.replay_rate_limit must be at least 0 (0: no limit), "
+                f"not {edge.replay_rate_limit}"
+            )
+        self._replay_rate = edge.replay_rate_limit
+        self._replay_batch = replay_batch_size(self._batch_max, edge.replay_rate_limit)
+        # One slot stays free for live messages while the backlog is sent.
+        self._max_backlog_inflight = max(1, self._max_inflight - 1)
         self.place = place
         self._driver = driver
         self._clock = clock
@@ -141,6 +164,9 @@ class EdgeAgent:
             warn_fraction=edge.spool_warn_fraction,
         )
         self._stats = EdgeStats(pending=self._spool.pending())
+        # An earlier run's spool is the first connection's backlog.
+        self._backlog_to = self._spool.last_id()
+        self._backlog_inflight = 0
         self._topic = batch_topic(place.district, place.street, place.estate, place.edge_id)
         self._status_topic = edge_status_topic(
             place.district, place.street, place.estate, place.edge_id
@@ -365,6 +391,7 @@ class EdgeAgent:
             if self._stats.connects > 1:
                 self._stats.reconnects += 1
             self._stats.connected = True
+            self._backlog_to = self._backlog_at_connect()
             await client.publish(self._status_topic, self._status("online"), qos=1, retain=True)
             log.log(
                 logging.WARNING if self._failures else logging.INFO,
@@ -393,41 +420,89 @@ class EdgeAgent:
             )
             # Leaving the stack sends DISCONNECT: the broker discards the last will.
 
+    def _backlog_at_connect(self) -> int:
+        """The last spool id of the new connection's backlog (0: none): what was spooled
+        while the uplink was down or before a first connection that failed, or, on a first
+        connection made at once, what an earlier run left."""
+        if self._failures or self._stats.connects > 1:
+            return self._spool.last_id()
+        return self._backlog_to
+
     async def _pump(self, client: aiomqtt.Client) -> None:
-        """Publish the spool until it is empty after stop; raise when the connection fails."""
+        """Publish the spool, live readings first and the backlog paced, until it is empty
+        after stop; raise when the connection fails."""
         slots = asyncio.Semaphore(self._max_inflight)
-        cursor = 0  # the last spool id handed to this connection
+        backlog_to = self._backlog_to  # readings up to this id are the backlog
+        live_cursor = backlog_to  # the last live spool id handed to this connection
+        backlog_cursor = 0  # the last backlog spool id handed to this connection
+        pace = ReplayPace(self._replay_rate)
+        clock = asyncio.get_running_loop().time
         max_bytes = MAX_PAYLOAD_BYTES - _ENVELOPE_ROOM - len(self.place.edge_id)
         async with asyncio.TaskGroup() as tasks:
             watcher = tasks.create_task(self._watch_connection(client))
             while True:
                 await slots.acquire()
                 self._wake.clear()
-                batch = self._spool.peek_raw(self._batch_max, cursor, max_bytes)
+                batch = self._spool.peek_raw(self._batch_max, live_cursor, max_bytes)
                 if batch:
-                    cursor = batch[-1][0]
+                    live_cursor = batch[-1][0]
                     self._inflight += 1
-                    tasks.create_task(self._publish(client, batch, slots))
+                    tasks.create_task(self._publish(client, batch, slots, replay=False))
                     continue
+                wait: float | None = None  # until a reading is spooled or a message acked
+                if backlog_cursor < backlog_to and (
+                    self._backlog_inflight < self._max_backlog_inflight
+                ):
+                    wait = pace.wait(clock())
+                    if wait <= 0:
+                        batch = self._spool.peek_raw(
+                            self._replay_batch, backlog_cursor, max_bytes, up_to_id=backlog_to
+                        )
+                        if batch:
+                            backlog_cursor = batch[-1][0]
+                            pace.spend(len(batch), clock())
+                            self._inflight += 1
+                            self._backlog_inflight += 1
+                            tasks.create_task(self._publish(client, batch, slots, replay=True))
+                            continue
+                        backlog_cursor = backlog_to
+                        wait = None
                 slots.release()
-                if self._draining.is_set() and self._inflight == 0:
-                    break
-                await self._wake.wait()
+                if backlog_cursor >= backlog_to:
+                    self._backlog_to = 0  # all handed out: nothing of it waits for pacing
+                    if self._draining.is_set() and self._inflight == 0:
+                        break
+                if wait is None:
+                    await self._wake.wait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
             watcher.cancel()
 
     async def _publish(
-        self, client: aiomqtt.Client, batch: list[tuple[int, bytes]], slots: asyncio.Semaphore
+        self,
+        client: aiomqtt.Client,
+        batch: list[tuple[int, bytes]],
+        slots: asyncio.Semaphore,
+        *,
+        replay: bool,
     ) -> None:
         try:
-            payload = envelope_payload(self.place.edge_id, [body for _, body in batch])
+            payload = envelope_payload(
+                self.place.edge_id, [body for _, body in batch], replay=replay
+            )
             # QoS 1: aiomqtt 2.x returns only once paho has seen the PUBACK.
             await client.publish(self._topic, payload, qos=1)
             self._spool.remove([id_ for id_, _ in batch])
             self._stats.readings_acked += len(batch)
+            if replay:
+                self._stats.readings_replayed += len(batch)
             self._stats.messages_acked += 1
             self._stats.pending = self._spool.pending()
         finally:
             self._inflight -= 1
+            if replay:
+                self._backlog_inflight -= 1
             slots.release()
             self._wake.set()
             self._acked.set()
@@ -442,6 +517,34 @@ class EdgeAgent:
         async for _ in client.messages:
             pass  # nothing is subscribed
         raise aiomqtt.MqttError("connection closed")
+
+
+def replay_batch_size(batch_max: int, rate: float) -> int:
+    """Readings in one backlog message: a second's worth at the rate limit (at most
+    ``batch_max``, at least one).  Not less: the gateway's cost is largely per message,
+    and a district's replaying edges in messages of a few readings cost it several times
+    what the same readings in full messages do (bench/replay_scenario.py)."""
+    if rate <= 0:
+        return batch_max
+    return max(1, min(batch_max, int(rate)))
+
+
+class ReplayPace:
+    """The backlog's rate limit: ``rate`` readings a second on average (0: no limit), a
+    message at a time (a message may go once the previous ones' readings have been paid
+    for at that rate)."""
+
+    def __init__(self, rate: float) -> None:
+        self._rate = rate
+        self._free_at = float("-inf")
+
+    def wait(self, now: float) -> float:
+        """Seconds until the next backlog message may go (0 or less: now)."""
+        return 0.0 if self._rate <= 0 else self._free_at - now
+
+    def spend(self, readings: int, now: float) -> None:
+        if self._rate > 0:
+            self._free_at = max(self._free_at, now) + readings / self._rate
 
 
 def _describe(error: BaseException) -> str:

@@ -233,14 +233,26 @@ class Spool:
         """Bytes of readings stored (what ``max_bytes`` bounds)."""
         return self._bytes
 
+    def last_id(self) -> int:
+        """The id of the newest stored reading (0 when the spool is empty): readings
+        spooled later have higher ids."""
+        row = self._db.execute("SELECT MAX(id) FROM readings").fetchone()
+        return int(row[0] or 0)
+
     def peek_raw(
-        self, limit: int, after_id: int = 0, max_bytes: int | None = None
+        self,
+        limit: int,
+        after_id: int = 0,
+        max_bytes: int | None = None,
+        *,
+        up_to_id: int | None = None,
     ) -> list[tuple[int, bytes]]:
-        """Up to ``limit`` stored readings with an id above ``after_id``, oldest first, as
-        their encoded JSON; stops before ``max_bytes`` of bodies (always at least one)."""
+        """Up to ``limit`` stored readings with an id above ``after_id`` (and at most
+        ``up_to_id``), oldest first, as their encoded JSON; stops before ``max_bytes`` of
+        bodies (always at least one)."""
         rows: list[tuple[int, bytes]] = self._db.execute(
-            "SELECT id, body FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
+            "SELECT id, body FROM readings WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after_id, (1 << 63) - 1 if up_to_id is None else up_to_id, limit),
         ).fetchall()
         if max_bytes is None:
             return rows

@@ -85,6 +85,17 @@ class StatsOut(BaseModel):
     write_retries: int
     acked: int = Field(description="MQTT messages acknowledged")
     queued: int = Field(description="messages waiting for the processing thread")
+    messages_backlog: int = Field(
+        description="messages received marked as an edge's replayed backlog (docs/protocol.md)"
+    )
+    queued_backlog: int = Field(
+        description="of the messages waiting, those of the backlog lane (taken after live "
+        "ones, at a guaranteed share)"
+    )
+    replayed_unjudged: int = Field(
+        description="replayed readings stored without being judged (older than their "
+        "device's live readings; events are judged)"
+    )
     seq_faults: int = Field(
         description="readings stored that broke their device's numbering: a sequence "
         "number back with a newer timestamp (an edge box replaced) or far ahead"

@@ -39,6 +39,11 @@ class GatewayStats:
     seq_faults: int = (
         0  # new readings that broke their device's numbering (gateway.transport.dedup)
     )
+    # Messages queued as an edge's replayed backlog (gateway.transport.inbox), of those
+    # waiting the backlog ones, and replayed readings stored without being judged.
+    messages_backlog: int = 0
+    queued_backlog: int = 0
+    replayed_unjudged: int = 0
     # Per "edge/device", of the devices with the most (SEQ_FAULT_DEVICES_SHOWN).
     seq_faults_by_device: dict[str, int] = field(default_factory=dict)
 
@@ -105,6 +110,23 @@ class GatewayMetrics:
         self.queue_depth = Gauge(
             "jiayuan_gateway_queue_depth",
             "MQTT messages waiting for the processing thread",
+            registry=r,
+        )
+        self.backlog_queue_depth = Gauge(
+            "jiayuan_gateway_backlog_queue_depth",
+            "Of the messages waiting for the processing thread, those of an edge's replayed "
+            "backlog (taken after live ones, at a guaranteed share)",
+            registry=r,
+        )
+        self.backlog_messages = Gauge(
+            "jiayuan_gateway_backlog_messages",
+            "MQTT messages received marked as an edge's replayed backlog",
+            registry=r,
+        )
+        self._replayed_unjudged = Counter(
+            "jiayuan_gateway_readings_replayed_unjudged",
+            "Readings of an edge's replayed backlog stored without being judged (they are "
+            "older than the device's live readings; events are judged)",
             registry=r,
         )
         self.mqtt_unstable = Gauge(
@@ -184,7 +206,18 @@ class GatewayMetrics:
     def acked(self, count: int) -> None:
         self._add("acked", count)
 
-    def snapshot(self, anomalies_open: int = 0, queued: int = 0) -> GatewayStats:
+    def replayed_unjudged(self, count: int) -> None:
+        self._replayed_unjudged.inc(count)
+        self._add("replayed_unjudged", count)
+
+    def snapshot(
+        self,
+        anomalies_open: int = 0,
+        queued: int = 0,
+        *,
+        messages_backlog: int = 0,
+        queued_backlog: int = 0,
+    ) -> GatewayStats:
         with self._lock:
             counts = dict(self._counts)
             return GatewayStats(
@@ -205,6 +238,9 @@ class GatewayMetrics:
                 detection_failures=counts.get("detection_failures", 0),
                 seq_faults=counts.get("seq_faults", 0),
                 seq_faults_by_device=dict(self._seq_faults.most_common(SEQ_FAULT_DEVICES_SHOWN)),
+                messages_backlog=messages_backlog,
+                queued_backlog=queued_backlog,
+                replayed_unjudged=counts.get("replayed_unjudged", 0),
             )
 
     def exposition(self) -> bytes:

@@ -183,6 +183,7 @@ class Pipeline:
         places = self._places.get(estate)
         if places is None:
             places = self._places[estate] = {}
+        replayed_unjudged = 0
         for reading in envelope.readings:
             problem = check_reading(reading, topic, now, self.window)
             if problem is not None:
@@ -209,7 +210,15 @@ class Pipeline:
                     True,
                 )
             )
+            if envelope.replay and reading.event is None:
+                # An edge's backlog arrives after the device's live readings: judged, its
+                # values would rewind the device's rules and baselines.  Stored only; an
+                # event is still judged, with its own time (docs/detection.md).
+                replayed_unjudged += 1
+                continue
             accepted.append((place, reading, message.received_ms))
+        if replayed_unjudged:
+            self.metrics.replayed_unjudged(replayed_unjudged)
 
     def _seq_fault(self, edge: str, reading: Reading, verdict: int) -> None:
         """Count a reading that breaks its device's numbering (it is stored all the same);

@@ -29,7 +29,7 @@ from gateway.processor import Processor
 from gateway.storage.deadletters import DeadLetterFilter, DeadLetterStore, StoredDeadLetter
 from gateway.storage.writer import BatchWriter
 from gateway.throughput_log import ThroughputLog
-from gateway.transport.inbox import Inbox
+from gateway.transport.inbox import BACKLOG, Inbox
 from gateway.transport.ingest import ALL_STREETS, MqttIngest, owned_streets
 from jiayuan import compiled
 from jiayuan.anomaly import Anomaly
@@ -284,7 +284,10 @@ class Gateway:
     @property
     def stats(self) -> GatewayStats:
         return self.metrics.snapshot(
-            anomalies_open=self.detector.book.open_count, queued=self._inbox.qsize()
+            anomalies_open=self.detector.book.open_count,
+            queued=self._inbox.qsize(),
+            messages_backlog=self._inbox.received(BACKLOG),
+            queued_backlog=self._inbox.waiting(BACKLOG),
         )
 
     @property
@@ -329,5 +332,7 @@ class Gateway:
 
     def metrics_exposition(self) -> bytes:
         self.metrics.queue_depth.set(self._inbox.qsize())
+        self.metrics.backlog_queue_depth.set(self._inbox.waiting(BACKLOG))
+        self.metrics.backlog_messages.set(self._inbox.received(BACKLOG))
         self.metrics.mqtt_unstable.set(1 if self.ingest.unstable else 0)
         return self.metrics.exposition()

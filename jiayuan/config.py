@@ -157,6 +157,11 @@ class EdgeConfig:
     batch_max_readings: int = 500
     # Batch messages published and not yet acknowledged by the broker (QoS 1).
     max_inflight_messages: int = 20
+    # Readings a second at most when sending what was spooled while the uplink was down
+    # (live readings go first, unpaced): an estate of 20 devices drains an hour's backlog
+    # in about three minutes.  Size it so that the edges replaying together stay within
+    # the gateway's headroom (docs/scaling.md, "After an outage").  0 means no limit.
+    replay_rate_limit: float = 50.0
     # Disk budget of the edge spool (bytes of readings stored), for an uplink outage of any
     # length; a warning at spool_warn_fraction of it; when full the oldest readings are
     # dropped (newest matter most), counted and logged.  0 means no budget.

@@ -222,10 +222,12 @@ class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         return (self.device, self.seq)
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     v: int
     edge: str
     readings: list[Reading]
+    # Sent from the edge's backlog after an uplink outage (docs/protocol.md, "Replay").
+    replay: bool = False
 
 
 class EdgeStatus(msgspec.Struct, forbid_unknown_fields=True):

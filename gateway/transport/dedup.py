@@ -144,8 +144,9 @@ class SeqWindow(Stateful):
                     newest[w] = ts
                     return RESET
                 return self._open(slot, seq, ts, RESET)
-        if below < 0:  # behind every window
-            return self._open(slot, seq, ts, RESET)
+        if below < 0:  # behind every window: a reset if newer, else a late reading (a
+            # backlog sent after the device's live readings, docs/protocol.md "Replay")
+            return self._open(slot, seq, ts, RESET if ts > newest[slot] else NEW)
         far = seq - highs[below] > ts - newest[below]
         return self._open(slot, seq, ts, JUMP if far else NEW)
 

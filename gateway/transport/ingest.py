@@ -133,7 +133,7 @@ class MqttIngest:
         self._loop = NetworkLoop(
             client,
             self._live_session,
-            held_back=lambda: inbox.waiting_bytes > MAX_WAITING_BYTES,
+            held_back=lambda: inbox.held_back(MAX_WAITING_BYTES),
             min_delay_s=1,
             max_delay_s=10,
         )
