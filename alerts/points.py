@@ -94,13 +94,14 @@ class PointBuffer:
     Two events of one series in the same millisecond (two ports of one charger raised in
     one batch, two escalation steps in one tick) would overwrite each other in InfluxDB,
     so a later one is moved on by a millisecond.  ``limit`` bounds memory if nobody
-    drains; the oldest lines go first and are counted in ``dropped``.
+    drains; the oldest lines go first and are counted in ``dropped``.  The lines are kept
+    in UTF-8: a line with a Chinese title is some 290 bytes so, and twice that as text.
     """
 
     SERIES_MEMORY = 10_000
 
     def __init__(self, limit: int = 100_000) -> None:
-        self._lines: deque[str] = deque()
+        self._lines: deque[bytes] = deque()
         self._limit = limit
         self._last_ts: dict[tuple[str, ...], int] = {}
         self._lock = threading.Lock()
@@ -116,10 +117,14 @@ class PointBuffer:
             if len(self._lines) >= self._limit:
                 self._lines.popleft()
                 self.dropped += 1
-            self._lines.append(alert_line(event, ts))
+            self._lines.append(alert_line(event, ts).encode("utf-8"))
 
-    def drain(self) -> list[str]:
+    def drain_encoded(self) -> list[bytes]:
+        """The lines held, in UTF-8, oldest first; the buffer is then empty."""
         with self._lock:
             lines = list(self._lines)
             self._lines.clear()
         return lines
+
+    def drain(self) -> list[str]:
+        return [line.decode("utf-8") for line in self.drain_encoded()]

@@ -46,6 +46,10 @@ OPEN_GAUGE_EVERY_S = 10.0
 # Alert points waiting for InfluxDB while it is down; beyond this the oldest are dropped
 # (the SQLite history keeps every step, so the points can be rebuilt from it).
 MAX_PENDING_POINTS = 100_000
+# Alert points sent to InfluxDB in one request at most: a district's outage raises an
+# alert a device at once, and one request of all their lines would hold the lines, their
+# joined body and its copy in the HTTP request side by side.
+WRITE_CHUNK_POINTS = 5_000
 COMPANIES_REFRESH_MS = 60_000
 
 
@@ -87,7 +91,7 @@ class AlertService:
         )
         self._ledger = CallbackLedger(state_dir / CALLBACK_LEDGER_FILE)
         self._influx = InfluxClient(config.influx)
-        self._pending_lines: list[str] = []
+        self._pending_lines: list[bytes] = []  # alert points in UTF-8, oldest first
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alerts-timer", daemon=True)
         self._next_gauge_ms = 0
@@ -219,7 +223,8 @@ class AlertService:
         if now >= self._next_gauge_ms:
             self._next_gauge_ms = now + int(OPEN_GAUGE_EVERY_S * 1000)
             try:
-                self._pending_lines += alert_open_lines(self.engine.open_counts(now), now)
+                gauge = alert_open_lines(self.engine.open_counts(now), now)
+                self._pending_lines += [line.encode("utf-8") for line in gauge]
             except Exception:
                 log.exception("counting open alerts failed")
         self._flush_points()
@@ -227,12 +232,14 @@ class AlertService:
             timer(now)
 
     def _flush_points(self, final: bool = False) -> None:
-        self._pending_lines += self.points.drain()
+        self._pending_lines += self.points.drain_encoded()
         if not self._pending_lines:
             return
         try:
-            self._influx.write(self._pending_lines)
-            self._pending_lines = []
+            # In order, each chunk dropped once written: a failure keeps the rest.
+            while self._pending_lines:
+                self._influx.write(b"\n".join(self._pending_lines[:WRITE_CHUNK_POINTS]))
+                del self._pending_lines[:WRITE_CHUNK_POINTS]
         except Exception as error:
             dropped = max(0, len(self._pending_lines) - MAX_PENDING_POINTS)
             del self._pending_lines[:dropped]
