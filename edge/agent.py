@@ -9,7 +9,9 @@ announces ``stopped`` (retained) before disconnecting, so the gateway tells plan
 maintenance from an outage.
 
 Live first, backlog paced.  What was spooled while the uplink was down (or by an earlier
-run) is the connection's backlog; what is spooled once it is up is live.  Live readings go
+run) is the connection's backlog, unless it spans at most ``IN_ORDER_BACKLOG_MS`` (15
+minutes) of device time: a short outage's readings go out first, in order, and the gateway
+judges all of them.  What is spooled once the connection is up is live.  Live readings go
 out as soon as they are spooled, oldest first; the backlog, oldest first, at most
 ``[edge] replay_rate_limit`` readings a second, with one in-flight slot kept for live
 messages, and marked ``"replay": true`` so the gateway queues it behind live traffic
@@ -59,6 +61,13 @@ log = logging.getLogger(__name__)
 
 # Room for the envelope around the readings, so a batch never exceeds MAX_PAYLOAD_BYTES.
 _ENVELOPE_ROOM = 200
+
+
+# A short outage's backlog is sent before the live readings, in order and not marked as a
+# replay, so the gateway judges all of it (a fault that began and ended while the uplink
+# was down still raises its alert); a longer one goes live first, its backlog paced, stored
+# and judged only for its events (docs/detection.md, "Replayed readings").
+IN_ORDER_BACKLOG_MS = 15 * 60_000
 
 
 def wall_clock_ms() -> int:
@@ -423,10 +432,16 @@ class EdgeAgent:
     def _backlog_at_connect(self) -> int:
         """The last spool id of the new connection's backlog (0: none): what was spooled
         while the uplink was down or before a first connection that failed, or, on a first
-        connection made at once, what an earlier run left."""
+        connection made at once, what an earlier run left.  A backlog spanning at most
+        ``IN_ORDER_BACKLOG_MS`` of device time is no backlog: it goes out first, in order
+        and unmarked, so the gateway judges every reading of a short outage."""
         if self._failures or self._stats.connects > 1:
-            return self._spool.last_id()
-        return self._backlog_to
+            last = self._spool.last_id()
+        else:
+            last = self._backlog_to
+        if last and self._spool.span_ms(last) <= IN_ORDER_BACKLOG_MS:
+            return 0
+        return last
 
     async def _pump(self, client: aiomqtt.Client) -> None:
         """Publish the spool, live readings first and the backlog paced, until it is empty

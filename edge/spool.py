@@ -263,6 +263,19 @@ class Spool:
                 return rows[:index]
         return rows
 
+    def span_ms(self, up_to_id: int) -> int:
+        """Device time from the oldest stored reading to the newest with an id at most
+        ``up_to_id`` (0 when there are none)."""
+        oldest = self._db.execute(
+            "SELECT body FROM readings WHERE id <= ? ORDER BY id LIMIT 1", (up_to_id,)
+        ).fetchone()
+        newest = self._db.execute(
+            "SELECT body FROM readings WHERE id <= ? ORDER BY id DESC LIMIT 1", (up_to_id,)
+        ).fetchone()
+        if oldest is None or newest is None:
+            return 0
+        return max(0, _decoder.decode(newest[0]).ts - _decoder.decode(oldest[0]).ts)
+
     def peek(self, limit: int, after_id: int = 0) -> list[tuple[int, Reading]]:
         """Up to ``limit`` stored readings with an id above ``after_id``, oldest first."""
         return [(id_, _decoder.decode(body)) for id_, body in self.peek_raw(limit, after_id)]
