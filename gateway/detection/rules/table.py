@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -244,42 +245,32 @@ class TableRules(Stateful):
         self._count = grown(self._count, rows, 0)
 
     def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
-        """The devices' kept values as a dict each, in column order, absent ones left out.
-
-        Rows are grouped by which of their cells are set and how (a handful of patterns
-        in a batch): each group's numbers come out of the arrays in one read, and each
-        device's dict is filled from its list in one ``update``, so a device costs about
-        the same whether it has one reading in the batch or many."""
-        mapping = self.mapping
-        if not self.columns:
-            return {row: mapping() for row in rows}
+        """The devices' kept values as a dict each (one array read for the batch), in
+        column order, absent ones left out.  A row of floats only (and absent cells) fills
+        its dict in one ``update`` from the arrays' lists; a row holding an int or a value
+        of the side table goes cell by cell."""
         at = np.array(rows, dtype=np.int64)
         kinds = self._types[at]
-        numbers = self._values[at]
-        patterns, group_of = np.unique(kinds, axis=0, return_inverse=True)
-        group_of = group_of.reshape(-1)
+        plain = ~((kinds == _INT) | (kinds == _OTHER)).any(axis=1)
+        kinds_of, numbers_of = kinds.tolist(), self._values[at].tolist()
         loaded: dict[int, dict[str, Value]] = {}
-        columns, others = self.columns, self._others
-        for group, pattern in enumerate(patterns):
-            members = np.flatnonzero(group_of == group)
-            set_columns = np.flatnonzero(pattern != _ABSENT)
-            names = [columns[column] for column in set_columns.tolist()]
-            # Cells that are not a float: an int to convert, or a value of the side table.
-            special = [
-                (k, column, int(pattern[column]))
-                for k, column in enumerate(set_columns.tolist())
-                if pattern[column] != _FLOAT
-            ]
-            lists = numbers[np.ix_(members, set_columns)].tolist()
-            for k, cells in zip(members.tolist(), lists, strict=True):
-                row = rows[k]
-                for position, column, kind in special:
-                    if kind == _INT:
-                        cells[position] = int(cells[position])
-                    else:
-                        cells[position] = others[(row, column)]
-                values = loaded[row] = mapping()
-                values.update(zip(names, cells, strict=True))
+        columns, others, mapping = self.columns, self._others, self.mapping
+        for row, kinds_now, numbers, floats_only in zip(
+            rows, kinds_of, numbers_of, plain.tolist(), strict=True
+        ):
+            values = loaded[row] = mapping()
+            if floats_only:  # _ABSENT is 0: compress leaves the absent cells out
+                values.update(compress(zip(columns, numbers, strict=True), kinds_now))
+                continue
+            for column, (name, kind, value) in enumerate(
+                zip(columns, kinds_now, numbers, strict=True)
+            ):
+                if kind == _INT:
+                    values[name] = int(value)
+                elif kind == _FLOAT:
+                    values[name] = value
+                elif kind == _OTHER:
+                    values[name] = others[(row, column)]
         return loaded
 
     def _store(
