@@ -245,34 +245,29 @@ class TableRules(Stateful):
         self._count = grown(self._count, rows, 0)
 
     def _load(self, rows: list[int]) -> tuple[dict[int, dict[str, Value]], set[int]]:
-        """The devices' kept values as a dict each (one array read for the batch), in
-        column order, absent ones left out.  A row of floats only (and absent cells) fills
-        its dict in one ``update`` from the arrays' lists; a row holding an int or a value
-        of the side table goes cell by cell.  Also returns the rows of floats only."""
+        """The devices' kept values as a dict each, in column order, absent ones left out;
+        and the rows holding floats only.  The cells become Python values for the whole
+        batch at once (ints from their exact float64, the side table's values where a
+        cell is one of those), and each device's dict is filled in one ``update``."""
         at = np.array(rows, dtype=np.int64)
         kinds = self._types[at]
-        plain = ~((kinds == _INT) | (kinds == _OTHER)).any(axis=1)
-        kinds_of, numbers_of = kinds.tolist(), self._values[at].tolist()
+        numbers = self._values[at]
+        cells = numbers.astype(object)
+        ints = kinds == _INT
+        if ints.any():
+            cells[ints] = numbers[ints].astype(np.int64).astype(object)
+        side = kinds == _OTHER
+        if side.any():
+            for k, column in zip(*np.nonzero(side), strict=True):
+                cells[k, column] = self._others[(rows[k], int(column))]
+        plain = ~(ints | side).any(axis=1)
         loaded: dict[int, dict[str, Value]] = {}
-        floats: set[int] = set()
-        columns, others, mapping = self.columns, self._others, self.mapping
-        for row, kinds_now, numbers, floats_only in zip(
-            rows, kinds_of, numbers_of, plain.tolist(), strict=True
-        ):
+        columns, mapping = self.columns, self.mapping
+        for row, kinds_now, values_now in zip(rows, kinds.tolist(), cells.tolist(), strict=True):
             values = loaded[row] = mapping()
-            if floats_only:  # _ABSENT is 0: compress leaves the absent cells out
-                values.update(compress(zip(columns, numbers, strict=True), kinds_now))
-                floats.add(row)
-                continue
-            for column, (name, kind, value) in enumerate(
-                zip(columns, kinds_now, numbers, strict=True)
-            ):
-                if kind == _INT:
-                    values[name] = int(value)
-                elif kind == _FLOAT:
-                    values[name] = value
-                elif kind == _OTHER:
-                    values[name] = others[(row, column)]
+            # _ABSENT is 0: compress leaves the absent cells out.
+            values.update(compress(zip(columns, values_now, strict=True), kinds_now))
+        floats = {row for row, only in zip(rows, plain.tolist(), strict=True) if only}
         return loaded, floats
 
     def _store(
