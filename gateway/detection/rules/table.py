@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from itertools import compress, repeat
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -244,49 +244,42 @@ class TableRules(Stateful):
         self._active = grown(self._active, rows, False)
         self._count = grown(self._count, rows, 0)
 
-    def _load(self, rows: list[int]) -> tuple[dict[int, dict[str, Value]], set[int]]:
-        """The devices' kept values as a dict each, in column order, absent ones left out;
-        and the rows holding floats only.  The cells become Python values for the whole
-        batch at once (ints from their exact float64, the side table's values where a
-        cell is one of those), and each device's dict is filled in one ``update``."""
+    def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
+        """The devices' kept values as a dict each (one array read for the batch), in
+        column order, absent ones left out.  A row of floats only (and absent cells) fills
+        its dict in one ``update`` from the arrays' lists; a row holding an int or a value
+        of the side table goes cell by cell."""
         at = np.array(rows, dtype=np.int64)
         kinds = self._types[at]
-        numbers = self._values[at]
-        cells = numbers.astype(object)
-        ints = kinds == _INT
-        if ints.any():
-            cells[ints] = numbers[ints].astype(np.int64).astype(object)
-        side = kinds == _OTHER
-        if side.any():
-            for k, column in zip(*np.nonzero(side), strict=True):
-                cells[k, column] = self._others[(rows[k], int(column))]
-        plain = ~(ints | side).any(axis=1)
+        plain = ~((kinds == _INT) | (kinds == _OTHER)).any(axis=1)
+        kinds_of, numbers_of = kinds.tolist(), self._values[at].tolist()
         loaded: dict[int, dict[str, Value]] = {}
-        columns, mapping = self.columns, self.mapping
-        for row, kinds_now, values_now in zip(rows, kinds.tolist(), cells.tolist(), strict=True):
+        columns, others, mapping = self.columns, self._others, self.mapping
+        for row, kinds_now, numbers, floats_only in zip(
+            rows, kinds_of, numbers_of, plain.tolist(), strict=True
+        ):
             values = loaded[row] = mapping()
-            # _ABSENT is 0: compress leaves the absent cells out.
-            values.update(compress(zip(columns, values_now, strict=True), kinds_now))
-        floats = {row for row, only in zip(rows, plain.tolist(), strict=True) if only}
-        return loaded, floats
+            if floats_only:  # _ABSENT is 0: compress leaves the absent cells out
+                values.update(compress(zip(columns, numbers, strict=True), kinds_now))
+                continue
+            for column, (name, kind, value) in enumerate(
+                zip(columns, kinds_now, numbers, strict=True)
+            ):
+                if kind == _INT:
+                    values[name] = int(value)
+                elif kind == _FLOAT:
+                    values[name] = value
+                elif kind == _OTHER:
+                    values[name] = others[(row, column)]
+        return loaded
 
     def _store(
-        self,
-        current: Mapping[int, Mapping[str, Value]],
-        before: Mapping[int, Mapping[str, Value]],
-        floats: set[int],
+        self, current: Mapping[int, Mapping[str, Value]], before: Mapping[int, Mapping[str, Value]]
     ) -> None:
         """Write back the cells the batch changed, every device's in one array write (a
         value is the same only if it is the same type too).  Only the names a device has:
         a batch adds and changes kept values but never removes one (what ``derive``
-        recomputes is gone after each reading), so a column absent now was absent before.
-
-        A device loaded with floats only that still has floats only, under the same names,
-        keeps every cell's kind: its whole row of numbers is written (NaN where absent, as
-        it was), without comparing cell by cell."""
-        columns, width = self.columns, len(self.columns)
-        whole_rows: list[int] = []
-        whole_numbers: list[list[Value]] = []
+        recomputes is gone after each reading), so a column absent now was absent before."""
         column_of, others = self._column_of, self._others
         at_rows: list[int] = []
         at_columns: list[int] = []
@@ -294,12 +287,6 @@ class TableRules(Stateful):
         kinds: list[int] = []
         for row, values in current.items():
             was = before[row]
-            if row in floats and len(values) == len(was):
-                cells = list(map(values.get, columns, repeat(math.nan, width)))
-                if list(map(type, cells)).count(float) == width:
-                    whole_rows.append(row)
-                    whole_numbers.append(cells)
-                    continue
             for name, new in values.items():
                 old = was.get(name, _GONE)
                 if new is old or (type(new) is type(old) and new == old):
@@ -321,8 +308,6 @@ class TableRules(Stateful):
         if at_rows:
             self._values[at_rows, at_columns] = numbers
             self._types[at_rows, at_columns] = kinds
-        if whole_rows:
-            self._values[whole_rows] = whole_numbers
 
     def _evaluate_checks(
         self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
@@ -335,11 +320,11 @@ class TableRules(Stateful):
         one of its checks' opening conditions holds: otherwise no check can move."""
         rows = [self._row(place.key) for place, _ in items]
         devices = list(dict.fromkeys(rows))
-        current, floats = self._load(devices)
+        current = self._load(devices)
         before = {row: values.copy() for row, values in current.items()}
         open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
         _check_readings(self, rows, items, current, open_rows, out)
-        self._store(current, before, floats)
+        self._store(current, before)
 
     def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
         """Step every check of a device that is not at rest by one reading."""
