@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import compress
 from typing import Any
 
 import numpy as np
@@ -244,14 +245,26 @@ class TableRules(Stateful):
         self._count = grown(self._count, rows, 0)
 
     def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
-        """The devices' kept values as a dict each (one array read for the batch)."""
+        """The devices' kept values as a dict each (one array read for the batch), in
+        column order, absent ones left out.  A row of floats only (and absent cells) fills
+        its dict in one ``update`` from the arrays' lists; a row holding an int or a value
+        of the side table goes cell by cell."""
         at = np.array(rows, dtype=np.int64)
-        kinds_of, numbers_of = self._types[at].tolist(), self._values[at].tolist()
+        kinds = self._types[at]
+        plain = ~((kinds == _INT) | (kinds == _OTHER)).any(axis=1)
+        kinds_of, numbers_of = kinds.tolist(), self._values[at].tolist()
         loaded: dict[int, dict[str, Value]] = {}
-        columns, others = self.columns, self._others
-        for row, kinds, numbers in zip(rows, kinds_of, numbers_of, strict=True):
-            values = loaded[row] = self.mapping()
-            for column, (name, kind, value) in enumerate(zip(columns, kinds, numbers, strict=True)):
+        columns, others, mapping = self.columns, self._others, self.mapping
+        for row, kinds_now, numbers, floats_only in zip(
+            rows, kinds_of, numbers_of, plain.tolist(), strict=True
+        ):
+            values = loaded[row] = mapping()
+            if floats_only:  # _ABSENT is 0: compress leaves the absent cells out
+                values.update(compress(zip(columns, numbers, strict=True), kinds_now))
+                continue
+            for column, (name, kind, value) in enumerate(
+                zip(columns, kinds_now, numbers, strict=True)
+            ):
                 if kind == _INT:
                     values[name] = int(value)
                 elif kind == _FLOAT:
@@ -260,32 +273,41 @@ class TableRules(Stateful):
                     values[name] = others[(row, column)]
         return loaded
 
-    def _store(self, row: int, values: Mapping[str, Value], before: Mapping[str, Value]) -> None:
-        """Write back the cells the batch changed (a value is the same only if it is the
-        same type too).  Only the names the device has: a batch adds and changes kept
-        values but never removes one (what ``derive`` recomputes is gone after each
-        reading), so a column absent now was absent before."""
-        column_of = self._column_of
-        for name, new in values.items():
-            old = before.get(name, _GONE)
-            if new is old or (type(new) is type(old) and new == old):
-                continue
-            self._set(row, column_of[name], new)
-
-    def _set(self, row: int, column: int, value: object) -> None:
-        if type(value) is float:
-            number, kind = value, _FLOAT
-        elif type(value) is int and -_EXACT_INT <= value <= _EXACT_INT:
-            number, kind = float(value), _INT
-        elif value is _GONE:
-            number, kind = math.nan, _ABSENT
-        else:  # a string, a bool, a huge int: kept as it is, in the side table
-            self._others[(row, column)] = value  # type: ignore[assignment]
-            number, kind = math.nan, _OTHER
-        if kind != _OTHER and self._others:
-            self._others.pop((row, column), None)
-        self._values[row, column] = number
-        self._types[row, column] = kind
+    def _store(
+        self, current: Mapping[int, Mapping[str, Value]], before: Mapping[int, Mapping[str, Value]]
+    ) -> None:
+        """Write back the cells the batch changed, every device's in one array write (a
+        value is the same only if it is the same type too).  Only the names a device has:
+        a batch adds and changes kept values but never removes one (what ``derive``
+        recomputes is gone after each reading), so a column absent now was absent before."""
+        column_of, others = self._column_of, self._others
+        at_rows: list[int] = []
+        at_columns: list[int] = []
+        numbers: list[float] = []
+        kinds: list[int] = []
+        for row, values in current.items():
+            was = before[row]
+            for name, new in values.items():
+                old = was.get(name, _GONE)
+                if new is old or (type(new) is type(old) and new == old):
+                    continue
+                column = column_of[name]
+                if type(new) is float:
+                    number, kind = new, _FLOAT
+                elif type(new) is int and -_EXACT_INT <= new <= _EXACT_INT:
+                    number, kind = float(new), _INT
+                else:  # a string, a bool, a huge int: kept as it is, in the side table
+                    others[(row, column)] = new
+                    number, kind = math.nan, _OTHER
+                if kind != _OTHER and others:
+                    others.pop((row, column), None)
+                at_rows.append(row)
+                at_columns.append(column)
+                numbers.append(number)
+                kinds.append(kind)
+        if at_rows:
+            self._values[at_rows, at_columns] = numbers
+            self._types[at_rows, at_columns] = kinds
 
     def _evaluate_checks(
         self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
@@ -302,8 +324,7 @@ class TableRules(Stateful):
         before = {row: values.copy() for row, values in current.items()}
         open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
         _check_readings(self, rows, items, current, open_rows, out)
-        for row, values in current.items():
-            self._store(row, values, before[row])
+        self._store(current, before)
 
     def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
         """Step every check of a device that is not at rest by one reading."""
