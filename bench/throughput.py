@@ -486,12 +486,15 @@ def run_gateway(settings: str, drain: bool) -> None:
     def sample_stored() -> None:
         """When the gateway's last write to InfluxDB returned (its readings then durable),
         and its resident memory then (what it holds once the traffic is in)."""
+        own_before = time.thread_time()
         while not stop_sampling.wait(STORED_SAMPLE_S):
             count = gateway.metrics.snapshot().readings_stored
             if count != stored["count"]:
                 stored["count"], stored["at"] = count, time.time()
                 stored["rss_kb"] = _status_kb("VmRSS")
-                progress.append((stored["at"], count, time.process_time() - cpu_before))
+                # The gateway's CPU so far, less this thread's own (as cpu_s below).
+                own = time.thread_time() - own_before
+                progress.append((stored["at"], count, time.process_time() - cpu_before - own))
                 progress_file.write_text(str(count))
 
     sampler = threading.Thread(target=sample_stored, name=SAMPLER, daemon=True)
