@@ -48,7 +48,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -58,6 +58,7 @@ from paho.mqtt.properties import Properties
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.child_lines import expect, say
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
 from edge.spool import Spool
@@ -90,11 +91,6 @@ def mark_reading(name: str, ts: int) -> Reading:
 # --- child processes ------------------------------------------------------------------------
 
 
-def _say(stream: IO[str], **fields: Any) -> None:
-    stream.write(json.dumps(fields) + "\n")
-    stream.flush()
-
-
 def _child(mode: str, settings: dict[str, Any]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, __file__, f"--{mode}", json.dumps(settings)],
@@ -102,15 +98,6 @@ def _child(mode: str, settings: dict[str, Any]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-
-
-def _expect(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"the {what} process ended early (exit {process.wait()})")
-    result: dict[str, Any] = json.loads(line)
-    return result
 
 
 def _tell(process: subprocess.Popen[str], word: str) -> None:
@@ -137,11 +124,11 @@ def run_gateway(settings: dict[str, Any]) -> None:
     if not gateway.wait_ready(30):
         raise RuntimeError("the gateway did not subscribe within 30 s")
     cpu = time.process_time()
-    _say(sys.stdout, ready=True)
+    say(sys.stdout, ready=True)
     sys.stdin.readline()
     stats = gateway.stats
     gateway.stop()
-    _say(
+    say(
         sys.stdout,
         cpu_s=time.process_time() - cpu,
         stored=stats.readings_stored,
@@ -165,7 +152,7 @@ def run_live_publisher(settings: dict[str, Any]) -> None:
     client.max_inflight_messages_set(1000)
     client.connect("127.0.0.1", settings["port"])
     client.loop_start()
-    _say(sys.stdout, ready=True)
+    say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
     stop = threading.Event()
 
@@ -196,7 +183,7 @@ def run_live_publisher(settings: dict[str, Any]) -> None:
         time.sleep(max(0.0, min(0.05, due - time.monotonic())))
     client.loop_stop()
     client.disconnect()
-    _say(sys.stdout, marks=marks, published=sent)
+    say(sys.stdout, marks=marks, published=sent)
 
 
 def samples_of(payloads: list[bytes]) -> list[DriverSample]:
@@ -287,7 +274,7 @@ def run_edges(settings: dict[str, Any]) -> None:
                 drain_timeout_s=1.0,
             )
         )
-    _say(sys.stdout, ready=True, backlog=backlog)
+    say(sys.stdout, ready=True, backlog=backlog)
     sys.stdin.readline()  # "go"
 
     async def run() -> None:
@@ -298,7 +285,7 @@ def run_edges(settings: dict[str, Any]) -> None:
         await asyncio.gather(*tasks)
 
     asyncio.run(run())
-    _say(
+    say(
         sys.stdout,
         marks=marks,
         replayed=sum(a.stats.readings_replayed for a in agents),
@@ -430,9 +417,9 @@ def run_once(
         },
     )
     live = _child("live", {"port": servers.mqtt_port, "traffic_file": str(traffic_file)})
-    _expect(gateway, "gateway")
-    prepared = _expect(edges, "edges")
-    _expect(live, "live publisher")
+    expect(gateway, "gateway")
+    prepared = expect(edges, "edges")
+    expect(live, "live publisher")
     seen_stored: dict[str, float] = {}
     seen_anomaly: dict[str, float] = {}
     stop_polling = threading.Event()
@@ -464,8 +451,8 @@ def run_once(
     time.sleep(window_s)
     _tell(live, "stop")
     _tell(edges, "stop")
-    live_marks = [tuple(m) for m in _expect(live, "live publisher")["marks"]]
-    edge_end = _expect(edges, "edges")
+    live_marks = [tuple(m) for m in expect(live, "live publisher")["marks"]]
+    edge_end = expect(edges, "edges")
     edge_marks = [tuple(m) for m in edge_end["marks"]]
     deadline = time.time() + SETTLE_S
     wanted = {str(m[0]) for m in live_marks + edge_marks}
@@ -475,7 +462,7 @@ def run_once(
     poller.join()
     ended = time.time()
     _tell(gateway, "stop")
-    gateway_end = _expect(gateway, "gateway")
+    gateway_end = expect(gateway, "gateway")
     for process in (gateway, edges, live):
         process.wait()
     end_session(servers.mqtt_port, client_id)

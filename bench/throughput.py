@@ -79,7 +79,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import msgspec
 import paho.mqtt.client as mqtt
@@ -88,6 +88,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import replay_scenario
+from bench.child_lines import expect, say
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
@@ -265,21 +266,6 @@ def _child(mode: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def _expect(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
-    """The child's next JSON line; a dead child is an error naming the mode."""
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"the {what} process ended early (exit {process.wait()})")
-    result: dict[str, Any] = json.loads(line)
-    return result
-
-
-def _say(stream: IO[str], **fields: Any) -> None:
-    stream.write(json.dumps(fields) + "\n")
-    stream.flush()
-
-
 def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: int = 0) -> None:
     """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report;
     markers only once the first ``warm`` messages are out."""
@@ -292,7 +278,7 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: in
     client.on_publish = lambda *_: slots.release()
     client.connect("127.0.0.1", port)
     client.loop_start()
-    _say(sys.stdout, ready=True)
+    say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
     marks: list[int] = []
     district, street, estate = mark.split("/") if mark else ("", "", "")
@@ -323,7 +309,7 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: in
     sent = time.time()
     for _ in range(MAX_INFLIGHT):
         slots.acquire()
-    _say(sys.stdout, start=started, sent=sent, acked=time.time(), marks=marks)
+    say(sys.stdout, start=started, sent=sent, acked=time.time(), marks=marks)
     client.loop_stop()
     client.disconnect()
 
@@ -414,7 +400,7 @@ def run_counter(
     stop = connected()
     if drain:
         stop()
-    _say(sys.stdout, ready=True)
+    say(sys.stdout, ready=True)
     started = 0.0
     if drain:
         sys.stdin.readline()  # "go": the backlog is at the broker
@@ -426,7 +412,7 @@ def run_counter(
             break
     cpu_s = time.process_time() - cpu_before
     stop()
-    _say(sys.stdout, count=state["count"], last=state["last"], started=started, cpu_s=cpu_s)
+    say(sys.stdout, count=state["count"], last=state["last"], started=started, cpu_s=cpu_s)
 
 
 def _status_kb(field: str) -> int:
@@ -467,13 +453,13 @@ def run_gateway(settings: str, drain: bool) -> None:
         raise RuntimeError("the gateway did not subscribe within 30 s")
     if drain:
         gateway.stop()
-    _say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"))
+    say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"))
     if drain:
         sys.stdin.readline()  # "go"
         started = time.time()
         gateway = Gateway(config, serve_api=False)
         gateway.start()
-        _say(sys.stdout, started=started)
+        say(sys.stdout, started=started)
     cpu_before = time.process_time()
     threads_before = thread_cpu_s()
     stored = {"count": 0, "at": 0.0, "rss_kb": 0}
@@ -512,7 +498,7 @@ def run_gateway(settings: str, drain: bool) -> None:
     trim_heap()  # what the gateway's own trimmer leaves (gateway/heap.py)
     trimmed_rss_kb = _status_kb("VmRSS")
     gateway.stop()
-    _say(
+    say(
         sys.stdout,
         hwm_kb=hwm,
         cpu_s=cpu_s,
@@ -541,7 +527,7 @@ def _publish(
     publisher = _child(
         "publish", str(servers.mqtt_port), str(traffic_file), str(rate), mark, str(warm)
     )
-    _expect(publisher, "publisher")
+    expect(publisher, "publisher")
     return publisher
 
 
@@ -574,13 +560,13 @@ def bare_subscriber(
         "" if gateway_window_s is None else str(gateway_window_s),
         protocol,
     )
-    _expect(counter, "counter")
+    expect(counter, "counter")
     publisher = _publish(servers, wires, workdir)
     _go(publisher)
-    published = _expect(publisher, "publisher")
+    published = expect(publisher, "publisher")
     if drain:
         _go(counter)
-    counted = _expect(counter, "counter")
+    counted = expect(counter, "counter")
     publisher.wait()
     counter.wait()
     if counted["count"] != len(wires):
@@ -745,7 +731,7 @@ def gateway_end_to_end(
         )
         for group, progress_file in zip(streets, progress_files, strict=True)
     ]
-    baseline = sum(_expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
+    baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
     publisher = _publish(servers, wires, workdir, rate, mark, warm)
     seen: dict[str, float] = {}
@@ -771,10 +757,10 @@ def gateway_end_to_end(
     _go(publisher)
     began = 0.0
     if drain:  # the whole backlog at the broker first, then the gateways take it
-        published = _expect(publisher, "publisher")
+        published = expect(publisher, "publisher")
         for gateway in gateways:
             _go(gateway)
-        began = min(float(_expect(gateway, "gateway")["started"]) for gateway in gateways)
+        began = min(float(expect(gateway, "gateway")["started"]) for gateway in gateways)
     # Until the gateways say they stored everything (markers included, in a paced run)
     # or make no progress for STALL_S; InfluxDB counts what it holds once, after.
     stored, last_change = 0, time.time()
@@ -784,7 +770,7 @@ def gateway_end_to_end(
         if now_stored != stored:
             stored, last_change = now_stored, time.time()
     if not drain:
-        published = _expect(publisher, "publisher")
+        published = expect(publisher, "publisher")
         began = float(published["start"])
     publisher.wait()
     latencies: list[float] = []
@@ -805,7 +791,7 @@ def gateway_end_to_end(
         gateway.stdin.write("stop\n")
         gateway.stdin.flush()
     for gateway in gateways:
-        ends.append(_expect(gateway, "gateway"))
+        ends.append(expect(gateway, "gateway"))
         gateway.wait()
     timeline.stop()
     with InfluxClient(dataclasses.replace(influx, timeout_s=120.0)) as client:
