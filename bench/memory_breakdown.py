@@ -1,0 +1,144 @@
+"""Where a gateway's memory per device goes, in this process, at a district's cardinality.
+
+The first readings of a district (``simulators/district.py``: N devices of a registry's
+family mix, ``--window-s`` of their live traffic, as ``bench/throughput.py
+--memory-devices`` publishes them) go through a ``Pipeline`` in processor batches of
+``batch_max_readings`` readings, each judged in one detection call and its lines joined
+into request bodies as the writer sends them, then dropped.  Printed: the live Python
+state per device by ``tracemalloc`` (what the traffic left allocated) and its largest
+allocation sites by file and line; with ``--rss-only`` instead, without tracemalloc,
+this process's resident memory (VmRSS) grown per device before and after a heap trim:
+the difference between resident and traced bytes is what the allocators hold beyond
+live objects.
+
+    .venv/bin/python bench/memory_breakdown.py [--devices 100000] [--top 25] [--rss-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+import tracemalloc
+
+from jiayuan import compiled
+
+if __name__ == "__main__" and "--source" in sys.argv:  # before any hot module is imported
+    compiled.import_sources_first()
+
+from gateway.collector import tune_collector
+from gateway.detection.detector import Detector
+from gateway.heap import trim_heap
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import Batch, Message, Pipeline
+from gateway.storage.writer import MAX_LINES_PER_WRITE
+from jiayuan.config import GatewayConfig
+from simulators.district import build_district
+
+WINDOW_S = 20.0  # as bench/throughput.py's MEMORY_WINDOW_S
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _write(batch: Batch) -> None:
+    """What the writer makes of a batch: bodies of at most MAX_LINES_PER_WRITE lines."""
+    lines = [pending.line for pending in batch.lines]
+    for first in range(0, len(lines), MAX_LINES_PER_WRITE):
+        body = "\n".join(lines[first : first + MAX_LINES_PER_WRITE]).encode()
+        del body
+
+
+def drain(pipeline: Pipeline, messages: list[Message], max_readings: int) -> int:
+    """The messages through the pipeline as the processor takes them; dead letters."""
+    dead = 0
+    batch = Batch()
+    for message in messages:
+        pipeline.add(message, batch)
+        if batch.readings >= max_readings:
+            pipeline.detect(batch)
+            _write(batch)
+            dead += len(batch.dead)
+            batch = Batch()
+    pipeline.detect(batch)
+    _write(batch)
+    return dead + len(batch.dead)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--window-s", type=float, default=WINDOW_S)
+    parser.add_argument("--top", type=int, default=25, help="allocation sites to print")
+    parser.add_argument(
+        "--source",
+        action="store_true",
+        help="the hot modules interpreted, so allocation sites name their lines",
+    )
+    parser.add_argument(
+        "--rss-only",
+        action="store_true",
+        help="resident memory only, without tracemalloc (whose own records inflate it)",
+    )
+    parser.add_argument("--batch-readings", type=int, default=GatewayConfig().batch_max_readings)
+    args = parser.parse_args()
+    tune_collector()  # as the gateway runs (gateway/collector.py)
+    district = build_district(args.devices, seed=1)
+    end_ms = int(time.time() * 1000) - 5_000
+    wires = district.traffic(end_ms - int(args.window_s * 1000), end_ms).wires
+    received_ms = int(time.time() * 1000)
+    messages = [Message(topic, payload, 1, 1, received_ms) for topic, payload, _ in wires]
+    devices = district.devices
+    del district, wires
+    pipeline = Pipeline(Detector(), GatewayMetrics())
+    gc.collect()
+    trim_heap()
+    rss_before = _status_kb("VmRSS")
+    if args.rss_only:
+        dead = drain(pipeline, messages, args.batch_readings)
+        gc.collect()
+        rss_after = _status_kb("VmRSS")
+        trim_heap()
+        rss_trimmed = _status_kb("VmRSS")
+        print(
+            f"{devices:,} devices, {len(messages):,} messages, {dead:,} dead letters; "
+            f"VmRSS grown {(rss_after - rss_before) * 1024 / devices:,.0f} B/device, "
+            f"after a heap trim {(rss_trimmed - rss_before) * 1024 / devices:,.0f} B/device"
+        )
+        return
+    tracemalloc.start(1)
+    first = tracemalloc.take_snapshot()
+    traced_before, _ = tracemalloc.get_traced_memory()
+    dead = drain(pipeline, messages, args.batch_readings)
+    gc.collect()
+    traced_after, traced_peak = tracemalloc.get_traced_memory()
+    last = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    print(
+        f"{devices:,} devices, {len(messages):,} messages, {dead:,} dead letters; "
+        f"batches of {args.batch_readings:,} readings"
+    )
+    print(
+        f"traced live state: {(traced_after - traced_before) / devices:,.0f} B/device; "
+        f"traced peak {(traced_peak - traced_before) / devices:,.0f} B/device"
+    )
+    print(f"largest allocation sites (B/device, objects/device):")
+    stats = last.compare_to(first, "lineno")
+    for stat in stats[: args.top]:
+        frame = stat.traceback[0]
+        print(
+            f"  {stat.size_diff / devices:8.1f} {stat.count_diff / devices:6.2f}  "
+            f"{frame.filename.split('/wt/memcut/')[-1]}:{frame.lineno}"
+        )
+
+
+if __name__ == "__main__":
+    main()
