@@ -130,7 +130,7 @@ def main() -> None:
         f"traced live state: {(traced_after - traced_before) / devices:,.0f} B/device; "
         f"traced peak {(traced_peak - traced_before) / devices:,.0f} B/device"
     )
-    print(f"largest allocation sites (B/device, objects/device):")
+    print("largest allocation sites (B/device, objects/device):")
     stats = last.compare_to(first, "lineno")
     for stat in stats[: args.top]:
         frame = stat.traceback[0]
