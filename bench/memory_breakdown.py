@@ -71,6 +71,30 @@ def drain(pipeline: Pipeline, messages: list[Message], max_readings: int) -> int
     return dead + len(batch.dead)
 
 
+def go_offline(pipeline: Pipeline, clock: list[int], max_readings: int) -> int:
+    """Every device silent for ten minutes: the offline check's anomalies, in batches of
+    ``max_readings`` as the processor takes them, their lines written; how many opened."""
+    clock[0] += 600_000
+    opened = 0
+    while True:
+        batch = Batch()
+        more = pipeline.tick(batch, max_readings)
+        opened += len(batch.lines)
+        _write(batch)
+        if not more:
+            return opened
+
+
+def _sites(last: tracemalloc.Snapshot, first: tracemalloc.Snapshot, top: int, per: int) -> None:
+    print("  largest allocation sites (B and objects per device or anomaly):")
+    for stat in last.compare_to(first, "lineno")[:top]:
+        frame = stat.traceback[0]
+        print(
+            f"  {stat.size_diff / per:8.1f} {stat.count_diff / per:6.2f}  "
+            f"{frame.filename.split('/wt/memcut/')[-1]}:{frame.lineno}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -88,6 +112,11 @@ def main() -> None:
         action="store_true",
         help="resident memory only, without tracemalloc (whose own records inflate it)",
     )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="then every device falls silent: what its offline anomaly holds",
+    )
     parser.add_argument("--batch-readings", type=int, default=GatewayConfig().batch_max_readings)
     args = parser.parse_args()
     tune_collector()  # as the gateway runs (gateway/collector.py)
@@ -98,21 +127,34 @@ def main() -> None:
     messages = [Message(topic, payload, 1, 1, received_ms) for topic, payload, _ in wires]
     devices = district.devices
     del district, wires
-    pipeline = Pipeline(Detector(), GatewayMetrics())
+    clock = [received_ms]
+    pipeline = Pipeline(Detector(), GatewayMetrics(), clock=lambda: clock[0])
+    print(f"{devices:,} devices, {len(messages):,} messages; batches of {args.batch_readings:,}")
     gc.collect()
     trim_heap()
-    rss_before = _status_kb("VmRSS")
     if args.rss_only:
+        rss_before = _status_kb("VmRSS")
         dead = drain(pipeline, messages, args.batch_readings)
         gc.collect()
         rss_after = _status_kb("VmRSS")
         trim_heap()
         rss_trimmed = _status_kb("VmRSS")
         print(
-            f"{devices:,} devices, {len(messages):,} messages, {dead:,} dead letters; "
-            f"VmRSS grown {(rss_after - rss_before) * 1024 / devices:,.0f} B/device, "
-            f"after a heap trim {(rss_trimmed - rss_before) * 1024 / devices:,.0f} B/device"
+            f"drained ({dead:,} dead letters): VmRSS grown "
+            f"{(rss_after - rss_before) * 1024 / devices:,.0f} B/device, after a heap trim "
+            f"{(rss_trimmed - rss_before) * 1024 / devices:,.0f} B/device"
         )
+        if args.offline:
+            opened = go_offline(pipeline, clock, args.batch_readings)
+            gc.collect()
+            rss_offline = _status_kb("VmRSS")
+            trim_heap()
+            rss_offline_trimmed = _status_kb("VmRSS")
+            print(
+                f"{opened:,} offline anomalies: VmRSS grown "
+                f"{(rss_offline - rss_trimmed) * 1024 / opened:,.0f} B an anomaly, after a "
+                f"heap trim {(rss_offline_trimmed - rss_trimmed) * 1024 / opened:,.0f} B"
+            )
         return
     tracemalloc.start(1)
     first = tracemalloc.take_snapshot()
@@ -120,24 +162,26 @@ def main() -> None:
     dead = drain(pipeline, messages, args.batch_readings)
     gc.collect()
     traced_after, traced_peak = tracemalloc.get_traced_memory()
-    last = tracemalloc.take_snapshot()
-    tracemalloc.stop()
+    drained = tracemalloc.take_snapshot()
     print(
-        f"{devices:,} devices, {len(messages):,} messages, {dead:,} dead letters; "
-        f"batches of {args.batch_readings:,} readings"
+        f"drained ({dead:,} dead letters): traced live state "
+        f"{(traced_after - traced_before) / devices:,.0f} B/device; traced peak "
+        f"{(traced_peak - traced_before) / devices:,.0f} B/device"
     )
-    print(
-        f"traced live state: {(traced_after - traced_before) / devices:,.0f} B/device; "
-        f"traced peak {(traced_peak - traced_before) / devices:,.0f} B/device"
-    )
-    print("largest allocation sites (B/device, objects/device):")
-    stats = last.compare_to(first, "lineno")
-    for stat in stats[: args.top]:
-        frame = stat.traceback[0]
+    _sites(drained, first, args.top, devices)
+    if args.offline:
+        tracemalloc.reset_peak()
+        opened = go_offline(pipeline, clock, args.batch_readings)
+        gc.collect()
+        traced_offline, traced_peak = tracemalloc.get_traced_memory()
+        offline = tracemalloc.take_snapshot()
         print(
-            f"  {stat.size_diff / devices:8.1f} {stat.count_diff / devices:6.2f}  "
-            f"{frame.filename.split('/wt/memcut/')[-1]}:{frame.lineno}"
+            f"{opened:,} offline anomalies: traced live state "
+            f"{(traced_offline - traced_after) / opened:,.0f} B an anomaly; traced peak "
+            f"{(traced_peak - traced_after) / opened:,.0f} B an anomaly"
         )
+        _sites(offline, drained, args.top, opened)
+    tracemalloc.stop()
 
 
 if __name__ == "__main__":
