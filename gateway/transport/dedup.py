@@ -29,8 +29,10 @@ ahead than milliseconds have passed: more than a reading a millisecond).
 
 The windows are the standard library's typed arrays, two items per device, not numpy's:
 they are read and written one item a reading, and an item of a numpy array costs several
-times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its dict
-entry.  A clean stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
+times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its
+entry in its edge's dictionary (a dictionary an edge, not an (edge, device) tuple a device:
+a tuple kept a device, and with it the edge's name as each message decoded it).  A clean
+stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
 gateway crash the broker redelivers what was not yet acknowledged and the gateway, with
 fresh state, stores it again.
 """
@@ -76,7 +78,8 @@ class SeqWindow(Stateful):
     STATE = ("_index", "_high", "_newest", "_seen", "_low")
 
     def __init__(self) -> None:
-        self._index: dict[tuple[str, str], int] = {}
+        # Edge → device → its index.
+        self._index: dict[str, dict[str, int]] = {}
         # Device i's windows are items 2i (current) and 2i + 1; high 0 is an empty window
         # (a seq is at least 1).
         self._high = array("q")  # int64
@@ -85,14 +88,17 @@ class SeqWindow(Stateful):
         self._low = array("q")  # int64: the lowest seq the window took
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._high) // 2
 
     def offer(self, edge: str, device: str, seq: int, ts: int) -> int:
         """``DUPLICATE`` for a reading seen before, else the reading is recorded as seen:
         ``NEW``, or ``RESET`` or ``JUMP`` for a new reading that breaks the numbering."""
-        index = self._index.get((edge, device))
+        devices = self._index.get(edge)
+        if devices is None:
+            devices = self._index[edge] = {}
+        index = devices.get(device)
         if index is None:
-            self._index[edge, device] = len(self._index)
+            devices[device] = len(self._high) // 2
             self._high.extend((seq, 0))
             self._newest.extend((ts, 0))
             self._seen.extend((1, 0))
