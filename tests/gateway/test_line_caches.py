@@ -47,7 +47,7 @@ def _reference(anomaly: Anomaly) -> str:
         "code": anomaly.code,
         "severity": anomaly.severity,
     }
-    fields: dict[str, influx.Value] = {
+    fields: dict[str, float | int | str | bool] = {
         "value": float(anomaly.value),
         "threshold": float(anomaly.threshold),
         "start": anomaly.start_ms,
