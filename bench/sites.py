@@ -22,14 +22,26 @@ pump room), at the simulated estates' mix of devices.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 import tracemalloc
+from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
 from gateway.detection.detector import Detector
-from gateway.detection.sites import LEARN_ROWS, MIN_SLOT_S, SiteDetectors, SiteSpec, site_specs
+from gateway.detection.sites import (
+    LEARN_ROWS,
+    MIN_SLOT_S,
+    SiteDetectors,
+    SiteSpec,
+    load_sites,
+    site_specs,
+)
+from gateway.detection.snapshot import save
+from gateway.transport.dedup import SeqWindow
 from jiayuan.contract import Reading
 from jiayuan.places import Place
 from simulators.driver import generate
@@ -46,28 +58,62 @@ def sites_of(simulated: SimRegistry) -> list[SiteSpec]:
     return site_specs(generate_registry(simulated, seed=1, as_of=AS_OF))
 
 
-def synthetic_rows(specs: list[SiteSpec], rows: int, sites: SiteDetectors, first: int) -> None:
+# Synthetic healthy rows: the tanks of a site share one demand cycle (their levels fall as
+# the draw rises, their outlet pressures with them, each at its own level); chlorine,
+# turbidity and pH wander on their own, as in tests/support/pump_room.py.  So a learnt
+# model keeps as many components as such a pump room's (independent noise would keep
+# them all).
+CYCLE_ROWS = 40  # a demand cycle of 2 h at 3-min slots
+_SYNTHETIC: dict[str, tuple[float, float, float]] = {  # field: (level, swing, noise)
+    "free_chlorine": (0.4, 0.0, 0.003),
+    "turbidity": (0.3, 0.0, 0.02),
+    "ph": (7.3, 0.0, 0.03),
+    "level_pct": (60.0, -15.0, 0.3),
+    "supply_pressure": (0.25, -0.02, 0.001),
+}
+
+
+def synthetic_rows(specs: Sequence[SiteSpec], rows: int, sites: SiteDetectors, first: int) -> None:
     """``rows`` slots of every site: each member device one reading a slot."""
     rng = np.random.default_rng(first)
+    members = []
+    for spec in specs:
+        devices: dict[str, list[str]] = {}
+        for signal in spec.signals:
+            devices.setdefault(signal.device, []).append(signal.field)
+        anchor = spec.anchor
+        for device, fields in devices.items():
+            place = Place(
+                anchor.district, anchor.street, spec.estate, "pumproom", anchor.kind, device
+            )
+            offset = float(rng.normal(0.0, 0.05))  # each tank a level of its own
+            members.append((place, spec.slot_ms, fields, offset))
     for k in range(first, first + rows):
+        draw = math.sin(2 * math.pi * k / CYCLE_ROWS)
         items = []
-        for spec in specs:
-            devices: dict[str, dict[str, float | int | str]] = {}
-            for signal in spec.signals:
-                devices.setdefault(signal.device, {})[signal.field] = float(rng.normal(1.0, 0.1))
-            for device, values in devices.items():
-                place = Place(
-                    spec.anchor.district,
-                    spec.anchor.street,
-                    spec.estate,
-                    "pumproom",
-                    "water_tank",
-                    device,
-                )
-                items.append(
-                    (place, Reading(device, "water_tank", k + 1, T0 + k * spec.slot_ms, values))
-                )
+        for place, slot_ms, fields, offset in members:
+            values: dict[str, float | int | str] = {}
+            for name in fields:
+                level, swing, noise = _SYNTHETIC.get(name, (1.0, 0.0, 0.1))
+                values[name] = level * (1 + offset) + swing * draw + float(rng.normal(0, noise))
+            reading = Reading(place.device, place.kind, k + 1, T0 + k * slot_ms, values)
+            items.append((place, reading))
         sites.evaluate_many(items)
+
+
+def site_snapshot(registry: Path, path: Path, rows: int, streets: Sequence[str] = ("+",)) -> str:
+    """Save at ``path`` the detection snapshot a clean stop of a fresh gateway with this
+    registry (for ``streets``) would leave after its sites had seen ``rows`` synthetic
+    healthy rows: a restart from it holds every site learnt (``rows`` > ``LEARN_ROWS``)
+    or every site with its learning rows (fewer).  What it holds, in words."""
+    sites = load_sites(registry, streets)
+    detector = Detector(sites=sites)
+    synthetic_rows(sites.specs, rows, sites, 0)
+    save(path, detector, SeqWindow(), streets, int(time.time() * 1000))
+    return (
+        f"{len(sites.specs):,} sites after {rows} rows: {sites.learnt():,} learnt, "
+        f"{sites.learning():,} learning"
+    )
 
 
 def memory(devices: int) -> None:
