@@ -456,11 +456,11 @@ def run_gateway(settings: str, drain: bool) -> None:
             source="bench",
         )
 
-    # With ``drain`` the first instance reads no registry: the memory once subscribed is
-    # then the same with and without one, and what the registry's sites hold is counted
-    # as the measured instance's growth.
+    # With ``drain`` the first instance reads a registry of one estate (so the memory once
+    # subscribed has the code that reads one), and what the measured instance's registry
+    # and sites hold is counted as its growth.
     registry = given.get("registry", "")
-    config = configured("" if drain else registry)
+    config = configured(given.get("baseline_registry", "") if drain else registry)
     gateway = Gateway(config, serve_api=False)
     gateway.start()
     if not gateway.wait_ready(30):
@@ -681,8 +681,7 @@ def _start_gateway(
     heap_trim_s: float,
     alerts: bool,
     progress_file: Path,
-    registry: Path | None = None,
-    snapshot: Path | None = None,
+    sites: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
@@ -696,8 +695,7 @@ def _start_gateway(
         "protocol": protocol,
         "alerts": alerts,
         "progress_file": str(progress_file),
-        "registry": str(registry or ""),
-        "snapshot": str(snapshot or ""),
+        **(sites or {}),
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
 
@@ -732,15 +730,13 @@ def gateway_end_to_end(
     heap_trim_s: float = GatewayConfig().heap_trim_interval_s,
     alerts: bool = False,
     warm: int = 0,
-    registry: Path | None = None,
-    snapshot: Path | None = None,
+    sites: dict[str, str] | None = None,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all stored in InfluxDB, through
     ``instances`` gateway processes that split the streets.  The first ``warm`` messages
     only warm the gateways up: the rate, CPU and cores are measured from the moment every
-    instance has stored its share of them (markers start after them too).  ``registry``:
-    the gateways' registry (their site models); ``snapshot``: with ``drain``, the detection
-    snapshot the measured instances start from."""
+    instance has stored its share of them (markers start after them too).  ``sites``: the
+    registries and snapshot of ``memory_sites``."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
     streets = split_streets(wires, instances)
     if mark and instances > 1:  # the markers' street must be owned too
@@ -760,8 +756,7 @@ def gateway_end_to_end(
             heap_trim_s,
             alerts,
             progress_file,
-            registry,
-            snapshot,
+            sites,
         )
         for group, progress_file in zip(streets, progress_files, strict=True)
     ]
@@ -970,30 +965,40 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
 SITE_MODES = ("none", "learnt", "learning")
 
 
-def memory_sites(district: District, mode: str, workdir: Path) -> tuple[Path | None, Path | None]:
-    """(registry, snapshot) for a gateway of this district whose site models are in
-    ``mode`` (``SITE_MODES``): none (no registry); learnt (the district's registry, each
-    estate's water tanks one pump room, and a detection snapshot in which every site has
-    learnt from synthetic healthy rows, as after 12 h of running and a clean restart);
-    learning (the same with every site's learning rows nearly full, the first 12 h after
-    a start without a snapshot).  Built in this process, not the measured one."""
-    if mode == "none":
-        return None, None
+def memory_sites(district: District, mode: str, workdir: Path) -> dict[str, str]:
+    """The files of a gateway of this district whose site models are in ``mode``
+    (``SITE_MODES``), as ``gateway_end_to_end``'s ``sites``: none (no registry); learnt
+    (the district's registry, each estate's water tanks one pump room, and a detection
+    snapshot in which every site has learnt from synthetic healthy rows, as after 12 h of
+    running and a clean restart); learning (the same with every site's learning rows
+    nearly full, the first 12 h after a start without a snapshot).  The first instance of
+    a drained run, whose memory once subscribed is the baseline, reads a registry of the
+    first estate only.  Built in this process, not the measured one."""
     from bench.sites import AS_OF, site_snapshot
     from gateway.detection.sites import LEARN_ROWS
     from jiayuan.registry.store import RegistryStore
+    from simulators.registry import Registry as SimRegistry
     from tools.registry_generate import generate_registry
 
-    registry = workdir / f"registry-{district.devices}.sqlite"
-    if not registry.exists():
-        with RegistryStore(registry) as store:
-            store.replace(generate_registry(district.registry, seed=1, as_of=AS_OF))
+    def stored(name: str, simulated: SimRegistry) -> Path:
+        path = workdir / name
+        if not path.exists():
+            with RegistryStore(path) as store:
+                store.replace(generate_registry(simulated, seed=1, as_of=AS_OF))
+        return path
+
+    files = {
+        "baseline_registry": str(stored("registry-1.sqlite", SimRegistry(district.estates[:1])))
+    }
+    if mode == "none":
+        return files
+    registry = stored(f"registry-{district.devices}.sqlite", district.registry)
     # Learning: rows short of LEARN_ROWS by more than the run's slots, so no site learns
     # (and fits its model) inside the measured run.
     rows = LEARN_ROWS + 2 if mode == "learnt" else LEARN_ROWS - 10
     snapshot = workdir / f"snapshot-{district.devices}-{mode}.sqlite"
     print(f"    snapshot: {site_snapshot(registry, snapshot, rows)}")
-    return registry, snapshot
+    return files | {"registry": str(registry), "snapshot": str(snapshot)}
 
 
 def memory_at_scale(
@@ -1019,7 +1024,7 @@ def memory_at_scale(
         for count, mode in phases:
             district = build_district(count, seed=1)
             print(f"{count:,} devices, site models: {mode} (load average {_load()})")
-            registry, snapshot = memory_sites(district, mode, workdir)
+            files = memory_sites(district, mode, workdir)
             end_ms = int(time.time() * 1000) - 5_000
             wires = district.traffic(end_ms - int(MEMORY_WINDOW_S * 1000), end_ms).wires
             measured = district.devices
@@ -1036,8 +1041,7 @@ def memory_at_scale(
                 protocol=protocol,
                 heap_trim_s=heap_trim_s,
                 alerts=alerts,
-                registry=registry,
-                snapshot=snapshot,
+                sites=files,
             )
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(
