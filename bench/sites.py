@@ -12,17 +12,22 @@ pump room), at the simulated estates' mix of devices.
   learning from their first ``--learn-rows`` rows, so most rows are judged: 18 times the
   rows of the gateway's 3-min slot), timed in the same run; and the site detectors alone
   per reading.  ``--devices 0`` skips the memory part.
+* ``--pipeline-devices N``: the whole pipeline's traced memory per device after a
+  district's first 20 s of traffic, without sites, with every site learnt and with every
+  site learning (``pipeline_memory``).
 * ``--healthy-hours H``: site anomalies opened on H hours of the simulators' healthy
   traffic (no faults), per 1,000 device-hours of the sites' devices.
 
     .venv/bin/python bench/sites.py [--devices 100000] [--estates 20] [--minutes 60]
     .venv/bin/python bench/sites.py --healthy-hours 24 --estates 6
+    .venv/bin/python bench/sites.py --pipeline-devices 100000
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -30,6 +35,8 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.pipeline
 
 from gateway.detection.detector import Detector
 from gateway.detection.sites import (
@@ -147,6 +154,74 @@ def memory(devices: int) -> None:
         )
 
 
+def pipeline_memory(devices: int, modes: Sequence[str]) -> None:
+    """What the gateway's whole pipeline (detector, duplicate window, offline check, site
+    models) holds per device after a district's first 20 s of traffic
+    (``simulators.district``, ``devices`` devices), traced by tracemalloc in this one
+    process: load-independent, unlike the resident memory of ``bench/throughput.py
+    --memory-devices``.  For each mode: none (no registry); learnt and learning (the
+    district's registry and the detection snapshot of ``site_snapshot``, taken back as at
+    a restart).  The snapshots are built before tracing starts."""
+    import gc
+    import shutil
+    import tempfile
+
+    from bench.pipeline import stream_batches
+    from gateway.detection.snapshot import take_back
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Message, Pipeline
+    from jiayuan.config import GatewayConfig
+    from jiayuan.registry.store import RegistryStore
+    from simulators.district import build_district
+
+    district = build_district(devices, seed=1)
+    end_ms = int(time.time() * 1000) - 5_000
+    wires = district.traffic(end_ms - 20_000, end_ms).wires
+    messages = [Message(t, p, i + 1, 1, end_ms) for i, (t, p, _) in enumerate(wires)]
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-sites-"))
+    registry = workdir / "registry.sqlite"
+    with RegistryStore(registry) as store:
+        store.replace(generate_registry(district.registry, seed=1, as_of=AS_OF))
+    snapshots = {}
+    for mode in modes:
+        if mode != "none":
+            snapshots[mode] = workdir / f"{mode}.sqlite"
+            rows = LEARN_ROWS + 2 if mode == "learnt" else LEARN_ROWS - 10
+            print(f"{mode}: {site_snapshot(registry, snapshots[mode], rows)}")
+    print(
+        f"{district.devices:,} devices, {sum(w[2] for w in wires):,} readings in "
+        f"{len(wires):,} messages; the pipeline's traced memory per device:"
+    )
+    # Once untraced first: what the first traffic allocates once (interned names, caches)
+    # is no mode's.
+    stream_batches(
+        Pipeline(Detector(), GatewayMetrics()), messages, GatewayConfig().batch_max_readings
+    )
+    try:
+        for mode in modes:
+            gc.collect()
+            tracemalloc.start()
+            sites = load_sites(registry) if mode != "none" else SiteDetectors()
+            pipeline = Pipeline(Detector(sites=sites), GatewayMetrics())
+            if mode != "none":
+                restored = take_back(
+                    snapshots[mode], pipeline.detector, pipeline.seen, ("+",), end_ms
+                )
+                assert restored is not None, mode
+            stream_batches(pipeline, messages, GatewayConfig().batch_max_readings)
+            gc.collect()
+            held, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(
+                f"  sites {mode:<9} held {held / district.devices:7,.0f} B, "
+                f"peak {peak / district.devices:7,.0f} B  ({sites.learnt():,} sites learnt, "
+                f"{sites.learning():,} learning)"
+            )
+            del pipeline, sites
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def traffic(
     estates: int, minutes: float
 ) -> tuple[list[SiteSpec], list[tuple[Place, Reading, int]]]:
@@ -233,7 +308,17 @@ def main() -> None:
     parser.add_argument("--learn-rows", type=int, default=60)
     parser.add_argument("--healthy-hours", type=float, default=0.0)
     parser.add_argument("--slot-s", type=float, default=MIN_SLOT_S, help="sites' minimum slot")
+    parser.add_argument(
+        "--pipeline-devices",
+        type=int,
+        default=0,
+        help="only the whole pipeline's traced memory per device with N district devices, "
+        "without sites, with every site learnt and with every site learning",
+    )
     args = parser.parse_args()
+    if args.pipeline_devices:
+        pipeline_memory(args.pipeline_devices, ("none", "learnt", "learning"))
+        return
     if args.healthy_hours:
         healthy(args.estates, args.healthy_hours, args.slot_s)
         return
