@@ -971,9 +971,9 @@ def memory_sites(district: District, mode: str, workdir: Path) -> dict[str, str]
     (the district's registry, each estate's water tanks one pump room, and a detection
     snapshot in which every site has learnt from synthetic healthy rows, as after 12 h of
     running and a clean restart); learning (the same with every site's learning rows
-    nearly full, the first 12 h after a start without a snapshot).  The first instance of
-    a drained run, whose memory once subscribed is the baseline, reads a registry of the
-    first estate only.  Built in this process, not the measured one."""
+    nearly full, the first 12 h after a start without a snapshot).  With a registry, the
+    first instance of a drained run, whose memory once subscribed is the baseline, reads a
+    registry of the first estate only.  Built in this process, not the measured one."""
     from bench.sites import AS_OF, site_snapshot
     from gateway.detection.sites import LEARN_ROWS
     from jiayuan.registry.store import RegistryStore
@@ -987,11 +987,11 @@ def memory_sites(district: District, mode: str, workdir: Path) -> dict[str, str]
                 store.replace(generate_registry(simulated, seed=1, as_of=AS_OF))
         return path
 
+    if mode == "none":
+        return {}
     files = {
         "baseline_registry": str(stored("registry-1.sqlite", SimRegistry(district.estates[:1])))
     }
-    if mode == "none":
-        return files
     registry = stored(f"registry-{district.devices}.sqlite", district.registry)
     # Learning: rows short of LEARN_ROWS by more than the run's slots, so no site learns
     # (and fits its model) inside the measured run.
