@@ -12,24 +12,43 @@ pump room), at the simulated estates' mix of devices.
   learning from their first ``--learn-rows`` rows, so most rows are judged: 18 times the
   rows of the gateway's 3-min slot), timed in the same run; and the site detectors alone
   per reading.  ``--devices 0`` skips the memory part.
+* ``--pipeline-devices N``: the whole pipeline's traced memory per device after a
+  district's first 20 s of traffic, without sites, with every site learnt and with every
+  site learning (``pipeline_memory``).
 * ``--healthy-hours H``: site anomalies opened on H hours of the simulators' healthy
   traffic (no faults), per 1,000 device-hours of the sites' devices.
 
     .venv/bin/python bench/sites.py [--devices 100000] [--estates 20] [--minutes 60]
     .venv/bin/python bench/sites.py --healthy-hours 24 --estates 6
+    .venv/bin/python bench/sites.py --pipeline-devices 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 import tracemalloc
+from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.pipeline
+
 from gateway.detection.detector import Detector
-from gateway.detection.sites import LEARN_ROWS, MIN_SLOT_S, SiteDetectors, SiteSpec, site_specs
+from gateway.detection.sites import (
+    LEARN_ROWS,
+    MIN_SLOT_S,
+    SiteDetectors,
+    SiteSpec,
+    load_sites,
+    site_specs,
+)
+from gateway.detection.snapshot import save
+from gateway.transport.dedup import SeqWindow
 from jiayuan.contract import Reading
 from jiayuan.places import Place
 from simulators.driver import generate
@@ -46,28 +65,62 @@ def sites_of(simulated: SimRegistry) -> list[SiteSpec]:
     return site_specs(generate_registry(simulated, seed=1, as_of=AS_OF))
 
 
-def synthetic_rows(specs: list[SiteSpec], rows: int, sites: SiteDetectors, first: int) -> None:
+# Synthetic healthy rows: the tanks of a site share one demand cycle (their levels fall as
+# the draw rises, their outlet pressures with them, each at its own level); chlorine,
+# turbidity and pH wander on their own, as in tests/support/pump_room.py.  So a learnt
+# model keeps as many components as such a pump room's (independent noise would keep
+# them all).
+CYCLE_ROWS = 40  # a demand cycle of 2 h at 3-min slots
+_SYNTHETIC: dict[str, tuple[float, float, float]] = {  # field: (level, swing, noise)
+    "free_chlorine": (0.4, 0.0, 0.003),
+    "turbidity": (0.3, 0.0, 0.02),
+    "ph": (7.3, 0.0, 0.03),
+    "level_pct": (60.0, -15.0, 0.3),
+    "supply_pressure": (0.25, -0.02, 0.001),
+}
+
+
+def synthetic_rows(specs: Sequence[SiteSpec], rows: int, sites: SiteDetectors, first: int) -> None:
     """``rows`` slots of every site: each member device one reading a slot."""
     rng = np.random.default_rng(first)
+    members = []
+    for spec in specs:
+        devices: dict[str, list[str]] = {}
+        for signal in spec.signals:
+            devices.setdefault(signal.device, []).append(signal.field)
+        anchor = spec.anchor
+        for device, fields in devices.items():
+            place = Place(
+                anchor.district, anchor.street, spec.estate, "pumproom", anchor.kind, device
+            )
+            offset = float(rng.normal(0.0, 0.05))  # each tank a level of its own
+            members.append((place, spec.slot_ms, fields, offset))
     for k in range(first, first + rows):
+        draw = math.sin(2 * math.pi * k / CYCLE_ROWS)
         items = []
-        for spec in specs:
-            devices: dict[str, dict[str, float | int | str]] = {}
-            for signal in spec.signals:
-                devices.setdefault(signal.device, {})[signal.field] = float(rng.normal(1.0, 0.1))
-            for device, values in devices.items():
-                place = Place(
-                    spec.anchor.district,
-                    spec.anchor.street,
-                    spec.estate,
-                    "pumproom",
-                    "water_tank",
-                    device,
-                )
-                items.append(
-                    (place, Reading(device, "water_tank", k + 1, T0 + k * spec.slot_ms, values))
-                )
+        for place, slot_ms, fields, offset in members:
+            values: dict[str, float | int | str] = {}
+            for name in fields:
+                level, swing, noise = _SYNTHETIC.get(name, (1.0, 0.0, 0.1))
+                values[name] = level * (1 + offset) + swing * draw + float(rng.normal(0, noise))
+            reading = Reading(place.device, place.kind, k + 1, T0 + k * slot_ms, values)
+            items.append((place, reading))
         sites.evaluate_many(items)
+
+
+def site_snapshot(registry: Path, path: Path, rows: int, streets: Sequence[str] = ("+",)) -> str:
+    """Save at ``path`` the detection snapshot a clean stop of a fresh gateway with this
+    registry (for ``streets``) would leave after its sites had seen ``rows`` synthetic
+    healthy rows: a restart from it holds every site learnt (``rows`` > ``LEARN_ROWS``)
+    or every site with its learning rows (fewer).  What it holds, in words."""
+    sites = load_sites(registry, streets)
+    detector = Detector(sites=sites)
+    synthetic_rows(sites.specs, rows, sites, 0)
+    save(path, detector, SeqWindow(), streets, int(time.time() * 1000))
+    return (
+        f"{len(sites.specs):,} sites after {rows} rows: {sites.learnt():,} learnt, "
+        f"{sites.learning():,} learning"
+    )
 
 
 def memory(devices: int) -> None:
@@ -99,6 +152,74 @@ def memory(devices: int) -> None:
             f"  {label:<16} {held / len(specs):>8,.0f} B a site  "
             f"{held / counted:>6,.1f} B a registry device"
         )
+
+
+def pipeline_memory(devices: int, modes: Sequence[str]) -> None:
+    """What the gateway's whole pipeline (detector, duplicate window, offline check, site
+    models) holds per device after a district's first 20 s of traffic
+    (``simulators.district``, ``devices`` devices), traced by tracemalloc in this one
+    process: load-independent, unlike the resident memory of ``bench/throughput.py
+    --memory-devices``.  For each mode: none (no registry); learnt and learning (the
+    district's registry and the detection snapshot of ``site_snapshot``, taken back as at
+    a restart).  The snapshots are built before tracing starts."""
+    import gc
+    import shutil
+    import tempfile
+
+    from bench.pipeline import stream_batches
+    from gateway.detection.snapshot import take_back
+    from gateway.metrics import GatewayMetrics
+    from gateway.pipeline import Message, Pipeline
+    from jiayuan.config import GatewayConfig
+    from jiayuan.registry.store import RegistryStore
+    from simulators.district import build_district
+
+    district = build_district(devices, seed=1)
+    end_ms = int(time.time() * 1000) - 5_000
+    wires = district.traffic(end_ms - 20_000, end_ms).wires
+    messages = [Message(t, p, i + 1, 1, end_ms) for i, (t, p, _) in enumerate(wires)]
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-sites-"))
+    registry = workdir / "registry.sqlite"
+    with RegistryStore(registry) as store:
+        store.replace(generate_registry(district.registry, seed=1, as_of=AS_OF))
+    snapshots = {}
+    for mode in modes:
+        if mode != "none":
+            snapshots[mode] = workdir / f"{mode}.sqlite"
+            rows = LEARN_ROWS + 2 if mode == "learnt" else LEARN_ROWS - 10
+            print(f"{mode}: {site_snapshot(registry, snapshots[mode], rows)}")
+    print(
+        f"{district.devices:,} devices, {sum(w[2] for w in wires):,} readings in "
+        f"{len(wires):,} messages; the pipeline's traced memory per device:"
+    )
+    # Once untraced first: what the first traffic allocates once (interned names, caches)
+    # is no mode's.
+    stream_batches(
+        Pipeline(Detector(), GatewayMetrics()), messages, GatewayConfig().batch_max_readings
+    )
+    try:
+        for mode in modes:
+            gc.collect()
+            tracemalloc.start()
+            sites = load_sites(registry) if mode != "none" else SiteDetectors()
+            pipeline = Pipeline(Detector(sites=sites), GatewayMetrics())
+            if mode != "none":
+                restored = take_back(
+                    snapshots[mode], pipeline.detector, pipeline.seen, ("+",), end_ms
+                )
+                assert restored is not None, mode
+            stream_batches(pipeline, messages, GatewayConfig().batch_max_readings)
+            gc.collect()
+            held, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(
+                f"  sites {mode:<9} held {held / district.devices:7,.0f} B, "
+                f"peak {peak / district.devices:7,.0f} B  ({sites.learnt():,} sites learnt, "
+                f"{sites.learning():,} learning)"
+            )
+            del pipeline, sites
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def traffic(
@@ -187,7 +308,17 @@ def main() -> None:
     parser.add_argument("--learn-rows", type=int, default=60)
     parser.add_argument("--healthy-hours", type=float, default=0.0)
     parser.add_argument("--slot-s", type=float, default=MIN_SLOT_S, help="sites' minimum slot")
+    parser.add_argument(
+        "--pipeline-devices",
+        type=int,
+        default=0,
+        help="only the whole pipeline's traced memory per device with N district devices, "
+        "without sites, with every site learnt and with every site learning",
+    )
     args = parser.parse_args()
+    if args.pipeline_devices:
+        pipeline_memory(args.pipeline_devices, ("none", "learnt", "learning"))
+        return
     if args.healthy_hours:
         healthy(args.estates, args.healthy_hours, args.slot_s)
         return

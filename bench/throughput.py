@@ -53,10 +53,15 @@ pacing and the gateway's fair share (bench/replay_scenario.py).
 (``simulators/district.py``, N devices of a registry's family mix, each reporting one to
 four times) from the broker, then another one N/2 devices'; their resident memory when the
 last reading was stored and at the peak, less their memory once subscribed, and what a
-device adds between the two.  With ``--alerts`` the gateway runs its alert service too
-(SQLite alert store and outbox, no operations-centre URL: work orders are parked), as in
-production: the devices fall silent after their readings, so every device whose silence
-outlasts its family's limit before the end raises an offline alert.
+device adds between the two.  The N-device run is repeated for each state of the site
+models in ``--memory-sites``: none (no registry), learnt (the district's registry, each
+estate's water tanks a pump room, and a detection snapshot in which every site has learnt,
+built by ``bench/sites.py`` from synthetic healthy rows, as after a clean restart) and
+learning (the same with every site's learning rows nearly full).  With ``--alerts`` the
+gateway runs its alert service too (SQLite alert store and outbox, no operations-centre
+URL: work orders are parked), as in production: the devices fall silent after their
+readings, so every device whose silence outlasts its family's limit before the end raises
+an offline alert.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ from jiayuan.contract import (
 )
 from jiayuan.influx import InfluxClient, InfluxError
 from jiayuan.places import Place
+from jiayuan.state import SNAPSHOT_FILE
 from simulators.district import District, build_district
 from simulators.driver import generate
 from simulators.faults import plan_faults
@@ -431,22 +437,30 @@ def run_gateway(settings: str, drain: bool) -> None:
     from gateway.service import Gateway
 
     given = json.loads(settings)
-    config = Config(
-        mqtt=MqttConfig(
-            url=given["mqtt"],
-            gateway_client_id=given["client_id"],
-            street_filter=given["streets"],
-            gateway_protocol=given["protocol"],
-        ),
-        influx=InfluxConfig(url=given["influx"], database=given["database"]),
-        gateway=GatewayConfig(
-            state_dir=given["state_dir"],
-            flush_interval_s=given["flush_interval_s"],
-            heap_trim_interval_s=given["heap_trim_interval_s"],
-        ),
-        alerts=AlertsConfig(enabled=given["alerts"]),
-        source="bench",
-    )
+
+    def configured(registry: str) -> Config:
+        return Config(
+            mqtt=MqttConfig(
+                url=given["mqtt"],
+                gateway_client_id=given["client_id"],
+                street_filter=given["streets"],
+                gateway_protocol=given["protocol"],
+            ),
+            influx=InfluxConfig(url=given["influx"], database=given["database"]),
+            gateway=GatewayConfig(
+                state_dir=given["state_dir"],
+                flush_interval_s=given["flush_interval_s"],
+                heap_trim_interval_s=given["heap_trim_interval_s"],
+            ),
+            alerts=AlertsConfig(enabled=given["alerts"], registry_db=registry),
+            source="bench",
+        )
+
+    # With ``drain`` the first instance reads a registry of one estate (so the memory once
+    # subscribed has the code that reads one), and what the measured instance's registry
+    # and sites hold is counted as its growth.
+    registry = given.get("registry", "")
+    config = configured(given.get("baseline_registry", "") if drain else registry)
     gateway = Gateway(config, serve_api=False)
     gateway.start()
     if not gateway.wait_ready(30):
@@ -457,7 +471,9 @@ def run_gateway(settings: str, drain: bool) -> None:
     if drain:
         sys.stdin.readline()  # "go"
         started = time.time()
-        gateway = Gateway(config, serve_api=False)
+        if given.get("snapshot"):  # in place of the one the first instance left
+            shutil.copyfile(given["snapshot"], Path(given["state_dir"]) / SNAPSHOT_FILE)
+        gateway = Gateway(configured(registry), serve_api=False)
         gateway.start()
         say(sys.stdout, started=started)
     cpu_before = time.process_time()
@@ -495,6 +511,12 @@ def run_gateway(settings: str, drain: bool) -> None:
     sampler.join()
     hwm = _status_kb("VmHWM")
     open_anomalies = gateway.detector.book.open_count
+    sites = gateway.detector.sites
+    held_sites = (
+        "no site models"
+        if sites is None
+        else f"{len(sites.specs):,} sites: {sites.learnt():,} learnt, {sites.learning():,} learning"
+    )
     trim_heap()  # what the gateway's own trimmer leaves (gateway/heap.py)
     trimmed_rss_kb = _status_kb("VmRSS")
     gateway.stop()
@@ -507,6 +529,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         stored_rss_kb=stored["rss_kb"],
         trimmed_rss_kb=trimmed_rss_kb,
         open_anomalies=open_anomalies,
+        sites=held_sites,
         progress=progress,
     )
 
@@ -644,6 +667,7 @@ class GatewayRun(msgspec.Struct):
     trimmed_rss_kb: int = 0  # summed VmRSS at the end, right after a heap trim
     open_anomalies: int = 0
     threads: dict[str, float] = {}  # the instances' CPU time over the whole run, by thread
+    sites: str = ""  # what the instances' site models held at the end
 
 
 def _start_gateway(
@@ -657,6 +681,7 @@ def _start_gateway(
     heap_trim_s: float,
     alerts: bool,
     progress_file: Path,
+    sites: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     settings = {
         "mqtt": servers.mqtt_url,
@@ -670,6 +695,7 @@ def _start_gateway(
         "protocol": protocol,
         "alerts": alerts,
         "progress_file": str(progress_file),
+        **(sites or {}),
     }
     return _child("gateway", json.dumps(settings), "1" if drain else "")
 
@@ -704,11 +730,13 @@ def gateway_end_to_end(
     heap_trim_s: float = GatewayConfig().heap_trim_interval_s,
     alerts: bool = False,
     warm: int = 0,
+    sites: dict[str, str] | None = None,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all stored in InfluxDB, through
     ``instances`` gateway processes that split the streets.  The first ``warm`` messages
     only warm the gateways up: the rate, CPU and cores are measured from the moment every
-    instance has stored its share of them (markers start after them too)."""
+    instance has stored its share of them (markers start after them too).  ``sites``: the
+    registries and snapshot of ``memory_sites``."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
     streets = split_streets(wires, instances)
     if mark and instances > 1:  # the markers' street must be owned too
@@ -728,6 +756,7 @@ def gateway_end_to_end(
             heap_trim_s,
             alerts,
             progress_file,
+            sites,
         )
         for group, progress_file in zip(streets, progress_files, strict=True)
     ]
@@ -821,6 +850,7 @@ def gateway_end_to_end(
         trimmed_rss_kb=sum(int(end["trimmed_rss_kb"]) for end in ends),
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
         threads=_summed_threads([end["threads"] for end in ends]),
+        sites="; ".join(str(end["sites"]) for end in ends),
     )
 
 
@@ -931,28 +961,75 @@ def profile_pipeline(wires: list[Wire], top: int, order: str) -> None:
     pstats.Stats(profiler).sort_stats(order).print_stats(top)
 
 
-def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: bool) -> None:
+# --memory-devices: what the measured gateway's site models hold (--memory-sites).
+SITE_MODES = ("none", "learnt", "learning")
+
+
+def memory_sites(district: District, mode: str, workdir: Path) -> dict[str, str]:
+    """The files of a gateway of this district whose site models are in ``mode``
+    (``SITE_MODES``), as ``gateway_end_to_end``'s ``sites``: none (no registry); learnt
+    (the district's registry, each estate's water tanks one pump room, and a detection
+    snapshot in which every site has learnt from synthetic healthy rows, as after 12 h of
+    running and a clean restart); learning (the same with every site's learning rows
+    nearly full, the first 12 h after a start without a snapshot).  With a registry, the
+    first instance of a drained run, whose memory once subscribed is the baseline, reads a
+    registry of the first estate only.  Built in this process, not the measured one."""
+    from bench.sites import AS_OF, site_snapshot
+    from gateway.detection.sites import LEARN_ROWS
+    from jiayuan.registry.store import RegistryStore
+    from simulators.registry import Registry as SimRegistry
+    from tools.registry_generate import generate_registry
+
+    def stored(name: str, simulated: SimRegistry) -> Path:
+        path = workdir / name
+        if not path.exists():
+            with RegistryStore(path) as store:
+                store.replace(generate_registry(simulated, seed=1, as_of=AS_OF))
+        return path
+
+    if mode == "none":
+        return {}
+    files = {
+        "baseline_registry": str(stored("registry-1.sqlite", SimRegistry(district.estates[:1])))
+    }
+    registry = stored(f"registry-{district.devices}.sqlite", district.registry)
+    # Learning: rows short of LEARN_ROWS by more than the run's slots, so no site learns
+    # (and fits its model) inside the measured run.
+    rows = LEARN_ROWS + 2 if mode == "learnt" else LEARN_ROWS - 10
+    snapshot = workdir / f"snapshot-{district.devices}-{mode}.sqlite"
+    print(f"    snapshot: {site_snapshot(registry, snapshot, rows)}")
+    return files | {"registry": str(registry), "snapshot": str(snapshot)}
+
+
+def memory_at_scale(
+    devices: int, protocol: str, heap_trim_s: float, alerts: bool, sites: Sequence[str]
+) -> None:
     """One gateway process taking a district's first readings (``simulators.district``:
     ``devices`` devices of a registry's family mix, ``MEMORY_WINDOW_S`` of their live
-    traffic) from the broker, then a fresh one taking half as many devices: their resident
-    memory when the last reading was stored and at the peak, less their memory once
-    subscribed.  The difference between the two runs over the difference in devices is the
-    memory a device adds, apart from what the process holds whatever the number of
-    devices (the in-flight messages, buffers, caches)."""
+    traffic) from the broker, once for each state of its site models in ``sites``
+    (``memory_sites``), then a fresh one taking half as many devices with the first of
+    them: their resident memory when the last reading was stored and at the peak, less
+    their memory once subscribed.  The difference between the two runs over the
+    difference in devices is the memory a device adds, apart from what the process holds
+    whatever the number of devices (the in-flight messages, buffers, caches)."""
     print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
     print(f"alert service {'on' if alerts else 'off'} (--alerts)")
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
     held: dict[int, float] = {}
+    rows: list[tuple[str, int, float, float, float]] = []
     try:
-        for count in (devices, devices // 2):
+        phases = [(devices, mode) for mode in sites] + [(devices // 2, sites[0])]
+        for count, mode in phases:
             district = build_district(count, seed=1)
+            print(f"{count:,} devices, site models: {mode} (load average {_load()})")
+            files = memory_sites(district, mode, workdir)
             end_ms = int(time.time() * 1000) - 5_000
             wires = district.traffic(end_ms - int(MEMORY_WINDOW_S * 1000), end_ms).wires
             measured = district.devices
             print(
-                f"{measured:,} devices of {len(district.estates):,} estates "
+                f"    {measured:,} devices of {len(district.estates):,} estates "
                 f"(simulators/district.py), {MEMORY_WINDOW_S:g} s of their traffic: "
                 f"{sum(w[2] for w in wires):,} readings in {len(wires):,} batch messages"
             )
@@ -964,11 +1041,13 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
                 protocol=protocol,
                 heap_trim_s=heap_trim_s,
                 alerts=alerts,
+                sites=files,
             )
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(
                 f"    memory once subscribed {run.baseline_kb / 1024:.1f} MiB; "
-                f"{run.open_anomalies:,} anomalies open at the end; grown:"
+                f"{run.open_anomalies:,} anomalies open at the end; held at the end: "
+                f"{run.sites}; load average {_load()}; grown:"
             )
             for label, kb in (
                 ("when the last reading was stored", run.stored_rss_kb),
@@ -980,11 +1059,21 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
                     f"      {label:<33} {grown / 1024:7.1f} MiB, "
                     f"{grown * 1024 / measured:6,.0f} B per device"
                 )
-            held[measured] = (run.trimmed_rss_kb - run.baseline_kb) * 1024
+            if mode == sites[0]:
+                held[measured] = (run.trimmed_rss_kb - run.baseline_kb) * 1024
+            peak, stored, trimmed = (
+                (kb - run.baseline_kb) * 1024 / measured
+                for kb in (run.hwm_kb, run.stored_rss_kb, run.trimmed_rss_kb)
+            )
+            rows.append((mode, measured, peak, stored, trimmed))
+        print("grown per device (B), one gateway process:")
+        print(f"  {'site models':<12} {'devices':>8} {'peak':>7} {'stored':>7} {'trimmed':>8}")
+        for mode, measured, peak, stored, trimmed in rows:
+            print(f"  {mode:<12} {measured:>8,} {peak:>7,.0f} {stored:>7,.0f} {trimmed:>8,.0f}")
         (many, many_bytes), (few, few_bytes) = sorted(held.items(), reverse=True)
         print(
-            f"memory a device adds (after a heap trim, {few:,} → {many:,} devices): "
-            f"{(many_bytes - few_bytes) / (many - few):,.0f} B"
+            f"memory a device adds (site models {sites[0]}, after a heap trim, "
+            f"{few:,} → {many:,} devices): {(many_bytes - few_bytes) / (many - few):,.0f} B"
         )
         print(f"total {time.perf_counter() - started:.0f} s; servers stopped")
     finally:
@@ -1020,7 +1109,11 @@ def measure(args: argparse.Namespace) -> None:
     print(f"machine: {machine()}; publisher, subscribers, Mosquitto and InfluxDB share them")
     if args.memory_devices:
         memory_at_scale(
-            args.memory_devices, args.gateway_protocol, args.heap_trim_interval, args.alerts
+            args.memory_devices,
+            args.gateway_protocol,
+            args.heap_trim_interval,
+            args.alerts,
+            args.memory_sites,
         )
         return
     if args.replay_only:
@@ -1348,6 +1441,14 @@ def main() -> None:
         action="store_true",
         help="with --memory-devices: the gateway runs its alert service (as in production); "
         "otherwise it is off in every measurement",
+    )
+    parser.add_argument(
+        "--memory-sites",
+        type=lambda text: tuple(text.split(",")),
+        default=SITE_MODES,
+        help="with --memory-devices: the states of the gateway's site models to measure, "
+        f"comma-separated, of {','.join(SITE_MODES)} (default all; the half-size run "
+        "takes the first)",
     )
     parser.add_argument(
         "--replay-only",

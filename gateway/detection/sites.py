@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from jiayuan.registry.tables import RegistryInvalid
 log = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
 # The gateway's site model: dynamic PCA with one previous row (two would make the model
 # half as large again for the same signals); Q only (the gateway's own detectors judge
 # each value against its baseline: the site model judges the relations between them); one
@@ -116,72 +117,45 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
 
 
 @dataclass(slots=True, eq=False)
-class _Learnt:
-    """A learnt ``SiteModel`` as the gateway keeps it: one float32 array (an array costs
-    some 110 bytes besides its values, a site four of them otherwise), no training rows.
-    ``packed`` holds the lagged columns' means and spreads, the inverse eigenvalues, the
-    loadings (columns × components) and the limits."""
-
-    packed: F32
-    columns: int
-    components: int
-    t2_limit: float
-    q_limit: float
-    typical: float
-    chart_limits: tuple[float, ...]
-
-    @classmethod
-    def of(cls, model: SiteModel) -> _Learnt:
-        mean, spread, loadings, eigenvalues = model.projection
-        packed = np.concatenate((mean, spread, 1.0 / eigenvalues, loadings.ravel()))
-        return cls(
-            packed.astype(np.float32),
-            len(mean),
-            len(eigenvalues),
-            model.t2_limit,
-            model.q_limit,
-            model.typical,
-            tuple(model.chart_limits),
-        )
-
-    @property
-    def mean(self) -> F32:
-        return self.packed[: self.columns]
-
-    @property
-    def spread(self) -> F32:
-        return self.packed[self.columns : 2 * self.columns]
-
-    @property
-    def inverse_eigenvalues(self) -> F32:
-        return self.packed[2 * self.columns : 2 * self.columns + self.components]
-
-    @property
-    def loadings(self) -> F32:
-        start = 2 * self.columns + self.components
-        return self.packed[start:].reshape(self.columns, self.components)
-
-
-@dataclass(slots=True, eq=False)
 class _SiteState:
-    """One site's per-slot alignment, learning rows or model, history and charts."""
+    """One site's per-slot alignment, learning rows or model, and charts.
 
-    latest: F32  # each signal's latest value in the current slot
+    Two arrays a site, one per type (an array costs some 110 bytes besides its values):
+
+    - ``values`` (float32): each signal's latest value in the current slot; while learning
+      then the origin the learning rows are kept against; once learnt then the ``lags``
+      previous rows, newest first (so the first ``signals × (lags + 1)`` values are the
+      lagged row the model judges), then the model: the lagged columns' means and spreads,
+      the basis (columns × ``basis``; with ``complement`` the residual space's, else the
+      loadings) and, when T² counts, the inverse eigenvalues.
+    - ``numbers`` (float64, once learnt): the Q and T² limits, where the charts start, each
+      chart's limit and each chart's EWMA.
+    """
+
+    values: F32
+    numbers: F64 | None = None
+    basis: int = 0  # basis vectors kept (columns of the basis in ``values``)
+    complement: bool = False  # the basis spans the residual space, not the loadings'
     seen: int = 0  # bit per signal: reported in the current slot
     slot: int = -1
     # Learning buffer, freed once learnt: each row as its difference from the first row,
     # in float16 (half the bytes while every site learns at once; a difference keeps
     # 11 bits of itself, far finer than any signal's noise).
     rows: npt.NDArray[np.float16] | None = None
-    origin: F32 | None = None
     count: int = 0
-    learnt: _Learnt | None = None
-    history: F32 | None = None  # the previous rows, newest first (lags × signals)
-    levels: list[float] = field(default_factory=list)  # each chart's EWMA
     open: bool = False
     streak: int = 0  # rows in a row on the other side of the limit than ``open`` says
     since_ms: int = 0  # the time of the streak's first row
     failed: bool = False  # the learning rows gave no model (logged once)
+
+    @property
+    def learnt(self) -> F64 | None:
+        """The learnt model's limits and charts; None while the site learns."""
+        return self.numbers
+
+
+# ``_SiteState.numbers``: the limits, then each chart's limit, then each chart's EWMA.
+_Q_LIMIT, _T2_LIMIT, _TYPICAL, _CHARTS = 0, 1, 2, 3
 
 
 class SiteDetectors(Stateful):
@@ -253,41 +227,55 @@ class SiteDetectors(Stateful):
             column = columns.get(name)
             # An int is a float signal sent without decimals (bool is not a reading value).
             if column is not None and isinstance(value, float | int) and math.isfinite(value):
-                state.latest[column] = value
+                state.values[column] = value
                 state.seen |= 1 << column
         return change
 
     def _row(self, spec: SiteSpec, state: _SiteState, ts_ms: int) -> AnomalyChange | None:
-        """Learn or judge the completed row ``state.latest`` (time ``ts_ms``)."""
+        """Learn or judge the completed row (the first values of ``state.values``, time
+        ``ts_ms``)."""
         if state.failed:
             return None
-        if state.learnt is None:
+        numbers = state.numbers
+        if numbers is None:
             self._learn(spec, state)
             return None
-        assert state.history is not None
-        learnt = state.learnt
-        row = state.latest
-        lagged = np.concatenate((row, state.history.ravel()))
-        standard = (lagged - learnt.mean) / learnt.spread
-        scores = standard @ learnt.loadings
-        projected = scores @ learnt.loadings.T
-        t2_parts = standard * ((scores * learnt.inverse_eigenvalues) @ learnt.loadings.T)
-        q_parts = (standard - projected) ** 2
+        signals = len(spec.signals)
+        columns = signals * (self.params.lags + 1)
+        values = state.values
+        lagged = values[:columns]  # the row, then the previous rows newest first
+        mean = values[columns : 2 * columns]
+        spread = values[2 * columns : 3 * columns]
+        end = 3 * columns + columns * state.basis
+        basis = values[3 * columns : end].reshape(columns, state.basis)
+        standard = (lagged - mean) / spread
+        scores = standard @ basis
+        through = scores @ basis.T
+        # The residual (Q's parts) and the projection on the healthy subspace: the basis
+        # spans one of them, the other is what is left of the standardised row.
+        residual = through if state.complement else standard - through
+        projected = standard - residual if state.complement else through
         w = self.params.t2_weight
-        parts = w * t2_parts / learnt.t2_limit + (1.0 - w) * q_parts / learnt.q_limit
+        parts = (1.0 - w) * residual**2 / float(numbers[_Q_LIMIT])
+        if w:
+            t2_parts = standard * ((scores * values[end:]) @ basis.T)
+            parts = w * t2_parts / float(numbers[_T2_LIMIT]) + parts
         index = float(parts.sum())
         ratio, smoothed = 0.0, None
-        for k, (weight, limit) in enumerate(
-            zip(self.params.smoothing, learnt.chart_limits, strict=True)
-        ):
+        charts = len(self.params.smoothing)
+        for k, weight in enumerate(self.params.smoothing):
+            limit = float(numbers[_CHARTS + k])
             clip = self.params.ewma_clip
             added = index if clip is None or weight >= 1.0 else min(index, clip)
-            state.levels[k] += weight * (added - state.levels[k])
-            ratio = max(ratio, state.levels[k] / limit)
+            level = float(numbers[_CHARTS + charts + k])
+            level += weight * (added - level)
+            numbers[_CHARTS + charts + k] = level
+            ratio = max(ratio, level / limit)
             if weight < 1.0:
-                smoothed = max(smoothed or 0.0, state.levels[k] / limit)
-        if len(state.history):
-            state.history = np.vstack((row[None, :], state.history[:-1]))
+                smoothed = max(smoothed or 0.0, level / limit)
+        row = values[:signals]
+        if columns > signals:  # this row becomes the newest previous row
+            values[signals:columns] = values[: columns - signals].copy()
         # A healthy site has a row over the 99 % limits one time in a hundred: only a
         # relation broken for ``hold_rows`` rows in a row opens the anomaly, and only the
         # smoothed charts under their limits for as long close it (a healthy row over the
@@ -306,10 +294,9 @@ class SiteDetectors(Stateful):
         code = spec.code
         if not anomalous:
             return AnomalyChange(code, False, state.since_ms, 0.0, 0.0)
-        signals = len(spec.signals)
         shares = np.maximum(parts.reshape(-1, signals).sum(axis=0), 0.0)
         shares = shares / max(float(shares.sum()), 1e-30)
-        expected = learnt.mean[:signals] + learnt.spread[:signals] * projected[:signals]
+        expected = mean[:signals] + spread[:signals] * projected[:signals]
         order = [int(j) for j in np.argsort(shares)[::-1][:TOP_SIGNALS] if shares[j] >= 0.05]
         detail = _detail(spec, order, shares, row, expected, ratio / (1.0 + ratio))
         top = order[0] if order else 0
@@ -317,12 +304,14 @@ class SiteDetectors(Stateful):
         return AnomalyChange(code, True, state.since_ms, value, predicted, detail)
 
     def _learn(self, spec: SiteSpec, state: _SiteState) -> None:
+        signals = len(spec.signals)
         if state.rows is None:
-            state.rows = np.empty((self.learn_rows, len(spec.signals)), dtype=np.float16)
-            state.origin = state.latest.copy()
+            state.rows = np.empty((self.learn_rows, signals), dtype=np.float16)
+            # The first row is the origin the learning rows are kept against.
+            state.values = np.concatenate((state.values, state.values))
             if not self._told_learning:
                 self._told_learning = True
-                learning = sum(1 for st in self._states if st.learnt is None and not st.failed)
+                learning = sum(1 for st in self._states if st.numbers is None and not st.failed)
                 log.warning(
                     "站点模型从数据流学习 %d 个站点的健康关系，各取前 %d 行（正常运行）"
                     " site models learn the healthy relations of %d sites from the stream, "
@@ -333,26 +322,42 @@ class SiteDetectors(Stateful):
                     learning,
                     self.learn_rows,
                 )
-        assert state.origin is not None
-        state.rows[state.count] = state.latest - state.origin
+        latest, origin = state.values[:signals], state.values[signals : 2 * signals]
+        state.rows[state.count] = latest - origin
         state.count += 1
         if state.count < self.learn_rows:
             return
-        rows = state.origin.astype(np.float64) + state.rows.astype(np.float64)
-        state.rows, state.origin = None, None
+        rows = origin.astype(np.float64) + state.rows.astype(np.float64)
+        state.rows = None
         names = [s.title(spec.estate) for s in spec.signals]
         try:
             model = SiteModel(rows, names, self.params)
         except (ValueError, np.linalg.LinAlgError) as error:
             state.failed = True
+            state.values = latest.copy()
             log.warning(
                 "站点 %s/%s 模型无法学习 site model not learnt: %s", spec.estate, spec.name, error
             )
             return
-        state.learnt = _Learnt.of(model)
         lags = self.params.lags
-        state.history = rows[::-1][:lags].astype(np.float32)  # newest first
-        state.levels = [model.typical] * len(self.params.smoothing)
+        history = rows[::-1][:lags].ravel()  # the previous rows, newest first
+        mean, spread, loadings, eigenvalues = model.projection
+        with_t2 = self.params.t2_weight > 0.0
+        complement = model.complement
+        # Q needs only one of the two spaces: the narrower one (T² needs the loadings).
+        state.complement = not with_t2 and complement.shape[1] < loadings.shape[1]
+        basis = complement if state.complement else loadings
+        state.basis = basis.shape[1]
+        state.values = np.concatenate(
+            (latest, history, mean, spread, basis.ravel())
+            + ((1.0 / eigenvalues,) if with_t2 else ())
+        ).astype(np.float32)
+        charts = len(self.params.smoothing)
+        state.numbers = np.array(
+            [model.q_limit, model.t2_limit, model.typical, *model.chart_limits]
+            + [model.typical] * charts,
+            dtype=np.float64,
+        )
 
     def export_state(self) -> dict[str, Any]:
         return {"_states": self._states}
@@ -377,7 +382,11 @@ class SiteDetectors(Stateful):
 
     def learnt(self) -> int:
         """How many sites judge rows (their model learnt)."""
-        return sum(1 for state in self._states if state.learnt is not None)
+        return sum(1 for state in self._states if state.numbers is not None)
+
+    def learning(self) -> int:
+        """How many sites hold learning rows."""
+        return sum(1 for state in self._states if state.rows is not None)
 
 
 def _detail(

@@ -28,6 +28,8 @@ PLACES = (
     Place("songjiang", "yongfeng", ESTATE, "pumproom", "water_tank", tank_id(ESTATE, "W02")),
 )
 LEARNT_S = 240 * PERIOD_S + 60  # the learning rows and a little more
+LEARN_ROWS = 240
+FLOAT_SIGNALS = [s for s in family(Kind.WATER_TANK).signals if s.type.value == "float"]
 HOUR_S = 3600
 
 
@@ -93,6 +95,31 @@ def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() ->
     assert first_named.startswith("W01 出水压力 supply_pressure"), opened.detail
     assert "健康关系推算" in first_named and "healthy relations predict" in first_named
     assert 0.22 < opened.value < 0.28 and 0.22 < opened.threshold < 0.28
+
+
+def test_a_site_whose_signals_share_no_healthy_relation_raises_nothing() -> None:
+    # Every signal wanders on its own: the model keeps every component and Q has nothing
+    # to judge (its limit is ~1e-29); a row's rounding must not count as a broken relation.
+    sites = SiteDetectors([spec()])
+    rng = np.random.default_rng(8)
+    opened = []
+    for k in range(LEARN_ROWS + 100):
+        items = [
+            (
+                place,
+                Reading(
+                    place.device,
+                    place.kind,
+                    k + 1,
+                    T0 + k * PERIOD_S * 1000 + 3000 * n,
+                    {s.name: float(rng.normal(1.0, 0.1)) for s in FLOAT_SIGNALS},
+                ),
+            )
+            for n, place in enumerate(PLACES)
+        ]
+        opened += [change for _, change in sites.evaluate_many(items) if change.opened]
+    assert sites.learnt() == 1
+    assert opened == []
 
 
 def test_a_slot_without_every_signal_is_neither_learnt_nor_judged() -> None:

@@ -83,6 +83,8 @@ class _Pca:
         share = np.cumsum(eigenvalues) / max(float(eigenvalues.sum()), 1e-300)
         kept = min(int(np.searchsorted(share, variance)) + 1, len(eigenvalues))
         self.loadings = vectors[:, :kept]
+        # The residual space's basis: Q's residual is also its projection on it.
+        self.complement = vectors[:, kept:]
         self.eigenvalues = np.maximum(eigenvalues[:kept], 1e-12)
 
     def parts(self, lagged: F64) -> tuple[F64, F64, F64]:
@@ -159,6 +161,13 @@ class SiteModel:
         row needs (the gateway keeps them in float32 and judges row by row)."""
         pca = self._pca
         return pca.mean, pca.spread, pca.loadings, pca.eigenvalues
+
+    @property
+    def complement(self) -> F64:
+        """An orthonormal basis of the residual space (the columns the loadings leave
+        out): a standardised row's residual is its projection on it, which needs fewer
+        numbers than the loadings when few components are left out."""
+        return self._pca.complement
 
     @property
     def components(self) -> int:
