@@ -116,7 +116,7 @@ from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
 from tools.replay import as_gateway_input
-from tools.servers import RunningServers, start_servers
+from tools.servers import INFLUX_CACHE_SNAPSHOT, RunningServers, start_servers
 
 INFLUX_BATCH = 5000
 MAX_INFLIGHT = 1000
@@ -1192,6 +1192,12 @@ def measure(args: argparse.Namespace) -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
+    if args.influx_cache_snapshot != INFLUX_CACHE_SNAPSHOT:
+        _influx_cache_snapshot(servers, args.influx_cache_snapshot)
+    print(
+        f"InfluxDB [data] cache-snapshot-memory-size {args.influx_cache_snapshot} "
+        "(--influx-cache-snapshot)"
+    )
     summaries: list[Summary] = []
     try:
         for traffic in traffics:
@@ -1206,6 +1212,19 @@ def measure(args: argparse.Namespace) -> None:
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _influx_cache_snapshot(servers: RunningServers, size: str) -> None:
+    """Restart the benchmark's InfluxDB with another cache snapshot size (an A/B of
+    tools.servers' configuration)."""
+    servers.stop_influx()
+    conf = servers.influxdb_conf.read_text()
+    setting = f'cache-snapshot-memory-size = "{INFLUX_CACHE_SNAPSHOT}"'
+    assert setting in conf, "tools.servers no longer writes the cache snapshot size"
+    servers.influxdb_conf.write_text(
+        conf.replace(setting, f'cache-snapshot-memory-size = "{size}"')
+    )
+    servers.start_influx()
 
 
 def replay_only() -> None:
@@ -1480,6 +1499,13 @@ def main() -> None:
         default=SETTLE_S,
         help="on the district: seconds of paced traffic before the first marker "
         "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--influx-cache-snapshot",
+        default=INFLUX_CACHE_SNAPSHOT,
+        metavar="SIZE",
+        help="InfluxDB's [data] cache-snapshot-memory-size for this run (default "
+        "%(default)s, tools.servers'; InfluxDB's own default is 25m)",
     )
     parser.add_argument(
         "--latency-rate",
