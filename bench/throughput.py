@@ -141,8 +141,8 @@ MARK_EVERY_S = 0.02  # ~50 markers a second: a p99 over hundreds, not the worst 
 DISTRICT_DEVICES = 100_000
 DISTRICT_S = 10.0
 WARM_S = 10.0
-# The district's latency: paced traffic before the first marker, so that the markers meet
-# InfluxDB's snapshots and compactions of the paced rate, not the warm-up's.
+# The district's latency: paced traffic between the warm-up stored and the first marker,
+# so that the markers meet the paced rate's snapshots and compactions, not the warm-up's.
 SETTLE_S = 5.0
 # --memory-devices: every device reports one to four times (a lift every 5 s, the others
 # every 10 s), so every signal is seen and every check's state allocated; then they fall
@@ -271,13 +271,12 @@ def _child(mode: str, *args: str) -> subprocess.Popen[str]:
 
 
 def run_publisher(
-    port: int, traffic_file: str, rate: float, mark: str, warm: int = 0, settle_s: float = -1.0
+    port: int, traffic_file: str, rate: float, mark: str, warm: int = 0, steady: bool = False
 ) -> None:
     """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report;
-    markers only once the first ``warm`` messages are out.  With ``settle_s`` ≥ 0 (the
-    steady-state latency): the first ``warm`` messages go out unpaced, the publisher says
-    so once the broker has acknowledged them and waits for a second "go", then paces the
-    rest, with markers from ``settle_s`` after that."""
+    markers only once the first ``warm`` messages are out.  With ``steady`` (the
+    steady-state latency): the first ``warm`` messages go out unpaced, the rest paced
+    right after them, and markers start when the parent says "mark" (its settling)."""
     wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -289,6 +288,11 @@ def run_publisher(
     client.loop_start()
     say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
+    marking = threading.Event()
+    if steady and warm:
+        threading.Thread(target=lambda: (sys.stdin.readline(), marking.set()), daemon=True).start()
+    else:
+        marking.set()
     marks: list[int] = []
     district, street, estate = mark.split("/") if mark else ("", "", "")
     mark_topic = batch_topic(district, street, estate, MARK_EDGE) if mark else ""
@@ -296,22 +300,15 @@ def run_publisher(
     started = time.time()
     sent_readings = 0
     published = 0
-    settling = settle_s >= 0 and warm > 0
+    unpaced = warm if steady else 0
     for index, (topic, payload, readings) in enumerate(wires):
-        if settling and index == warm:  # the warm-up is out: acknowledged, then paced
-            for _ in range(MAX_INFLIGHT):
-                slots.acquire()
-            for _ in range(MAX_INFLIGHT):
-                slots.release()
-            say(sys.stdout, warm_acked=time.time())
-            sys.stdin.readline()  # "go": the gateways and InfluxDB have settled
+        if index == unpaced and unpaced:  # the warm-up is out: paced from here
             started, sent_readings = time.time(), 0
-            next_mark = started + settle_s
-        if rate > 0 and (not settling or index >= warm):
+        if rate > 0 and index >= unpaced:
             due = started + sent_readings / rate
             while (now := time.time()) < due:
                 time.sleep(min(due - now, 0.005))
-            if mark and index >= warm and now >= next_mark:
+            if mark and index >= warm and now >= next_mark and marking.is_set():
                 ts = int(time.time() * 1000)
                 alarm = Reading(
                     f"mark-{len(marks)}", "fire", 1, ts, {"fire_alarm": 1}, event="fire.alarm"
@@ -558,7 +555,7 @@ def _publish(
     rate: float = 0.0,
     mark: str = "",
     warm: int = 0,
-    settle_s: float = -1.0,
+    steady: bool = False,
 ) -> subprocess.Popen[str]:
     traffic_file = workdir / f"traffic-{uuid.uuid4().hex[:6]}.msgpack"
     traffic_file.write_bytes(msgspec.msgpack.encode(wires))
@@ -569,7 +566,7 @@ def _publish(
         str(rate),
         mark,
         str(warm),
-        str(settle_s),
+        "1" if steady else "",
     )
     expect(publisher, "publisher")
     return publisher
@@ -757,9 +754,9 @@ def gateway_end_to_end(
     instance has stored its share of them (markers start after them too).
 
     ``settle_s`` ≥ 0 with ``warm`` and ``rate`` (the latency in steady state): the warm-up
-    goes out unpaced, and the paced traffic starts only once the gateways have stored it
-    and InfluxDB has run no snapshot or compaction for a moment; markers start
-    ``settle_s`` after that (``latency_window``)."""
+    goes out unpaced and the paced traffic right after it; markers start ``settle_s``
+    after the gateways have stored the warm-up, once InfluxDB runs no snapshot or
+    compaction (``_settle``, ``latency_window``)."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
     streets = split_streets(wires, instances)
     if mark and instances > 1:  # the markers' street must be owned too
@@ -784,7 +781,8 @@ def gateway_end_to_end(
     ]
     baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
-    publisher = _publish(servers, wires, workdir, rate, mark, warm, settle_s)
+    steady = settle_s >= 0 and bool(warm) and rate > 0
+    publisher = _publish(servers, wires, workdir, rate, mark, warm, steady)
     seen: dict[str, float] = {}
     stop_polling = threading.Event()
     influx = InfluxConfig(url=servers.influx_url, database=database)
@@ -808,8 +806,9 @@ def gateway_end_to_end(
     _go(publisher)
     began = 0.0
     engine_before: dict[str, float] = {}
-    if settle_s >= 0 and warm and rate:
-        engine_before = _settle(servers, publisher, progress_files, sum(w[2] for w in wires[:warm]))
+    if steady:
+        warm_readings = sum(w[2] for w in wires[:warm])
+        engine_before = _settle(servers, publisher, progress_files, warm_readings, settle_s)
     if drain:  # the whole backlog at the broker first, then the gateways take it
         published = expect(publisher, "publisher")
         for gateway in gateways:
@@ -864,11 +863,11 @@ def gateway_end_to_end(
             began, measured, cpu_s = warmed, after, after_cpu_s
         else:  # too little traffic to tell the warm-up apart: the whole run
             print("  ! the warm-up and the measured readings were stored together")
-    steady = ""
+    window = ""
     if engine_before and latencies:
-        steady = latency_window(published["marks"], ends, timeline, engine_before, engine_after)
+        window = latency_window(published["marks"], ends, timeline, engine_before, engine_after)
     return GatewayRun(
-        steady=steady,
+        steady=window,
         rate=measured / (done_at - began),
         stored=measured,
         baseline_kb=baseline,
@@ -891,11 +890,12 @@ def _settle(
     publisher: subprocess.Popen[str],
     progress_files: list[Path],
     warm_readings: int,
+    settle_s: float,
 ) -> dict[str, float]:
-    """Once the publisher has the warm-up acknowledged: wait until the gateways have
-    stored it and InfluxDB's snapshots and compactions of it are done, then start the
-    paced traffic; InfluxDB's engine counters then."""
-    expect(publisher, "publisher")
+    """While the paced traffic flows: wait until the gateways have stored the warm-up,
+    then ``settle_s`` more, then until InfluxDB runs no snapshot or compaction for a
+    moment; then tell the publisher to start the markers.  InfluxDB's engine counters
+    then."""
     started = time.time()
     while sum(_progress(path) for path in progress_files) < warm_readings:
         if time.time() - started > SETTLE_TIMEOUT_S:
@@ -903,13 +903,17 @@ def _settle(
             break
         time.sleep(POLL_S)
     stored_s = time.time() - started
+    time.sleep(settle_s)
     waited_s = wait_settled(servers.influx_url, SETTLE_TIMEOUT_S)
     print(
-        f"    warm-up stored {stored_s:.1f} s after the broker had it; InfluxDB settled "
-        f"{waited_s:.1f} s later; load average {_load()}"
+        f"    warm-up stored {stored_s:.1f} s after it was published; markers from "
+        f"{settle_s:g} + {waited_s:.1f} s later (InfluxDB then ran no snapshot or "
+        f"compaction); load average {_load()}"
     )
     before = engine_stats(servers.influx_url)
-    _go(publisher)
+    assert publisher.stdin is not None
+    publisher.stdin.write("mark\n")
+    publisher.stdin.flush()
     return before
 
 
@@ -1401,20 +1405,17 @@ def latency(
     """Publish → anomaly stored for fire-alarm markers in traffic paced at ``rate``.
 
     On a traffic with a warm-up (the district) this is the latency in steady state: the
-    warm-up goes out unpaced, and the paced traffic starts once the gateways have stored
-    it and InfluxDB has finished its snapshots and compactions of it, so that InfluxDB
+    warm-up goes out unpaced and the paced traffic right after it, without a pause (a
+    pause would take every lift offline); markers start ``--settle-s`` after the gateways
+    have stored the warm-up, once InfluxDB runs no snapshot or compaction.  So InfluxDB
     holds every device's series and the gateways know every device, as in a district
-    running for hours; markers start ``--settle-s`` into the paced traffic, so its own
-    snapshots and compactions are those of its rate.  The replay has no warm-up: paced
-    from the start."""
+    running for hours, the backlog the warm-up left has been worked off, and the
+    snapshots and compactions the markers meet are those of the paced rate.  The replay
+    has no warm-up: paced from the start."""
     settle_s = args.settle_s if traffic.warm_wires else -1.0
     print(
         f"latency at {rate:,.0f} readings/s, {count} gateway process(es), fire-alarm markers"
-        + (
-            f" from {settle_s:g} s into the paced traffic, after the warm-up messages"
-            if traffic.warm_wires
-            else ""
-        )
+        + (f" from {settle_s:g} s after the warm-up was stored" if traffic.warm_wires else "")
     )
     slice_readings = int(rate * (args.latency_s + max(0.0, settle_s)))
     wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
@@ -1497,8 +1498,8 @@ def main() -> None:
         "--settle-s",
         type=float,
         default=SETTLE_S,
-        help="on the district: seconds of paced traffic before the first marker "
-        "(default %(default)s)",
+        help="on the district: seconds of paced traffic between the warm-up stored and "
+        "the first marker (default %(default)s)",
     )
     parser.add_argument(
         "--influx-cache-snapshot",
@@ -1566,7 +1567,7 @@ def main() -> None:
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
     parser.add_argument(
-        "--publish", nargs=6, metavar=("PORT", "FILE", "RATE", "MARK", "WARM", "SETTLE_S")
+        "--publish", nargs=6, metavar=("PORT", "FILE", "RATE", "MARK", "WARM", "STEADY")
     )
     parser.add_argument(
         "--count", nargs=5, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW", "PROTOCOL")
@@ -1574,8 +1575,8 @@ def main() -> None:
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
-        port, traffic_file, rate, mark, warm, settle_s = args.publish
-        run_publisher(int(port), traffic_file, float(rate), mark, int(warm), float(settle_s))
+        port, traffic_file, rate, mark, warm, steady = args.publish
+        run_publisher(int(port), traffic_file, float(rate), mark, int(warm), bool(steady))
     elif args.count:
         port, expected, drain, window, protocol = args.count
         run_counter(
