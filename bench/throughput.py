@@ -271,12 +271,13 @@ def _child(mode: str, *args: str) -> subprocess.Popen[str]:
 
 
 def run_publisher(
-    port: int, traffic_file: str, rate: float, mark: str, warm: int = 0, steady: bool = False
+    port: int, traffic_file: str, rate: float, mark: str, warm: int = 0, steady_s: float = 0.0
 ) -> None:
     """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report;
-    markers only once the first ``warm`` messages are out.  With ``steady`` (the
+    markers only once the first ``warm`` messages are out.  With ``steady_s`` (the
     steady-state latency): the first ``warm`` messages go out unpaced, the rest paced
-    right after them, and markers start when the parent says "mark" (its settling)."""
+    right after them; markers start when the parent says "mark" (its settling), and the
+    publisher stops ``steady_s`` after that."""
     wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -289,7 +290,7 @@ def run_publisher(
     say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
     marking = threading.Event()
-    if steady and warm:
+    if steady_s and warm:
         threading.Thread(target=lambda: (sys.stdin.readline(), marking.set()), daemon=True).start()
     else:
         marking.set()
@@ -300,8 +301,11 @@ def run_publisher(
     started = time.time()
     sent_readings = 0
     published = 0
-    unpaced = warm if steady else 0
+    unpaced = warm if steady_s else 0
+    total_readings = 0
     for index, (topic, payload, readings) in enumerate(wires):
+        if steady_s and marks and time.time() * 1000 - marks[0] > steady_s * 1000:
+            break
         if index == unpaced and unpaced:  # the warm-up is out: paced from here
             started, sent_readings = time.time(), 0
         if rate > 0 and index >= unpaced:
@@ -322,10 +326,18 @@ def run_publisher(
         client.publish(topic, payload, qos=1)
         published += 1
         sent_readings += readings
+        total_readings += readings
     sent = time.time()
     for _ in range(MAX_INFLIGHT):
         slots.acquire()
-    say(sys.stdout, start=started, sent=sent, acked=time.time(), marks=marks)
+    say(
+        sys.stdout,
+        start=started,
+        sent=sent,
+        acked=time.time(),
+        marks=marks,
+        readings=total_readings,
+    )
     client.loop_stop()
     client.disconnect()
 
@@ -555,7 +567,7 @@ def _publish(
     rate: float = 0.0,
     mark: str = "",
     warm: int = 0,
-    steady: bool = False,
+    steady_s: float = 0.0,
 ) -> subprocess.Popen[str]:
     traffic_file = workdir / f"traffic-{uuid.uuid4().hex[:6]}.msgpack"
     traffic_file.write_bytes(msgspec.msgpack.encode(wires))
@@ -566,7 +578,7 @@ def _publish(
         str(rate),
         mark,
         str(warm),
-        "1" if steady else "",
+        str(steady_s),
     )
     expect(publisher, "publisher")
     return publisher
@@ -747,6 +759,7 @@ def gateway_end_to_end(
     alerts: bool = False,
     warm: int = 0,
     settle_s: float = -1.0,
+    latency_s: float = 0.0,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all stored in InfluxDB, through
     ``instances`` gateway processes that split the streets.  The first ``warm`` messages
@@ -781,8 +794,8 @@ def gateway_end_to_end(
     ]
     baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
-    steady = settle_s >= 0 and bool(warm) and rate > 0
-    publisher = _publish(servers, wires, workdir, rate, mark, warm, steady)
+    steady_s = latency_s if settle_s >= 0 and warm and rate > 0 else 0.0
+    publisher = _publish(servers, wires, workdir, rate, mark, warm, steady_s)
     seen: dict[str, float] = {}
     stop_polling = threading.Event()
     influx = InfluxConfig(url=servers.influx_url, database=database)
@@ -806,9 +819,12 @@ def gateway_end_to_end(
     _go(publisher)
     began = 0.0
     engine_before: dict[str, float] = {}
-    if steady:
+    if steady_s:
         warm_readings = sum(w[2] for w in wires[:warm])
         engine_before = _settle(servers, publisher, progress_files, warm_readings, settle_s)
+        # The publisher stops latency_s after the first marker: what it sent is all.
+        published = expect(publisher, "publisher")
+        expected = int(published["readings"])
     if drain:  # the whole backlog at the broker first, then the gateways take it
         published = expect(publisher, "publisher")
         for gateway in gateways:
@@ -823,7 +839,8 @@ def gateway_end_to_end(
         if now_stored != stored:
             stored, last_change = now_stored, time.time()
     if not drain:
-        published = expect(publisher, "publisher")
+        if not steady_s:
+            published = expect(publisher, "publisher")
         began = float(published["start"])
     publisher.wait()
     latencies: list[float] = []
@@ -1417,7 +1434,8 @@ def latency(
         f"latency at {rate:,.0f} readings/s, {count} gateway process(es), fire-alarm markers"
         + (f" from {settle_s:g} s after the warm-up was stored" if traffic.warm_wires else "")
     )
-    slice_readings = int(rate * (args.latency_s + max(0.0, settle_s)))
+    # In steady state the publisher stops --latency-s after the first marker: all of it.
+    slice_readings = int(rate * args.latency_s) if settle_s < 0 else len(traffic.lines)
     wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
     total = 0
     for wire in traffic.batched[traffic.warm_wires :]:
@@ -1439,6 +1457,7 @@ def latency(
         heap_trim_s=args.heap_trim_interval,
         warm=traffic.warm_wires,
         settle_s=settle_s,
+        latency_s=args.latency_s,
     )
     p99: float | None = None
     if paced.latencies_ms:
@@ -1567,7 +1586,7 @@ def main() -> None:
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
     parser.add_argument(
-        "--publish", nargs=6, metavar=("PORT", "FILE", "RATE", "MARK", "WARM", "STEADY")
+        "--publish", nargs=6, metavar=("PORT", "FILE", "RATE", "MARK", "WARM", "STEADY_S")
     )
     parser.add_argument(
         "--count", nargs=5, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW", "PROTOCOL")
@@ -1575,8 +1594,8 @@ def main() -> None:
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
-        port, traffic_file, rate, mark, warm, steady = args.publish
-        run_publisher(int(port), traffic_file, float(rate), mark, int(warm), bool(steady))
+        port, traffic_file, rate, mark, warm, steady_s = args.publish
+        run_publisher(int(port), traffic_file, float(rate), mark, int(warm), float(steady_s))
     elif args.count:
         port, expected, drain, window, protocol = args.count
         run_counter(
