@@ -303,9 +303,15 @@ def run_publisher(
     published = 0
     unpaced = warm if steady_s else 0
     total_readings = 0
+    progress = Path(traffic_file + ".published")  # for the parent's settling
+    noted = 0.0
     for index, (topic, payload, readings) in enumerate(wires):
         if steady_s and marks and time.time() * 1000 - marks[0] > steady_s * 1000:
             break
+        if steady_s and time.time() - noted > POLL_S:
+            progress.with_suffix(".tmp").write_text(str(total_readings))
+            progress.with_suffix(".tmp").replace(progress)  # never read half written
+            noted = time.time()
         if index == unpaced and unpaced:  # the warm-up is out: paced from here
             started, sent_readings = time.time(), 0
         if rate > 0 and index >= unpaced:
@@ -821,7 +827,7 @@ def gateway_end_to_end(
     engine_before: dict[str, float] = {}
     if steady_s:
         warm_readings = sum(w[2] for w in wires[:warm])
-        engine_before = _settle(servers, publisher, progress_files, warm_readings, settle_s)
+        engine_before = _settle(servers, publisher, progress_files, warm_readings, settle_s, rate)
         # The publisher stops latency_s after the first marker: what it sent is all.
         published = expect(publisher, "publisher")
         expected = int(published["readings"])
@@ -900,6 +906,7 @@ def gateway_end_to_end(
 
 
 SETTLE_TIMEOUT_S = 180.0
+CAUGHT_UP_S = 1.0  # markers start once the gateways are less than this behind the traffic
 
 
 def _settle(
@@ -908,24 +915,34 @@ def _settle(
     progress_files: list[Path],
     warm_readings: int,
     settle_s: float,
+    rate: float,
 ) -> dict[str, float]:
-    """While the paced traffic flows: wait until the gateways have stored the warm-up,
+    """While the paced traffic flows: wait until the gateways have stored the warm-up
+    and caught up with the paced traffic (less than ``CAUGHT_UP_S`` of it not stored),
     then ``settle_s`` more, then until InfluxDB runs no snapshot or compaction for a
     moment; then tell the publisher to start the markers.  InfluxDB's engine counters
     then."""
+    published = Path(str(publisher.args[4]) + ".published")  # run_publisher's argument
     started = time.time()
-    while sum(_progress(path) for path in progress_files) < warm_readings:
+    while True:
+        stored = sum(_progress(path) for path in progress_files)
+        behind = _progress(published) - stored
+        if stored >= warm_readings and behind < rate * CAUGHT_UP_S:
+            break
         if time.time() - started > SETTLE_TIMEOUT_S:
-            print(f"  ! the warm-up was not stored within {SETTLE_TIMEOUT_S:g} s")
+            print(
+                f"  ! the gateways had not caught up within {SETTLE_TIMEOUT_S:g} s "
+                f"({behind:,} readings behind): the rate is more than the host sustains"
+            )
             break
         time.sleep(POLL_S)
-    stored_s = time.time() - started
+    caught_up_s = time.time() - started
     time.sleep(settle_s)
     waited_s = wait_settled(servers.influx_url, SETTLE_TIMEOUT_S)
     print(
-        f"    warm-up stored {stored_s:.1f} s after it was published; markers from "
-        f"{settle_s:g} + {waited_s:.1f} s later (InfluxDB then ran no snapshot or "
-        f"compaction); load average {_load()}"
+        f"    warm-up stored and the paced traffic caught up {caught_up_s:.1f} s after the "
+        f"publishing began; markers from {settle_s:g} + {waited_s:.1f} s later (InfluxDB "
+        f"then ran no snapshot or compaction); load average {_load()}"
     )
     before = engine_stats(servers.influx_url)
     assert publisher.stdin is not None
