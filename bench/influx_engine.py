@@ -1,5 +1,6 @@
 """What InfluxDB 1.x's storage engine is doing, from its ``/debug/vars``: cache snapshots
-and TSM compactions, done and running.
+and TSM compactions, done and running; and a benchmark's InfluxDB restarted with another
+cache snapshot size.
 
 At a district's cardinality they take most of InfluxDB's CPU: a benchmark that measures
 latency in steady state waits until none is running before it starts, and says how many
@@ -12,6 +13,8 @@ import time
 from collections import defaultdict
 
 import httpx
+
+from tools.servers import INFLUX_CACHE_SNAPSHOT, RunningServers
 
 # The engine's counters summed over shards: the cache snapshots written as TSM files
 # ("cacheCompactions") and the TSM compactions by level, each with its duration in ns.
@@ -64,3 +67,17 @@ def done_between(before: dict[str, float], after: dict[str, float]) -> str:
             label = "cache snapshots" if kind == "cache" else f"{kind} compactions"
             parts.append(f"{count:.0f} {label} ({ns / 1e9:.1f} s)")
     return ", ".join(parts) or "no snapshot or compaction"
+
+
+def restart_with_cache_snapshot(servers: RunningServers, size: str) -> None:
+    """Restart the benchmark's InfluxDB with another ``[data] cache-snapshot-memory-size``
+    than ``tools.servers`` writes (an A/B of that configuration)."""
+    servers.stop_influx()
+    conf = servers.influxdb_conf.read_text()
+    setting = f'cache-snapshot-memory-size = "{INFLUX_CACHE_SNAPSHOT}"'
+    if setting not in conf:
+        raise RuntimeError(f"tools.servers no longer writes {setting!r}")
+    servers.influxdb_conf.write_text(
+        conf.replace(setting, f'cache-snapshot-memory-size = "{size}"')
+    )
+    servers.start_influx()

@@ -90,7 +90,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import replay_scenario
 from bench.child_lines import expect, say
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
-from bench.influx_engine import done_between, engine_stats, wait_settled
+from bench.influx_engine import (
+    done_between,
+    engine_stats,
+    restart_with_cache_snapshot,
+    wait_settled,
+)
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
 from gateway.processor import QUIET_S
@@ -1231,7 +1236,7 @@ def measure(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
     if args.influx_cache_snapshot != INFLUX_CACHE_SNAPSHOT:
-        _influx_cache_snapshot(servers, args.influx_cache_snapshot)
+        restart_with_cache_snapshot(servers, args.influx_cache_snapshot)
     print(
         f"InfluxDB [data] cache-snapshot-memory-size {args.influx_cache_snapshot} "
         "(--influx-cache-snapshot)"
@@ -1250,19 +1255,6 @@ def measure(args: argparse.Namespace) -> None:
     finally:
         servers.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _influx_cache_snapshot(servers: RunningServers, size: str) -> None:
-    """Restart the benchmark's InfluxDB with another cache snapshot size (an A/B of
-    tools.servers' configuration)."""
-    servers.stop_influx()
-    conf = servers.influxdb_conf.read_text()
-    setting = f'cache-snapshot-memory-size = "{INFLUX_CACHE_SNAPSHOT}"'
-    assert setting in conf, "tools.servers no longer writes the cache snapshot size"
-    servers.influxdb_conf.write_text(
-        conf.replace(setting, f'cache-snapshot-memory-size = "{size}"')
-    )
-    servers.start_influx()
 
 
 def replay_only() -> None:
