@@ -951,8 +951,11 @@ def _settle(
     )
     before = engine_stats(servers.influx_url)
     assert publisher.stdin is not None
-    publisher.stdin.write("mark\n")
-    publisher.stdin.flush()
+    try:
+        publisher.stdin.write("mark\n")
+        publisher.stdin.flush()
+    except BrokenPipeError:  # it has sent all its traffic already
+        print("  ! the traffic ran out before the first marker (--district-s)")
     return before
 
 
