@@ -95,6 +95,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import replay_scenario
 from bench.child_lines import expect, say
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
+from bench.influx_engine import (
+    done_between,
+    engine_stats,
+    restart_with_cache_snapshot,
+    wait_settled,
+)
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
 from gateway.processor import QUIET_S
@@ -121,7 +127,7 @@ from simulators.driver import generate
 from simulators.faults import plan_faults
 from simulators.registry import Estate, build_registry
 from tools.replay import as_gateway_input
-from tools.servers import RunningServers, start_servers
+from tools.servers import INFLUX_CACHE_SNAPSHOT, RunningServers, start_servers
 
 INFLUX_BATCH = 5000
 MAX_INFLIGHT = 1000
@@ -146,6 +152,9 @@ MARK_EVERY_S = 0.02  # ~50 markers a second: a p99 over hundreds, not the worst 
 DISTRICT_DEVICES = 100_000
 DISTRICT_S = 10.0
 WARM_S = 10.0
+# The district's latency: paced traffic between the warm-up stored and the first marker,
+# so that the markers meet the paced rate's snapshots and compactions, not the warm-up's.
+SETTLE_S = 5.0
 # --memory-devices: every device reports one to four times (a lift every 5 s, the others
 # every 10 s), so every signal is seen and every check's state allocated; then they fall
 # silent.
@@ -272,9 +281,14 @@ def _child(mode: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: int = 0) -> None:
+def run_publisher(
+    port: int, traffic_file: str, rate: float, mark: str, warm: int = 0, steady_s: float = 0.0
+) -> None:
     """Publish every message at QoS 1 (paced at ``rate`` readings/s when > 0) and report;
-    markers only once the first ``warm`` messages are out."""
+    markers only once the first ``warm`` messages are out.  With ``steady_s`` (the
+    steady-state latency): the first ``warm`` messages go out unpaced, the rest paced
+    right after them; markers start when the parent says "mark" (its settling), and the
+    publisher stops ``steady_s`` after that."""
     wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
     client.max_inflight_messages_set(MAX_INFLIGHT)
@@ -286,6 +300,16 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: in
     client.loop_start()
     say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
+    marking = threading.Event()
+    if steady_s and warm:
+
+        def mark_on_go() -> None:
+            sys.stdin.readline()
+            marking.set()
+
+        threading.Thread(target=mark_on_go, daemon=True).start()
+    else:
+        marking.set()
     marks: list[int] = []
     district, street, estate = mark.split("/") if mark else ("", "", "")
     mark_topic = batch_topic(district, street, estate, MARK_EDGE) if mark else ""
@@ -293,12 +317,24 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: in
     started = time.time()
     sent_readings = 0
     published = 0
+    unpaced = warm if steady_s else 0
+    total_readings = 0
+    progress = Path(traffic_file + ".published")  # for the parent's settling
+    noted = 0.0
     for index, (topic, payload, readings) in enumerate(wires):
-        if rate > 0:
+        if steady_s and marks and time.time() * 1000 - marks[0] > steady_s * 1000:
+            break
+        if steady_s and time.time() - noted > POLL_S:
+            progress.with_suffix(".tmp").write_text(str(total_readings))
+            progress.with_suffix(".tmp").replace(progress)  # never read half written
+            noted = time.time()
+        if index == unpaced and unpaced:  # the warm-up is out: paced from here
+            started, sent_readings = time.time(), 0
+        if rate > 0 and index >= unpaced:
             due = started + sent_readings / rate
             while (now := time.time()) < due:
                 time.sleep(min(due - now, 0.005))
-            if mark and index >= warm and now >= next_mark:
+            if mark and index >= warm and now >= next_mark and marking.is_set():
                 ts = int(time.time() * 1000)
                 alarm = Reading(
                     f"mark-{len(marks)}", "fire", 1, ts, {"fire_alarm": 1}, event="fire.alarm"
@@ -312,10 +348,18 @@ def run_publisher(port: int, traffic_file: str, rate: float, mark: str, warm: in
         client.publish(topic, payload, qos=1)
         published += 1
         sent_readings += readings
+        total_readings += readings
     sent = time.time()
     for _ in range(MAX_INFLIGHT):
         slots.acquire()
-    say(sys.stdout, start=started, sent=sent, acked=time.time(), marks=marks)
+    say(
+        sys.stdout,
+        start=started,
+        sent=sent,
+        acked=time.time(),
+        marks=marks,
+        readings=total_readings,
+    )
     client.loop_stop()
     client.disconnect()
 
@@ -476,6 +520,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         gateway = Gateway(configured(registry), serve_api=False)
         gateway.start()
         say(sys.stdout, started=started)
+    writes = _timed_writes(gateway)
     cpu_before = time.process_time()
     threads_before = thread_cpu_s()
     stored = {"count": 0, "at": 0.0, "rss_kb": 0}
@@ -531,7 +576,24 @@ def run_gateway(settings: str, drain: bool) -> None:
         open_anomalies=open_anomalies,
         sites=held_sites,
         progress=progress,
+        writes=writes,
     )
+
+
+def _timed_writes(gateway: Any) -> list[tuple[float, float, int]]:
+    """(when, seconds, lines) of each of the gateway's requests to InfluxDB from now on:
+    how its batches reached InfluxDB in the latency phase."""
+    writes: list[tuple[float, float, int]] = []
+    client = gateway.writer.client
+    write = client.write
+
+    def timed(lines: Any) -> None:
+        started = time.time()
+        write(lines)
+        writes.append((started, time.time() - started, len(lines)))
+
+    client.write = timed
+    return writes
 
 
 # --- the measurements -----------------------------------------------------------------------
@@ -544,11 +606,18 @@ def _publish(
     rate: float = 0.0,
     mark: str = "",
     warm: int = 0,
+    steady_s: float = 0.0,
 ) -> subprocess.Popen[str]:
     traffic_file = workdir / f"traffic-{uuid.uuid4().hex[:6]}.msgpack"
     traffic_file.write_bytes(msgspec.msgpack.encode(wires))
     publisher = _child(
-        "publish", str(servers.mqtt_port), str(traffic_file), str(rate), mark, str(warm)
+        "publish",
+        str(servers.mqtt_port),
+        str(traffic_file),
+        str(rate),
+        mark,
+        str(warm),
+        str(steady_s),
     )
     expect(publisher, "publisher")
     return publisher
@@ -668,6 +737,7 @@ class GatewayRun(msgspec.Struct):
     open_anomalies: int = 0
     threads: dict[str, float] = {}  # the instances' CPU time over the whole run, by thread
     sites: str = ""  # what the instances' site models held at the end
+    steady: str = ""  # the latency phase in steady state: what ran while markers were sent
 
 
 def _start_gateway(
@@ -731,12 +801,19 @@ def gateway_end_to_end(
     alerts: bool = False,
     warm: int = 0,
     sites: dict[str, str] | None = None,
+    settle_s: float = -1.0,
+    latency_s: float = 0.0,
 ) -> GatewayRun:
     """(c): readings per second from first publish to all stored in InfluxDB, through
     ``instances`` gateway processes that split the streets.  The first ``warm`` messages
     only warm the gateways up: the rate, CPU and cores are measured from the moment every
     instance has stored its share of them (markers start after them too).  ``sites``: the
-    registries and snapshot of ``memory_sites``."""
+    registries and snapshot of ``memory_sites``.
+
+    ``settle_s`` ≥ 0 with ``warm`` and ``rate`` (the latency in steady state): the warm-up
+    goes out unpaced and the paced traffic right after it; markers start ``settle_s``
+    after the gateways have stored the warm-up, once InfluxDB runs no snapshot or
+    compaction (``_settle``, ``latency_window``)."""
     database = f"bench_gw_{uuid.uuid4().hex[:6]}"
     streets = split_streets(wires, instances)
     if mark and instances > 1:  # the markers' street must be owned too
@@ -762,7 +839,8 @@ def gateway_end_to_end(
     ]
     baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
     expected = sum(w[2] for w in wires)
-    publisher = _publish(servers, wires, workdir, rate, mark, warm)
+    steady_s = latency_s if settle_s >= 0 and warm and rate > 0 else 0.0
+    publisher = _publish(servers, wires, workdir, rate, mark, warm, steady_s)
     seen: dict[str, float] = {}
     stop_polling = threading.Event()
     influx = InfluxConfig(url=servers.influx_url, database=database)
@@ -785,6 +863,13 @@ def gateway_end_to_end(
     timeline = CpuTimeline(servers.influxd_pid).start()
     _go(publisher)
     began = 0.0
+    engine_before: dict[str, float] = {}
+    if steady_s:
+        warm_readings = sum(w[2] for w in wires[:warm])
+        engine_before = _settle(servers, publisher, progress_files, warm_readings, settle_s, rate)
+        # The publisher stops latency_s after the first marker: what it sent is all.
+        published = expect(publisher, "publisher")
+        expected = int(published["readings"])
     if drain:  # the whole backlog at the broker first, then the gateways take it
         published = expect(publisher, "publisher")
         for gateway in gateways:
@@ -799,7 +884,8 @@ def gateway_end_to_end(
         if now_stored != stored:
             stored, last_change = now_stored, time.time()
     if not drain:
-        published = expect(publisher, "publisher")
+        if not steady_s:
+            published = expect(publisher, "publisher")
         began = float(published["start"])
     publisher.wait()
     latencies: list[float] = []
@@ -814,6 +900,7 @@ def gateway_end_to_end(
                 latencies.append(seen[f"mark-{index}"] * 1000 - ts)
         if len(latencies) != len(published["marks"]):
             print(f"  ! {len(published['marks']) - len(latencies)} marker anomalies never stored")
+    engine_after = engine_stats(servers.influx_url) if engine_before else {}
     ends = []
     for gateway in gateways:
         assert gateway.stdin is not None
@@ -838,7 +925,11 @@ def gateway_end_to_end(
             began, measured, cpu_s = warmed, after, after_cpu_s
         else:  # too little traffic to tell the warm-up apart: the whole run
             print("  ! the warm-up and the measured readings were stored together")
+    window = ""
+    if engine_before and latencies:
+        window = latency_window(published["marks"], ends, timeline, engine_before, engine_after)
     return GatewayRun(
+        steady=window,
         rate=measured / (done_at - began),
         stored=measured,
         baseline_kb=baseline,
@@ -851,6 +942,91 @@ def gateway_end_to_end(
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
         threads=_summed_threads([end["threads"] for end in ends]),
         sites="; ".join(str(end["sites"]) for end in ends),
+    )
+
+
+SETTLE_TIMEOUT_S = 180.0
+CAUGHT_UP_S = 1.0  # markers start once the gateways are less than this behind the traffic
+
+
+def _settle(
+    servers: RunningServers,
+    publisher: subprocess.Popen[str],
+    progress_files: list[Path],
+    warm_readings: int,
+    settle_s: float,
+    rate: float,
+) -> dict[str, float]:
+    """While the paced traffic flows: wait until the gateways have stored the warm-up
+    and caught up with the paced traffic (less than ``CAUGHT_UP_S`` of it not stored),
+    then ``settle_s`` more, then until InfluxDB runs no snapshot or compaction for a
+    moment; then tell the publisher to start the markers.  InfluxDB's engine counters
+    then."""
+    args = publisher.args
+    assert isinstance(args, list)
+    published = Path(str(args[4]) + ".published")  # run_publisher's argument
+    started = time.time()
+    while True:
+        stored = sum(_progress(path) for path in progress_files)
+        behind = _progress(published) - stored
+        if stored >= warm_readings and behind < rate * CAUGHT_UP_S:
+            break
+        if time.time() - started > SETTLE_TIMEOUT_S:
+            print(
+                f"  ! the gateways had not caught up within {SETTLE_TIMEOUT_S:g} s "
+                f"({behind:,} readings behind): the rate is more than the host sustains"
+            )
+            break
+        time.sleep(POLL_S)
+    caught_up_s = time.time() - started
+    time.sleep(settle_s)
+    waited_s = wait_settled(servers.influx_url, SETTLE_TIMEOUT_S)
+    print(
+        f"    warm-up stored and the paced traffic caught up {caught_up_s:.1f} s after the "
+        f"publishing began; markers from {settle_s:g} + {waited_s:.1f} s later (InfluxDB "
+        f"then ran no snapshot or compaction); load average {_load()}"
+    )
+    before = engine_stats(servers.influx_url)
+    assert publisher.stdin is not None
+    try:
+        publisher.stdin.write("mark\n")
+        publisher.stdin.flush()
+    except BrokenPipeError:  # it has sent all its traffic already
+        print("  ! the traffic ran out before the first marker (--district-s)")
+    return before
+
+
+def latency_window(
+    marks: list[int],
+    ends: list[dict[str, Any]],
+    timeline: CpuTimeline,
+    engine_before: dict[str, float],
+    engine_after: dict[str, float],
+) -> str:
+    """What the host did from the first marker to the last: InfluxDB's and the gateways'
+    cores, the host's, the gateways' writes to InfluxDB (lines, seconds) and the
+    snapshots and compactions InfluxDB ran in the paced run."""
+    first, last = marks[0] / 1000, marks[-1] / 1000
+    spent = timeline.between(first, last)
+    gateway_cpu_s = 0.0
+    for end in ends:
+        cpu_then = [cpu for t, _, cpu in end["progress"] if first <= t <= last]
+        if len(cpu_then) > 1:
+            gateway_cpu_s += cpu_then[-1] - cpu_then[0]
+    writes = [
+        (float(s), float(n)) for end in ends for t, s, n in end["writes"] if first <= t <= last
+    ]
+    seconds = sorted(s * 1000 for s, _ in writes) or [0.0]
+    lines = sorted(n for _, n in writes) or [0.0]
+    influx = f"InfluxDB {spent.process_cpu_s / spent.seconds:.2f} cores, " if spent else ""
+    busy = f", host {spent.host_busy:.0%} busy" if spent else ""
+    return (
+        f"while markers were sent ({last - first:.0f} s): {influx}gateways "
+        f"{gateway_cpu_s / max(1e-9, last - first):.2f} cores{busy}; {len(writes)} writes, "
+        f"lines p50 {_percentile(lines, 0.5):,.0f} max {lines[-1]:,.0f}, seconds p50 "
+        f"{_percentile(seconds, 0.5):.0f} p99 {_percentile(seconds, 0.99):.0f} max "
+        f"{seconds[-1]:.0f} ms; in the paced run InfluxDB did "
+        f"{done_between(engine_before, engine_after)}"
     )
 
 
@@ -1162,12 +1338,18 @@ def measure(args: argparse.Namespace) -> None:
     )
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
+    if args.influx_cache_snapshot != INFLUX_CACHE_SNAPSHOT:
+        restart_with_cache_snapshot(servers, args.influx_cache_snapshot)
+    print(
+        f"InfluxDB [data] cache-snapshot-memory-size {args.influx_cache_snapshot} "
+        "(--influx-cache-snapshot)"
+    )
     summaries: list[Summary] = []
     try:
         for traffic in traffics:
             print(f"=== {traffic.label}")
             summaries.append(measure_traffic(servers, traffic, args, workdir, drain))
-            if traffic.warm_wires and district is not None:
+            if traffic.warm_wires and district is not None and not args.latency_rate:
                 district_scenarios(servers, district, traffic, args, workdir)
         print_summary(summaries, args.instances)
         print(
@@ -1223,7 +1405,12 @@ def measure_traffic(
     drain: bool,
 ) -> Summary:
     """(a), (a'), (b), (c) with 1 and --instances processes, and the latency, on one
-    traffic; its row of the summary."""
+    traffic; its row of the summary.  ``--latency-rate``: the latency alone, at that rate."""
+    if args.latency_rate:
+        count = max(1, args.instances)
+        print(f"latency alone at {args.latency_rate:,.0f} readings/s (--latency-rate)")
+        p99 = latency(servers, traffic, args, workdir, args.latency_rate, count)[1]
+        return Summary(traffic.label, 0.0, 0.0, {}, p99)
     print("(a) bare paho subscriber, one reading per message")
     a_single = bare_subscriber(servers, traffic.single, workdir, drain)
     _cpu(a_single.rate, a_single.cpu_s, len(traffic.single), "subscriber")
@@ -1315,32 +1502,7 @@ def measure_traffic(
         print(f"    c/b = {c_over_b[count]:.3f} batched, {count} process(es)")
     peak_count = max(counts, key=lambda n: runs["batched", n].rate)
     c_batched = runs["batched", peak_count]
-    half = c_batched.rate / 2
-    print(
-        f"latency at half the batched peak ({half:,.0f} readings/s, {peak_count} "
-        "gateway process(es)), fire-alarm markers"
-        + (" after the warm-up messages" if traffic.warm_wires else "")
-    )
-    slice_readings = int(half * args.latency_s)
-    wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
-    total = 0
-    for wire in measured_batched:
-        if total >= slice_readings:
-            break
-        wires.append(wire)
-        total += wire[2]
-    paced = gateways(
-        wires, peak_count, rate=half, mark="/".join(traffic.mark_place), warm=traffic.warm_wires
-    )
-    p99: float | None = None
-    if paced.latencies_ms:
-        p99 = _percentile(paced.latencies_ms, 0.99)
-        print(
-            f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "
-            f"p99 {p99:.0f} ms, max "
-            f"{max(paced.latencies_ms):.0f} ms over {len(paced.latencies_ms)} markers "
-            f"(polled every {LATENCY_POLL_S * 1000:.0f} ms)"
-        )
+    paced, p99 = latency(servers, traffic, args, workdir, c_batched.rate / 2, peak_count)
     print("gateway memory (child process VmHWM; baseline = VmRSS once subscribed)")
     measured = [(f"{kind} ×{count}", run) for (kind, count), run in runs.items()]
     for label, run in [*measured, ("paced", paced)]:
@@ -1359,6 +1521,68 @@ def measure_traffic(
         c_over_b=c_over_b,
         p99_ms=p99,
     )
+
+
+def latency(
+    servers: RunningServers,
+    traffic: Traffic,
+    args: argparse.Namespace,
+    workdir: Path,
+    rate: float,
+    count: int,
+) -> tuple[GatewayRun, float | None]:
+    """Publish → anomaly stored for fire-alarm markers in traffic paced at ``rate``.
+
+    On a traffic with a warm-up (the district) this is the latency in steady state: the
+    warm-up goes out unpaced and the paced traffic right after it, without a pause (a
+    pause would take every lift offline); markers start ``--settle-s`` after the gateways
+    have stored the warm-up, once InfluxDB runs no snapshot or compaction.  So InfluxDB
+    holds every device's series and the gateways know every device, as in a district
+    running for hours, the backlog the warm-up left has been worked off, and the
+    snapshots and compactions the markers meet are those of the paced rate.  The replay
+    has no warm-up: paced from the start."""
+    settle_s = args.settle_s if traffic.warm_wires else -1.0
+    print(
+        f"latency at {rate:,.0f} readings/s, {count} gateway process(es), fire-alarm markers"
+        + (f" from {settle_s:g} s after the warm-up was stored" if traffic.warm_wires else "")
+    )
+    # In steady state the publisher stops --latency-s after the first marker: all of it.
+    slice_readings = int(rate * args.latency_s) if settle_s < 0 else len(traffic.lines)
+    wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
+    total = 0
+    for wire in traffic.batched[traffic.warm_wires :]:
+        if total >= slice_readings:
+            break
+        wires.append(wire)
+        total += wire[2]
+    if total < slice_readings:
+        print(f"  ! only {total / rate:.1f} s of traffic at this rate (--district-s)")
+    paced = gateway_end_to_end(
+        servers,
+        wires,
+        workdir,
+        rate=rate,
+        mark="/".join(traffic.mark_place),
+        instances=count,
+        flush_interval_s=args.flush_interval,
+        protocol=args.gateway_protocol,
+        heap_trim_s=args.heap_trim_interval,
+        warm=traffic.warm_wires,
+        settle_s=settle_s,
+        latency_s=args.latency_s,
+    )
+    p99: float | None = None
+    if paced.latencies_ms:
+        p99 = _percentile(paced.latencies_ms, 0.99)
+        print(
+            f"    publish → anomaly stored: p50 {_percentile(paced.latencies_ms, 0.5):.0f} ms, "
+            f"p99 {p99:.0f} ms, max "
+            f"{max(paced.latencies_ms):.0f} ms over {len(paced.latencies_ms)} markers "
+            f"(polled every {LATENCY_POLL_S * 1000:.0f} ms); load average {_load()}"
+        )
+    if paced.steady:
+        print(f"    {paced.steady}")
+    return paced, p99
 
 
 def main() -> None:
@@ -1398,7 +1622,29 @@ def main() -> None:
     parser.add_argument(
         "--single", type=int, default=30_000, help="messages in the one-reading run"
     )
-    parser.add_argument("--latency-s", type=float, default=15.0, help="paced run length")
+    parser.add_argument(
+        "--latency-s", type=float, default=15.0, help="seconds of markers in the paced run"
+    )
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=SETTLE_S,
+        help="on the district: seconds of paced traffic between the warm-up stored and "
+        "the first marker (default %(default)s)",
+    )
+    parser.add_argument(
+        "--influx-cache-snapshot",
+        default=INFLUX_CACHE_SNAPSHOT,
+        metavar="SIZE",
+        help="InfluxDB's [data] cache-snapshot-memory-size for this run (default "
+        "%(default)s, tools.servers'; InfluxDB's own default is 25m)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        metavar="READINGS_PER_S",
+        help="only the latency phase, paced at this rate (--estates 0: the district's alone)",
+    )
     parser.add_argument(
         "--instances",
         type=int,
@@ -1459,15 +1705,17 @@ def main() -> None:
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--profile-sort", choices=("tottime", "cumulative"), default="tottime")
     # The child processes' modes.
-    parser.add_argument("--publish", nargs=5, metavar=("PORT", "FILE", "RATE", "MARK", "WARM"))
+    parser.add_argument(
+        "--publish", nargs=6, metavar=("PORT", "FILE", "RATE", "MARK", "WARM", "STEADY_S")
+    )
     parser.add_argument(
         "--count", nargs=5, metavar=("PORT", "EXPECTED", "DRAIN", "WINDOW", "PROTOCOL")
     )
     parser.add_argument("--gateway", nargs=2, metavar=("SETTINGS_JSON", "DRAIN"))
     args = parser.parse_args()
     if args.publish:
-        port, traffic_file, rate, mark, warm = args.publish
-        run_publisher(int(port), traffic_file, float(rate), mark, int(warm))
+        port, traffic_file, rate, mark, warm, steady_s = args.publish
+        run_publisher(int(port), traffic_file, float(rate), mark, int(warm), float(steady_s))
     elif args.count:
         port, expected, drain, window, protocol = args.count
         run_counter(

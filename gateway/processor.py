@@ -8,7 +8,9 @@ once, and readings keep flowing between them), after
 only so many unacknowledged messages, so waiting longer would only add latency), or, once
 it is a moment old, when the gateway is keeping up (the inbox empty) and nothing is being
 written: group commit, so the next batch gathers while this one is written and a batch
-never waits on an idle writer.
+never waits on an idle writer.  While the last batch is still being written, neither the
+window nor a quiet inbox closes the next: it gathers until the writer is free, so what
+arrives during a slow write goes in the one write after it.
 The processing thread validates, drops duplicates and runs detection once per batch (the
 offline timer too, so all detection state has one writer); the commit thread writes
 telemetry and anomalies to InfluxDB (one write per batch, in parts of at most 10,000
@@ -221,13 +223,17 @@ class Processor:
             if deadline is None:
                 wait = max(0.0, min(self._next_tick - now, self.config.flush_interval_s))
             elif now >= deadline:
-                break
+                if self._writer_free():
+                    break
+                wait = QUIET_S
             else:
                 wait = max(0.0, min(deadline - now, QUIET_S))
             try:
                 message = self.inbox.get(timeout=wait)
             except queue.Empty:
-                if batch.messages or self._closing.is_set() or batch.lines:
+                if self._closing.is_set() or (
+                    (batch.messages or batch.lines) and self._writer_free()
+                ):
                     break
                 continue
             if deadline is None:
@@ -241,7 +247,7 @@ class Processor:
             # next batch gathers while this one is written.  Behind (a backlog), batches
             # still fill the window.  (Reads without the lock: a hint is enough here.)
             if (
-                not self._in_flight
+                self._writer_free()
                 and self.inbox.empty()
                 and time.monotonic() - opened >= GROUP_COMMIT_MIN_S
             ):
@@ -250,6 +256,14 @@ class Processor:
         self.metrics.received(len(batch.messages), batch.readings)
         self.metrics.queue_depth.set(self.inbox.qsize())
         return batch
+
+    def _writer_free(self) -> bool:
+        """Whether no batch is being written.  While one is (InfluxDB slow for a moment),
+        the batch gathering closes neither at its window nor on a quiet inbox: closed, it
+        would only wait for that write, and the next batches behind it, each for the one
+        before; gathering on until the writer is free sends all that arrived meanwhile
+        in one write, the next.  (Read without the lock: a hint is enough here.)"""
+        return not self._in_flight
 
     def _commit(self, batch: Batch) -> None:
         self._record_refused(self.handoff.hand_on(batch.lines), batch.dead)

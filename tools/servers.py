@@ -39,6 +39,10 @@ from jiayuan.pids import pid_runs as _pid_runs
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# InfluxDB's [data] cache-snapshot-memory-size, sized for a district's 100,000 series
+# (docs/scaling.md, "Where one InfluxDB stops"); cache-max-memory-size stays 1 GB, room for
+# the writes that arrive while a snapshot of this size is written.
+INFLUX_CACHE_SNAPSHOT = "256m"
 POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
 
 # Debian installs mosquitto in /usr/sbin, which is not on an ordinary user's PATH.
@@ -630,6 +634,10 @@ bind-address = "{HOST}:{servers.influx_rpc_port}"
   dir = "{root / "data"}"
   wal-dir = "{root / "wal"}"
   query-log-enabled = false
+  # A district writes one point per device every few seconds: a 25 MB cache (the default)
+  # is written out as a TSM file holding about one value per series, and InfluxDB then
+  # spends most of its CPU writing and compacting those files (docs/scaling.md).
+  cache-snapshot-memory-size = "{INFLUX_CACHE_SNAPSHOT}"
 
 [monitor]
   # No _internal database: it would write every 10 s and show up in SHOW DATABASES.

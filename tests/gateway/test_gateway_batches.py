@@ -140,3 +140,42 @@ def test_a_stop_that_gives_up_ends_while_the_commit_thread_is_busy(config: Confi
         slow.set()
         harness.client.close()
         harness.dead.close()
+
+
+def test_what_arrives_during_a_slow_write_goes_in_the_next_write(config: Config) -> None:
+    # InfluxDB takes one write far longer than the batch window (a snapshot or compaction
+    # at a district's cardinality) under a steady trickle that is never quiet.  What
+    # arrives meanwhile must be one batch, written as soon as the slow write returns: cut
+    # at the window into several batches, each would wait for the write before it, and
+    # the last readings of the stall would be stored several writes late.
+    harness = Harness(config)
+    window_s, stall_s = 0.1, 1.0
+    harness.processor.config = replace(harness.processor.config, flush_interval_s=window_s)
+    writes: list[int] = []
+    stalled, stall_over = threading.Event(), threading.Event()
+    write = harness.client.write
+
+    def slow_first_write(lines: Sequence[str] | bytes) -> None:
+        if not writes:
+            stalled.set()
+            time.sleep(stall_s)
+            stall_over.set()
+        writes.append(len(lines))
+        write(lines)
+
+    harness.client.write = slow_first_write  # type: ignore[method-assign]
+    harness.processor.start()
+    try:
+        sent = during_stall = 0
+        while sent < 300:
+            harness.inbox.put(harness.message())
+            sent += 1
+            during_stall += stalled.is_set() and not stall_over.is_set()
+            time.sleep(0.005)
+        harness.wait_acked(sent)
+        assert during_stall > 10 * window_s / 0.005 / 4, "the trickle did not outlast the window"
+        # The first write, then everything that arrived while it stalled, in one.
+        assert len(writes) >= 2, writes
+        assert writes[1] >= during_stall, (writes, during_stall)
+    finally:
+        harness.close()
