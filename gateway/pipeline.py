@@ -184,39 +184,46 @@ class Pipeline:
         if places is None:
             places = self._places[estate] = {}
         replayed_unjudged = 0
+        # What every reading of the message shares, read once: an attribute of a struct
+        # or of this object costs a lookup each time.
+        edge, replay = envelope.edge, envelope.replay
+        offer, window = self.seen.offer, self.window
+        topic_text, received_ms = message.topic, message.received_ms
+        lines = batch.lines
         for reading in envelope.readings:
-            problem = check_reading(reading, topic, now, self.window)
+            problem = check_reading(reading, topic, now, window)
             if problem is not None:
                 self._dead(
                     batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
                 )
                 continue
-            verdict = self.seen.offer(envelope.edge, reading.device, reading.seq, reading.ts)
+            device = reading.device
+            verdict = offer(edge, device, reading.seq, reading.ts)
             if verdict != NEW:
                 if verdict == DUPLICATE:
                     self.metrics.duplicate()
                     continue
-                self._seq_fault(envelope.edge, reading, verdict)
-            place = places.get(reading.device)
+                self._seq_fault(edge, reading, verdict)
+            place = places.get(device)
             # key[3], not the property .kind: this runs once a reading.
             if place is None or place.building != reading.building or place.key[3] != reading.kind:
                 place = self._new_place(places, estate, reading)
-            batch.lines.append(
+            lines.append(
                 Pending(
                     telemetry_line(place, reading, plain_ids=True),
-                    message.topic,
+                    topic_text,
                     reading,
-                    message.received_ms,
+                    received_ms,
                     True,
                 )
             )
-            if envelope.replay and reading.event is None:
+            if replay and reading.event is None:
                 # An edge's backlog arrives after the device's live readings: judged, its
                 # values would rewind the device's rules and baselines.  Stored only; an
                 # event is still judged, with its own time (docs/detection.md).
                 replayed_unjudged += 1
                 continue
-            accepted.append((place, reading, message.received_ms))
+            accepted.append((place, reading, received_ms))
         if replayed_unjudged:
             self.metrics.replayed_unjudged(replayed_unjudged)
 
