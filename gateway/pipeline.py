@@ -20,7 +20,12 @@ import msgspec
 from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
 from gateway.storage.deadletters import DeadLetter, Reason
-from gateway.storage.points import anomaly_line, edge_status_line, telemetry_line
+from gateway.storage.points import (
+    anomaly_line,
+    checked_telemetry_line,
+    edge_status_line,
+    telemetry_line,
+)
 from gateway.transport.dedup import DUPLICATE, FAULT_MEANINGS, FAULT_NAMES, NEW, SeqWindow
 from jiayuan.anomaly import OPEN, Anomaly
 from jiayuan.config import GatewayConfig
@@ -37,6 +42,7 @@ from jiayuan.contract import (
     TimeWindow,
     Topic,
     check_reading,
+    check_values,
     decode_envelope,
     decode_status,
     parse_topic,
@@ -191,32 +197,36 @@ class Pipeline:
         topic_text, received_ms = message.topic, message.received_ms
         lines = batch.lines
         for reading in envelope.readings:
-            problem = check_reading(reading, topic, now, window)
+            # The values are checked while their line is written (checked_telemetry_line);
+            # only a reading it cannot vouch for has them checked on their own.
+            problem = check_reading(reading, topic, now, window, False)
             if problem is not None:
                 self._dead(
                     batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
                 )
                 continue
             device = reading.device
+            place = places.get(device)
+            # key[3], not the property .kind: this runs once a reading.
+            if place is None or place.building != reading.building or place.key[3] != reading.kind:
+                place = self._new_place(places, estate, reading)
+            line = checked_telemetry_line(place, reading)
+            if line is None:
+                problem = check_values(reading.kind, reading.values)
+                if problem is not None:
+                    self._dead(
+                        batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
+                    )
+                    continue
+                line = telemetry_line(place, reading, plain_ids=True)
+            # After the checks: a refused reading must not mark its seq as seen.
             verdict = offer(edge, device, reading.seq, reading.ts)
             if verdict != NEW:
                 if verdict == DUPLICATE:
                     self.metrics.duplicate()
                     continue
                 self._seq_fault(edge, reading, verdict)
-            place = places.get(device)
-            # key[3], not the property .kind: this runs once a reading.
-            if place is None or place.building != reading.building or place.key[3] != reading.kind:
-                place = self._new_place(places, estate, reading)
-            lines.append(
-                Pending(
-                    telemetry_line(place, reading, plain_ids=True),
-                    topic_text,
-                    reading,
-                    received_ms,
-                    True,
-                )
-            )
+            lines.append(Pending(line, topic_text, reading, received_ms, True))
             if replay and reading.event is None:
                 # An edge's backlog arrives after the device's live readings: judged, its
                 # values would rewind the device's rules and baselines.  Stored only; an

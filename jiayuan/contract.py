@@ -368,12 +368,16 @@ def check_reading(
     topic: Topic,
     now_ms: int | None = None,
     window: TimeWindow = DEFAULT_WINDOW,
+    values: bool = True,
 ) -> str | None:
     """Why this reading breaks the contract, or None when it is good.
 
     Checks that it belongs to its topic, that its kind and every value name are in the
     catalogue with the declared type, that numbers are finite and inside the signal's
     plausible range, that strings are short, and that the timestamp is inside ``window``.
+
+    ``values=False`` leaves out the checks of each value (``check_values``) for a caller
+    that does them itself: the gateway checks them while it writes their line.
     """
     # Each attribute of the reading read once: a struct's attribute costs a type lookup.
     kind = reading.kind
@@ -401,17 +405,26 @@ def check_reading(
         late_or_early = window.problem(ts, now)
         if late_or_early is not None:
             return late_or_early
-    values = reading.values
+    reading_values = reading.values
     event = reading.event
     if event is not None:
         if not _EVENT.fullmatch(event) or not event.startswith(kind + "."):
             return f"event code {_shown(event)} does not belong to kind {kind}"
     elif topic.channel is EVENT_CHANNEL:
         return "reading on the event channel has no event code"
-    elif not values:
+    elif not reading_values:
         return "reading has neither values nor an event code"
-    if len(values) > MAX_VALUES_PER_READING:
-        return f"reading has {len(values)} values, more than {MAX_VALUES_PER_READING}"
+    if len(reading_values) > MAX_VALUES_PER_READING:
+        return f"reading has {len(reading_values)} values, more than {MAX_VALUES_PER_READING}"
+    if not values:
+        return None
+    return check_values(kind, reading_values)
+
+
+def check_values(kind: str, values: dict[str, Value]) -> str | None:
+    """The first value of a reading of ``kind`` (a kind of the catalogue) whose name or
+    value breaks the catalogue, or None: ``check_reading``'s checks of each value."""
+    fast = _FAST_BOUNDS[kind]
     for name, value in values.items():
         bounds = fast.get(name)
         if bounds is None:
@@ -429,6 +442,15 @@ def check_reading(
         return None
     # A value the fast path did not accept: the slow path finds the first problem.
     return _check_values(family(kind), values)
+
+
+def fast_bounds(kind: str) -> dict[str, tuple[float, float, float, float]]:
+    """Per value name of a kind of the catalogue, what ``check_values`` accepts without
+    its slow path: (int low, int high, float low, float high), int and float values of
+    exactly those types inside them (a value of any other name or type, or outside its
+    bounds, takes the slow path).  For a caller that checks values while reading them
+    for something else; not to be changed."""
+    return _FAST_BOUNDS[kind]
 
 
 def _check_values(fam: Family, values: dict[str, Value]) -> str | None:

@@ -2,8 +2,12 @@ import cython
 
 cdef dict _FLOAT_FIELDS, _FIELDS, _float_texts, _estate_tags
 
+cpdef telemetry_line(place, reading, bint plain_ids=*)
+
+cpdef checked_telemetry_line(place, reading)
+
 @cython.locals(
     per_kind=tuple, known=tuple, fields=dict, parts=list, float_texts=dict, field=tuple,
-    int_texts=dict, key=tuple,
+    int_texts=dict, key=tuple, bounds=tuple,
 )
-cpdef telemetry_line(place, reading, bint plain_ids=*)
+cpdef _fast_line(place, reading, bint plain_ids, bint checked)
