@@ -10,9 +10,19 @@ from __future__ import annotations
 import math
 import re
 
+import msgspec
+
 from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
-from jiayuan.contract import SEGMENT_PATTERN, EdgeStatus, Reading, Topic, Value, fast_bounds
+from jiayuan.contract import (
+    SEGMENT_PATTERN,
+    EdgeStatus,
+    Reading,
+    ReadingFields,
+    Topic,
+    Value,
+    fast_bounds,
+)
 from jiayuan.influx import (
     cached_tag_set,
     escaped_field_key,
@@ -151,40 +161,45 @@ def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> s
     other than float, int, str or bool) goes to :func:`_telemetry_line_slow`, which also
     raises the errors.
     """
-    line = _fast_line(place, reading, plain_ids, False)
+    line = _fast_line(place, _astuple(reading), plain_ids, False)
     return _telemetry_line_slow(place, reading) if line is None else line
 
 
-def checked_telemetry_line(place: Place, reading: Reading) -> str | None:
-    """``telemetry_line(place, reading, plain_ids=True)`` of a reading that passed
-    ``check_reading(..., values=False)``, when each of its values passes the contract's
-    checks on their fast path: in the same pass over the values as their texts.
+def checked_telemetry_line(place: Place, fields: ReadingFields) -> str | None:
+    """``telemetry_line(place, reading, plain_ids=True)`` of a reading (given as its
+    fields, ``msgspec.structs.astuple``) that passed ``check_fields(..., values=False)``,
+    when each of its values passes the contract's checks on their fast path: in the same
+    pass over the values as their texts.
 
     None when a value needs ``jiayuan.contract.check_values`` (a string, a bool, a name
     or a number outside what the fast path takes) or the slow line: the caller checks the
     values, then calls ``telemetry_line`` for a reading they pass.
     """
-    return _fast_line(place, reading, True, True)
+    return _fast_line(place, fields, True, True)
 
 
-def _fast_line(place: Place, reading: Reading, plain_ids: bool, checked: bool) -> str | None:
+_astuple = msgspec.structs.astuple
+
+
+def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bool) -> str | None:
     """The line, or None where the slow path must write it (or, ``checked``, where a
     value needs the contract's full check).
 
     Written for speed (once per reading on the gateway's hot path): one pass over the
     values with each kind's field names escaped once.
     """
-    per_kind = _FIELDS.get(reading.kind)
+    _, kind, seq, ts, values, _, event = fields
+    per_kind = _FIELDS.get(kind)
     if per_kind is None:
         return None
-    measurement, fields = per_kind
+    measurement, names = per_kind
     # Each field's ``,name=`` and value text as separate parts: a concatenation per field
     # cost more than the list growing.
     parts: list[str] = []
     append = parts.append
     float_texts = _float_texts
-    for name, value in reading.values.items():
-        field = fields.get(name)
+    for name, value in values.items():
+        field = names.get(name)
         if field is None:
             return None
         if checked:
@@ -239,17 +254,14 @@ def _fast_line(place: Place, reading: Reading, plain_ids: bool, checked: bool) -
             append("true" if value else "false")
         else:
             return None
-    seq = reading.seq
     if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
         return None
     append(f"{_SEQ_PREFIX}{seq}i")
-    event = reading.event
     if event is not None:
         if type(event) is not str:
             return None
         append(_EVENT_PREFIX)
         append(escaped_string(event))
-    ts = reading.ts
     if type(ts) is not int:
         return None
     parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)

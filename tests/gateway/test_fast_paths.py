@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -38,6 +39,7 @@ from jiayuan.contract import (
     Value,
     _fast_bounds,
     _shown,
+    check_fields,
     check_reading,
     check_values,
 )
@@ -320,13 +322,15 @@ def pipeline_check_and_line(
     """What the pipeline makes of a reading: the contract's problem, or the line (the
     values checked while their line is written, on their own only when that cannot vouch
     for them)."""
-    problem = check_reading(reading, topic, NOW, window, False)
+    fields = msgspec.structs.astuple(reading)
+    problem = check_fields(fields, topic, NOW, window, False)
+    assert problem == check_reading(reading, topic, NOW, window, False)
     if problem is not None:
         return problem, None
     place = Place(
         topic.district, topic.street, topic.estate, reading.building, reading.kind, reading.device
     )
-    line = checked_telemetry_line(place, reading)
+    line = checked_telemetry_line(place, fields)
     if line is None:
         problem = check_values(reading.kind, reading.values)
         if problem is not None:
