@@ -5,5 +5,10 @@ cdef dict _FAST_BOUNDS
 
 cpdef bint _valid_id(text)
 
+cpdef check_reading(reading, topic, now_ms=*, window=*, bint values=*)
+
+@cython.locals(fast=dict)
+cpdef check_fields(tuple fields, topic, now_ms=*, window=*, bint values=*)
+
 @cython.locals(fast=dict, bounds=tuple)
-cpdef check_reading(reading, topic, now_ms=*, window=*)
+cpdef check_values(kind, values)

@@ -206,7 +206,10 @@ def parse_topic(topic: str) -> Topic:
     return Topic(district, street, estate, kind, device, parsed_channel)
 
 
-class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+# Decoded by the thousand a second, and holding only names, numbers and a dict of them
+# (never anything that refers back), so not tracked by the cyclic collector (gc=False):
+# a tracked struct costs its allocation more and counts towards the next collection.
+class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One device's values at one instant."""
 
     device: str
@@ -222,7 +225,7 @@ class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         return (self.device, self.seq)
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     v: int
     edge: str
     readings: list[Reading]
@@ -365,46 +368,73 @@ def check_reading(
     topic: Topic,
     now_ms: int | None = None,
     window: TimeWindow = DEFAULT_WINDOW,
+    values: bool = True,
 ) -> str | None:
     """Why this reading breaks the contract, or None when it is good.
 
     Checks that it belongs to its topic, that its kind and every value name are in the
     catalogue with the declared type, that numbers are finite and inside the signal's
     plausible range, that strings are short, and that the timestamp is inside ``window``.
+
+    ``values=False`` leaves out the checks of each value (``check_values``) for a caller
+    that does them itself: the gateway checks them while it writes their line.
     """
-    kind = reading.kind
-    if topic.kind != BATCH and (kind != topic.kind or reading.device != topic.device):
+    return check_fields(_astuple(reading), topic, now_ms, window, values)
+
+
+# A Reading's fields in their order (msgspec.structs.astuple): a hot path takes them
+# all at once, since each attribute of a struct read on its own costs a type lookup.
+ReadingFields = tuple[str, str, int, int, dict[str, Value], str, str | None]
+_astuple = msgspec.structs.astuple
+
+
+def check_fields(
+    fields: ReadingFields,
+    topic: Topic,
+    now_ms: int | None = None,
+    window: TimeWindow = DEFAULT_WINDOW,
+    values: bool = True,
+) -> str | None:
+    """``check_reading`` of a reading's fields (``msgspec.structs.astuple``)."""
+    device, kind, seq, ts, reading_values, building, event = fields
+    if topic.kind != BATCH and (kind != topic.kind or device != topic.device):
         return (
-            f"reading for {_shown(kind)}/{_shown(reading.device)} published on the "
+            f"reading for {_shown(kind)}/{_shown(device)} published on the "
             f"topic of {topic.kind}/{topic.device}"
         )
     # Every kind is in the table (a Kind member finds its value's entry).
     fast = _FAST_BOUNDS.get(kind) if isinstance(kind, str) else None
     if fast is None:
         return f"unknown kind {_shown(kind)}; known: {_KNOWN_KINDS}"
-    if not _valid_id(reading.device):
-        return f"device id {_shown(reading.device)} is not [A-Za-z0-9_.-]{{1,64}}"
-    if reading.building and not _valid_id(reading.building):
-        return f"building id {_shown(reading.building)} is not [A-Za-z0-9_.-]{{1,64}}"
-    if not 1 <= reading.seq <= INT64_MAX:
-        return f"seq {_shown(reading.seq)} is not an integer from 1 to {INT64_MAX}"
+    if not _valid_id(device):
+        return f"device id {_shown(device)} is not [A-Za-z0-9_.-]{{1,64}}"
+    if building and not _valid_id(building):
+        return f"building id {_shown(building)} is not [A-Za-z0-9_.-]{{1,64}}"
+    if not 1 <= seq <= INT64_MAX:
+        return f"seq {_shown(seq)} is not an integer from 1 to {INT64_MAX}"
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    ts = reading.ts
     if not now - window.max_age_ms <= ts <= now + window.max_future_ms:
         late_or_early = window.problem(ts, now)
         if late_or_early is not None:
             return late_or_early
-    values = reading.values
-    event = reading.event
     if event is not None:
         if not _EVENT.fullmatch(event) or not event.startswith(kind + "."):
             return f"event code {_shown(event)} does not belong to kind {kind}"
     elif topic.channel is EVENT_CHANNEL:
         return "reading on the event channel has no event code"
-    elif not values:
+    elif not reading_values:
         return "reading has neither values nor an event code"
-    if len(values) > MAX_VALUES_PER_READING:
-        return f"reading has {len(values)} values, more than {MAX_VALUES_PER_READING}"
+    if len(reading_values) > MAX_VALUES_PER_READING:
+        return f"reading has {len(reading_values)} values, more than {MAX_VALUES_PER_READING}"
+    if not values:
+        return None
+    return check_values(kind, reading_values)
+
+
+def check_values(kind: str, values: dict[str, Value]) -> str | None:
+    """The first value of a reading of ``kind`` (a kind of the catalogue) whose name or
+    value breaks the catalogue, or None: ``check_reading``'s checks of each value."""
+    fast = _FAST_BOUNDS[kind]
     for name, value in values.items():
         bounds = fast.get(name)
         if bounds is None:
@@ -422,6 +452,15 @@ def check_reading(
         return None
     # A value the fast path did not accept: the slow path finds the first problem.
     return _check_values(family(kind), values)
+
+
+def fast_bounds(kind: str) -> dict[str, tuple[float, float, float, float]]:
+    """Per value name of a kind of the catalogue, what ``check_values`` accepts without
+    its slow path: (int low, int high, float low, float high), int and float values of
+    exactly those types inside them (a value of any other name or type, or outside its
+    bounds, takes the slow path).  For a caller that checks values while reading them
+    for something else; not to be changed."""
+    return _FAST_BOUNDS[kind]
 
 
 def _check_values(fam: Family, values: dict[str, Value]) -> str | None:

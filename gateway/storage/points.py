@@ -10,9 +10,19 @@ from __future__ import annotations
 import math
 import re
 
+import msgspec
+
 from jiayuan.anomaly import Anomaly
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, ValueType, port_field
-from jiayuan.contract import SEGMENT_PATTERN, EdgeStatus, Reading, Topic, Value
+from jiayuan.contract import (
+    SEGMENT_PATTERN,
+    EdgeStatus,
+    Reading,
+    ReadingFields,
+    Topic,
+    Value,
+    fast_bounds,
+)
 from jiayuan.influx import (
     cached_tag_set,
     escaped_field_key,
@@ -52,12 +62,14 @@ _SEQ, _EVENT = "seq", "event"
 
 
 # Per field name of a kind: its escaped ``,name=``, whether it is a float signal (an int
-# value is then written as a float), and the finished ``,name=value`` texts of the int
-# values seen before (int signals have small ranges).  The leading comma lets a line's
-# fields be joined as they come (the first one's comma is dropped once).  Formatting a
-# float costs more than the rest of its field, and sensor values repeat (a few decimals,
-# bounded ranges), so the texts of floats are remembered too, in one table for all fields.
-_Field = tuple[str, bool, dict[int, str]]
+# value is then written as a float), the finished ``,name=value`` texts of the int
+# values seen before (int signals have small ranges), and the bounds the contract's
+# checks accept a value in without their slow path (``jiayuan.contract.fast_bounds``;
+# None for a string signal).  The leading comma lets a line's fields be joined as they
+# come (the first one's comma is dropped once).  Formatting a float costs more than the
+# rest of its field, and sensor values repeat (a few decimals, bounded ranges), so the
+# texts of floats are remembered too, in one table for all fields.
+_Field = tuple[str, bool, dict[int, str], tuple[float, float, float, float] | None]
 _INT_TEXTS_LIMIT = 1024  # per field; cleared when full
 _FLOAT_TEXTS_LIMIT = 65_536
 _float_texts: dict[float, str] = {}
@@ -69,12 +81,14 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
     table: dict[str, tuple[str, dict[str, _Field]]] = {}
     for kind, fam in FAMILIES.items():
         fields: dict[str, _Field] = {}
+        bounds = fast_bounds(kind.value)
         for signal in fam.signals:
             ports = range(1, MAX_PORTS + 1) if signal.per_port else (0,)
             for port in ports:
                 name = port_field(port, signal.name) if signal.per_port else signal.name
                 is_float = name in _FLOAT_FIELDS[kind.value]
-                fields[name] = ("," + escaped_field_key(name) + "=", is_float, {})
+                prefix = "," + escaped_field_key(name) + "="
+                fields[name] = (prefix, is_float, {}, bounds.get(name))
         fields.pop(_SEQ, None)
         fields.pop(_EVENT, None)
         table[kind.value] = (escaped_measurement(kind.value), fields)
@@ -87,6 +101,8 @@ _EVENT_PREFIX = "," + escaped_field_key(_EVENT) + "="
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # float(int) raises OverflowError beyond this; such values take the slow path to raise it.
 _FLOAT_INT_LIMIT = 2**1023
+# Bound once: an attribute of a module costs a lookup each time (twice a reading).
+_copysign = math.copysign
 
 
 def _remember_float(value: float, text: str) -> None:
@@ -142,38 +158,79 @@ def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> s
     refuses a field whose type changes.  (The reading has passed ``check_reading``, so int
     signals are ints already.)
 
-    Written for speed (once per reading on the gateway's hot path): one pass over the
-    values with each kind's field names escaped once.  Anything unusual (an unknown kind
-    or field, a value line protocol cannot carry, a type other than float, int, str or
-    bool) goes to :func:`_telemetry_line_slow`, which also raises the errors.
+    Anything unusual (an unknown kind or field, a value line protocol cannot carry, a type
+    other than float, int, str or bool) goes to :func:`_telemetry_line_slow`, which also
+    raises the errors.
     """
-    per_kind = _FIELDS.get(reading.kind)
+    line = _fast_line(place, _astuple(reading), plain_ids, False)
+    return _telemetry_line_slow(place, reading) if line is None else line
+
+
+def checked_telemetry_line(place: Place, fields: ReadingFields) -> str | None:
+    """``telemetry_line(place, reading, plain_ids=True)`` of a reading (given as its
+    fields, ``msgspec.structs.astuple``) that passed ``check_fields(..., values=False)``,
+    when each of its values passes the contract's checks on their fast path: in the same
+    pass over the values as their texts.
+
+    None when a value needs ``jiayuan.contract.check_values`` (a string, a bool, a name
+    or a number outside what the fast path takes) or the slow line: the caller checks the
+    values, then calls ``telemetry_line`` for a reading they pass.
+    """
+    return _fast_line(place, fields, True, True)
+
+
+_astuple = msgspec.structs.astuple
+
+
+def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bool) -> str | None:
+    """The line, or None where the slow path must write it (or, ``checked``, where a
+    value needs the contract's full check).
+
+    Written for speed (once per reading on the gateway's hot path): one pass over the
+    values with each kind's field names escaped once.
+    """
+    _, kind, seq, ts, values, _, event = fields
+    per_kind = _FIELDS.get(kind)
     if per_kind is None:
-        return _telemetry_line_slow(place, reading)
-    measurement, fields = per_kind
+        return None
+    measurement, names = per_kind
     # Each field's ``,name=`` and value text as separate parts: a concatenation per field
     # cost more than the list growing.
     parts: list[str] = []
     append = parts.append
     float_texts = _float_texts
-    for name, value in reading.values.items():
-        field = fields.get(name)
+    for name, value in values.items():
+        field = names.get(name)
         if field is None:
-            return _telemetry_line_slow(place, reading)
+            return None
+        if checked:
+            # jiayuan.contract.check_values's fast path: ints and floats (exactly)
+            # inside their bounds; anything else is judged by its slow path.
+            bounds = field[3]
+            if bounds is None:
+                return None
+            if type(value) is float:
+                if not bounds[2] <= value <= bounds[3]:
+                    return None
+            elif type(value) is int:
+                if not bounds[0] <= value <= bounds[1]:
+                    return None
+            else:
+                return None
         if type(value) is float:
             if value:
                 text = float_texts.get(value)
                 if text is None:
                     # value - value == 0.0 is False for NaN and ±inf.
                     if value - value != 0.0:
-                        return _telemetry_line_slow(place, reading)
+                        return None
                     text = repr(value)
                     _remember_float(value, text)
             else:
                 # Not cached (0.0 and -0.0 are one dict key but two texts), and not
                 # repr'd: a stopped lift's speed and an idle port's power and current
                 # make a third of the floats.
-                text = "-0.0" if math.copysign(1.0, value) < 0.0 else "0.0"
+                text = "-0.0" if _copysign(1.0, value) < 0.0 else "0.0"
             append(field[0])
             append(text)
         elif type(value) is int:
@@ -182,12 +239,12 @@ def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> s
             if text is None:
                 if not field[1]:
                     if not _INT64_MIN <= value <= _INT64_MAX:
-                        return _telemetry_line_slow(place, reading)
-                    text = field[0] + int.__repr__(value) + "i"
+                        return None
+                    text = f"{field[0]}{value}i"
                 elif -_FLOAT_INT_LIMIT <= value <= _FLOAT_INT_LIMIT:
-                    text = field[0] + repr(float(value))
+                    text = f"{field[0]}{float(value)!r}"
                 else:
-                    return _telemetry_line_slow(place, reading)  # float() overflows
+                    return None  # float() overflows
                 _remember_int(int_texts, value, text)
             append(text)
         elif type(value) is str:
@@ -197,22 +254,17 @@ def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> s
             append(field[0])
             append("true" if value else "false")
         else:
-            return _telemetry_line_slow(place, reading)
-    seq = reading.seq
+            return None
     if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
-        return _telemetry_line_slow(place, reading)
-    append(_SEQ_PREFIX)
-    append(int.__repr__(seq))
-    append("i")
-    event = reading.event
+        return None
+    append(f"{_SEQ_PREFIX}{seq}i")
     if event is not None:
         if type(event) is not str:
-            return _telemetry_line_slow(place, reading)
+            return None
         append(_EVENT_PREFIX)
         append(escaped_string(event))
-    ts = reading.ts
     if type(ts) is not int:
-        return _telemetry_line_slow(place, reading)
+        return None
     parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
     key = place.key
     district, street, estate, device = key[0], key[1], key[2], key[4]

@@ -16,6 +16,7 @@ import statistics
 import sys
 import time
 
+import msgspec
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from gateway.detection.rules.base import as_number, number
 from gateway.detection.rules.ebike_charger import MIN_PEERS, _peer_excess
-from gateway.storage.points import place_tags, telemetry_line
+from gateway.storage.points import checked_telemetry_line, place_tags, telemetry_line
 from jiayuan.catalogue import FAMILIES, MAX_PORTS, Kind, ValueType, family, port_field
 from jiayuan.contract import (
     BATCH,
@@ -38,7 +39,9 @@ from jiayuan.contract import (
     Value,
     _fast_bounds,
     _shown,
+    check_fields,
     check_reading,
+    check_values,
 )
 from jiayuan.influx import format_line
 from jiayuan.places import Place
@@ -313,6 +316,52 @@ def test_check_reading_matches_the_reference(case: tuple[Reading, Topic, TimeWin
     assert check_reading(reading, topic, NOW, window) == expected
 
 
+def pipeline_check_and_line(
+    reading: Reading, topic: Topic, window: TimeWindow
+) -> tuple[str | None, str | None]:
+    """What the pipeline makes of a reading: the contract's problem, or the line (the
+    values checked while their line is written, on their own only when that cannot vouch
+    for them)."""
+    fields = msgspec.structs.astuple(reading)
+    problem = check_fields(fields, topic, NOW, window, False)
+    assert problem == check_reading(reading, topic, NOW, window, False)
+    if problem is not None:
+        return problem, None
+    place = Place(
+        topic.district, topic.street, topic.estate, reading.building, reading.kind, reading.device
+    )
+    line = checked_telemetry_line(place, fields)
+    if line is None:
+        problem = check_values(reading.kind, reading.values)
+        if problem is not None:
+            return problem, None
+        line = telemetry_line(place, reading, plain_ids=True)
+    return None, line
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(readings())
+def test_checked_line_refuses_and_writes_what_check_and_line_do(
+    case: tuple[Reading, Topic, TimeWindow],
+) -> None:
+    reading, topic, window = case
+    expected = reference_check(reading, topic, NOW, window)
+    for _ in range(2):  # again, with the ids and the value texts remembered
+        problem, line = pipeline_check_and_line(reading, topic, window)
+        assert problem == expected
+        if expected is None:
+            place = Place(
+                topic.district,
+                topic.street,
+                topic.estate,
+                reading.building,
+                reading.kind,
+                reading.device,
+            )
+            assert line == reference_line(place, reading)
+
+
 def test_check_reading_accepts_good_readings_of_every_kind() -> None:
     """The generated readings above are mostly refused; good ones must pass, per port too."""
     topic = Topic("songjiang", "yongfeng", "sj-0001", BATCH, "edge-1", Channel.TELEMETRY)
@@ -341,6 +390,8 @@ def test_every_known_name_with_every_edge_value() -> None:
                     assert check_reading(reading, topic, NOW) == expected, values
                     line = outcome(telemetry_line, place, reading)
                     assert line == outcome(reference_line, place, reading), values
+                    checked = pipeline_check_and_line(reading, topic, TimeWindow())
+                    assert checked[0] == expected, values
 
 
 @given(
