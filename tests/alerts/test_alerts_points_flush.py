@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from alerts import service as alert_service
-from alerts.points import alert_line
+from alerts.points import PointBuffer, alert_line
 from alerts.service import AlertService
 from jiayuan.anomaly import Anomaly
 from jiayuan.config import AlertsConfig, Config, GatewayConfig
@@ -96,3 +96,19 @@ def test_the_buffer_keeps_each_event_s_line_in_utf_8_and_drains_it_as_text(
     assert service.points.drain_encoded() == []
     service.engine.on_anomalies([replace(a, start_ms=a.start_ms + 1) for a in offline(1)])
     assert all(isinstance(line, bytes) for line in service.points.drain_encoded())
+
+
+def test_events_of_one_series_in_one_millisecond_keep_apart_after_the_clock_moves_on(
+    service: AlertService,
+) -> None:
+    """Each point of a series gets its own time even when a later event's clock is behind
+    the times already given; once the clock has passed them, an event keeps its own."""
+    (raised,) = [e for e in service.engine.on_anomalies(offline(1)) if e.action.value == "raised"]
+    other = replace(raised, alert=replace(raised.alert, device="lift-other"))
+    buffer = PointBuffer()
+    for event in (raised, raised, other, raised, replace(raised, at_ms=NOW + 1)):
+        buffer(event)
+    buffer(replace(raised, at_ms=NOW + 10))
+    stamps = [int(line.rsplit(b" ", 1)[1]) for line in buffer.drain_encoded()]
+    at = raised.at_ms
+    assert stamps == [at, at + 1, at, at + 2, at + 3, NOW + 10]
