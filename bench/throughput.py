@@ -88,6 +88,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import replay_scenario
+from bench.alert_memory import heap_kb
 from bench.child_lines import expect, say
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
 from gateway.heap import trim_heap
@@ -453,7 +454,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         raise RuntimeError("the gateway did not subscribe within 30 s")
     if drain:
         gateway.stop()
-    say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"))
+    say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"), heap=heap_kb())
     if drain:
         sys.stdin.readline()  # "go"
         started = time.time()
@@ -497,6 +498,7 @@ def run_gateway(settings: str, drain: bool) -> None:
     open_anomalies = gateway.detector.book.open_count
     trim_heap()  # what the gateway's own trimmer leaves (gateway/heap.py)
     trimmed_rss_kb = _status_kb("VmRSS")
+    heap = heap_kb()
     gateway.stop()
     say(
         sys.stdout,
@@ -508,6 +510,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         trimmed_rss_kb=trimmed_rss_kb,
         open_anomalies=open_anomalies,
         progress=progress,
+        heap=heap,
     )
 
 
@@ -644,6 +647,8 @@ class GatewayRun(msgspec.Struct):
     trimmed_rss_kb: int = 0  # summed VmRSS at the end, right after a heap trim
     open_anomalies: int = 0
     threads: dict[str, float] = {}  # the instances' CPU time over the whole run, by thread
+    # Where the memory grew, from subscribed to the end (bench.alert_memory.heap_kb).
+    heap_grown_kb: dict[str, int] = {}
 
 
 def _start_gateway(
@@ -731,7 +736,8 @@ def gateway_end_to_end(
         )
         for group, progress_file in zip(streets, progress_files, strict=True)
     ]
-    baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
+    readies = [expect(gateway, "gateway") for gateway in gateways]
+    baseline = sum(ready["rss_kb"] for ready in readies)
     expected = sum(w[2] for w in wires)
     publisher = _publish(servers, wires, workdir, rate, mark, warm)
     seen: dict[str, float] = {}
@@ -821,6 +827,13 @@ def gateway_end_to_end(
         trimmed_rss_kb=sum(int(end["trimmed_rss_kb"]) for end in ends),
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
         threads=_summed_threads([end["threads"] for end in ends]),
+        heap_grown_kb={
+            part: sum(
+                end["heap"][part] - ready["heap"][part]
+                for end, ready in zip(ends, readies, strict=True)
+            )
+            for part in ends[0]["heap"]
+        },
     )
 
 
@@ -979,6 +992,12 @@ def memory_at_scale(devices: int, protocol: str, heap_trim_s: float, alerts: boo
                 print(
                     f"      {label:<33} {grown / 1024:7.1f} MiB, "
                     f"{grown * 1024 / measured:6,.0f} B per device"
+                )
+            print("    where it grew, at the end:")
+            for part, kb in run.heap_grown_kb.items():
+                print(
+                    f"      {part:<33} {kb / 1024:7.1f} MiB, "
+                    f"{kb * 1024 / measured:6,.0f} B per device"
                 )
             held[measured] = (run.trimmed_rss_kb - run.baseline_kb) * 1024
         (many, many_bytes), (few, few_bytes) = sorted(held.items(), reverse=True)
