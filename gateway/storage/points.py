@@ -225,8 +225,8 @@ def telemetry_line(place: Place, reading: Reading, plain_ids: bool = False) -> s
         if not building:
             building = NO_BUILDING
         return f"{measurement},building={building},device={device}{known[2]} {''.join(parts)} {ts}"
-    # Names that need escaping: the tag set formatted in full (and cached under the
-    # device's key, never a tuple of (key, value) pairs: see tag_set).
+    # Names that need escaping: the tag set formatted in full (and cached; its key never
+    # looks like format_line's own cache keys, tuples of (key, value) pairs).
     tag_key = (key, building)
     tags = cached_tag_set(tag_key)
     if tags is None:
