@@ -37,13 +37,12 @@ _ESCAPE_STRING = str.maketrans({'"': '\\"', "\\": "\\\\"})
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
-# Measurements, tag keys and field keys repeat endlessly (bounded cardinality), so each is
-# escaped and checked once; the caches are cleared if they ever grow large.  Tag values
-# are not cached: a district's device ids and its alerts' tag sets are too many to repeat.
+# Measurements, tag keys and values and field keys repeat endlessly (bounded cardinality),
+# so each is escaped and checked once; the caches are cleared if they ever grow large.
 _CACHE_LIMIT = 65_536
 _measurement_cache: dict[str, str] = {}
 _key_cache: dict[str, str] = {}
-# Keyed by a caller's own key for the tags (see tag_set).
+# Keyed by the tags' items, or by a caller's own key for the same tags (see tag_set).
 _tagset_cache: dict[Hashable, str] = {}
 
 
@@ -80,14 +79,9 @@ def _escape_key(text: str, what: str) -> str:
     return escaped
 
 
-def _escape_tag_value(text: str) -> str:
-    _check_name(text, "tag value")
-    return text.translate(_ESCAPE_KEY)
-
-
 def _format_tags(tags: Mapping[str, str]) -> str:
     return "".join(
-        f",{_escape_key(key, 'tag key')}={_escape_tag_value(value)}"
+        f",{_escape_key(key, 'tag key')}={_escape_key(value, 'tag value')}"
         for key, value in sorted(tags.items())
         if value
     )
@@ -171,11 +165,9 @@ def format_line(
     cache = _key_cache
     parts = [_measurement_cache.get(measurement) or _escape_measurement(measurement)]
     if tags:
-        # Not cached: the lines made here (anomalies, alerts, scores, a reading's unusual
-        # case) carry a device's or an alert's tags, a set an event; held in a cache, a
-        # district's outage would keep some 850 B a line (the readings' own tag sets are
-        # cached by their callers, ``tag_set``).
-        parts.append(_format_tags(tags))
+        # A device sends the same tag set with every reading: escape and sort it once.
+        tag_key = tuple(tags.items())
+        parts.append(_tagset_cache.get(tag_key) or tag_set(tags, tag_key))
     if not fields:
         raise ValueError(f"{measurement}: a point needs at least one field")
     separator = " "

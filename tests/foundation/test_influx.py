@@ -8,7 +8,6 @@ import math
 import shutil
 import subprocess
 import time
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,22 +61,6 @@ def test_line_escaping(
     measurement: str, tags: dict[str, str], fields: dict[str, object], expected: str
 ) -> None:
     assert format_line(measurement, tags, fields, 5) == expected  # type: ignore[arg-type]
-
-
-def test_lines_of_many_devices_leave_nothing_held() -> None:
-    """A district's outage writes an anomaly and alert lines for each of its devices, a tag
-    set each: format_line keeps none of them (nor their tag values) once the line is made."""
-    lines = 5_000
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        for n in range(lines):
-            tags = {"estate": f"e{n // 50}", "device": f"lift-{n}", "code": "lift.offline"}
-            format_line("anomaly", tags, {"value": 0.0}, n)
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
-    assert held < 20 * lines, f"{held / lines:.0f} B held a line"
 
 
 def test_line_numbers() -> None:
