@@ -19,6 +19,7 @@ from jiayuan.influx import (
     escaped_measurement,
     escaped_string,
     format_line,
+    format_line_once,
     tag_set,
 )
 from jiayuan.places import Place
@@ -271,7 +272,8 @@ def anomaly_line(anomaly: Anomaly) -> str:
     }
     if anomaly.explanation:  # statistical anomalies only: the rules' lines are unchanged
         fields["explanation"] = anomaly.explanation
-    return format_line(ANOMALY, tags, fields, anomaly.start_ms)
+    # Not cached: an anomaly's tags are written at its opening and its closing only.
+    return format_line_once(ANOMALY, tags, fields, anomaly.start_ms)
 
 
 def edge_status_line(topic: Topic, status: EdgeStatus) -> str:
