@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from alerts.engine import AlertEvent
 from alerts.model import AlertAction
 from alerts.store import OpenCount
-from jiayuan.influx import format_line
+from jiayuan.influx import format_line, format_line_once
 
 ALERT_MEASUREMENT = "alert"
 OPEN_MEASUREMENT = "alert_open"
@@ -57,7 +57,8 @@ def alert_fields(event: AlertEvent) -> dict[str, float | int | str | bool]:
 
 def alert_line(event: AlertEvent, ts_ms: int | None = None) -> str:
     """The ``alert`` point of one event, at the event's wall-clock time unless given."""
-    return format_line(
+    # Not cached: an event's tags (device, action …) are written once.
+    return format_line_once(
         ALERT_MEASUREMENT,
         alert_tags(event),
         alert_fields(event),
