@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from alerts.engine import AlertEvent
 from alerts.model import AlertAction
 from alerts.store import OpenCount
-from jiayuan.influx import format_line
+from jiayuan.influx import format_line, format_line_once
 
 ALERT_MEASUREMENT = "alert"
 OPEN_MEASUREMENT = "alert_open"
@@ -57,7 +57,8 @@ def alert_fields(event: AlertEvent) -> dict[str, float | int | str | bool]:
 
 def alert_line(event: AlertEvent, ts_ms: int | None = None) -> str:
     """The ``alert`` point of one event, at the event's wall-clock time unless given."""
-    return format_line(
+    # Not cached: an event's tags (device, action …) are written once.
+    return format_line_once(
         ALERT_MEASUREMENT,
         alert_tags(event),
         alert_fields(event),
@@ -104,16 +105,21 @@ class PointBuffer:
         self._lines: deque[bytes] = deque()
         self._limit = limit
         self._last_ts: dict[tuple[str, ...], int] = {}
+        self._latest_ts = 0  # the latest time in _last_ts
         self._lock = threading.Lock()
         self.dropped = 0
 
     def __call__(self, event: AlertEvent) -> None:
         series = tuple(alert_tags(event).values())
         with self._lock:
-            ts = max(event.at_ms, self._last_ts.get(series, event.at_ms - 1) + 1)
-            if len(self._last_ts) >= self.SERIES_MEMORY:
+            # A series' time matters only to an event no later than it: once the clock has
+            # passed them all, they are forgotten (an outage's alerts, a series each, are
+            # not kept; they would pin Python's arenas long after their batch).
+            if event.at_ms > self._latest_ts or len(self._last_ts) >= self.SERIES_MEMORY:
                 self._last_ts.clear()
+            ts = max(event.at_ms, self._last_ts.get(series, event.at_ms - 1) + 1)
             self._last_ts[series] = ts
+            self._latest_ts = max(self._latest_ts, ts)
             if len(self._lines) >= self._limit:
                 self._lines.popleft()
                 self.dropped += 1

@@ -93,6 +93,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import replay_scenario
+from bench.alert_memory import heap_kb
 from bench.child_lines import expect, say
 from bench.host_cpu import CpuTimeline, Spent, thread_cpu_s, tree_cpu_s
 from bench.influx_engine import (
@@ -511,7 +512,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         raise RuntimeError("the gateway did not subscribe within 30 s")
     if drain:
         gateway.stop()
-    say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"))
+    say(sys.stdout, ready=True, rss_kb=_status_kb("VmRSS"), heap=heap_kb())
     if drain:
         sys.stdin.readline()  # "go"
         started = time.time()
@@ -564,6 +565,7 @@ def run_gateway(settings: str, drain: bool) -> None:
     )
     trim_heap()  # what the gateway's own trimmer leaves (gateway/heap.py)
     trimmed_rss_kb = _status_kb("VmRSS")
+    heap = heap_kb()
     gateway.stop()
     say(
         sys.stdout,
@@ -577,6 +579,7 @@ def run_gateway(settings: str, drain: bool) -> None:
         sites=held_sites,
         progress=progress,
         writes=writes,
+        heap=heap,
     )
 
 
@@ -738,6 +741,8 @@ class GatewayRun(msgspec.Struct):
     threads: dict[str, float] = {}  # the instances' CPU time over the whole run, by thread
     sites: str = ""  # what the instances' site models held at the end
     steady: str = ""  # the latency phase in steady state: what ran while markers were sent
+    # Where the memory grew, from subscribed to the end (bench.alert_memory.heap_kb).
+    heap_grown_kb: dict[str, int] = {}
 
 
 def _start_gateway(
@@ -837,7 +842,8 @@ def gateway_end_to_end(
         )
         for group, progress_file in zip(streets, progress_files, strict=True)
     ]
-    baseline = sum(expect(gateway, "gateway")["rss_kb"] for gateway in gateways)
+    readies = [expect(gateway, "gateway") for gateway in gateways]
+    baseline = sum(ready["rss_kb"] for ready in readies)
     expected = sum(w[2] for w in wires)
     steady_s = latency_s if settle_s >= 0 and warm and rate > 0 else 0.0
     publisher = _publish(servers, wires, workdir, rate, mark, warm, steady_s)
@@ -942,6 +948,13 @@ def gateway_end_to_end(
         open_anomalies=sum(int(end["open_anomalies"]) for end in ends),
         threads=_summed_threads([end["threads"] for end in ends]),
         sites="; ".join(str(end["sites"]) for end in ends),
+        heap_grown_kb={
+            part: sum(
+                end["heap"][part] - ready["heap"][part]
+                for end, ready in zip(ends, readies, strict=True)
+            )
+            for part in ends[0]["heap"]
+        },
     )
 
 
@@ -1234,6 +1247,12 @@ def memory_at_scale(
                 print(
                     f"      {label:<33} {grown / 1024:7.1f} MiB, "
                     f"{grown * 1024 / measured:6,.0f} B per device"
+                )
+            print("    where it grew, at the end:")
+            for part, kb in run.heap_grown_kb.items():
+                print(
+                    f"      {part:<33} {kb / 1024:7.1f} MiB, "
+                    f"{kb * 1024 / measured:6,.0f} B per device"
                 )
             if mode == sites[0]:
                 held[measured] = (run.trimmed_rss_kb - run.baseline_kb) * 1024

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from alerts import service as alert_service
-from alerts.points import alert_line
+from alerts.points import PointBuffer, alert_line
 from alerts.service import AlertService
+from jiayuan import influx
 from jiayuan.anomaly import Anomaly
 from jiayuan.config import AlertsConfig, Config, GatewayConfig
 from jiayuan.influx import InfluxError
@@ -96,3 +97,33 @@ def test_the_buffer_keeps_each_event_s_line_in_utf_8_and_drains_it_as_text(
     assert service.points.drain_encoded() == []
     service.engine.on_anomalies([replace(a, start_ms=a.start_ms + 1) for a in offline(1)])
     assert all(isinstance(line, bytes) for line in service.points.drain_encoded())
+
+
+def test_events_of_one_series_in_one_millisecond_keep_apart_after_the_clock_moves_on(
+    service: AlertService,
+) -> None:
+    """Each point of a series gets its own time even when a later event's clock is behind
+    the times already given; once the clock has passed them, an event keeps its own."""
+    (raised,) = [e for e in service.engine.on_anomalies(offline(1)) if e.action.value == "raised"]
+    other = replace(raised, alert=replace(raised.alert, device="lift-other"))
+    buffer = PointBuffer()
+    for event in (raised, raised, other, raised, replace(raised, at_ms=NOW + 1)):
+        buffer(event)
+    buffer(replace(raised, at_ms=NOW + 10))
+    stamps = [int(line.rsplit(b" ", 1)[1]) for line in buffer.drain_encoded()]
+    at = raised.at_ms
+    assert stamps == [at, at + 1, at, at + 2, at + 3, NOW + 10]
+
+
+def test_alert_lines_of_an_outage_leave_the_line_caches_as_they_were(
+    service: AlertService,
+) -> None:
+    """Each alert event's tag set (device, action …) is written once: caching it would keep
+    some 850 bytes an event through a district's outage (bench/alert_memory.py)."""
+    (first,) = [e for e in service.engine.on_anomalies(offline(1)) if e.action.value == "raised"]
+    alert_line(first)  # the names every alert line shares, cached if ever
+    entries = influx.cached_entries()
+    for n in range(2_000):
+        event = replace(first, alert=replace(first.alert, device=f"lift-{n}", building=f"b{n}"))
+        assert f",device=lift-{n}," in alert_line(event)
+    assert influx.cached_entries() == entries
