@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
 from gateway.detection.rules.table import TableRules
@@ -124,7 +124,7 @@ class EbikeChargerRules(TableRules):
         # (NaN without enough peers): 12 values a pile not worth keeping.
         return [excess_field(port) for port in range(1, MAX_PORTS + 1)]
 
-    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+    def derive(self, values: MutableMapping[str, Value], reading: Reading) -> None:
         last = number(values, _LAG_TS)
         if math.isnan(last):
             gain, values[_LAG_TS] = 1.0, reading.ts
@@ -136,7 +136,9 @@ class EbikeChargerRules(TableRules):
             values[_EXCESS_NAMES[port]] = excess
 
 
-def _lagged_residuals(values: dict[str, Value], gain: float, rise_per_w: float) -> dict[int, float]:
+def _lagged_residuals(
+    values: MutableMapping[str, Value], gain: float, rise_per_w: float
+) -> dict[int, float]:
     """Each reported port's temperature less the heat its lagged power explains; updates
     the ports' lags in ``values``.  A function, not a method, so that the compiled build
     can type its locals (ebike_charger.pxd): it runs for every port of every pile reading."""
