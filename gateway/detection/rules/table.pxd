@@ -8,7 +8,7 @@ cdef class RowValues:
     cdef dict columns
     cdef tuple names
     cdef dict derived
-    cdef Py_ssize_t row
+    cdef public Py_ssize_t row
     cdef double[:, ::1] numbers
     cdef unsigned char[:, ::1] kinds
     cdef dict others
@@ -18,6 +18,8 @@ cdef class RowValues:
     cdef object cell(self, Py_ssize_t column, object default)
     @cython.locals(row=Py_ssize_t, whole=cython.longlong)
     cdef object put(self, Py_ssize_t column, object value)
+    @cython.locals(row=Py_ssize_t, kind=cython.uchar)
+    cpdef double real(self, name)
     cpdef clear_derived(self)
 
 @cython.locals(

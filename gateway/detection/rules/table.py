@@ -23,6 +23,7 @@ from gateway.detection.rules.base import (
     Check,
     Held,
     Values,
+    as_number,
     grown,
     grown_rows,
     never,
@@ -119,6 +120,9 @@ class TableRules(Stateful):
         self._types = np.zeros((rows, width), dtype=np.uint8)
         self._others: dict[tuple[int, int], Value] = {}  # (row, column): not a number
         self._active = np.zeros((rows, checks), dtype=np.bool_)
+        # The rows with a check open (rare), kept beside ``_active`` so a batch need not
+        # look up every device's row of it.
+        self._open_rows: set[int] = set()
         # Row → each check's since (NO_TIME: not held), only rows holding a condition.
         self._since: dict[int, list[int]] = {}
         self._at_rest = [NO_TIME] * checks
@@ -137,6 +141,7 @@ class TableRules(Stateful):
         if (state.get("table") is None) != (self.table is None):
             raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
         super().import_state(state)
+        self._open_rows = set(np.flatnonzero(self._active.any(axis=1)).tolist())
         if self.table is not None:
             # One row numbering for the family: the table shares the restored dict.
             self.table.import_state({**state["table"], "_rows": self._rows})
@@ -210,6 +215,7 @@ class TableRules(Stateful):
             self._values[row] = np.nan
             self._types[row] = _ABSENT
             self._active[row] = False
+            self._open_rows.discard(row)
             self._since.pop(row, None)
             self._count[row] = 0
             for cell in [c for c in self._others if c[0] == row]:
@@ -255,10 +261,8 @@ class TableRules(Stateful):
         times in a batch.  A device at rest (no check open or holding) is only stepped
         when one of its checks' opening conditions holds: otherwise no check can move."""
         rows = [self._row(place.key) for place, _ in items]
-        devices = list(dict.fromkeys(rows))
-        open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
         self._view.bind(self._values, self._types, self._others)
-        _check_readings(self, self._view, rows, items, open_rows, out)
+        _check_readings(self, self._view, rows, items, self._open_rows, out)
 
     def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
         """Step every check of a device that is not at rest by one reading."""
@@ -287,6 +291,10 @@ class TableRules(Stateful):
         # Most readings leave a device's checks at rest: write back only what moved.
         if changed:
             self._active[row] = active
+            if any(active):
+                self._open_rows.add(row)
+            else:
+                self._open_rows.discard(row)
         if since != (self._at_rest if held_before is None else held_before):
             if since == self._at_rest:
                 del self._since[row]
@@ -400,6 +408,19 @@ class RowValues:
             self.numbers[row, column] = math.nan
             self.kinds[row, column] = _OTHER
 
+    def real(self, name: str) -> float:
+        """``as_number`` of the value: a real number as a float, NaN for anything else."""
+        column = self.columns.get(name)
+        if column is None:
+            return as_number(self.derived.get(name))
+        row = self.row
+        kind = self.kinds[row, column]
+        if kind in (_FLOAT, _INT):
+            return float(self.numbers[row, column])
+        if kind == _ABSENT:
+            return math.nan
+        return as_number(self.others[(row, column)])
+
     def clear_derived(self) -> None:
         self.derived.clear()
 
@@ -446,7 +467,14 @@ class RowValues:
         return len(list(iter(self)))
 
     def as_dict(self) -> dict[str, Value]:
-        return {name: self[name] for name in self}  # type: ignore[misc]
+        """The device's values as a dict (read from the arrays, not through ``get``)."""
+        row = self.row
+        out = {
+            name: self.cell(column, None)
+            for column, name in enumerate(self.names)
+            if self.kinds[row, column] != _ABSENT
+        }
+        return {**out, **self.derived}  # type: ignore[dict-item]
 
 
 MutableMapping.register(RowValues)
@@ -501,10 +529,6 @@ def _check_readings(
             changes = rules._step_all(row, values, reading)
             if changes:
                 out[index] += changes
-            if rules._active[row].any():
-                open_rows.add(row)
-            else:
-                open_rows.discard(row)
         if copied:
             for name, value in values.items():
                 if name in kept:
