@@ -141,6 +141,9 @@ class TableRules(Stateful):
         if (state.get("table") is None) != (self.table is None):
             raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
         super().import_state(state)
+        # The checks write these in place (RowValues): contiguous and writeable.
+        self._values = np.require(self._values, requirements=("C", "W"))
+        self._types = np.require(self._types, requirements=("C", "W"))
         self._open_rows = set(np.flatnonzero(self._active.any(axis=1)).tolist())
         if self.table is not None:
             # One row numbering for the family: the table shares the restored dict.
@@ -377,8 +380,8 @@ class RowValues:
         others: dict[tuple[int, int], Value],
     ) -> None:
         """Read and write these arrays (again after they grew or were restored)."""
-        self.numbers = np.ascontiguousarray(numbers)
-        self.kinds = np.ascontiguousarray(kinds)
+        self.numbers = numbers
+        self.kinds = kinds
         self.others = others
 
     def cell(self, column: int, default: object) -> object:
