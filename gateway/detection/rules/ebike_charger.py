@@ -20,10 +20,10 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 
 from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
-from gateway.detection.rules.table import TableRules
+from gateway.detection.rules.table import RowValues, TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
 from jiayuan.contract import Reading, Value
@@ -124,7 +124,7 @@ class EbikeChargerRules(TableRules):
         # (NaN without enough peers): 12 values a pile not worth keeping.
         return [excess_field(port) for port in range(1, MAX_PORTS + 1)]
 
-    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+    def derive(self, values: MutableMapping[str, Value], reading: Reading) -> None:
         last = number(values, _LAG_TS)
         if math.isnan(last):
             gain, values[_LAG_TS] = 1.0, reading.ts
@@ -136,25 +136,33 @@ class EbikeChargerRules(TableRules):
             values[_EXCESS_NAMES[port]] = excess
 
 
-def _lagged_residuals(values: dict[str, Value], gain: float, rise_per_w: float) -> dict[int, float]:
+def _lagged_residuals(
+    values: MutableMapping[str, Value], gain: float, rise_per_w: float
+) -> dict[int, float]:
     """Each reported port's temperature less the heat its lagged power explains; updates
     the ports' lags in ``values``.  A function, not a method, so that the compiled build
     can type its locals (ebike_charger.pxd): it runs for every port of every pile reading."""
     residual: dict[int, float] = {}
+    # The device's row read directly (no Python call a value) unless a test swapped in
+    # another mapping.
+    row = values if isinstance(values, RowValues) else None
     for port, power_name, temp_name, lag_name in _PORT_NAMES:
-        power = _real(values.get(power_name))
-        temp = _real(values.get(temp_name))
+        power = _real(values, row, power_name)
+        temp = _real(values, row, temp_name)
         if power != power or temp != temp:  # NaN: not reported, or not a number
             continue
-        lag = _real(values.get(lag_name))
+        lag = _real(values, row, lag_name)
         lag = power if lag != lag else lag + (power - lag) * gain
         values[lag_name] = lag
         residual[port] = temp - rise_per_w * lag
     return residual
 
 
-def _real(value: object) -> float:
-    """``as_number``, with its commonest case first."""
+def _real(values: Mapping[str, Value], row: RowValues | None, name: str) -> float:
+    """``as_number`` of the named value, from the device's row when given."""
+    if row is not None:
+        return row.real(name)
+    value = values.get(name)
     return value if type(value) is float else as_number(value)
 
 
@@ -163,7 +171,7 @@ def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
     if len(residual) <= MIN_PEERS:
         return {port: math.nan for port in residual}
     ordered = sorted(residual.values())
-    if not all(math.isfinite(r) for r in ordered):  # no total order: as statistics does
+    if not _all_finite(ordered):  # no total order: as statistics does
         return {
             port: own - statistics.median([r for p, r in residual.items() if p != port])
             for port, own in residual.items()
@@ -182,6 +190,14 @@ def _peer_excess(residual: dict[int, float]) -> dict[int, float]:
             lower = ordered[half - 1] if half - 1 < at else ordered[half]
             excess[port] = own - (lower + upper) / 2
     return excess
+
+
+def _all_finite(numbers: list[float]) -> bool:
+    # A loop, not all() over a generator: a typed loop in the compiled build.
+    for each in numbers:  # noqa: SIM110
+        if not math.isfinite(each):
+            return False
+    return True
 
 
 _PORT_NAMES = tuple(

@@ -17,7 +17,7 @@ pressure well below the learned one (the pump restored after a fault) is not lea
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 
 from gateway.detection.rules.base import Check, Predicate, Values, flag, measure, negate, number
 from gateway.detection.rules.table import TableRules
@@ -126,7 +126,7 @@ class FireRules(TableRules):
 
         return hold
 
-    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+    def derive(self, values: MutableMapping[str, Value], reading: Reading) -> None:
         pressure = number(values, "sprinkler_pressure")
         commanded = values.get("pump_commanded") == 1
         if commanded and values.get(_WAS_COMMANDED) != 1:
@@ -144,7 +144,7 @@ class FireRules(TableRules):
         limit = peak - self._sag_max
         values[LIMIT] = limit if math.isnan(start) else max(limit, start - self._start_margin)
 
-    def _learn_start(self, values: dict[str, Value], pressure: float) -> None:
+    def _learn_start(self, values: MutableMapping[str, Value], pressure: float) -> None:
         """A pump start at ``pressure``: learn it unless it restores a fault (a fall beyond
         the band from the peak, or below the learned start pressure's margin)."""
         peak, start = number(values, PEAK), number(values, START)

@@ -1,7 +1,29 @@
 import cython
 
+cdef int _ABSENT, _INT, _FLOAT, _OTHER
+
+# RowValues: a device's kept values read and written in the arrays as C arrays (a value
+# costs a few dozen instructions, not a numpy scalar's hundreds).
+cdef class RowValues:
+    cdef dict columns
+    cdef tuple names
+    cdef dict derived
+    cdef public Py_ssize_t row
+    cdef double[:, ::1] numbers
+    cdef unsigned char[:, ::1] kinds
+    cdef dict others
+
+    cpdef bind(self, numbers, kinds, dict others)
+    @cython.locals(row=Py_ssize_t, kind=cython.uchar)
+    cdef object cell(self, Py_ssize_t column, object default)
+    @cython.locals(row=Py_ssize_t, whole=cython.longlong)
+    cdef object put(self, Py_ssize_t column, object value)
+    @cython.locals(row=Py_ssize_t, kind=cython.uchar)
+    cpdef double real(self, name)
+    cpdef clear_derived(self)
+
 @cython.locals(
-    held_rows=dict, kept=dict, recomputed=frozenset, openers=list, present=dict,
-    index=Py_ssize_t, derives=bint, busy=bint,
+    held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
+    derives=bint, busy=bint, copied=bint,
 )
-cpdef _check_readings(rules, list rows, items, dict current, set open_rows, list out)
+cpdef _check_readings(rules, RowValues view, list rows, items, set open_rows, list out)

@@ -12,9 +12,8 @@ threshold table and the rules import downward only.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from itertools import compress
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from gateway.detection.rules.base import (
     Check,
     Held,
     Values,
+    as_number,
     grown,
     grown_rows,
     never,
@@ -39,6 +39,7 @@ _INITIAL_ROWS = 64
 # What a stored value cell holds; ints beyond 2^53 are not exact in float64.
 _ABSENT, _INT, _FLOAT, _OTHER = 0, 1, 2, 3
 _EXACT_INT = 1 << 53
+_LEAST_EXACT_INT = -_EXACT_INT
 _GONE = object()  # a value the device has not reported
 # A family with this many thresholds per reading or more runs them in a ThresholdTable by
 # default: a table call has a fixed cost that many thresholds a reading repay and a few do
@@ -119,12 +120,16 @@ class TableRules(Stateful):
         self._types = np.zeros((rows, width), dtype=np.uint8)
         self._others: dict[tuple[int, int], Value] = {}  # (row, column): not a number
         self._active = np.zeros((rows, checks), dtype=np.bool_)
+        # The rows with a check open (rare), kept beside ``_active`` so a batch need not
+        # look up every device's row of it.
+        self._open_rows: set[int] = set()
         # Row → each check's since (NO_TIME: not held), only rows holding a condition.
         self._since: dict[int, list[int]] = {}
         self._at_rest = [NO_TIME] * checks
         self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
         # The mapping the checks see (a test swaps in one that records what they read).
         self.mapping: Callable[[], dict[str, Value]] = dict
+        self._view = RowValues(self._column_of)
 
     STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
 
@@ -136,6 +141,10 @@ class TableRules(Stateful):
         if (state.get("table") is None) != (self.table is None):
             raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
         super().import_state(state)
+        # The checks write these in place (RowValues): contiguous and writeable.
+        self._values = np.require(self._values, requirements=("C", "W"))
+        self._types = np.require(self._types, requirements=("C", "W"))
+        self._open_rows = set(np.flatnonzero(self._active.any(axis=1)).tolist())
         if self.table is not None:
             # One row numbering for the family: the table shares the restored dict.
             self.table.import_state({**state["table"], "_rows": self._rows})
@@ -181,7 +190,7 @@ class TableRules(Stateful):
         every reading (so a stored copy would never be read): not kept per device."""
         return ()
 
-    def derive(self, values: dict[str, Value], reading: Reading) -> None:
+    def derive(self, values: MutableMapping[str, Value], reading: Reading) -> None:
         """Add values computed from the device's history to its merged ``values`` before
         the checks run (a port's lagged power, the peak since a pump last ran); by default
         none.  Derived names start with ``_`` so they cannot collide with a reported
@@ -209,6 +218,7 @@ class TableRules(Stateful):
             self._values[row] = np.nan
             self._types[row] = _ABSENT
             self._active[row] = False
+            self._open_rows.discard(row)
             self._since.pop(row, None)
             self._count[row] = 0
             for cell in [c for c in self._others if c[0] == row]:
@@ -244,87 +254,18 @@ class TableRules(Stateful):
         self._active = grown(self._active, rows, False)
         self._count = grown(self._count, rows, 0)
 
-    def _load(self, rows: list[int]) -> dict[int, dict[str, Value]]:
-        """The devices' kept values as a dict each (one array read for the batch), in
-        column order, absent ones left out.  A row of floats only (and absent cells) fills
-        its dict in one ``update`` from the arrays' lists; a row holding an int or a value
-        of the side table goes cell by cell."""
-        at = np.array(rows, dtype=np.int64)
-        kinds = self._types[at]
-        plain = ~((kinds == _INT) | (kinds == _OTHER)).any(axis=1)
-        kinds_of, numbers_of = kinds.tolist(), self._values[at].tolist()
-        loaded: dict[int, dict[str, Value]] = {}
-        columns, others, mapping = self.columns, self._others, self.mapping
-        for row, kinds_now, numbers, floats_only in zip(
-            rows, kinds_of, numbers_of, plain.tolist(), strict=True
-        ):
-            values = loaded[row] = mapping()
-            if floats_only:  # _ABSENT is 0: compress leaves the absent cells out
-                values.update(compress(zip(columns, numbers, strict=True), kinds_now))
-                continue
-            for column, (name, kind, value) in enumerate(
-                zip(columns, kinds_now, numbers, strict=True)
-            ):
-                if kind == _INT:
-                    values[name] = int(value)
-                elif kind == _FLOAT:
-                    values[name] = value
-                elif kind == _OTHER:
-                    values[name] = others[(row, column)]
-        return loaded
-
-    def _store(
-        self, current: Mapping[int, Mapping[str, Value]], before: Mapping[int, Mapping[str, Value]]
-    ) -> None:
-        """Write back the cells the batch changed, every device's in one array write (a
-        value is the same only if it is the same type too).  Only the names a device has:
-        a batch adds and changes kept values but never removes one (what ``derive``
-        recomputes is gone after each reading), so a column absent now was absent before."""
-        column_of, others = self._column_of, self._others
-        at_rows: list[int] = []
-        at_columns: list[int] = []
-        numbers: list[float] = []
-        kinds: list[int] = []
-        for row, values in current.items():
-            was = before[row]
-            for name, new in values.items():
-                old = was.get(name, _GONE)
-                if new is old or (type(new) is type(old) and new == old):
-                    continue
-                column = column_of[name]
-                if type(new) is float:
-                    number, kind = new, _FLOAT
-                elif type(new) is int and -_EXACT_INT <= new <= _EXACT_INT:
-                    number, kind = float(new), _INT
-                else:  # a string, a bool, a huge int: kept as it is, in the side table
-                    others[(row, column)] = new
-                    number, kind = math.nan, _OTHER
-                if kind != _OTHER and others:
-                    others.pop((row, column), None)
-                at_rows.append(row)
-                at_columns.append(column)
-                numbers.append(number)
-                kinds.append(kind)
-        if at_rows:
-            self._values[at_rows, at_columns] = numbers
-            self._types[at_rows, at_columns] = kinds
-
     def _evaluate_checks(
         self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
     ) -> None:
         """The checks on each reading, in order, adding their changes to ``out``.
 
-        A device's merged values are loaded once for the batch and carried from reading to
-        reading (trimmed to the kept names, as a store and reload would), and stored back
-        once at the end.  A device at rest (no check open or holding) is only stepped when
-        one of its checks' opening conditions holds: otherwise no check can move."""
+        The checks read and write a device's kept values in its row of the arrays
+        (``RowValues``), so a reading costs the same whether its device comes once or many
+        times in a batch.  A device at rest (no check open or holding) is only stepped
+        when one of its checks' opening conditions holds: otherwise no check can move."""
         rows = [self._row(place.key) for place, _ in items]
-        devices = list(dict.fromkeys(rows))
-        current = self._load(devices)
-        before = {row: values.copy() for row, values in current.items()}
-        open_rows = set(np.array(devices)[self._active[devices].any(axis=1)].tolist())
-        _check_readings(self, rows, items, current, open_rows, out)
-        self._store(current, before)
+        self._view.bind(self._values, self._types, self._others)
+        _check_readings(self, self._view, rows, items, self._open_rows, out)
 
     def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
         """Step every check of a device that is not at rest by one reading."""
@@ -353,6 +294,10 @@ class TableRules(Stateful):
         # Most readings leave a device's checks at rest: write back only what moved.
         if changed:
             self._active[row] = active
+            if any(active):
+                self._open_rows.add(row)
+            else:
+                self._open_rows.discard(row)
         if since != (self._at_rest if held_before is None else held_before):
             if since == self._at_rest:
                 del self._since[row]
@@ -409,29 +354,168 @@ class TableRules(Stateful):
         return changes
 
 
+class RowValues:
+    """A device's kept values as the mapping the checks and ``derive`` see, read from and
+    written to its row of the rules' arrays as they ask (no dict a device and batch).
+
+    ``row`` selects the device.  A value comes back with the type it was reported with: a
+    float, an int (exact up to 2^53), anything else (a string, a bool, a huge int) from the
+    side table.  Writing a kept name writes its cell; a derived name that is not kept (one
+    ``derive`` recomputes) lives in ``derived`` until ``clear_derived``, as it would in a
+    dict until the end of the reading."""
+
+    def __init__(self, columns: Mapping[str, int]) -> None:
+        self.columns = dict(columns)
+        self.names = tuple(columns)
+        self.derived: dict[str, Value] = {}
+        self.row = 0
+        self.numbers = np.zeros((0, len(columns)), dtype=np.float64)
+        self.kinds = np.zeros((0, len(columns)), dtype=np.uint8)
+        self.others: dict[tuple[int, int], Value] = {}
+
+    def bind(
+        self,
+        numbers: np.ndarray[Any, np.dtype[np.float64]],
+        kinds: np.ndarray[Any, np.dtype[np.uint8]],
+        others: dict[tuple[int, int], Value],
+    ) -> None:
+        """Read and write these arrays (again after they grew or were restored)."""
+        self.numbers = numbers
+        self.kinds = kinds
+        self.others = others
+
+    def cell(self, column: int, default: object) -> object:
+        row = self.row
+        kind = self.kinds[row, column]
+        if kind == _FLOAT:
+            return float(self.numbers[row, column])
+        if kind == _INT:
+            return int(self.numbers[row, column])
+        if kind == _ABSENT:
+            return default
+        return self.others[(row, column)]
+
+    def put(self, column: int, value: Value) -> None:
+        row = self.row
+        if self.kinds[row, column] == _OTHER:
+            del self.others[(row, column)]
+        if type(value) is float:
+            self.numbers[row, column] = value
+            self.kinds[row, column] = _FLOAT
+        elif type(value) is int and _LEAST_EXACT_INT <= value <= _EXACT_INT:
+            whole = value  # a C integer in the compiled build: no float object made
+            self.numbers[row, column] = whole
+            self.kinds[row, column] = _INT
+        else:  # a string, a bool, a huge int: kept as it is, in the side table
+            self.others[(row, column)] = value
+            self.numbers[row, column] = math.nan
+            self.kinds[row, column] = _OTHER
+
+    def real(self, name: str) -> float:
+        """``as_number`` of the value: a real number as a float, NaN for anything else."""
+        column = self.columns.get(name)
+        if column is None:
+            return as_number(self.derived.get(name))
+        row = self.row
+        kind = self.kinds[row, column]
+        if kind in (_FLOAT, _INT):
+            return float(self.numbers[row, column])
+        if kind == _ABSENT:
+            return math.nan
+        return as_number(self.others[(row, column)])
+
+    def clear_derived(self) -> None:
+        self.derived.clear()
+
+    def get(self, name: str, default: object = None) -> object:
+        column = self.columns.get(name)
+        if column is None:
+            return self.derived.get(name, default)
+        return self.cell(column, default)
+
+    def __getitem__(self, name: str) -> object:
+        value = self.get(name, _GONE)
+        if value is _GONE:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return self.get(name, _GONE) is not _GONE  # type: ignore[arg-type]
+
+    def __setitem__(self, name: str, value: Value) -> None:
+        column = self.columns.get(name)
+        if column is None:
+            self.derived[name] = value
+        else:
+            self.put(column, value)
+
+    def __delitem__(self, name: str) -> None:
+        column = self.columns.get(name)
+        if column is None:
+            del self.derived[name]
+            return
+        if name not in self:
+            raise KeyError(name)
+        row = self.row
+        self.others.pop((row, column), None)
+        self.numbers[row, column] = math.nan
+        self.kinds[row, column] = _ABSENT
+
+    def __iter__(self) -> Iterator[str]:
+        row = self.row
+        present = [n for k, n in enumerate(self.names) if self.kinds[row, k] != _ABSENT]
+        return iter([*present, *self.derived])
+
+    def __len__(self) -> int:
+        return len(list(iter(self)))
+
+    def as_dict(self) -> dict[str, Value]:
+        """The device's values as a dict (read from the arrays, not through ``get``)."""
+        row = self.row
+        out = {
+            name: self.cell(column, None)
+            for column, name in enumerate(self.names)
+            if self.kinds[row, column] != _ABSENT
+        }
+        return {**out, **self.derived}  # type: ignore[dict-item]
+
+
+MutableMapping.register(RowValues)
+
+
 def _check_readings(
     rules: TableRules,
+    view: RowValues,
     rows: list[int],
     items: Sequence[tuple[Place, Reading]],
-    current: dict[int, dict[str, Value]],
     open_rows: set[int],
     out: list[list[AnomalyChange]],
 ) -> None:
-    """``TableRules._evaluate_checks``' loop over the readings, each on its device's merged
-    ``current`` values.  A function, not a method, so that the compiled build can type its
-    locals (base.pxd): it runs once for every reading."""
-    held_rows, kept, recomputed = rules._since, rules._column_of, rules.recomputed
+    """``TableRules._evaluate_checks``' loop over the readings, each on its device's kept
+    values in ``view``.  A function, not a method, so that the compiled build can type its
+    locals (table.pxd): it runs once for every reading.
+
+    With ``rules.mapping`` other than ``dict`` (a test's recording mapping), the checks see
+    a mapping of that type filled from the row, written back after each reading."""
+    held_rows, kept = rules._since, rules._column_of
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
+    copied = rules.mapping is not dict
+    # The checks read a Mapping: RowValues is registered as one.
+    values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
-        values = current[row]
+        view.row = row
         present = reading.values
         # Only the kept names are merged: no check or ``derive`` reads another
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
         for name, value in present.items():
-            if name in kept:
-                values[name] = value
+            column = kept.get(name)
+            if column is not None:
+                view.put(column, value)
+        if copied:
+            values = rules.mapping()
+            values.update(view.as_dict())
         if derives:
             rules.derive(values, reading)
         if row in open_rows or row in held_rows:
@@ -448,11 +532,11 @@ def _check_readings(
             changes = rules._step_all(row, values, reading)
             if changes:
                 out[index] += changes
-            if rules._active[row].any():
-                open_rows.add(row)
-            else:
-                open_rows.discard(row)
+        if copied:
+            for name, value in values.items():
+                if name in kept:
+                    view[name] = value
         # Not kept, so gone by the next reading: what ``derive`` recomputes (it writes
         # only kept and recomputed names).
-        for name in recomputed:
-            values.pop(name, None)
+        if derives:
+            view.clear_derived()
