@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from edge.agent import EdgeAgent, EdgePlace, envelope_payload
 from edge.drivers import DriverSample
 from edge.spool import Spool
 from gateway.service import Gateway
+from gateway.transport.inbox import LIVE
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.contract import Reading, Value, batch_topic
@@ -173,6 +174,17 @@ def test_the_gateway_takes_a_live_message_before_the_backlog_waiting_for_it(
         )
     publisher.readings([lift_reading(1, now_ms())])
     second = Gateway(config, serve_api=False)
+    # The first write waits (InfluxDB busy for a moment) until the network thread has read
+    # the live message: from then on, which goes first is the gateway's choice alone, not
+    # the host's timing (a starved network thread reading the live message only after the
+    # processor had taken the whole backlog).
+    write = second.writer.client.write
+
+    def write_once_the_live_message_is_read(lines: Sequence[str] | bytes) -> None:
+        wait_for(lambda: second._inbox.received(LIVE) == 1, 30)
+        write(lines)
+
+    second.writer.client.write = write_once_the_live_message_is_read  # type: ignore[method-assign]
     second.start()
     try:
         wait_for(lambda: count_points(config, "lift") == 1, 30)
