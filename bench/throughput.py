@@ -156,6 +156,9 @@ WARM_S = 10.0
 # The district's latency: paced traffic between the warm-up stored and the first marker,
 # so that the markers meet the paced rate's snapshots and compactions, not the warm-up's.
 SETTLE_S = 5.0
+# Paced traffic for the gateways to catch up with the warm-up (23 s at 11,000 readings/s
+# on the 2-core host), before --settle-s and --latency-s.
+CATCH_UP_ALLOWANCE_S = 40.0
 # --memory-devices: every device reports one to four times (a lift every 5 s, the others
 # every 10 s), so every signal is seen and every check's state allocated; then they fall
 # silent.
@@ -179,6 +182,10 @@ class Traffic(msgspec.Struct):
     warm_wires: int = 0
     warm_lines: list[str] = []  # the warm-up's telemetry lines, for (b)
     label: str = ""
+    # The district it was built from (None: the replay), so the latency phase can build
+    # as many seconds of it as its steady state needs.
+    district: District | None = None
+    seconds: float = 0.0  # simulated seconds measured (after the warm-up)
 
 
 def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> Traffic:
@@ -249,6 +256,8 @@ def build_district_traffic(
         warm_wires=len(warm),
         warm_lines=warm_lines,
         label=f"district of {district.devices:,} devices",
+        district=district,
+        seconds=seconds,
     )
 
 
@@ -1565,6 +1574,9 @@ def latency(
         f"latency at {rate:,.0f} readings/s, {count} gateway process(es), fire-alarm markers"
         + (f" from {settle_s:g} s after the warm-up was stored" if traffic.warm_wires else "")
     )
+    if settle_s >= 0 and traffic.district is not None:
+        wall_s = settle_s + args.latency_s + CATCH_UP_ALLOWANCE_S
+        traffic = _long_enough(traffic, rate, wall_s, args.warm_s)
     # In steady state the publisher stops --latency-s after the first marker: all of it.
     slice_readings = int(rate * args.latency_s) if settle_s < 0 else len(traffic.lines)
     wires: list[Wire] = list(traffic.batched[: traffic.warm_wires])
@@ -1602,6 +1614,19 @@ def latency(
     if paced.steady:
         print(f"    {paced.steady}")
     return paced, p99
+
+
+def _long_enough(traffic: Traffic, rate: float, wall_s: float, warm_s: float) -> Traffic:
+    """The district's traffic, built again over enough simulated seconds to last
+    ``wall_s`` published at ``rate`` (the markers come after the gateways caught up with
+    the warm-up and settled: the measured seconds of (c) run out before)."""
+    assert traffic.district is not None
+    per_s = len(traffic.lines) / traffic.seconds
+    seconds = wall_s * rate / per_s
+    if seconds <= traffic.seconds:
+        return traffic
+    print(f"    {seconds:.0f} simulated seconds of the district's traffic to pace ({wall_s:g} s)")
+    return build_district_traffic(traffic.district, seconds, warm_s, 0)
 
 
 def main() -> None:
