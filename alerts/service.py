@@ -173,7 +173,7 @@ class AlertService:
         registry is read again at most once a minute."""
         now = self.clock()
         if self._companies is None or now >= self._companies_until_ms:
-            self._companies = {e.id: e.company for e in self.registry.load().estates}
+            self._companies = self.registry.companies()
             self._companies_until_ms = now + COMPANIES_REFRESH_MS
         return self._companies.get(estate) or None
 

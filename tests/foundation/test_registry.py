@@ -95,6 +95,14 @@ def open_together(path: Path, count: int) -> list[Exception]:
 
 
 @pytest.mark.slow
+def test_the_stores_companies_are_those_of_its_estates(small: Registry, tmp_path: Path) -> None:
+    with RegistryStore(tmp_path / "registry.sqlite") as store:
+        store.replace(small)
+        companies = store.companies()
+        assert companies == {estate.id: estate.company for estate in store.load().estates}
+    assert len(companies) == len(small.estates) and all(companies.values())
+
+
 def test_stores_opened_together_on_a_new_file_all_open(small: Registry, tmp_path: Path) -> None:
     # Gateway instances sharing one registry ([alerts] registry_db, --workers) open it at
     # the same moment; SQLite refused one of them at once ("database is locked") while
