@@ -212,6 +212,8 @@ def parse_topic(topic: str) -> Topic:
 class Reading(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True, gc=False):
     """One device's values at one instant."""
 
+    # The gateway's hot path reads the fields by position (``msgspec.structs.astuple``:
+    # ``check_fields``, gateway/pipeline.py, ``checked_telemetry_line``): keep their order.
     device: str
     kind: str
     seq: int  # per (edge, device), strictly increasing from 1; survives edge restarts
