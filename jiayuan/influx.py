@@ -79,9 +79,19 @@ def _escape_key(text: str, what: str) -> str:
     return escaped
 
 
-def _format_tags(tags: Mapping[str, str]) -> str:
+def _escape_tag_value_once(text: str) -> str:
+    """A tag value escaped without adding it to the cache (written once or twice)."""
+    escaped = _key_cache.get(text)
+    if escaped is None:
+        _check_name(text, "tag value")
+        escaped = text.translate(_ESCAPE_KEY)
+    return escaped
+
+
+def _format_tags(tags: Mapping[str, str], cache_values: bool = True) -> str:
     return "".join(
-        f",{_escape_key(key, 'tag key')}={_escape_key(value, 'tag value')}"
+        f",{_escape_key(key, 'tag key')}="
+        + (_escape_key(value, "tag value") if cache_values else _escape_tag_value_once(value))
         for key, value in sorted(tags.items())
         if value
     )
@@ -183,19 +193,7 @@ def format_line_once(
     its closing): the same line, with nothing of its tags added to the caches, which
     would otherwise keep every such tag set until they fill (a district's offline
     anomalies: some 900 bytes each)."""
-    return _line(measurement, _format_tags_once(tags), fields, ts_ms)
-
-
-def _format_tags_once(tags: Mapping[str, str]) -> str:
-    parts = []
-    for key, value in sorted(tags.items()):
-        if value:
-            escaped = _key_cache.get(value)
-            if escaped is None:
-                _check_name(value, "tag value")
-                escaped = value.translate(_ESCAPE_KEY)
-            parts.append(f",{_escape_key(key, 'tag key')}={escaped}")
-    return "".join(parts)
+    return _line(measurement, _format_tags(tags, cache_values=False), fields, ts_ms)
 
 
 def _line(

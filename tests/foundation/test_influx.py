@@ -19,14 +19,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jiayuan.config import InfluxConfig
-from jiayuan.influx import InfluxClient, InfluxError, Series, format_line
+from jiayuan.influx import InfluxClient, InfluxError, Series, format_line, format_line_once
 from tools.servers import find_binary, free_port
 
 # --- format_line ----------------------------------------------------------------------------
 
+# format_line_once writes the same lines, caching nothing of their tags.
+FORMATS = pytest.mark.parametrize("line_of", [format_line, format_line_once])
 
-def test_line_basic_shape_sorted_tags_and_types() -> None:
-    line = format_line(
+
+@FORMATS
+def test_line_basic_shape_sorted_tags_and_types(line_of: Any) -> None:
+    line = line_of(
         "lift",
         {"street": "s01", "device": "lift-1", "building": "", "district": "songjiang"},
         {"speed": 1.25, "floor": 7, "door": "open", "moving": True, "zero": 0.0},
@@ -57,10 +61,11 @@ def test_line_basic_shape_sorted_tags_and_types() -> None:
         ("m", {}, {"s": ""}, 'm s="" 5'),
     ],
 )
+@FORMATS
 def test_line_escaping(
-    measurement: str, tags: dict[str, str], fields: dict[str, object], expected: str
+    line_of: Any, measurement: str, tags: dict[str, str], fields: dict[str, object], expected: str
 ) -> None:
-    assert format_line(measurement, tags, fields, 5) == expected  # type: ignore[arg-type]
+    assert line_of(measurement, tags, fields, 5) == expected
 
 
 def test_line_numbers() -> None:
@@ -92,11 +97,12 @@ def test_line_numbers() -> None:
         ("m", {}, {"x": None}, "unsupported value type NoneType"),
     ],
 )
+@FORMATS
 def test_line_refuses_what_influxdb_would_refuse(
-    measurement: str, tags: dict[str, str], fields: dict[str, object], message: str
+    line_of: Any, measurement: str, tags: dict[str, str], fields: dict[str, object], message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        format_line(measurement, tags, fields, 1)  # type: ignore[arg-type]
+        line_of(measurement, tags, fields, 1)
 
 
 # --- the client against real InfluxDB 1.6 ---------------------------------------------------

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gateway.storage.points import ANOMALY, NO_BUILDING, anomaly_line
+from gateway.storage.points import anomaly_line
 from jiayuan import influx
-from jiayuan.anomaly import CLOSED, OPEN, Anomaly
-from jiayuan.influx import format_line
+from jiayuan.anomaly import OPEN, Anomaly
 
 OPENED = Anomaly(
     "pudong",
@@ -33,41 +32,6 @@ OPENED = Anomaly(
     OPEN,
     "silent for 61.5 s",
 )
-
-
-def _reference(anomaly: Anomaly) -> str:
-    """The anomaly's line through format_line, as it was always written."""
-    tags = {
-        "district": anomaly.district,
-        "street": anomaly.street,
-        "estate": anomaly.estate,
-        "building": anomaly.building or NO_BUILDING,
-        "device": anomaly.device,
-        "kind": anomaly.kind,
-        "code": anomaly.code,
-        "severity": anomaly.severity,
-    }
-    fields: dict[str, float | int | str | bool] = {
-        "value": float(anomaly.value),
-        "threshold": float(anomaly.threshold),
-        "start": anomaly.start_ms,
-        "end": anomaly.end_ms,
-        "state": anomaly.state,
-        "title_zh": anomaly.title_zh,
-        "title_en": anomaly.title_en,
-        "detail": anomaly.detail,
-    }
-    if anomaly.explanation:
-        fields["explanation"] = anomaly.explanation
-    return format_line(ANOMALY, tags, fields, anomaly.start_ms)
-
-
-def test_anomaly_lines_are_what_format_line_writes() -> None:
-    closed = replace(OPENED, end_ms=OPENED.start_ms + 5_000, state=CLOSED, building="")
-    explained = replace(OPENED, explanation="出水压力 0.28 MPa，通常 0.34 outlet pressure")
-    odd = replace(OPENED, device="lift 1,=x", estate="estate=2")
-    for anomaly in (OPENED, closed, explained, odd):
-        assert anomaly_line(anomaly) == _reference(anomaly)
 
 
 def test_anomaly_lines_leave_the_line_caches_as_they_were() -> None:
