@@ -59,6 +59,7 @@ from paho.mqtt.properties import Properties
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.child_lines import expect, say
+from bench.markers import note_marks
 from edge.agent import EdgeAgent, EdgePlace
 from edge.drivers import DriverSample
 from edge.spool import Spool
@@ -432,16 +433,7 @@ def run_once(
                     ("fire", "fire_alarm", seen_stored),
                     ("anomaly", "start", seen_anomaly),
                 ):
-                    # A field with the tag: InfluxQL returns no rows for tags alone.
-                    series_list = client.query(
-                        f'SELECT "{field}", "device" FROM "{measurement}" '
-                        'WHERE "device" =~ /^mark-/'
-                    )
-                    now = time.time()
-                    for series in series_list:
-                        at = series.columns.index("device")
-                        for row in series.values:
-                            seen.setdefault(str(row[at]), now)
+                    note_marks(client, measurement, field, seen)
 
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()

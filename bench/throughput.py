@@ -102,6 +102,7 @@ from bench.influx_engine import (
     restart_with_cache_snapshot,
     wait_settled,
 )
+from bench.markers import note_marks
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
 from gateway.processor import QUIET_S
@@ -863,14 +864,7 @@ def gateway_end_to_end(
     def poll_anomalies() -> None:
         with InfluxClient(influx) as client:
             while not stop_polling.wait(LATENCY_POLL_S):
-                rows = client.query(
-                    'SELECT "start", "device" FROM anomaly WHERE "device" =~ /^mark-/'
-                )
-                now = time.time()
-                for series in rows:
-                    device_at = series.columns.index("device")
-                    for row in series.values:
-                        seen.setdefault(str(row[device_at]), now)
+                note_marks(client, "anomaly", "start", seen)
 
     poller = threading.Thread(target=poll_anomalies, daemon=True)
     if mark:
