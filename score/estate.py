@@ -1,11 +1,13 @@
 """The estate safety score: 0-100 per estate, with a breakdown anyone can check by hand.
 
 ``score_estate(record, alerts, now_ms, config)`` is a pure function of the registry's facts
-about one estate, the estate's alerts and the time.  Each family of equipment (lift, fire,
-water tank, e-bike charging, waterlogging) starts at 100 and loses points per indicator;
-the estate score is the weighted mean of its families' sub-scores.  Every indicator yields
-one ``ScoreLine`` (what was measured, the points it cost the family and the estate, and
-why), so the lines add up exactly to 100 minus the score.  ``docs/score.md`` explains the
+about one estate (an ``EstateRecord`` of a loaded registry, or the ``EstateUpkeep`` the
+registry store reads without loading it), the estate's alerts and the time.  Each family
+of equipment (lift, fire, water tank, e-bike charging, waterlogging) starts at 100 and
+loses points per indicator; the estate score is the weighted mean of its families'
+sub-scores.  Every indicator yields one ``ScoreLine`` (what was measured, the points it
+cost the family and the estate, and why), so the lines add up exactly to 100 minus the
+score.  ``docs/score.md`` explains the
 indicators, weights and grade caps.
 """
 
@@ -19,7 +21,7 @@ from typing import Protocol
 
 from alerts.model import Alert, AlertState
 from jiayuan.catalogue import Kind, Severity
-from jiayuan.registry.model import Device, EstateRecord, Registry, years_after
+from jiayuan.registry.model import Registry, years_after
 from score.companies import CompanyRanking, rank_companies
 from score.config import ScoreConfig, YearTargets
 from score.grades import Distribution, Grade, capped, distributions, grade_for_score
@@ -37,6 +39,53 @@ class AlertSource(Protocol):
     """
 
     def list_for_estate(self, estate: str, since_ms: int) -> list[Alert]: ...
+
+
+class EstateNames(Protocol):
+    """An estate's names and place (``Estate`` and ``EstateHeading`` have them)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name_zh(self) -> str: ...
+    @property
+    def district(self) -> str: ...
+    @property
+    def street(self) -> str: ...
+    @property
+    def company(self) -> str: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
+
+
+class DeviceFacts(Protocol):
+    """What the score reads of a device (``Device`` and ``DeviceUpkeep`` have it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def installed(self) -> date: ...
+    @property
+    def last_inspection(self) -> date | None: ...
+    @property
+    def last_assessment(self) -> date | None: ...
+    @property
+    def ports(self) -> int: ...
+
+
+class EstateFacts(Protocol):
+    """What the score reads of an estate (``EstateRecord`` and ``EstateUpkeep`` have it)."""
+
+    @property
+    def estate(self) -> EstateNames: ...
+    @property
+    def devices(self) -> Sequence[DeviceFacts]: ...
+    @property
+    def households(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -71,11 +120,11 @@ class ScoreCard:
 
 
 def score_estate(
-    record: EstateRecord, alerts: Iterable[Alert], now_ms: int, config: ScoreConfig
+    record: EstateFacts, alerts: Iterable[Alert], now_ms: int, config: ScoreConfig
 ) -> ScoreCard:
     """The estate's score card at ``now_ms`` (wall clock, epoch ms)."""
     today = datetime.fromtimestamp(now_ms / 1000, SHANGHAI).date()
-    window_start = now_ms - int(config.window_days * _DAY_MS)
+    window_start = window_start_ms(now_ms, config)
     live = [a for a in alerts if a.state is not AlertState.CANCELLED and a.created_ms <= now_ms]
     open_now = [a for a in live if _unresolved(a, now_ms)]
     kinds = {d.kind.value for d in record.devices} | {a.kind for a in live}
@@ -142,11 +191,16 @@ def score_registry(
     estates: Sequence[str] | None = None,
 ) -> list[ScoreCard]:
     """Score cards for every estate of the registry (or the ones named), registry order."""
-    since = now_ms - int(config.window_days * _DAY_MS)
+    since = window_start_ms(now_ms, config)
     wanted = registry.records() if estates is None else [registry.record(e) for e in estates]
     return [
         score_estate(r, source.list_for_estate(r.estate.id, since), now_ms, config) for r in wanted
     ]
+
+
+def window_start_ms(now_ms: int, config: ScoreConfig) -> int:
+    """Alerts created from here on count as recent (and ended ones are still read)."""
+    return now_ms - int(config.window_days * _DAY_MS)
 
 
 _LABELS: Mapping[str, str] = {
@@ -168,8 +222,8 @@ _Found = tuple[str, str, float, str]  # indicator, value, penalty, why
 def _family_lines(
     family: str,
     alerts: Sequence[Alert],
-    devices: Sequence[Device],
-    record: EstateRecord,
+    devices: Sequence[DeviceFacts],
+    record: EstateFacts,
     now_ms: int,
     window_start: int,
     today: date,
@@ -332,7 +386,7 @@ def _late(
     )
 
 
-def _names(devices: Sequence[Device]) -> str:
+def _names(devices: Sequence[DeviceFacts]) -> str:
     if not devices:
         return ""
     shown = ", ".join(d.id for d in devices[:5])
@@ -362,17 +416,17 @@ def _unresolved(alert: Alert, now_ms: int) -> bool:
     return alert.created_ms <= now_ms and not _ended_ms(alert, now_ms)
 
 
-def _inspection_overdue(device: Device, today: date, interval_days: int) -> bool:
+def _inspection_overdue(device: DeviceFacts, today: date, interval_days: int) -> bool:
     last = device.last_inspection or device.installed
     return (today - last).days > interval_days
 
 
-def _assessment_due(lift: Device, today: date, c: ScoreConfig) -> bool:
+def _assessment_due(lift: DeviceFacts, today: date, c: ScoreConfig) -> bool:
     due = years_after(lift.installed, c.lift_assessment_age_years)
     return today > due + timedelta(days=c.lift_assessment_grace_days)
 
 
-def _assessed(lift: Device, c: ScoreConfig) -> bool:
+def _assessed(lift: DeviceFacts, c: ScoreConfig) -> bool:
     due = years_after(lift.installed, c.lift_assessment_age_years)
     return lift.last_assessment is not None and lift.last_assessment >= due - timedelta(days=365)
 

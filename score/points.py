@@ -8,10 +8,12 @@ the estate has no device of has no sub-score field in its point.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from jiayuan.influx import InfluxClient, format_line
-from score.estate import ScoreCard
-from score.grades import Distribution, Grade
+from score.config import ScoreConfig
+from score.estate import AlertSource, EstateFacts, ScoreCard, score_estate, window_start_ms
+from score.grades import ALL, Distribution, Grade, distributions
 
 ESTATE_SCORE = "estate_score"
 GRADE_DISTRIBUTION = "grade_distribution"
@@ -60,6 +62,46 @@ def score_lines(
     return [estate_score_line(c, ts_ms) for c in cards] + [
         grade_distribution_line(d, ts_ms) for d in distributions
     ]
+
+
+class _Graded(NamedTuple):
+    district: str
+    street: str
+    grade: Grade
+
+
+class ScoredPoints(NamedTuple):
+    lines: list[str]
+    estates: int  # how many were scored
+
+
+def scored_points(
+    estates: Iterable[EstateFacts],
+    source: AlertSource,
+    now_ms: int,
+    config: ScoreConfig,
+    city_rows: bool = True,
+) -> ScoredPoints:
+    """The points of one computation over ``estates``, each estate scored in turn: only
+    its line and its grade are kept, not its card (lines, open alerts), so a district's
+    estates never hold their cards all at once.  The same lines as ``score_lines`` of
+    those cards and their distributions.  ``city_rows`` False leaves out the district and
+    city rows (street "all"): over some streets' estates they would be partial."""
+    since = window_start_ms(now_ms, config)
+    lines: list[str] = []
+    graded: list[_Graded] = []
+    for estate in estates:
+        card = score_estate(estate, source.list_for_estate(estate.estate.id, since), now_ms, config)
+        lines.append(estate_score_line(card, now_ms))
+        graded.append(_Graded(card.district, card.street, card.grade))
+    if graded:
+        targets = config.targets_at(now_ms).targets
+        lines += [
+            grade_distribution_line(d, now_ms)
+            for d in distributions(graded, targets)
+            if city_rows or d.street != ALL
+        ]
+    return ScoredPoints(lines, len(graded))
 
 
 def write_score_points(

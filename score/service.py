@@ -1,8 +1,11 @@
 """The estate safety score in the gateway process: its HTTP router, and every estate on
 this gateway's streets scored again each ``alerts.score_interval_s``, written to InfluxDB.
 
-It reads the alerts (their SQLite store) and the registry the alert service opened; the
-alert service's timer thread calls ``tick``.
+It reads the alerts (their SQLite store) and the registry the alert service opened, one
+estate at a time (``RegistryStore.estate_upkeep``): a whole registry loaded each interval
+would hold a district's devices as objects for seconds while the gateway's other threads
+allocate, and leave Python's arenas mapped after.  The alert service's timer thread
+calls ``tick``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ from jiayuan.registry.store import RegistryStore
 from score.aggregate import write_aggregate_rows
 from score.api import create_score_router
 from score.config import load_score_config
-from score.estate import score_report
-from score.grades import ALL
-from score.points import write_score_points
+from score.points import scored_points
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,15 @@ class ScoreService:
         the number scored."""
         now = self.clock() if now_ms is None else now_ms
         try:
-            registry = self.registry.load()
-            if self.streets is not None:
-                registry = registry.on_streets(self.streets)
-            scored = 0
-            if registry.estates:
-                report = score_report(registry, self.store, now, self.score_config)
-                distributions = report.distributions
-                if self.streets is not None:  # the district and city rows would be partial
-                    distributions = tuple(d for d in distributions if d.street != ALL)
-                write_score_points(self._influx, report.cards, distributions, now)
-                scored = len(report.cards)
+            points = scored_points(
+                self.registry.estate_upkeep(self.streets),
+                self.store,
+                now,
+                self.score_config,
+                city_rows=self.streets is None,
+            )
+            if points.lines:
+                self._influx.write(points.lines)
             if self.streets is not None and self.config.alerts.score_aggregate:
                 # Every instance's estates scored in the last few intervals (one that
                 # stopped scoring drops out of the district rows after that).
@@ -85,7 +84,7 @@ class ScoreService:
                 write_aggregate_rows(
                     self._influx, self.score_config.targets_at(now).targets, now - window_ms, now
                 )
-            return scored
+            return points.estates
         except Exception:
             log.exception(
                 "scoring the estates failed; next try in %s s", self.config.alerts.score_interval_s

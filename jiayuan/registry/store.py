@@ -11,12 +11,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import closing
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from jiayuan.catalogue import Kind
 from jiayuan.config import Config
 from jiayuan.registry.model import Registry
 from jiayuan.registry.tables import COLUMNS, OPTIONAL, RawTable, from_rows, to_rows
@@ -50,6 +53,8 @@ def _schema() -> str:
             for column in columns
         )
         statements.append(f"CREATE TABLE IF NOT EXISTS {name} ({defs});")
+    # An estate's devices read without a scan of every device (``estate_upkeep``).
+    statements.append("CREATE INDEX IF NOT EXISTS devices_by_estate ON devices (estate);")
     return "\n".join(statements)
 
 
@@ -94,6 +99,42 @@ def _add_new_columns(db: sqlite3.Connection) -> None:
                         raise
 
 
+@dataclass(frozen=True, slots=True)
+class EstateHeading:
+    """An estate's names and place, as its score card shows them."""
+
+    id: str
+    name_zh: str
+    district: str
+    street: str
+    company: str
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceUpkeep:
+    """What an estate's score reads of one device: its family, inspection and assessment
+    dates and charging ports."""
+
+    id: str
+    kind: Kind
+    installed: date
+    last_inspection: date | None
+    last_assessment: date | None
+    ports: int
+
+
+@dataclass(frozen=True, slots=True)
+class EstateUpkeep:
+    """One estate as its score reads it (``score.estate``): the rest of the registry
+    (buildings one by one, models, connections, sites) is left in the database."""
+
+    estate: EstateHeading
+    households: int
+    devices: tuple[DeviceUpkeep, ...]  # in registry order
+
+
 class RegistryStore:
     """Thread-safe: the API (uvicorn's threads) and the score runner share one store."""
 
@@ -134,6 +175,42 @@ class RegistryStore:
                 tables[name] = RawTable(f"{self.path} [{name}]", rows)
         return from_rows(tables)
 
+    def estate_upkeep(self, streets: Collection[str] | None = None) -> Iterator[EstateUpkeep]:
+        """Each estate on ``streets`` (street ids, as topics carry them; None: every one) in
+        registry order, read one at a time from one snapshot of the database: what the
+        estate score needs, without the whole registry as objects (``load`` of a district's
+        registry holds some 1,800 bytes a device while it lasts).
+
+        Read on a connection of its own, so an import meanwhile is seen whole or not at
+        all and the store's other callers do not wait for the scoring in between."""
+        with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
+            db.execute("BEGIN")  # one read snapshot (WAL) for every query below
+            try:
+                estates = db.execute(
+                    "SELECT id, name_zh, district, street, company, lat, lon FROM estates "
+                    "ORDER BY rowid"
+                ).fetchall()
+                households = dict(
+                    db.execute("SELECT estate, sum(households) FROM buildings GROUP BY estate")
+                )
+                for estate_id, name, district, street, company, lat, lon in estates:
+                    if streets is not None and street not in streets:
+                        continue
+                    devices = db.execute(
+                        "SELECT id, kind, installed, last_inspection, last_assessment, ports "
+                        "FROM devices WHERE estate = ? ORDER BY rowid",
+                        (estate_id,),
+                    )
+                    yield EstateUpkeep(
+                        EstateHeading(
+                            estate_id, name, district, street, company, float(lat), float(lon)
+                        ),
+                        int(households.get(estate_id) or 0),
+                        tuple(_device_upkeep(*row) for row in devices),
+                    )
+            finally:
+                db.execute("ROLLBACK")
+
     def street_of(self, estate: str) -> str | None:
         """The street of one estate (one query, not a whole load); None if unknown."""
         with self._lock:
@@ -166,6 +243,25 @@ class RegistryStore:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _device_upkeep(
+    device: str,
+    kind: str,
+    installed: str,
+    inspected: str | None,
+    assessed: str | None,
+    ports: int | None,
+) -> DeviceUpkeep:
+    """One device's row as ``tables.from_rows`` reads it (empty dates None, no ports 0)."""
+    return DeviceUpkeep(
+        device,
+        Kind(kind),
+        date.fromisoformat(installed),
+        date.fromisoformat(inspected) if inspected else None,
+        date.fromisoformat(assessed) if assessed else None,
+        ports or 0,
+    )
 
 
 def _sql_value(value: Any) -> Any:
