@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date
+from itertools import islice
 from pathlib import Path
 
 import pytest
 
 from alerts.model import Alert
 from alerts.service import AlertService
+from jiayuan import influx
 from jiayuan.config import Config
 from jiayuan.registry.model import Registry
 from jiayuan.registry.store import RegistryStore
@@ -29,6 +31,11 @@ NOW = day_ms(AS_OF) + 9 * 3_600_000
 @pytest.fixture(scope="module")
 def city() -> Registry:
     return generate_registry(build_registry(60, seed=11), seed=11, as_of=AS_OF)
+
+
+class NoAlerts:
+    def list_for_estate(self, estate: str, since_ms: int) -> list[Alert]:
+        return []
 
 
 class SomeAlerts:
@@ -144,3 +151,19 @@ def test_the_score_service_scores_without_loading_the_whole_registry(
         scorer.close()
         service.stop()
     assert loads == []
+
+
+def test_scoring_every_estate_leaves_the_line_caches_as_they_were(
+    city: Registry, tmp_path: Path
+) -> None:
+    """The line-protocol caches are for the tag sets of the readings, written again and
+    again; an estate's score line, once a minute, would keep its tag set there for good
+    (a district's 5,644 estates: some 4 MiB)."""
+    with RegistryStore(tmp_path / "registry.sqlite") as store:
+        store.replace(city)
+        first = islice(store.estate_upkeep(), 1)
+        scored_points(first, NoAlerts(), NOW, ScoreConfig())  # the names every line shares
+        entries = influx.cached_entries()
+        every = scored_points(store.estate_upkeep(), NoAlerts(), NOW, ScoreConfig())
+    assert every.estates == len(city.estates)
+    assert influx.cached_entries() == entries
