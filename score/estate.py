@@ -127,7 +127,10 @@ def score_estate(
     window_start = window_start_ms(now_ms, config)
     live = [a for a in alerts if a.state is not AlertState.CANCELLED and a.created_ms <= now_ms]
     open_now = [a for a in live if _unresolved(a, now_ms)]
-    kinds = {d.kind.value for d in record.devices} | {a.kind for a in live}
+    by_family: dict[str, list[DeviceFacts]] = {}  # registry order within each family
+    for device in record.devices:
+        by_family.setdefault(device.kind.value, []).append(device)
+    kinds = by_family.keys() | {a.kind for a in live}
     families = [
         k.value for k in Kind if k.value in kinds and config.family_weights.get(k.value, 0) > 0
     ]
@@ -137,9 +140,15 @@ def score_estate(
     for family in families:
         share = config.family_weights[family] / total_weight
         family_alerts = [a for a in live if a.kind == family]
-        devices = [d for d in record.devices if d.kind.value == family]
         found = _family_lines(
-            family, family_alerts, devices, record, now_ms, window_start, today, config
+            family,
+            family_alerts,
+            by_family.get(family, []),
+            record,
+            now_ms,
+            window_start,
+            today,
+            config,
         )
         lost = sum(p for _, _, p, _ in found)
         if lost > 100:
