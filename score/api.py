@@ -1,8 +1,9 @@
 """The estate safety score over HTTP: estates with score and grade, one estate's breakdown
 and open alerts, district and street distributions against the targets, company ranking.
 
-Scores are computed on request from the registry and the alert store (a 200-estate
-registry takes well under a second), so they are always current.
+Scores are computed on request from the registry and the alert store, so they are always
+current; the registry is read one estate at a time (``RegistryStore.estate_upkeep``), not
+loaded whole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from jiayuan.api_auth import Caller, Role, current_caller
 from jiayuan.registry.store import RegistryStore
 from score.companies import CompanyRanking
 from score.config import ScoreConfig, YearTargets
-from score.estate import AlertSource, ScoreCard, ScoreLine, ScoreReport, score_estate, score_report
+from score.estate import (
+    AlertSource,
+    ScoreCard,
+    ScoreLine,
+    ScoreReport,
+    report_of,
+    score_estate,
+    window_start_ms,
+)
 from score.grades import ALL, Distribution, Grade
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
@@ -220,10 +229,8 @@ def create_score_router(
     router = APIRouter(prefix="/score", tags=["score"])
 
     def report() -> ScoreReport:
-        loaded = registry.load()
-        if streets is not None:
-            loaded = loaded.on_streets(streets)
-        return score_report(loaded, alerts, clock(), settings)
+        estates = registry.estate_upkeep(streets)
+        return report_of(estates, registry.company_names(), alerts, clock(), settings)
 
     def require_every_street(what: str) -> None:
         if streets is not None:
@@ -255,10 +262,9 @@ def create_score_router(
     @router.get("/estates/{estate_id}", response_model=EstateBreakdownOut)
     def estate_breakdown(estate_id: str, caller: CallerDep) -> EstateBreakdownOut:
         """One estate: the score line by line, and its alerts not yet resolved."""
-        try:
-            record = registry.load().record(estate_id)
-        except KeyError:
-            raise HTTPException(404, f"no estate {estate_id!r} in the registry") from None
+        record = next(registry.estate_upkeep(estate=estate_id), None)
+        if record is None:
+            raise HTTPException(404, f"no estate {estate_id!r} in the registry")
         caller.require_reach(record.estate.street, estate_id, "the estate")
         if streets is not None and record.estate.street not in streets:
             raise HTTPException(
@@ -267,7 +273,7 @@ def create_score_router(
                 "gateway instance owns (docs/scaling.md)",
             )
         now = clock()
-        since = now - int(settings.window_days * 86_400_000)
+        since = window_start_ms(now, settings)
         card = score_estate(record, alerts.list_for_estate(estate_id, since), now, settings)
         return breakdown_out(card)
 

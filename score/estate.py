@@ -473,12 +473,27 @@ class ScoreReport:
 def score_report(
     registry: Registry, source: AlertSource, now_ms: int, config: ScoreConfig
 ) -> ScoreReport:
-    cards = score_registry(registry, source, now_ms, config)
+    return report_of(registry.records(), registry.company_names(), source, now_ms, config)
+
+
+def report_of(
+    estates: Iterable[EstateFacts],
+    company_names: Mapping[str, str],
+    source: AlertSource,
+    now_ms: int,
+    config: ScoreConfig,
+) -> ScoreReport:
+    """The report over ``estates`` (records of a loaded registry, or the registry store's
+    ``estate_upkeep``), in their order; ``company_names``: company id → name."""
+    since = window_start_ms(now_ms, config)
+    cards = [
+        score_estate(e, source.list_for_estate(e.estate.id, since), now_ms, config) for e in estates
+    ]
     targets = config.targets_at(now_ms)
     return ScoreReport(
         computed_ms=now_ms,
         cards=tuple(cards),
         distributions=tuple(distributions(cards, targets.targets)),
-        companies=tuple(rank_companies(cards, registry.company_names())),
+        companies=tuple(rank_companies(cards, company_names)),
         targets=targets,
     )

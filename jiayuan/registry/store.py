@@ -175,23 +175,31 @@ class RegistryStore:
                 tables[name] = RawTable(f"{self.path} [{name}]", rows)
         return from_rows(tables)
 
-    def estate_upkeep(self, streets: Collection[str] | None = None) -> Iterator[EstateUpkeep]:
-        """Each estate on ``streets`` (street ids, as topics carry them; None: every one) in
-        registry order, read one at a time from one snapshot of the database: what the
-        estate score needs, without the whole registry as objects (``load`` of a district's
-        registry holds some 1,800 bytes a device while it lasts).
+    def estate_upkeep(
+        self, streets: Collection[str] | None = None, estate: str | None = None
+    ) -> Iterator[EstateUpkeep]:
+        """Each estate on ``streets`` (street ids, as topics carry them; None: every one),
+        or only ``estate`` if named, in registry order, read one at a time from one
+        snapshot of the database: what the estate score needs, without the whole registry
+        as objects (``load`` of a district's registry holds some 1,800 bytes a device while
+        it lasts).
 
         Read on a connection of its own, so an import meanwhile is seen whole or not at
         all and the store's other callers do not wait for the scoring in between."""
         with closing(sqlite3.connect(self.path, isolation_level=None)) as db:
             db.execute("BEGIN")  # one read snapshot (WAL) for every query below
             try:
-                estates = db.execute(
-                    "SELECT id, name_zh, district, street, company, lat, lon FROM estates "
-                    "ORDER BY rowid"
-                ).fetchall()
+                columns = "SELECT id, name_zh, district, street, company, lat, lon FROM estates"
+                estates = (
+                    db.execute(f"{columns} ORDER BY rowid").fetchall()
+                    if estate is None
+                    else db.execute(f"{columns} WHERE id = ?", (estate,)).fetchall()
+                )
+                totals = "SELECT estate, sum(households) FROM buildings"
                 households = dict(
-                    db.execute("SELECT estate, sum(households) FROM buildings GROUP BY estate")
+                    db.execute(f"{totals} GROUP BY estate")
+                    if estate is None
+                    else db.execute(f"{totals} WHERE estate = ? GROUP BY estate", (estate,))
                 )
                 for estate_id, name, district, street, company, lat, lon in estates:
                     if streets is not None and street not in streets:
@@ -223,6 +231,12 @@ class RegistryStore:
         with self._lock:
             rows = self._db.execute("SELECT id, company FROM estates").fetchall()
         return {str(estate): str(company or "") for estate, company in rows}
+
+    def company_names(self) -> dict[str, str]:
+        """Each property company's name by its id."""
+        with self._lock:
+            rows = self._db.execute("SELECT id, name_zh FROM companies").fetchall()
+        return {str(company): str(name) for company, name in rows}
 
     def estate_count(self) -> int:
         with self._lock:

@@ -3,12 +3,16 @@ the whole registry as Python objects, and writes what scoring the loaded registr
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date
 from itertools import islice
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from alerts.model import Alert
 from alerts.service import AlertService
@@ -16,6 +20,7 @@ from jiayuan import influx
 from jiayuan.config import Config
 from jiayuan.registry.model import Registry
 from jiayuan.registry.store import RegistryStore
+from score.api import breakdown_out, company_out, create_score_router, distribution_out, estate_out
 from score.config import ScoreConfig
 from score.estate import day_ms, score_estate, score_report, window_start_ms
 from score.grades import ALL
@@ -167,3 +172,37 @@ def test_scoring_every_estate_leaves_the_line_caches_as_they_were(
         every = scored_points(store.estate_upkeep(), NoAlerts(), NOW, ScoreConfig())
     assert every.estates == len(city.estates)
     assert influx.cached_entries() == entries
+
+
+def test_the_score_api_answers_as_from_the_loaded_registry_without_loading_it(
+    city: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The alert board asks for every estate's grade when it opens: a whole load of a
+    district's registry each time would hold its devices as objects for seconds."""
+    alerts = SomeAlerts(city)
+    report = score_report(city, alerts, NOW, ScoreConfig())
+    store = RegistryStore(tmp_path / "registry.sqlite")
+    store.replace(city)
+    loads: list[Path] = []
+    monkeypatch.setattr(RegistryStore, "load", lambda self: loads.append(self.path))
+    app = FastAPI()
+    app.include_router(create_score_router(store, alerts, clock=lambda: NOW))
+    client = TestClient(app)
+
+    def as_json(model: BaseModel) -> object:
+        return json.loads(model.model_dump_json())
+
+    assert client.get("/score/estates").json() == [as_json(estate_out(c)) for c in report.cards]
+    for card in report.cards[:5]:
+        got = client.get(f"/score/estates/{card.estate}").json()
+        assert got == as_json(breakdown_out(card))
+    assert client.get("/score/estates/nowhere").status_code == 404
+    assert client.get("/score/companies").json() == [
+        as_json(company_out(c)) for c in report.companies
+    ]
+    cities = [d for d in report.distributions if d.street == ALL]
+    assert client.get("/score/districts").json() == [
+        as_json(distribution_out(d, report.targets)) for d in cities
+    ]
+    store.close()
+    assert loads == []
