@@ -412,12 +412,12 @@ class RowValues:
         if type(value) is float:
             # NaN is never equal: changed.  0.0 and -0.0 are equal: no check tells them
             # apart (they compare values, never the sign of a zero).
-            changed = kind != _FLOAT or not self.numbers[row, column] == value
+            changed = kind != _FLOAT or self.numbers[row, column] != value
             self.numbers[row, column] = value
             self.kinds[row, column] = _FLOAT
         elif type(value) is int and _LEAST_EXACT_INT <= value <= _EXACT_INT:
             whole = value  # a C integer in the compiled build: no float object made
-            changed = kind != _INT or not self.numbers[row, column] == whole
+            changed = kind != _INT or self.numbers[row, column] != whole
             self.numbers[row, column] = whole
             self.kinds[row, column] = _INT
         else:  # a string, a bool, a huge int: kept as it is, in the side table
