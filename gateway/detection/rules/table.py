@@ -407,6 +407,7 @@ class RowValues:
         value; a value of the side table always counts as changed)."""
         row = self.row
         kind = self.kinds[row, column]
+        changed: bool
         if kind == _OTHER:
             del self.others[(row, column)]
         if type(value) is float:
