@@ -195,9 +195,8 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
         return None
     measurement, names = per_kind
     # Each field's ``,name=`` and value text as separate parts: a concatenation per field
-    # cost more than the list growing.  The first part is the measurement and tags, known
-    # last: the line is then one join, not a join copied again into a format.
-    parts: list[str] = [""]
+    # cost more than the list growing.
+    parts: list[str] = []
     append = parts.append
     float_texts = _float_texts
     for name, value in values.items():
@@ -266,8 +265,7 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
         append(escaped_string(event))
     if type(ts) is not int:
         return None
-    parts[1] = parts[1][1:]  # the first field's comma (seq makes one at least)
-    append(f" {ts}")
+    parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
     key = place.key
     district, street, estate, device = key[0], key[1], key[2], key[4]
     known = _estate_tags.get(estate)
@@ -279,16 +277,14 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
     ):
         if not building:
             building = NO_BUILDING
-        parts[0] = f"{measurement},building={building},device={device}{known[2]} "
-        return "".join(parts)
+        return f"{measurement},building={building},device={device}{known[2]} {''.join(parts)} {ts}"
     # Names that need escaping: the tag set formatted in full (and cached; its key never
     # looks like format_line's own cache keys, tuples of (key, value) pairs).
     tag_key = (key, building)
     tags = cached_tag_set(tag_key)
     if tags is None:
         tags = tag_set(place_tags(place), tag_key)
-    parts[0] = f"{measurement}{tags} "
-    return "".join(parts)
+    return f"{measurement}{tags} {''.join(parts)} {ts}"
 
 
 def _telemetry_line_slow(place: Place, reading: Reading) -> str:
