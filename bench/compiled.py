@@ -10,6 +10,7 @@ bench/pipeline.py's processor-like batches.
     .venv/bin/python bench/compiled.py [--rounds 3] [--estates 20] [--minutes 20]
     .venv/bin/python bench/compiled.py --instructions   # valgrind: repeatable counts
     .venv/bin/python bench/compiled.py --instructions --devices 100000
+    .venv/bin/python bench/compiled.py --instructions --end-ms MS  # the same traffic again
 
 ``--devices N`` runs bench/pipeline.py's district traffic instead (N distinct devices,
 one reading per device per batch) and counts only its second round (every device
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MODES = ("source", "compiled")
 # Set for a --devices child under callgrind: instrumentation starts after the first round.
 _COLLECT_LATER = "BENCH_COLLECT_LATER"
+# The default traffic's end (epoch ms), the same for every child of a run.
+_TRAFFIC_END = "BENCH_TRAFFIC_END_MS"
 
 
 def district_child(mode: str, devices: int, repeats: int) -> None:
@@ -89,7 +92,7 @@ def child(mode: str, estates: int, minutes: float, repeats: int) -> None:
     from jiayuan.config import GatewayConfig
 
     tune_collector()
-    traffic = build_traffic(estates, minutes, 100, 0)
+    traffic = build_traffic(estates, minutes, 100, 0, int(os.environ[_TRAFFIC_END]))
     messages = [Message(t, p, i + 1, 1, 0) for i, (t, p, _) in enumerate(traffic.batched)]
     readings = sum(wire[2] for wire in traffic.batched)
     best = float("inf")
@@ -127,6 +130,7 @@ def _run(
         str(args.minutes),
         str(repeats),
     ]
+    env = {**(env if env is not None else os.environ), _TRAFFIC_END: str(args.end_ms)}
     done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return result, done.stderr
@@ -152,7 +156,7 @@ def timed(args: argparse.Namespace) -> None:
 def _traffic(args: argparse.Namespace) -> str:
     if args.devices:
         return f"{args.devices:,} devices, one reading each, every device known"
-    return f"{args.estates} estates, {args.minutes:g} simulated minutes"
+    return f"{args.estates} estates, {args.minutes:g} simulated minutes to --end-ms {args.end_ms}"
 
 
 def district_instructions(args: argparse.Namespace) -> None:
@@ -235,9 +239,17 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, metavar="DIR", help="keep the callgrind files here (--instructions)"
     )
+    parser.add_argument(
+        "--end-ms",
+        type=int,
+        help="the default traffic ends here (epoch ms; default a minute ago): the same "
+        "traffic in another run",
+    )
     parser.add_argument("--child", nargs=4, metavar=("MODE", "ESTATES", "MINUTES", "REPEATS"))
     args = parser.parse_args()
     args.modes = tuple(args.modes or MODES)
+    if args.end_ms is None:  # one traffic for every child: "traffic only" is subtracted
+        args.end_ms = int(time.time() * 1000) - 60_000
     if args.child:
         mode, estates, minutes, repeats = args.child
         child(mode, int(estates), float(minutes), int(repeats))

@@ -189,10 +189,14 @@ class Traffic(msgspec.Struct):
     seconds: float = 0.0  # simulated seconds measured (after the warm-up)
 
 
-def build_traffic(estates: int, minutes: float, batch: int, single_max: int) -> Traffic:
-    """Simulator readings (with planned faults), all in the past inside the time window."""
+def build_traffic(
+    estates: int, minutes: float, batch: int, single_max: int, end_ms: int | None = None
+) -> Traffic:
+    """Simulator readings (with planned faults), all in the past inside the time window
+    (ending a minute ago, or at ``end_ms``: the same traffic again)."""
     registry = build_registry(estates, seed=1)
-    end_ms = int(time.time() * 1000) - 60_000
+    if end_ms is None:
+        end_ms = int(time.time() * 1000) - 60_000
     start_ms = end_ms - int(minutes * 60_000)
     faults = plan_faults(registry, start_ms, minutes * 60, seed=1).faults
     per_estate: dict[str, list[tuple[Estate, Place, Reading]]] = defaultdict(list)

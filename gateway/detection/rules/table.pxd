@@ -16,14 +16,16 @@ cdef class RowValues:
     cpdef bind(self, numbers, kinds, dict others)
     @cython.locals(row=Py_ssize_t, kind=cython.uchar)
     cdef object cell(self, Py_ssize_t column, object default)
-    @cython.locals(row=Py_ssize_t, whole=cython.longlong)
-    cdef object put(self, Py_ssize_t column, object value)
+    @cython.locals(row=Py_ssize_t, kind=cython.uchar, whole=cython.longlong, changed=bint)
+    cdef bint put(self, Py_ssize_t column, object value) except? -1
     @cython.locals(row=Py_ssize_t, kind=cython.uchar)
     cpdef double real(self, name)
     cpdef clear_derived(self)
 
 @cython.locals(
     held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
-    derives=bint, busy=bint, copied=bint,
+    derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
 )
-cpdef _check_readings(rules, RowValues view, list rows, items, set open_rows, list out)
+cpdef _check_readings(
+    rules, RowValues view, list rows, items, set open_rows, set quiet, list out
+)

@@ -130,6 +130,11 @@ class TableRules(Stateful):
         # The mapping the checks see (a test swaps in one that records what they read).
         self.mapping: Callable[[], dict[str, Value]] = dict
         self._view = RowValues(self._column_of)
+        # Rows at rest whose every opening condition was found false (or suppressed) on
+        # the values they still hold: a reading that changes none of those values cannot
+        # make one true (the checks are functions of the values), so its openers are not
+        # asked again.  Not state: a row leaves it when a value changes or it is stepped.
+        self._quiet: set[int] = set()
 
     STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
 
@@ -145,6 +150,7 @@ class TableRules(Stateful):
         self._values = np.require(self._values, requirements=("C", "W"))
         self._types = np.require(self._types, requirements=("C", "W"))
         self._open_rows = set(np.flatnonzero(self._active.any(axis=1)).tolist())
+        self._quiet = set()
         if self.table is not None:
             # One row numbering for the family: the table shares the restored dict.
             self.table.import_state({**state["table"], "_rows": self._rows})
@@ -219,6 +225,7 @@ class TableRules(Stateful):
             self._types[row] = _ABSENT
             self._active[row] = False
             self._open_rows.discard(row)
+            self._quiet.discard(row)
             self._since.pop(row, None)
             self._count[row] = 0
             for cell in [c for c in self._others if c[0] == row]:
@@ -265,7 +272,7 @@ class TableRules(Stateful):
         when one of its checks' opening conditions holds: otherwise no check can move."""
         rows = [self._row(place.key) for place, _ in items]
         self._view.bind(self._values, self._types, self._others)
-        _check_readings(self, self._view, rows, items, self._open_rows, out)
+        _check_readings(self, self._view, rows, items, self._open_rows, self._quiet, out)
 
     def _step_all(self, row: int, values: Values, reading: Reading) -> list[AnomalyChange]:
         """Step every check of a device that is not at rest by one reading."""
@@ -395,21 +402,31 @@ class RowValues:
             return default
         return self.others[(row, column)]
 
-    def put(self, column: int, value: Value) -> None:
+    def put(self, column: int, value: Value) -> bool:
+        """Write the cell; True unless it held this number already (same type, equal
+        value; a value of the side table always counts as changed)."""
         row = self.row
-        if self.kinds[row, column] == _OTHER:
+        kind = self.kinds[row, column]
+        changed: bool
+        if kind == _OTHER:
             del self.others[(row, column)]
         if type(value) is float:
+            # NaN is never equal: changed.  0.0 and -0.0 are equal: no check tells them
+            # apart (they compare values, never the sign of a zero).
+            changed = kind != _FLOAT or self.numbers[row, column] != value
             self.numbers[row, column] = value
             self.kinds[row, column] = _FLOAT
         elif type(value) is int and _LEAST_EXACT_INT <= value <= _EXACT_INT:
             whole = value  # a C integer in the compiled build: no float object made
+            changed = kind != _INT or self.numbers[row, column] != whole
             self.numbers[row, column] = whole
             self.kinds[row, column] = _INT
         else:  # a string, a bool, a huge int: kept as it is, in the side table
+            changed = True
             self.others[(row, column)] = value
             self.numbers[row, column] = math.nan
             self.kinds[row, column] = _OTHER
+        return changed
 
     def real(self, name: str) -> float:
         """``as_number`` of the value: a real number as a float, NaN for anything else."""
@@ -489,6 +506,7 @@ def _check_readings(
     rows: list[int],
     items: Sequence[tuple[Place, Reading]],
     open_rows: set[int],
+    quiet: set[int],
     out: list[list[AnomalyChange]],
 ) -> None:
     """``TableRules._evaluate_checks``' loop over the readings, each on its device's kept
@@ -496,11 +514,17 @@ def _check_readings(
     locals (table.pxd): it runs once for every reading.
 
     With ``rules.mapping`` other than ``dict`` (a test's recording mapping), the checks see
-    a mapping of that type filled from the row, written back after each reading."""
+    a mapping of that type filled from the row, written back after each reading.
+
+    A row in ``quiet`` (``TableRules._quiet``) whose reading changes none of its kept
+    values is at rest without asking its openers: they saw these values already.  Not
+    for a family that derives values (they depend on more than the kept values) or with
+    a test's mapping."""
     held_rows, kept = rules._since, rules._column_of
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
     copied = rules.mapping is not dict
+    remembers = not derives and not copied
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
@@ -509,10 +533,11 @@ def _check_readings(
         # Only the kept names are merged: no check or ``derive`` reads another
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
+        changed = False
         for name, value in present.items():
             column = kept.get(name)
-            if column is not None:
-                view.put(column, value)
+            if column is not None and view.put(column, value):
+                changed = True
         if copied:
             values = rules.mapping()
             values.update(view.as_dict())
@@ -520,14 +545,25 @@ def _check_readings(
             rules.derive(values, reading)
         if row in open_rows or row in held_rows:
             busy = True
+            if remembers:
+                quiet.discard(row)
+        elif remembers and not changed and row in quiet:
+            busy = False
         else:
             busy = False
+            every = True  # every opener asked (none skipped for a signal not sent)
             for signal, opens, suppressed in openers:
                 if signal and signal not in present:
+                    every = False
                     continue
                 if opens(values) and (suppressed is None or not suppressed(values)):
                     busy = True
                     break
+            if remembers:
+                if busy or not every:
+                    quiet.discard(row)
+                else:
+                    quiet.add(row)
         if busy:
             changes = rules._step_all(row, values, reading)
             if changes:

@@ -456,6 +456,9 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
     seasonal_at: list[int] = []
     gates: list[int] = []
     tables = detectors._tables
+    # Per kind, per device row: its slots as a list, read from the table once per batch
+    # (a device comes many times in a replayed batch), read again after they change.
+    known_slots: dict[str, dict[int, list[int]]] = {}
     for index, (place, reading) in enumerate(items):
         kind = reading.kind
         table = tables.get(kind)
@@ -463,7 +466,10 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
             table = tables[kind] = _KindTable()
         columns = table.columns
         row = -1
-        row_slots: list[int] = []  # the device's slots, read once per reading
+        row_slots: list[int] = []  # the device's slots
+        kind_slots = known_slots.get(kind)
+        if kind_slots is None:
+            kind_slots = known_slots[kind] = {}
         ts = reading.ts
         for name, value in reading.values.items():
             # The column first: most of a reading's values are never judged (a lift
@@ -491,17 +497,22 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
                 if row < 0 or row >= len(slots_of):
                     row = table.row(place.key)
                     slots_of = table.slots
-                row_slots = slots_of[row].tolist()
+                cached = kind_slots.get(row)
+                if cached is None:
+                    cached = kind_slots[row] = slots_of[row].tolist()
+                row_slots = cached
             at = column.index
             slot = row_slots[at] if at < len(row_slots) else _NONE
             core = column.core
             if slot == _NONE:
                 core, slot = detectors._slot(table, row, column)
+                row_slots = kind_slots[row] = table.slots[row].tolist()
             if column.gate >= 0:
                 at = column.gate
                 gate = row_slots[at] if at < len(row_slots) else _NONE
                 if gate == _NONE:
                     gate = detectors._gate(table, row, column)
+                    row_slots = kind_slots[row] = table.slots[row].tolist()
                 seasonal_at.append(len(slots))
                 gates.append(gate)
             owners.append(index)
