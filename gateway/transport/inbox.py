@@ -40,19 +40,22 @@ LANE_NAMES = ("live", "backlog")
 _HEAD_BYTES = 160
 _TAIL_BYTES = 48
 _READINGS = b'"readings"'
-_MARKER = re.compile(rb'"replay"\s*:\s*true\b')
+_NAME = b'"replay"'
+_MARKER = re.compile(_NAME + rb"\s*:\s*true\b")
 
 
 def lane_of(payload: bytes) -> int:
     """``BACKLOG`` for an envelope marked as a replay before or after its readings, else
     ``LIVE``."""
-    head = payload[:_HEAD_BYTES]
-    end = head.find(_READINGS)
-    if _MARKER.search(head, 0, len(head) if end < 0 else end):
+    # The marker's name looked for first (a search in C): live messages lack it.
+    end = payload.find(_READINGS, 0, _HEAD_BYTES)
+    head_end = _HEAD_BYTES if end < 0 else end
+    if payload.find(_NAME, 0, head_end) >= 0 and _MARKER.search(payload, 0, head_end):
         return BACKLOG
-    tail = payload[-_TAIL_BYTES:]
-    start = tail.rfind(b"]")
-    return BACKLOG if start >= 0 and _MARKER.search(tail, start) else LIVE
+    start = payload.rfind(b"]", max(0, len(payload) - _TAIL_BYTES))
+    if start >= 0 and payload.find(_NAME, start) >= 0 and _MARKER.search(payload, start):
+        return BACKLOG
+    return LIVE
 
 
 class Inbox:
@@ -128,7 +131,8 @@ class Inbox:
     def held_back(self, live_budget_bytes: int) -> bool:
         """The network loop should stop reading: either lane holds more than its budget
         (``live_budget_bytes``, and ``BACKLOG_BYTES_FACTOR`` times it for the backlog)."""
+        put, taken = self._put_bytes, self._taken_bytes  # read for every message received
         return (
-            self.waiting_bytes_in(LIVE) > live_budget_bytes
-            or self.waiting_bytes_in(BACKLOG) > BACKLOG_BYTES_FACTOR * live_budget_bytes
+            put[LIVE] - taken[LIVE] > live_budget_bytes
+            or put[BACKLOG] - taken[BACKLOG] > BACKLOG_BYTES_FACTOR * live_budget_bytes
         )

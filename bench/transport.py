@@ -1,0 +1,289 @@
+"""What the gateway spends on a message before its readings are processed: its MQTT network
+thread, the inbox and the acknowledgements, at a district's shape (each estate's second of
+readings in one message, about three readings a message).
+
+A real Mosquitto (``tools.servers``) queues a district's traffic (``simulators/district.py``)
+for the gateway's persistent session; a child process then drains it with the gateway's
+own ``MqttIngest`` (its network loop, paho client and PUBLISH decoder) into an ``Inbox``,
+and a second thread takes the messages as the processing thread does and acknowledges them
+in batches as the commit thread does (a batch closes at ``batch_max_readings`` or after
+``QUIET_S`` without messages).  Nothing is processed, unless ``--decode``: then the taker
+also parses each message's topic and decodes its envelope, as the pipeline does first.
+
+    .venv/bin/python bench/transport.py [--devices 100000] [--seconds 5] [--protocol 5]
+    .venv/bin/python bench/transport.py --instructions  # valgrind: repeatable counts
+
+Timed, the child reports each thread's own CPU time a message (``gateway-mqtt`` the
+network thread, ``taker`` the processing and commit threads' share).  ``--instructions``
+runs the child under ``valgrind --tool=callgrind --separate-threads=yes``, instrumented from
+just before it connects to just after the last message is acknowledged: instructions a
+message by thread, the same count run after run whatever else the host is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Messages the publisher leaves unacknowledged at a time (as bench/throughput.py's).
+MAX_INFLIGHT = 1000
+STALL_S = 60.0  # under valgrind a message costs a millisecond or more
+FIXED_END_MS = 1_796_000_000_000  # 2026-11-30
+
+
+def build_wires(devices: int, seconds: float) -> list[tuple[str, bytes, int]]:
+    from simulators.district import build_district
+
+    district = build_district(devices)
+    end_ms = FIXED_END_MS  # the same messages run after run (nothing checks their age here)
+    return district.traffic(end_ms - int(seconds * 1000), end_ms).wires
+
+
+def publish_all(port: int, wires: list[tuple[str, bytes, int]]) -> None:
+    """Every message at QoS 1, never more than ``MAX_INFLIGHT`` unacknowledged."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(MAX_INFLIGHT)
+    slots = threading.Semaphore(MAX_INFLIGHT)
+    client.on_publish = lambda *_: slots.release()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    for topic, payload, _ in wires:
+        slots.acquire()
+        client.publish(topic, payload, qos=1)
+    for _ in range(MAX_INFLIGHT):
+        slots.acquire()
+    client.disconnect()
+    client.loop_stop()
+
+
+def _config(port: int, client_id: str, protocol: str):  # type: ignore[no-untyped-def]
+    from jiayuan.config import MqttConfig
+
+    return MqttConfig(
+        url=f"mqtt://127.0.0.1:{port}",
+        gateway_client_id=client_id,
+        gateway_protocol="5" if protocol == "5" else "3.1.1",
+    )
+
+
+def make_session(port: int, client_id: str, protocol: str) -> None:
+    """Subscribe the gateway's persistent session and leave: the broker queues for it."""
+    from gateway.transport.inbox import Inbox
+    from gateway.transport.ingest import MqttIngest
+
+    ingest = MqttIngest(_config(port, client_id, protocol), Inbox())
+    ingest.start()
+    if not ingest.wait_subscribed(10):
+        raise SystemExit("the gateway's session was not subscribed")
+    ingest.stop()
+
+
+def profile_network_thread() -> None:
+    """cProfile the network loop's thread; its top functions go to stderr at its end."""
+    import cProfile
+    import io
+    import pstats
+
+    from gateway.transport import mqtt_loop
+
+    run = mqtt_loop.NetworkLoop._run
+
+    def profiled(self: mqtt_loop.NetworkLoop) -> None:
+        profile = cProfile.Profile()
+        profile.enable()
+        try:
+            run(self)
+        finally:
+            profile.disable()
+            text = io.StringIO()
+            pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+            sys.stderr.write(text.getvalue())
+
+    mqtt_loop.NetworkLoop._run = profiled  # type: ignore[method-assign]
+
+
+def child(port: int, client_id: str, protocol: str, expected: int, decode: bool) -> None:
+    """Drain the session's ``expected`` messages; print CPU seconds by thread."""
+    if os.environ.get("BENCH_PROFILE"):
+        profile_network_thread()
+    from bench.host_cpu import thread_cpu_s
+    from gateway.collector import tune_collector
+    from gateway.processor import QUIET_S
+    from gateway.transport.inbox import Inbox
+    from gateway.transport.ingest import MqttIngest
+    from jiayuan.config import GatewayConfig
+    from jiayuan.contract import decode_envelope, parse_topic
+
+    tune_collector()
+    limit = GatewayConfig().batch_max_readings
+    inbox = Inbox()
+    ingest = MqttIngest(_config(port, client_id, protocol), inbox)
+    done = threading.Event()
+    state = {"messages": 0, "readings": 0}
+    taker_cpu_s = [0.0]
+
+    def take() -> None:
+        """The processing thread's gets and the commit thread's acknowledgements."""
+        started_s = time.thread_time()
+        while not done.is_set():
+            try:
+                batch = [inbox.get(timeout=0.1)]
+            except queue.Empty:
+                continue
+            while len(batch) < limit:
+                try:
+                    batch.append(inbox.get(timeout=QUIET_S))
+                except queue.Empty:
+                    break
+            if decode:
+                for message in batch:
+                    parse_topic(message.topic)
+                    state["readings"] += len(decode_envelope(message.payload).readings)
+            ingest.ack(batch)
+            state["messages"] += len(batch)
+            if state["messages"] >= expected:
+                taker_cpu_s[0] = time.thread_time() - started_s  # before the main thread looks
+                done.set()
+
+    taker = threading.Thread(target=take, name="taker", daemon=True)
+    taker.start()
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+    before = thread_cpu_s()
+    started = time.perf_counter()
+    ingest.start()
+    last = (0, time.monotonic())
+    while not done.wait(1.0):
+        if state["messages"] != last[0]:
+            last = (state["messages"], time.monotonic())
+        elif time.monotonic() - last[1] > STALL_S:
+            break
+    elapsed = time.perf_counter() - started
+    after = thread_cpu_s()
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+    ingest.stop()
+    taker.join()
+    cpu = {name: after[name] - before.get(name, 0.0) for name in after if name != "taker"}
+    cpu["taker"] = taker_cpu_s[0]
+    print(json.dumps({**state, "wall_s": elapsed, "cpu_s": cpu}))
+
+
+def _instructions(out_dir: Path) -> dict[str, int]:
+    """Instructions by thread from callgrind's per-thread files (the network thread is the
+    one that reads a socket; the taker the other one that takes from a queue)."""
+    counts: dict[str, int] = {}
+    for path in sorted(out_dir.glob("callgrind.out-*")):
+        text = path.read_text(errors="replace")
+        if "sock_recv" in text:
+            name = "gateway-mqtt"
+        elif "SimpleQueue_get" in text:
+            name = "taker"
+        else:
+            name = "other"
+        found = re.search(r"^totals:\s*(\d+)", text, re.M)
+        if found:
+            counts[name] = counts.get(name, 0) + int(found.group(1))
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=5.0, help="of district traffic")
+    parser.add_argument("--protocol", choices=("5", "3.1.1"), default="5")
+    parser.add_argument("--rounds", type=int, default=1, help="drains of the same traffic")
+    parser.add_argument("--decode", action="store_true", help="the taker decodes each message")
+    parser.add_argument("--instructions", action="store_true", help="count under callgrind")
+    parser.add_argument(
+        "--profile", action="store_true", help="print a cProfile of the network thread"
+    )
+    parser.add_argument("--child", nargs=4, metavar=("PORT", "ID", "PROTOCOL", "EXPECTED"))
+    args = parser.parse_args()
+    if args.child:
+        port, client_id, protocol, expected = args.child
+        child(int(port), client_id, protocol, int(expected), args.decode)
+        return
+
+    from tools.servers import start_servers
+
+    wires = build_wires(args.devices, args.seconds)
+    readings = sum(count for _, _, count in wires)
+    size = sum(len(payload) for _, payload, _ in wires)
+    print(
+        f"{len(wires):,} messages, {readings:,} readings ({readings / len(wires):.2f} a "
+        f"message, {size / len(wires):.0f} B payload a message), MQTT {args.protocol}"
+        f"{', decoded' if args.decode else ''}"
+    )
+    servers = start_servers()
+    try:
+        for round_ in range(args.rounds):
+            client_id = f"bench-gw-{uuid.uuid4().hex[:6]}"
+            make_session(servers.mqtt_port, client_id, args.protocol)
+            publish_all(servers.mqtt_port, wires)
+            argv = [sys.executable, __file__, "--child", str(servers.mqtt_port), client_id]
+            argv += [args.protocol, str(len(wires))] + (["--decode"] if args.decode else [])
+            load = os.getloadavg()
+            with tempfile.TemporaryDirectory() as workdir_:
+                workdir = os.environ.get("BENCH_KEEP", workdir_)
+                env = dict(os.environ)
+                if args.profile:
+                    env["BENCH_PROFILE"] = "1"
+                if args.instructions:
+                    env["BENCH_CALLGRIND"] = "1"
+                    argv = [
+                        "valgrind",
+                        "--tool=callgrind",
+                        "--instr-atstart=no",
+                        "--separate-threads=yes",
+                        f"--callgrind-out-file={workdir}/callgrind.out",
+                        *argv,
+                    ]
+                run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+                lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+                if run.returncode != 0 or not lines:
+                    raise SystemExit(f"the child failed:\n{run.stdout}\n{run.stderr[-3000:]}")
+                result = json.loads(lines[-1])
+                counts = _instructions(Path(workdir)) if args.instructions else {}
+                if args.profile:
+                    print(run.stderr[run.stderr.find("function calls") :])
+            messages = result["messages"]
+            print(
+                f"round {round_ + 1}: {messages:,} of {len(wires):,} messages in "
+                f"{result['wall_s']:.2f} s, load average {load[0]:.2f}"
+            )
+            if counts:
+                total = sum(counts.values())
+                shown = ", ".join(
+                    f"{name} {count / messages:,.0f}" for name, count in sorted(counts.items())
+                )
+                print(f"  instructions a message: {total / messages:,.0f} ({shown})")
+            else:
+                cpu = result["cpu_s"]
+                shown = ", ".join(
+                    f"{name} {spent / messages * 1e6:.2f}" for name, spent in sorted(cpu.items())
+                )
+                print(f"  CPU µs a message: {sum(cpu.values()) / messages * 1e6:.2f} ({shown})")
+    finally:
+        servers.stop()
+
+
+if __name__ == "__main__":
+    main()
