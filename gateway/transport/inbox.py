@@ -48,13 +48,15 @@ def lane_of(payload: bytes) -> int:
     """``BACKLOG`` for an envelope marked as a replay before or after its readings, else
     ``LIVE``."""
     # The marker's name looked for first (a search in C): live messages lack it.
-    end = payload.find(_READINGS, 0, _HEAD_BYTES)
-    head_end = _HEAD_BYTES if end < 0 else end
-    if payload.find(_NAME, 0, head_end) >= 0 and _MARKER.search(payload, 0, head_end):
-        return BACKLOG
-    start = payload.rfind(b"]", max(0, len(payload) - _TAIL_BYTES))
-    if start >= 0 and payload.find(_NAME, start) >= 0 and _MARKER.search(payload, start):
-        return BACKLOG
+    if payload.find(_NAME, 0, _HEAD_BYTES) >= 0:
+        end = payload.find(_READINGS, 0, _HEAD_BYTES)
+        if _MARKER.search(payload, 0, _HEAD_BYTES if end < 0 else end):
+            return BACKLOG
+    tail = max(0, len(payload) - _TAIL_BYTES)
+    if payload.find(_NAME, tail) >= 0:
+        start = payload.rfind(b"]", tail)
+        if start >= 0 and _MARKER.search(payload, start):
+            return BACKLOG
     return LIVE
 
 
@@ -80,12 +82,16 @@ class Inbox:
         self._put_messages = [0, 0]
         self._taken_messages = [0, 0]
 
-    def put(self, message: Message) -> None:
-        lane = lane_of(message.payload)
-        self._put_bytes[lane] += len(message.payload)
+    def put(self, message: Message, live_budget_bytes: int | None = None) -> bool:
+        """Queue a message; with a budget, whether the inbox is still within it (not
+        ``held_back``), else True."""
+        payload = message.payload
+        lane = lane_of(payload)
+        self._put_bytes[lane] += len(payload)
         self._put_messages[lane] += 1
         self._lanes[lane].append(message)  # before the token: a token has its message
         self._ready.put(None)
+        return live_budget_bytes is None or not self.held_back(live_budget_bytes)
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message: live first, backlog at its share; raises ``queue.Empty``

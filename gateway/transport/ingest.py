@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from time import time_ns
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -97,6 +98,7 @@ class MqttIngest:
         self.config = config
         # ("+",) for every street; the gateway resumes only these streets' devices.
         self.streets = owned_streets(config.street_filter)
+        self._filtered = ALL_STREETS not in self.streets  # messages of other streets may come
         self.topic_filters = street_subscriptions(config.street_filter)
         self._inbox = inbox
         self._session = 0
@@ -348,7 +350,8 @@ class MqttIngest:
             text = topic.decode()
         except UnicodeDecodeError:  # the broker should refuse these; keep the evidence
             text = topic.decode("utf-8", "replace")
-        self._drop_stale_street(text)
-        inbox = self._inbox
-        inbox.put(Message(text, payload, mid, qos, wall_ms(), self._session))
-        return not inbox.held_back(MAX_WAITING_BYTES)
+        if self._filtered:
+            self._drop_stale_street(text)
+        received_ms = time_ns() // 1_000_000  # wall_ms(), without a call for every message
+        message = Message(text, payload, mid, qos, received_ms, self._session)
+        return self._inbox.put(message, MAX_WAITING_BYTES)
