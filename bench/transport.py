@@ -13,11 +13,15 @@ also parses each message's topic and decodes its envelope, as the pipeline does 
     .venv/bin/python bench/transport.py [--devices 100000] [--seconds 5] [--protocol 5]
     .venv/bin/python bench/transport.py --instructions  # valgrind: repeatable counts
 
-Timed, the child reports each thread's own CPU time a message (``gateway-mqtt`` the
+The baseline, drained the same way in the same run: a bare paho-mqtt client on its own
+loop thread (``loop_start``, VERSION2 callbacks, the same MQTT version and QoS 1, paho
+acknowledging each message itself) that only counts messages.
+
+Timed, each child reports each thread's own CPU time a message (``network`` the MQTT
 network thread, ``taker`` the processing and commit threads' share).  ``--instructions``
-runs the child under ``valgrind --tool=callgrind --separate-threads=yes``, instrumented from
-just before it connects to just after the last message is acknowledged: instructions a
-message by thread, the same count run after run whatever else the host is doing.
+runs the children under ``valgrind --tool=callgrind --separate-threads=yes``, instrumented
+from just before they connect to just after the last message: instructions a message by
+thread, the same count run after run whatever else the host is doing.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -93,6 +98,74 @@ def make_session(port: int, client_id: str, protocol: str) -> None:
     if not ingest.wait_subscribed(10):
         raise SystemExit("the gateway's session was not subscribed")
     ingest.stop()
+
+
+def paho_client(port: int, client_id: str, protocol: str, on_message: Any) -> Any:
+    """The baseline: a bare paho client in a persistent session, subscribed at QoS 1 on
+    every (re)connect, on paho's own loop thread."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from gateway.transport.ingest import RECEIVE_MAXIMUM, SESSION_EXPIRY_S
+
+    v5 = protocol == "5"
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        clean_session=None if v5 else False,
+    )
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_: c.subscribe("jiayuan/#", qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_message = on_message
+    if v5:
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = SESSION_EXPIRY_S
+        properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        client.connect("127.0.0.1", port, clean_start=False, properties=properties)
+    else:
+        client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not subscribed.wait(10):
+        raise SystemExit("the baseline's session was not subscribed")
+    return client
+
+
+def paho_child(port: int, client_id: str, protocol: str, expected: int) -> None:
+    """The baseline drains the session's ``expected`` messages; CPU seconds by thread."""
+    import paho.mqtt.client  # noqa: F401  (imported before the CPU clocks start)
+
+    import gateway.transport.ingest  # noqa: F401
+    from bench.host_cpu import thread_cpu_s
+
+    done = threading.Event()
+    state = {"messages": 0, "readings": 0}
+
+    def on_message(*_: Any) -> None:
+        state["messages"] += 1
+        if state["messages"] >= expected:
+            done.set()
+
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+    before = thread_cpu_s()
+    started = time.perf_counter()
+    client = paho_client(port, client_id, protocol, on_message)
+    done.wait(STALL_S)
+    elapsed = time.perf_counter() - started
+    after = thread_cpu_s()
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+    client.disconnect()
+    client.loop_stop()
+    cpu = {
+        ("network" if name.startswith("paho-mqtt-client") else name): spent - before.get(name, 0.0)
+        for name, spent in after.items()
+    }
+    print(json.dumps({**state, "wall_s": elapsed, "cpu_s": cpu}))
 
 
 def profile_network_thread() -> None:
@@ -181,7 +254,11 @@ def child(port: int, client_id: str, protocol: str, expected: int, decode: bool)
         subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
     ingest.stop()
     taker.join()
-    cpu = {name: after[name] - before.get(name, 0.0) for name in after if name != "taker"}
+    cpu = {
+        ("network" if name == "gateway-mqtt" else name): spent - before.get(name, 0.0)
+        for name, spent in after.items()
+        if name != "taker"
+    }
     cpu["taker"] = taker_cpu_s[0]
     print(json.dumps({**state, "wall_s": elapsed, "cpu_s": cpu}))
 
@@ -193,7 +270,7 @@ def _instructions(out_dir: Path) -> dict[str, int]:
     for path in sorted(out_dir.glob("callgrind.out-*")):
         text = path.read_text(errors="replace")
         if "sock_recv" in text:
-            name = "gateway-mqtt"
+            name = "network"
         elif "SimpleQueue_get" in text:
             name = "taker"
         else:
@@ -215,11 +292,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of the network thread"
     )
-    parser.add_argument("--child", nargs=4, metavar=("PORT", "ID", "PROTOCOL", "EXPECTED"))
+    parser.add_argument("--child", nargs=5, metavar=("KIND", "PORT", "ID", "PROTOCOL", "EXPECTED"))
     args = parser.parse_args()
     if args.child:
-        port, client_id, protocol, expected = args.child
-        child(int(port), client_id, protocol, int(expected), args.decode)
+        kind, port, client_id, protocol, expected = args.child
+        if kind == "paho":
+            paho_child(int(port), client_id, protocol, int(expected))
+        else:
+            child(int(port), client_id, protocol, int(expected), args.decode)
         return
 
     from tools.servers import start_servers
@@ -235,54 +315,62 @@ def main() -> None:
     servers = start_servers()
     try:
         for round_ in range(args.rounds):
-            client_id = f"bench-gw-{uuid.uuid4().hex[:6]}"
-            make_session(servers.mqtt_port, client_id, args.protocol)
-            publish_all(servers.mqtt_port, wires)
-            argv = [sys.executable, __file__, "--child", str(servers.mqtt_port), client_id]
-            argv += [args.protocol, str(len(wires))] + (["--decode"] if args.decode else [])
-            load = os.getloadavg()
-            with tempfile.TemporaryDirectory() as workdir_:
-                workdir = os.environ.get("BENCH_KEEP", workdir_)
-                env = dict(os.environ)
-                if args.profile:
-                    env["BENCH_PROFILE"] = "1"
-                if args.instructions:
-                    env["BENCH_CALLGRIND"] = "1"
-                    argv = [
-                        "valgrind",
-                        "--tool=callgrind",
-                        "--instr-atstart=no",
-                        "--separate-threads=yes",
-                        f"--callgrind-out-file={workdir}/callgrind.out",
-                        *argv,
-                    ]
-                run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
-                lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
-                if run.returncode != 0 or not lines:
-                    raise SystemExit(f"the child failed:\n{run.stdout}\n{run.stderr[-3000:]}")
-                result = json.loads(lines[-1])
-                counts = _instructions(Path(workdir)) if args.instructions else {}
-                if args.profile:
-                    print(run.stderr[run.stderr.find("function calls") :])
-            messages = result["messages"]
-            print(
-                f"round {round_ + 1}: {messages:,} of {len(wires):,} messages in "
-                f"{result['wall_s']:.2f} s, load average {load[0]:.2f}"
-            )
-            if counts:
-                total = sum(counts.values())
-                shown = ", ".join(
-                    f"{name} {count / messages:,.0f}" for name, count in sorted(counts.items())
-                )
-                print(f"  instructions a message: {total / messages:,.0f} ({shown})")
-            else:
-                cpu = result["cpu_s"]
-                shown = ", ".join(
-                    f"{name} {spent / messages * 1e6:.2f}" for name, spent in sorted(cpu.items())
-                )
-                print(f"  CPU µs a message: {sum(cpu.values()) / messages * 1e6:.2f} ({shown})")
+            # Alternated, so neither always meets the host's quieter minutes.
+            kinds = ("paho", "gateway") if round_ % 2 == 0 else ("gateway", "paho")
+            for kind in kinds:
+                drain(servers.mqtt_port, wires, kind, args, f"round {round_ + 1}")
     finally:
         servers.stop()
+
+
+def drain(port: int, wires: list[tuple[str, bytes, int]], kind: str, args: Any, label: str) -> None:
+    """Queue the traffic for a fresh session, let a child of ``kind`` drain it, and print
+    its figures."""
+    client_id = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    if kind == "paho":
+        paho_client(port, client_id, args.protocol, None).disconnect()
+    else:
+        make_session(port, client_id, args.protocol)
+    publish_all(port, wires)
+    argv = [sys.executable, __file__, "--child", kind, str(port), client_id, args.protocol]
+    argv += [str(len(wires))] + (["--decode"] if args.decode else [])
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as workdir:
+        env = dict(os.environ)
+        if args.profile and kind == "gateway":
+            env["BENCH_PROFILE"] = "1"
+        if args.instructions:
+            env["BENCH_CALLGRIND"] = "1"
+            argv = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                "--separate-threads=yes",
+                f"--callgrind-out-file={workdir}/callgrind.out",
+                *argv,
+            ]
+        run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
+        if run.returncode != 0 or not lines:
+            raise SystemExit(f"the child failed:\n{run.stdout}\n{run.stderr[-3000:]}")
+        result = json.loads(lines[-1])
+        counts = _instructions(Path(workdir)) if args.instructions else {}
+    if args.profile and kind == "gateway":
+        print(run.stderr[run.stderr.find("function calls") :])
+    messages = result["messages"]
+    name = "bare paho client" if kind == "paho" else "gateway's ingest"
+    print(
+        f"{label}, {name}: {messages:,} of {len(wires):,} messages in "
+        f"{result['wall_s']:.2f} s, load average {load[0]:.2f}"
+    )
+    if counts:
+        total = sum(counts.values())
+        shown = ", ".join(f"{n} {count / messages:,.0f}" for n, count in sorted(counts.items()))
+        print(f"  instructions a message: {total / messages:,.0f} ({shown})")
+    else:
+        cpu = result["cpu_s"]
+        shown = ", ".join(f"{n} {spent / messages * 1e6:.2f}" for n, spent in sorted(cpu.items()))
+        print(f"  CPU µs a message: {sum(cpu.values()) / messages * 1e6:.2f} ({shown})")
 
 
 if __name__ == "__main__":
