@@ -101,6 +101,7 @@ class GatewayClient(mqtt.Client):
         if (
             self.deliver_publish is not None
             and self._verified
+            and self._manual_ack  # else paho acknowledges each QoS 1 message as it reads it
             and self._in_packet["command"] == 0  # no packet half read by paho
             and self._chunk_of is self._sock
             and self._taken < len(self._chunk)

@@ -313,3 +313,20 @@ def test_whole_publishes_in_a_chunk_all_go_straight_until_told_to_stop(
     assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
     assert [mid for _, _, mid, _ in straight] == [5, 6]
     assert by_paho == [1] and client.buffered() == 0
+
+
+def test_a_client_that_acknowledges_by_itself_reads_every_publish_the_paho_way(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    client = GatewayClient(CallbackAPIVersion.VERSION2, manual_ack=False)
+    client._sock = ours
+    by_paho: list[int] = []
+    client.on_message = lambda _c, _u, m: by_paho.append(m.mid)
+    client.deliver_publish = lambda *_: pytest.fail("paho acknowledges these itself")
+    theirs.sendall(b"".join(publish(b"a/b", b"x", mid=mid) for mid in (1, 2, 3)))
+    for _ in range(3):
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert by_paho == [1, 2, 3]
+    client.loop_write()
+    assert theirs.recv(100).count(bytes([mqtt.PUBACK, 2])) == 3  # paho's own PUBACKs
