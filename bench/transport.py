@@ -13,6 +13,12 @@ also parses each message's topic and decodes its envelope, as the pipeline does 
     .venv/bin/python bench/transport.py [--devices 100000] [--seconds 5] [--protocol 5]
     .venv/bin/python bench/transport.py --instructions  # valgrind: repeatable counts
 
+``--end-to-end``: the whole gateway instead (``gateway.service.Gateway``, its alert
+service and API off, writing to a real InfluxDB): a first ``--warm-s`` of the district's traffic is
+drained uncounted (every device heard from once), then the measured seconds: CPU or, with
+``--instructions``, instructions a reading for the whole process, its per-message and its
+per-reading work together (no baseline: two commits held against each other).
+
 The baseline, drained the same way in the same run: a bare paho-mqtt client on its own
 loop thread (``loop_start``, VERSION2 callbacks, the same MQTT version and QoS 1, paho
 acknowledging each message itself) that only counts messages.
@@ -269,11 +275,123 @@ def child(port: int, client_id: str, protocol: str, expected: int, decode: bool)
     print(json.dumps({**state, "wall_s": elapsed, "cpu_s": cpu}))
 
 
-def _instructions(out_dir: Path) -> dict[str, int]:
+def gateway_child(settings: str) -> None:
+    """The whole gateway: drains the warm-up uncounted, says so, then the measured traffic;
+    prints its CPU seconds by thread and the readings it stored meanwhile."""
+    from bench.host_cpu import thread_cpu_s
+    from gateway.service import Gateway
+    from jiayuan.config import AlertsConfig, Config, GatewayConfig, InfluxConfig, MqttConfig
+
+    given = json.loads(settings)
+    config = Config(
+        mqtt=MqttConfig(
+            url=f"mqtt://127.0.0.1:{given['port']}",
+            gateway_client_id=given["client_id"],
+            gateway_protocol=given["protocol"],
+        ),
+        influx=InfluxConfig(url=given["influx"], database=given["database"]),
+        gateway=GatewayConfig(state_dir=given["state_dir"]),
+        alerts=AlertsConfig(enabled=False),  # as bench/throughput.py's (c)
+        source="bench",
+    )
+    gateway = Gateway(config, serve_api=False)
+    gateway.start()
+    if not gateway.wait_ready(120):
+        raise SystemExit("the gateway did not subscribe")
+    print("ready", flush=True)
+
+    def stored_at_least(count: int) -> None:
+        last = (0, time.monotonic())
+        while (stored := gateway.stats.readings_stored) < count:
+            if stored != last[0]:
+                last = (stored, time.monotonic())
+            elif time.monotonic() - last[1] > STALL_S:
+                raise SystemExit(f"stalled at {stored} of {count} readings stored")
+            time.sleep(0.05)
+
+    warm = int(given["warm_readings"])
+    stored_at_least(warm)
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
+    before = thread_cpu_s()
+    start = gateway.stats.readings_stored
+    print("warm", flush=True)
+    stored_at_least(warm + int(given["readings"]))
+    after = thread_cpu_s()
+    if os.environ.get("BENCH_CALLGRIND"):
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+    stored = gateway.stats.readings_stored - start
+    gateway.stop()
+    cpu = {name: spent - before.get(name, 0.0) for name, spent in after.items()}
+    print(json.dumps({"readings": stored, "cpu_s": cpu}), flush=True)
+
+
+def end_to_end(servers: Any, devices: int, seconds: float, warm_s: float, args: Any) -> None:
+    """The whole gateway on a district's traffic, its warm-up uncounted."""
+    from simulators.district import build_district
+
+    district = build_district(devices)
+    # Inside the gateway's time window: the measured seconds end a minute ago.
+    end_ms = int(time.time() * 1000) - 60_000
+    start_ms = end_ms - int(seconds * 1000)
+    warm = district.traffic(start_ms - int(warm_s * 1000), start_ms).wires
+    measured = district.traffic(start_ms, end_ms).wires
+    readings = sum(count for _, _, count in measured)
+    print(
+        f"end to end: {len(warm):,} messages warm the gateway up, then {len(measured):,} "
+        f"messages, {readings:,} readings measured ({readings / len(measured):.2f} a message)"
+    )
+    with tempfile.TemporaryDirectory() as workdir:
+        settings = {
+            "port": servers.mqtt_port,
+            "influx": servers.influx_url,
+            "database": f"bench_transport_{uuid.uuid4().hex[:6]}",
+            "client_id": f"bench-e2e-{uuid.uuid4().hex[:6]}",
+            "protocol": args.protocol,
+            "state_dir": workdir,
+            "warm_readings": sum(count for _, _, count in warm),
+            "readings": readings,
+        }
+        argv = [sys.executable, __file__, "--gateway-child", json.dumps(settings)]
+        env = dict(os.environ)
+        if args.instructions:
+            env["BENCH_CALLGRIND"] = "1"
+            argv = [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={workdir}/callgrind.out",
+                *argv,
+            ]
+        load = os.getloadavg()
+        child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("the gateway did not start")
+        publish_all(servers.mqtt_port, warm)
+        if child.stdout.readline().strip() != "warm":
+            raise SystemExit("the gateway did not take its warm-up")
+        publish_all(servers.mqtt_port, measured)
+        result = json.loads(child.stdout.readline())
+        child.wait()
+        total = _instructions(Path(workdir), "callgrind.out") if args.instructions else {}
+    stored = result["readings"]
+    print(f"  {stored:,} readings stored while measured, load average {load[0]:.2f}")
+    if total:
+        print(f"  instructions a reading, whole gateway: {sum(total.values()) / stored:,.0f}")
+    else:
+        cpu = result["cpu_s"]
+        shown = ", ".join(
+            f"{n} {spent / stored * 1e6:.2f}" for n, spent in sorted(cpu.items()) if spent > 0
+        )
+        print(f"  CPU µs a reading: {sum(cpu.values()) / stored * 1e6:.2f} ({shown})")
+
+
+def _instructions(out_dir: Path, pattern: str = "callgrind.out-*") -> dict[str, int]:
     """Instructions by thread from callgrind's per-thread files (the network thread is the
     one that reads a socket; the taker the other one that takes from a queue)."""
     counts: dict[str, int] = {}
-    for path in sorted(out_dir.glob("callgrind.out-*")):
+    for path in sorted(out_dir.glob(pattern)):
         text = path.read_text(errors="replace")
         if "sock_recv" in text:
             name = "network"
@@ -298,8 +416,25 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="print a cProfile of the network thread"
     )
+    parser.add_argument(
+        "--end-to-end", action="store_true", help="the whole gateway, instructions a reading"
+    )
+    parser.add_argument("--warm-s", type=float, default=10.0, help="--end-to-end's warm-up")
     parser.add_argument("--child", nargs=5, metavar=("KIND", "PORT", "ID", "PROTOCOL", "EXPECTED"))
+    parser.add_argument("--gateway-child", metavar="SETTINGS_JSON")
     args = parser.parse_args()
+    if args.gateway_child:
+        gateway_child(args.gateway_child)
+        return
+    if args.end_to_end:
+        from tools.servers import start_servers as start
+
+        servers = start()
+        try:
+            end_to_end(servers, args.devices, args.seconds, args.warm_s, args)
+        finally:
+            servers.stop()
+        return
     if args.child:
         kind, port, client_id, protocol, expected = args.child
         if kind == "paho":
