@@ -18,9 +18,10 @@ gateway's CPU outside the pipeline (bench/throughput.py prints it by thread):
   topic up among its callbacks.  With ``deliver_publish`` set, every whole QoS 0 or 1
   PUBLISH waiting in the chunk without properties (all MQTT 3.1.1 ones, and every MQTT 5
   one edges and devices send) goes to it straight from the chunk as (topic bytes, payload,
-  mid, QoS), until it returns False; paho's own path takes anything else (another packet
-  type, QoS 2, properties, a packet cut by the chunk's end, anything malformed) and calls
-  ``on_message`` as before.
+  mid, QoS), until it returns False, the next chunk read as soon as one is spent (traffic
+  that trickles in comes a message or two a read); paho's own path takes anything else
+  (another packet type, QoS 2, properties, a packet cut by the chunk's end, anything
+  malformed) and calls ``on_message`` as before.
 - Acknowledging: ``ack(mid, 1)`` queues one PUBACK packet, pokes paho's wake-up socket and
   is written with a call of its own.  ``ack_many`` queues a batch's PUBACKs, the same
   bytes paho writes for each, as one packet: one call to write them all.
@@ -96,19 +97,31 @@ class GatewayClient(mqtt.Client):
         return piece
 
     def _packet_read(self) -> MQTTErrorCode:
-        """The PUBLISH packets at the chunk's front straight to ``deliver_publish``; paho's
-        own read when there are none (it reads the next chunk when this one is spent)."""
+        """The PUBLISH packets at the chunk's front (the next chunk read first when this
+        one is spent) straight to ``deliver_publish``; paho's own read when there are
+        none."""
+        deliver = self.deliver_publish
         if (
-            self.deliver_publish is not None
+            deliver is not None
             and self._verified
             and self._manual_ack  # else paho acknowledges each QoS 1 message as it reads it
             and self._in_packet["command"] == 0  # no packet half read by paho
-            and self._chunk_of is self._sock
-            and self._taken < len(self._chunk)
-            and self._deliver_publishes(self.deliver_publish)
+            and (self.buffered() > 0 or self._read_chunk())
+            and self._deliver_publishes(deliver)
         ):
             return MQTTErrorCode.MQTT_ERR_SUCCESS
         return super()._packet_read()
+
+    def _read_chunk(self) -> bool:
+        """Read the next chunk from the socket; False when nothing came: paho's own read
+        then meets what the socket says (nothing waiting, closed, failed) and answers as
+        it always does."""
+        try:
+            data = super()._sock_recv(CHUNK_BYTES)
+        except OSError:  # BlockingIOError and the rest: paho's read raises them again
+            return False
+        self._chunk_of, self._chunk, self._taken = self._sock, data, 0
+        return bool(data)
 
     def _deliver_publishes(self, deliver: DeliverPublish) -> int:
         """Hand the whole PUBLISH packets at the chunk's front to ``deliver``, in order,
