@@ -40,19 +40,24 @@ LANE_NAMES = ("live", "backlog")
 _HEAD_BYTES = 160
 _TAIL_BYTES = 48
 _READINGS = b'"readings"'
-_MARKER = re.compile(rb'"replay"\s*:\s*true\b')
+_NAME = b'"replay"'
+_MARKER = re.compile(_NAME + rb"\s*:\s*true\b")
 
 
 def lane_of(payload: bytes) -> int:
     """``BACKLOG`` for an envelope marked as a replay before or after its readings, else
     ``LIVE``."""
-    head = payload[:_HEAD_BYTES]
-    end = head.find(_READINGS)
-    if _MARKER.search(head, 0, len(head) if end < 0 else end):
-        return BACKLOG
-    tail = payload[-_TAIL_BYTES:]
-    start = tail.rfind(b"]")
-    return BACKLOG if start >= 0 and _MARKER.search(tail, start) else LIVE
+    # The marker's name looked for first (a search in C): live messages lack it.
+    if payload.find(_NAME, 0, _HEAD_BYTES) >= 0:
+        end = payload.find(_READINGS, 0, _HEAD_BYTES)
+        if _MARKER.search(payload, 0, _HEAD_BYTES if end < 0 else end):
+            return BACKLOG
+    tail = max(0, len(payload) - _TAIL_BYTES)
+    if payload.find(_NAME, tail) >= 0:
+        start = payload.rfind(b"]", tail)
+        if start >= 0 and _MARKER.search(payload, start):
+            return BACKLOG
+    return LIVE
 
 
 class Inbox:
@@ -77,12 +82,16 @@ class Inbox:
         self._put_messages = [0, 0]
         self._taken_messages = [0, 0]
 
-    def put(self, message: Message) -> None:
-        lane = lane_of(message.payload)
-        self._put_bytes[lane] += len(message.payload)
+    def put(self, message: Message, live_budget_bytes: int | None = None) -> bool:
+        """Queue a message; with a budget, whether the inbox is still within it (not
+        ``held_back``), else True."""
+        payload = message.payload
+        lane = lane_of(payload)
+        self._put_bytes[lane] += len(payload)
         self._put_messages[lane] += 1
         self._lanes[lane].append(message)  # before the token: a token has its message
         self._ready.put(None)
+        return live_budget_bytes is None or not self.held_back(live_budget_bytes)
 
     def get(self, timeout: float | None = None) -> Message:
         """The next message: live first, backlog at its share; raises ``queue.Empty``
@@ -128,7 +137,8 @@ class Inbox:
     def held_back(self, live_budget_bytes: int) -> bool:
         """The network loop should stop reading: either lane holds more than its budget
         (``live_budget_bytes``, and ``BACKLOG_BYTES_FACTOR`` times it for the backlog)."""
+        put, taken = self._put_bytes, self._taken_bytes  # read for every message received
         return (
-            self.waiting_bytes_in(LIVE) > live_budget_bytes
-            or self.waiting_bytes_in(BACKLOG) > BACKLOG_BYTES_FACTOR * live_budget_bytes
+            put[LIVE] - taken[LIVE] > live_budget_bytes
+            or put[BACKLOG] - taken[BACKLOG] > BACKLOG_BYTES_FACTOR * live_budget_bytes
         )

@@ -25,6 +25,7 @@ import logging
 import re
 import threading
 from collections.abc import Sequence
+from time import time_ns
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -97,6 +98,7 @@ class MqttIngest:
         self.config = config
         # ("+",) for every street; the gateway resumes only these streets' devices.
         self.streets = owned_streets(config.street_filter)
+        self._filtered = ALL_STREETS not in self.streets  # messages of other streets may come
         self.topic_filters = street_subscriptions(config.street_filter)
         self._inbox = inbox
         self._session = 0
@@ -129,6 +131,7 @@ class MqttIngest:
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
+        client.deliver_publish = self._deliver
         self._client = client
         self._loop = NetworkLoop(
             client,
@@ -309,8 +312,10 @@ class MqttIngest:
         with other streets (or "+").  What that session queued is still processed here (it
         is in no other instance's queue); the unsubscription stops the rest.
         """
+        if ALL_STREETS in self.streets:
+            return
         parts = topic.split("/")
-        if ALL_STREETS in self.streets or len(parts) < 4:
+        if len(parts) < 4:
             return
         street = parts[3]
         if street in self.streets or street in self._stale.values() or street in self.unsubscribed:
@@ -336,3 +341,17 @@ class MqttIngest:
                 topic, bytes(message.payload), message.mid, message.qos, wall_ms(), self._session
             )
         )
+
+    def _deliver(self, topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
+        """A PUBLISH from the client's own read (``GatewayClient.deliver_publish``): what
+        ``_on_message`` does with paho's message; False once the network loop should stop
+        reading (the inbox over its budget)."""
+        try:
+            text = topic.decode()
+        except UnicodeDecodeError:  # the broker should refuse these; keep the evidence
+            text = topic.decode("utf-8", "replace")
+        if self._filtered:
+            self._drop_stale_street(text)
+        received_ms = time_ns() // 1_000_000  # wall_ms(), without a call for every message
+        message = Message(text, payload, mid, qos, received_ms, self._session)
+        return self._inbox.put(message, MAX_WAITING_BYTES)

@@ -9,8 +9,9 @@ This loop drives the same client through paho's external-loop API (``loop_read``
 ``loop_write``, ``loop_misc``): each wake-up reads every packet already waiting on the
 socket, and a batch's acknowledgements are handed over in one call and sent from this
 thread, with one wake-up per batch (bench/throughput.py's (a') measures this ingest).  The
-client (``gateway.transport.paho_client``) reads the socket in chunks and writes a
-batch's acknowledgements in one call.
+client (``gateway.transport.paho_client``) reads the socket in chunks, hands the PUBLISH
+packets in a chunk over straight from it, and writes a batch's acknowledgements in one
+call (bench/transport.py measures what a message costs this thread).
 
 While the processing thread is behind (``held_back()``: the inbox holds more payload than
 its budget), it leaves the socket unread (and the client's chunk, at most a few hundred

@@ -6,6 +6,8 @@ import queue
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.agent import envelope_payload
 from gateway.pipeline import Message
@@ -38,6 +40,43 @@ def test_the_marker_is_found_before_or_after_the_readings_and_nowhere_else() -> 
     inside = b'{"v":1,"edge":"e1","readings":[{"values":{"replay":true}}' + b" " * 200 + b"]}"
     assert lane_of(inside) == LIVE
     assert lane_of(b"") == LIVE and lane_of(b"not json") == LIVE
+
+
+readings = st.lists(
+    st.builds(
+        Reading,
+        device=st.sampled_from(["L1", "replay", "F-2"]),
+        kind=st.just("lift"),
+        seq=st.integers(1, 10**6),
+        ts=st.integers(0, 2**41),
+        # A value named as the marker must never be taken for it.
+        values=st.dictionaries(
+            st.sampled_from(["replay", "speed", "replay "]),
+            st.one_of(
+                st.integers(0, 1),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.sampled_from(["true", " true"]),
+            ),
+            max_size=3,
+        ),
+        building=st.text(max_size=40),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(readings, st.booleans(), st.booleans(), st.sampled_from(["e1", "edge-" + "x" * 59]))
+def test_the_lane_is_the_envelopes_own_marker_as_the_edge_or_msgspec_writes_it(
+    readings: list[Reading], replay: bool, by_edge: bool, edge: str
+) -> None:
+    if by_edge:
+        payload = envelope_payload(edge, [msgspec.json.encode(r) for r in readings], replay=replay)
+    else:
+        payload = encode(Envelope(v=1, edge=edge, readings=readings, replay=replay))
+    assert decode_envelope(payload).replay is replay
+    assert lane_of(payload) == (BACKLOG if replay else LIVE)
 
 
 def test_the_envelope_carries_the_marker_only_when_set() -> None:

@@ -177,3 +177,28 @@ def test_a_hold_lasts_at_most_its_limit_then_the_receive_maximum_alone_bounds_it
         got = receive(inbox, 100)
         assert [m.payload for m in got] == sent
         assert ingest.ack(got) == 100
+
+
+def test_a_publish_read_straight_from_the_chunk_is_queued_as_on_message_queues_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_module, "MAX_WAITING_BYTES", 1_000)
+    inbox = Inbox()
+    ingest = MqttIngest(mqtt_config(free_port(), "straight"), inbox)  # never started
+    assert ingest._deliver(TOPIC.format(n=1).encode(), b"x" * 600, 7, 1) is True
+    # Over the budget: the network loop is told to stop reading.  A topic that is not
+    # UTF-8 (the broker should refuse it) is kept as evidence.
+    assert ingest._deliver(b"jiayuan/\xff", b"y" * 600, 8, 0) is False
+    first, second = receive(inbox, 2)
+    assert (first.topic, first.payload, first.mid, first.qos) == (
+        TOPIC.format(n=1),
+        b"x" * 600,
+        7,
+        1,
+    )
+    assert (second.topic, second.payload, second.mid, second.qos) == (
+        "jiayuan/\ufffd",
+        b"y" * 600,
+        8,
+        0,
+    )

@@ -2,19 +2,25 @@
 
 paho's small reads are served from one large read of the socket, in order and byte for
 byte; a new connection never gets what was read from the old one; a batch's PUBACKs are
-the bytes paho writes for each, written in one call; and through the real Mosquitto,
-messages larger than a chunk and many small ones in one chunk arrive whole, in order,
-and once.
+the bytes paho writes for each, written in one call; the PUBLISH packets the client hands
+over straight from its chunk are, with those left to paho, exactly what paho alone
+delivers, whatever the mix of packets and wherever the chunks cut them; and through the
+real Mosquitto, messages larger than a chunk and many small ones in one chunk arrive
+whole, in order, and once.
 """
 
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.transport import paho_client
@@ -59,10 +65,112 @@ def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     theirs.close()
 
 
-def client_on(sock: Any) -> GatewayClient:
-    client = GatewayClient(CallbackAPIVersion.VERSION2, manual_ack=True)
+def client_on(sock: Any, protocol: int = mqtt.MQTTv5) -> GatewayClient:
+    client = GatewayClient(CallbackAPIVersion.VERSION2, manual_ack=True, protocol=protocol)
     client._sock = sock
     return client
+
+
+def remaining_length(length: int) -> bytes:
+    encoded = bytearray()
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        encoded.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(encoded)
+
+
+def publish(
+    topic: bytes,
+    payload: bytes,
+    *,
+    qos: int = 1,
+    mid: int = 1,
+    v5: bool = True,
+    properties: bytes = b"\0",
+    flags: int = 0,  # DUP (8) and RETAIN (1)
+) -> bytes:
+    """A PUBLISH packet as a broker sends it."""
+    body = len(topic).to_bytes(2, "big") + topic
+    if qos:
+        body += mid.to_bytes(2, "big")
+    if v5:
+        body += properties
+    body += payload
+    return bytes([0x30 | qos << 1 | flags]) + remaining_length(len(body)) + body
+
+
+PINGRESP = b"\xd0\x00"
+
+
+@st.composite
+def packet_streams(draw: st.DrawFn) -> tuple[bool, list[bytes]]:
+    """(MQTT 5?, packets): PUBLISHes of every QoS, with and without properties, of sizes
+    whose remaining length takes one to three bytes, with other packets between them."""
+    v5 = draw(st.booleans())
+    packets = []
+    for n in range(draw(st.integers(1, 60))):
+        if draw(st.integers(0, 9)) == 0:
+            packets.append(PINGRESP)
+            continue
+        qos = draw(st.sampled_from([0, 1, 1, 1, 2]))
+        topic = draw(
+            st.sampled_from([b"jiayuan/v1/d/s/e1/batch/edge1", b"t", "街道/é".encode(), b"t/\xff"])
+        )
+        size = draw(st.sampled_from([0, 1, 100, 120, 1_000, 16_400, 70_000]))
+        properties = b"\0"
+        if v5 and draw(st.integers(0, 4)) == 0:
+            properties = b"\x02\x01\x01"  # payload format indicator: UTF-8
+        packets.append(
+            publish(
+                topic,
+                bytes([n % 251]) * size,
+                qos=qos,
+                mid=n + 1,
+                v5=v5,
+                properties=properties,
+                flags=draw(st.sampled_from([0, 1, 8])),
+            )
+        )
+    return v5, packets
+
+
+def drain(stream: bytes, v5: bool, fast: bool) -> list[tuple[bytes, bytes, int, int]]:
+    """Everything a client delivers from ``stream``, by either path, in order."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    writer = threading.Thread(target=theirs.sendall, args=(stream,))
+    writer.start()
+    got: list[tuple[bytes, bytes, int, int]] = []
+    client = client_on(ours, mqtt.MQTTv5 if v5 else mqtt.MQTTv311)
+    client.on_message = lambda _c, _u, m: got.append((m._topic, bytes(m.payload), m.mid, m.qos))
+
+    def deliver(topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
+        got.append((topic, payload, mid, qos))
+        return True
+
+    if fast:
+        client.deliver_publish = deliver
+    try:
+        quiet = 0  # turns in a row that found nothing more to read
+        while quiet < 3:
+            before = len(got)
+            assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+            spent = not writer.is_alive() and client.buffered() == 0 and not _waiting(ours)
+            quiet = quiet + 1 if spent and len(got) == before else 0
+        writer.join()
+    finally:
+        client._sock = None
+        ours.close()
+        theirs.close()
+    return got
+
+
+def _waiting(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
 
 
 def test_small_reads_come_from_one_read_of_the_socket_in_order(
@@ -154,3 +262,77 @@ def test_messages_larger_than_a_chunk_and_many_in_one_arrive_whole_in_order_and_
         assert nothing_more(inbox) == []
     with running_ingest(config) as (_, inbox):
         assert nothing_more(inbox) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(packet_streams(), st.sampled_from([64, 1_000, paho_client.CHUNK_BYTES]))
+def test_publishes_taken_straight_from_the_chunk_are_what_paho_alone_delivers(
+    case: tuple[bool, list[bytes]], chunk_bytes: int
+) -> None:
+    v5, packets = case
+    stream = b"".join(packets)
+    original = paho_client.CHUNK_BYTES
+    paho_client.CHUNK_BYTES = chunk_bytes
+    try:
+        expected = drain(stream, v5, fast=False)
+        got = drain(stream, v5, fast=True)
+    finally:
+        paho_client.CHUNK_BYTES = original
+    assert got == expected
+    assert all(type(payload) is bytes for _, payload, _, _ in got)
+
+
+def test_whole_publishes_in_a_chunk_all_go_straight_until_told_to_stop(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    client = client_on(ours, mqtt.MQTTv311)
+    by_paho: list[int] = []
+    client.on_message = lambda _c, _u, m: by_paho.append(m.mid)
+    straight: list[tuple[bytes, bytes, int, int]] = []
+
+    def deliver(topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
+        straight.append((topic, payload, mid, qos))
+        return mid not in (3, 4)  # the inbox is full after the third, and still
+
+    client.deliver_publish = deliver
+    theirs.sendall(b"".join(publish(b"a/b", b"x" * mid, mid=mid, v5=False) for mid in range(1, 7)))
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert straight == [(b"a/b", b"x", 1, 1), (b"a/b", b"xx", 2, 1), (b"a/b", b"xxx", 3, 1)]
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert [mid for _, _, mid, _ in straight] == [1, 2, 3, 4]
+    straight.clear()
+
+    def deliver_all(topic: bytes, payload: bytes, mid: int, qos: int) -> bool:
+        straight.append((topic, payload, mid, qos))
+        return True
+
+    client.deliver_publish = deliver_all
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert [mid for _, _, mid, _ in straight] == [5, 6]
+    assert by_paho == [] and client.buffered() == 0
+    # One at a time, as live traffic trickles in: each read straight from its own chunk.
+    for mid in (7, 8):
+        theirs.sendall(publish(b"a/b", b"live", mid=mid, v5=False))
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert [mid for _, _, mid, _ in straight] == [5, 6, 7, 8] and by_paho == []
+    assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS  # nothing waiting: as paho's read
+    theirs.shutdown(socket.SHUT_WR)
+    assert client.loop_read() == mqtt.MQTT_ERR_CONN_LOST
+
+
+def test_a_client_that_acknowledges_by_itself_reads_every_publish_the_paho_way(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, theirs = pair
+    client = GatewayClient(CallbackAPIVersion.VERSION2, manual_ack=False)
+    client._sock = ours
+    by_paho: list[int] = []
+    client.on_message = lambda _c, _u, m: by_paho.append(m.mid)
+    client.deliver_publish = lambda *_: pytest.fail("paho acknowledges these itself")
+    theirs.sendall(b"".join(publish(b"a/b", b"x", mid=mid) for mid in (1, 2, 3)))
+    for _ in range(3):
+        assert client.loop_read() == mqtt.MQTT_ERR_SUCCESS
+    assert by_paho == [1, 2, 3]
+    client.loop_write()
+    assert theirs.recv(100).count(bytes([mqtt.PUBACK, 2])) == 3  # paho's own PUBACKs
