@@ -26,6 +26,7 @@ import gc
 import logging
 import math
 import pickle
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +78,53 @@ class SiteSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteColumn:
+    """A signal of a site's make-up: which of the site's devices (its index in
+    ``SiteSpec.devices``), its field, kind and unit.  Sites of the same make-up (an
+    estate's two water tanks) share one tuple of them."""
+
+    member: int
+    field: str
+    kind: Kind
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
 class SiteSpec:
-    """One site: where its anomaly hangs, its signals (columns) and its slot."""
+    """One site: where its anomaly hangs, its devices, its signals (columns) and its slot.
+
+    A city has thousands of sites of a few make-ups: a site holds its devices' ids and
+    the make-up's shared columns, not an object per signal (``signals`` makes those)."""
 
     name: str
     anchor: Place  # the site's first device: its anomaly's device
-    signals: tuple[SiteSignal, ...]
+    devices: tuple[str, ...]
+    columns: tuple[SiteColumn, ...]
     slot_ms: int
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        anchor: Place,
+        signals: Sequence[SiteSignal],
+        slot_ms: int,
+        make_ups: dict[tuple[SiteColumn, ...], tuple[SiteColumn, ...]] | None = None,
+    ) -> SiteSpec:
+        """The site of these signals; ``make_ups`` shares equal column tuples between
+        the sites made with it."""
+        devices = tuple(dict.fromkeys(s.device for s in signals))
+        member = {device: k for k, device in enumerate(devices)}
+        columns = tuple(SiteColumn(member[s.device], s.field, s.kind, s.unit) for s in signals)
+        if make_ups is not None:
+            columns = make_ups.setdefault(columns, columns)
+        return cls(name, anchor, devices, columns, slot_ms)
+
+    @property
+    def signals(self) -> tuple[SiteSignal, ...]:
+        return tuple(
+            SiteSignal(self.devices[c.member], c.field, c.kind, c.unit) for c in self.columns
+        )
 
     @property
     def estate(self) -> str:
@@ -98,6 +139,7 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
     """Every site of the registry with at least two numeric signals; its slot is its
     slowest member's heartbeat, ``min_slot_s`` at least."""
     specs = []
+    make_ups: dict[tuple[SiteColumn, ...], tuple[SiteColumn, ...]] = {}
     for record in registry.records():
         estate = record.estate
         for name, devices in record.sites().items():
@@ -114,7 +156,9 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
                 estate.district, estate.street, estate.id, first.building, first.kind, first.id
             )
             slot_s = max(min_slot_s, *(family(d.kind).heartbeat_s for d in devices))
-            specs.append(SiteSpec(name, anchor, signals, int(slot_s * 1000)))
+            specs.append(
+                SiteSpec.of(sys.intern(name), anchor, signals, int(slot_s * 1000), make_ups)
+            )
     return specs
 
 
@@ -179,15 +223,16 @@ class SiteDetectors(Stateful):
         # Device id → (site, its columns by field name); registry device ids are unique.
         self._members: dict[str, tuple[int, dict[str, int]]] = {}
         for index, spec in enumerate(self.specs):
-            for column, signal in enumerate(spec.signals):
-                _, columns = self._members.setdefault(signal.device, (index, {}))
+            for column, signal in enumerate(spec.columns):
+                device = spec.devices[signal.member]
+                _, columns = self._members.setdefault(device, (index, {}))
                 columns[signal.field] = column
         # Sites of the same make-up map their devices' fields alike: one mapping for all.
         shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
         for device, (index, columns) in self._members.items():
             self._members[device] = (index, shared.setdefault(tuple(columns.items()), columns))
         self._states = [
-            _SiteState(np.zeros(len(spec.signals), dtype=np.float32)) for spec in self.specs
+            _SiteState(np.zeros(len(spec.columns), dtype=np.float32)) for spec in self.specs
         ]
         self._told_learning = False
 
@@ -220,7 +265,7 @@ class SiteDetectors(Stateful):
         slot = reading.ts // spec.slot_ms
         change = None
         if slot > state.slot:
-            if state.slot >= 0 and state.seen == (1 << len(spec.signals)) - 1:
+            if state.slot >= 0 and state.seen == (1 << len(spec.columns)) - 1:
                 change = self._row(spec, state, (state.slot + 1) * spec.slot_ms)
             state.slot, state.seen = slot, 0
         elif slot < state.slot:
@@ -242,7 +287,7 @@ class SiteDetectors(Stateful):
         if numbers is None:
             self._learn(spec, state)
             return None
-        signals = len(spec.signals)
+        signals = len(spec.columns)
         columns = signals * (self.params.lags + 1)
         values = state.values
         lagged = values[:columns]  # the row, then the previous rows newest first
@@ -306,7 +351,7 @@ class SiteDetectors(Stateful):
         return AnomalyChange(code, True, state.since_ms, value, predicted, detail)
 
     def _learn(self, spec: SiteSpec, state: _SiteState) -> None:
-        signals = len(spec.signals)
+        signals = len(spec.columns)
         if state.rows is None:
             state.rows = np.empty((self.learn_rows, signals), dtype=np.float16)
             # The first row is the origin the learning rows are kept against.
@@ -375,7 +420,7 @@ class SiteDetectors(Stateful):
                     s.estate,
                     s.name,
                     s.anchor.key,
-                    tuple((g.device, g.field) for g in s.signals),
+                    tuple((s.devices[g.member], g.field) for g in s.columns),
                     s.slot_ms,
                 )
                 for s in self.specs
@@ -402,8 +447,9 @@ def _detail(
     """Chinese first: the site and, per signal, its value and what the healthy relations
     with the others predict."""
     parts = []
+    signals = spec.signals
     for j in order:
-        signal = spec.signals[j]
+        signal = signals[j]
         unit = f" {signal.unit}" if signal.unit else ""
         parts.append(
             f"{signal.title(spec.estate)} {row[j]:.4g}{unit}，健康关系推算 {expected[j]:.4g}{unit}"
@@ -438,6 +484,6 @@ def load_sites(path: Path, streets: Sequence[str] = ("+",)) -> SiteDetectors:
             "站点模型 %d 个 site models for %d registry sites (%d signals)",
             len(specs),
             len(specs),
-            sum(len(s.signals) for s in specs),
+            sum(len(s.columns) for s in specs),
         )
     return SiteDetectors(specs)
