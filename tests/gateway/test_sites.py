@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from gateway.detection.detector import Detector
-from gateway.detection.sites import SiteDetectors, SiteSignal, SiteSpec, load_sites, site_specs
+from gateway.detection.sites import (
+    GATEWAY_SITE_PARAMS,
+    SiteDetectors,
+    SiteSignal,
+    SiteSpec,
+    load_sites,
+    site_specs,
+)
+from gateway.detection.statistics.site_model import SiteModel
 from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import Kind, Severity, family
 from jiayuan.contract import Reading
@@ -95,6 +103,32 @@ def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() ->
     assert first_named.startswith("W01 出水压力 supply_pressure"), opened.detail
     assert "健康关系推算" in first_named and "healthy relations predict" in first_named
     assert 0.22 < opened.value < 0.28 and 0.22 < opened.threshold < 0.28
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_learning_rows_kept_in_float16_give_the_model_of_the_exact_rows(seed: int) -> None:
+    # The learning rows are kept as float16 differences from the first row (half the
+    # bytes while every site learns at once): the model learnt must be that of the rows
+    # as they came (as float32, the site's latest values), its limits within a percent.
+    readings = list(pump_room(PLACES, LEARNT_S, seed=seed))
+    sites = SiteDetectors([spec()])
+    places = {p.device: p for p in PLACES}
+    sites.evaluate_many([(places[r.device], r) for r in readings])
+    (state,) = sites.export_state()["_states"]
+    assert state.learnt is not None
+    fields = [s.name for s in FLOAT_SIGNALS]
+    by_slot: dict[int, dict[str, list[float]]] = {}
+    for r in readings:
+        row = by_slot.setdefault((r.ts - T0) // (PERIOD_S * 1000), {})
+        row[r.device] = [float(np.float32(r.values[f])) for f in fields]  # type: ignore[arg-type]
+    rows = np.array(
+        [by_slot[k][PLACES[0].device] + by_slot[k][PLACES[1].device] for k in range(LEARN_ROWS)]
+    )
+    exact = SiteModel(rows, [str(j) for j in range(rows.shape[1])], GATEWAY_SITE_PARAMS)
+    learnt = state.learnt
+    assert learnt[0] == pytest.approx(exact.q_limit, rel=0.01)
+    assert list(learnt[3:5]) == pytest.approx(exact.chart_limits, rel=0.01)
+    assert state.basis == rows.shape[1] * 2 - exact.components  # the residual space kept
 
 
 def test_a_site_whose_signals_share_no_healthy_relation_raises_nothing() -> None:
