@@ -120,7 +120,7 @@ def test_the_learning_rows_kept_in_float16_give_the_model_of_the_exact_rows(seed
     by_slot: dict[int, dict[str, list[float]]] = {}
     for r in readings:
         row = by_slot.setdefault((r.ts - T0) // (PERIOD_S * 1000), {})
-        row[r.device] = [float(np.float32(r.values[f])) for f in fields]  # type: ignore[arg-type]
+        row[r.device] = [float(np.float32(r.values[f])) for f in fields]
     rows = np.array(
         [by_slot[k][PLACES[0].device] + by_slot[k][PLACES[1].device] for k in range(LEARN_ROWS)]
     )
