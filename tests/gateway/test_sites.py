@@ -51,6 +51,18 @@ def spec() -> SiteSpec:
     return SiteSpec.of("pumproom", PLACES[0], signals, PERIOD_S * 1000)
 
 
+def replace_place(place: Place, estate: str) -> Place:
+    """The same tank in another estate."""
+    return Place(
+        place.district,
+        place.street,
+        estate,
+        place.building,
+        place.kind,
+        tank_id(estate, place.device[-3:]),
+    )
+
+
 def judge(detector: Detector, readings: list[Reading]) -> list[Anomaly]:
     places = {p.device: p for p in PLACES}
     changed: list[Anomaly] = []
@@ -129,6 +141,49 @@ def test_the_learning_rows_kept_in_float16_give_the_model_of_the_exact_rows(seed
     assert learnt[0] == pytest.approx(exact.q_limit, rel=0.01)
     assert list(learnt[3:5]) == pytest.approx(exact.chart_limits, rel=0.01)
     assert state.basis == rows.shape[1] * 2 - exact.components  # the residual space kept
+
+
+@pytest.mark.slow
+def test_the_learning_rows_are_unmapped_once_every_site_learnt_restarted_or_not() -> None:
+    # Freed site by site into the heap, the rows of a city's sites kept the learning peak
+    # resident for good: they live in shared maps, unmapped once their sites learnt.
+    estates = [f"estate-{k:03d}" for k in range(60)]  # more sites than one map holds
+    specs, places = [], {}
+    for estate in estates:
+        pair = tuple(replace_place(p, estate) for p in PLACES)
+        places.update({p.device: p for p in pair})
+        signals = tuple(
+            SiteSignal(p.device, s.name, Kind.WATER_TANK, s.unit)
+            for p in pair
+            for s in FLOAT_SIGNALS
+        )
+        specs.append(SiteSpec.of("pumproom", pair[0], signals, PERIOD_S * 1000))
+    readings = list(pump_room(PLACES, LEARNT_S, seed=5))
+    half = next(i for i, r in enumerate(readings) if r.ts - T0 >= LEARNT_S * 500)
+
+    def feed(sites: SiteDetectors, part: list[Reading]) -> None:
+        for r in part:
+            tanks = [tank_id(e, r.device[-3:]) for e in estates]
+            sites.evaluate_many(
+                [(places[t], Reading(t, r.kind, r.seq, r.ts, r.values, r.building)) for t in tanks]
+            )
+
+    straight = SiteDetectors(specs)
+    feed(straight, readings[:half])
+    assert straight.learning() == len(specs) and straight.learning_maps() > 1
+    # A restart while learning: the rows taken back go into maps too.
+    restarted = SiteDetectors(specs)
+    restarted.import_state(pickle.loads(pickle.dumps(straight.export_state())))
+    assert restarted.learning() == len(specs) and restarted.learning_maps() > 1
+    for sites in (straight, restarted):
+        feed(sites, readings[half:])
+        assert sites.learnt() == len(specs) and sites.learning() == 0
+        assert sites.learning_maps() == 0
+    pairs = zip(
+        straight.export_state()["_states"], restarted.export_state()["_states"], strict=True
+    )
+    for a, b in pairs:
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.numbers, b.numbers)
 
 
 def test_a_site_whose_signals_share_no_healthy_relation_raises_nothing() -> None:
