@@ -25,7 +25,10 @@ from __future__ import annotations
 import gc
 import logging
 import math
+import mmap
 import pickle
+import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +80,53 @@ class SiteSignal:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteColumn:
+    """A signal of a site's make-up: which of the site's devices (its index in
+    ``SiteSpec.devices``), its field, kind and unit.  Sites of the same make-up (an
+    estate's two water tanks) share one tuple of them."""
+
+    member: int
+    field: str
+    kind: Kind
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
 class SiteSpec:
-    """One site: where its anomaly hangs, its signals (columns) and its slot."""
+    """One site: where its anomaly hangs, its devices, its signals (columns) and its slot.
+
+    A city has thousands of sites of a few make-ups: a site holds its devices' ids and
+    the make-up's shared columns, not an object per signal (``signals`` makes those)."""
 
     name: str
     anchor: Place  # the site's first device: its anomaly's device
-    signals: tuple[SiteSignal, ...]
+    devices: tuple[str, ...]
+    columns: tuple[SiteColumn, ...]
     slot_ms: int
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        anchor: Place,
+        signals: Sequence[SiteSignal],
+        slot_ms: int,
+        make_ups: dict[tuple[SiteColumn, ...], tuple[SiteColumn, ...]] | None = None,
+    ) -> SiteSpec:
+        """The site of these signals; ``make_ups`` shares equal column tuples between
+        the sites made with it."""
+        devices = tuple(dict.fromkeys(s.device for s in signals))
+        member = {device: k for k, device in enumerate(devices)}
+        columns = tuple(SiteColumn(member[s.device], s.field, s.kind, s.unit) for s in signals)
+        if make_ups is not None:
+            columns = make_ups.setdefault(columns, columns)
+        return cls(name, anchor, devices, columns, slot_ms)
+
+    @property
+    def signals(self) -> tuple[SiteSignal, ...]:
+        return tuple(
+            SiteSignal(self.devices[c.member], c.field, c.kind, c.unit) for c in self.columns
+        )
 
     @property
     def estate(self) -> str:
@@ -98,6 +141,7 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
     """Every site of the registry with at least two numeric signals; its slot is its
     slowest member's heartbeat, ``min_slot_s`` at least."""
     specs = []
+    make_ups: dict[tuple[SiteColumn, ...], tuple[SiteColumn, ...]] = {}
     for record in registry.records():
         estate = record.estate
         for name, devices in record.sites().items():
@@ -114,8 +158,54 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
                 estate.district, estate.street, estate.id, first.building, first.kind, first.id
             )
             slot_s = max(min_slot_s, *(family(d.kind).heartbeat_s for d in devices))
-            specs.append(SiteSpec(name, anchor, signals, int(slot_s * 1000)))
+            specs.append(
+                SiteSpec.of(sys.intern(name), anchor, signals, int(slot_s * 1000), make_ups)
+            )
     return specs
+
+
+# Bytes of one shared map of learning rows: some seventy sites of 5-10 signals.
+ROW_POOL_BYTES = 256 << 10
+_F16 = npt.NDArray[np.float16]
+
+
+class _RowPool:
+    """The sites' learning rows in anonymous memory maps shared by the sites that start
+    learning together, not in an array of their own each.
+
+    A city's sites learn at once, the first 12 h after a start: their rows, a few KB a
+    site, then make up most of the heap, mixed with what the traffic allocated meanwhile.
+    Freed site by site into the heap, they stayed resident for good (20,000 devices: the
+    process held the learning peak after every site had learnt).  A map is unmapped, its
+    pages returned, once the last site taking rows from it has learnt (or failed to)."""
+
+    def __init__(self, pool_bytes: int = ROW_POOL_BYTES) -> None:
+        self.pool_bytes = pool_bytes
+        # Weak: only the arrays taken from a map keep it, the current one too.
+        self._current: weakref.ref[mmap.mmap] | None = None
+        self._used = 0
+        self._maps: list[weakref.ref[mmap.mmap]] = []
+
+    def take(self, rows: int, columns: int) -> _F16:
+        """A rows × columns float16 array (zeroed) in the current map, or in a new one."""
+        nbytes = rows * columns * 2
+        if nbytes > self.pool_bytes:
+            return np.zeros((rows, columns), dtype=np.float16)  # a site larger than a map
+        pages = self._current() if self._current is not None else None
+        if pages is None or self._used + nbytes > self.pool_bytes:
+            pages = mmap.mmap(-1, self.pool_bytes)
+            self._current = weakref.ref(pages)
+            self._maps.append(self._current)
+            self._used = 0
+        start = self._used
+        self._used += -(-nbytes // 8) * 8  # the next site's rows 8-byte aligned
+        taken = np.frombuffer(pages, dtype=np.float16, count=rows * columns, offset=start)
+        return taken.reshape(rows, columns)
+
+    def maps(self) -> int:
+        """How many maps are mapped (some site still holds rows in them)."""
+        self._maps = [ref for ref in self._maps if ref() is not None]
+        return len(self._maps)
 
 
 @dataclass(slots=True, eq=False)
@@ -140,9 +230,10 @@ class _SiteState:
     complement: bool = False  # the basis spans the residual space, not the loadings'
     seen: int = 0  # bit per signal: reported in the current slot
     slot: int = -1
-    # Learning buffer, freed once learnt: each row as its difference from the first row,
-    # in float16 (half the bytes while every site learns at once; a difference keeps
-    # 11 bits of itself, far finer than any signal's noise).
+    # Learning buffer (in a ``_RowPool`` map), freed once learnt: each row as its
+    # difference from the first row, in float16 (half the bytes while every site learns
+    # at once; a difference keeps 11 bits of itself: a pump room's limits learnt stay
+    # within a percent of the exact rows', tests/gateway/test_sites.py).
     rows: npt.NDArray[np.float16] | None = None
     count: int = 0
     open: bool = False
@@ -179,17 +270,19 @@ class SiteDetectors(Stateful):
         # Device id → (site, its columns by field name); registry device ids are unique.
         self._members: dict[str, tuple[int, dict[str, int]]] = {}
         for index, spec in enumerate(self.specs):
-            for column, signal in enumerate(spec.signals):
-                _, columns = self._members.setdefault(signal.device, (index, {}))
+            for column, signal in enumerate(spec.columns):
+                device = spec.devices[signal.member]
+                _, columns = self._members.setdefault(device, (index, {}))
                 columns[signal.field] = column
         # Sites of the same make-up map their devices' fields alike: one mapping for all.
         shared: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
         for device, (index, columns) in self._members.items():
             self._members[device] = (index, shared.setdefault(tuple(columns.items()), columns))
         self._states = [
-            _SiteState(np.zeros(len(spec.signals), dtype=np.float32)) for spec in self.specs
+            _SiteState(np.zeros(len(spec.columns), dtype=np.float32)) for spec in self.specs
         ]
         self._told_learning = False
+        self._pool = _RowPool()
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -220,7 +313,7 @@ class SiteDetectors(Stateful):
         slot = reading.ts // spec.slot_ms
         change = None
         if slot > state.slot:
-            if state.slot >= 0 and state.seen == (1 << len(spec.signals)) - 1:
+            if state.slot >= 0 and state.seen == (1 << len(spec.columns)) - 1:
                 change = self._row(spec, state, (state.slot + 1) * spec.slot_ms)
             state.slot, state.seen = slot, 0
         elif slot < state.slot:
@@ -242,7 +335,7 @@ class SiteDetectors(Stateful):
         if numbers is None:
             self._learn(spec, state)
             return None
-        signals = len(spec.signals)
+        signals = len(spec.columns)
         columns = signals * (self.params.lags + 1)
         values = state.values
         lagged = values[:columns]  # the row, then the previous rows newest first
@@ -306,9 +399,9 @@ class SiteDetectors(Stateful):
         return AnomalyChange(code, True, state.since_ms, value, predicted, detail)
 
     def _learn(self, spec: SiteSpec, state: _SiteState) -> None:
-        signals = len(spec.signals)
+        signals = len(spec.columns)
         if state.rows is None:
-            state.rows = np.empty((self.learn_rows, signals), dtype=np.float16)
+            state.rows = self._pool.take(self.learn_rows, signals)
             # The first row is the origin the learning rows are kept against.
             state.values = np.concatenate((state.values, state.values))
             if not self._told_learning:
@@ -364,6 +457,14 @@ class SiteDetectors(Stateful):
     def export_state(self) -> dict[str, Any]:
         return {"_states": self._states}
 
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        super().import_state(state)
+        for site in self._states:  # the learning rows taken back into shared maps
+            if site.rows is not None:
+                rows = self._pool.take(*site.rows.shape)
+                rows[...] = site.rows
+                site.rows = rows
+
     def layout(self) -> object:
         return (
             type(self).__qualname__,
@@ -375,7 +476,7 @@ class SiteDetectors(Stateful):
                     s.estate,
                     s.name,
                     s.anchor.key,
-                    tuple((g.device, g.field) for g in s.signals),
+                    tuple((s.devices[g.member], g.field) for g in s.columns),
                     s.slot_ms,
                 )
                 for s in self.specs
@@ -390,6 +491,10 @@ class SiteDetectors(Stateful):
         """How many sites hold learning rows."""
         return sum(1 for state in self._states if state.rows is not None)
 
+    def learning_maps(self) -> int:
+        """How many memory maps the learning rows hold (none once every site learnt)."""
+        return self._pool.maps()
+
 
 def _detail(
     spec: SiteSpec,
@@ -402,8 +507,9 @@ def _detail(
     """Chinese first: the site and, per signal, its value and what the healthy relations
     with the others predict."""
     parts = []
+    signals = spec.signals
     for j in order:
-        signal = spec.signals[j]
+        signal = signals[j]
         unit = f" {signal.unit}" if signal.unit else ""
         parts.append(
             f"{signal.title(spec.estate)} {row[j]:.4g}{unit}，健康关系推算 {expected[j]:.4g}{unit}"
@@ -438,6 +544,6 @@ def load_sites(path: Path, streets: Sequence[str] = ("+",)) -> SiteDetectors:
             "站点模型 %d 个 site models for %d registry sites (%d signals)",
             len(specs),
             len(specs),
-            sum(len(s.signals) for s in specs),
+            sum(len(s.columns) for s in specs),
         )
     return SiteDetectors(specs)

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 
 from gateway.detection.detector import Detector
-from gateway.detection.sites import SiteDetectors, SiteSignal, SiteSpec, load_sites, site_specs
+from gateway.detection.sites import (
+    GATEWAY_SITE_PARAMS,
+    SiteDetectors,
+    SiteSignal,
+    SiteSpec,
+    load_sites,
+    site_specs,
+)
+from gateway.detection.statistics.site_model import SiteModel
 from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import Kind, Severity, family
 from jiayuan.contract import Reading
@@ -40,7 +48,19 @@ def spec() -> SiteSpec:
         for s in family(Kind.WATER_TANK).signals
         if s.type.value == "float"
     )
-    return SiteSpec("pumproom", PLACES[0], signals, PERIOD_S * 1000)
+    return SiteSpec.of("pumproom", PLACES[0], signals, PERIOD_S * 1000)
+
+
+def replace_place(place: Place, estate: str) -> Place:
+    """The same tank in another estate."""
+    return Place(
+        place.district,
+        place.street,
+        estate,
+        place.building,
+        place.kind,
+        tank_id(estate, place.device[-3:]),
+    )
 
 
 def judge(detector: Detector, readings: list[Reading]) -> list[Anomaly]:
@@ -95,6 +115,75 @@ def test_one_broken_relation_opens_one_anomaly_naming_its_signal_and_closes() ->
     assert first_named.startswith("W01 出水压力 supply_pressure"), opened.detail
     assert "健康关系推算" in first_named and "healthy relations predict" in first_named
     assert 0.22 < opened.value < 0.28 and 0.22 < opened.threshold < 0.28
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_learning_rows_kept_in_float16_give_the_model_of_the_exact_rows(seed: int) -> None:
+    # The learning rows are kept as float16 differences from the first row (half the
+    # bytes while every site learns at once): the model learnt must be that of the rows
+    # as they came (as float32, the site's latest values), its limits within a percent.
+    readings = list(pump_room(PLACES, LEARNT_S, seed=seed))
+    sites = SiteDetectors([spec()])
+    places = {p.device: p for p in PLACES}
+    sites.evaluate_many([(places[r.device], r) for r in readings])
+    (state,) = sites.export_state()["_states"]
+    assert state.learnt is not None
+    fields = [s.name for s in FLOAT_SIGNALS]
+    by_slot: dict[int, dict[str, list[float]]] = {}
+    for r in readings:
+        row = by_slot.setdefault((r.ts - T0) // (PERIOD_S * 1000), {})
+        row[r.device] = [float(np.float32(r.values[f])) for f in fields]
+    rows = np.array(
+        [by_slot[k][PLACES[0].device] + by_slot[k][PLACES[1].device] for k in range(LEARN_ROWS)]
+    )
+    exact = SiteModel(rows, [str(j) for j in range(rows.shape[1])], GATEWAY_SITE_PARAMS)
+    learnt = state.learnt
+    assert learnt[0] == pytest.approx(exact.q_limit, rel=0.01)
+    assert list(learnt[3:5]) == pytest.approx(exact.chart_limits, rel=0.01)
+    assert state.basis == rows.shape[1] * 2 - exact.components  # the residual space kept
+
+
+@pytest.mark.slow
+def test_the_learning_rows_are_unmapped_once_every_site_learnt_restarted_or_not() -> None:
+    # Freed site by site into the heap, the rows of a city's sites kept the learning peak
+    # resident for good: they live in shared maps, unmapped once their sites learnt.
+    estates = [f"estate-{k:03d}" for k in range(60)]  # more sites than one map holds
+    specs, places = [], {}
+    for estate in estates:
+        pair = tuple(replace_place(p, estate) for p in PLACES)
+        places.update({p.device: p for p in pair})
+        signals = tuple(
+            SiteSignal(p.device, s.name, Kind.WATER_TANK, s.unit)
+            for p in pair
+            for s in FLOAT_SIGNALS
+        )
+        specs.append(SiteSpec.of("pumproom", pair[0], signals, PERIOD_S * 1000))
+    readings = list(pump_room(PLACES, LEARNT_S, seed=5))
+    half = next(i for i, r in enumerate(readings) if r.ts - T0 >= LEARNT_S * 500)
+
+    def feed(sites: SiteDetectors, part: list[Reading]) -> None:
+        for r in part:
+            tanks = [tank_id(e, r.device[-3:]) for e in estates]
+            sites.evaluate_many(
+                [(places[t], Reading(t, r.kind, r.seq, r.ts, r.values, r.building)) for t in tanks]
+            )
+
+    straight = SiteDetectors(specs)
+    feed(straight, readings[:half])
+    assert straight.learning() == len(specs) and straight.learning_maps() > 1
+    # A restart while learning: the rows taken back go into maps too.
+    restarted = SiteDetectors(specs)
+    restarted.import_state(pickle.loads(pickle.dumps(straight.export_state())))
+    assert restarted.learning() == len(specs) and restarted.learning_maps() > 1
+    for sites in (straight, restarted):
+        feed(sites, readings[half:])
+        assert sites.learnt() == len(specs) and sites.learning() == 0
+        assert sites.learning_maps() == 0
+    pairs = zip(
+        straight.export_state()["_states"], restarted.export_state()["_states"], strict=True
+    )
+    for a, b in pairs:
+        assert np.array_equal(a.values, b.values) and np.array_equal(a.numbers, b.numbers)
 
 
 def test_a_site_whose_signals_share_no_healthy_relation_raises_nothing() -> None:
@@ -177,6 +266,29 @@ def test_the_registry_names_the_sites_and_their_first_device() -> None:
         ]
 
 
+def test_sites_of_one_make_up_share_their_columns_and_keep_their_own_devices(
+    tmp_path: Path,
+) -> None:
+    registry = generate_registry(build_registry(12, seed=2), seed=2, as_of=date(2026, 6, 1))
+    path = tmp_path / "registry.sqlite"
+    with RegistryStore(path) as store:
+        store.replace(registry)
+    # As the gateway loads them (a copy made once the registry is freed): the sharing holds.
+    specs = load_sites(path).specs
+    by_make_up: dict[tuple[object, ...], list[SiteSpec]] = {}
+    for spec_ in specs:
+        by_make_up.setdefault(tuple(spec_.columns), []).append(spec_)
+    assert any(len(same) > 1 for same in by_make_up.values())
+    for same in by_make_up.values():
+        assert all(s.columns is same[0].columns for s in same)
+    for spec_ in specs:
+        tanks = registry.record(spec_.estate).of_kind(Kind.WATER_TANK)
+        assert spec_.devices == tuple(t.id for t in tanks)
+        assert [(s.device, s.field) for s in spec_.signals] == [
+            (t.id, s.name) for t in tanks for s in FLOAT_SIGNALS
+        ]
+
+
 def test_a_snapshot_keeps_the_learnt_model_and_a_different_site_refuses_it() -> None:
     readings = list(pump_room(PLACES, LEARNT_S + HOUR_S, seed=6, broken=(LEARNT_S + 1800, 10**9)))
     cut = next(i for i, r in enumerate(readings) if r.ts - T0 >= (LEARNT_S + 600) * 1000)
@@ -194,7 +306,7 @@ def test_a_snapshot_keeps_the_learnt_model_and_a_different_site_refuses_it() -> 
     assert site_anomalies(judge(second, readings[cut:])) == expected
 
     other = spec()
-    smaller = SiteSpec(other.name, other.anchor, other.signals[:5], other.slot_ms)
+    smaller = SiteSpec.of(other.name, other.anchor, other.signals[:5], other.slot_ms)
     assert Detector(sites=SiteDetectors([smaller])).layout() != first.layout()
     assert Detector().layout() != first.layout()
 
