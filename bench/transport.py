@@ -43,8 +43,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -56,6 +57,7 @@ STALL_S = 60.0  # under valgrind a message costs a millisecond or more
 # --end-to-end under valgrind on a loaded host: a batch of 5,000 readings may take minutes.
 E2E_STALL_S = 900.0
 FIXED_END_MS = 1_796_000_000_000  # 2026-11-30
+T = TypeVar("T")
 
 
 def build_wires(devices: int, seconds: float) -> list[tuple[str, bytes, int]]:
@@ -153,12 +155,31 @@ def paho_client(port: int, client_id: str, protocol: str, on_message: Any, wait:
     return client
 
 
+def measured(
+    start: Callable[[], T], done: threading.Event, state: dict[str, int]
+) -> tuple[T, float, dict[str, float], dict[str, float]]:
+    """Start the drain and wait for its end: what ``start`` returned, the wall seconds, and
+    the threads' CPU seconds before and after (under callgrind, only this is counted)."""
+    from bench.host_cpu import thread_cpu_s
+
+    if os.environ.get("BENCH_CALLGRIND"):
+        callgrind_control("on")
+    before = thread_cpu_s()
+    started = time.perf_counter()
+    result = start()
+    wait_done(done, state)
+    elapsed = time.perf_counter() - started
+    after = thread_cpu_s()
+    if os.environ.get("BENCH_CALLGRIND"):
+        callgrind_control("off")
+    return result, elapsed, before, after
+
+
 def paho_child(port: int, client_id: str, protocol: str, expected: int) -> None:
     """The baseline drains the session's ``expected`` messages; CPU seconds by thread."""
     import paho.mqtt.client  # noqa: F401  (imported before the CPU clocks start)
 
     import gateway.transport.ingest  # noqa: F401
-    from bench.host_cpu import thread_cpu_s
 
     done = threading.Event()
     state = {"messages": 0, "readings": 0}
@@ -168,16 +189,9 @@ def paho_child(port: int, client_id: str, protocol: str, expected: int) -> None:
         if state["messages"] >= expected:
             done.set()
 
-    if os.environ.get("BENCH_CALLGRIND"):
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
-    before = thread_cpu_s()
-    started = time.perf_counter()
-    client = paho_client(port, client_id, protocol, on_message, wait=False)
-    wait_done(done, state)
-    elapsed = time.perf_counter() - started
-    after = thread_cpu_s()
-    if os.environ.get("BENCH_CALLGRIND"):
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+    client, elapsed, before, after = measured(
+        lambda: paho_client(port, client_id, protocol, on_message, wait=False), done, state
+    )
     client.disconnect()
     client.loop_stop()
     cpu = {
@@ -215,7 +229,6 @@ def child(port: int, client_id: str, protocol: str, expected: int, decode: bool)
     """Drain the session's ``expected`` messages; print CPU seconds by thread."""
     if os.environ.get("BENCH_PROFILE"):
         profile_network_thread()
-    from bench.host_cpu import thread_cpu_s
     from gateway.collector import tune_collector
     from gateway.processor import QUIET_S
     from gateway.transport.inbox import Inbox
@@ -256,16 +269,7 @@ def child(port: int, client_id: str, protocol: str, expected: int, decode: bool)
 
     taker = threading.Thread(target=take, name="taker", daemon=True)
     taker.start()
-    if os.environ.get("BENCH_CALLGRIND"):
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)
-    before = thread_cpu_s()
-    started = time.perf_counter()
-    ingest.start()
-    wait_done(done, state)
-    elapsed = time.perf_counter() - started
-    after = thread_cpu_s()
-    if os.environ.get("BENCH_CALLGRIND"):
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)
+    _, elapsed, before, after = measured(ingest.start, done, state)
     ingest.stop()
     taker.join()
     cpu = {
