@@ -103,6 +103,7 @@ from bench.influx_engine import (
     wait_settled,
 )
 from bench.markers import note_marks
+from bench.qos1_publisher import Qos1Publisher
 from gateway.heap import trim_heap
 from gateway.pipeline import Message
 from gateway.processor import QUIET_S
@@ -132,7 +133,6 @@ from tools.replay import as_gateway_input
 from tools.servers import INFLUX_CACHE_SNAPSHOT, RunningServers, start_servers
 
 INFLUX_BATCH = 5000
-MAX_INFLIGHT = 1000
 # How often (c) looks at the gateways' own count of readings stored, to see that all are.
 # InfluxDB counts them once, at the end: a count is five queries over the whole database,
 # which took a sixth of a core polled every 0.2 s at 357 devices, and at 100,000 devices
@@ -305,14 +305,7 @@ def run_publisher(
     right after them; markers start when the parent says "mark" (its settling), and the
     publisher stops ``steady_s`` after that."""
     wires = msgspec.msgpack.decode(Path(traffic_file).read_bytes(), type=list[Wire])
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    # Never more than max_inflight handed to paho: messages queued beyond it are moved
-    # into flight by a scan of the whole queue on every PUBACK (measured: ~4,000 msg/s).
-    slots = threading.Semaphore(MAX_INFLIGHT)
-    client.on_publish = lambda *_: slots.release()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    publisher = Qos1Publisher(port)
     say(sys.stdout, ready=True)
     sys.stdin.readline()  # "go"
     marking = threading.Event()
@@ -354,19 +347,16 @@ def run_publisher(
                 alarm = Reading(
                     f"mark-{len(marks)}", "fire", 1, ts, {"fire_alarm": 1}, event="fire.alarm"
                 )
-                slots.acquire()
-                client.publish(mark_topic, encode(Envelope(1, MARK_EDGE, [alarm])), qos=1)
+                publisher.publish(mark_topic, encode(Envelope(1, MARK_EDGE, [alarm])))
                 marks.append(ts)
                 published += 1
                 next_mark = now + MARK_EVERY_S
-        slots.acquire()
-        client.publish(topic, payload, qos=1)
+        publisher.publish(topic, payload)
         published += 1
         sent_readings += readings
         total_readings += readings
     sent = time.time()
-    for _ in range(MAX_INFLIGHT):
-        slots.acquire()
+    publisher.wait_acknowledged()
     say(
         sys.stdout,
         start=started,
@@ -375,8 +365,7 @@ def run_publisher(
         marks=marks,
         readings=total_readings,
     )
-    client.loop_stop()
-    client.disconnect()
+    publisher.close()
 
 
 def run_counter(

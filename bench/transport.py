@@ -51,8 +51,6 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# Messages the publisher leaves unacknowledged at a time (as bench/throughput.py's).
-MAX_INFLIGHT = 1000
 STALL_S = 60.0  # under valgrind a message costs a millisecond or more
 # --end-to-end under valgrind on a loaded host: a batch of 5,000 readings may take minutes.
 E2E_STALL_S = 900.0
@@ -69,23 +67,14 @@ def build_wires(devices: int, seconds: float) -> list[tuple[str, bytes, int]]:
 
 
 def publish_all(port: int, wires: list[tuple[str, bytes, int]]) -> None:
-    """Every message at QoS 1, never more than ``MAX_INFLIGHT`` unacknowledged."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    """Every message at QoS 1, never more than ``qos1_publisher.MAX_INFLIGHT`` unacknowledged."""
+    from bench.qos1_publisher import Qos1Publisher
 
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
-    client.max_inflight_messages_set(MAX_INFLIGHT)
-    slots = threading.Semaphore(MAX_INFLIGHT)
-    client.on_publish = lambda *_: slots.release()
-    client.connect("127.0.0.1", port)
-    client.loop_start()
+    publisher = Qos1Publisher(port)
     for topic, payload, _ in wires:
-        slots.acquire()
-        client.publish(topic, payload, qos=1)
-    for _ in range(MAX_INFLIGHT):
-        slots.acquire()
-    client.disconnect()
-    client.loop_stop()
+        publisher.publish(topic, payload)
+    publisher.wait_acknowledged()
+    publisher.close()
 
 
 def _config(port: int, client_id: str, protocol: str):  # type: ignore[no-untyped-def]
@@ -281,6 +270,20 @@ def child(port: int, client_id: str, protocol: str, expected: int, decode: bool)
     print(json.dumps({**state, "wall_s": elapsed, "cpu_s": cpu}))
 
 
+def under_callgrind(argv: list[str], out_file: str, threads_apart: bool = False) -> list[str]:
+    """``argv`` run by callgrind with instrumentation off until the child turns it on
+    (``callgrind_control``); ``threads_apart``: a file for each thread."""
+    threads = ["--separate-threads=yes"] if threads_apart else []
+    return [
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        *threads,
+        f"--callgrind-out-file={out_file}",
+        *argv,
+    ]
+
+
 def callgrind_control(instrumentation: str) -> None:
     """Instrumentation on or off for this process (its own stdout left to its parent)."""
     subprocess.run(
@@ -371,13 +374,7 @@ def end_to_end(servers: Any, devices: int, seconds: float, warm_s: float, args: 
         env = dict(os.environ)
         if args.instructions:
             env["BENCH_CALLGRIND"] = "1"
-            argv = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={workdir}/callgrind.out",
-                *argv,
-            ]
+            argv = under_callgrind(argv, f"{workdir}/callgrind.out")
         load = os.getloadavg()
         child = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
@@ -497,14 +494,7 @@ def drain(port: int, wires: list[tuple[str, bytes, int]], kind: str, args: Any, 
             env["BENCH_PROFILE"] = "1"
         if args.instructions:
             env["BENCH_CALLGRIND"] = "1"
-            argv = [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                "--separate-threads=yes",
-                f"--callgrind-out-file={workdir}/callgrind.out",
-                *argv,
-            ]
+            argv = under_callgrind(argv, f"{workdir}/callgrind.out", threads_apart=True)
         run = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
         if run.returncode != 0 or not lines:
