@@ -42,6 +42,8 @@ from jiayuan.state import ALERTS_FILE, CALLBACK_LEDGER_FILE
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+# How long a stop waits for the timer thread: one InfluxDB write's timeout and more.
+STOP_WAIT_S = 30.0
 OPEN_GAUGE_EVERY_S = 10.0
 # Alert points waiting for InfluxDB while it is down; beyond this the oldest are dropped
 # (the SQLite history keeps every step, so the points can be rebuilt from it).
@@ -205,11 +207,24 @@ class AlertService:
         self.dispatcher.start()
         self._thread.start()
 
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once ``stop`` is called: long work of the timers (the score) ends early."""
+        return self._stop
+
     def stop(self) -> None:
         """After the gateway's processing has stopped (no more anomalies arrive)."""
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(10.0)
+            self._thread.join(STOP_WAIT_S)
+        if self._thread.is_alive():
+            # Its stores stay open for it: closed under a running timer they would fail it.
+            log.warning(
+                "the alert timer thread did not end within %g s; stopping without it",
+                STOP_WAIT_S,
+            )
+            self.dispatcher.stop()
+            return
         self._flush_points(final=True)
         self.dispatcher.stop()
         self._ledger.close()

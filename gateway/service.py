@@ -87,7 +87,12 @@ class Gateway:
                 config, streets=owned, population=DeviceCensus(self.detector.offline.places)
             )
             self.score = ScoreService(
-                config, self.alerts.store, self.alerts.registry, self.alerts.clock, owned
+                config,
+                self.alerts.store,
+                self.alerts.registry,
+                self.alerts.clock,
+                owned,
+                stopping=self.alerts.stopping,
             )
             self.alerts.timers.append(self.score.tick)
             self.metrics.registry.register(self.alerts.outbox_collector())

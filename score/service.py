@@ -5,13 +5,16 @@ It reads the alerts (their SQLite store) and the registry the alert service open
 estate at a time (``RegistryStore.estate_upkeep``): a whole registry loaded each interval
 would hold a district's devices as objects for seconds while the gateway's other threads
 allocate, and leave Python's arenas mapped after.  The alert service's timer thread
-calls ``tick``.
+calls ``tick``; when that service stops, the score ends between two estates
+(``stopping``) and writes nothing, so the stores are never closed under it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+import threading
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import TypeVar
 
 from fastapi import APIRouter
 
@@ -29,6 +32,19 @@ log = logging.getLogger(__name__)
 # The district and city rows of a split set count the estates scored in this many intervals.
 AGGREGATE_INTERVALS = 3
 
+T = TypeVar("T")
+
+
+class ScoringStopped(Exception):
+    """The gateway is stopping: the score ends before its next estate."""
+
+
+def _until(stopping: threading.Event, items: Iterable[T]) -> Iterator[T]:
+    for item in items:
+        if stopping.is_set():
+            raise ScoringStopped
+        yield item
+
 
 class ScoreService:
     def __init__(
@@ -38,16 +54,20 @@ class ScoreService:
         registry: RegistryStore,
         clock: Callable[[], int],
         streets: Collection[str] | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         """``streets``: the streets whose devices this gateway receives (None: every one).
         A gateway that owns some streets scores only their estates and writes only their
         street rows of the grade distribution: district, city and company figures need
-        every street, and another instance scores the rest (docs/scaling.md)."""
+        every street, and another instance scores the rest (docs/scaling.md).
+        ``stopping``: set when the thread that calls ``tick`` is to end (the alert
+        service's stop)."""
         self.config = config
         self.store = store
         self.registry = registry
         self.clock = clock
         self.streets = frozenset(streets) if streets is not None else None
+        self.stopping = stopping or threading.Event()
         self.score_config = load_score_config(config.alerts.score_weights_file or None)
         self._influx = InfluxClient(config.influx)
         self._next_score_ms = 0
@@ -69,7 +89,7 @@ class ScoreService:
         now = self.clock() if now_ms is None else now_ms
         try:
             points = scored_points(
-                self.registry.estate_upkeep(self.streets),
+                _until(self.stopping, self.registry.estate_upkeep(self.streets)),
                 self.store,
                 now,
                 self.score_config,
@@ -85,6 +105,9 @@ class ScoreService:
                     self._influx, self.score_config.targets_at(now).targets, now - window_ms, now
                 )
             return points.estates
+        except ScoringStopped:
+            log.info("scoring stopped before its end: the gateway is stopping; nothing written")
+            return 0
         except Exception:
             log.exception(
                 "scoring the estates failed; next try in %s s", self.config.alerts.score_interval_s

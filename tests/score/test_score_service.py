@@ -5,8 +5,12 @@ commands on a generated 200-estate registry."""
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -54,7 +58,9 @@ def report(city: Registry) -> ScoreReport:
 def scoring(config: Config, streets: Sequence[str]) -> tuple[AlertService, ScoreService]:
     """The alert service and the score service a gateway owning ``streets`` runs."""
     alerts = AlertService(config, clock=lambda: NOW, streets=streets)
-    return alerts, ScoreService(config, alerts.store, alerts.registry, alerts.clock, streets)
+    return alerts, ScoreService(
+        config, alerts.store, alerts.registry, alerts.clock, streets, stopping=alerts.stopping
+    )
 
 
 def test_200_generated_estates_spread_over_the_grades_plausibly(report: ScoreReport) -> None:
@@ -302,3 +308,38 @@ def test_a_split_set_writes_the_rows_one_instance_owning_every_street_would(
         }
     assert written == {(d.district, d.street): counts(d) for d in one_instance}
     assert ("all", "all") in written and len(written) == len(one_instance)
+
+
+def test_stopping_the_alert_service_mid_score_ends_the_score_before_closing_its_stores(
+    city: Registry, config: Config, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A district's score takes seconds: the gateway's stop must end it between two
+    # estates, not close the alert store and the registry under a timer thread still
+    # reading them, nor wait for the whole score.
+    registry_db = tmp_path / "registry.sqlite"
+    with closing(RegistryStore(registry_db)) as store:
+        store.replace(city)
+    configured = replace(config, alerts=replace(config.alerts, registry_db=str(registry_db)))
+    service, scorer = scoring(configured, sorted({e.street for e in city.estates}))
+    started = threading.Event()
+    read: list[object] = []
+    upkeep = service.registry.estate_upkeep
+
+    def slowly(*args: object, **kwargs: object) -> Iterator[object]:
+        for estate in upkeep(*args, **kwargs):  # type: ignore[arg-type]
+            read.append(estate)
+            started.set()
+            time.sleep(0.1)  # 200 estates: 20 s in all
+            yield estate
+
+    service.registry.estate_upkeep = slowly  # type: ignore[method-assign]
+    service.timers.append(scorer.tick)
+    service.start()
+    assert started.wait(10.0)
+    service.stop()
+    when_stopped = len(read)
+    time.sleep(0.5)
+    scorer.close()
+    assert len(read) == when_stopped < len(city.estates), "the score ran on after the stop"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["alerts.delivery"], caplog.text  # no ops centre set
