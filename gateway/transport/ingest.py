@@ -291,7 +291,12 @@ class MqttIngest:
                 self.config.gateway_client_id,
             )
         else:
-            log.warning("lost the MQTT broker %s (%s); reconnecting", self.config.url, reason_code)
+            # Who ended it tells a keep-alive the broker missed (nothing sent for 1.5
+            # keep-alives) from one this gateway missed (nothing read for a keep-alive).
+            side = "said by the broker" if flags.is_disconnect_packet_from_server else "found here"
+            log.warning(
+                "lost the MQTT broker %s (%s, %s); reconnecting", self.config.url, reason_code, side
+            )
 
     def _on_unsubscribe(
         self,
