@@ -7,7 +7,8 @@ service writes; no work order destination is set, so every work order is parked,
 ``bench/throughput.py --memory-devices``.
 
 Printed, per open alert, after a heap trim: the resident memory grown, and where it is:
-glibc's heap (``mallinfo2``, all arenas), SQLite's own allocations
+glibc's heap (``mallinfo2``, all arenas: blocks in use, and free chunks, whose whole pages
+the trim gave back and so are mostly not resident), SQLite's own allocations
 (``sqlite3_memory_used``, inside glibc's), Python's small-object arenas (mapped apart
 from glibc's heap, and given back only when wholly empty) and the live blocks in them.
 
@@ -104,7 +105,9 @@ def heap_kb() -> dict[str, int]:
         "resident (VmRSS)": _resident_kb(),
         "glibc heap in use": (info.uordblks + info.hblkhd) // 1024,
         "  of which SQLite's": _SQLITE.sqlite3_memory_used() // 1024,
-        "glibc heap free, not returned": info.fordblks // 1024,
+        # Address space more than memory: the trim just above gave back the whole pages
+        # of these free chunks (a chunk's edges and header stay resident).
+        "glibc heap free, pages trimmed": info.fordblks // 1024,
         "Python arenas mapped": arenas,
         "  live Python blocks in them": live,
     }

@@ -11,17 +11,24 @@ store: ``--score store`` reads each estate in turn from the registry's SQLite
 (``RegistryStore.estate_upkeep``, what the service runs), ``--score load`` loads the whole
 registry and scores it (``score_report``, what the HTTP API does on a request), ``--score
 none`` does not score.  Printed: resident memory grown per device when drained, after a
-heap trim and at the peak (VmHWM), and one computation's CPU time.
+heap trim and at the peak (VmHWM), and one computation's CPU time.  The score runs on a
+thread of its own while the drain goes on, as the alert service's timer thread does beside
+the gateway's processing thread.  ``--malloc gateway`` sets glibc's malloc as a gateway
+does at start (``gateway.heap.tune_malloc`` with the ``[gateway]`` defaults), ``--malloc
+glibc`` leaves glibc's own settings.
 
     .venv/bin/python bench/score_memory.py [--devices 100000] [--score store|load|none]
+        [--malloc gateway|glibc]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import queue
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +40,7 @@ from bench.memory_breakdown import WINDOW_S, _status_kb, _write
 from bench.sites import AS_OF
 from gateway.collector import tune_collector
 from gateway.detection.detector import Detector
-from gateway.heap import trim_heap
+from gateway.heap import trim_heap, tune_malloc
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import Batch, Message, Pipeline
 from jiayuan.config import GatewayConfig
@@ -69,7 +76,11 @@ def main() -> None:
     )
     parser.add_argument("--devices", type=int, default=100_000)
     parser.add_argument("--score", choices=("store", "load", "none"), default="store")
+    parser.add_argument("--malloc", choices=("gateway", "glibc"), default="gateway")
     args = parser.parse_args()
+    if args.malloc == "gateway":
+        gateway = GatewayConfig()
+        tune_malloc(gateway.malloc_mmap_threshold_bytes, gateway.malloc_arena_max)
     tune_collector()  # as the gateway runs (gateway/collector.py)
     workdir = Path(tempfile.mkdtemp(prefix="score-memory-"))
     district = build_district(args.devices, seed=1)
@@ -94,6 +105,14 @@ def main() -> None:
     with open("/proc/self/clear_refs", "w") as refs:
         refs.write("5")  # VmHWM from now
     rss_before = _status_kb("VmRSS")
+    asked: queue.SimpleQueue[bool] = queue.SimpleQueue()
+
+    def score_when_asked() -> None:
+        while asked.get():
+            score()
+
+    scoring = threading.Thread(target=score_when_asked, name="alerts-timer")
+    scoring.start()
     batch = Batch()
     for n, message in enumerate(messages):
         pipeline.add(message, batch)
@@ -102,9 +121,11 @@ def main() -> None:
             _write(batch)
             batch = Batch()
         if n in scored_at:
-            score()
+            asked.put(True)
     pipeline.detect(batch)
     _write(batch)
+    asked.put(False)
+    scoring.join()
     gc.collect()
     rss_after, hwm = _status_kb("VmRSS"), _status_kb("VmHWM")
     trim_heap()
@@ -114,7 +135,8 @@ def main() -> None:
         return f"{(kb - rss_before) * 1024 / devices:,.0f}"
 
     print(
-        f"score {args.score}: {devices:,} devices of {store.estate_count():,} estates, "
+        f"score {args.score}, malloc {args.malloc}: {devices:,} devices of "
+        f"{store.estate_count():,} estates, "
         f"{len(messages):,} messages, scored {len(scored_at) if args.score != 'none' else 0} "
         f"times while drained ({cpu:.2f} s CPU a computation): VmRSS grown "
         f"{per_device(rss_after)} B/device, after a heap trim {per_device(rss_trimmed)}, "

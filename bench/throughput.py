@@ -61,7 +61,8 @@ learning (the same with every site's learning rows nearly full).  With ``--alert
 gateway runs its alert service too (SQLite alert store and outbox, no operations-centre
 URL: work orders are parked), as in production: the devices fall silent after their
 readings, so every device whose silence outlasts its family's limit before the end raises
-an offline alert.
+an offline alert.  ``--malloc glibc`` leaves glibc's malloc as it is (``gateway.malloc_*``
+0), against the settings the gateway makes at start (gateway/heap.py).
 """
 
 from __future__ import annotations
@@ -490,6 +491,7 @@ def run_gateway(settings: str, drain: bool) -> None:
     from gateway.service import Gateway
 
     given = json.loads(settings)
+    glibc, tuned = given.get("malloc") == "glibc", GatewayConfig()
 
     def configured(registry: str) -> Config:
         return Config(
@@ -504,6 +506,9 @@ def run_gateway(settings: str, drain: bool) -> None:
                 state_dir=given["state_dir"],
                 flush_interval_s=given["flush_interval_s"],
                 heap_trim_interval_s=given["heap_trim_interval_s"],
+                # --malloc glibc: 0 leaves glibc's own settings (gateway/heap.py).
+                malloc_mmap_threshold_bytes=0 if glibc else tuned.malloc_mmap_threshold_bytes,
+                malloc_arena_max=0 if glibc else tuned.malloc_arena_max,
             ),
             alerts=AlertsConfig(enabled=given["alerts"], registry_db=registry),
             source="bench",
@@ -1191,7 +1196,12 @@ def memory_sites(district: District, mode: str, workdir: Path) -> dict[str, str]
 
 
 def memory_at_scale(
-    devices: int, protocol: str, heap_trim_s: float, alerts: bool, sites: Sequence[str]
+    devices: int,
+    protocol: str,
+    heap_trim_s: float,
+    alerts: bool,
+    sites: Sequence[str],
+    glibc_malloc: bool = False,
 ) -> None:
     """One gateway process taking a district's first readings (``simulators.district``:
     ``devices`` devices of a registry's family mix, ``MEMORY_WINDOW_S`` of their live
@@ -1203,6 +1213,7 @@ def memory_at_scale(
     whatever the number of devices (the in-flight messages, buffers, caches)."""
     print(f"heap trimmed every {heap_trim_s:g} s (gateway.heap_trim_interval_s, 0 = never)")
     print(f"alert service {'on' if alerts else 'off'} (--alerts)")
+    print(f"malloc: {'glibc' if glibc_malloc else 'gateway'}'s settings (--malloc)")
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="jiayuan-bench-"))
     servers = start_servers(workdir / "servers")
@@ -1230,7 +1241,7 @@ def memory_at_scale(
                 protocol=protocol,
                 heap_trim_s=heap_trim_s,
                 alerts=alerts,
-                sites=files,
+                sites=files | ({"malloc": "glibc"} if glibc_malloc else {}),
             )
             _cpu(run.rate, run.cpu_s, run.stored, "gateway")
             print(
@@ -1309,6 +1320,7 @@ def measure(args: argparse.Namespace) -> None:
             args.heap_trim_interval,
             args.alerts,
             args.memory_sites,
+            args.malloc == "glibc",
         )
         return
     if args.replay_only:
@@ -1730,6 +1742,13 @@ def main() -> None:
         help="with --memory-devices: the states of the gateway's site models to measure, "
         f"comma-separated, of {','.join(SITE_MODES)} (default all; the half-size run "
         "takes the first)",
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=("gateway", "glibc"),
+        default="gateway",
+        help="with --memory-devices: glibc's malloc as the gateway sets it (default) or "
+        "glibc's own settings (gateway.malloc_* 0)",
     )
     parser.add_argument(
         "--replay-only",

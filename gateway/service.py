@@ -21,7 +21,7 @@ from gateway.detection.detector import Detector
 from gateway.detection.resume import resume_detector
 from gateway.detection.sites import load_sites
 from gateway.detection.snapshot import Restored, save, take_back
-from gateway.heap import HeapTrimmer
+from gateway.heap import HeapTrimmer, tune_malloc
 from gateway.leftover import Leftover
 from gateway.metrics import GatewayMetrics, GatewayStats
 from gateway.pipeline import Pipeline, wall_ms
@@ -54,6 +54,8 @@ class Gateway:
         # First: a bad interval is refused before anything is opened.
         trim_s = config.gateway.heap_trim_interval_s
         self.heap_trimmer = HeapTrimmer(trim_s) if trim_s != 0 else None
+        # Before the sites' arrays and the threads (gateway/heap.py says why).
+        tune_malloc(config.gateway.malloc_mmap_threshold_bytes, config.gateway.malloc_arena_max)
         self.metrics = GatewayMetrics()
         # The registry's sites are judged together (read at start: a registry import takes
         # effect at the next start).

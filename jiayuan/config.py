@@ -145,6 +145,13 @@ class GatewayConfig:
     # never): without it the resident memory grows with the traffic's churn, not with the
     # devices (bench/README.md, memory at 100,000 devices).
     heap_trim_interval_s: float = 1.0
+    # Blocks of this size and larger get memory maps of their own, given back when freed
+    # (glibc mallopt M_MMAP_THRESHOLD, fixed; 0 = glibc's own, which rises after large
+    # frees and lets large blocks fragment the heap; gateway/heap.py).
+    malloc_mmap_threshold_bytes: int = 128 * 1024
+    # The C heap's arenas at most (glibc mallopt M_ARENA_MAX; 0 = glibc's own, eight a
+    # core): each keeps free memory of its own (gateway/heap.py).
+    malloc_arena_max: int = 2
 
 
 @dataclass(frozen=True)
