@@ -73,7 +73,7 @@ _Field = tuple[
     str, bool, dict[int, str], tuple[float, float, float, float] | None, dict[float, str], str, str
 ]
 _INT_TEXTS_LIMIT = 1024  # per field; cleared when full
-_FLOAT_TEXTS_LIMIT = 2048  # per field; cleared when full
+_FLOAT_TEXTS_LIMIT = 1024  # per field; cleared when full
 # A position of a kind's readings (of one number of values): the name of the last value
 # found there, its field, and that value and its text when it passed the contract's fast
 # checks (None and "" otherwise).  Readings of a kind carry their values in one order, and
