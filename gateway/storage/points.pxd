@@ -1,13 +1,16 @@
 import cython
 
-cdef dict _FLOAT_FIELDS, _FIELDS, _float_texts, _estate_tags
+cdef dict _FLOAT_FIELDS, _FIELDS, _estate_tags
+cdef tuple _NO_SLOT
 
 cpdef telemetry_line(place, reading, bint plain_ids=*)
 
 cpdef checked_telemetry_line(place, tuple fields)
 
 @cython.locals(
-    per_kind=tuple, known=tuple, names=dict, parts=list, float_texts=dict, field=tuple,
-    int_texts=dict, key=tuple, bounds=tuple,
+    per_kind=tuple, known=tuple, names=dict, slots_by_count=dict, slots=list, texts=list,
+    slot=tuple, field=tuple, found=tuple, int_texts=dict, float_texts=dict, key=tuple, bounds=tuple,
+    position=cython.Py_ssize_t, count=cython.Py_ssize_t, number=cython.double,
+    kept_number=cython.double,
 )
 cpdef _fast_line(place, tuple fields, bint plain_ids, bint checked)

@@ -61,24 +61,34 @@ _FLOAT_FIELDS = _float_fields()
 _SEQ, _EVENT = "seq", "event"
 
 
-# Per field name of a kind: its escaped ``,name=``, whether it is a float signal (an int
-# value is then written as a float), the finished ``,name=value`` texts of the int
-# values seen before (int signals have small ranges), and the bounds the contract's
-# checks accept a value in without their slow path (``jiayuan.contract.fast_bounds``;
-# None for a string signal).  The leading comma lets a line's fields be joined as they
-# come (the first one's comma is dropped once).  Formatting a float costs more than the
-# rest of its field, and sensor values repeat (a few decimals, bounded ranges), so the
-# texts of floats are remembered too, in one table for all fields.
-_Field = tuple[str, bool, dict[int, str], tuple[float, float, float, float] | None]
+# Per field name of a kind: its escaped ``name=``, whether it is a float signal (an int
+# value is then written as a float), the finished ``name=value`` texts of the int values
+# seen before (int signals have small ranges), the bounds the contract's checks accept a
+# value in without their slow path (``jiayuan.contract.fast_bounds``; None for a string
+# signal), the finished texts of the float values seen before (formatting a float costs
+# more than the rest of its field, and sensor values repeat: a few decimals, bounded
+# ranges), and the texts of 0.0 and -0.0 (one dict key, two texts).  A line's fields are
+# joined with commas, so a field's text is complete on its own.
+_Field = tuple[
+    str, bool, dict[int, str], tuple[float, float, float, float] | None, dict[float, str], str, str
+]
 _INT_TEXTS_LIMIT = 1024  # per field; cleared when full
-_FLOAT_TEXTS_LIMIT = 65_536
-_float_texts: dict[float, str] = {}
+_FLOAT_TEXTS_LIMIT = 1024  # per field; cleared when full
+# A position of a kind's readings (of one number of values): the name of the last value
+# found there, its field, and that value and its text when it passed the contract's fast
+# checks (None and "" otherwise).  Readings of a kind carry their values in one order, and
+# most values equal the last one of their kind at that place (a lift at rest, an idle
+# port): the name is then compared, not looked up, and the text not looked up either.
+# One tuple, replaced whole: a thread reading it never sees a value with another's text.
+_Slot = tuple[str | None, _Field, int | float | None, str]
+_NO_FIELD: _Field = ("", False, {}, None, {}, "", "")  # of no name: never read
+_NO_SLOT: _Slot = (None, _NO_FIELD, None, "")
 
 
-def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
-    """Per kind: its escaped measurement, and its payload fields (per-port ones for
-    every port)."""
-    table: dict[str, tuple[str, dict[str, _Field]]] = {}
+def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field], dict[int, list[_Slot]]]]:
+    """Per kind: its escaped measurement, its payload fields (per-port ones for every
+    port), and its readings' slots per number of values (filled as readings come)."""
+    table: dict[str, tuple[str, dict[str, _Field], dict[int, list[_Slot]]]] = {}
     for kind, fam in FAMILIES.items():
         fields: dict[str, _Field] = {}
         bounds = fast_bounds(kind.value)
@@ -87,34 +97,41 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field]]]:
             for port in ports:
                 name = port_field(port, signal.name) if signal.per_port else signal.name
                 is_float = name in _FLOAT_FIELDS[kind.value]
-                prefix = "," + escaped_field_key(name) + "="
-                fields[name] = (prefix, is_float, {}, bounds.get(name))
+                prefix = escaped_field_key(name) + "="
+                zero, negative_zero = prefix + "0.0", prefix + "-0.0"
+                fields[name] = (prefix, is_float, {}, bounds.get(name), {}, zero, negative_zero)
         fields.pop(_SEQ, None)
         fields.pop(_EVENT, None)
-        table[kind.value] = (escaped_measurement(kind.value), fields)
+        table[kind.value] = (escaped_measurement(kind.value), fields, {})
     return table
 
 
 _FIELDS = _fields_by_kind()
-_SEQ_PREFIX = "," + escaped_field_key(_SEQ) + "="
+_SEQ_FIRST = escaped_field_key(_SEQ) + "="
+_SEQ_AFTER = "," + _SEQ_FIRST
 _EVENT_PREFIX = "," + escaped_field_key(_EVENT) + "="
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # float(int) raises OverflowError beyond this; such values take the slow path to raise it.
 _FLOAT_INT_LIMIT = 2**1023
-# Bound once: an attribute of a module costs a lookup each time (twice a reading).
+# Bound once: an attribute of a module costs a lookup each time.
 _copysign = math.copysign
 
 
-def _remember_float(value: float, text: str) -> None:
-    if len(_float_texts) >= _FLOAT_TEXTS_LIMIT:
-        _float_texts.clear()
-    _float_texts[value] = text
+def _remember_float(texts: dict[float, str], value: float, text: str) -> None:
+    if len(texts) >= _FLOAT_TEXTS_LIMIT:
+        texts.clear()
+    texts[value] = text
 
 
 def _remember_int(texts: dict[int, str], value: int, text: str) -> None:
     if len(texts) >= _INT_TEXTS_LIMIT:
         texts.clear()
     texts[value] = text
+
+
+def _new_slots(slots_by_count: dict[int, list[_Slot]], count: int) -> list[_Slot]:
+    slots = slots_by_count[count] = [_NO_SLOT] * count
+    return slots
 
 
 # A telemetry line's tags, in line protocol's sorted order, are building, device, then the
@@ -187,22 +204,46 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
     value needs the contract's full check).
 
     Written for speed (once per reading on the gateway's hot path): one pass over the
-    values with each kind's field names escaped once.
+    values, each one's field found by its position in its kind's readings and its text
+    kept from the last equal value there (``_Slot``) or from its field's texts.
     """
     _, kind, seq, ts, values, _, event = fields
     per_kind = _FIELDS.get(kind)
     if per_kind is None:
         return None
-    measurement, names = per_kind
-    # Each field's ``,name=`` and value text as separate parts: a concatenation per field
-    # cost more than the list growing.
-    parts: list[str] = []
-    append = parts.append
-    float_texts = _float_texts
+    measurement, names, slots_by_count = per_kind
+    count = len(values)
+    slots = slots_by_count.get(count)
+    if slots is None:
+        if count > len(names):
+            return None  # more values than the kind has fields: a name it does not know
+        slots = _new_slots(slots_by_count, count)
+    texts: list[str] = []
+    append = texts.append
+    position = -1
     for name, value in values.items():
-        field = names.get(name)
-        if field is None:
-            return None
+        position += 1
+        slot = slots[position]
+        if slot[0] == name:
+            field = slot[1]
+            kept = slot[2]
+            vtype = type(value)
+            if vtype is type(kept):
+                if vtype is float:
+                    # As C doubles once compiled; == does not see a zero's sign.
+                    number, kept_number = value, kept
+                    if number == kept_number and number != 0.0:
+                        append(slot[3])
+                        continue
+                elif vtype is int and (value is kept or value == kept):
+                    append(slot[3])
+                    continue
+        else:
+            found = names.get(name)
+            if found is None:
+                return None
+            field = found
+            slot = _NO_SLOT
         if checked:
             # jiayuan.contract.check_values's fast path: ints and floats (exactly)
             # inside their bounds; anything else is judged by its slow path.
@@ -218,21 +259,19 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
             else:
                 return None
         if type(value) is float:
-            if value:
+            if value != 0.0:
+                float_texts = field[4]
                 text = float_texts.get(value)
                 if text is None:
                     # value - value == 0.0 is False for NaN and ±inf.
                     if value - value != 0.0:
                         return None
-                    text = repr(value)
-                    _remember_float(value, text)
+                    text = field[0] + repr(value)
+                    _remember_float(float_texts, value, text)
             else:
-                # Not cached (0.0 and -0.0 are one dict key but two texts), and not
-                # repr'd: a stopped lift's speed and an idle port's power and current
-                # make a third of the floats.
-                text = "-0.0" if _copysign(1.0, value) < 0.0 else "0.0"
-            append(field[0])
-            append(text)
+                # A stopped lift's speed and an idle port's power and current make a third
+                # of the floats: their texts are made once.
+                text = field[6] if _copysign(1.0, value) < 0.0 else field[5]
         elif type(value) is int:
             int_texts = field[2]
             text = int_texts.get(value)
@@ -246,26 +285,30 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
                 else:
                     return None  # float() overflows
                 _remember_int(int_texts, value, text)
-            append(text)
         elif type(value) is str:
-            append(field[0])
-            append(escaped_string(value))
+            append(field[0] + escaped_string(value))
+            continue
         elif type(value) is bool:
-            append(field[0])
-            append("true" if value else "false")
+            append(field[0] + ("true" if value else "false"))
+            continue
         else:
             return None
+        append(text)
+        if checked or slot is _NO_SLOT:
+            # Kept only once the checks passed: a checked line may take it unchecked.
+            slots[position] = (name, field, value, text) if checked else (name, field, None, "")
     if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
         return None
-    append(f"{_SEQ_PREFIX}{seq}i")
-    if event is not None:
-        if type(event) is not str:
-            return None
-        append(_EVENT_PREFIX)
-        append(escaped_string(event))
     if type(ts) is not int:
         return None
-    parts[0] = parts[0][1:]  # the first field's comma (seq makes one at least)
+    if event is None:
+        tail = ""
+    elif type(event) is str:
+        tail = _EVENT_PREFIX + escaped_string(event)
+    else:
+        return None
+    joined = ",".join(texts)
+    seq_key = _SEQ_AFTER if texts else _SEQ_FIRST
     key = place.key
     district, street, estate, device = key[0], key[1], key[2], key[4]
     known = _estate_tags.get(estate)
@@ -277,14 +320,17 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
     ):
         if not building:
             building = NO_BUILDING
-        return f"{measurement},building={building},device={device}{known[2]} {''.join(parts)} {ts}"
+        return (
+            f"{measurement},building={building},device={device}{known[2]} "
+            f"{joined}{seq_key}{seq}i{tail} {ts}"
+        )
     # Names that need escaping: the tag set formatted in full (and cached; its key never
     # looks like format_line's own cache keys, tuples of (key, value) pairs).
     tag_key = (key, building)
     tags = cached_tag_set(tag_key)
     if tags is None:
         tags = tag_set(place_tags(place), tag_key)
-    return f"{measurement}{tags} {''.join(parts)} {ts}"
+    return f"{measurement}{tags} {joined}{seq_key}{seq}i{tail} {ts}"
 
 
 def _telemetry_line_slow(place: Place, reading: Reading) -> str:

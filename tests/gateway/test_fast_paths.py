@@ -416,6 +416,42 @@ def test_fast_bounds_accept_only_what_the_slow_path_accepts(
     assert fast == (slow is None), slow
 
 
+# Values equal across types or signs (1, 1.0 and True; 0.0 and -0.0), repeated, or outside
+# every bound: a value's text is kept for the next equal value at its place in its kind's
+# readings, and must never be taken for one of these.
+_LOOKALIKES: list[Value] = [0, 1, 2, 0.0, -0.0, 1.0, 2.5, True, False, 100, 5000.5, -1, 1e300]
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(list(Kind)).flatmap(
+        lambda kind: st.tuples(
+            st.just(kind),
+            st.lists(st.sampled_from(_known_names(kind)), min_size=1, max_size=4, unique=True),
+        )
+    ),
+    st.lists(
+        st.lists(st.sampled_from(_LOOKALIKES), min_size=4, max_size=4), min_size=2, max_size=6
+    ),
+)
+def test_values_repeated_at_their_place_in_a_kinds_readings_keep_their_own_text(
+    kind_and_names: tuple[Kind, list[str]], rows: list[list[Value]]
+) -> None:
+    kind, names = kind_and_names
+    topic = Topic("songjiang", "yongfeng", "sj-0001", BATCH, "edge-1", Channel.TELEMETRY)
+    place = Place("songjiang", "yongfeng", "sj-0001", "", kind.value, "d1")
+    for row in rows:
+        reading = Reading("d1", kind.value, 1, NOW, dict(zip(names, row, strict=False)))
+        expected = reference_check(reading, topic, NOW, TimeWindow())
+        problem, line = pipeline_check_and_line(reading, topic, TimeWindow())
+        assert problem == expected
+        if expected is None:
+            assert line == reference_line(place, reading)
+        # Unchecked too (as after a reading's values were checked on their own).
+        assert outcome(telemetry_line, place, reading) == outcome(reference_line, place, reading)
+
+
 places_st = st.builds(
     Place,
     st.sampled_from(["songjiang", "a,b", "a b=c"]),
