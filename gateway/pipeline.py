@@ -42,7 +42,7 @@ from jiayuan.contract import (
     Reading,
     TimeWindow,
     Topic,
-    check_fields,
+    check_fields_within,
     check_values,
     decode_envelope,
     decode_status,
@@ -299,6 +299,7 @@ def _take_readings(
     not a method, so that the compiled build types its locals (pipeline.pxd): it runs once
     a reading."""
     window = pipeline.window
+    earliest, latest = now - window.max_age_ms, now + window.max_future_ms
     # The readings that passed their checks, as parallel lists (no tuple a reading).
     kept: list[Reading] = []
     kept_places: list[Place] = []
@@ -310,18 +311,20 @@ def _take_readings(
         # All of a reading's fields at once: each attribute of a struct read on its own
         # costs a type lookup.
         fields = astuple(reading)
+        device, kind = fields[0], fields[1]
+        place = places.get(device)
+        # A device heard from with the same building and kind has had its ids checked.
+        # key[3], not the property .kind: this runs once a reading.
+        known = place is not None and place.building == fields[5] and place.key[3] == kind
         # The values are checked while their line is written (checked_telemetry_line);
         # only a reading it cannot vouch for has them checked on their own.
-        problem = check_fields(fields, topic, now, window, False)
+        problem = check_fields_within(fields, topic, earliest, latest, now, window, False, known)
         if problem is not None:
             pipeline._dead(
                 batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
             )
             continue
-        device, kind = fields[0], fields[1]
-        place = places.get(device)
-        # key[3], not the property .kind: this runs once a reading.
-        if place is None or place.building != fields[5] or place.key[3] != kind:
+        if place is None or not known:
             place = pipeline._new_place(places, estate, reading)
         line = checked_telemetry_line(place, fields)
         if line is None:
