@@ -9,3 +9,6 @@ cdef unsigned long long _MASK
     high=cython.longlong,
 )
 cpdef _offer_known(window, dict known, list devices, list seqs, list stamps, list verdicts)
+
+@cython.locals(i=Py_ssize_t)
+cpdef _add_new(window, dict known, list devices, list seqs, list stamps, list verdicts)

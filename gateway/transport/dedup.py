@@ -61,6 +61,27 @@ FAULT_MEANINGS = {
 }
 
 
+def _add_new(
+    window: SeqWindow,
+    known: dict[str, int],
+    devices: list[str],
+    seqs: list[int],
+    stamps: list[int],
+    verdicts: list[int],
+) -> None:
+    """Windows for the devices not yet in ``known``, each from its first reading here
+    (``NEW``); its later readings here are judged as any known device's."""
+    for i in range(len(devices)):
+        device = devices[i]
+        if device not in known:
+            known[device] = len(window._high) // 2
+            window._high.extend((seqs[i], 0))
+            window._newest.extend((stamps[i], 0))
+            window._seen.extend((1, 0))
+            window._low.extend((seqs[i], 0))
+            verdicts[i] = NEW
+
+
 def _offer_known(
     window: SeqWindow,
     known: dict[str, int],
@@ -122,14 +143,7 @@ class SeqWindow(Stateful):
         verdicts = [_UNJUDGED] * len(devices)
         # New devices first: their windows are added before the arrays are read as
         # memoryviews (an array exporting its buffer cannot grow).
-        for i, device in enumerate(devices):
-            if device not in known:
-                known[device] = len(self._high) // 2
-                self._high.extend((seqs[i], 0))
-                self._newest.extend((stamps[i], 0))
-                self._seen.extend((1, 0))
-                self._low.extend((seqs[i], 0))
-                verdicts[i] = NEW
+        _add_new(self, known, devices, seqs, stamps, verdicts)
         _offer_known(self, known, devices, seqs, stamps, verdicts)
         return verdicts
 
