@@ -29,7 +29,10 @@ ahead than milliseconds have passed: more than a reading a millisecond).
 
 The windows are the standard library's typed arrays, two items per device, not numpy's:
 they are read and written one item a reading, and an item of a numpy array costs several
-times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its
+times more to get or set (a numpy scalar each time).  ``offer_many`` takes one message's
+readings at once, so that the compiled build reads the arrays as C arrays (typed
+memoryviews, taken once a message) rather than an item at a time through Python's
+array protocol.  A device costs 64 bytes plus its
 entry in its edge's dictionary (a dictionary an edge, not an (edge, device) tuple a device:
 a tuple kept a device, and with it the edge's name as each message decoded it).  A clean
 stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
