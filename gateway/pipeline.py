@@ -38,10 +38,11 @@ from jiayuan.contract import (
     Channel,
     ContractError,
     EdgeStatus,
+    Envelope,
     Reading,
     TimeWindow,
     Topic,
-    check_fields,
+    check_fields_within,
     check_values,
     decode_envelope,
     decode_status,
@@ -186,62 +187,11 @@ class Pipeline:
             )
             return
         batch.readings += len(envelope.readings)
-        now = self._clock()
-        accepted = batch.undetected
         estate = estate_names(topic.district, topic.street, topic.estate)
         places = self._places.get(estate)
         if places is None:
             places = self._places[estate] = {}
-        replayed_unjudged = 0
-        # What every reading of the message shares, read once: an attribute of a struct
-        # or of this object costs a lookup each time.
-        edge, replay = envelope.edge, envelope.replay
-        offer, window = self.seen.offer, self.window
-        topic_text, received_ms = message.topic, message.received_ms
-        lines = batch.lines
-        for reading in envelope.readings:
-            # All of a reading's fields at once: each attribute of a struct read on its own
-            # costs a type lookup.
-            fields = astuple(reading)
-            # The values are checked while their line is written (checked_telemetry_line);
-            # only a reading it cannot vouch for has them checked on their own.
-            problem = check_fields(fields, topic, now, window, False)
-            if problem is not None:
-                self._dead(
-                    batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
-                )
-                continue
-            device, kind = fields[0], fields[1]
-            place = places.get(device)
-            # key[3], not the property .kind: this runs once a reading.
-            if place is None or place.building != fields[5] or place.key[3] != kind:
-                place = self._new_place(places, estate, reading)
-            line = checked_telemetry_line(place, fields)
-            if line is None:
-                problem = check_values(kind, fields[4])
-                if problem is not None:
-                    self._dead(
-                        batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
-                    )
-                    continue
-                line = telemetry_line(place, reading, plain_ids=True)
-            # After the checks: a refused reading must not mark its seq as seen.
-            verdict = offer(edge, device, fields[2], fields[3])
-            if verdict != NEW:
-                if verdict == DUPLICATE:
-                    self.metrics.duplicate()
-                    continue
-                self._seq_fault(edge, reading, verdict)
-            lines.append(Pending(line, topic_text, reading, received_ms, True))
-            if replay and fields[6] is None:
-                # An edge's backlog arrives after the device's live readings: judged, its
-                # values would rewind the device's rules and baselines.  Stored only; an
-                # event is still judged, with its own time (docs/detection.md).
-                replayed_unjudged += 1
-                continue
-            accepted.append((place, reading, received_ms))
-        if replayed_unjudged:
-            self.metrics.replayed_unjudged(replayed_unjudged)
+        _take_readings(self, message, topic, envelope, estate, places, self._clock(), batch)
 
     def _seq_fault(self, edge: str, reading: Reading, verdict: int) -> None:
         """Count a reading that breaks its device's numbering (it is stored all the same);
@@ -332,6 +282,92 @@ class Pipeline:
             payload = payload[:MAX_PAYLOAD_BYTES]
         batch.dead.append(DeadLetter(message.received_ms, message.topic, reason, detail, payload))
         self.metrics.dead_letter(reason)
+
+
+def _take_readings(
+    pipeline: Pipeline,
+    message: Message,
+    topic: Topic,
+    envelope: Envelope,
+    estate: EstateNames,
+    places: dict[str, Place],
+    now: int,
+    batch: Batch,
+) -> None:
+    """The message's readings into the batch: each checked and its line written, then all
+    of them offered to the duplicate window at once, then the new ones kept.  A function,
+    not a method, so that the compiled build types its locals (pipeline.pxd): it runs once
+    a reading."""
+    window = pipeline.window
+    earliest, latest = now - window.max_age_ms, now + window.max_future_ms
+    # The readings that passed their checks, as parallel lists (no tuple a reading).
+    kept: list[Reading] = []
+    kept_places: list[Place] = []
+    kept_lines: list[str] = []
+    devices: list[str] = []
+    seqs: list[int] = []
+    stamps: list[int] = []
+    for reading in envelope.readings:
+        # All of a reading's fields at once: each attribute of a struct read on its own
+        # costs a type lookup.
+        fields = astuple(reading)
+        device, kind = fields[0], fields[1]
+        place = places.get(device)
+        # A device heard from with the same building and kind has had its ids checked.
+        # key[3], not the property .kind: this runs once a reading.
+        known = place is not None and place.building == fields[5] and place.key[3] == kind
+        # The values are checked while their line is written (checked_telemetry_line);
+        # only a reading it cannot vouch for has them checked on their own.
+        problem = check_fields_within(fields, topic, earliest, latest, now, window, False, known)
+        if problem is not None:
+            pipeline._dead(
+                batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
+            )
+            continue
+        if place is None or not known:
+            place = pipeline._new_place(places, estate, reading)
+        line = checked_telemetry_line(place, fields)
+        if line is None:
+            problem = check_values(kind, fields[4])
+            if problem is not None:
+                pipeline._dead(
+                    batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)
+                )
+                continue
+            line = telemetry_line(place, reading, plain_ids=True)
+        kept.append(reading)
+        kept_places.append(place)
+        kept_lines.append(line)
+        devices.append(device)
+        seqs.append(fields[2])
+        stamps.append(fields[3])
+    if not kept:
+        return
+    # After the checks: a refused reading must not mark its seq as seen.
+    edge = envelope.edge
+    verdicts = pipeline.seen.offer_many(edge, devices, seqs, stamps)
+    replay = envelope.replay
+    topic_text, received_ms = message.topic, message.received_ms
+    lines, accepted = batch.lines, batch.undetected
+    replayed_unjudged = 0
+    for i in range(len(kept)):
+        reading = kept[i]
+        verdict = verdicts[i]
+        if verdict != NEW:
+            if verdict == DUPLICATE:
+                pipeline.metrics.duplicate()
+                continue
+            pipeline._seq_fault(edge, reading, verdict)
+        lines.append(Pending(kept_lines[i], topic_text, reading, received_ms, True))
+        if replay and reading.event is None:
+            # An edge's backlog arrives after the device's live readings: judged, its
+            # values would rewind the device's rules and baselines.  Stored only; an
+            # event is still judged, with its own time (docs/detection.md).
+            replayed_unjudged += 1
+            continue
+        accepted.append((kept_places[i], reading, received_ms))
+    if replayed_unjudged:
+        pipeline.metrics.replayed_unjudged(replayed_unjudged)
 
 
 def _topic_of(anomaly: Anomaly) -> str:

@@ -7,8 +7,12 @@ cpdef bint _valid_id(text)
 
 cpdef check_reading(reading, topic, now_ms=*, window=*, bint values=*)
 
-@cython.locals(fast=dict)
 cpdef check_fields(tuple fields, topic, now_ms=*, window=*, bint values=*)
+
+@cython.locals(fast=dict)
+cpdef check_fields_within(
+    tuple fields, topic, earliest, latest, now_ms, window, bint values=*, bint known_ids=*
+)
 
 @cython.locals(fast=dict, bounds=tuple)
 cpdef check_values(kind, values)

@@ -265,7 +265,7 @@ def decode_envelope(payload: bytes) -> Envelope:
         ) from None
     if envelope.v != SCHEMA_VERSION:
         raise ContractError(f"schema version {envelope.v} is not supported (want {SCHEMA_VERSION})")
-    if not _SEGMENT.fullmatch(envelope.edge):
+    if not _valid_id(envelope.edge):  # the edges' ids repeat with every message
         raise ContractError(f"edge id {_shown(envelope.edge)} is not [A-Za-z0-9_.-]{{1,64}}")
     if not envelope.readings:
         raise ContractError("envelope holds no readings")
@@ -398,25 +398,48 @@ def check_fields(
     values: bool = True,
 ) -> str | None:
     """``check_reading`` of a reading's fields (``msgspec.structs.astuple``)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    return check_fields_within(
+        fields, topic, now - window.max_age_ms, now + window.max_future_ms, now, window, values
+    )
+
+
+def check_fields_within(
+    fields: ReadingFields,
+    topic: Topic,
+    earliest: int,
+    latest: int,
+    now_ms: int,
+    window: TimeWindow,
+    values: bool = True,
+    known_ids: bool = False,
+) -> str | None:
+    """``check_fields`` with the timestamp's bounds (``earliest`` to ``latest``, from
+    ``now_ms`` and ``window``) worked out once by a caller that checks many readings.
+
+    ``known_ids``: the caller vouches that the reading's kind, device and building ids
+    passed these checks before (the gateway remembers each device it heard from with
+    them), so they are not looked up again.
+    """
     device, kind, seq, ts, reading_values, building, event = fields
     if topic.kind != BATCH and (kind != topic.kind or device != topic.device):
         return (
             f"reading for {_shown(kind)}/{_shown(device)} published on the "
             f"topic of {topic.kind}/{topic.device}"
         )
-    # Every kind is in the table (a Kind member finds its value's entry).
-    fast = _FAST_BOUNDS.get(kind) if isinstance(kind, str) else None
-    if fast is None:
-        return f"unknown kind {_shown(kind)}; known: {_KNOWN_KINDS}"
-    if not _valid_id(device):
-        return f"device id {_shown(device)} is not [A-Za-z0-9_.-]{{1,64}}"
-    if building and not _valid_id(building):
-        return f"building id {_shown(building)} is not [A-Za-z0-9_.-]{{1,64}}"
+    if not known_ids:
+        # Every kind is in the table (a Kind member finds its value's entry).
+        fast = _FAST_BOUNDS.get(kind) if isinstance(kind, str) else None
+        if fast is None:
+            return f"unknown kind {_shown(kind)}; known: {_KNOWN_KINDS}"
+        if not _valid_id(device):
+            return f"device id {_shown(device)} is not [A-Za-z0-9_.-]{{1,64}}"
+        if building and not _valid_id(building):
+            return f"building id {_shown(building)} is not [A-Za-z0-9_.-]{{1,64}}"
     if not 1 <= seq <= INT64_MAX:
         return f"seq {_shown(seq)} is not an integer from 1 to {INT64_MAX}"
-    now = int(time.time() * 1000) if now_ms is None else now_ms
-    if not now - window.max_age_ms <= ts <= now + window.max_future_ms:
-        late_or_early = window.problem(ts, now)
+    if not earliest <= ts <= latest:
+        late_or_early = window.problem(ts, now_ms)
         if late_or_early is not None:
             return late_or_early
     if event is not None:

@@ -1,5 +1,14 @@
 import cython
 
-# _next: the index and the seqs as C integers (the one call a reading).
-@cython.locals(high=cython.longlong)
-cpdef bint _next(highs, newest, seen, Py_ssize_t slot, long long seq, long long ts)
+cdef unsigned long long _MASK
+
+# _offer_known: the windows as C arrays and the seqs as C integers (the loop a reading).
+@cython.locals(
+    highs=cython.longlong[:], newest=cython.longlong[:], seen=cython.ulonglong[:],
+    i=Py_ssize_t, slot=Py_ssize_t, seq=cython.longlong, ts=cython.longlong,
+    high=cython.longlong,
+)
+cpdef _offer_known(window, dict known, list devices, list seqs, list stamps, list verdicts)
+
+@cython.locals(i=Py_ssize_t)
+cpdef _add_new(window, dict known, list devices, list seqs, list stamps, list verdicts)

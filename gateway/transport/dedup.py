@@ -29,7 +29,10 @@ ahead than milliseconds have passed: more than a reading a millisecond).
 
 The windows are the standard library's typed arrays, two items per device, not numpy's:
 they are read and written one item a reading, and an item of a numpy array costs several
-times more to get or set (a numpy scalar each time).  A device costs 64 bytes plus its
+times more to get or set (a numpy scalar each time).  ``offer_many`` takes one message's
+readings at once, so that the compiled build reads the arrays as C arrays (typed
+memoryviews, taken once a message) rather than an item at a time through Python's
+array protocol.  A device costs 64 bytes plus its
 entry in its edge's dictionary (a dictionary an edge, not an (edge, device) tuple a device:
 a tuple kept a device, and with it the edge's name as each message decoded it).  A clean
 stop saves this state with the detector's (``gateway.detection.snapshot``).  After a
@@ -51,6 +54,8 @@ DUPLICATE = 0
 NEW = 1
 RESET = 2
 JUMP = 3
+# Not yet judged (offer_many's verdicts while it works).
+_UNJUDGED = -1
 
 FAULT_NAMES = {RESET: "reset", JUMP: "jump"}
 FAULT_MEANINGS = {
@@ -59,19 +64,54 @@ FAULT_MEANINGS = {
 }
 
 
-def _next(
-    highs: array[int], newest: array[int], seen: array[int], slot: int, seq: int, ts: int
-) -> bool:
-    """Nearly every reading: the next seq of the current window, above both windows.
-    Advances the window then; False for any other reading.  A function, not a method, so
-    that the compiled build can type it (dedup.pxd)."""
-    high = highs[slot]
-    if seq <= high or seq - high >= WINDOW or highs[slot + 1] > high:
-        return False
-    seen[slot] = ((seen[slot] << (seq - high)) | 1) & _MASK
-    highs[slot] = seq
-    newest[slot] = ts
-    return True
+def _add_new(
+    window: SeqWindow,
+    known: dict[str, int],
+    devices: list[str],
+    seqs: list[int],
+    stamps: list[int],
+    verdicts: list[int],
+) -> None:
+    """Windows for the devices not yet in ``known``, each from its first reading here
+    (``NEW``); its later readings here are judged as any known device's."""
+    for i in range(len(devices)):
+        device = devices[i]
+        if device not in known:
+            known[device] = len(window._high) // 2
+            window._high.extend((seqs[i], 0))
+            window._newest.extend((stamps[i], 0))
+            window._seen.extend((1, 0))
+            window._low.extend((seqs[i], 0))
+            verdicts[i] = NEW
+
+
+def _offer_known(
+    window: SeqWindow,
+    known: dict[str, int],
+    devices: list[str],
+    seqs: list[int],
+    stamps: list[int],
+    verdicts: list[int],
+) -> None:
+    """The verdicts still ``_UNJUDGED`` of one edge's readings, in order: devices already
+    in ``known``.  Nearly every reading is the next seq of its device's current window,
+    above both windows, and advances it here; any other is judged by ``_judge``.  A
+    function, not a method, so that the compiled build reads and writes the windows as C
+    integers, their arrays taken as typed memoryviews once a call (dedup.pxd)."""
+    highs, newest, seen = window._high, window._newest, window._seen
+    for i in range(len(devices)):
+        if verdicts[i] != _UNJUDGED:
+            continue
+        slot = 2 * known[devices[i]]
+        seq, ts = seqs[i], stamps[i]
+        high = highs[slot]
+        if seq <= high or seq - high >= WINDOW or highs[slot + 1] > high:
+            verdicts[i] = window._judge(slot, seq, ts)
+            continue
+        seen[slot] = ((seen[slot] << (seq - high)) | 1) & _MASK
+        highs[slot] = seq
+        newest[slot] = ts
+        verdicts[i] = NEW
 
 
 class SeqWindow(Stateful):
@@ -93,21 +133,22 @@ class SeqWindow(Stateful):
     def offer(self, edge: str, device: str, seq: int, ts: int) -> int:
         """``DUPLICATE`` for a reading seen before, else the reading is recorded as seen:
         ``NEW``, or ``RESET`` or ``JUMP`` for a new reading that breaks the numbering."""
-        devices = self._index.get(edge)
-        if devices is None:
-            devices = self._index[edge] = {}
-        index = devices.get(device)
-        if index is None:
-            devices[device] = len(self._high) // 2
-            self._high.extend((seq, 0))
-            self._newest.extend((ts, 0))
-            self._seen.extend((1, 0))
-            self._low.extend((seq, 0))
-            return NEW
-        slot = 2 * index
-        if _next(self._high, self._newest, self._seen, slot, seq, ts):
-            return NEW
-        return self._judge(slot, seq, ts)
+        return self.offer_many(edge, [device], [seq], [ts])[0]
+
+    def offer_many(
+        self, edge: str, devices: list[str], seqs: list[int], stamps: list[int]
+    ) -> list[int]:
+        """``offer`` of each reading of ``edge`` in turn (device, seq and timestamp at the
+        same index): their verdicts in order."""
+        known = self._index.get(edge)
+        if known is None:
+            known = self._index[edge] = {}
+        verdicts = [_UNJUDGED] * len(devices)
+        # New devices first: their windows are added before the arrays are read as
+        # memoryviews (an array exporting its buffer cannot grow).
+        _add_new(self, known, devices, seqs, stamps, verdicts)
+        _offer_known(self, known, devices, seqs, stamps, verdicts)
+        return verdicts
 
     def _judge(self, slot: int, seq: int, ts: int) -> int:
         highs, newest, seen, lows = self._high, self._newest, self._seen, self._low

@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.detection.detector import Detector
 from gateway.metrics import GatewayMetrics
@@ -185,3 +187,39 @@ def test_after_a_stray_seq_the_pipeline_stores_every_later_reading_and_says_so_o
     exposition = pipe.metrics.exposition().decode()
     assert 'jiayuan_gateway_seq_faults_total{kind="jump"} 2.0' in exposition
     assert "jiayuan_gateway_seq_fault_devices 1.0" in exposition
+
+
+_OFFERS = st.lists(
+    st.tuples(
+        st.sampled_from(("e1", "e2")),
+        st.sampled_from(("L1", "L2", "L3")),
+        st.integers(1, 200),  # seqs close enough to meet each window's every path
+        st.integers(0, 200),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(offers=_OFFERS, cuts=st.lists(st.integers(1, 8), min_size=1))
+def test_readings_offered_a_message_at_a_time_get_the_verdicts_of_one_at_a_time(
+    offers: list[tuple[str, str, int, int]], cuts: list[int]
+) -> None:
+    one_by_one = SeqWindow()
+    alone = [one_by_one.offer(edge, device, seq, ts(at)) for edge, device, seq, at in offers]
+    together, grouped, start = SeqWindow(), [], 0
+    while start < len(offers):
+        # A message: consecutive readings of one edge (a device may come more than once).
+        edge = offers[start][0]
+        end = start
+        while end < len(offers) and end - start < cuts[len(grouped) % len(cuts)]:
+            if offers[end][0] != edge:
+                break
+            end += 1
+        chunk = offers[start:end]
+        grouped += together.offer_many(
+            edge, [o[1] for o in chunk], [o[2] for o in chunk], [ts(o[3]) for o in chunk]
+        )
+        start = end
+    assert grouped == alone
+    assert together.export_state() == one_by_one.export_state()

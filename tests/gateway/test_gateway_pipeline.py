@@ -318,3 +318,22 @@ def test_a_device_keeps_its_place_until_its_labels_change(
     assert other.estate == "e2" and other.kind == "waterlogging"
     (back,) = _places_of(pipe, TOPIC, [_gauge("G1", 6, "b2")], 5)
     assert back == moved
+
+
+def test_a_device_heard_from_still_has_a_new_building_or_kind_checked() -> None:
+    """The ids of a device already heard from are not checked again; a reading of it with
+    another building or kind is, like any reading of a new device."""
+    pipe = pipeline()
+    _places_of(pipe, TOPIC, [_gauge("G1", 1, "b1")], 1)
+    bad_building = _gauge("G1", 2, "b 1")
+    bad_kind = Reading(device="G1", kind="lifts", seq=3, ts=NOW, values={"speed": 0.5})
+    late = Reading(device="G1", kind="waterlogging", seq=4, ts=NOW - 31 * 86_400_000, values={})
+    readings = [bad_building, bad_kind, late, _gauge("G1", 5, "b1")]
+    batch = Batch()
+    pipe.add(message(TOPIC, encode(Envelope(v=1, edge="edge1", readings=readings)), 2), batch)
+    details = [letter.detail for letter in batch.dead]
+    assert len(details) == 3
+    assert details[0].startswith("building id 'b 1' is not")
+    assert details[1].startswith("unknown kind 'lifts'")
+    assert "old by the gateway's clock" in details[2]
+    assert [reading.seq for _, reading, _ in batch.undetected] == [5]
