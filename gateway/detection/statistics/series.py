@@ -513,12 +513,9 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
     core_mask = 0
     tables = detectors._tables
     codes_of = detectors._codes
-    # Per kind, for this batch: its table, its column codes, its device rows, and per device
-    # row its slots as a list, read from the table once a batch (a device comes many times
-    # in a replayed batch) and again after they change.
-    batch_kinds: dict[
-        str, tuple[_KindTable, dict[str, Any], dict[DeviceKey, int], dict[int, list[int]]]
-    ] = {}
+    # Per kind, for this batch: its table, its column codes, its device rows and a view of
+    # its slot table.
+    batch_kinds: dict[str, tuple[_KindTable, dict[str, Any], dict[DeviceKey, int], _SlotView]] = {}
     for index, (place, reading) in enumerate(items):
         kind = reading.kind
         known = batch_kinds.get(kind)
@@ -529,10 +526,9 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
             codes = codes_of.get(kind)
             if codes is None:
                 codes = codes_of[kind] = {}
-            known = batch_kinds[kind] = (table, codes, table.rows, {})
-        table, codes, rows, kind_slots = known
+            known = batch_kinds[kind] = (table, codes, table.rows, _SlotView(table))
+        table, codes, rows, view = known
         row = -1
-        row_slots: list[int] = []  # the device's slots
         ts = reading.ts
         values = reading.values
         for name, value in values.items():
@@ -554,6 +550,7 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
                 code = codes[name] = (
                     None if column is None else (column.index, column.core, column.gate)
                 )
+                view.taken(table)  # a new column may have widened the table
                 if code is None:
                     continue
             at, core, gate_at = code
@@ -561,25 +558,20 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
                 # The rules numbered the device already (shared rows): one look-up, and
                 # the table's method only when its slots must grow first.
                 row = rows.get(place.key, -1)
-                if row < 0 or row >= len(table.slots):
+                if row < 0 or row >= view.slots.shape[0]:
                     row = table.row(place.key)
-                cached = kind_slots.get(row)
-                if cached is None:
-                    cached = kind_slots[row] = table.slots[row].tolist()
-                row_slots = cached
-            slot = row_slots[at] if at < len(row_slots) else _NONE
+                    view.taken(table)
+            slot = view.slots[row, at]
             if slot == _NONE:
                 column = table.columns[name]
                 assert column is not None  # its code is not None
                 slot = detectors._slot(table, row, column)[1]
-                row_slots = kind_slots[row] = table.slots[row].tolist()
             if gate_at >= 0:
-                gate = row_slots[gate_at] if gate_at < len(row_slots) else _NONE
+                gate = view.slots[row, gate_at]
                 if gate == _NONE:
                     column = table.columns[name]
                     assert column is not None
                     gate = detectors._gate(table, row, column)
-                    row_slots = kind_slots[row] = table.slots[row].tolist()
                 seasonal_at.append(entries)
                 gates.append(gate)
             if entries == capacity:
@@ -604,6 +596,17 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
         entries, owners_of, cores_of, slots_of, stamps_of, values_of, names, core_mask,
         seasonal_at, gates,
     )  # fmt: skip
+
+
+class _SlotView:
+    """A kind's slot table as ``_gather`` reads it: typed in the compiled build (series.pxd),
+    taken again whenever the table may have been replaced by a larger one."""
+
+    def __init__(self, table: _KindTable) -> None:
+        self.slots = table.slots
+
+    def taken(self, table: _KindTable) -> None:
+        self.slots = table.slots
 
 
 def _longer(array: npt.NDArray[Any], length: int) -> npt.NDArray[Any]:
