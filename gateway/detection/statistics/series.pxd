@@ -14,7 +14,8 @@ cdef class _SlotView:
     owner_at=cython.longlong[::1], core_at=cython.longlong[::1], slot_at=cython.longlong[::1],
     stamp_at=cython.longlong[::1], value_at=cython.double[::1],
     tables=dict, codes_of=dict, batch_kinds=dict, codes=dict, rows=dict,
-    view=_SlotView, names=list, seasonal_at=list, gates=list, known=tuple,
+    view=_SlotView, shape=list, shape_codes=list, position=Py_ssize_t,
+    shape_length=Py_ssize_t, names=list, seasonal_at=list, gates=list, known=tuple,
 )
 cpdef object _gather(detectors, items)
 

@@ -121,10 +121,9 @@ class StatisticalDetectors(Stateful):
         self._seasonal_slots = np.zeros(0, dtype=np.int32)
         # (core, slot) of a series whose profile is in use → its own spec, to restore.
         self._own_specs: dict[tuple[int, int], int] = {}
-        # Per kind, per field name: its column's (index, core, gate), None when not judged
-        # (``_gather`` reads plain tuples, not a dataclass's attributes).  Made from the
-        # tables' columns as names come, so not state.
-        self._codes: dict[str, dict[str, tuple[int, int, int] | None]] = {}
+        # Per kind, its field names' column codes (``_KindCodes``): made from the tables'
+        # columns as names come, so not state.
+        self._codes: dict[str, _KindCodes] = {}
 
     def import_state(self, state: Mapping[str, Any]) -> None:
         super().import_state(state)
@@ -513,9 +512,12 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
     core_mask = 0
     tables = detectors._tables
     codes_of = detectors._codes
-    # Per kind, for this batch: its table, its column codes, its device rows and a view of
-    # its slot table.
-    batch_kinds: dict[str, tuple[_KindTable, dict[str, Any], dict[DeviceKey, int], _SlotView]] = {}
+    # Per kind, for this batch: its table, its column codes by name, its device rows, a view
+    # of its slot table, and the names of its last reading with their codes (``_KindCodes``).
+    batch_kinds: dict[
+        str,
+        tuple[_KindTable, dict[str, Any], dict[DeviceKey, int], _SlotView, list[str], list[Any]],
+    ] = {}
     for index, (place, reading) in enumerate(items):
         kind = reading.kind
         known = batch_kinds.get(kind)
@@ -523,18 +525,36 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
             table = tables.get(kind)
             if table is None:
                 table = tables[kind] = _KindTable()
-            codes = codes_of.get(kind)
-            if codes is None:
-                codes = codes_of[kind] = {}
-            known = batch_kinds[kind] = (table, codes, table.rows, _SlotView(table))
-        table, codes, rows, view = known
+            kind_codes = codes_of.get(kind)
+            if kind_codes is None:
+                kind_codes = codes_of[kind] = _KindCodes()
+            known = batch_kinds[kind] = (
+                table, kind_codes.by_name, table.rows, _SlotView(table), kind_codes.shape,
+                kind_codes.shape_codes,
+            )  # fmt: skip
+        table, codes, rows, view, shape, shape_codes = known
         row = -1
         ts = reading.ts
         values = reading.values
+        position = 0
+        shape_length = len(shape)
         for name, value in values.items():
             # The column first: most of a reading's values are never judged (a lift
-            # sends 13, one of them judged), and their None is one look-up.
-            code = codes.get(name, _UNSEEN)
+            # sends 13, one of them judged).  A kind's readings mostly name their values
+            # alike, and the decoder mostly hands out the same string for the same name:
+            # the code of the name at this position in the kind's last reading is the one.
+            if position < shape_length and shape[position] is name:
+                code = shape_codes[position]
+            else:
+                code = codes.get(name, _UNSEEN)
+                if position < shape_length:
+                    shape[position] = name
+                    shape_codes[position] = code
+                else:
+                    shape.append(name)
+                    shape_codes.append(code)
+                    shape_length += 1
+            position += 1
             if code is None:
                 continue
             # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
@@ -550,6 +570,7 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
                 code = codes[name] = (
                     None if column is None else (column.index, column.core, column.gate)
                 )
+                shape_codes[position - 1] = code
                 view.taken(table)  # a new column may have widened the table
                 if code is None:
                     continue
@@ -596,6 +617,17 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
         entries, owners_of, cores_of, slots_of, stamps_of, values_of, names, core_mask,
         seasonal_at, gates,
     )  # fmt: skip
+
+
+class _KindCodes:
+    """A kind's field names' codes for ``_gather``: per name its column's (index, core,
+    gate), None when not judged (plain tuples, not a dataclass's attributes); and the names
+    of the kind's last reading in order with their codes (``_UNSEEN``: not looked up)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, tuple[int, int, int] | None] = {}
+        self.shape: list[str] = []
+        self.shape_codes: list[Any] = []
 
 
 class _SlotView:
