@@ -13,7 +13,7 @@ index into a small table of distinct specs, since thousands of series share a fe
 batch are handled in order by splitting the batch into rounds, each holding at most one
 reading per slot (the k-th reading of every slot is in round k), so a batch gives exactly
 what reading-by-reading processing gives.  Compiled, a float32 core (the gateway's) takes
-the batch one reading at a time instead, in C (``_update_each``, typed by statistical.pxd),
+the batch one reading at a time instead, in C (``_update_each``, typed by detectors.pxd),
 with the same arithmetic and the same results bit for bit: every learned value is read as
 float64, computed in float64 and stored in the core's dtype.
 """
@@ -48,7 +48,7 @@ _SCALE_BITS = BIT[LEVEL_SHIFT] | BIT[RATE_OF_CHANGE] | BIT[DRIFT]
 # A reading within this share of the distance between the baseline and the other known
 # level (left at the last re-baselining, or where the last shift opened) is at that level.
 KNOWN_SHARE = 0.25
-# Compiled (statistical.pxd types ``_update_each`` to C), float32 cores judge a batch one
+# Compiled (detectors.pxd types ``_update_each`` to C), float32 cores judge a batch one
 # reading at a time: a batch that repeats its series (a backlog, or a few devices at a
 # high rate) takes as many numpy rounds as its most repeated series, and each round costs
 # some thirty numpy calls whatever its size.

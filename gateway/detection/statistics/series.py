@@ -5,7 +5,9 @@ enumerated signals, and the signals in ``StatParams.untracked``, are never judge
 with the same detectors share one core holding only the arrays those detectors need, in
 float32.  Finding a slot is one dictionary look-up per device (its row in its kind's
 table) and one per field name per kind (its column), so the index grows by one small
-int32 row per device, not by a Python object per series.
+int32 row per device, not by a Python object per series.  A batch's judged values are
+gathered as C numbers into arrays (``_gather``), each core judges its share in one call,
+and only the values whose detector bits changed become anomaly changes.
 
 An anomaly is one per device and detector code, so several signals of a device share it:
 it opens with the first signal flagged (its detail names that signal, its explanation says
