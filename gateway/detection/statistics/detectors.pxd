@@ -7,7 +7,8 @@ cdef double KNOWN_SHARE
 # a C integer, the parameters C numbers; a reading costs a few hundred instructions.
 @cython.locals(
     slots=cython.longlong[::1], stamps=cython.longlong[::1], values=cython.double[::1],
-    flags=cython.uchar[::1], ratios=cython.double[::1], befores=cython.uchar[::1], ratio=double,
+    flags=cython.uchar[::1], ratios=cython.double[::1], befores=cython.uchar[::1],
+    keep_before=bint, ratio=double,
     last_x=cython.float[::1], last_t=cython.longlong[::1], count=cython.ushort[::1],
     active=cython.uchar[::1], spec_of=cython.ushort[::1], floors=cython.double[::1],
     minimums=cython.double[::1], enabled_specs=cython.uchar[::1],

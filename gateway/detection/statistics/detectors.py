@@ -233,13 +233,15 @@ class StatCore:
         stored = values.astype(np.float32).astype(np.float64)  # a new C-ordered array
         out = np.zeros(len(stored), dtype=np.uint8)
         ratios = np.zeros(len(stored))
-        was = before if before is not None and positions is None else np.zeros_like(out)
+        was: U8 | None = None  # each judged reading's bits before it, where wanted
+        if before is not None:
+            was = before if positions is None else np.zeros_like(out)
         _update_each(self, slots, ts_ms, stored, out, ratios, was)
         if scores is not None:
             scores[positions if positions is not None else slice(None)] = _scores(out, ratios)
         if positions is None:
             return out
-        if before is not None:
+        if before is not None and was is not None:
             before[positions] = was
         flags = np.zeros(len(judged), dtype=np.uint8)  # the non-finite ones stay 0
         flags[positions] = out
@@ -471,14 +473,20 @@ def _rounds(slots: I64, valid: Bools) -> list[I64]:
 
 
 def _update_each(
-    core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8, ratios: F64, befores: U8
+    core: StatCore,
+    slots: I64,
+    stamps: I64,
+    values: F64,
+    flags: U8,
+    ratios: F64,
+    befores: U8 | None,
 ) -> None:
     """``StatCore._round``'s arithmetic for one reading at a time, in batch order, into a
     float32 core: the same results, bit for bit (every learned value is read as float64,
     computed in float64 and stored as float32 in both).  ``values`` are already rounded to
     float32 and finite; ``flags`` gets each reading's detector bits after it, ``ratios``
-    its largest deviation relative to a threshold (as ``_round`` returns), ``befores`` its
-    series' bits before it."""
+    its largest deviation relative to a threshold (as ``_round`` returns), ``befores`` (if
+    given) its series' bits before it."""
     p, on = core.params, core.detectors
     # Parameters as plain locals: the compiled loop reads C numbers, not attributes.
     timed = p.min_period_s is not None
@@ -513,6 +521,7 @@ def _update_each(
     p_change, run_of, run_s_of = arrays["p_change"], arrays["run"], arrays["run_s"]
     slow_of, ref_of, ref_scale_of = arrays["slow"], arrays["ref"], arrays["ref_scale"]
     c_drift = arrays["c_drift"]
+    keep_before = befores is not None
     for j in range(len(values)):
         slot = slots[j]
         t = stamps[j]
@@ -523,7 +532,8 @@ def _update_each(
         enabled = enabled_specs[spec]
         floor = floors[spec]
         was = active[slot]
-        befores[j] = was
+        if keep_before:
+            befores[j] = was  # type: ignore[index]  # given when kept
         bits = 0
         ratio = 0.0
         dx = 0.0 if first else x - float(last_x[slot])
