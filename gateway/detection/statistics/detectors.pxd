@@ -7,7 +7,8 @@ cdef double KNOWN_SHARE
 # a C integer, the parameters C numbers; a reading costs a few hundred instructions.
 @cython.locals(
     slots=cython.longlong[::1], stamps=cython.longlong[::1], values=cython.double[::1],
-    flags=cython.uchar[::1], ratios=cython.double[::1], ratio=double,
+    flags=cython.uchar[::1], ratios=cython.double[::1], befores=cython.uchar[::1],
+    keep_before=bint, ratio=double,
     last_x=cython.float[::1], last_t=cython.longlong[::1], count=cython.ushort[::1],
     active=cython.uchar[::1], spec_of=cython.ushort[::1], floors=cython.double[::1],
     minimums=cython.double[::1], enabled_specs=cython.uchar[::1],
@@ -35,7 +36,7 @@ cdef double KNOWN_SHARE
     share=double, a_share=double, folded=double, least=double, adx=double, rebase=bint,
     held=int, jitter=double, settled=bint, weight=double, slow=double, ref=double, ref_scale=double, away=double,
 )
-cpdef void _update_each(core, slots, stamps, values, flags, ratios)
+cpdef void _update_each(core, slots, stamps, values, flags, ratios, befores)
 
 @cython.locals(count=int)
 cdef int _held(int was, bint opens, bint clears, int counter, int persist, int clear_n)

@@ -13,7 +13,7 @@ index into a small table of distinct specs, since thousands of series share a fe
 batch are handled in order by splitting the batch into rounds, each holding at most one
 reading per slot (the k-th reading of every slot is in round k), so a batch gives exactly
 what reading-by-reading processing gives.  Compiled, a float32 core (the gateway's) takes
-the batch one reading at a time instead, in C (``_update_each``, typed by statistical.pxd),
+the batch one reading at a time instead, in C (``_update_each``, typed by detectors.pxd),
 with the same arithmetic and the same results bit for bit: every learned value is read as
 float64, computed in float64 and stored in the core's dtype.
 """
@@ -48,7 +48,7 @@ _SCALE_BITS = BIT[LEVEL_SHIFT] | BIT[RATE_OF_CHANGE] | BIT[DRIFT]
 # A reading within this share of the distance between the baseline and the other known
 # level (left at the last re-baselining, or where the last shift opened) is at that level.
 KNOWN_SHARE = 0.25
-# Compiled (statistical.pxd types ``_update_each`` to C), float32 cores judge a batch one
+# Compiled (detectors.pxd types ``_update_each`` to C), float32 cores judge a batch one
 # reading at a time: a batch that repeats its series (a backlog, or a few devices at a
 # high rate) takes as many numpy rounds as its most repeated series, and each round costs
 # some thirty numpy calls whatever its size.
@@ -207,7 +207,18 @@ class StatCore:
         numpy rounds; the tests compare the two)."""
         return self._each(slots, ts_ms, values, None)
 
-    def _each(self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None) -> U8:
+    def judge(self, slots: I64, ts_ms: I64, values: F64) -> tuple[U8, U8]:
+        """Like ``update``, with each reading's detector bits before it too: the bits after
+        the slot's previous reading in the batch, or its state before the batch for its
+        first.  A non-finite value is not judged: 0 before and after it."""
+        before = np.zeros(len(values), dtype=np.uint8)
+        if ONE_AT_A_TIME and self.dtype == np.float32:
+            return before, self._each(slots, ts_ms, values, None, before)
+        return before, self._run(slots, ts_ms, values, None, before)
+
+    def _each(
+        self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None, before: U8 | None = None
+    ) -> U8:
         if self.dtype != np.float32:
             raise ValueError(f"one reading at a time is for float32 state, not {self.dtype}")
         slots = np.ascontiguousarray(slots, dtype=np.int64)
@@ -222,11 +233,16 @@ class StatCore:
         stored = values.astype(np.float32).astype(np.float64)  # a new C-ordered array
         out = np.zeros(len(stored), dtype=np.uint8)
         ratios = np.zeros(len(stored))
-        _update_each(self, slots, ts_ms, stored, out, ratios)
+        was: U8 | None = None  # each judged reading's bits before it, where wanted
+        if before is not None:
+            was = before if positions is None else np.zeros_like(out)
+        _update_each(self, slots, ts_ms, stored, out, ratios, was)
         if scores is not None:
             scores[positions if positions is not None else slice(None)] = _scores(out, ratios)
         if positions is None:
             return out
+        if before is not None and was is not None:
+            before[positions] = was
         flags = np.zeros(len(judged), dtype=np.uint8)  # the non-finite ones stay 0
         flags[positions] = out
         return flags
@@ -240,13 +256,17 @@ class StatCore:
             return self._each(slots, ts_ms, values, scores), scores
         return self._run(slots, ts_ms, values, scores), scores
 
-    def _run(self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None) -> U8:
+    def _run(
+        self, slots: I64, ts_ms: I64, values: F64, scores: F64 | None, before: U8 | None = None
+    ) -> U8:
         slots = np.asarray(slots, dtype=np.int64)
         ts_ms = np.asarray(ts_ms, dtype=np.int64)
         values = np.asarray(values, dtype=np.float64)
         flags = np.zeros(len(values), dtype=np.uint8)
         # A non-finite value would poison the baseline: it is not judged.
         for positions in _rounds(slots, np.isfinite(values)):
+            if before is not None:  # a round holds a slot once: its state is its "before"
+                before[positions] = self.active[slots[positions]]
             ratios = self._round(slots[positions], ts_ms[positions], values[positions])
             flags[positions] = self.active[slots[positions]]
             if scores is not None:
@@ -453,13 +473,20 @@ def _rounds(slots: I64, valid: Bools) -> list[I64]:
 
 
 def _update_each(
-    core: StatCore, slots: I64, stamps: I64, values: F64, flags: U8, ratios: F64
+    core: StatCore,
+    slots: I64,
+    stamps: I64,
+    values: F64,
+    flags: U8,
+    ratios: F64,
+    befores: U8 | None,
 ) -> None:
     """``StatCore._round``'s arithmetic for one reading at a time, in batch order, into a
     float32 core: the same results, bit for bit (every learned value is read as float64,
     computed in float64 and stored as float32 in both).  ``values`` are already rounded to
     float32 and finite; ``flags`` gets each reading's detector bits after it, ``ratios``
-    its largest deviation relative to a threshold (as ``_round`` returns)."""
+    its largest deviation relative to a threshold (as ``_round`` returns), ``befores`` (if
+    given) its series' bits before it."""
     p, on = core.params, core.detectors
     # Parameters as plain locals: the compiled loop reads C numbers, not attributes.
     timed = p.min_period_s is not None
@@ -494,6 +521,7 @@ def _update_each(
     p_change, run_of, run_s_of = arrays["p_change"], arrays["run"], arrays["run_s"]
     slow_of, ref_of, ref_scale_of = arrays["slow"], arrays["ref"], arrays["ref_scale"]
     c_drift = arrays["c_drift"]
+    keep_before = befores is not None
     for j in range(len(values)):
         slot = slots[j]
         t = stamps[j]
@@ -504,6 +532,8 @@ def _update_each(
         enabled = enabled_specs[spec]
         floor = floors[spec]
         was = active[slot]
+        if keep_before:
+            befores[j] = was  # type: ignore[index]  # given when kept
         bits = 0
         ratio = 0.0
         dx = 0.0 if first else x - float(last_x[slot])

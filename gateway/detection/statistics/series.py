@@ -5,7 +5,9 @@ enumerated signals, and the signals in ``StatParams.untracked``, are never judge
 with the same detectors share one core holding only the arrays those detectors need, in
 float32.  Finding a slot is one dictionary look-up per device (its row in its kind's
 table) and one per field name per kind (its column), so the index grows by one small
-int32 row per device, not by a Python object per series.
+int32 row per device, not by a Python object per series.  A batch's judged values are
+gathered as C numbers into arrays (``_gather``), each core judges its share in one call,
+and only the values whose detector bits changed become anomaly changes.
 
 An anomaly is one per device and detector code, so several signals of a device share it:
 it opens with the first signal flagged (its detail names that signal, its explanation says
@@ -23,7 +25,7 @@ detectors that stop judging held open are closed at the switch (either way).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +52,8 @@ from jiayuan.contract import Reading
 from jiayuan.places import Place
 
 DeviceKey = tuple[str, str, str, str, str]
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
 STATE_DTYPE = np.float32
 _NONE = -1
 _UNSEEN: Any = object()  # a field name not looked up yet (None: looked up, not judged)
@@ -119,6 +123,13 @@ class StatisticalDetectors(Stateful):
         self._seasonal_slots = np.zeros(0, dtype=np.int32)
         # (core, slot) of a series whose profile is in use → its own spec, to restore.
         self._own_specs: dict[tuple[int, int], int] = {}
+        # Per kind, its field names' column codes (``_KindCodes``): made from the tables'
+        # columns as names come, so not state.
+        self._codes: dict[str, _KindCodes] = {}
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        super().import_state(state)
+        self._codes = {}  # made from the tables just replaced
 
     def share_rows(self, kind: str, rows: dict[DeviceKey, int]) -> None:
         """Number the kind's devices in ``rows`` (its rules' numbering), before any of
@@ -214,91 +225,103 @@ class StatisticalDetectors(Stateful):
     ) -> list[tuple[Place, AnomalyChange]]:
         """Judge many readings with one call per core (the per-call numpy overhead is what
         costs, not the arithmetic); changes come out in reading order."""
-        owners, names, cores, slots, stamps, values, seasonal_at, gates = _gather(self, items)
-        if not slots:
+        gathered = _gather(self, items)
+        entries = gathered.entries
+        if not entries:
             return []
+        owners, names = gathered.owners[:entries], gathered.names
+        cores, slots = gathered.cores[:entries], gathered.slots[:entries]
+        stamps, values = gathered.stamps[:entries], gathered.values[:entries]
+        keys = [bits for bits in range(_PLAIN_CORES) if gathered.core_mask >> bits & 1]
+        judged = values  # what the cores judge: a seasonal core's entries, the deviation
         switched: list[tuple[int, AnomalyChange]] = []
         contexts: dict[int, _Context] = {}
-        residuals: list[float] = []
-        if seasonal_at:
-            residuals = self._seasonal(
-                items, owners, names, cores, slots, stamps, values, seasonal_at, gates,
-                switched, contexts,
+        if gathered.seasonal_at:
+            added = self._seasonal(
+                items, owners, names, cores, slots, stamps, values, gathered.seasonal_at,
+                gathered.gates, switched, contexts,
             )  # fmt: skip
-        slot_array = np.array(slots, dtype=np.int64)
-        core_array = np.array(cores, dtype=np.int64)
-        stamp_array = np.array(stamps, dtype=np.int64)
-        value_array = np.array(values, dtype=np.float64)
-        if residuals:  # the entries added for seasonal cores judge the deviation
-            value_array[len(values) - len(residuals) :] = residuals
-        before = np.empty(len(slots), dtype=np.uint8)
-        after = np.empty(len(slots), dtype=np.uint8)
-        for bits in np.unique(core_array).tolist():
-            mine = np.flatnonzero(core_array == bits)
-            before[mine], after[mine] = _judge(
-                self.cores[bits], slot_array[mine], stamp_array[mine], value_array[mine]
-            )
+            if added.residuals:
+                owners = np.concatenate((owners, added.owners))
+                names = names + added.names
+                cores = np.concatenate((cores, added.cores))
+                slots = np.concatenate((slots, added.slots))
+                stamps = np.concatenate((stamps, added.stamps))
+                judged = np.concatenate((values, added.residuals))
+                values = np.concatenate((values, added.values))
+                keys += sorted(set(added.cores))
+        if len(keys) == 1:
+            before, after = self.cores[keys[0]].judge(slots, stamps, judged)
+        else:
+            before = np.empty(len(slots), dtype=np.uint8)
+            after = np.empty(len(slots), dtype=np.uint8)
+            for bits in keys:
+                mine = np.flatnonzero(cores == bits)
+                before[mine], after[mine] = self.cores[bits].judge(
+                    slots[mine], stamps[mine], judged[mine]
+                )
         changes: list[tuple[int, AnomalyChange]] = list(switched)
         for entry in np.flatnonzero(before != after).tolist():
-            place, reading = items[owners[entry]]
+            owner = int(owners[entry])
+            place, reading = items[owner]
             for detector in DETECTORS:
                 bit = BIT[detector]
                 if (before[entry] ^ after[entry]) & bit:
                     change = self._flip(
-                        place, reading, detector, names[entry], cores[entry], slots[entry],
-                        values[entry], bool(after[entry] & bit), contexts.get(entry),
+                        place, reading, detector, names[entry], int(cores[entry]),
+                        int(slots[entry]), float(values[entry]), bool(after[entry] & bit),
+                        contexts.get(entry),
                     )  # fmt: skip
                     if change is not None:
-                        changes.append((owners[entry], change))
-        if seasonal_at:
+                        changes.append((owner, change))
+        if gathered.seasonal_at:
             changes.sort(key=lambda owned: owned[0])  # stable: each reading's in order
         return [(items[owner][0], change) for owner, change in changes]
 
     def _seasonal(
         self,
         items: Sequence[tuple[Place, Reading]],
-        owners: list[int],
+        owners: I64,
         names: list[str],
-        cores: list[int],
-        slots: list[int],
-        stamps: list[int],
-        values: list[float],
+        cores: I64,
+        slots: I64,
+        stamps: I64,
+        values: F64,
         seasonal_at: list[int],
         gates: list[int],
         switched: list[tuple[int, AnomalyChange]],
         contexts: dict[int, _Context],
-    ) -> list[float]:
+    ) -> _Added:
         """Step the seasonal series' gates and profiles.  Each reading whose profile is in
-        use gets an entry appended for its seasonal core (its residual returned, in order);
-        a profile coming into or out of use switches which detectors judge the series,
-        closing the anomalies the others held (into ``switched``)."""
+        use gets an entry added for its seasonal core (returned, its residual what the core
+        judges; ``contexts`` keyed by the entry's position after the given ones); a profile
+        coming into or out of use switches which detectors judge the series, closing the
+        anomalies the others held (into ``switched``)."""
         bank = self.seasonal
-        stepped = bank.step(
-            np.array(gates, dtype=np.int64),
-            np.array([stamps[e] for e in seasonal_at], dtype=np.int64),
-            np.array([values[e] for e in seasonal_at], dtype=np.float64),
-        )
-        residuals: list[float] = []
+        at_entries = np.array(seasonal_at, dtype=np.int64)
+        stepped = bank.step(np.array(gates, dtype=np.int64), stamps[at_entries], values[at_entries])
+        added = _Added()
         if len(self._seasonal_slots) < bank.profiles:
             grown = np.full(len(bank.state), _NONE, dtype=np.int32)
             grown[: len(self._seasonal_slots)] = self._seasonal_slots
             self._seasonal_slots = grown
         busy = np.flatnonzero(stepped.flags).tolist()  # a profile in use before or after
         if not busy:
-            return residuals
+            return added
         for at in busy:
             entry = seasonal_at[at]
+            owner = int(owners[entry])
             flags = int(stepped.flags[at])
             profile = int(stepped.profiles[at])
-            column = self._column_of(items[owners[entry]][1].kind, names[entry])
+            column = self._column_of(items[owner][1].kind, names[entry])
             key = SEASONAL_CORE | column.seasonal_bits
             core = self.cores.get(key)
             if core is None:
                 core = self.cores[key] = StatCore(
                     self.params, detectors=column.seasonal_bits, dtype=STATE_DTYPE
                 )
-            own = (cores[entry], slots[entry])
-            place, reading = items[owners[entry]]
+            own = (int(cores[entry]), int(slots[entry]))
+            place, reading = items[owner]
             if flags == IN_USE:  # into use: the seasonal core takes over, started afresh
                 slot = int(self._seasonal_slots[profile])
                 if slot == _NONE:
@@ -307,32 +330,30 @@ class StatisticalDetectors(Stateful):
                 else:
                     core.reset(slot)
                 switched += self._close(
-                    owners[entry], place, reading, names[entry], *own, ~BIT[STUCK] & 0xFF
+                    owner, place, reading, names[entry], *own, ~BIT[STUCK] & 0xFF
                 )
                 self._set_spec(own, BIT[STUCK])
             elif flags == WAS_IN_USE:  # out of use: the series' own detectors again
                 slot = int(self._seasonal_slots[profile])
-                switched += self._close(
-                    owners[entry], place, reading, names[entry], key, slot, 0xFF
-                )
+                switched += self._close(owner, place, reading, names[entry], key, slot, 0xFF)
                 core.active[slot] = 0
                 self._set_spec(own, None)
                 continue
             slot = int(self._seasonal_slots[profile])
-            contexts[len(slots)] = (
+            contexts[len(slots) + len(added.residuals)] = (
                 float(stepped.usual[at]),
                 float(stepped.spread[at]),
                 int(stepped.slots[at]),
                 float(stepped.level[at]),
             )
-            owners.append(owners[entry])
-            names.append(names[entry])
-            cores.append(key)
-            slots.append(slot)
-            stamps.append(stamps[entry])
-            values.append(values[entry])
-            residuals.append(float(stepped.residual[at]))
-        return residuals
+            added.owners.append(owner)
+            added.names.append(names[entry])
+            added.cores.append(key)
+            added.slots.append(slot)
+            added.stamps.append(int(stamps[entry]))
+            added.values.append(float(values[entry]))
+            added.residuals.append(float(stepped.residual[at]))
+        return added
 
     def _column_of(self, kind: str, name: str) -> _Column:
         column = self._tables[kind].columns[name]
@@ -436,46 +457,107 @@ def _seasonal_text(
     return usual, explain(label, value, usual, spread, unit, when=when)
 
 
-_Gathered = tuple[
-    list[int], list[str], list[int], list[int], list[int], list[float], list[int], list[int]
-]
+# Cores of the series' own detectors are keyed by their detector bits, below this.
+_PLAIN_CORES = 1 << len(DETECTORS)
+
+
+@dataclass
+class _Gathered:
+    """The judged values of a batch of readings, in order: the first ``entries`` of each
+    array; ``names`` each one's field name; and those of seasonal signals, their positions
+    and their gates."""
+
+    entries: int
+    owners: I64  # the reading's index in the batch
+    cores: I64
+    slots: I64
+    stamps: I64
+    values: F64
+    names: list[str]
+    core_mask: int  # bit b: an entry of core b
+    seasonal_at: list[int]
+    gates: list[int]
+
+
+@dataclass
+class _Added:
+    """Entries ``StatisticalDetectors._seasonal`` adds for the seasonal cores."""
+
+    owners: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    cores: list[int] = field(default_factory=list)
+    slots: list[int] = field(default_factory=list)
+    stamps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    residuals: list[float] = field(default_factory=list)
 
 
 def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Reading]]) -> _Gathered:
-    """Each judged value of the readings, in order: its reading's index, its name, its
-    core and slot, its time and its value; and for those of seasonal signals, their
-    positions in these lists and their gates.  A function, not a method, so that the compiled
-    build can type its locals (stat_series.pxd): it runs once for every value of every
-    reading."""
-    owners: list[int] = []
+    """Each judged value of the readings, in order (``_Gathered``).  A function, not a
+    method, so that the compiled build can type its locals (series.pxd): it runs once for
+    every value of every reading, and writes C numbers into arrays, not Python objects into
+    lists."""
+    capacity = 4 * len(items) + 16
+    owners_of = np.empty(capacity, dtype=np.int64)
+    cores_of = np.empty(capacity, dtype=np.int64)
+    slots_of = np.empty(capacity, dtype=np.int64)
+    stamps_of = np.empty(capacity, dtype=np.int64)
+    values_of = np.empty(capacity, dtype=np.float64)
+    # Typed views of the same arrays (the compiled build writes through them).
+    owner_at, core_at, slot_at, stamp_at, value_at = (
+        owners_of, cores_of, slots_of, stamps_of, values_of
+    )  # fmt: skip
     names: list[str] = []
-    cores: list[int] = []
-    slots: list[int] = []
-    stamps: list[int] = []
-    values: list[float] = []
     seasonal_at: list[int] = []
     gates: list[int] = []
+    entries = 0
+    core_mask = 0
     tables = detectors._tables
-    # Per kind, per device row: its slots as a list, read from the table once per batch
-    # (a device comes many times in a replayed batch), read again after they change.
-    known_slots: dict[str, dict[int, list[int]]] = {}
+    codes_of = detectors._codes
+    # Per kind, for this batch: its table, its column codes by name, its device rows, a view
+    # of its slot table, and the names of its last reading with their codes (``_KindCodes``).
+    batch_kinds: dict[
+        str,
+        tuple[_KindTable, dict[str, Any], dict[DeviceKey, int], _SlotView, list[str], list[Any]],
+    ] = {}
     for index, (place, reading) in enumerate(items):
         kind = reading.kind
-        table = tables.get(kind)
-        if table is None:
-            table = tables[kind] = _KindTable()
-        columns = table.columns
+        known = batch_kinds.get(kind)
+        if known is None:
+            table = tables.get(kind)
+            if table is None:
+                table = tables[kind] = _KindTable()
+            kind_codes = codes_of.get(kind)
+            if kind_codes is None:
+                kind_codes = codes_of[kind] = _KindCodes()
+            known = batch_kinds[kind] = (
+                table, kind_codes.by_name, table.rows, _SlotView(table), kind_codes.shape,
+                kind_codes.shape_codes,
+            )  # fmt: skip
+        table, codes, rows, view, shape, shape_codes = known
         row = -1
-        row_slots: list[int] = []  # the device's slots
-        kind_slots = known_slots.get(kind)
-        if kind_slots is None:
-            kind_slots = known_slots[kind] = {}
         ts = reading.ts
-        for name, value in reading.values.items():
+        values = reading.values
+        position = 0
+        shape_length = len(shape)
+        for name, value in values.items():
             # The column first: most of a reading's values are never judged (a lift
-            # sends 13, one of them judged), and their None is one look-up.
-            column = columns.get(name, _UNSEEN)
-            if column is None:
+            # sends 13, one of them judged).  A kind's readings mostly name their values
+            # alike, and the decoder mostly hands out the same string for the same name:
+            # the code of the name at this position in the kind's last reading is the one.
+            if position < shape_length and shape[position] is name:
+                code = shape_codes[position]
+            else:
+                code = codes.get(name, _UNSEEN)
+                if position < shape_length:
+                    shape[position] = name
+                    shape_codes[position] = code
+                else:
+                    shape.append(name)
+                    shape_codes.append(code)
+                    shape_length += 1
+            position += 1
+            if code is None:
                 continue
             # type() is, not isinstance: a bool is not a measurement; x - x is 0.0
             # only for a finite number.
@@ -485,63 +567,83 @@ def _gather(detectors: StatisticalDetectors, items: Sequence[tuple[Place, Readin
             number = float(value)
             if number - number != 0.0:
                 continue
-            if column is _UNSEEN:
+            if code is _UNSEEN:
                 column = detectors._column(table, kind, name)
-                if column is None:
+                code = codes[name] = (
+                    None if column is None else (column.index, column.core, column.gate)
+                )
+                shape_codes[position - 1] = code
+                view.taken(table)  # a new column may have widened the table
+                if code is None:
                     continue
+            at, core, gate_at = code
             if row < 0:
                 # The rules numbered the device already (shared rows): one look-up, and
                 # the table's method only when its slots must grow first.
-                slots_of = table.slots
-                row = table.rows.get(place.key, -1)
-                if row < 0 or row >= len(slots_of):
+                row = rows.get(place.key, -1)
+                if row < 0 or row >= view.slots.shape[0]:
                     row = table.row(place.key)
-                    slots_of = table.slots
-                cached = kind_slots.get(row)
-                if cached is None:
-                    cached = kind_slots[row] = slots_of[row].tolist()
-                row_slots = cached
-            at = column.index
-            slot = row_slots[at] if at < len(row_slots) else _NONE
-            core = column.core
+                    view.taken(table)
+            slot = view.slots[row, at]
             if slot == _NONE:
-                core, slot = detectors._slot(table, row, column)
-                row_slots = kind_slots[row] = table.slots[row].tolist()
-            if column.gate >= 0:
-                at = column.gate
-                gate = row_slots[at] if at < len(row_slots) else _NONE
+                column = table.columns[name]
+                assert column is not None  # its code is not None
+                slot = detectors._slot(table, row, column)[1]
+            if gate_at >= 0:
+                gate = view.slots[row, gate_at]
                 if gate == _NONE:
+                    column = table.columns[name]
+                    assert column is not None
                     gate = detectors._gate(table, row, column)
-                    row_slots = kind_slots[row] = table.slots[row].tolist()
-                seasonal_at.append(len(slots))
+                seasonal_at.append(entries)
                 gates.append(gate)
-            owners.append(index)
+            if entries == capacity:
+                capacity *= 2
+                owners_of = _longer(owners_of, capacity)
+                cores_of = _longer(cores_of, capacity)
+                slots_of = _longer(slots_of, capacity)
+                stamps_of = _longer(stamps_of, capacity)
+                values_of = _longer(values_of, capacity)
+                owner_at, core_at, slot_at, stamp_at, value_at = (
+                    owners_of, cores_of, slots_of, stamps_of, values_of
+                )  # fmt: skip
+            owner_at[entries] = index
+            core_at[entries] = core
+            slot_at[entries] = slot
+            stamp_at[entries] = ts
+            value_at[entries] = number
             names.append(name)
-            cores.append(core)
-            slots.append(slot)
-            stamps.append(ts)
-            values.append(number)
-    return owners, names, cores, slots, stamps, values, seasonal_at, gates
+            core_mask |= 1 << core
+            entries += 1
+    return _Gathered(
+        entries, owners_of, cores_of, slots_of, stamps_of, values_of, names, core_mask,
+        seasonal_at, gates,
+    )  # fmt: skip
 
 
-def _judge(
-    core: StatCore,
-    slots: npt.NDArray[np.int64],
-    stamps: npt.NDArray[np.int64],
-    values: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """Each entry's detector bits before and after it.  A slot may appear several times in
-    one call: an entry's "before" is the bits after the slot's previous entry, or the state
-    before the call for its first one."""
-    before_batch = core.active[slots].copy()
-    after = core.update(slots, stamps, values)
-    order = np.argsort(slots, kind="stable")
-    sorted_slots = slots[order]
-    repeat = np.concatenate(([False], sorted_slots[1:] == sorted_slots[:-1]))
-    after_sorted = after[order]
-    previous_sorted = np.where(
-        repeat, np.concatenate(([0], after_sorted[:-1])), before_batch[order]
-    )
-    before = np.empty_like(after)
-    before[order] = previous_sorted
-    return before, after
+class _KindCodes:
+    """A kind's field names' codes for ``_gather``: per name its column's (index, core,
+    gate), None when not judged (plain tuples, not a dataclass's attributes); and the names
+    of the kind's last reading in order with their codes (``_UNSEEN``: not looked up)."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, tuple[int, int, int] | None] = {}
+        self.shape: list[str] = []
+        self.shape_codes: list[Any] = []
+
+
+class _SlotView:
+    """A kind's slot table as ``_gather`` reads it: typed in the compiled build (series.pxd),
+    taken again whenever the table may have been replaced by a larger one."""
+
+    def __init__(self, table: _KindTable) -> None:
+        self.slots = table.slots
+
+    def taken(self, table: _KindTable) -> None:
+        self.slots = table.slots
+
+
+def _longer(array: npt.NDArray[Any], length: int) -> npt.NDArray[Any]:
+    longer = np.empty(length, dtype=array.dtype)
+    longer[: len(array)] = array
+    return longer
