@@ -77,6 +77,7 @@ class Threshold:
             clear_hold_s=self.clear_hold_s,
             detail=self.detail,
             signal=self.signal,
+            reads=(self.signal,),
         )
 
 
