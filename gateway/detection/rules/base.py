@@ -114,9 +114,6 @@ class Check:
     # When set, a check at rest is only evaluated on readings that carry this value (a
     # pile reports only the ports it has, so the other ports' checks cost nothing).
     signal: str = ""
-    # The values ``opens`` and ``suppressed`` read, when declared: a device at rest is
-    # then asked this opener again only when one of them changed (``TableRules._quiet``).
-    reads: tuple[str, ...] | None = None
 
     def hold_for(self, values: Values) -> float:
         return self.hold_s(values) if callable(self.hold_s) else self.hold_s

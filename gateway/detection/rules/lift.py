@@ -95,7 +95,6 @@ class LiftRules(TableRules):
                 trapped_hold,
                 hold_s=trapped_hold,
                 suppressed=_in_inspection,
-                reads=("passenger_status", "door_status", "car_status", "service_mode"),
             ),
             # Seen in two readings in a row, or for a second: one odd sample is not enough.
             Check(
@@ -107,7 +106,6 @@ class LiftRules(TableRules):
                 hold_s=1.0,
                 min_count=2,
                 suppressed=_in_inspection,
-                reads=("car_status", "door_status", "service_mode"),
             ),
             # Sustained, as a governor judges it: a single fast sample may be sensor noise.
             Check(
@@ -117,19 +115,10 @@ class LiftRules(TableRules):
                 measure("speed"),
                 overspeed_limit,
                 hold_s=self.threshold("overspeed_hold_s"),
-                reads=("speed", "rated_speed"),
             ),
-            Check(
-                "lift.power_loss",
-                *power,
-                measure("power_status"),
-                POWER_CUT,
-                reads=("power_status",),
-            ),
-            Check("lift.overtravel_top", *top, measure("up_limit"), 1.0, reads=("up_limit",)),
-            Check(
-                "lift.overtravel_bottom", *bottom, measure("down_limit"), 1.0, reads=("down_limit",)
-            ),
+            Check("lift.power_loss", *power, measure("power_status"), POWER_CUT),
+            Check("lift.overtravel_top", *top, measure("up_limit"), 1.0),
+            Check("lift.overtravel_bottom", *bottom, measure("down_limit"), 1.0),
             Check(
                 "lift.stop_out_of_zone",
                 _stopped_out_of_zone,
@@ -138,7 +127,6 @@ class LiftRules(TableRules):
                 self.threshold("stop_out_of_zone_s"),
                 hold_s=self.threshold("stop_out_of_zone_s"),
                 suppressed=_in_inspection,
-                reads=("car_status", "door_zone", "service_mode"),
             ),
             Check(
                 "lift.fault_code",
@@ -147,6 +135,5 @@ class LiftRules(TableRules):
                 measure("fault_code"),
                 0.0,
                 suppressed=_in_inspection,
-                reads=("fault_code", "service_mode"),
             ),
         )

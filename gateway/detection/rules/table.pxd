@@ -28,9 +28,7 @@ cdef class RowValues:
 @cython.locals(
     held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
     derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
-    judged=bint, partial=bint, selective=bint, masks=cython.ulonglong[::1],
-    undeclared=cython.ulonglong, touched=cython.ulonglong, asked=cython.ulonglong,
-    index_=Py_ssize_t,
+    judged=bint,
 )
 cpdef _check_readings(
     rules, RowValues view, list rows, items, set open_rows, set quiet, list out

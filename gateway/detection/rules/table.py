@@ -115,20 +115,6 @@ class TableRules(Stateful):
             (c.signal, c.opens, None if c.suppressed is never else c.suppressed)
             for c in self.checks
         ]
-        # Per kept column, a bit for each check whose opener reads it (``Check.reads``),
-        # and the bits of the checks that do not say what they read: a device at rest is
-        # asked again only the openers whose values a reading changed.  Up to 64 checks.
-        self._partial = len(self.checks) <= 64
-        self._opener_masks = np.zeros(len(self.columns), dtype=np.uint64)
-        self._undeclared = 0
-        for index, check in enumerate(self.checks if self._partial else ()):
-            if check.reads is None:
-                self._undeclared |= 1 << index
-                continue
-            for name in check.reads:
-                if name not in self._column_of:
-                    raise ValueError(f"{family.kind}: {check.code} reads {name}, not kept")
-                self._opener_masks[self._column_of[name]] |= np.uint64(1 << index)
         rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
         self._values = np.full((rows, width), np.nan, dtype=np.float64)
         self._types = np.zeros((rows, width), dtype=np.uint8)
@@ -153,8 +139,7 @@ class TableRules(Stateful):
         # Rows at rest whose every opening condition was found false (or suppressed) on
         # the values they still hold: a reading that changes none of those values cannot
         # make one true (the checks are functions of the values), so its openers are not
-        # asked again, and one that changes some is asked only the openers reading them.
-        # Not state: a row leaves it when an opener asked holds or it is stepped.
+        # asked again.  Not state: a row leaves it when a value changes or it is stepped.
         self._quiet: set[int] = set()
 
     STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
@@ -550,10 +535,9 @@ def _check_readings(
     a mapping of that type filled from the row, written back after each reading.
 
     A row in ``quiet`` (``TableRules._quiet``) whose reading changes none of its kept
-    values is at rest without asking its openers: they saw these values already; one
-    whose reading changes some is asked only the openers that read them (``Check.reads``)
-    or do not say what they read.  Not for a family that derives values (they depend on
-    more than the kept values) or with a test's mapping."""
+    values is at rest without asking its openers: they saw these values already.  Not
+    for a family that derives values (they depend on more than the kept values) or with
+    a test's mapping."""
     held_rows, kept = rules._since, rules._column_of
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
@@ -561,8 +545,6 @@ def _check_readings(
     judge = None if copied else rules.judge
     judged = False
     remembers = not derives and not copied
-    partial = remembers and rules._partial
-    masks, undeclared = rules._opener_masks, rules._undeclared
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
@@ -572,12 +554,10 @@ def _check_readings(
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
         changed = False
-        touched = 0  # the openers that read a value this reading changed
         for name, value in present.items():
             column = kept.get(name)
             if column is not None and view.put(column, value):
                 changed = True
-                touched |= masks[column]
         if copied:
             values = rules.mapping()
             values.update(view.as_dict())
@@ -596,13 +576,7 @@ def _check_readings(
         else:
             busy = False
             every = True  # every opener asked (none skipped for a signal not sent)
-            # Quiet before this reading: the openers whose values did not change are
-            # still false.
-            selective = partial and row in quiet
-            asked = touched | undeclared
-            for index_, (signal, opens, suppressed) in enumerate(openers):
-                if selective and not (asked >> index_) & 1:
-                    continue
+            for signal, opens, suppressed in openers:
                 if signal and signal not in present:
                     every = False
                     continue

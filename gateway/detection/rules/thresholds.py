@@ -77,7 +77,6 @@ class Threshold:
             clear_hold_s=self.clear_hold_s,
             detail=self.detail,
             signal=self.signal,
-            reads=(self.signal,),
         )
 
 

@@ -86,7 +86,6 @@ class WaterTankRules(TableRules):
                 measure("ph"),
                 ph_limit,
                 hold_s=quality_hold_s,
-                reads=("ph",),
             ),
             Check(
                 "water_tank.lid_open",
@@ -94,6 +93,5 @@ class WaterTankRules(TableRules):
                 measure("lid_open"),
                 self.threshold("lid_open_s"),
                 hold_s=self.threshold("lid_open_s"),
-                reads=("lid_open",),
             ),
         )
