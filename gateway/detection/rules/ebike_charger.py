@@ -22,6 +22,8 @@ import math
 import statistics
 from collections.abc import Mapping, MutableMapping, Sequence
 
+import numpy as np
+
 from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
 from gateway.detection.rules.table import RowValues, TableRules
 from gateway.detection.rules.thresholds import Threshold
@@ -49,6 +51,15 @@ class EbikeChargerRules(TableRules):
         super().__init__(EBIKE_CHARGER, overrides, vectorised)
         self._rise_per_w = self.threshold("port_temp_rise_per_w")
         self._tau_ms = self.threshold("port_thermal_tau_s") * 1000.0
+        # With the thresholds in their table, the openers are the smoke flag and the ports'
+        # peer checks, which the judge asks on the row itself.
+        if self.table is not None:
+            self.judge = PileJudge(
+                self._column_of,
+                self._tau_ms,
+                self._rise_per_w,
+                self.threshold("port_peer_excess_c"),
+            )
 
     def build_thresholds(self) -> Sequence[Threshold]:
         hold_s = self.threshold("over_hold_s")
@@ -134,6 +145,124 @@ class EbikeChargerRules(TableRules):
         residual = _lagged_residuals(values, gain, self._rise_per_w)
         for port, excess in _peer_excess(residual).items():
             values[_EXCESS_NAMES[port]] = excess
+
+
+class PileJudge:
+    """``EbikeChargerRules.derive`` and the openers of its checks in one pass over a pile's
+    row (``RowValues``), on C doubles when compiled: no Python object a port.
+
+    ``judge`` writes the ports' lags to the row as ``derive`` does and keeps their
+    excesses over their peers here; they go into the row's derived values (``fill``)
+    only for a reading whose checks are stepped.  It gives what ``derive`` and the
+    openers give (tests/gateway/test_pile_judge.py holds it to that)."""
+
+    def __init__(
+        self, columns: Mapping[str, int], tau_ms: float, rise_per_w: float, peer_excess: float
+    ) -> None:
+        ports = range(1, MAX_PORTS + 1)
+        self.power = np.array([columns[port_field(p, "power")] for p in ports], dtype=np.intp)
+        self.temp = np.array([columns[port_field(p, "temp")] for p in ports], dtype=np.intp)
+        self.lag = np.array([columns[lag_field(p)] for p in ports], dtype=np.intp)
+        self.lag_ts = columns[_LAG_TS]
+        self.smoke = columns["smoke"]
+        self.temp_names = tuple(port_field(p, "temp") for p in ports)
+        self.excess_names = tuple(excess_field(p) for p in ports)
+        self.tau_ms = tau_ms
+        self.rise_per_w = rise_per_w
+        self.peer_excess = peer_excess
+        # Per port, of the last reading judged: whether it had a temperature and a power,
+        # its residual (temperature less the heat its lagged power explains) and excess.
+        self.reported = np.zeros(MAX_PORTS, dtype=np.uint8)
+        self.residual = np.zeros(MAX_PORTS, dtype=np.float64)
+        self.excess = np.zeros(MAX_PORTS, dtype=np.float64)
+        self.ordered = np.zeros(MAX_PORTS, dtype=np.float64)  # the residuals, sorted
+
+    def judge(self, view: RowValues, ts: int, present: Mapping[str, Value]) -> bool:
+        """Derive the pile's values for its reading at ``ts`` (``present``: the values it
+        reported, already merged into the row); True when an opening condition holds."""
+        last = view.real_at(self.lag_ts)
+        if last != last:  # NaN: the first reading
+            gain = 1.0
+            view.put(self.lag_ts, ts)
+        else:
+            gain = 1.0 - math.exp(-max(0.0, ts - last) / self.tau_ms)
+            view.put_real(self.lag_ts, max(float(ts), last))
+        count = 0
+        for port in range(MAX_PORTS):
+            self.reported[port] = 0
+            power = view.real_at(self.power[port])
+            temp = view.real_at(self.temp[port])
+            if power != power or temp != temp:  # NaN: not reported, or not a number
+                continue
+            lag = view.real_at(self.lag[port])
+            lag = power if lag != lag else lag + (power - lag) * gain
+            view.put_real(self.lag[port], lag)
+            residual = temp - self.rise_per_w * lag
+            self.residual[port] = residual
+            self.reported[port] = 1
+            # Insertion into the sorted residuals (stable, as ``sorted``).
+            at = count
+            while at > 0 and self.ordered[at - 1] > residual:
+                self.ordered[at] = self.ordered[at - 1]
+                at -= 1
+            self.ordered[at] = residual
+            count += 1
+        self._excesses(count)
+        opens = view.cell(self.smoke, None) == 1
+        for port in range(MAX_PORTS):
+            if (
+                not opens
+                and self.reported[port]
+                and self.temp_names[port] in present
+                and view.real_at(self.power[port]) > 0.0
+                and self.excess[port] >= self.peer_excess
+            ):
+                opens = True
+        return opens
+
+    def _excesses(self, count: int) -> None:
+        """Each reported port's excess over the median of the others, as
+        ``_peer_excess`` computes it (NaN with too few)."""
+        if count <= MIN_PEERS:
+            for port in range(MAX_PORTS):
+                self.excess[port] = math.nan
+            return
+        for at in range(count):
+            if not math.isfinite(self.ordered[at]):
+                residual = {
+                    port + 1: float(self.residual[port])
+                    for port in range(MAX_PORTS)
+                    if self.reported[port]
+                }
+                for numbered, excess in _peer_excess(residual).items():
+                    self.excess[numbered - 1] = excess
+                return
+        others = count - 1
+        half = others // 2
+        for port in range(MAX_PORTS):
+            if not self.reported[port]:
+                continue
+            own = self.residual[port]
+            below = 0  # bisect_left: the residuals less than one's own
+            while below < count and self.ordered[below] < own:
+                below += 1
+            upper = self.ordered[half] if half < below else self.ordered[half + 1]
+            if others % 2:
+                self.excess[port] = own - upper
+            else:
+                lower = self.ordered[half - 1] if half - 1 < below else self.ordered[half]
+                self.excess[port] = own - (lower + upper) / 2
+
+    def fill(self, view: RowValues) -> None:
+        """Put the excesses of the reading last judged into its derived values, for the
+        checks to be stepped on."""
+        for port in range(MAX_PORTS):
+            if self.reported[port]:
+                excess = self.excess[port]
+                # NaN (too few peers) as ``math.nan`` itself, as ``_peer_excess`` gives it.
+                view.derived[self.excess_names[port]] = (
+                    float(excess) if excess == excess else math.nan
+                )
 
 
 def _lagged_residuals(

@@ -18,13 +18,17 @@ cdef class RowValues:
     cdef object cell(self, Py_ssize_t column, object default)
     @cython.locals(row=Py_ssize_t, kind=cython.uchar, whole=cython.longlong, changed=bint)
     cdef bint put(self, Py_ssize_t column, object value) except? -1
-    @cython.locals(row=Py_ssize_t, kind=cython.uchar)
     cpdef double real(self, name)
+    @cython.locals(row=Py_ssize_t, kind=cython.uchar)
+    cpdef double real_at(self, Py_ssize_t column)
+    @cython.locals(row=Py_ssize_t)
+    cpdef put_real(self, Py_ssize_t column, double value)
     cpdef clear_derived(self)
 
 @cython.locals(
     held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
     derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
+    judged=bint,
 )
 cpdef _check_readings(
     rules, RowValues view, list rows, items, set open_rows, set quiet, list out

@@ -129,6 +129,12 @@ class TableRules(Stateful):
         self._count = np.zeros((rows, len(self._counted)), dtype=np.uint16)
         # The mapping the checks see (a test swaps in one that records what they read).
         self.mapping: Callable[[], dict[str, Value]] = dict
+        # A family's ``derive`` and openers in one compiled call on the row, if it has
+        # one (a pile's ports): ``judge(view, ts, values)`` derives and says whether an
+        # opener holds, ``fill(view)`` puts the values it derived but did not write in
+        # the row's derived ones for stepping the checks.  The reference is ``derive``
+        # and the openers, which run with a test's mapping.
+        self.judge: Any = None
         self._view = RowValues(self._column_of)
         # Rows at rest whose every opening condition was found false (or suppressed) on
         # the values they still hold: a reading that changes none of those values cannot
@@ -433,6 +439,10 @@ class RowValues:
         column = self.columns.get(name)
         if column is None:
             return as_number(self.derived.get(name))
+        return self.real_at(column)
+
+    def real_at(self, column: int) -> float:
+        """``real`` of a kept value, by its column."""
         row = self.row
         kind = self.kinds[row, column]
         if kind in (_FLOAT, _INT):
@@ -440,6 +450,14 @@ class RowValues:
         if kind == _ABSENT:
             return math.nan
         return as_number(self.others[(row, column)])
+
+    def put_real(self, column: int, value: float) -> None:
+        """``put`` of a float, without making a Python float of it when compiled."""
+        row = self.row
+        if self.kinds[row, column] == _OTHER:
+            del self.others[(row, column)]
+        self.numbers[row, column] = value
+        self.kinds[row, column] = _FLOAT
 
     def clear_derived(self) -> None:
         self.derived.clear()
@@ -524,6 +542,8 @@ def _check_readings(
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
     copied = rules.mapping is not dict
+    judge = None if copied else rules.judge
+    judged = False
     remembers = not derives and not copied
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
@@ -541,7 +561,9 @@ def _check_readings(
         if copied:
             values = rules.mapping()
             values.update(view.as_dict())
-        if derives:
+        if judge is not None:
+            judged = judge.judge(view, reading.ts, present)
+        elif derives:
             rules.derive(values, reading)
         if row in open_rows or row in held_rows:
             busy = True
@@ -549,6 +571,8 @@ def _check_readings(
                 quiet.discard(row)
         elif remembers and not changed and row in quiet:
             busy = False
+        elif judge is not None:
+            busy = judged
         else:
             busy = False
             every = True  # every opener asked (none skipped for a signal not sent)
@@ -565,6 +589,8 @@ def _check_readings(
                 else:
                     quiet.add(row)
         if busy:
+            if judge is not None:
+                judge.fill(view)
             changes = rules._step_all(row, values, reading)
             if changes:
                 out[index] += changes

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -127,6 +128,10 @@ class ThresholdTable(Stateful):
         self._own = np.flatnonzero(self._own_of >= 0)
         self._elsewhere = np.flatnonzero(self._own_of < 0)
         self._kept_at = np.array([columns[names[k]] for k in self._elsewhere], np.int64)
+        # Per signal, its column in the owner's array (−1: kept here, in ``last``).
+        self._kept_of = np.array(
+            [columns.get(n, -1) if n not in own else -1 for n in names], dtype=np.int64
+        )
         self.last = np.full((count, len(own)), np.nan, dtype=np.float32)
         self.active = np.zeros((count, checks), dtype=bool)
         # (row, check) → since when its condition has held; absent: it is not being held.
@@ -138,6 +143,19 @@ class ThresholdTable(Stateful):
         ]
         width = max((len(c) for c in on_signal), default=1)
         self._checks_of = np.array([c + [-1] * (width - len(c)) for c in on_signal], dtype=np.int64)
+        # A batch's scratch (``_scan``): which rows it has seen, and the values it reported
+        # of the signals kept here, stored once its busy checks have been stepped.
+        self._seen = np.zeros(count, dtype=np.uint8)
+        self._pending_rows = np.zeros(0, dtype=np.intp)
+        self._pending_columns = np.zeros(0, dtype=np.intp)
+        self._pending_values = np.zeros(0, dtype=np.float32)
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        super().import_state(state)
+        # ``_scan`` reads and writes these as C arrays: contiguous and writeable.
+        self.last = np.require(self.last, requirements=("C", "W"))
+        self.active = np.require(self.active, requirements=("C", "W"))
+        self._seen = np.zeros(len(self.last), dtype=np.uint8)
 
     @property
     def bytes_per_device(self) -> int:
@@ -166,6 +184,7 @@ class ThresholdTable(Stateful):
     def _grow(self, rows: int) -> None:
         self.last = grown(self.last, rows, np.nan)
         self.active = grown(self.active, rows, False)
+        self._seen = grown(self._seen, rows, 0)
 
     def forget(self, key: DeviceKey) -> None:
         """Clear a device's row (the device keeps it: rows are numbered by how many
@@ -188,50 +207,19 @@ class ThresholdTable(Stateful):
         out: list[list[AnomalyChange]] = [[] for _ in items]
         if not items or not self.checks:
             return out
-        row_list, owners, columns, values = _entries(self, items)
-        rows = np.array(row_list, dtype=np.int64)
-        signals = self.signals
-        owner_array = np.array(owners, dtype=np.int64)
-        column_array = np.array(columns, dtype=np.int64)
-        value_array = np.array(values, dtype=np.float32)
-        entry_rows = rows[owner_array]
-
-        devices = np.unique(rows)
-        state = self._latest(devices)[:, self._signal_of] * self._sign
-        busy = self.active[devices] | (state > self._open_at)
-        if self.since:  # checks holding their condition
-            held_rows = np.array([row for row, _ in self.since], dtype=np.int64)
-            held_checks = np.array([check for _, check in self.since], dtype=np.int64)
-            mine = np.isin(held_rows, devices)
-            busy[np.searchsorted(devices, held_rows[mine]), held_checks[mine]] = True
-        hits = np.zeros(busy.shape, dtype=bool)
-        # Each reported value against every check on its signal.
-        expand = self._checks_of[column_array]  # (entries, checks on one signal at most)
-        valid = expand >= 0
-        check_of = np.where(valid, expand, 0)
-        opening = (value_array[:, None] * self._sign[check_of] > self._open_at[check_of]) & valid
-        entry, slot = np.nonzero(opening)
-        hits[np.searchsorted(devices, entry_rows[entry]), check_of[entry, slot]] = True
-        busy |= hits
-        blocks, checks = np.nonzero(busy)
-        if len(blocks):
-            self._step_busy(devices[blocks], checks, rows, items, out)
-        # The latest reported value of each (device, signal), in batch order.
-        # (The owner stores those of the signals it keeps.)
-        own = self._own_of[column_array] >= 0
-        if own.any():
-            cell = (entry_rows * len(signals) + column_array)[own]
-            _, last_seen = np.unique(cell[::-1], return_index=True)
-            chosen = np.flatnonzero(own)[len(cell) - 1 - last_seen]
-            own_column = self._own_of[column_array[chosen]]
-            self.last[entry_rows[chosen], own_column] = value_array[chosen]
+        rows, busy_rows, busy_checks, pending = _scan(self, items)
+        if busy_rows:
+            self._step_busy(busy_rows, busy_checks, rows, items, out)
+        # The latest reported value of each (device, signal) the table keeps itself, in
+        # batch order (the owner stores those of the signals it keeps).
+        _store_pending(self, pending)
         return out
 
     def _step_busy(
         self,
-        busy_rows: npt.NDArray[np.int64],
-        busy_checks: npt.NDArray[np.int64],
-        rows: npt.NDArray[np.int64],
+        busy_rows: list[int],
+        busy_checks: list[int],
+        rows: list[int],
         items: Sequence[tuple[DeviceKey, Reading]],
         out: list[list[AnomalyChange]],
     ) -> None:
@@ -239,10 +227,14 @@ class ThresholdTable(Stateful):
         per-reading semantics of ``gateway.detection.rules.base.step``), then turn the flips into
         anomaly changes."""
         by_row: dict[int, list[int]] = {}
-        for row, check in zip(busy_rows.tolist(), busy_checks.tolist(), strict=True):
+        for row, check in zip(busy_rows, busy_checks, strict=True):
             by_row.setdefault(row, []).append(check)
+        at: dict[int, list[int]] = {row: [] for row in by_row}
+        for position, row in enumerate(rows):
+            if row in at:
+                at[row].append(position)
         for row, checks in by_row.items():
-            positions = np.flatnonzero(rows == row).tolist()
+            positions = at[row]
             flips: dict[int, list[tuple[int, float]]] = {}
             for check in checks:
                 self._scan(row, check, positions, items, flips)
@@ -330,29 +322,91 @@ class ThresholdTable(Stateful):
                 )
 
 
-def _entries(
+def _scan(
     table: ThresholdTable, items: Sequence[tuple[DeviceKey, Reading]]
-) -> tuple[list[int], list[int], list[int], list[float]]:
-    """Each item's row, and every value that belongs to a signal of the table: its item,
-    its column and the value.  A function, not a method, so that the compiled build can
-    type its locals (thresholds.pxd): it runs once for every value of every reading."""
+) -> tuple[list[int], list[int], list[int], int]:
+    """Each item's row, the (row, check) pairs that can change in this batch as two lists
+    (in no particular order), and how many values of the signals kept here it left in
+    the table's pending arrays (``_store_pending``).
+
+    A value a reading leaves out keeps the device's previous one, so a check that is
+    neither open nor holding, and whose opening condition holds on none of the device's
+    values (its state's and those reported in the batch), cannot change.  A function, not
+    a method, so that the compiled build can type its locals (thresholds.pxd): its loops
+    run for every value of every reading, on C numbers.  Compared in float32 as the
+    stepping does (interpreted, a value compares unrounded with the float32 limit: never
+    false where the float32 comparison is true, so no check is missed)."""
+    signals, known = table.signals, table._rows
     rows: list[int] = []
-    owners: list[int] = []
-    columns: list[int] = []
-    values: list[float] = []
-    signals, known, held = table.signals, table._rows, len(table.last)
-    for index, (key, reading) in enumerate(items):
+    entries = 0
+    for key, reading in items:
         row = known.get(key)
-        if row is None or row >= held:  # a new device, or a row shared but new here
+        if row is None or row >= len(table.last):  # new, or a row shared but new here
             row = table._row(key)
-            held = len(table.last)
         rows.append(row)
-        for name, value in reading.values.items():
-            column = signals.get(name)
-            if column is None:
+        entries += len(reading.values)
+    if len(table._seen) < len(table.last):
+        table._seen = grown(table._seen, len(table.last), 0)
+    if len(table._pending_values) < entries:
+        size = max(entries, 2 * len(table._pending_values))
+        table._pending_rows = np.zeros(size, dtype=np.intp)
+        table._pending_columns = np.zeros(size, dtype=np.intp)
+        table._pending_values = np.zeros(size, dtype=np.float32)
+    pending_rows, pending_columns = table._pending_rows, table._pending_columns
+    pending_values = table._pending_values
+    last, active, seen = table.last, table.active.view(np.uint8), table._seen
+    kept = table._kept() if table._kept is not None else np.zeros((1, 1))
+    own_of, kept_of, checks_of = table._own_of, table._kept_of, table._checks_of
+    signal_of, sign, open_at = table._signal_of, table._sign, table._open_at
+    checks, width = len(table.checks), table._checks_of.shape[1]
+    busy: set[int] = set()  # row * checks + check
+    pending = 0
+    for index in range(len(rows)):
+        row = rows[index]
+        if not seen[row]:  # its first reading in the batch: the state before the batch
+            seen[row] = 1
+            for check in range(checks):
+                signal = signal_of[check]
+                column = own_of[signal]
+                value = last[row, column] if column >= 0 else kept[row, kept_of[signal]]
+                if active[row, check] or value * sign[check] > open_at[check]:
+                    busy.add(row * checks + check)
+        for name, reported in items[index][1].values.items():
+            found = signals.get(name)
+            if found is None:
                 continue
-            owners.append(index)
-            columns.append(column)
-            # As ``number``: anything but a real number reads as "not reported".
-            values.append(value if type(value) is float else as_number(value))
-    return rows, owners, columns, values
+            signal = found
+            # As ``number``: anything but a real number reads as "not reported" (NaN).
+            value = reported if type(reported) is float else as_number(reported)
+            for slot in range(width):
+                check = checks_of[signal, slot]
+                if check < 0:
+                    break
+                if value * sign[check] > open_at[check]:
+                    busy.add(row * checks + check)
+            column = own_of[signal]
+            if column >= 0:
+                pending_rows[pending] = row
+                pending_columns[pending] = column
+                pending_values[pending] = value
+                pending += 1
+    for held_row, held_check in table.since:  # checks holding their condition
+        if held_row < len(seen) and seen[held_row]:
+            busy.add(held_row * checks + held_check)
+    for row in rows:
+        seen[row] = 0
+    busy_rows: list[int] = []
+    busy_checks: list[int] = []
+    for pair in busy:
+        busy_rows.append(pair // checks)
+        busy_checks.append(pair % checks)
+    return rows, busy_rows, busy_checks, pending
+
+
+def _store_pending(table: ThresholdTable, pending: int) -> None:
+    """Store the values ``_scan`` left pending, in batch order (the latest one stays)."""
+    last = table.last
+    rows, columns = table._pending_rows, table._pending_columns
+    values = table._pending_values
+    for index in range(pending):
+        last[rows[index], columns[index]] = values[index]

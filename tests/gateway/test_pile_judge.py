@@ -1,0 +1,150 @@
+"""A pile's derived values and openers judged on its row (``PileJudge``) give what
+``EbikeChargerRules.derive`` and the checks' openers give on a dict of its values: the same
+lags kept, the same excesses, the same verdict whether a check may open, and so the same
+anomalies."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.detection.rules import all_rules
+from gateway.detection.rules.base import AnomalyChange
+from gateway.detection.rules.ebike_charger import EbikeChargerRules
+from gateway.detection.rules.table import RowValues
+from jiayuan.catalogue import Kind, port_field
+from jiayuan.contract import Reading, Value
+from jiayuan.places import Place
+
+T0 = 1_750_000_000_000
+TEMPS: list[Value] = [30.0, 31.5, 45.0, 47.25, 60.5, 25, 30.0, math.nan, math.inf, "hot", True]
+POWERS: list[Value] = [0.0, 100.0, 250.5, 180, 0, math.nan, -1.0, False]
+SMOKE: list[Value] = [0, 1, 1.0, True, "1", 2]
+
+port_values = st.fixed_dictionaries(
+    {},
+    optional={
+        **{port_field(p, "temp"): st.sampled_from(TEMPS) for p in range(1, 13)},
+        **{port_field(p, "power"): st.sampled_from(POWERS) for p in range(1, 13)},
+        "smoke": st.sampled_from(SMOKE),
+    },
+)
+readings_st = st.lists(
+    st.tuples(port_values, st.sampled_from([0, 1000, 5000, 60_000, -3000])),
+    min_size=1,
+    max_size=30,
+)
+
+
+def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
+    ts, out = T0, []
+    for seq, (values, gap) in enumerate(sequence, 1):
+        ts += gap  # a negative gap: an older reading arriving late
+        out.append(Reading("P1", "ebike_charger", seq, ts, values))
+    return out
+
+
+class Copied(dict[str, Value]):
+    """A dict of the pile's values: the rules then run ``derive`` and the openers."""
+
+
+@settings(max_examples=80, deadline=None)
+@given(sequence=readings_st)
+def test_the_judge_derives_and_opens_as_derive_and_the_openers(
+    sequence: list[tuple[dict[str, Value], int]],
+) -> None:
+    rules = EbikeChargerRules()
+    judge = rules.judge
+    assert judge is not None
+    columns = rules._column_of
+    numbers = np.full((1, len(columns)), np.nan)
+    view = RowValues(columns)
+    view.bind(numbers, np.zeros((1, len(columns)), dtype=np.uint8), {})
+    values: dict[str, Value] = {}
+    for reading in _readings(sequence):
+        for name, value in reading.values.items():
+            if name in columns:
+                view[name] = value
+                values[name] = value
+        rules.derive(values, reading)
+        expected = any(
+            opens(values) and (suppressed is None or not suppressed(values))
+            for signal, opens, suppressed in rules._openers
+            if not signal or signal in reading.values
+        )
+        assert judge.judge(view, reading.ts, reading.values) == expected
+        judge.fill(view)
+        derived = view.as_dict()
+        kept = {name: value for name, value in values.items() if name in columns}
+        recomputed = {name: value for name, value in values.items() if name not in columns}
+        assert _same_nans({n: v for n, v in derived.items() if n in columns}) == _same_nans(kept)
+        assert _same_nans({n: v for n, v in derived.items() if n not in columns}) == _same_nans(
+            recomputed
+        )
+        for name in recomputed:  # gone after the reading, as from the reference's dict
+            del values[name]
+        view.clear_derived()
+
+
+def _same_nans(values: dict[str, Value]) -> dict[str, object]:
+    """NaN as a marker, so that dicts holding NaNs compare equal."""
+    return {
+        name: "NaN" if isinstance(value, float) and math.isnan(value) else value
+        for name, value in values.items()
+    }
+
+
+@settings(max_examples=40, deadline=None)
+@given(sequence=readings_st, cuts=st.lists(st.integers(1, 8), min_size=1, max_size=30))
+def test_judged_piles_give_the_anomalies_of_the_reference(
+    sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
+) -> None:
+    place = Place("d", "s", "e", "b", "ebike_charger", "P1")
+    items = [(place, reading) for reading in _readings(sequence)]
+    judged, reference = all_rules(), all_rules()
+    reference_rules = reference[Kind.EBIKE_CHARGER]
+    assert isinstance(reference_rules, EbikeChargerRules)
+    reference_rules.mapping = Copied
+    start = 0
+    for cut in [*cuts, len(items)]:
+        batch = items[start : start + cut]
+        start += cut
+        expected = reference_rules.evaluate_many(batch)
+        assert _comparable(judged[Kind.EBIKE_CHARGER].evaluate_many(batch)) == _comparable(expected)
+
+
+def _comparable(changes: list[list[AnomalyChange]]) -> list[list[tuple[object, ...]]]:
+    """The changes as tuples with NaN as a marker (NaN objects compare unequal)."""
+    return [
+        [
+            (
+                c.code,
+                c.opened,
+                c.ts_ms,
+                "NaN" if math.isnan(c.value) else c.value,
+                c.threshold,
+                c.detail,
+            )
+            for c in per_reading
+        ]
+        for per_reading in changes
+    ]
+
+
+def test_a_hot_port_opens_through_the_judge() -> None:
+    rules = EbikeChargerRules()
+    assert rules.judge is not None
+    place = Place("d", "s", "e", "b", "ebike_charger", "P1")
+    opened = []
+    for k in range(100):
+        values: dict[str, Value] = {}
+        for port in range(1, 7):
+            values[port_field(port, "power")] = 150.0
+            values[port_field(port, "temp")] = 50.0 if port == 2 else 35.0
+        reading = Reading("P1", "ebike_charger", k + 1, T0 + k * 5000, values)
+        opened += [c for c in rules.evaluate_many([(place, reading)])[0] if c.opened]
+    assert [(c.code, c.detail) for c in opened] == [("ebike_charger.port_hotter_than_peers", "p02")]
+    assert opened[0].value == 15.0
