@@ -183,8 +183,8 @@ class RegistryStore:
         """Each estate on ``streets`` (street ids, as topics carry them; None: every one),
         or only ``estate`` if named, in registry order, read one at a time from one
         snapshot of the database: what the estate score needs, without the whole registry
-        as objects (``load`` of a district's registry holds some 1,800 bytes a device while
-        it lasts).
+        as objects (what a whole ``load`` costs a district's gateway: docs/scaling.md,
+        "Memory").
 
         Read on a connection of its own, so an import meanwhile is seen whole or not at
         all and the store's other callers do not wait for the scoring in between."""
