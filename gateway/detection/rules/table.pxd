@@ -27,9 +27,9 @@ cdef class RowValues:
 
 @cython.locals(
     held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
-    derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
+    derives=bint, busy=bint, at=Py_ssize_t, copied=bint, remembers=bint, changed=bint, every=bint,
     judged=bint,
 )
 cpdef _check_readings(
-    rules, RowValues view, list rows, items, set open_rows, set quiet, list out
+    rules, RowValues view, list rows, items, set open_rows, bytearray quiet, list out
 )
