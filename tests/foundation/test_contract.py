@@ -115,6 +115,20 @@ def test_bad_readings_say_why(overrides: dict[str, object], reason: str) -> None
     assert problem is not None and reason in problem
 
 
+def test_device_ids_are_checked_each_time_and_not_kept() -> None:
+    # The gateway checks a device's ids once and then vouches for them: a cache of device
+    # ids would only hold a district's worth of them.
+    from jiayuan import contract
+
+    devices = [f"sj-0001-X{n:04d}" for n in range(200)]
+    assert all(check_reading(reading(device=d), BATCH, now_ms=NOW) is None for d in devices)
+    assert not set(devices) & contract._valid_ids
+    for bad in ("sj 0001", "x" * 65, ""):
+        for _ in range(2):  # refused again: nothing remembered it as valid
+            problem = check_reading(reading(device=bad), BATCH, now_ms=NOW)
+            assert problem is not None and "device id" in problem
+
+
 def test_reading_must_match_a_device_topic() -> None:
     topic = parse_topic(device_topic("d", "s", "e", Kind.LIFT, "other", Channel.TELEMETRY))
     problem = check_reading(reading(), topic, now_ms=NOW)
