@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -117,12 +118,16 @@ def test_bad_readings_say_why(overrides: dict[str, object], reason: str) -> None
 
 def test_device_ids_are_checked_each_time_and_not_kept() -> None:
     # The gateway checks a device's ids once and then vouches for them: a cache of device
-    # ids would only hold a district's worth of them.
-    from jiayuan import contract
-
-    devices = [f"sj-0001-X{n:04d}" for n in range(200)]
-    assert all(check_reading(reading(device=d), BATCH, now_ms=NOW) is None for d in devices)
-    assert not set(devices) & contract._valid_ids
+    # ids would only hold a district's worth of them (a set entry each, 16-32 B).
+    readings = [reading(device=f"sj-0001-X{n:05d}") for n in range(5_000)]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        assert all(check_reading(r, BATCH, now_ms=NOW) is None for r in readings)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16_000  # a set of 5,000 ids would be 131,072 B
     for bad in ("sj 0001", "x" * 65, ""):
         for _ in range(2):  # refused again: nothing remembered it as valid
             problem = check_reading(reading(device=bad), BATCH, now_ms=NOW)
