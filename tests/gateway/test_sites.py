@@ -218,7 +218,8 @@ for k in range(sites_n):
     for slot in range(3):
         for p in pair:
             values = {c.field: 1.0 + slot for c in one.columns}
-            readings.append((p, Reading(p.device, p.kind, slot, slot * one.slot_ms, values, p.building)))
+            reading = Reading(p.device, p.kind, slot, slot * one.slot_ms, values, p.building)
+            readings.append((p, reading))
 sites = SiteDetectors(specs)
 sites.evaluate_many(readings)
 assert sites.learning() == sites_n
