@@ -462,7 +462,7 @@ class SiteDetectors(Stateful):
         Unpickled at a restart, one array is one block (a memory map of its own, unmapped
         once its rows are taken back into the pool), where an array a site was thousands
         of blocks of a few KB in the heap, whose space, freed between the blocks the
-        restore allocated meanwhile, stayed resident (100,000 devices: some 20 MiB)."""
+        restore allocated meanwhile, stayed resident (docs/scaling.md, "Memory")."""
         learning = [k for k, site in enumerate(self._states) if site.rows is not None]
         states = [site if site.rows is None else replace(site, rows=None) for site in self._states]
         rows = [site.rows.ravel() for site in self._states if site.rows is not None]
@@ -486,7 +486,9 @@ class SiteDetectors(Stateful):
             start += taken.size
             self._states[k].rows = taken
         if start != rows.size:
-            raise SnapshotMismatch(f"{type(self).__name__}: {rows.size - start} rows left over")
+            raise SnapshotMismatch(
+                f"{type(self).__name__}: {rows.size - start} learning values left over"
+            )
 
     def layout(self) -> object:
         return (
