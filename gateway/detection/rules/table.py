@@ -115,6 +115,7 @@ class TableRules(Stateful):
             (c.signal, c.opens, None if c.suppressed is never else c.suppressed)
             for c in self.checks
         ]
+        self._signalled = any(c.signal for c in self.checks)
         rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
         self._values = np.full((rows, width), np.nan, dtype=np.float64)
         self._types = np.zeros((rows, width), dtype=np.uint8)
@@ -141,6 +142,12 @@ class TableRules(Stateful):
         # make one true (the checks are functions of the values), so its openers are not
         # asked again.  Not state: a row leaves it when a value changes or it is stepped.
         self._quiet: set[int] = set()
+        # The names of the family's last reading in order, with their columns (-1: not
+        # kept): a family's readings mostly name their values alike, and the decoder
+        # mostly hands out the same string for the same name, so a value's column is
+        # found by position without a look-up.  Not state.
+        self._shape: list[str] = []
+        self._shape_columns: list[int] = []
 
     STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
 
@@ -408,6 +415,16 @@ class RowValues:
             return default
         return self.others[(row, column)]
 
+    def holds(self, column: int, on: int) -> bool:
+        """``get(name) == on`` of a kept value, by its column (a state bit's test)."""
+        row = self.row
+        kind = self.kinds[row, column]
+        if kind in (_FLOAT, _INT):
+            return bool(self.numbers[row, column] == on)
+        if kind == _ABSENT:
+            return False  # None == on
+        return bool(self.others[(row, column)] == on)
+
     def put(self, column: int, value: Value) -> bool:
         """Write the cell; True unless it held this number already (same type, equal
         value; a value of the side table always counts as changed)."""
@@ -417,22 +434,28 @@ class RowValues:
         if kind == _OTHER:
             del self.others[(row, column)]
         if type(value) is float:
+            real = value  # a C double in the compiled build: compared as one
             # NaN is never equal: changed.  0.0 and -0.0 are equal: no check tells them
             # apart (they compare values, never the sign of a zero).
-            changed = kind != _FLOAT or self.numbers[row, column] != value
-            self.numbers[row, column] = value
+            changed = kind != _FLOAT or self.numbers[row, column] != real
+            self.numbers[row, column] = real
             self.kinds[row, column] = _FLOAT
-        elif type(value) is int and _LEAST_EXACT_INT <= value <= _EXACT_INT:
-            whole = value  # a C integer in the compiled build: no float object made
-            changed = kind != _INT or self.numbers[row, column] != whole
-            self.numbers[row, column] = whole
-            self.kinds[row, column] = _INT
-        else:  # a string, a bool, a huge int: kept as it is, in the side table
-            changed = True
-            self.others[(row, column)] = value
-            self.numbers[row, column] = math.nan
-            self.kinds[row, column] = _OTHER
-        return changed
+            return changed
+        if type(value) is int:
+            try:
+                whole = value  # a C integer in the compiled build: no float object made
+            except OverflowError:  # beyond a C integer, so beyond 2^53 too
+                whole = _EXACT_INT + 1
+            if _LEAST_EXACT_INT <= whole <= _EXACT_INT:
+                changed = kind != _INT or self.numbers[row, column] != whole
+                self.numbers[row, column] = whole
+                self.kinds[row, column] = _INT
+                return changed
+        # A string, a bool, a huge int: kept as it is, in the side table.
+        self.others[(row, column)] = value
+        self.numbers[row, column] = math.nan
+        self.kinds[row, column] = _OTHER
+        return True
 
     def real(self, name: str) -> float:
         """``as_number`` of the value: a real number as a float, NaN for anything else."""
@@ -539,12 +562,15 @@ def _check_readings(
     for a family that derives values (they depend on more than the kept values) or with
     a test's mapping."""
     held_rows, kept = rules._since, rules._column_of
+    shape, shape_columns = rules._shape, rules._shape_columns
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
     copied = rules.mapping is not dict
     judge = None if copied else rules.judge
     judged = False
     remembers = not derives and not copied
+    # A judge asks every opener whose signal came: all of them unless some have one.
+    signalled = rules._signalled
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
@@ -554,17 +580,29 @@ def _check_readings(
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
         changed = False
-        for name, value in present.items():
-            column = kept.get(name)
-            if column is not None and view.put(column, value):
+        shape_length = len(shape)
+        for position, (name, value) in enumerate(present.items()):
+            if position < shape_length and shape[position] is name:
+                column = shape_columns[position]
+            else:
+                column = kept.get(name, -1)
+                if position < shape_length:
+                    shape[position] = name
+                    shape_columns[position] = column
+                else:
+                    shape.append(name)
+                    shape_columns.append(column)
+                    shape_length += 1
+            if column >= 0 and view.put(column, value):
                 changed = True
         if copied:
             values = rules.mapping()
             values.update(view.as_dict())
-        if judge is not None:
-            judged = judge.judge(view, reading.ts, present)
-        elif derives:
-            rules.derive(values, reading)
+        if derives:
+            if judge is not None:
+                judged = judge.judge(view, reading.ts, present)
+            else:
+                rules.derive(values, reading)
         if row in open_rows or row in held_rows:
             busy = True
             if remembers:
@@ -572,7 +610,13 @@ def _check_readings(
         elif remembers and not changed and row in quiet:
             busy = False
         elif judge is not None:
-            busy = judged
+            # A family that derives had its judge asked above, on every reading.
+            busy = judged if derives else judge.judge(view, reading.ts, present)
+            if remembers:
+                if busy or signalled:
+                    quiet.discard(row)
+                else:
+                    quiet.add(row)
         else:
             busy = False
             every = True  # every opener asked (none skipped for a signal not sent)
