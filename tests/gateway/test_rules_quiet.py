@@ -5,13 +5,12 @@ type) is judged as before."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import pytest
 
 from gateway.detection.rules.base import Values
 from gateway.detection.rules.lift import LiftRules
-from gateway.detection.rules.table import RowValues
+from gateway.detection.rules.table import RowJudge, RowValues
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
 
@@ -38,6 +37,7 @@ def _counting(rules: LiftRules, judged: bool) -> list[int]:
     (``judged``) or, without it, the openers (one count a reading asked)."""
     asked = [0]
     if judged:
+        assert rules.judge is not None
         rules.judge = _Counted(rules.judge, asked)
         return asked
     rules.judge = None
@@ -56,16 +56,16 @@ def _counting(rules: LiftRules, judged: bool) -> list[int]:
     return asked
 
 
-class _Counted:
+class _Counted(RowJudge):
     """A judge that counts its verdicts."""
 
-    def __init__(self, judge: Any, asked: list[int]) -> None:
+    def __init__(self, judge: RowJudge, asked: list[int]) -> None:
         self._judge = judge
         self._asked = asked
 
     def judge(self, view: RowValues, ts: int, present: Mapping[str, Value]) -> bool:
         self._asked[0] += 1
-        return bool(self._judge.judge(view, ts, present))
+        return self._judge.judge(view, ts, present)
 
     def fill(self, view: RowValues) -> None:
         self._judge.fill(view)

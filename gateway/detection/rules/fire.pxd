@@ -1,9 +1,9 @@
 import cython
 
-from gateway.detection.rules.table cimport RowValues
+from gateway.detection.rules.table cimport RowJudge, RowValues
 
 # FireJudge: a panel's derived values and openers on its row, as C doubles.
-cdef class FireJudge:
+cdef class FireJudge(RowJudge):
     cdef Py_ssize_t pressure, commanded, running, was_commanded, peak, start, limit
     cdef Py_ssize_t[::1] states, columns
     cdef double sag_max, start_margin, start_weight

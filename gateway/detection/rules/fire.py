@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, MutableMapping, Sequence
 import numpy as np
 
 from gateway.detection.rules.base import Check, Predicate, Values, flag, measure, negate, number
-from gateway.detection.rules.table import RowValues, TableRules
+from gateway.detection.rules.table import RowJudge, RowValues, TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import FIRE
 from jiayuan.contract import Reading, Value
@@ -164,7 +164,7 @@ class FireRules(TableRules):
             values[START] = start + self._start_weight * (pressure - start)
 
 
-class FireJudge:
+class FireJudge(RowJudge):
     """``FireRules.derive`` and the openers of its checks in one pass over a panel's row
     (``RowValues``), on C doubles when compiled: no Python call a check.
 

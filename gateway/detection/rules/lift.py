@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from gateway.detection.rules.base import Check, Values, flag, measure, negate, number
-from gateway.detection.rules.table import RowValues, TableRules
+from gateway.detection.rules.table import RowJudge, RowValues, TableRules
 from jiayuan.catalogue import LIFT
 from jiayuan.contract import Value
 
@@ -144,7 +144,7 @@ class LiftRules(TableRules):
         )
 
 
-class LiftJudge:
+class LiftJudge(RowJudge):
     """The openers of ``LiftRules``' checks in one pass over a lift's row (``RowValues``),
     on C numbers when compiled: no Python call a check.  It says whether an opening
     condition holds as the openers and ``_in_inspection`` do (tests/gateway/

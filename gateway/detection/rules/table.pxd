@@ -30,8 +30,13 @@ cdef class RowValues:
     cpdef put_real(self, Py_ssize_t column, double value)
     cpdef clear_derived(self)
 
+# RowJudge: a family's derive and openers on a device's row, called through a C vtable.
+cdef class RowJudge:
+    cpdef bint judge(self, RowValues view, long long ts, dict present) except -1
+    cpdef fill(self, RowValues view)
+
 @cython.locals(
-    held_rows=dict, kept=dict, openers=list, present=dict, index=Py_ssize_t,
+    held_rows=dict, judge=RowJudge, kept=dict, openers=list, present=dict, index=Py_ssize_t,
     derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
     judged=bint, signalled=bint, shape=list, shape_columns=list, position=Py_ssize_t,
     shape_length=Py_ssize_t, column=Py_ssize_t,
@@ -39,3 +44,6 @@ cdef class RowValues:
 cpdef _check_readings(
     rules, RowValues view, list rows, items, set open_rows, set quiet, list out
 )
+
+@cython.locals(known=dict, capacity=Py_ssize_t, row=Py_ssize_t, rows=list)
+cpdef list _device_rows(rules, items)

@@ -135,7 +135,7 @@ class TableRules(Stateful):
         # opener holds, ``fill(view)`` puts the values it derived but did not write in
         # the row's derived ones for stepping the checks.  The reference is ``derive``
         # and the openers, which run with a test's mapping.
-        self.judge: Any = None
+        self.judge: RowJudge | None = None
         self._view = RowValues(self._column_of)
         # Rows at rest whose every opening condition was found false (or suppressed) on
         # the values they still hold: a reading that changes none of those values cannot
@@ -250,14 +250,14 @@ class TableRules(Stateful):
     def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
         """Per reading: the thresholds' changes (one vectorised call for the batch), then
         the other checks'."""
+        # Rows (and arrays) first: the table reads the kept values.
+        rows = _device_rows(self, items)
         if self.table is None:
             out: list[list[AnomalyChange]] = [[] for _ in items]
         else:
-            for place, _ in items:  # rows (and arrays) first: the table reads the kept values
-                self._row(place.key)
             out = self.table.evaluate([(place.key, reading) for place, reading in items])
         if self.checks or self.columns:
-            self._evaluate_checks(items, out)
+            self._evaluate_checks(rows, items, out)
         return out
 
     def _row(self, key: tuple[str, str, str, str, str]) -> int:
@@ -275,7 +275,10 @@ class TableRules(Stateful):
         self._count = grown(self._count, rows, 0)
 
     def _evaluate_checks(
-        self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
+        self,
+        rows: list[int],
+        items: Sequence[tuple[Place, Reading]],
+        out: list[list[AnomalyChange]],
     ) -> None:
         """The checks on each reading, in order, adding their changes to ``out``.
 
@@ -283,7 +286,6 @@ class TableRules(Stateful):
         (``RowValues``), so a reading costs the same whether its device comes once or many
         times in a batch.  A device at rest (no check open or holding) is only stepped
         when one of its checks' opening conditions holds: otherwise no check can move."""
-        rows = [self._row(place.key) for place, _ in items]
         self._view.bind(self._values, self._types, self._others)
         _check_readings(self, self._view, rows, items, self._open_rows, self._quiet, out)
 
@@ -372,6 +374,22 @@ class TableRules(Stateful):
                     )
                 )
         return changes
+
+
+class RowJudge:
+    """A family's ``derive`` and openers in one compiled call on a device's row (a pile's
+    ports, a lift's states), the call typed in ``_check_readings``.  The reference is the
+    family's ``derive`` and openers, which run with a test's mapping."""
+
+    def judge(self, view: RowValues, ts: int, present: Mapping[str, Value]) -> bool:
+        """Derive the device's values for its reading at ``ts`` (``present``: the values
+        it reported, already merged into ``view``'s row); True when an opening condition
+        holds."""
+        raise NotImplementedError
+
+    def fill(self, view: RowValues) -> None:
+        """Put the values the judge derived but did not write to the row in its derived
+        ones, for stepping the checks (nothing by default)."""
 
 
 class RowValues:
@@ -539,6 +557,22 @@ class RowValues:
 
 
 MutableMapping.register(RowValues)
+
+
+def _device_rows(rules: TableRules, items: Sequence[tuple[Place, Reading]]) -> list[int]:
+    """Each reading's device row, numbering a new device (and growing the arrays to hold
+    it).  A function, not a method, so that the compiled build can type its locals
+    (table.pxd): it runs once for every reading."""
+    known = rules._rows
+    capacity = len(rules._values)
+    rows: list[int] = []
+    for place, _ in items:
+        row = known.get(place.key, -1)
+        if row < 0 or row >= capacity:
+            row = rules._row(place.key)
+            capacity = len(rules._values)
+        rows.append(row)
+    return rows
 
 
 def _check_readings(
