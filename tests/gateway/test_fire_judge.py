@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.detection.rules import all_rules
@@ -59,6 +59,18 @@ def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
     return out
 
 
+# A second pump start exactly at the learned start pressure less its margin: learnt (>=),
+# an edge random values do not land on.
+AT_THE_MARGIN = 0.30 - FireRules().threshold("pump_start_margin_mpa")
+LEARNT_AT_THE_MARGIN = [
+    ({"sprinkler_pressure": 0.33, "pump_commanded": 0}, 1000),
+    ({"sprinkler_pressure": 0.30, "pump_commanded": 1}, 1000),
+    ({"sprinkler_pressure": 0.33, "pump_commanded": 0}, 1000),
+    ({"sprinkler_pressure": AT_THE_MARGIN, "pump_commanded": 1}, 1000),
+    ({"sprinkler_pressure": 0.33, "pump_commanded": 0}, 1000),
+]
+
+
 class Copied(dict[str, Value]):
     """A dict of the panel's values: the rules then run ``derive`` and the openers."""
 
@@ -66,6 +78,7 @@ class Copied(dict[str, Value]):
 @pytest.mark.parametrize("vectorised", [None, True])
 @settings(max_examples=80, deadline=None)
 @given(sequence=readings_st)
+@example(sequence=LEARNT_AT_THE_MARGIN)
 def test_the_judge_derives_and_opens_as_derive_and_the_openers(
     vectorised: bool | None, sequence: list[tuple[dict[str, Value], int]]
 ) -> None:
