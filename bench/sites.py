@@ -15,19 +15,32 @@ pump room), at the simulated estates' mix of devices.
 * ``--pipeline-devices N``: the whole pipeline's traced memory per device after a
   district's first 20 s of traffic, without sites, with every site learnt and with every
   site learning (``pipeline_memory``).
+* ``--restore-devices N``: what taking a detection snapshot back costs the gateway process
+  at a restart with N district devices, the sites learnt or all learning
+  (``restore_memory``): resident memory, the learning rows' shared maps and glibc's heap
+  (in use, free) grown per device over the sites loaded, each in a fresh process with the
+  gateway's malloc settings, after a collection and a heap trim.  Load-independent, and
+  what fragments the heap shows, which tracemalloc does not.
 * ``--healthy-hours H``: site anomalies opened on H hours of the simulators' healthy
   traffic (no faults), per 1,000 device-hours of the sites' devices.
 
     .venv/bin/python bench/sites.py [--devices 100000] [--estates 20] [--minutes 60]
     .venv/bin/python bench/sites.py --healthy-hours 24 --estates 6
     .venv/bin/python bench/sites.py --pipeline-devices 100000
+    .venv/bin/python bench/sites.py --restore-devices 100000
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
+import json
 import math
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -230,6 +243,100 @@ def pipeline_memory(devices: int, modes: Sequence[str]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _process_bytes() -> dict[str, int]:
+    """This process's resident memory, the part of it in shared maps (the learning rows'),
+    and glibc's heap in use and free, after a collection and a heap trim."""
+    from gateway.heap import trim_heap
+
+    gc.collect()
+    trim_heap()
+    status = {
+        line.split(":")[0]: int(line.split()[1]) * 1024
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith(("VmRSS:", "RssShmem:"))
+    }
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    mallinfo2.restype = _Mallinfo2
+    info = mallinfo2()
+    return {
+        "resident": status["VmRSS"],
+        "learning rows' maps": status["RssShmem"],
+        "glibc heap in use": info.uordblks + info.hblkd,
+        "glibc heap free": info.fordblks,
+    }
+
+
+def restore_child(registry: Path, snapshot: Path) -> None:
+    """In a fresh process: the registry's sites loaded, then the snapshot taken back as a
+    gateway takes it at a restart; JSON of what the process grew by meanwhile."""
+    from gateway.detection.snapshot import take_back
+    from gateway.heap import tune_malloc
+    from jiayuan.config import GatewayConfig
+
+    tuned = GatewayConfig()
+    tune_malloc(tuned.malloc_mmap_threshold_bytes, tuned.malloc_arena_max)
+    sites = load_sites(registry)
+    detector = Detector(sites=sites)
+    before = _process_bytes()
+    restored = take_back(snapshot, detector, SeqWindow(), ("+",), int(time.time() * 1000))
+    assert restored is not None, "the snapshot was refused"
+    after = _process_bytes()
+    held = f"{sites.learnt():,} learnt, {sites.learning():,} learning"
+    grown = {part: after[part] - before[part] for part in after}
+    print(json.dumps({"held": held, "grown": grown}))
+
+
+def restore_memory(devices: int) -> None:
+    """What a restart's snapshot costs with the sites learnt and with every site learning
+    (the rows of 230 of 240 slots), each taken back in a fresh process
+    (``restore_child``), per district device."""
+    from jiayuan.registry.store import RegistryStore
+    from simulators.district import build_district
+
+    district = build_district(devices, seed=1)
+    workdir = Path(tempfile.mkdtemp(prefix="jiayuan-sites-"))
+    try:
+        registry = workdir / "registry.sqlite"
+        with RegistryStore(registry) as store:
+            store.replace(generate_registry(district.registry, seed=1, as_of=AS_OF))
+        print(f"{district.devices:,} devices; grown per device over the sites loaded:")
+        for mode, rows in (("learnt", LEARN_ROWS + 2), ("learning", LEARN_ROWS - 10)):
+            snapshot = workdir / f"{mode}.sqlite"
+            site_snapshot(registry, snapshot, rows)
+            done = subprocess.run(
+                [sys.executable, __file__, "--restore-child", str(registry), str(snapshot)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            measured = json.loads(done.stdout.splitlines()[-1])
+            parts = "  ".join(
+                f"{part} {grown / district.devices:5,.0f} B"
+                for part, grown in measured["grown"].items()
+            )
+            print(f"  {mode:<9} {parts}  ({measured['held']})")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def traffic(
     estates: int, minutes: float
 ) -> tuple[list[SiteSpec], list[tuple[Place, Reading, int]]]:
@@ -323,7 +430,21 @@ def main() -> None:
         help="only the whole pipeline's traced memory per device with N district devices, "
         "without sites, with every site learnt and with every site learning",
     )
+    parser.add_argument(
+        "--restore-devices",
+        type=int,
+        default=0,
+        help="only what taking a detection snapshot back costs the gateway process with N "
+        "district devices, the sites learnt or learning",
+    )
+    parser.add_argument("--restore-child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.restore_child:
+        restore_child(*args.restore_child)
+        return
+    if args.restore_devices:
+        restore_memory(args.restore_devices)
+        return
     if args.pipeline_devices:
         pipeline_memory(args.pipeline_devices, ("none", "learnt", "learning"))
         return

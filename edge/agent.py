@@ -44,6 +44,7 @@ import msgspec
 
 from edge.drivers import BackgroundDriver, Driver
 from edge.spool import Spool
+from edge.uplink_client import UplinkClient
 from jiayuan.broker_auth import client_tls_context
 from jiayuan.config import EdgeConfig, MqttConfig
 from jiayuan.contract import (
@@ -338,10 +339,10 @@ class EdgeAgent:
     def _status(self, state: EdgeState) -> bytes:
         return encode(EdgeStatus(SCHEMA_VERSION, self.place.edge_id, state, self._clock()))
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self) -> UplinkClient:
         # The will's timestamp is the time of connecting: the broker sends it unchanged.
         will = aiomqtt.Will(self._status_topic, self._status("offline"), qos=1, retain=True)
-        client = aiomqtt.Client(
+        client = UplinkClient(
             self._mqtt.host,
             self._mqtt.port,
             username=self._mqtt.username or None,

@@ -42,11 +42,12 @@ from jiayuan.contract import (
     Reading,
     TimeWindow,
     Topic,
-    check_fields_within,
+    check_fields_on,
     check_values,
     decode_envelope,
     decode_status,
     parse_topic,
+    topic_traits,
 )
 from jiayuan.places import EstateNames, Place, estate_names
 
@@ -300,6 +301,8 @@ def _take_readings(
     a reading."""
     window = pipeline.window
     earliest, latest = now - window.max_age_ms, now + window.max_future_ms
+    # What the checks ask of the topic, once a message rather than once a reading.
+    on_batch, on_event_channel = topic_traits(topic)
     # The readings that passed their checks, as parallel lists (no tuple a reading).
     kept: list[Reading] = []
     kept_places: list[Place] = []
@@ -311,14 +314,25 @@ def _take_readings(
         # All of a reading's fields at once: each attribute of a struct read on its own
         # costs a type lookup.
         fields = astuple(reading)
-        device, kind = fields[0], fields[1]
+        device, kind, building = fields[0], fields[1], fields[5]
         place = places.get(device)
         # A device heard from with the same building and kind has had its ids checked.
         # key[3], not the property .kind: this runs once a reading.
-        known = place is not None and place.building == fields[5] and place.key[3] == kind
+        known = place is not None and place.building == building and place.key[3] == kind
         # The values are checked while their line is written (checked_telemetry_line);
         # only a reading it cannot vouch for has them checked on their own.
-        problem = check_fields_within(fields, topic, earliest, latest, now, window, False, known)
+        problem = check_fields_on(
+            fields,
+            topic,
+            on_batch,
+            on_event_channel,
+            earliest,
+            latest,
+            now,
+            window,
+            False,
+            known,
+        )
         if problem is not None:
             pipeline._dead(
                 batch, message, Reason.BAD_READING, problem, msgspec.json.encode(reading)

@@ -424,8 +424,44 @@ def check_fields_within(
     passed these checks before (the gateway remembers each device it heard from with
     them), so they are not looked up again.
     """
+    on_batch, on_event_channel = topic_traits(topic)
+    return check_fields_on(
+        fields,
+        topic,
+        on_batch,
+        on_event_channel,
+        earliest,
+        latest,
+        now_ms,
+        window,
+        values,
+        known_ids,
+    )
+
+
+def topic_traits(topic: Topic) -> tuple[bool, bool]:
+    """What the checks ask of a reading's topic: whether it is an edge's batch topic (its
+    readings may be of any device), whether its channel is the event channel."""
+    return topic.kind == BATCH, topic.channel is EVENT_CHANNEL
+
+
+def check_fields_on(
+    fields: ReadingFields,
+    topic: Topic,
+    on_batch: bool,
+    on_event_channel: bool,
+    earliest: int,
+    latest: int,
+    now_ms: int,
+    window: TimeWindow,
+    values: bool = True,
+    known_ids: bool = False,
+) -> str | None:
+    """``check_fields_within`` with the topic's ``topic_traits`` worked out once by a
+    caller that checks all of a message's readings (each read of a topic's attribute
+    costs a type lookup)."""
     device, kind, seq, ts, reading_values, building, event = fields
-    if topic.kind != BATCH and (kind != topic.kind or device != topic.device):
+    if not on_batch and (kind != topic.kind or device != topic.device):
         return (
             f"reading for {_shown(kind)}/{_shown(device)} published on the "
             f"topic of {topic.kind}/{topic.device}"
@@ -448,7 +484,7 @@ def check_fields_within(
     if event is not None:
         if not _EVENT.fullmatch(event) or not event.startswith(kind + "."):
             return f"event code {_shown(event)} does not belong to kind {kind}"
-    elif topic.channel is EVENT_CHANNEL:
+    elif on_event_channel:
         return "reading on the event channel has no event code"
     elif not reading_values:
         return "reading has neither values nor an event code"

@@ -399,17 +399,16 @@ def _run(args: argparse.Namespace) -> int:
         poll_interval_s=args.poll_interval,
     )
     shown_simulated = 0 if args.no_simulated else len(simulated)
-    print(
+    running = (
         f"边缘代理已启动 edge agent running: estate {estate.id} ({len(real)} devices over "
         f"Modbus, {len(fire_links)} over GB/T 26875.3, {len(vendor)} by vendor JSON, "
         f"{shown_simulated} simulated), "
         f"MQTT {config.mqtt.url} ({config.origin_of('mqtt.url')}), registry {path}, "
-        f"spool {spool} ({agent.stats.pending} readings waiting)",
-        flush=True,
+        f"spool {spool} ({agent.stats.pending} readings waiting)"
     )
     failed: BaseException | None = None
     try:
-        asyncio.run(_until_signal(agent))
+        asyncio.run(_until_signal(agent, running))
     except* OSError as errors:  # a listener's port taken, a serial port that will not open
         failed = errors
         while isinstance(failed, BaseExceptionGroup):
@@ -460,13 +459,16 @@ def _print_device_health(driver: Any) -> None:
         )
 
 
-async def _until_signal(agent: EdgeAgent) -> None:
+async def _until_signal(agent: EdgeAgent, running: str) -> None:
+    """Run the agent until SIGINT or SIGTERM; ``running`` is printed once those are
+    handled (a stop from then on drains the spool, one before it ends the process)."""
     import asyncio
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    print(running, flush=True)
     task = asyncio.create_task(agent.run(stop))
     stopping = asyncio.create_task(stop.wait())
     started = time.monotonic()

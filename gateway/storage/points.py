@@ -67,8 +67,9 @@ _SEQ, _EVENT = "seq", "event"
 # value in without their slow path (``jiayuan.contract.fast_bounds``; None for a string
 # signal), the finished texts of the float values seen before (formatting a float costs
 # more than the rest of its field, and sensor values repeat: a few decimals, bounded
-# ranges), and the texts of 0.0 and -0.0 (one dict key, two texts).  A line's fields are
-# joined with commas, so a field's text is complete on its own.
+# ranges), and the texts of 0.0 and -0.0 (one dict key, two texts).  Each text ends with
+# the comma that separates it from the next field (the seq always follows the values), so
+# a line is its head, its fields' texts and its tail joined once.
 _Field = tuple[
     str, bool, dict[int, str], tuple[float, float, float, float] | None, dict[float, str], str, str
 ]
@@ -98,7 +99,7 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field], dict[int, list[
                 name = port_field(port, signal.name) if signal.per_port else signal.name
                 is_float = name in _FLOAT_FIELDS[kind.value]
                 prefix = escaped_field_key(name) + "="
-                zero, negative_zero = prefix + "0.0", prefix + "-0.0"
+                zero, negative_zero = prefix + "0.0,", prefix + "-0.0,"
                 fields[name] = (prefix, is_float, {}, bounds.get(name), {}, zero, negative_zero)
         fields.pop(_SEQ, None)
         fields.pop(_EVENT, None)
@@ -107,8 +108,7 @@ def _fields_by_kind() -> dict[str, tuple[str, dict[str, _Field], dict[int, list[
 
 
 _FIELDS = _fields_by_kind()
-_SEQ_FIRST = escaped_field_key(_SEQ) + "="
-_SEQ_AFTER = "," + _SEQ_FIRST
+_SEQ_KEY = escaped_field_key(_SEQ) + "="
 _EVENT_PREFIX = "," + escaped_field_key(_EVENT) + "="
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # float(int) raises OverflowError beyond this; such values take the slow path to raise it.
@@ -205,7 +205,8 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
 
     Written for speed (once per reading on the gateway's hot path): one pass over the
     values, each one's field found by its position in its kind's readings and its text
-    kept from the last equal value there (``_Slot``) or from its field's texts.
+    kept from the last equal value there (``_Slot``) or from its field's texts; the line
+    is then one join of its head, those texts and its tail.
     """
     _, kind, seq, ts, values, _, event = fields
     per_kind = _FIELDS.get(kind)
@@ -218,13 +219,15 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
         if count > len(names):
             return None  # more values than the kind has fields: a name it does not know
         slots = _new_slots(slots_by_count, count)
-    texts: list[str] = []
-    append = texts.append
-    position = -1
+    # The head, each value's text, the tail: filled in place (no list grown value by value).
+    parts: list[str] = [""] * (count + 2)
+    position = 0
     for name, value in values.items():
-        position += 1
         slot = slots[position]
-        if slot[0] == name:
+        position += 1
+        slot_name = slot[0]
+        # The same name object most of the time (msgspec reuses a message's dict keys).
+        if slot_name is name or slot_name == name:
             field = slot[1]
             kept = slot[2]
             vtype = type(value)
@@ -233,10 +236,10 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
                     # As C doubles once compiled; == does not see a zero's sign.
                     number, kept_number = value, kept
                     if number == kept_number and number != 0.0:
-                        append(slot[3])
+                        parts[position] = slot[3]
                         continue
                 elif vtype is int and (value is kept or value == kept):
-                    append(slot[3])
+                    parts[position] = slot[3]
                     continue
         else:
             found = names.get(name)
@@ -244,71 +247,74 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
                 return None
             field = found
             slot = _NO_SLOT
-        if checked:
-            # jiayuan.contract.check_values's fast path: ints and floats (exactly)
-            # inside their bounds; anything else is judged by its slow path.
-            bounds = field[3]
-            if bounds is None:
-                return None
-            if type(value) is float:
-                if not bounds[2] <= value <= bounds[3]:
-                    return None
-            elif type(value) is int:
-                if not bounds[0] <= value <= bounds[1]:
-                    return None
-            else:
-                return None
         if type(value) is float:
-            if value != 0.0:
+            number = value  # a C double once compiled: compared and tested without objects
+            if checked:
+                # jiayuan.contract.check_values's fast path: ints and floats (exactly)
+                # inside their bounds; anything else is judged by its slow path.
+                bounds = field[3]
+                if bounds is None:
+                    return None
+                low, high = bounds[2], bounds[3]
+                if not low <= number <= high:
+                    return None
+            if number != 0.0:
                 float_texts = field[4]
                 text = float_texts.get(value)
                 if text is None:
-                    # value - value == 0.0 is False for NaN and ±inf.
-                    if value - value != 0.0:
+                    # number - number == 0.0 is False for NaN and ±inf.
+                    if number - number != 0.0:
                         return None
-                    text = field[0] + repr(value)
+                    text = f"{field[0]}{value!r},"
                     _remember_float(float_texts, value, text)
             else:
                 # A stopped lift's speed and an idle port's power and current make a third
                 # of the floats: their texts are made once.
                 text = field[6] if _copysign(1.0, value) < 0.0 else field[5]
         elif type(value) is int:
+            if checked:
+                bounds = field[3]
+                if bounds is None or not bounds[0] <= value <= bounds[1]:
+                    return None
             int_texts = field[2]
             text = int_texts.get(value)
             if text is None:
                 if not field[1]:
                     if not _INT64_MIN <= value <= _INT64_MAX:
                         return None
-                    text = f"{field[0]}{value}i"
+                    text = f"{field[0]}{value}i,"
                 elif -_FLOAT_INT_LIMIT <= value <= _FLOAT_INT_LIMIT:
-                    text = f"{field[0]}{float(value)!r}"
+                    text = f"{field[0]}{float(value)!r},"
                 else:
                     return None  # float() overflows
                 _remember_int(int_texts, value, text)
+        elif checked:  # the contract's slow path judges strings, bools and the rest
+            return None
         elif type(value) is str:
-            append(field[0] + escaped_string(value))
+            parts[position] = f"{field[0]}{escaped_string(value)},"
             continue
         elif type(value) is bool:
-            append(field[0] + ("true" if value else "false"))
+            parts[position] = field[0] + ("true," if value else "false,")
             continue
         else:
             return None
-        append(text)
+        parts[position] = text
         if checked or slot is _NO_SLOT:
             # Kept only once the checks passed: a checked line may take it unchecked.
-            slots[position] = (name, field, value, text) if checked else (name, field, None, "")
+            slots[position - 1] = (name, field, value, text) if checked else (name, field, None, "")
     if type(seq) is not int or not _INT64_MIN <= seq <= _INT64_MAX:
         return None
-    if type(ts) is not int:
-        return None
+    if type(ts) is not int or not _INT64_MIN <= ts <= _INT64_MAX:
+        return None  # the slow path writes it as it is
     if event is None:
         tail = ""
     elif type(event) is str:
         tail = _EVENT_PREFIX + escaped_string(event)
     else:
         return None
-    joined = ",".join(texts)
-    seq_key = _SEQ_AFTER if texts else _SEQ_FIRST
+    # C integers once compiled (pxd), formatted without a Python int's general conversion.
+    seq_number, ts_number = seq, ts
+    parts[count + 1] = f"{_SEQ_KEY}{seq_number}i{tail} {ts_number}"
     key = place.key
     district, street, estate, device = key[0], key[1], key[2], key[4]
     known = _estate_tags.get(estate)
@@ -320,17 +326,16 @@ def _fast_line(place: Place, fields: ReadingFields, plain_ids: bool, checked: bo
     ):
         if not building:
             building = NO_BUILDING
-        return (
-            f"{measurement},building={building},device={device}{known[2]} "
-            f"{joined}{seq_key}{seq}i{tail} {ts}"
-        )
+        parts[0] = f"{measurement},building={building},device={device}{known[2]} "
+        return "".join(parts)
     # Names that need escaping: the tag set formatted in full (and cached; its key never
     # looks like format_line's own cache keys, tuples of (key, value) pairs).
     tag_key = (key, building)
     tags = cached_tag_set(tag_key)
     if tags is None:
         tags = tag_set(place_tags(place), tag_key)
-    return f"{measurement}{tags} {joined}{seq_key}{seq}i{tail} {ts}"
+    parts[0] = f"{measurement}{tags} "
+    return "".join(parts)
 
 
 def _telemetry_line_slow(place: Place, reading: Reading) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge.spool import Spool
+from tests.support.process_output import read_line_with
 from tools.edge_cli import add_parser
 from tools.servers import RunningServers
 
@@ -62,9 +63,11 @@ def test_run_publishes_until_sigterm_then_drains(servers: RunningServers, tmp_pa
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    time.sleep(2.0)
+    running = read_line_with(process, "edge agent running", timeout_s=60)
+    time.sleep(2.0)  # some polls published
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
+    output = running + output
     assert process.returncode == 0, output
     assert "edge agent running" in output
     stopped = re.search(r"stopped: (\d+) read, (\d+) published, (\d+) still spooled", output)

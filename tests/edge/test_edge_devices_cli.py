@@ -24,6 +24,7 @@ from tests.edge.test_edge_cli import parse, registry_module
 from tests.edge.test_edge_gb26875 import SOURCE, frame, system_state
 from tests.edge.test_edge_profiles import wire_words
 from tests.support.modbus_support import FakeUnit, Mangler, start_server
+from tests.support.process_output import read_line_with
 from tools.servers import RunningServers, free_port
 
 
@@ -184,9 +185,11 @@ def test_run_reads_a_registry_device_over_modbus_and_publishes_it(
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    time.sleep(3.0)
+    running = read_line_with(process, "edge agent running", timeout_s=60)
+    time.sleep(2.0)  # some polls published
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
+    output = running + output
     assert process.returncode == 0, output
     assert "(1 devices over Modbus, 0 over GB/T 26875.3, 0 by vendor JSON, 0 simulated)" in output
     stopped = re.search(r"stopped: (\d+) read, (\d+) published, (\d+) still spooled", output)

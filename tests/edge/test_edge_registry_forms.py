@@ -35,6 +35,7 @@ from tests.edge.test_edge_cli import parse, registry_module
 from tests.edge.test_edge_devices_cli import ServerThread
 from tests.edge.test_edge_profiles import wire_words
 from tests.support.modbus_support import FakeUnit
+from tests.support.process_output import read_line_with
 from tools.registry_generate import generate_registry
 from tools.servers import RunningServers
 
@@ -160,9 +161,11 @@ def test_run_reads_a_device_of_every_form_over_modbus(
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    time.sleep(3.0)
+    running = read_line_with(process, "edge agent running", timeout_s=60)
+    time.sleep(2.0)  # some polls published
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
+    output = running + output
     assert process.returncode == 0, output
     assert "(1 devices over Modbus, 0 over GB/T 26875.3, 0 by vendor JSON, 0 simulated)" in output
     stopped = re.search(r"stopped: (\d+) read, (\d+) published", output)

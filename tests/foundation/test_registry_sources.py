@@ -30,6 +30,7 @@ from jiayuan.registry.store import RegistryStore
 from jiayuan.state import ENV_STATE_DIR
 from simulators.product_registry import simulated_registry
 from simulators.registry import Registry, build_registry
+from tests.support.process_output import read_line_with
 from tools import cli
 from tools.edge_cli import add_parser
 from tools.registry_generate import generate_registry
@@ -141,9 +142,11 @@ def test_edge_run_runs_an_estate_of_the_stored_registry(
     process = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    time.sleep(2.5)
+    running = read_line_with(process, "edge agent running", timeout_s=60)
+    time.sleep(2.0)  # some polls published
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=15)
+    output = running + output
     assert process.returncode == 0, output
     assert f"estate {estate}" in output and "$JIAYUAN_MQTT_URL" in output
     stopped = re.search(r"stopped: (\d+) read, (\d+) published", output)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import select
 import signal
 import sqlite3
 import subprocess
@@ -17,21 +16,8 @@ from jiayuan.config import Config
 from jiayuan.state import SPOOL_FILE
 from tests.gateway.test_gateway_spool import message_readings
 from tests.support.mqtt_publisher import Publisher
+from tests.support.process_output import read_line_with
 from tools.servers import free_port
-
-
-def read_line_with(process: subprocess.Popen[str], text: str, timeout_s: float) -> str:
-    assert process.stdout is not None
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.2)
-        if ready:
-            line = process.stdout.readline()
-            if text in line:
-                return line
-            if not line and process.poll() is not None:
-                break
-    raise AssertionError(f"no line with {text!r} in time")
 
 
 def spooled_batches(path: Path) -> int:

@@ -31,7 +31,8 @@ def test_a_value_comes_back_as_it_was_written_and_an_unwritten_one_is_absent() -
     view = row_values({"a": 0, "b": 1, "c": 2})
     view.row = 2
     huge = (1 << 53) + 1  # not exact as a float: kept as it is
-    for value in (1.5, -0.0, 7, -(1 << 53), huge, "E7", True, math.inf):
+    beyond = 1 << 70  # beyond a C integer too
+    for value in (1.5, -0.0, 7, -(1 << 53), huge, -huge, beyond, -beyond, "E7", True, math.inf):
         view["b"] = value
         back = view.get("b")
         assert type(back) is type(value) and back == value, value

@@ -4,10 +4,13 @@ type) is judged as before."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+
+import pytest
 
 from gateway.detection.rules.base import Values
 from gateway.detection.rules.lift import LiftRules
+from gateway.detection.rules.table import RowJudge, RowValues
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
 
@@ -29,9 +32,15 @@ def _reading(seq: int, **changes: Value) -> Reading:
     return Reading("lift-1", "lift", seq, T0 + seq * 1000, {**IDLE, **changes})
 
 
-def _counting(rules: LiftRules) -> list[int]:
-    """Wrap the rules' openers so that each call is counted (one count a reading asked)."""
+def _counting(rules: LiftRules, judged: bool) -> list[int]:
+    """Count each time the rules ask whether a check may open: through the lift's judge
+    (``judged``) or, without it, the openers (one count a reading asked)."""
     asked = [0]
+    if judged:
+        assert rules.judge is not None
+        rules.judge = _Counted(rules.judge, asked)
+        return asked
+    rules.judge = None
 
     def counted(opens: Callable[[Values], bool], first: bool) -> Callable[[Values], bool]:
         def opener(values: Values) -> bool:
@@ -47,9 +56,25 @@ def _counting(rules: LiftRules) -> list[int]:
     return asked
 
 
-def test_repeated_values_are_not_judged_again_and_a_change_is() -> None:
+class _Counted(RowJudge):
+    """A judge that counts its verdicts."""
+
+    def __init__(self, judge: RowJudge, asked: list[int]) -> None:
+        self._judge = judge
+        self._asked = asked
+
+    def judge(self, view: RowValues, ts: int, present: Mapping[str, Value]) -> bool:
+        self._asked[0] += 1
+        return self._judge.judge(view, ts, present)
+
+    def fill(self, view: RowValues) -> None:
+        self._judge.fill(view)
+
+
+@pytest.mark.parametrize("judged", [True, False])
+def test_repeated_values_are_not_judged_again_and_a_change_is(judged: bool) -> None:
     rules = LiftRules()
-    asked = _counting(rules)
+    asked = _counting(rules, judged)
     assert rules.evaluate_many([(PLACE, _reading(seq)) for seq in range(1, 4)]) == [[], [], []]
     assert asked[0] == 1  # the first reading only
     assert rules.evaluate_many([(PLACE, _reading(4))]) == [[]]
@@ -58,9 +83,10 @@ def test_repeated_values_are_not_judged_again_and_a_change_is() -> None:
     assert asked[0] == 2  # a changed value: asked again
 
 
-def test_a_value_of_another_type_counts_as_changed() -> None:
+@pytest.mark.parametrize("judged", [True, False])
+def test_a_value_of_another_type_counts_as_changed(judged: bool) -> None:
     rules = LiftRules()
-    asked = _counting(rules)
+    asked = _counting(rules, judged)
     rules.evaluate_many([(PLACE, _reading(1)), (PLACE, _reading(2, car_position=3))])
     assert asked[0] == 2  # 3 (an int) after 3.0 (a float)
 
@@ -80,9 +106,10 @@ def test_a_fault_after_repeated_readings_opens_and_closes() -> None:
     assert rules.evaluate_many([(PLACE, _reading(10, car_status=1))])[0][0].opened
 
 
-def test_forgetting_a_device_forgets_that_it_was_quiet() -> None:
+@pytest.mark.parametrize("judged", [True, False])
+def test_forgetting_a_device_forgets_that_it_was_quiet(judged: bool) -> None:
     rules = LiftRules()
-    asked = _counting(rules)
+    asked = _counting(rules, judged)
     rules.evaluate_many([(PLACE, _reading(1))])
     rules.forget(PLACE)
     rules.evaluate_many([(PLACE, _reading(2))])

@@ -1,6 +1,6 @@
 import cython
 
-from gateway.detection.rules.table cimport RowValues
+from gateway.detection.rules.table cimport RowJudge, RowValues
 
 cdef tuple _PORT_NAMES
 
@@ -21,7 +21,7 @@ cpdef dict _peer_excess(dict residual)
 cdef bint _all_finite(list numbers) except -1
 
 # PileJudge: a pile's derived values and openers on its row, ports as C doubles.
-cdef class PileJudge:
+cdef class PileJudge(RowJudge):
     cdef Py_ssize_t[::1] power, temp, lag
     cdef Py_ssize_t lag_ts, smoke
     cdef tuple temp_names, excess_names

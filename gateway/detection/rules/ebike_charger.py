@@ -25,7 +25,7 @@ from collections.abc import Mapping, MutableMapping, Sequence
 import numpy as np
 
 from gateway.detection.rules.base import Check, Predicate, Values, as_number, flag, measure, number
-from gateway.detection.rules.table import RowValues, TableRules
+from gateway.detection.rules.table import RowJudge, RowValues, TableRules
 from gateway.detection.rules.thresholds import Threshold
 from jiayuan.catalogue import EBIKE_CHARGER, MAX_PORTS, port_field
 from jiayuan.contract import Reading, Value
@@ -147,7 +147,7 @@ class EbikeChargerRules(TableRules):
             values[_EXCESS_NAMES[port]] = excess
 
 
-class PileJudge:
+class PileJudge(RowJudge):
     """``EbikeChargerRules.derive`` and the openers of its checks in one pass over a pile's
     row (``RowValues``), on C doubles when compiled: no Python object a port.
 

@@ -115,6 +115,7 @@ class TableRules(Stateful):
             (c.signal, c.opens, None if c.suppressed is never else c.suppressed)
             for c in self.checks
         ]
+        self._signalled = any(c.signal for c in self.checks)
         rows, width, checks = _INITIAL_ROWS, len(self.columns), len(self.checks)
         self._values = np.full((rows, width), np.nan, dtype=np.float64)
         self._types = np.zeros((rows, width), dtype=np.uint8)
@@ -134,7 +135,7 @@ class TableRules(Stateful):
         # opener holds, ``fill(view)`` puts the values it derived but did not write in
         # the row's derived ones for stepping the checks.  The reference is ``derive``
         # and the openers, which run with a test's mapping.
-        self.judge: Any = None
+        self.judge: RowJudge | None = None
         self._view = RowValues(self._column_of)
         # Per row, 1 when the row is at rest and its every opening condition was found
         # false (or suppressed) on the values it still holds: a reading that changes none
@@ -143,6 +144,12 @@ class TableRules(Stateful):
         # (most devices are at rest: a set entry each, 30 B a device at a district's
         # cardinality).  Not state: a row leaves it when a value changes or it is stepped.
         self._quiet = bytearray(rows)
+        # The names of the family's last reading in order, with their columns (-1: not
+        # kept): a family's readings mostly name their values alike, and the decoder
+        # mostly hands out the same string for the same name, so a value's column is
+        # found by position without a look-up.  Not state.
+        self._shape: list[str] = []
+        self._shape_columns: list[int] = []
 
     STATE = ("_rows", "_values", "_types", "_others", "_active", "_since", "_count")
 
@@ -246,14 +253,14 @@ class TableRules(Stateful):
     def evaluate_many(self, items: Sequence[tuple[Place, Reading]]) -> list[list[AnomalyChange]]:
         """Per reading: the thresholds' changes (one vectorised call for the batch), then
         the other checks'."""
+        # Rows (and arrays) first: the table reads the kept values.
+        rows = _device_rows(self, items)
         if self.table is None:
             out: list[list[AnomalyChange]] = [[] for _ in items]
         else:
-            for place, _ in items:  # rows (and arrays) first: the table reads the kept values
-                self._row(place.key)
             out = self.table.evaluate([(place.key, reading) for place, reading in items])
         if self.checks or self.columns:
-            self._evaluate_checks(items, out)
+            self._evaluate_checks(rows, items, out)
         return out
 
     def _row(self, key: tuple[str, str, str, str, str]) -> int:
@@ -272,7 +279,10 @@ class TableRules(Stateful):
         self._quiet.extend(bytes(rows - len(self._quiet)))
 
     def _evaluate_checks(
-        self, items: Sequence[tuple[Place, Reading]], out: list[list[AnomalyChange]]
+        self,
+        rows: list[int],
+        items: Sequence[tuple[Place, Reading]],
+        out: list[list[AnomalyChange]],
     ) -> None:
         """The checks on each reading, in order, adding their changes to ``out``.
 
@@ -280,7 +290,6 @@ class TableRules(Stateful):
         (``RowValues``), so a reading costs the same whether its device comes once or many
         times in a batch.  A device at rest (no check open or holding) is only stepped
         when one of its checks' opening conditions holds: otherwise no check can move."""
-        rows = [self._row(place.key) for place, _ in items]
         self._view.bind(self._values, self._types, self._others)
         _check_readings(self, self._view, rows, items, self._open_rows, self._quiet, out)
 
@@ -371,6 +380,22 @@ class TableRules(Stateful):
         return changes
 
 
+class RowJudge:
+    """A family's ``derive`` and openers in one compiled call on a device's row (a pile's
+    ports, a lift's states), the call typed in ``_check_readings``.  The reference is the
+    family's ``derive`` and openers, which run with a test's mapping."""
+
+    def judge(self, view: RowValues, ts: int, present: Mapping[str, Value]) -> bool:
+        """Derive the device's values for its reading at ``ts`` (``present``: the values
+        it reported, already merged into ``view``'s row); True when an opening condition
+        holds."""
+        raise NotImplementedError
+
+    def fill(self, view: RowValues) -> None:
+        """Put the values the judge derived but did not write to the row in its derived
+        ones, for stepping the checks (nothing by default)."""
+
+
 class RowValues:
     """A device's kept values as the mapping the checks and ``derive`` see, read from and
     written to its row of the rules' arrays as they ask (no dict a device and batch).
@@ -412,6 +437,16 @@ class RowValues:
             return default
         return self.others[(row, column)]
 
+    def holds(self, column: int, on: int) -> bool:
+        """``get(name) == on`` of a kept value, by its column (a state bit's test)."""
+        row = self.row
+        kind = self.kinds[row, column]
+        if kind in (_FLOAT, _INT):
+            return bool(self.numbers[row, column] == on)
+        if kind == _ABSENT:
+            return False  # None == on
+        return bool(self.others[(row, column)] == on)
+
     def put(self, column: int, value: Value) -> bool:
         """Write the cell; True unless it held this number already (same type, equal
         value; a value of the side table always counts as changed)."""
@@ -421,22 +456,28 @@ class RowValues:
         if kind == _OTHER:
             del self.others[(row, column)]
         if type(value) is float:
+            real = value  # a C double in the compiled build: compared as one
             # NaN is never equal: changed.  0.0 and -0.0 are equal: no check tells them
             # apart (they compare values, never the sign of a zero).
-            changed = kind != _FLOAT or self.numbers[row, column] != value
-            self.numbers[row, column] = value
+            changed = kind != _FLOAT or self.numbers[row, column] != real
+            self.numbers[row, column] = real
             self.kinds[row, column] = _FLOAT
-        elif type(value) is int and _LEAST_EXACT_INT <= value <= _EXACT_INT:
-            whole = value  # a C integer in the compiled build: no float object made
-            changed = kind != _INT or self.numbers[row, column] != whole
-            self.numbers[row, column] = whole
-            self.kinds[row, column] = _INT
-        else:  # a string, a bool, a huge int: kept as it is, in the side table
-            changed = True
-            self.others[(row, column)] = value
-            self.numbers[row, column] = math.nan
-            self.kinds[row, column] = _OTHER
-        return changed
+            return changed
+        if type(value) is int:
+            try:
+                whole = value  # a C integer in the compiled build: no float object made
+            except OverflowError:  # beyond a C integer, so beyond 2^53 too
+                whole = _EXACT_INT + 1
+            if _LEAST_EXACT_INT <= whole <= _EXACT_INT:
+                changed = kind != _INT or self.numbers[row, column] != whole
+                self.numbers[row, column] = whole
+                self.kinds[row, column] = _INT
+                return changed
+        # A string, a bool, a huge int: kept as it is, in the side table.
+        self.others[(row, column)] = value
+        self.numbers[row, column] = math.nan
+        self.kinds[row, column] = _OTHER
+        return True
 
     def real(self, name: str) -> float:
         """``as_number`` of the value: a real number as a float, NaN for anything else."""
@@ -522,6 +563,22 @@ class RowValues:
 MutableMapping.register(RowValues)
 
 
+def _device_rows(rules: TableRules, items: Sequence[tuple[Place, Reading]]) -> list[int]:
+    """Each reading's device row, numbering a new device (and growing the arrays to hold
+    it).  A function, not a method, so that the compiled build can type its locals
+    (table.pxd): it runs once for every reading."""
+    known = rules._rows
+    capacity = len(rules._values)
+    rows: list[int] = []
+    for place, _ in items:
+        row = known.get(place.key, -1)
+        if row < 0 or row >= capacity:
+            row = rules._row(place.key)
+            capacity = len(rules._values)
+        rows.append(row)
+    return rows
+
+
 def _check_readings(
     rules: TableRules,
     view: RowValues,
@@ -543,12 +600,15 @@ def _check_readings(
     for a family that derives values (they depend on more than the kept values) or with
     a test's mapping."""
     held_rows, kept = rules._since, rules._column_of
+    shape, shape_columns = rules._shape, rules._shape_columns
     openers = rules._openers
     derives = type(rules).derive is not TableRules.derive  # most families derive nothing
     copied = rules.mapping is not dict
     judge = None if copied else rules.judge
     judged = False
     remembers = not derives and not copied
+    # A judge asks every opener whose signal came: all of them unless some have one.
+    signalled = rules._signalled
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
@@ -558,17 +618,29 @@ def _check_readings(
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
         # values need neither merging nor removing afterwards.
         changed = False
-        for name, value in present.items():
-            column = kept.get(name)
-            if column is not None and view.put(column, value):
+        shape_length = len(shape)
+        for position, (name, value) in enumerate(present.items()):
+            if position < shape_length and shape[position] is name:
+                column = shape_columns[position]
+            else:
+                column = kept.get(name, -1)
+                if position < shape_length:
+                    shape[position] = name
+                    shape_columns[position] = column
+                else:
+                    shape.append(name)
+                    shape_columns.append(column)
+                    shape_length += 1
+            if column >= 0 and view.put(column, value):
                 changed = True
         if copied:
             values = rules.mapping()
             values.update(view.as_dict())
-        if judge is not None:
-            judged = judge.judge(view, reading.ts, present)
-        elif derives:
-            rules.derive(values, reading)
+        if derives:
+            if judge is not None:
+                judged = judge.judge(view, reading.ts, present)
+            else:
+                rules.derive(values, reading)
         if row in open_rows or row in held_rows:
             busy = True
             if remembers:
@@ -576,7 +648,10 @@ def _check_readings(
         elif remembers and not changed and quiet[at]:
             busy = False
         elif judge is not None:
-            busy = judged
+            # A family that derives had its judge asked above, on every reading.
+            busy = judged if derives else judge.judge(view, reading.ts, present)
+            if remembers:
+                quiet[at] = 0 if busy or signalled else 1
         else:
             busy = False
             every = True  # every opener asked (none skipped for a signal not sent)
