@@ -9,9 +9,12 @@ state per device by ``tracemalloc`` (what the traffic left allocated) and its la
 allocation sites by file and line; with ``--rss-only`` instead, without tracemalloc,
 this process's resident memory (VmRSS) grown per device before and after a heap trim:
 the difference between resident and traced bytes is what the allocators hold beyond
-live objects.
+live objects; with ``--census`` instead, the live Python objects grown per device by
+type (count and ``sys.getsizeof`` bytes, every object reachable from the collector's,
+untracked ones too) and the containers holding a per-device entry.
 
-    .venv/bin/python bench/memory_breakdown.py [--devices 100000] [--top 25] [--rss-only]
+    .venv/bin/python bench/memory_breakdown.py [--devices 100000] [--top 25]
+        [--rss-only | --census]
 """
 
 from __future__ import annotations
@@ -124,13 +127,63 @@ def go_offline(pipeline: Pipeline, clock: list[int], max_readings: int) -> int:
             return opened
 
 
+def _live_objects() -> list[object]:
+    """Every object reachable from those the cyclic collector tracks, untracked ones
+    (strings, ints, tuples and dicts of atoms) included."""
+    gc.collect()
+    found = gc.get_objects()
+    seen = {id(o) for o in found}
+    at = 0
+    while at < len(found):
+        for referent in gc.get_referents(found[at]):
+            if id(referent) not in seen:
+                seen.add(id(referent))
+                found.append(referent)
+        at += 1
+    return found
+
+
+def _by_type(objects: list[object]) -> dict[str, tuple[int, int]]:
+    counts: dict[str, list[int]] = {}
+    for o in objects:
+        entry = counts.setdefault(type(o).__name__, [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(o)
+    return {name: (count, size) for name, (count, size) in counts.items()}
+
+
+def census(pipeline: Pipeline, messages: list[Message], args: argparse.Namespace) -> None:
+    """The live objects the traffic left, per device, by type; and the containers
+    holding an entry for a twentieth of the devices or more (a kind's)."""
+    before = _by_type(_live_objects())
+    drain(pipeline, messages, args.batch_readings)
+    messages.clear()
+    live = _live_objects()
+    after = _by_type(live)
+    devices = args.devices
+    print("  live objects grown per device by type (count, bytes by sys.getsizeof):")
+    grown = {
+        name: (count - before.get(name, (0, 0))[0], size - before.get(name, (0, 0))[1])
+        for name, (count, size) in after.items()
+    }
+    for name, (count, size) in sorted(grown.items(), key=lambda item: -item[1][1])[: args.top]:
+        print(f"  {size / devices:8.1f} {count / devices:6.2f}  {name}")
+    print("  containers with entries for a twentieth of the devices or more (B per device):")
+    for o in live:
+        if isinstance(o, dict | list | set | bytearray) and len(o) >= devices // 20:
+            sample = repr(next(iter(o)))[:60] if len(o) else ""
+            print(
+                f"  {sys.getsizeof(o) / devices:8.1f}  {type(o).__name__} of {len(o):,}: {sample}"
+            )
+
+
 def _sites(last: tracemalloc.Snapshot, first: tracemalloc.Snapshot, top: int, per: int) -> None:
     print("  largest allocation sites (B and objects per device or anomaly):")
     for stat in last.compare_to(first, "lineno")[:top]:
         frame = stat.traceback[0]
         print(
             f"  {stat.size_diff / per:8.1f} {stat.count_diff / per:6.2f}  "
-            f"{frame.filename.split('/wt/memcut/')[-1]}:{frame.lineno}"
+            f"{frame.filename.split('/wt/')[-1]}:{frame.lineno}"
         )
 
 
@@ -161,6 +214,11 @@ def main() -> None:
         action="store_true",
         help="then every device falls silent: what its offline anomaly holds",
     )
+    parser.add_argument(
+        "--census",
+        action="store_true",
+        help="live Python objects by type and the containers of per-device entries",
+    )
     parser.add_argument("--batch-readings", type=int, default=GatewayConfig().batch_max_readings)
     args = parser.parse_args()
     tune_collector()  # as the gateway runs (gateway/collector.py)
@@ -176,6 +234,9 @@ def main() -> None:
     print(f"{devices:,} devices, {len(messages):,} messages; batches of {args.batch_readings:,}")
     gc.collect()
     trim_heap()
+    if args.census:
+        census(pipeline, messages, args)
+        return
     if args.rss_only:
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")  # VmHWM from now: the traffic's own peak

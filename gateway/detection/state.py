@@ -31,6 +31,32 @@ def canonical(value: object) -> object:
     return value
 
 
+# ``row_number``'s int objects, by number.
+_NUMBERS: list[int] = []
+_NUMBERS_BLOCK = 4096
+
+
+def row_number(number: int) -> int:
+    """The int object that every per-device table stores for row ``number``.
+
+    A table numbering its devices with ``len(rows)`` makes an int object a device (32 B
+    each beyond 256), and the duplicate window and a kind's rules each number every
+    device: at a district's cardinality that is two objects a device made among a batch's
+    short-lived ones.  Shared, a number is one object for all of them, made in blocks."""
+    numbers = _NUMBERS
+    if number >= len(numbers):
+        start = len(numbers)
+        numbers.extend(range(start, max(number + 1, start + _NUMBERS_BLOCK)))
+    return numbers[number]
+
+
+def shared_numbers(rows: dict[Any, int]) -> None:
+    """``rows``' values replaced in place by ``row_number``'s objects (after a snapshot
+    is read back: unpickled, each is an object of its own)."""
+    for key, number in rows.items():
+        rows[key] = row_number(number)
+
+
 class SnapshotMismatch(ValueError):
     """A snapshot that does not fit the detector it is given to."""
 

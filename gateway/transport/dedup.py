@@ -43,8 +43,10 @@ fresh state, stores it again.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
+from typing import Any
 
-from gateway.detection.state import Stateful
+from gateway.detection.state import Stateful, row_number, shared_numbers
 
 WINDOW = 64
 _MASK = (1 << WINDOW) - 1
@@ -77,7 +79,7 @@ def _add_new(
     for i in range(len(devices)):
         device = devices[i]
         if device not in known:
-            known[device] = len(window._high) // 2
+            known[device] = row_number(len(window._high) // 2)
             window._high.extend((seqs[i], 0))
             window._newest.extend((stamps[i], 0))
             window._seen.extend((1, 0))
@@ -129,6 +131,11 @@ class SeqWindow(Stateful):
 
     def __len__(self) -> int:
         return len(self._high) // 2
+
+    def import_state(self, state: Mapping[str, Any]) -> None:
+        super().import_state(state)
+        for known in self._index.values():
+            shared_numbers(known)
 
     def offer(self, edge: str, device: str, seq: int, ts: int) -> int:
         """``DUPLICATE`` for a reading seen before, else the reading is recorded as seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,24 @@ def test_bad_envelopes_say_why(payload: bytes, reason: str) -> None:
 def test_bad_readings_say_why(overrides: dict[str, object], reason: str) -> None:
     problem = check_reading(reading(**overrides), BATCH, now_ms=NOW)
     assert problem is not None and reason in problem
+
+
+def test_device_ids_are_checked_each_time_and_not_kept() -> None:
+    # The gateway checks a device's ids once and then vouches for them: a cache of device
+    # ids would only hold a district's worth of them (a set entry each, 16-32 B).
+    readings = [reading(device=f"sj-0001-X{n:05d}") for n in range(5_000)]
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        assert all(check_reading(r, BATCH, now_ms=NOW) is None for r in readings)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 16_000  # a set of 5,000 ids would be 131,072 B
+    for bad in ("sj 0001", "x" * 65, ""):
+        for _ in range(2):  # refused again: nothing remembered it as valid
+            problem = check_reading(reading(device=bad), BATCH, now_ms=NOW)
+            assert problem is not None and "device id" in problem
 
 
 def test_reading_must_match_a_device_topic() -> None:

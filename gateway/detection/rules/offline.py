@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.detection.rules.base import AnomalyChange, grown, grown_rows
-from gateway.detection.state import Stateful
+from gateway.detection.state import Stateful, row_number
 from jiayuan.catalogue import FAMILIES, Kind, offline_code
 from jiayuan.contract import Reading
 from jiayuan.places import DeviceKey, Place
@@ -57,7 +57,7 @@ class _Clock:
         rows = self.rows
         row = rows.get(place.key)
         if row is None:
-            row = rows[place.key] = len(rows)
+            row = rows[place.key] = row_number(len(rows))
         if row >= len(self.last_ts):
             size = grown_rows(len(self.last_ts), row)
             self.last_ts = grown(self.last_ts, size, 0)

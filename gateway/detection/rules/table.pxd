@@ -37,12 +37,12 @@ cdef class RowJudge:
 
 @cython.locals(
     held_rows=dict, judge=RowJudge, kept=dict, openers=list, present=dict, index=Py_ssize_t,
-    derives=bint, busy=bint, copied=bint, remembers=bint, changed=bint, every=bint,
+    derives=bint, busy=bint, at=Py_ssize_t, copied=bint, remembers=bint, changed=bint, every=bint,
     judged=bint, signalled=bint, shape=list, shape_columns=list, position=Py_ssize_t,
     shape_length=Py_ssize_t, column=Py_ssize_t,
 )
 cpdef _check_readings(
-    rules, RowValues view, list rows, items, set open_rows, set quiet, list out
+    rules, RowValues view, list rows, items, set open_rows, bytearray quiet, list out
 )
 
 @cython.locals(known=dict, capacity=Py_ssize_t, row=Py_ssize_t, rows=list)

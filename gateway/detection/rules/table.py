@@ -30,7 +30,7 @@ from gateway.detection.rules.base import (
     step,
 )
 from gateway.detection.rules.thresholds import Threshold, ThresholdTable
-from gateway.detection.state import SnapshotMismatch, Stateful
+from gateway.detection.state import SnapshotMismatch, Stateful, row_number, shared_numbers
 from jiayuan.catalogue import Family
 from jiayuan.contract import Reading, Value
 from jiayuan.places import DeviceKey, Place
@@ -137,11 +137,13 @@ class TableRules(Stateful):
         # and the openers, which run with a test's mapping.
         self.judge: RowJudge | None = None
         self._view = RowValues(self._column_of)
-        # Rows at rest whose every opening condition was found false (or suppressed) on
-        # the values they still hold: a reading that changes none of those values cannot
-        # make one true (the checks are functions of the values), so its openers are not
-        # asked again.  Not state: a row leaves it when a value changes or it is stepped.
-        self._quiet: set[int] = set()
+        # Per row, 1 when the row is at rest and its every opening condition was found
+        # false (or suppressed) on the values it still holds: a reading that changes none
+        # of those values cannot make one true (the checks are functions of the values),
+        # so its openers are not asked again.  A byte a row, not a set of row numbers
+        # (most devices are at rest: a set entry each, 30 B a device at a district's
+        # cardinality).  Not state: a row leaves it when a value changes or it is stepped.
+        self._quiet = bytearray(rows)
         # The names of the family's last reading in order, with their columns (-1: not
         # kept): a family's readings mostly name their values alike, and the decoder
         # mostly hands out the same string for the same name, so a value's column is
@@ -159,11 +161,12 @@ class TableRules(Stateful):
         if (state.get("table") is None) != (self.table is None):
             raise SnapshotMismatch(f"{self.family.kind}: vectorised thresholds or not")
         super().import_state(state)
+        shared_numbers(self._rows)  # the dict the kind's other tables share
         # The checks write these in place (RowValues): contiguous and writeable.
         self._values = np.require(self._values, requirements=("C", "W"))
         self._types = np.require(self._types, requirements=("C", "W"))
         self._open_rows = set(np.flatnonzero(self._active.any(axis=1)).tolist())
-        self._quiet = set()
+        self._quiet = bytearray(len(self._values))
         if self.table is not None:
             # One row numbering for the family: the table shares the restored dict.
             self.table.import_state({**state["table"], "_rows": self._rows})
@@ -238,7 +241,7 @@ class TableRules(Stateful):
             self._types[row] = _ABSENT
             self._active[row] = False
             self._open_rows.discard(row)
-            self._quiet.discard(row)
+            self._quiet[row] = 0
             self._since.pop(row, None)
             self._count[row] = 0
             for cell in [c for c in self._others if c[0] == row]:
@@ -263,7 +266,7 @@ class TableRules(Stateful):
     def _row(self, key: tuple[str, str, str, str, str]) -> int:
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = len(self._rows)
+            row = self._rows[key] = row_number(len(self._rows))
         if row >= len(self._values):
             self._grow(grown_rows(len(self._values), row))
         return row
@@ -273,6 +276,7 @@ class TableRules(Stateful):
         self._types = grown(self._types, rows, _ABSENT)
         self._active = grown(self._active, rows, False)
         self._count = grown(self._count, rows, 0)
+        self._quiet.extend(bytes(rows - len(self._quiet)))
 
     def _evaluate_checks(
         self,
@@ -581,7 +585,7 @@ def _check_readings(
     rows: list[int],
     items: Sequence[tuple[Place, Reading]],
     open_rows: set[int],
-    quiet: set[int],
+    quiet: bytearray,
     out: list[list[AnomalyChange]],
 ) -> None:
     """``TableRules._evaluate_checks``' loop over the readings, each on its device's kept
@@ -591,7 +595,7 @@ def _check_readings(
     With ``rules.mapping`` other than ``dict`` (a test's recording mapping), the checks see
     a mapping of that type filled from the row, written back after each reading.
 
-    A row in ``quiet`` (``TableRules._quiet``) whose reading changes none of its kept
+    A row marked in ``quiet`` (``TableRules._quiet``) whose reading changes none of its kept
     values is at rest without asking its openers: they saw these values already.  Not
     for a family that derives values (they depend on more than the kept values) or with
     a test's mapping."""
@@ -608,7 +612,7 @@ def _check_readings(
     # The checks read a Mapping: RowValues is registered as one.
     values = cast(MutableMapping[str, Value], view)
     for index, (row, (_, reading)) in enumerate(zip(rows, items, strict=True)):
-        view.row = row
+        view.row = at = row  # ``at``: a C index into ``quiet`` when compiled
         present = reading.values
         # Only the kept names are merged: no check or ``derive`` reads another
         # (tests/gateway/test_rules_state.py holds the rules to that), so the reading's other
@@ -640,17 +644,14 @@ def _check_readings(
         if row in open_rows or row in held_rows:
             busy = True
             if remembers:
-                quiet.discard(row)
-        elif remembers and not changed and row in quiet:
+                quiet[at] = 0
+        elif remembers and not changed and quiet[at]:
             busy = False
         elif judge is not None:
             # A family that derives had its judge asked above, on every reading.
             busy = judged if derives else judge.judge(view, reading.ts, present)
             if remembers:
-                if busy or signalled:
-                    quiet.discard(row)
-                else:
-                    quiet.add(row)
+                quiet[at] = 0 if busy or signalled else 1
         else:
             busy = False
             every = True  # every opener asked (none skipped for a signal not sent)
@@ -662,10 +663,7 @@ def _check_readings(
                     busy = True
                     break
             if remembers:
-                if busy or not every:
-                    quiet.discard(row)
-                else:
-                    quiet.add(row)
+                quiet[at] = 0 if busy or not every else 1
         if busy:
             if judge is not None:
                 judge.fill(view)

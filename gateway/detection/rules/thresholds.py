@@ -42,7 +42,7 @@ from gateway.detection.rules.base import (
     grown_rows,
     measure,
 )
-from gateway.detection.state import Stateful
+from gateway.detection.state import Stateful, row_number
 from jiayuan.contract import Reading
 from jiayuan.places import DeviceKey
 
@@ -176,7 +176,7 @@ class ThresholdTable(Stateful):
     def _row(self, key: DeviceKey) -> int:
         row = self._rows.get(key)
         if row is None:
-            row = self._rows[key] = len(self._rows)
+            row = self._rows[key] = row_number(len(self._rows))
         if row >= self.last.shape[0]:  # a shared row may be new to this table
             self._grow(grown_rows(self.last.shape[0], row))
         return row
