@@ -55,7 +55,6 @@ from gateway.detection.detector import Detector
 from gateway.detection.sites import (
     LEARN_ROWS,
     MIN_SLOT_S,
-    ROW_POOL_BYTES,
     SiteDetectors,
     SiteSpec,
     load_sites,
@@ -137,12 +136,6 @@ def site_snapshot(registry: Path, path: Path, rows: int, streets: Sequence[str] 
     )
 
 
-def mapped_rows(sites: SiteDetectors) -> int:
-    """Bytes of the memory maps holding the sites' learning rows, which tracemalloc does
-    not see (mapped whole: an upper bound of what is resident)."""
-    return sites.learning_maps() * ROW_POOL_BYTES
-
-
 def memory(devices: int) -> None:
     per_estate = len(build_registry(50, seed=1).devices()) / 50
     simulated = build_registry(int(devices / per_estate) + 1, seed=1)
@@ -157,7 +150,7 @@ def memory(devices: int) -> None:
     sites = SiteDetectors(specs)
     defined = tracemalloc.get_traced_memory()[0] - base
     synthetic_rows(specs, LEARN_ROWS, sites, 0)  # the last row completes with the next slot
-    learning = tracemalloc.get_traced_memory()[0] - base + mapped_rows(sites)
+    learning = tracemalloc.get_traced_memory()[0] - base  # the rows wait in a file
     synthetic_rows(specs, 2, sites, LEARN_ROWS)
     learnt = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
@@ -232,7 +225,6 @@ def pipeline_memory(devices: int, modes: Sequence[str]) -> None:
             gc.collect()
             held, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
-            held, peak = held + mapped_rows(sites), peak + mapped_rows(sites)
             print(
                 f"  sites {mode:<9} held {held / district.devices:7,.0f} B, "
                 f"peak {peak / district.devices:7,.0f} B  ({sites.learnt():,} sites learnt, "
@@ -278,7 +270,7 @@ def _process_bytes() -> dict[str, int]:
     info = mallinfo2()
     return {
         "resident": status["VmRSS"],
-        "learning rows' maps": status["RssShmem"],
+        "shared maps (RssShmem)": status["RssShmem"],
         "glibc heap in use": info.uordblks + info.hblkd,
         "glibc heap free": info.fordblks,
     }

@@ -60,7 +60,11 @@ class Gateway:
         # The registry's sites are judged together (read at start: a registry import takes
         # effect at the next start).
         self.detector = Detector(
-            sites=load_sites(registry_path(config), owned_streets(config.mqtt.street_filter))
+            sites=load_sites(
+                registry_path(config),
+                owned_streets(config.mqtt.street_filter),
+                rows_dir=config.gateway.state_dir,
+            )
         )
         state_dir = Path(config.gateway.state_dir)
         self._snapshot_path = state_dir / SNAPSHOT_FILE

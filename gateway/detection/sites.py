@@ -25,14 +25,14 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import mmap
+import os
 import pickle
 import sys
-import weakref
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -164,50 +164,61 @@ def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteS
     return specs
 
 
-# Bytes of one shared map of learning rows: some seventy sites of 5-10 signals.
-ROW_POOL_BYTES = 256 << 10
-_F16 = npt.NDArray[np.float16]
 # A snapshot's key of the sites' learning rows: which sites hold them, and all their rows.
 _ROWS = "_learning_rows"
+_F16_BYTES = 2
 
 
-class _RowPool:
-    """The sites' learning rows in anonymous memory maps shared by the sites that start
-    learning together, not in an array of their own each.
+class _RowFile:
+    """The sites' learning rows in a scratch file, not in the process's memory.
 
-    A city's sites learn at once, the first 12 h after a start: their rows, a few KB a
-    site, then make up most of the heap, mixed with what the traffic allocated meanwhile.
-    Freed site by site into the heap, they stayed resident for good (20,000 devices: the
-    process held the learning peak after every site had learnt).  A map is unmapped, its
-    pages returned, once the last site taking rows from it has learnt (or failed to)."""
+    A city's sites learn at once, the first 12 h after a start: 240 rows a site, some 200
+    bytes a registry device, each row written once and all of them read once, when the
+    site's model is fitted.  In memory they were a tenth of the process at 100,000 devices
+    (docs/scaling.md, "Memory"); in an unlinked file (in the gateway's state directory)
+    they are the kernel's to cache or write out.  The file is closed, its blocks freed, once
+    every site holding rows in it has learnt (or failed to)."""
 
-    def __init__(self, pool_bytes: int = ROW_POOL_BYTES) -> None:
-        self.pool_bytes = pool_bytes
-        # Weak: only the arrays taken from a map keep it, the current one too.
-        self._current: weakref.ref[mmap.mmap] | None = None
-        self._used = 0
-        self._maps: list[weakref.ref[mmap.mmap]] = []
+    def __init__(self, directory: str | None = None) -> None:
+        self.directory = directory
+        self._file: IO[bytes] | None = None
+        self._end = 0
+        self._holders = 0
 
-    def take(self, rows: int, columns: int) -> _F16:
-        """A rows × columns float16 array (zeroed) in the current map, or in a new one."""
-        nbytes = rows * columns * 2
-        if nbytes > self.pool_bytes:
-            return np.zeros((rows, columns), dtype=np.float16)  # a site larger than a map
-        pages = self._current() if self._current is not None else None
-        if pages is None or self._used + nbytes > self.pool_bytes:
-            pages = mmap.mmap(-1, self.pool_bytes)
-            self._current = weakref.ref(pages)
-            self._maps.append(self._current)
-            self._used = 0
-        start = self._used
-        self._used += -(-nbytes // 8) * 8  # the next site's rows 8-byte aligned
-        taken = np.frombuffer(pages, dtype=np.float16, count=rows * columns, offset=start)
-        return taken.reshape(rows, columns)
+    def take(self, nbytes: int) -> int:
+        """Where ``nbytes`` of a site's rows go (reading as zeros until written)."""
+        if self._file is None:
+            if self.directory is not None:
+                Path(self.directory).mkdir(parents=True, exist_ok=True)
+            # Kept open across calls and closed by release(): no context manager fits.
+            self._file = tempfile.TemporaryFile(dir=self.directory)  # noqa: SIM115
+        at = self._end
+        self._end += nbytes
+        self._holders += 1
+        return at
 
-    def maps(self) -> int:
-        """How many maps are mapped (some site still holds rows in them)."""
-        self._maps = [ref for ref in self._maps if ref() is not None]
-        return len(self._maps)
+    def write(self, at: int, data: bytes) -> None:
+        assert self._file is not None, "rows written where none were taken"
+        written = os.pwrite(self._file.fileno(), data, at)
+        if written != len(data):
+            raise OSError(f"{written} of {len(data)} bytes of learning rows written")
+
+    def read(self, at: int, nbytes: int) -> bytes:
+        assert self._file is not None, "rows read where none were taken"
+        data = os.pread(self._file.fileno(), nbytes, at)
+        return data + bytes(nbytes - len(data))  # rows never written: zeros, as taken
+
+    def release(self) -> None:
+        """A site's rows are no longer needed; the last one's closes the file."""
+        self._holders -= 1
+        if self._holders == 0 and self._file is not None:
+            self._file.close()
+            self._file = None
+            self._end = 0
+
+    def size(self) -> int:
+        """Bytes of the file (0 once no site holds rows in it)."""
+        return self._end
 
 
 @dataclass(slots=True, eq=False)
@@ -232,11 +243,11 @@ class _SiteState:
     complement: bool = False  # the basis spans the residual space, not the loadings'
     seen: int = 0  # bit per signal: reported in the current slot
     slot: int = -1
-    # Learning buffer (in a ``_RowPool`` map), freed once learnt: each row as its
-    # difference from the first row, in float16 (half the bytes while every site learns
-    # at once; a difference keeps 11 bits of itself: a pump room's limits learnt stay
-    # within a percent of the exact rows', tests/gateway/test_sites.py).
-    rows: npt.NDArray[np.float16] | None = None
+    # Where the site's learning rows are in the ``_RowFile`` (-1: none), freed once learnt:
+    # each row as its difference from the first row, in float16 (a difference keeps 11
+    # bits of itself: a pump room's limits learnt stay within a percent of the exact
+    # rows', tests/gateway/test_sites.py).
+    rows_at: int = -1
     count: int = 0
     open: bool = False
     streak: int = 0  # rows in a row on the other side of the limit than ``open`` says
@@ -264,7 +275,10 @@ class SiteDetectors(Stateful):
         params: SiteParams = GATEWAY_SITE_PARAMS,
         learn_rows: int = LEARN_ROWS,
         hold_rows: int = HOLD_ROWS,
+        rows_dir: str | None = None,
     ) -> None:
+        """``rows_dir``: where the learning rows' scratch file goes (the gateway's state
+        directory; None: the system's temporary directory)."""
         self.specs = tuple(specs)
         self.params = params
         self.learn_rows = learn_rows
@@ -284,7 +298,7 @@ class SiteDetectors(Stateful):
             _SiteState(np.zeros(len(spec.columns), dtype=np.float32)) for spec in self.specs
         ]
         self._told_learning = False
-        self._pool = _RowPool()
+        self._rows = _RowFile(rows_dir)
 
     def __bool__(self) -> bool:
         return bool(self.specs)
@@ -402,8 +416,13 @@ class SiteDetectors(Stateful):
 
     def _learn(self, spec: SiteSpec, state: _SiteState) -> None:
         signals = len(spec.columns)
-        if state.rows is None:
-            state.rows = self._pool.take(self.learn_rows, signals)
+        nbytes = self.learn_rows * signals * _F16_BYTES
+        if state.rows_at < 0:
+            try:
+                state.rows_at = self._rows.take(nbytes)
+            except OSError as error:
+                self._not_kept(spec, state, error)
+                return
             # The first row is the origin the learning rows are kept against.
             state.values = np.concatenate((state.values, state.values))
             if not self._told_learning:
@@ -420,12 +439,20 @@ class SiteDetectors(Stateful):
                     self.learn_rows,
                 )
         latest, origin = state.values[:signals], state.values[signals : 2 * signals]
-        state.rows[state.count] = latest - origin
-        state.count += 1
-        if state.count < self.learn_rows:
+        try:
+            row = (latest - origin).astype(np.float16)
+            self._rows.write(state.rows_at + state.count * signals * _F16_BYTES, row.tobytes())
+            state.count += 1
+            if state.count < self.learn_rows:
+                return
+            kept = self._rows.read(state.rows_at, nbytes)
+        except OSError as error:
+            self._not_kept(spec, state, error)
             return
-        rows = origin.astype(np.float64) + state.rows.astype(np.float64)
-        state.rows = None
+        self._rows.release()
+        state.rows_at = -1
+        learnt = np.frombuffer(kept, dtype=np.float16).reshape(self.learn_rows, signals)
+        rows = origin.astype(np.float64) + learnt.astype(np.float64)
         names = [s.title(spec.estate) for s in spec.signals]
         try:
             model = SiteModel(rows, names, self.params)
@@ -456,16 +483,42 @@ class SiteDetectors(Stateful):
             dtype=np.float64,
         )
 
+    def _not_kept(self, spec: SiteSpec, state: _SiteState, error: OSError) -> None:
+        """The site's learning rows cannot be kept (its scratch file cannot be made or
+        written: a full or read-only disk): the site is not learnt, said once."""
+        if state.rows_at >= 0:
+            self._rows.release()
+            state.rows_at = -1
+        state.failed = True
+        state.values = state.values[: len(spec.columns)].copy()
+        log.error(
+            "站点 %s/%s 模型无法学习 site model not learnt: its learning rows cannot be kept "
+            "in %s: %s",
+            spec.estate,
+            spec.name,
+            self._rows.directory or tempfile.gettempdir(),
+            error,
+        )
+
     def export_state(self) -> dict[str, Any]:
         """The sites' states, their learning rows apart: all of them in one array.
 
         Unpickled at a restart, one array is one block (a memory map of its own, unmapped
-        once its rows are taken back into the pool), where an array a site was thousands
+        once its rows are written back to the scratch file), where an array a site was thousands
         of blocks of a few KB in the heap, whose space, freed between the blocks the
         restore allocated meanwhile, stayed resident (docs/scaling.md, "Memory")."""
-        learning = [k for k, site in enumerate(self._states) if site.rows is not None]
-        states = [site if site.rows is None else replace(site, rows=None) for site in self._states]
-        rows = [site.rows.ravel() for site in self._states if site.rows is not None]
+        learning = [k for k, site in enumerate(self._states) if site.rows_at >= 0]
+        states = [site if site.rows_at < 0 else replace(site, rows_at=-1) for site in self._states]
+        rows = [
+            np.frombuffer(
+                self._rows.read(
+                    self._states[k].rows_at,
+                    self.learn_rows * len(self.specs[k].columns) * _F16_BYTES,
+                ),
+                dtype=np.float16,
+            )
+            for k in learning
+        ]
         return {
             "_states": states,
             _ROWS: (
@@ -480,11 +533,16 @@ class SiteDetectors(Stateful):
         super().import_state(state)
         learning, rows = state[_ROWS]
         start = 0
-        for k in learning.tolist():  # the learning rows taken back into shared maps
-            taken = self._pool.take(self.learn_rows, len(self.specs[k].columns))
-            taken[...] = rows[start : start + taken.size].reshape(taken.shape)
-            start += taken.size
-            self._states[k].rows = taken
+        for k in learning.tolist():  # the learning rows written back to the scratch file
+            size = self.learn_rows * len(self.specs[k].columns)
+            block = rows[start : start + size]
+            start += size
+            site = self._states[k]
+            try:
+                site.rows_at = self._rows.take(size * _F16_BYTES)
+                self._rows.write(site.rows_at, block.astype(np.float16).tobytes())
+            except OSError as error:
+                self._not_kept(self.specs[k], site, error)
         if start != rows.size:
             raise SnapshotMismatch(
                 f"{type(self).__name__}: {rows.size - start} learning values left over"
@@ -514,11 +572,11 @@ class SiteDetectors(Stateful):
 
     def learning(self) -> int:
         """How many sites hold learning rows."""
-        return sum(1 for state in self._states if state.rows is not None)
+        return sum(1 for state in self._states if state.rows_at >= 0)
 
-    def learning_maps(self) -> int:
-        """How many memory maps the learning rows hold (none once every site learnt)."""
-        return self._pool.maps()
+    def learning_file_bytes(self) -> int:
+        """Bytes of the learning rows' scratch file (0 once every site learnt)."""
+        return self._rows.size()
 
 
 def _detail(
@@ -543,10 +601,13 @@ def _detail(
     return f"站点 site {spec.name} (score {score:.2f}): " + "；".join(parts)
 
 
-def load_sites(path: Path, streets: Sequence[str] = ("+",)) -> SiteDetectors:
+def load_sites(
+    path: Path, streets: Sequence[str] = ("+",), rows_dir: str | None = None
+) -> SiteDetectors:
     """The site models of the registry at ``path`` (any of its forms) for the streets this
     gateway owns; none when there is no registry.  A registry that cannot be read is
-    logged and the gateway runs without site models (its readings matter more)."""
+    logged and the gateway runs without site models (its readings matter more).
+    ``rows_dir``: where their learning rows are kept (``SiteDetectors``)."""
     if not path.exists():
         return SiteDetectors()
     try:
@@ -571,4 +632,4 @@ def load_sites(path: Path, streets: Sequence[str] = ("+",)) -> SiteDetectors:
             len(specs),
             sum(len(s.columns) for s in specs),
         )
-    return SiteDetectors(specs)
+    return SiteDetectors(specs, rows_dir=rows_dir)

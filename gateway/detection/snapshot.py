@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 # Bump when the state's attributes change meaning (2: the dedup window in arrays; 3: two
 # windows a device, with timestamps; 4: the registry's site models; 5: the dedup window's
 # index by edge, then device, and a site's values in two arrays; 6: the sites' learning
-# rows in one array).  A snapshot of another format is refused, and the gateway resumes
-# from InfluxDB instead.
-FORMAT = 6
+# rows in one array; 7: a site's learning rows in a scratch file, ``rows_at``).  A
+# snapshot of another format is refused, and the gateway resumes from InfluxDB instead.
+FORMAT = 7
 # SQLite refuses a value over a billion bytes by default: a large state is kept in parts.
 PART_BYTES = 32 << 20
 

@@ -147,7 +147,7 @@ def test_the_learning_rows_kept_in_float16_give_the_model_of_the_exact_rows(seed
 
 
 @pytest.mark.slow
-def test_the_learning_rows_are_unmapped_once_every_site_learnt_restarted_or_not() -> None:
+def test_the_learning_rows_file_is_emptied_once_every_site_learnt_restarted_or_not() -> None:
     # Freed site by site into the heap, the rows of a city's sites kept the learning peak
     # resident for good: they live in shared maps, unmapped once their sites learnt.
     estates = [f"estate-{k:03d}" for k in range(60)]  # more sites than one map holds
@@ -173,15 +173,15 @@ def test_the_learning_rows_are_unmapped_once_every_site_learnt_restarted_or_not(
 
     straight = SiteDetectors(specs)
     feed(straight, readings[:half])
-    assert straight.learning() == len(specs) and straight.learning_maps() > 1
-    # A restart while learning: the rows taken back go into maps too.
+    assert straight.learning() == len(specs) and straight.learning_file_bytes() > 0
+    # A restart while learning: the rows taken back go to the scratch file too.
     restarted = SiteDetectors(specs)
     restarted.import_state(pickle.loads(pickle.dumps(straight.export_state())))
-    assert restarted.learning() == len(specs) and restarted.learning_maps() > 1
+    assert restarted.learning() == len(specs) and restarted.learning_file_bytes() > 0
     for sites in (straight, restarted):
         feed(sites, readings[half:])
         assert sites.learnt() == len(specs) and sites.learning() == 0
-        assert sites.learning_maps() == 0
+        assert sites.learning_file_bytes() == 0
     pairs = zip(
         straight.export_state()["_states"], restarted.export_state()["_states"], strict=True
     )
@@ -223,7 +223,7 @@ for k in range(sites_n):
 sites = SiteDetectors(specs)
 sites.evaluate_many(readings)
 assert sites.learning() == sites_n
-rows = sum(st.rows.nbytes for st in sites._states)
+rows = sites.learning_file_bytes()
 body = pickle.dumps(sites.export_state(), pickle.HIGHEST_PROTOCOL)
 del sites, readings
 gc.collect(); trim_heap()
@@ -395,3 +395,43 @@ def test_the_gateway_takes_its_streets_sites_from_the_stored_registry(
     junk.write_text("not a registry", encoding="utf-8")
     assert not load_sites(junk)
     assert "no site models" in caplog.text and "not a registry" in caplog.text
+
+
+def _open_files_in(directory: Path) -> list[str]:
+    """The files this process has open in ``directory`` (an unlinked one ends in
+    " (deleted)")."""
+    links = (p.readlink() for p in Path("/proc/self/fd").iterdir() if p.is_symlink())
+    return [str(link) for link in links if str(link).startswith(str(directory))]
+
+
+def test_learning_rows_wait_in_a_scratch_file_of_the_rows_dir_until_learnt(
+    tmp_path: Path,
+) -> None:
+    rows_dir = tmp_path / "state"
+    sites = SiteDetectors([spec()], rows_dir=str(rows_dir))
+    places = {p.device: p for p in PLACES}
+    readings = list(pump_room(PLACES, LEARNT_S, seed=5))
+    half = len(readings) // 2
+    sites.evaluate_many([(places[r.device], r) for r in readings[:half]])
+    assert sites.learning() == 1
+    assert sites.learning_file_bytes() == LEARN_ROWS * len(FLOAT_SIGNALS) * len(PLACES) * 2
+    (scratch,) = _open_files_in(rows_dir)
+    assert scratch.endswith(" (deleted)")  # gone with the process, whatever its end
+    sites.evaluate_many([(places[r.device], r) for r in readings[half:]])
+    assert sites.learnt() == 1 and sites.learning() == 0
+    assert sites.learning_file_bytes() == 0 and _open_files_in(rows_dir) == []
+
+
+def test_a_rows_dir_that_cannot_be_made_leaves_the_site_unlearnt_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    sites = SiteDetectors([spec()], rows_dir=str(blocked / "state"))
+    places = {p.device: p for p in PLACES}
+    readings = list(pump_room(PLACES, LEARNT_S, seed=6))
+    sites.evaluate_many([(places[r.device], r) for r in readings])  # raises nothing
+    assert (sites.learnt(), sites.learning(), sites.learning_file_bytes()) == (0, 0, 0)
+    (said,) = [r for r in caplog.records if "site model not learnt" in r.getMessage()]
+    assert said.levelname == "ERROR"
+    assert "模型无法学习" in said.getMessage() and str(blocked) in said.getMessage()
