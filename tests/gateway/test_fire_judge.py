@@ -12,13 +12,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.detection.rules import all_rules
-from gateway.detection.rules.base import AnomalyChange
 from gateway.detection.rules.fire import FireRules
 from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
+from tests.support.rule_judges import assert_judged_like_the_reference, same_nans
 
 T0 = 1_750_000_000_000
 # Around the saw-tooth (0.30–0.37 MPa), the sag band and the minimums, with odd values.
@@ -71,10 +70,6 @@ LEARNT_AT_THE_MARGIN = [
 ]
 
 
-class Copied(dict[str, Value]):
-    """A dict of the panel's values: the rules then run ``derive`` and the openers."""
-
-
 @pytest.mark.parametrize("vectorised", [None, True])
 @settings(max_examples=80, deadline=None)
 @given(sequence=readings_st)
@@ -102,16 +97,7 @@ def test_the_judge_derives_and_opens_as_derive_and_the_openers(
         )
         assert judge.judge(view, reading.ts, reading.values) == expected
         judge.fill(view)
-        assert _same_nans(view.as_dict()) == _same_nans(values)
-
-
-def _same_nans(values: dict[str, Value]) -> dict[str, object]:
-    """NaN as a marker (and the value's type beside it), so that dicts holding NaNs compare
-    equal and an int does not pass for a float."""
-    return {
-        name: ("NaN" if isinstance(value, float) and math.isnan(value) else value, type(value))
-        for name, value in values.items()
-    }
+        assert same_nans(view.as_dict()) == same_nans(values)
 
 
 @settings(max_examples=40, deadline=None)
@@ -119,36 +105,9 @@ def _same_nans(values: dict[str, Value]) -> dict[str, object]:
 def test_judged_panels_give_the_anomalies_of_the_reference(
     sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
 ) -> None:
-    place = Place("d", "s", "e", "b", "fire", "F1")
-    items = [(place, reading) for reading in _readings(sequence)]
-    judged, reference = all_rules(), all_rules()
-    reference_rules = reference[Kind.FIRE]
-    assert isinstance(reference_rules, FireRules)
-    reference_rules.mapping = Copied
-    start = 0
-    for cut in [*cuts, len(items)]:
-        batch = items[start : start + cut]
-        start += cut
-        expected = reference_rules.evaluate_many(batch)
-        assert _comparable(judged[Kind.FIRE].evaluate_many(batch)) == _comparable(expected)
-
-
-def _comparable(changes: list[list[AnomalyChange]]) -> list[list[tuple[object, ...]]]:
-    """The changes as tuples with NaN as a marker (NaN objects compare unequal)."""
-    return [
-        [
-            (
-                c.code,
-                c.opened,
-                c.ts_ms,
-                "NaN" if math.isnan(c.value) else c.value,
-                "NaN" if math.isnan(c.threshold) else c.threshold,
-                c.detail,
-            )
-            for c in per_reading
-        ]
-        for per_reading in changes
-    ]
+    assert_judged_like_the_reference(
+        Kind.FIRE, Place("d", "s", "e", "b", "fire", "F1"), _readings(sequence), cuts
+    )
 
 
 def test_a_sagging_pipe_opens_through_the_judge() -> None:

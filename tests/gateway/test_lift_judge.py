@@ -10,13 +10,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.detection.rules import all_rules
-from gateway.detection.rules.base import AnomalyChange
 from gateway.detection.rules.lift import LiftRules
 from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
+from tests.support.rule_judges import assert_judged_like_the_reference
 
 T0 = 1_750_000_000_000
 # Each state's codes, with the odd values a device might send (a bool, a float, a string).
@@ -58,10 +57,6 @@ def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
     return out
 
 
-class Copied(dict[str, Value]):
-    """A dict of the lift's values: the rules then ask the openers."""
-
-
 @settings(max_examples=150, deadline=None)
 @given(sequence=readings_st)
 def test_the_judge_opens_as_the_openers(sequence: list[tuple[dict[str, Value], int]]) -> None:
@@ -90,33 +85,6 @@ def test_the_judge_opens_as_the_openers(sequence: list[tuple[dict[str, Value], i
 def test_judged_lifts_give_the_anomalies_of_the_reference(
     sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
 ) -> None:
-    place = Place("d", "s", "e", "b", "lift", "L1")
-    items = [(place, reading) for reading in _readings(sequence)]
-    judged, reference = all_rules(), all_rules()
-    reference_rules = reference[Kind.LIFT]
-    assert isinstance(reference_rules, LiftRules)
-    reference_rules.mapping = Copied
-    start = 0
-    for cut in [*cuts, len(items)]:
-        batch = items[start : start + cut]
-        start += cut
-        expected = reference_rules.evaluate_many(batch)
-        assert _comparable(judged[Kind.LIFT].evaluate_many(batch)) == _comparable(expected)
-
-
-def _comparable(changes: list[list[AnomalyChange]]) -> list[list[tuple[object, ...]]]:
-    """The changes as tuples with NaN as a marker (NaN objects compare unequal)."""
-    return [
-        [
-            (
-                c.code,
-                c.opened,
-                c.ts_ms,
-                "NaN" if math.isnan(c.value) else c.value,
-                "NaN" if math.isnan(c.threshold) else c.threshold,
-                c.detail,
-            )
-            for c in per_reading
-        ]
-        for per_reading in changes
-    ]
+    assert_judged_like_the_reference(
+        Kind.LIFT, Place("d", "s", "e", "b", "lift", "L1"), _readings(sequence), cuts
+    )

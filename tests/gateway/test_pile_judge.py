@@ -11,13 +11,12 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.detection.rules import all_rules
-from gateway.detection.rules.base import AnomalyChange
 from gateway.detection.rules.ebike_charger import EbikeChargerRules
 from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
+from tests.support.rule_judges import assert_judged_like_the_reference, same_nans
 
 T0 = 1_750_000_000_000
 TEMPS: list[Value] = [30.0, 31.5, 45.0, 47.25, 60.5, 25, 30.0, math.nan, math.inf, "hot", True]
@@ -45,10 +44,6 @@ def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
         ts += gap  # a negative gap: an older reading arriving late
         out.append(Reading("P1", "ebike_charger", seq, ts, values))
     return out
-
-
-class Copied(dict[str, Value]):
-    """A dict of the pile's values: the rules then run ``derive`` and the openers."""
 
 
 @settings(max_examples=80, deadline=None)
@@ -80,8 +75,8 @@ def test_the_judge_derives_and_opens_as_derive_and_the_openers(
         derived = view.as_dict()
         kept = {name: value for name, value in values.items() if name in columns}
         recomputed = {name: value for name, value in values.items() if name not in columns}
-        assert _same_nans({n: v for n, v in derived.items() if n in columns}) == _same_nans(kept)
-        assert _same_nans({n: v for n, v in derived.items() if n not in columns}) == _same_nans(
+        assert same_nans({n: v for n, v in derived.items() if n in columns}) == same_nans(kept)
+        assert same_nans({n: v for n, v in derived.items() if n not in columns}) == same_nans(
             recomputed
         )
         for name in recomputed:  # gone after the reading, as from the reference's dict
@@ -89,49 +84,17 @@ def test_the_judge_derives_and_opens_as_derive_and_the_openers(
         view.clear_derived()
 
 
-def _same_nans(values: dict[str, Value]) -> dict[str, object]:
-    """NaN as a marker, so that dicts holding NaNs compare equal."""
-    return {
-        name: "NaN" if isinstance(value, float) and math.isnan(value) else value
-        for name, value in values.items()
-    }
-
-
 @settings(max_examples=40, deadline=None)
 @given(sequence=readings_st, cuts=st.lists(st.integers(1, 8), min_size=1, max_size=30))
 def test_judged_piles_give_the_anomalies_of_the_reference(
     sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
 ) -> None:
-    place = Place("d", "s", "e", "b", "ebike_charger", "P1")
-    items = [(place, reading) for reading in _readings(sequence)]
-    judged, reference = all_rules(), all_rules()
-    reference_rules = reference[Kind.EBIKE_CHARGER]
-    assert isinstance(reference_rules, EbikeChargerRules)
-    reference_rules.mapping = Copied
-    start = 0
-    for cut in [*cuts, len(items)]:
-        batch = items[start : start + cut]
-        start += cut
-        expected = reference_rules.evaluate_many(batch)
-        assert _comparable(judged[Kind.EBIKE_CHARGER].evaluate_many(batch)) == _comparable(expected)
-
-
-def _comparable(changes: list[list[AnomalyChange]]) -> list[list[tuple[object, ...]]]:
-    """The changes as tuples with NaN as a marker (NaN objects compare unequal)."""
-    return [
-        [
-            (
-                c.code,
-                c.opened,
-                c.ts_ms,
-                "NaN" if math.isnan(c.value) else c.value,
-                c.threshold,
-                c.detail,
-            )
-            for c in per_reading
-        ]
-        for per_reading in changes
-    ]
+    assert_judged_like_the_reference(
+        Kind.EBIKE_CHARGER,
+        Place("d", "s", "e", "b", "ebike_charger", "P1"),
+        _readings(sequence),
+        cuts,
+    )
 
 
 def test_a_hot_port_opens_through_the_judge() -> None:
