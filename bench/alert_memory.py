@@ -95,6 +95,12 @@ def _pymalloc_kb() -> tuple[int, int]:
     return count("bytes in allocated blocks") // 1024, count("arenas allocated current") * 1024
 
 
+def glibc_heap_bytes() -> tuple[int, int]:
+    """glibc's heap now: bytes in use (its mapped blocks too) and bytes free."""
+    info = _LIBC.mallinfo2()
+    return info.uordblks + info.hblkhd, info.fordblks
+
+
 def heap_kb() -> dict[str, int]:
     """The process's memory now, in KiB, after a collection and a heap trim."""
     gc.collect()

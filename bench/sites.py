@@ -33,7 +33,6 @@ pump room), at the simulated estates' mix of devices.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import math
@@ -51,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench.pipeline
 
+from bench.alert_memory import glibc_heap_bytes
 from gateway.detection.detector import Detector
 from gateway.detection.sites import (
     LEARN_ROWS,
@@ -235,27 +235,9 @@ def pipeline_memory(devices: int, modes: Sequence[str]) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
 def _process_bytes() -> dict[str, int]:
-    """This process's resident memory, the part of it in shared maps (the learning rows'),
-    and glibc's heap in use and free, after a collection and a heap trim."""
+    """This process's resident memory, the part of it in shared maps, and glibc's heap in
+    use and free, after a collection and a heap trim."""
     from gateway.heap import trim_heap
 
     gc.collect()
@@ -265,14 +247,12 @@ def _process_bytes() -> dict[str, int]:
         for line in Path("/proc/self/status").read_text().splitlines()
         if line.startswith(("VmRSS:", "RssShmem:"))
     }
-    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
-    mallinfo2.restype = _Mallinfo2
-    info = mallinfo2()
+    in_use, free = glibc_heap_bytes()
     return {
         "resident": status["VmRSS"],
         "shared maps (RssShmem)": status["RssShmem"],
-        "glibc heap in use": info.uordblks + info.hblkd,
-        "glibc heap free": info.fordblks,
+        "glibc heap in use": in_use,
+        "glibc heap free": free,
     }
 
 
