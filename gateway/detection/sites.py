@@ -530,6 +530,10 @@ class SiteDetectors(Stateful):
     def import_state(self, state: Mapping[str, Any]) -> None:
         if _ROWS not in state:
             raise SnapshotMismatch(f"{type(self).__name__}: the snapshot lacks {_ROWS}")
+        for site in self._states:  # rows held now are replaced with the snapshot's
+            if site.rows_at >= 0:
+                self._rows.release()
+                site.rows_at = -1
         super().import_state(state)
         learning, rows = state[_ROWS]
         start = 0

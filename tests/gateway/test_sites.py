@@ -417,6 +417,10 @@ def test_learning_rows_wait_in_a_scratch_file_of_the_rows_dir_until_learnt(
     assert sites.learning_file_bytes() == LEARN_ROWS * len(FLOAT_SIGNALS) * len(PLACES) * 2
     (scratch,) = _open_files_in(rows_dir)
     assert scratch.endswith(" (deleted)")  # gone with the process, whatever its end
+    # Taken back over the rows it holds, a snapshot's rows replace them.
+    held = sites.learning_file_bytes()
+    sites.import_state(pickle.loads(pickle.dumps(sites.export_state())))
+    assert sites.learning() == 1 and sites.learning_file_bytes() == held
     sites.evaluate_many([(places[r.device], r) for r in readings[half:]])
     assert sites.learnt() == 1 and sites.learning() == 0
     assert sites.learning_file_bytes() == 0 and _open_files_in(rows_dir) == []
