@@ -7,19 +7,23 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.detection.rules.fire import FireRules
-from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
-from tests.support.rule_judges import assert_judged_like_the_reference, same_nans
+from tests.support.rule_judges import (
+    T0,
+    assert_judged_like_the_reference,
+    one_row_view,
+    readings,
+    reference_opens,
+    same_nans,
+)
 
-T0 = 1_750_000_000_000
 # Around the saw-tooth (0.30–0.37 MPa), the sag band and the minimums, with odd values.
 PRESSURES: list[Value] = [
     0.37, 0.36, 0.33, 0.30, 0.29, 0.27, 0.25, 0.2, 0.09, 0.0, 0.35, 1, math.nan, -math.inf,
@@ -50,14 +54,6 @@ readings_st = st.lists(
 )
 
 
-def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
-    ts, out = T0, []
-    for seq, (values, gap) in enumerate(sequence, 1):
-        ts += gap  # a negative gap: an older reading arriving late
-        out.append(Reading("F1", "fire", seq, ts, values))
-    return out
-
-
 # A second pump start exactly at the learned start pressure less its margin: learnt (>=),
 # an edge random values do not land on.
 AT_THE_MARGIN = 0.30 - FireRules().threshold("pump_start_margin_mpa")
@@ -81,20 +77,15 @@ def test_the_judge_derives_and_opens_as_derive_and_the_openers(
     judge = rules.judge
     assert judge is not None
     columns = rules._column_of
-    view = RowValues(columns)
-    view.bind(np.full((1, len(columns)), np.nan), np.zeros((1, len(columns)), dtype=np.uint8), {})
+    view = one_row_view(rules)
     values: dict[str, Value] = {}
-    for reading in _readings(sequence):
+    for reading in readings("F1", "fire", sequence):
         for name, value in reading.values.items():
             if name in columns:
                 view[name] = value
                 values[name] = value
         rules.derive(values, reading)
-        expected = any(
-            opens(values) and (suppressed is None or not suppressed(values))
-            for signal, opens, suppressed in rules._openers
-            if not signal or signal in reading.values
-        )
+        expected = reference_opens(rules, values, reading)
         assert judge.judge(view, reading.ts, reading.values) == expected
         judge.fill(view)
         assert same_nans(view.as_dict()) == same_nans(values)
@@ -106,7 +97,7 @@ def test_judged_panels_give_the_anomalies_of_the_reference(
     sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
 ) -> None:
     assert_judged_like_the_reference(
-        Kind.FIRE, Place("d", "s", "e", "b", "fire", "F1"), _readings(sequence), cuts
+        Kind.FIRE, Place("d", "s", "e", "b", "fire", "F1"), readings("F1", "fire", sequence), cuts
     )
 
 

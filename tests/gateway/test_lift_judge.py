@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.detection.rules.lift import LiftRules
-from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind
-from jiayuan.contract import Reading, Value
+from jiayuan.contract import Value
 from jiayuan.places import Place
-from tests.support.rule_judges import assert_judged_like_the_reference
+from tests.support.rule_judges import (
+    assert_judged_like_the_reference,
+    one_row_view,
+    readings,
+    reference_opens,
+)
 
-T0 = 1_750_000_000_000
 # Each state's codes, with the odd values a device might send (a bool, a float, a string).
 STATES: list[Value] = [0, 1, 2, 1.0, True, False, "1", -0.0, 3]
 FAULTS: list[Value] = [0, 40, 7, 40.0, 7.0, True, False, "E7", 1 << 60, -3]
@@ -49,14 +51,6 @@ readings_st = st.lists(
 )
 
 
-def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
-    ts, out = T0, []
-    for seq, (values, gap) in enumerate(sequence, 1):
-        ts += gap  # a negative gap: an older reading arriving late
-        out.append(Reading("L1", "lift", seq, ts, values))
-    return out
-
-
 @settings(max_examples=150, deadline=None)
 @given(sequence=readings_st)
 def test_the_judge_opens_as_the_openers(sequence: list[tuple[dict[str, Value], int]]) -> None:
@@ -64,19 +58,14 @@ def test_the_judge_opens_as_the_openers(sequence: list[tuple[dict[str, Value], i
     judge = rules.judge
     assert judge is not None
     columns = rules._column_of
-    view = RowValues(columns)
-    view.bind(np.full((1, len(columns)), np.nan), np.zeros((1, len(columns)), dtype=np.uint8), {})
+    view = one_row_view(rules)
     values: dict[str, Value] = {}
-    for reading in _readings(sequence):
+    for reading in readings("L1", "lift", sequence):
         for name, value in reading.values.items():
             if name in columns:
                 view[name] = value
                 values[name] = value
-        expected = any(
-            opens(values) and (suppressed is None or not suppressed(values))
-            for signal, opens, suppressed in rules._openers
-            if not signal or signal in reading.values
-        )
+        expected = reference_opens(rules, values, reading)
         assert judge.judge(view, reading.ts, reading.values) == expected, values
 
 
@@ -86,5 +75,5 @@ def test_judged_lifts_give_the_anomalies_of_the_reference(
     sequence: list[tuple[dict[str, Value], int]], cuts: list[int]
 ) -> None:
     assert_judged_like_the_reference(
-        Kind.LIFT, Place("d", "s", "e", "b", "lift", "L1"), _readings(sequence), cuts
+        Kind.LIFT, Place("d", "s", "e", "b", "lift", "L1"), readings("L1", "lift", sequence), cuts
     )

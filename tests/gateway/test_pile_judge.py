@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.detection.rules.ebike_charger import EbikeChargerRules
-from gateway.detection.rules.table import RowValues
 from jiayuan.catalogue import Kind, port_field
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
-from tests.support.rule_judges import assert_judged_like_the_reference, same_nans
+from tests.support.rule_judges import (
+    T0,
+    assert_judged_like_the_reference,
+    one_row_view,
+    readings,
+    reference_opens,
+    same_nans,
+)
 
-T0 = 1_750_000_000_000
 TEMPS: list[Value] = [30.0, 31.5, 45.0, 47.25, 60.5, 25, 30.0, math.nan, math.inf, "hot", True]
 POWERS: list[Value] = [0.0, 100.0, 250.5, 180, 0, math.nan, -1.0, False]
 SMOKE: list[Value] = [0, 1, 1.0, True, "1", 2]
@@ -38,14 +42,6 @@ readings_st = st.lists(
 )
 
 
-def _readings(sequence: list[tuple[dict[str, Value], int]]) -> list[Reading]:
-    ts, out = T0, []
-    for seq, (values, gap) in enumerate(sequence, 1):
-        ts += gap  # a negative gap: an older reading arriving late
-        out.append(Reading("P1", "ebike_charger", seq, ts, values))
-    return out
-
-
 @settings(max_examples=80, deadline=None)
 @given(sequence=readings_st)
 def test_the_judge_derives_and_opens_as_derive_and_the_openers(
@@ -55,21 +51,15 @@ def test_the_judge_derives_and_opens_as_derive_and_the_openers(
     judge = rules.judge
     assert judge is not None
     columns = rules._column_of
-    numbers = np.full((1, len(columns)), np.nan)
-    view = RowValues(columns)
-    view.bind(numbers, np.zeros((1, len(columns)), dtype=np.uint8), {})
+    view = one_row_view(rules)
     values: dict[str, Value] = {}
-    for reading in _readings(sequence):
+    for reading in readings("P1", "ebike_charger", sequence):
         for name, value in reading.values.items():
             if name in columns:
                 view[name] = value
                 values[name] = value
         rules.derive(values, reading)
-        expected = any(
-            opens(values) and (suppressed is None or not suppressed(values))
-            for signal, opens, suppressed in rules._openers
-            if not signal or signal in reading.values
-        )
+        expected = reference_opens(rules, values, reading)
         assert judge.judge(view, reading.ts, reading.values) == expected
         judge.fill(view)
         derived = view.as_dict()
@@ -92,7 +82,7 @@ def test_judged_piles_give_the_anomalies_of_the_reference(
     assert_judged_like_the_reference(
         Kind.EBIKE_CHARGER,
         Place("d", "s", "e", "b", "ebike_charger", "P1"),
-        _readings(sequence),
+        readings("P1", "ebike_charger", sequence),
         cuts,
     )
 

@@ -7,12 +7,46 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from gateway.detection.rules import all_rules
 from gateway.detection.rules.base import AnomalyChange
-from gateway.detection.rules.table import TableRules
+from gateway.detection.rules.table import RowValues, TableRules
 from jiayuan.catalogue import Kind
 from jiayuan.contract import Reading, Value
 from jiayuan.places import Place
+
+T0 = 1_750_000_000_000
+
+
+def readings(
+    device: str, kind: str, sequence: Sequence[tuple[dict[str, Value], int]]
+) -> list[Reading]:
+    """One device's readings: each of ``sequence``'s values ``gap`` ms after the one before
+    (a negative gap: an older reading arriving late)."""
+    ts, out = T0, []
+    for seq, (values, gap) in enumerate(sequence, 1):
+        ts += gap
+        out.append(Reading(device, kind, seq, ts, values))
+    return out
+
+
+def one_row_view(rules: TableRules) -> RowValues:
+    """A view of one empty row of the family's columns, as a judge reads a device's."""
+    columns = rules._column_of
+    view = RowValues(columns)
+    view.bind(np.full((1, len(columns)), np.nan), np.zeros((1, len(columns)), dtype=np.uint8), {})
+    return view
+
+
+def reference_opens(rules: TableRules, values: dict[str, Value], reading: Reading) -> bool:
+    """Whether one of the family's Python openers (whose signal came, if it has one) holds
+    on ``values`` and is not suppressed: what the judge must answer."""
+    return any(
+        opens(values) and (suppressed is None or not suppressed(values))
+        for signal, opens, suppressed in rules._openers
+        if not signal or signal in reading.values
+    )
 
 
 class Copied(dict[str, Value]):
