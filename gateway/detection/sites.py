@@ -172,12 +172,12 @@ _F16_BYTES = 2
 class _RowFile:
     """The sites' learning rows in a scratch file, not in the process's memory.
 
-    A city's sites learn at once, the first 12 h after a start: 240 rows a site, some 200
-    bytes a registry device, each row written once and all of them read once, when the
-    site's model is fitted.  In memory they were a tenth of the process at 100,000 devices
-    (docs/scaling.md, "Memory"); in an unlinked file (in the gateway's state directory)
-    they are the kernel's to cache or write out.  The file is closed, its blocks freed, once
-    every site holding rows in it has learnt (or failed to)."""
+    A city's sites learn at once, the first 12 h after a start: 240 rows a site, each row
+    written once and all of them read once, when the site's model is fitted; held in
+    memory they would be a large share of the process (docs/scaling.md, "Memory").  In an
+    unlinked file (in the gateway's state directory) they are the kernel's to cache or
+    write out.  The file is closed, its blocks freed, once every site holding rows in it
+    has learnt (or failed to)."""
 
     def __init__(self, directory: str | None = None) -> None:
         self.directory = directory
