@@ -49,6 +49,7 @@ from alerts.robots import DINGTALK, FEISHU, ROBOT_CHANNELS, WECOM, robot_id
 from alerts.signing import SIGNATURE_HEADER, sign
 from alerts.workorder import ACTION_TYPES, UPDATES, opening_keys, workorder_message
 from jiayuan.config import AlertsConfig
+from jiayuan.http_responses import released
 from jiayuan.state import OUTBOX_FILE, ROBOT_LEDGER_FILE
 
 log = logging.getLogger(__name__)
@@ -346,7 +347,7 @@ class Deliverer:
         headers[SIGNATURE_HEADER] = sign(self.settings.webhook_secret, message.body)
         headers[ATTEMPT_HEADER] = str(message.attempts + 1)
         try:
-            response = self._http.post(destination, content=message.body, headers=headers)
+            response = released(self._http.post(destination, content=message.body, headers=headers))
         except httpx.HTTPError as error:
             raise _Retry(f"{type(error).__name__}: {error}") from None
         status = response.status_code

@@ -37,6 +37,7 @@ from alerts.robots import (
     robot_id,
     robot_url,
 )
+from jiayuan.http_responses import released
 
 log = logging.getLogger(__name__)
 
@@ -232,8 +233,10 @@ class RobotSender:
         body = payload(channel, text, markdown=markdown, mobiles=mobiles, secret=secret, now_ms=now)
         url = robot_url(channel, self.settings.base_url(channel), token, secret, now)
         try:
-            response = self._http.post(
-                url, content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+            response = released(
+                self._http.post(
+                    url, content=body, headers={"Content-Type": "application/json; charset=utf-8"}
+                )
             )
         except httpx.HTTPError as error:
             self.ledger.end(send_id, self._now_ms())

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from jiayuan.config import InfluxConfig
+from jiayuan.http_responses import released
 from jiayuan.loopback import is_loopback
 
 # --- line protocol --------------------------------------------------------------------------
@@ -331,7 +332,9 @@ class InfluxClient:
         data: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         try:
-            response = self._client.request(method, path, params=params, content=content, data=data)
+            response = released(
+                self._client.request(method, path, params=params, content=content, data=data)
+            )
         except httpx.TransportError as error:
             raise InfluxError(
                 f"InfluxDB at {self.url} unreachable ({what}): {type(error).__name__}: "
