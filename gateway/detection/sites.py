@@ -22,14 +22,12 @@ Devices outside every site cost one dictionary miss a reading.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
-import pickle
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -43,8 +41,8 @@ from gateway.detection.statistics.site_model import SiteModel, SiteParams
 from jiayuan.catalogue import Kind, ValueType, family, signal_title, site_code
 from jiayuan.contract import Reading
 from jiayuan.places import Place
-from jiayuan.registry.model import Registry
-from jiayuan.registry.sources import NotARegistry, read_registry
+from jiayuan.registry.model import Registry, SiteMembers
+from jiayuan.registry.sources import NotARegistry, read_site_members
 from jiayuan.registry.tables import RegistryInvalid
 
 log = logging.getLogger(__name__)
@@ -140,27 +138,31 @@ class SiteSpec:
 def site_specs(registry: Registry, min_slot_s: float = MIN_SLOT_S) -> list[SiteSpec]:
     """Every site of the registry with at least two numeric signals; its slot is its
     slowest member's heartbeat, ``min_slot_s`` at least."""
+    return specs_of_sites(registry.site_members(), min_slot_s)
+
+
+def specs_of_sites(sites: Iterable[SiteMembers], min_slot_s: float = MIN_SLOT_S) -> list[SiteSpec]:
+    """As ``site_specs``, from the registry's sites and their devices."""
     specs = []
     make_ups: dict[tuple[SiteColumn, ...], tuple[SiteColumn, ...]] = {}
-    for record in registry.records():
-        estate = record.estate
-        for name, devices in record.sites().items():
-            signals = tuple(
-                SiteSignal(device.id, signal.name, device.kind, signal.unit)
-                for device in devices
-                for signal in family(device.kind).signals
-                if signal.type is ValueType.FLOAT and not signal.per_port
-            )
-            if len(signals) < 2:
-                continue
-            first = devices[0]
-            anchor = Place(
-                estate.district, estate.street, estate.id, first.building, first.kind, first.id
-            )
-            slot_s = max(min_slot_s, *(family(d.kind).heartbeat_s for d in devices))
-            specs.append(
-                SiteSpec.of(sys.intern(name), anchor, signals, int(slot_s * 1000), make_ups)
-            )
+    for site in sites:
+        devices = site.devices
+        signals = tuple(
+            SiteSignal(device.id, signal.name, device.kind, signal.unit)
+            for device in devices
+            for signal in family(device.kind).signals
+            if signal.type is ValueType.FLOAT and not signal.per_port
+        )
+        if len(signals) < 2:
+            continue
+        first = devices[0]
+        anchor = Place(
+            site.district, site.street, site.estate, first.building, first.kind, first.id
+        )
+        slot_s = max(min_slot_s, *(family(d.kind).heartbeat_s for d in devices))
+        specs.append(
+            SiteSpec.of(sys.intern(site.name), anchor, signals, int(slot_s * 1000), make_ups)
+        )
     return specs
 
 
@@ -615,20 +617,14 @@ def load_sites(
     if not path.exists():
         return SiteDetectors()
     try:
-        registry = read_registry(path)
+        sites = read_site_members(path, None if "+" in streets else streets)
     except (NotARegistry, RegistryInvalid) as error:
         log.error("站点模型未启用 no site models: the registry %s cannot be read: %s", path, error)
         return SiteDetectors()
-    if "+" not in streets:
-        registry = registry.on_streets(streets)
-    # The sites are made again from a copy once the registry is freed: made among its
-    # objects (some 760 bytes a device, briefly), they would keep the Python arenas they
-    # share with them mapped for good (100,000 devices: 126 MiB resident after the load,
-    # 22 MiB made again; bench/README.md, "Memory at 100,000 devices").
-    copied = pickle.dumps(site_specs(registry), pickle.HIGHEST_PROTOCOL)
-    del registry
-    gc.collect()
-    specs: list[SiteSpec] = pickle.loads(copied)
+    # Made after read_site_members has dropped any whole registry it read (a file's):
+    # made among its objects, the sites would keep the Python arenas they share mapped.
+    specs = specs_of_sites(sites)
+    del sites
     if specs:
         log.info(
             "站点模型 %d 个 site models for %d registry sites (%d signals)",

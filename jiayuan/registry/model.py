@@ -113,6 +113,26 @@ class Device:
 
 
 @dataclass(frozen=True)
+class SiteDevice:
+    """A device of a site, as the site models need it."""
+
+    id: str
+    building: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class SiteMembers:
+    """One site of an estate and its devices in registry order."""
+
+    district: str
+    street: str
+    estate: str
+    name: str
+    devices: tuple[SiteDevice, ...]
+
+
+@dataclass(frozen=True)
 class EstateRecord:
     """One estate with everything the registry knows about it."""
 
@@ -183,6 +203,20 @@ class Registry:
 
     def records(self) -> tuple[EstateRecord, ...]:
         return tuple(self._records.values())
+
+    def site_members(self) -> list[SiteMembers]:
+        """Every estate's sites, estates and sites in registry order."""
+        return [
+            SiteMembers(
+                record.estate.district,
+                record.estate.street,
+                record.estate.id,
+                name,
+                tuple(SiteDevice(d.id, d.building, d.kind) for d in devices),
+            )
+            for record in self.records()
+            for name, devices in record.sites().items()
+        ]
 
     def company_names(self) -> dict[str, str]:
         return {c.id: c.name_zh for c in self.companies}

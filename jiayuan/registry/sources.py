@@ -9,11 +9,12 @@ which command wrote which.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Collection
 from contextlib import closing
 from pathlib import Path
 from typing import Literal
 
-from jiayuan.registry.model import Registry
+from jiayuan.registry.model import Registry, SiteMembers
 from jiayuan.registry.tables import COLUMNS
 
 Form = Literal["sqlite", "csv", "yaml", "json"]
@@ -70,6 +71,19 @@ def read_registry(path: Path) -> Registry:
         f"{path}: the simulators' registry.json; store it first with "
         f"'jiayuan registry generate --from {path}'"
     )
+
+
+def read_site_members(path: Path, streets: Collection[str] | None = None) -> list[SiteMembers]:
+    """The sites of the registry at ``path`` (any form) on ``streets`` (None: every
+    street), as ``Registry.site_members``; a SQLite store gives them without building the
+    whole registry.  Raises as ``read_registry``."""
+    from jiayuan.registry.store import RegistryStore
+
+    if form_of(path) == "sqlite" and _has_registry_tables(path):
+        with RegistryStore(path) as store:
+            return store.site_members(streets)
+    registry = read_registry(path)
+    return (registry if streets is None else registry.on_streets(streets)).site_members()
 
 
 def _has_registry_tables(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 An import is all or nothing (one transaction), so the gateway and the score never see half
 a registry.  Reading goes back through ``tables.from_rows``, the same validation as the
-files, so a database edited by hand cannot smuggle in a broken reference.
+files, so a database edited by hand cannot smuggle in a broken reference (the sites' devices,
+read alone for the gateway, have their kind and estate checked).
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ from typing import Any
 
 from jiayuan.catalogue import Kind
 from jiayuan.config import Config
-from jiayuan.registry.model import Registry
-from jiayuan.registry.tables import COLUMNS, OPTIONAL, RawTable, from_rows, to_rows
+from jiayuan.registry.model import Registry, SiteDevice, SiteMembers
+from jiayuan.registry.tables import (
+    COLUMNS,
+    OPTIONAL,
+    Problem,
+    RawTable,
+    RegistryInvalid,
+    from_rows,
+    to_rows,
+)
 
 # Kept in the gateway's state directory (``gateway.state_dir``) under this name by default.
 from jiayuan.state import REGISTRY_FILE as REGISTRY_FILE
+
+_KINDS = frozenset(k.value for k in Kind)
 
 
 def registry_path(config: Config) -> Path:
@@ -223,6 +234,38 @@ class RegistryStore:
                     )
             finally:
                 db.execute("ROLLBACK")
+
+    def site_members(self, streets: Collection[str] | None = None) -> list[SiteMembers]:
+        """As ``Registry.site_members`` for the estates on ``streets`` (street ids; None:
+        every one), read from the devices that name a site and not from a whole ``load``
+        (a district's registry as objects was the peak of a gateway's memory: docs/scaling.md,
+        "Memory").  What it reads is checked as a load would: a device of an unknown kind or
+        estate raises RegistryInvalid."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.rowid, e.district, e.street, d.estate, d.site, d.id, d.building, "
+                "d.kind FROM devices AS d LEFT JOIN estates AS e ON e.id = d.estate "
+                "WHERE d.site IS NOT NULL ORDER BY e.rowid, d.rowid"
+            ).fetchall()
+        where = f"{self.path} [devices]"
+        problems: list[Problem] = []
+        # By (estate, site): where it is, and its devices.
+        heads: dict[tuple[str, str], tuple[str, str]] = {}
+        devices: dict[tuple[str, str], list[SiteDevice]] = {}
+        for rowid, district, street, estate, site, device, building, kind in rows:
+            if district is None:
+                problems.append(Problem(where, rowid, "estate", f"no estate {estate!r}"))
+                continue
+            if kind not in _KINDS:
+                problems.append(Problem(where, rowid, "kind", f"unknown kind {kind!r}"))
+                continue
+            if streets is not None and street not in streets:
+                continue
+            heads.setdefault((estate, site), (district, street))
+            devices.setdefault((estate, site), []).append(SiteDevice(device, building, Kind(kind)))
+        if problems:
+            raise RegistryInvalid(problems)
+        return [SiteMembers(*heads[key], *key, tuple(members)) for key, members in devices.items()]
 
     def street_of(self, estate: str) -> str | None:
         """The street of one estate (one query, not a whole load); None if unknown."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import pickle
+import sqlite3
 import subprocess
 import sys
+import tracemalloc
+from contextlib import closing
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -28,6 +31,7 @@ from jiayuan.anomaly import CLOSED, OPEN, Anomaly
 from jiayuan.catalogue import Kind, Severity, family
 from jiayuan.contract import Reading
 from jiayuan.places import Place
+from jiayuan.registry.sources import read_registry
 from jiayuan.registry.store import RegistryStore
 from simulators.registry import build_registry
 from tests.support.pump_room import CYCLE_S, PERIOD_S, T0, pump_room, tank_id
@@ -395,6 +399,42 @@ def test_the_gateway_takes_its_streets_sites_from_the_stored_registry(
     junk.write_text("not a registry", encoding="utf-8")
     assert not load_sites(junk)
     assert "no site models" in caplog.text and "not a registry" in caplog.text
+
+
+def test_the_gateway_reads_only_the_sites_devices_of_a_stored_registry(tmp_path: Path) -> None:
+    """The sites come from the store without the whole registry as objects: a district's
+    registry read whole was the peak of the gateway's memory (bench/throughput.py
+    --memory-devices)."""
+    registry = generate_registry(build_registry(40, seed=3), seed=3, as_of=date(2026, 6, 1))
+    path = tmp_path / "registry.sqlite"
+    with RegistryStore(path) as store:
+        store.replace(registry)
+    street = registry.estates[0].street
+    for streets, owned in (("+",), registry), ((street,), registry.on_streets((street,))):
+        assert list(load_sites(path, streets).specs) == site_specs(owned)
+    tracemalloc.start()
+    try:
+        read_registry(path)
+        whole = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        load_sites(path)
+        sites_only = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sites_only < whole / 4, (sites_only, whole)
+
+
+def test_a_stored_site_device_of_an_unknown_kind_leaves_the_gateway_without_site_models(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = generate_registry(build_registry(3, seed=3), seed=3, as_of=date(2026, 6, 1))
+    path = tmp_path / "registry.sqlite"
+    with RegistryStore(path) as store:
+        store.replace(registry)
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE devices SET kind = 'teapot' WHERE site IS NOT NULL")
+    assert not load_sites(path)
+    assert "no site models" in caplog.text and "teapot" in caplog.text
 
 
 def _open_files_in(directory: Path) -> list[str]:
